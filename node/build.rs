@@ -1,0 +1,17 @@
+//! Compiles etcd's wire schema (and detcd's log record) without a system `protoc`:
+//! protox parses the .proto files in pure Rust, prost/tonic generate the code.
+//! The simulator build (`--cfg madsim`) needs only the messages, not the gRPC service.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/kv.proto", "proto/rpc.proto", "proto/detcd.proto"];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let simulator_build = std::env::var_os("CARGO_CFG_MADSIM").is_some();
+    let descriptors = protox::compile(protos, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(!simulator_build)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

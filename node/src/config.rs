@@ -1,0 +1,272 @@
+//! The `detcd` command line: etcd's flag names, `ETCD_*` environment variables and
+//! defaults, checked into a [`ServerConfig`] with etcd's error messages for nonsense.
+
+use std::collections::BTreeMap;
+
+use clap::Parser;
+
+use crate::core::NodeConfig;
+use crate::ids;
+
+/// etcd-compatible member flags (each also read from its `ETCD_*` variable).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "detcd", version, about = "An etcd v3 compatible key-value server, tested by deterministic simulation")]
+pub struct Flags {
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+    /// Path to the data directory (default: ${name}.etcd).
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<String>,
+    /// Path to the dedicated WAL directory.
+    #[arg(long, env = "ETCD_WAL_DIR", default_value = "")]
+    pub wal_dir: String,
+    /// List of URLs to listen on for client traffic.
+    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS")]
+    pub listen_client_urls: Option<String>,
+    /// List of this member's client URLs to advertise to the public.
+    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS")]
+    pub advertise_client_urls: Option<String>,
+    /// List of URLs to listen on for peer traffic.
+    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380")]
+    pub listen_peer_urls: String,
+    /// List of this member's peer URLs to advertise to the rest of the cluster.
+    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping (name=peerurl,...).
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Initial cluster state ('new' or 'existing').
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
+    pub initial_cluster_state: String,
+    /// Initial cluster token for the etcd cluster during bootstrap.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+    /// Maximum number of wal files to retain (0 is unlimited).
+    #[arg(long, env = "ETCD_MAX_WALS", default_value_t = 5)]
+    pub max_wals: usize,
+    /// Maximum number of snapshot files to retain (0 is unlimited).
+    #[arg(long, env = "ETCD_MAX_SNAPSHOTS", default_value_t = 5)]
+    pub max_snapshots: usize,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    pub max_request_bytes: usize,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
+}
+
+/// A checked configuration for one production member.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub name: String,
+    pub data_dir: String,
+    pub wal_dir: String,
+    /// `host:port` to bind for clients.
+    pub listen_client_addrs: Vec<String>,
+    pub advertise_client_urls: Vec<String>,
+    /// `host:port` to bind for peers.
+    pub listen_peer_addrs: Vec<String>,
+    /// Every first member: name → (member id, `host:port` of its first peer URL).
+    pub members: BTreeMap<String, (u64, String)>,
+    pub node: NodeConfig,
+    pub initial_cluster_state: String,
+}
+
+/// Parses `http://host:port` into `host:port`.
+pub fn parse_url(url: &str) -> Result<String, String> {
+    let rest = if let Some(rest) = url.strip_prefix("http://") {
+        rest
+    } else if url.starts_with("https://") || url.starts_with("unixs://") {
+        return Err(format!("{url:?}: TLS is not supported by detcd yet; use http://"));
+    } else {
+        return Err(format!("URL scheme must be http, https, unix, or unixs: {url}"));
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{url:?}: missing port in address"))?;
+    if host.is_empty() {
+        return Err(format!("{url:?}: missing host"));
+    }
+    port.parse::<u16>().map_err(|_| format!("{url:?}: invalid port {port:?}"))?;
+    if rest.contains('/') {
+        return Err(format!("{url:?}: URL must not have a path"));
+    }
+    Ok(rest.to_string())
+}
+
+fn parse_url_list(flag: &str, list: &str) -> Result<Vec<String>, String> {
+    let urls: Vec<&str> = list.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    if urls.is_empty() {
+        return Err(format!("--{flag} must not be empty"));
+    }
+    urls.iter().map(|u| parse_url(u).map_err(|e| format!("invalid value for --{flag}: {e}"))).collect()
+}
+
+impl Flags {
+    /// Checks the flags the way etcd does and derives ids and the node configuration.
+    pub fn resolve(&self) -> Result<ServerConfig, String> {
+        if self.name.is_empty() {
+            return Err("--name must not be empty".to_string());
+        }
+        if self.heartbeat_interval == 0 {
+            return Err("--heartbeat-interval must be positive".to_string());
+        }
+        if self.election_timeout < 5 * self.heartbeat_interval {
+            return Err(format!(
+                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+                self.election_timeout, self.heartbeat_interval
+            ));
+        }
+        if self.election_timeout > 50_000 {
+            return Err(format!("--election-timeout[{}ms] is too long, and should be set less than 50 seconds", self.election_timeout));
+        }
+        if self.snapshot_count == 0 {
+            return Err("--snapshot-count must be positive".to_string());
+        }
+        if self.max_txn_ops == 0 || self.max_request_bytes == 0 {
+            return Err("--max-txn-ops and --max-request-bytes must be positive".to_string());
+        }
+        if self.initial_cluster_state != "new" && self.initial_cluster_state != "existing" {
+            return Err(format!(
+                "invalid value {:?} for --initial-cluster-state: must be 'new' or 'existing'",
+                self.initial_cluster_state
+            ));
+        }
+        let listen_client_urls = self.listen_client_urls.clone().unwrap_or_else(|| "http://localhost:2379".to_string());
+        let advertise_client_urls = match (&self.listen_client_urls, &self.advertise_client_urls) {
+            (Some(_), None) => {
+                return Err("--advertise-client-urls is required when --listen-client-urls is set explicitly".to_string())
+            }
+            (_, Some(advertise)) => advertise.clone(),
+            (None, None) => "http://localhost:2379".to_string(),
+        };
+        let listen_client_addrs = parse_url_list("listen-client-urls", &listen_client_urls)?;
+        parse_url_list("advertise-client-urls", &advertise_client_urls)?;
+        let listen_peer_addrs = parse_url_list("listen-peer-urls", &self.listen_peer_urls)?;
+        let advertise_peer_addrs = parse_url_list("initial-advertise-peer-urls", &self.initial_advertise_peer_urls)?;
+
+        let initial_cluster = self
+            .initial_cluster
+            .clone()
+            .unwrap_or_else(|| format!("{}={}", self.name, self.initial_advertise_peer_urls.split(',').next().unwrap_or("")));
+        let mut members = BTreeMap::new();
+        for item in initial_cluster.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (name, url) = item
+                .split_once('=')
+                .ok_or_else(|| format!("invalid value {item:?} in --initial-cluster: expected name=peer-url"))?;
+            let addr = parse_url(url).map_err(|e| format!("invalid value for --initial-cluster: {e}"))?;
+            if members.contains_key(name) {
+                // A second URL for the same member: etcd allows it; the first one is used to dial.
+                continue;
+            }
+            members.insert(name.to_string(), (ids::member_id(&self.initial_cluster_token, name), addr));
+        }
+        let Some((member_id, own_addr)) = members.get(&self.name).cloned() else {
+            return Err(format!("couldn't find local name {:?} in the initial cluster configuration", self.name));
+        };
+        if !advertise_peer_addrs.contains(&own_addr) {
+            return Err(format!(
+                "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={}",
+                self.name, own_addr, self.initial_advertise_peer_urls
+            ));
+        }
+        let member_ids: Vec<u64> = members.values().map(|(id, _)| *id).collect();
+        let cluster_id = ids::cluster_id(&self.initial_cluster_token, &member_ids);
+
+        let data_dir = self.data_dir.clone().unwrap_or_else(|| format!("{}.etcd", self.name));
+        let wal_dir = if self.wal_dir.is_empty() { format!("{data_dir}/member/wal") } else { self.wal_dir.clone() };
+        let mut node = NodeConfig::with_defaults(member_id, cluster_id, member_ids);
+        node.heartbeat_interval_ms = self.heartbeat_interval;
+        node.election_timeout_ms = self.election_timeout;
+        node.snapshot_count = self.snapshot_count;
+        node.max_wals = if self.max_wals == 0 { usize::MAX } else { self.max_wals };
+        node.max_snapshots = if self.max_snapshots == 0 { usize::MAX } else { self.max_snapshots };
+        node.max_request_bytes = self.max_request_bytes;
+        node.max_txn_ops = self.max_txn_ops;
+        // etcd: 5s plus the time an election may take.
+        node.request_timeout_ms = 5000 + 2 * self.election_timeout;
+
+        Ok(ServerConfig {
+            name: self.name.clone(),
+            data_dir,
+            wal_dir,
+            listen_client_addrs,
+            advertise_client_urls: advertise_client_urls.split(',').map(|s| s.trim().to_string()).collect(),
+            listen_peer_addrs,
+            members,
+            node,
+            initial_cluster_state: self.initial_cluster_state.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        let mut all = vec!["detcd"];
+        all.extend_from_slice(args);
+        Flags::try_parse_from(all).expect("flags parse")
+    }
+
+    #[test]
+    fn defaults_match_etcd() {
+        let config = flags(&[]).resolve().expect("defaults are valid");
+        assert_eq!(config.name, "default");
+        assert_eq!(config.data_dir, "default.etcd");
+        assert_eq!(config.wal_dir, "default.etcd/member/wal");
+        assert_eq!(config.listen_client_addrs, vec!["localhost:2379"]);
+        assert_eq!(config.node.heartbeat_interval_ms, 100);
+        assert_eq!(config.node.election_timeout_ms, 1000);
+        assert_eq!(config.node.snapshot_count, 100_000);
+        assert_eq!(config.node.max_request_bytes, 1_572_864);
+        assert_eq!(config.node.max_txn_ops, 128);
+    }
+
+    #[test]
+    fn refuses_nonsense() {
+        let missing = flags(&["--name", "x", "--initial-cluster", "a=http://127.0.0.1:2380"]).resolve();
+        assert_eq!(missing.unwrap_err(), "couldn't find local name \"x\" in the initial cluster configuration");
+        let bad_url = flags(&["--listen-peer-urls", "localhost:2380"]).resolve();
+        assert!(bad_url.unwrap_err().contains("URL scheme must be http"));
+        let no_port = flags(&["--listen-peer-urls", "http://localhost"]).resolve();
+        assert!(no_port.unwrap_err().contains("missing port"));
+        let no_advertise = flags(&["--listen-client-urls", "http://127.0.0.1:2379"]).resolve();
+        assert!(no_advertise.unwrap_err().contains("--advertise-client-urls is required"));
+        let short_election = flags(&["--election-timeout", "200"]).resolve();
+        assert!(short_election.unwrap_err().contains("at least as 5 times"));
+        let bad_state = flags(&["--initial-cluster-state", "maybe"]).resolve();
+        assert!(bad_state.unwrap_err().contains("--initial-cluster-state"));
+    }
+
+    #[test]
+    fn environment_variables_are_read() {
+        // clap reads ETCD_* when the flag is absent; set one for this process only.
+        std::env::set_var("ETCD_MAX_WALS", "7");
+        let config = flags(&[]).resolve().expect("valid");
+        std::env::remove_var("ETCD_MAX_WALS");
+        assert_eq!(config.node.max_wals, 7);
+    }
+
+    #[test]
+    fn three_members_agree_on_ids() {
+        let cluster = "a=http://127.0.0.1:1,b=http://127.0.0.1:2,c=http://127.0.0.1:3";
+        let a = flags(&["--name", "a", "--initial-cluster", cluster, "--initial-advertise-peer-urls", "http://127.0.0.1:1"]).resolve().expect("a");
+        let b = flags(&["--name", "b", "--initial-cluster", cluster, "--initial-advertise-peer-urls", "http://127.0.0.1:2"]).resolve().expect("b");
+        assert_eq!(a.node.cluster_id, b.node.cluster_id);
+        assert_ne!(a.node.member_id, b.node.member_id);
+        assert_eq!(a.members, b.members);
+    }
+}

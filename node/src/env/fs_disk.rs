@@ -1,0 +1,164 @@
+//! The production [`Disk`]: real files under one root directory, `fdatasync` for `sync`,
+//! and a directory fsync after every create, rename and remove so those are durable.
+//!
+//! A failed sync poisons the disk (see the trait's contract): the page cache may have
+//! dropped the dirty pages, so the only honest answer to every later write is an error.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::{Disk, DiskError};
+
+/// Real files rooted at a directory.
+pub struct FsDisk {
+    root: PathBuf,
+    /// Append handles kept open between `append` and `sync`.
+    open_files: Mutex<BTreeMap<String, File>>,
+    /// Set by the first failed sync; every later write fails with it.
+    poisoned_by: Mutex<Option<String>>,
+}
+
+impl FsDisk {
+    /// Opens (creating if needed) the directory `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, DiskError> {
+        let root = root.into();
+        fs::create_dir_all(&root).map_err(|e| io_error(&root.display().to_string(), &e))?;
+        Ok(Self { root, open_files: Mutex::new(BTreeMap::new()), poisoned_by: Mutex::new(None) })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        assert!(!name.contains(".."), "disk paths stay below the root: {name}");
+        self.root.join(name)
+    }
+
+    fn check_poisoned(&self, name: &str) -> Result<(), DiskError> {
+        let poisoned = self.poisoned_by.lock().expect("disk poison lock");
+        match poisoned.as_ref() {
+            Some(detail) => Err(DiskError::Io {
+                path: name.to_string(),
+                detail: format!("disk refused writes after an earlier failed fsync: {detail}"),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn sync_dir_of(&self, path: &Path) -> Result<(), DiskError> {
+        let dir = path.parent().unwrap_or(&self.root);
+        let handle = File::open(dir).map_err(|e| io_error(&dir.display().to_string(), &e))?;
+        handle.sync_all().map_err(|e| io_error(&dir.display().to_string(), &e))
+    }
+}
+
+fn io_error(path: &str, error: &std::io::Error) -> DiskError {
+    if error.kind() == ErrorKind::NotFound {
+        return DiskError::NotFound { path: path.to_string() };
+    }
+    // ENOSPC (28) and EDQUOT (122) both mean "no room".
+    if matches!(error.raw_os_error(), Some(28) | Some(122)) || error.kind() == ErrorKind::StorageFull {
+        return DiskError::NoSpace { path: path.to_string() };
+    }
+    DiskError::Io { path: path.to_string(), detail: error.to_string() }
+}
+
+impl Disk for FsDisk {
+    fn list(&self, dir: &str) -> Result<Vec<String>, DiskError> {
+        let path = self.path(dir);
+        let entries = match fs::read_dir(&path) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(dir, &e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(dir, &e))?;
+            let is_file = entry.file_type().map_err(|e| io_error(dir, &e))?.is_file();
+            if is_file {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn read(&self, name: &str) -> Result<Vec<u8>, DiskError> {
+        fs::read(self.path(name)).map_err(|e| io_error(name, &e))
+    }
+
+    fn create(&self, name: &str) -> Result<(), DiskError> {
+        self.check_poisoned(name)?;
+        let path = self.path(name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| io_error(name, &e))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| io_error(name, &e))?;
+        file.sync_all().map_err(|e| io_error(name, &e))?;
+        self.sync_dir_of(&path)?;
+        let append = OpenOptions::new().append(true).open(&path).map_err(|e| io_error(name, &e))?;
+        self.open_files.lock().expect("open files lock").insert(name.to_string(), append);
+        Ok(())
+    }
+
+    fn append(&self, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
+        self.check_poisoned(name)?;
+        let mut open_files = self.open_files.lock().expect("open files lock");
+        if !open_files.contains_key(name) {
+            let file = OpenOptions::new()
+                .append(true)
+                .open(self.path(name))
+                .map_err(|e| io_error(name, &e))?;
+            open_files.insert(name.to_string(), file);
+        }
+        let file = open_files.get_mut(name).expect("handle inserted above");
+        file.write_all(bytes).map_err(|e| io_error(name, &e))
+    }
+
+    fn truncate(&self, name: &str, len_bytes: u64) -> Result<(), DiskError> {
+        self.check_poisoned(name)?;
+        self.open_files.lock().expect("open files lock").remove(name);
+        let file = OpenOptions::new().write(true).open(self.path(name)).map_err(|e| io_error(name, &e))?;
+        file.set_len(len_bytes).map_err(|e| io_error(name, &e))?;
+        file.sync_all().map_err(|e| io_error(name, &e))
+    }
+
+    fn sync(&self, name: &str) -> Result<(), DiskError> {
+        self.check_poisoned(name)?;
+        let open_files = self.open_files.lock().expect("open files lock");
+        let result = match open_files.get(name) {
+            Some(file) => file.sync_data(),
+            None => File::open(self.path(name)).and_then(|f| f.sync_data()),
+        };
+        if let Err(e) = result {
+            let error = io_error(name, &e);
+            *self.poisoned_by.lock().expect("disk poison lock") = Some(error.to_string());
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<(), DiskError> {
+        self.check_poisoned(to)?;
+        self.open_files.lock().expect("open files lock").remove(from);
+        let to_path = self.path(to);
+        fs::rename(self.path(from), &to_path).map_err(|e| io_error(from, &e))?;
+        self.sync_dir_of(&to_path)
+    }
+
+    fn remove(&self, name: &str) -> Result<(), DiskError> {
+        self.check_poisoned(name)?;
+        self.open_files.lock().expect("open files lock").remove(name);
+        let path = self.path(name);
+        match fs::remove_file(&path) {
+            Ok(()) => self.sync_dir_of(&path),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(name, &e)),
+        }
+    }
+}

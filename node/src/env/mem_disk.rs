@@ -1,0 +1,209 @@
+//! An in-memory [`Disk`] that knows which bytes are durable: the simulated twin of
+//! `fs_disk`, used by the simulator and by crash-consistency tests.
+//!
+//! Every file holds its bytes and the length of its durable prefix. `append` extends the
+//! live bytes; `sync` makes them durable; [`MemDisk::crash`] throws away what was not
+//! synced (keeping, if the caller says so, a torn prefix of it). Faults can be armed:
+//! a capacity (ENOSPC), a failing sync (which poisons the disk, like a real one must be
+//! treated), and corruption of durable bytes.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::{Disk, DiskError};
+
+#[derive(Clone, Debug, Default)]
+struct MemFile {
+    bytes: Vec<u8>,
+    durable_len: usize,
+}
+
+#[derive(Debug, Default)]
+struct MemDiskState {
+    files: BTreeMap<String, MemFile>,
+    capacity_bytes: Option<u64>,
+    fail_next_sync: bool,
+    poisoned_by: Option<String>,
+    syncs: u64,
+}
+
+impl MemDiskState {
+    fn used_bytes(&self) -> u64 {
+        self.files.values().map(|f| f.bytes.len() as u64).sum()
+    }
+
+    fn check_writable(&self, path: &str) -> Result<(), DiskError> {
+        match &self.poisoned_by {
+            Some(detail) => Err(DiskError::Io {
+                path: path.to_string(),
+                detail: format!("disk refused writes after an earlier failed fsync: {detail}"),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct MemDisk {
+    state: Mutex<MemDiskState>,
+}
+
+/// What a crash left of one file's unsynced bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrashLoss {
+    pub path: String,
+    pub unsynced_bytes: usize,
+    pub kept_bytes: usize,
+}
+
+impl MemDisk {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemDiskState> {
+        self.state.lock().expect("mem disk lock")
+    }
+
+    /// Simulates power loss: every file keeps its durable bytes plus however many of its
+    /// unsynced bytes `keep_unsynced(path, unsynced_len)` returns (a torn write when it is
+    /// neither 0 nor all). Clears armed faults' poison: a restarted machine has a fresh
+    /// page cache.
+    pub fn crash(&self, mut keep_unsynced: impl FnMut(&str, usize) -> usize) -> Vec<CrashLoss> {
+        let mut state = self.lock();
+        let mut losses = Vec::new();
+        for (path, file) in state.files.iter_mut() {
+            let unsynced = file.bytes.len() - file.durable_len;
+            if unsynced == 0 {
+                continue;
+            }
+            let kept = keep_unsynced(path, unsynced).min(unsynced);
+            file.bytes.truncate(file.durable_len + kept);
+            file.durable_len = file.bytes.len();
+            losses.push(CrashLoss { path: path.clone(), unsynced_bytes: unsynced, kept_bytes: kept });
+        }
+        state.poisoned_by = None;
+        state.fail_next_sync = false;
+        losses
+    }
+
+    /// Limits the total bytes of all files; appends beyond it fail with `NoSpace`.
+    pub fn set_capacity_bytes(&self, capacity_bytes: Option<u64>) {
+        self.lock().capacity_bytes = capacity_bytes;
+    }
+
+    /// Makes the next `sync` fail (and poison the disk).
+    pub fn fail_next_sync(&self) {
+        self.lock().fail_next_sync = true;
+    }
+
+    /// Flips the bits of the byte at `offset` of `path` (durable data going bad).
+    pub fn corrupt_byte(&self, path: &str, offset: usize) -> bool {
+        let mut state = self.lock();
+        match state.files.get_mut(path) {
+            Some(file) if offset < file.bytes.len() => {
+                file.bytes[offset] ^= 0xff;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Current length of a file, if it exists.
+    pub fn file_len(&self, path: &str) -> Option<usize> {
+        self.lock().files.get(path).map(|f| f.bytes.len())
+    }
+
+    /// Every file with its length, sorted by name.
+    pub fn files(&self) -> Vec<(String, usize)> {
+        self.lock().files.iter().map(|(p, f)| (p.clone(), f.bytes.len())).collect()
+    }
+
+    pub fn syncs(&self) -> u64 {
+        self.lock().syncs
+    }
+
+    pub fn used_bytes(&self) -> u64 {
+        self.lock().used_bytes()
+    }
+}
+
+impl Disk for MemDisk {
+    fn list(&self, dir: &str) -> Result<Vec<String>, DiskError> {
+        let state = self.lock();
+        let prefix = if dir.is_empty() { String::new() } else { format!("{}/", dir.trim_end_matches('/')) };
+        Ok(state
+            .files
+            .keys()
+            .filter_map(|path| path.strip_prefix(&prefix))
+            .filter(|rest| !rest.contains('/'))
+            .map(str::to_string)
+            .collect())
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>, DiskError> {
+        let state = self.lock();
+        state.files.get(path).map(|f| f.bytes.clone()).ok_or_else(|| DiskError::NotFound { path: path.to_string() })
+    }
+
+    fn create(&self, path: &str) -> Result<(), DiskError> {
+        let mut state = self.lock();
+        state.check_writable(path)?;
+        state.files.insert(path.to_string(), MemFile::default());
+        Ok(())
+    }
+
+    fn append(&self, path: &str, bytes: &[u8]) -> Result<(), DiskError> {
+        let mut state = self.lock();
+        state.check_writable(path)?;
+        if let Some(capacity) = state.capacity_bytes {
+            if state.used_bytes() + bytes.len() as u64 > capacity {
+                return Err(DiskError::NoSpace { path: path.to_string() });
+            }
+        }
+        let file = state.files.get_mut(path).ok_or_else(|| DiskError::NotFound { path: path.to_string() })?;
+        file.bytes.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn truncate(&self, path: &str, len_bytes: u64) -> Result<(), DiskError> {
+        let mut state = self.lock();
+        state.check_writable(path)?;
+        let file = state.files.get_mut(path).ok_or_else(|| DiskError::NotFound { path: path.to_string() })?;
+        let len = (len_bytes as usize).min(file.bytes.len());
+        file.bytes.truncate(len);
+        file.durable_len = len;
+        Ok(())
+    }
+
+    fn sync(&self, path: &str) -> Result<(), DiskError> {
+        let mut state = self.lock();
+        state.check_writable(path)?;
+        if state.fail_next_sync {
+            state.fail_next_sync = false;
+            let detail = "injected fsync failure".to_string();
+            state.poisoned_by = Some(detail.clone());
+            return Err(DiskError::Io { path: path.to_string(), detail });
+        }
+        state.syncs += 1;
+        let file = state.files.get_mut(path).ok_or_else(|| DiskError::NotFound { path: path.to_string() })?;
+        file.durable_len = file.bytes.len();
+        Ok(())
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<(), DiskError> {
+        let mut state = self.lock();
+        state.check_writable(to)?;
+        let file = state.files.remove(from).ok_or_else(|| DiskError::NotFound { path: from.to_string() })?;
+        state.files.insert(to.to_string(), file);
+        Ok(())
+    }
+
+    fn remove(&self, path: &str) -> Result<(), DiskError> {
+        let mut state = self.lock();
+        state.check_writable(path)?;
+        state.files.remove(path);
+        Ok(())
+    }
+}

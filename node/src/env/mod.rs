@@ -1,0 +1,172 @@
+//! The seam between a member and the world: clock, transport, disk and randomness.
+//!
+//! Everything a member does to the outside goes through the traits here. Production
+//! implementations (`fs_disk`, `tcp`, [`RuntimeClock`]) use real files, sockets and tokio
+//! time; the simulator (`detcd-sim`) supplies fault-injecting twins of each. Nothing in
+//! the node reaches the OS any other way, which is what makes a simulated run a pure
+//! function of its seed.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use raft::eraftpb::Message;
+
+#[cfg(not(madsim))]
+pub mod fs_disk;
+pub mod mem_disk;
+#[cfg(not(madsim))]
+pub mod tcp;
+
+/// A boxed future that owns everything it needs.
+pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Why a disk operation failed. Distinguishable so that callers (and the simulator's
+/// checks) can tell a full disk from a broken one from damaged data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiskError {
+    /// The device is full (ENOSPC). Nothing was written by the failed call.
+    NoSpace { path: String },
+    /// The device failed. After a failed sync the disk refuses all further writes:
+    /// what reached the platter is unknown, so retrying would be a lie.
+    Io { path: String, detail: String },
+    /// Bytes were read back that do not match what was written.
+    Corrupt { path: String, detail: String },
+    /// The file does not exist.
+    NotFound { path: String },
+}
+
+impl fmt::Display for DiskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DiskError::NoSpace { path } => write!(f, "no space left on device writing {path}"),
+            DiskError::Io { path, detail } => write!(f, "I/O error on {path}: {detail}"),
+            DiskError::Corrupt { path, detail } => write!(f, "corrupt data in {path}: {detail}"),
+            DiskError::NotFound { path } => write!(f, "{path} does not exist"),
+        }
+    }
+}
+
+impl std::error::Error for DiskError {}
+
+/// A directory of files with explicit durability, in the style of redb's storage backend:
+/// small, synchronous, and honest about what is durable.
+///
+/// Contract (the simulated disk enforces exactly this, so code that passes the simulator
+/// is correct on real disks that honour fsync):
+/// - `append` data is *not* durable until `sync` of that file returns `Ok`.
+/// - `create`, `rename` and `remove` are durable when they return (the implementation
+///   syncs the directory).
+/// - After a failed `sync`, the disk is poisoned: every later write or sync fails.
+/// - Names are relative paths with `/` separators, e.g. `wal/0000000000000001.wal`.
+pub trait Disk: Send + Sync {
+    /// Names of the files directly inside `dir`, sorted. A missing directory is empty.
+    fn list(&self, dir: &str) -> Result<Vec<String>, DiskError>;
+    /// The whole current content of a file (durable or not).
+    fn read(&self, path: &str) -> Result<Vec<u8>, DiskError>;
+    /// Creates (or truncates to empty) a file, durably, creating parent directories.
+    fn create(&self, path: &str) -> Result<(), DiskError>;
+    /// Appends bytes to the end of an existing file. Not durable until `sync`.
+    fn append(&self, path: &str, bytes: &[u8]) -> Result<(), DiskError>;
+    /// Shortens a file to `len_bytes` (used to cut a torn WAL tail). Durable on return.
+    fn truncate(&self, path: &str, len_bytes: u64) -> Result<(), DiskError>;
+    /// Makes everything appended to `path` so far durable (fdatasync).
+    fn sync(&self, path: &str) -> Result<(), DiskError>;
+    /// Atomically and durably renames a file.
+    fn rename(&self, from: &str, to: &str) -> Result<(), DiskError>;
+    /// Durably removes a file. Removing a missing file is not an error.
+    fn remove(&self, path: &str) -> Result<(), DiskError>;
+}
+
+/// Delivers raft messages to other members. Sending never blocks and never fails:
+/// raft treats the network as lossy, so an unreachable peer simply loses the message.
+pub trait Transport: Send + Sync {
+    fn send(&self, messages: Vec<Message>);
+}
+
+/// The member's view of time.
+///
+/// `now_ms` is monotonic milliseconds since an arbitrary origin, as this member
+/// perceives it (the simulator may skew, drift or jump it per member). `sleep_ms`
+/// waits until this member perceives `ms` milliseconds to have passed.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> u64;
+    fn sleep_ms(&self, ms: u64) -> BoxFuture;
+}
+
+/// Time from the async runtime: tokio's clock in production, madsim's virtual clock in
+/// the simulator (madsim-tokio swaps the implementation under `--cfg madsim`).
+pub struct RuntimeClock {
+    origin: tokio::time::Instant,
+}
+
+impl RuntimeClock {
+    pub fn new() -> Self {
+        Self { origin: tokio::time::Instant::now() }
+    }
+}
+
+impl Default for RuntimeClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for RuntimeClock {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn sleep_ms(&self, ms: u64) -> BoxFuture {
+        Box::pin(tokio::time::sleep(std::time::Duration::from_millis(ms)))
+    }
+}
+
+/// What a member reports about itself as it runs: role changes and applied entries.
+/// Production ignores these (or logs them); the simulator checks raft invariants with
+/// them (one leader per term, committed entries never change) and draws its timeline.
+pub trait Observer: Send + Sync {
+    fn on_event(&self, member_id: u64, event: NodeEvent);
+}
+
+/// One observation, see [`Observer`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// The member's raft role or known leader changed.
+    RoleChanged { term: u64, role: Role, leader_id: u64 },
+    /// An entry was applied to the state machine. `digest` is a hash of its bytes.
+    Applied { index: u64, term: u64, digest: u64 },
+    /// A snapshot was installed (from a leader or at start-up).
+    SnapshotInstalled { index: u64, term: u64 },
+}
+
+/// A member's raft role, as shown to observers and in status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+/// An observer that drops everything.
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    fn on_event(&self, _member_id: u64, _event: NodeEvent) {}
+}
+
+/// Everything a member needs from the world, bundled.
+#[derive(Clone)]
+pub struct Env {
+    /// Where the WAL lives (`--wal-dir`, by default `<data-dir>/member/wal`).
+    pub wal_disk: Arc<dyn Disk>,
+    /// Where snapshots and member metadata live (`<data-dir>/member`).
+    pub data_disk: Arc<dyn Disk>,
+    pub transport: Arc<dyn Transport>,
+    pub clock: Arc<dyn Clock>,
+    pub observer: Arc<dyn Observer>,
+    /// Seed of the member's only source of randomness (a ChaCha generator).
+    pub seed: u64,
+}

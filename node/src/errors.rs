@@ -1,0 +1,94 @@
+//! The errors a client can see, with etcd's exact message text and gRPC code.
+//!
+//! One enum for the client boundary. The gRPC front end maps [`GrpcCode`] onto tonic's
+//! codes; the simulator matches on the variants. Messages must stay byte-identical to
+//! etcd's: clients (and etcdctl's output) match on them.
+
+/// The gRPC status code a client sees, independent of any gRPC library.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrpcCode {
+    InvalidArgument,
+    OutOfRange,
+    ResourceExhausted,
+    NotFound,
+    FailedPrecondition,
+    Unavailable,
+    DataLoss,
+}
+
+/// A request that failed, as etcd reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EtcdError {
+    EmptyKey,
+    TooManyOps,
+    DuplicateKey,
+    RequestTooLarge,
+    KeyNotFound,
+    ValueProvided,
+    LeaseProvided,
+    Compacted,
+    FutureRevision,
+    LeaseNotFound,
+    NoLeader,
+    LeaderChanged,
+    Timeout,
+    Stopped,
+    TooManyRequests,
+    Corrupt,
+}
+
+impl EtcdError {
+    pub fn message(&self) -> &'static str {
+        match self {
+            EtcdError::EmptyKey => "etcdserver: key is not provided",
+            EtcdError::TooManyOps => "etcdserver: too many operations in txn request",
+            EtcdError::DuplicateKey => "etcdserver: duplicate key given in txn request",
+            EtcdError::RequestTooLarge => "etcdserver: request is too large",
+            EtcdError::KeyNotFound => "etcdserver: key not found",
+            EtcdError::ValueProvided => "etcdserver: value is provided",
+            EtcdError::LeaseProvided => "etcdserver: lease is provided",
+            EtcdError::Compacted => "etcdserver: mvcc: required revision has been compacted",
+            EtcdError::FutureRevision => "etcdserver: mvcc: required revision is a future revision",
+            EtcdError::LeaseNotFound => "etcdserver: requested lease not found",
+            EtcdError::NoLeader => "etcdserver: no leader",
+            EtcdError::LeaderChanged => "etcdserver: leader changed",
+            EtcdError::Timeout => "etcdserver: request timed out",
+            EtcdError::Stopped => "etcdserver: server stopped",
+            EtcdError::TooManyRequests => "etcdserver: too many requests",
+            EtcdError::Corrupt => "etcdserver: corrupt cluster",
+        }
+    }
+
+    pub fn code(&self) -> GrpcCode {
+        match self {
+            EtcdError::EmptyKey
+            | EtcdError::TooManyOps
+            | EtcdError::DuplicateKey
+            | EtcdError::RequestTooLarge
+            | EtcdError::KeyNotFound
+            | EtcdError::ValueProvided
+            | EtcdError::LeaseProvided => GrpcCode::InvalidArgument,
+            EtcdError::Compacted | EtcdError::FutureRevision => GrpcCode::OutOfRange,
+            EtcdError::LeaseNotFound => GrpcCode::NotFound,
+            EtcdError::TooManyRequests => GrpcCode::ResourceExhausted,
+            EtcdError::NoLeader | EtcdError::LeaderChanged | EtcdError::Timeout | EtcdError::Stopped => {
+                GrpcCode::Unavailable
+            }
+            EtcdError::Corrupt => GrpcCode::DataLoss,
+        }
+    }
+
+    /// Whether the request may have taken effect although it failed (the client must
+    /// treat its outcome as unknown).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, EtcdError::Timeout | EtcdError::LeaderChanged | EtcdError::Stopped)
+    }
+}
+
+impl std::fmt::Display for EtcdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for EtcdError {}

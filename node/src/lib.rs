@@ -1,0 +1,37 @@
+//! detcd's member: an etcd v3 compatible key-value server built on raft, a WAL and an
+//! MVCC store, reaching the outside world only through the [`env`] seam so that the same
+//! code runs in production and, deterministically, in the simulator.
+//!
+//! See ARCHITECTURE.md at the repository root for the map of modules and invariants.
+
+pub mod core;
+pub mod env;
+pub mod errors;
+pub mod ids;
+pub mod mvcc;
+pub mod server;
+pub mod storage;
+pub mod validate;
+pub mod wal;
+
+#[cfg(not(madsim))]
+pub mod config;
+#[cfg(not(madsim))]
+pub mod grpc;
+
+/// Code generated from etcd's wire schema (`proto/`).
+pub mod pb {
+    pub mod mvccpb {
+        include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+    }
+    pub mod etcdserverpb {
+        include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+    }
+    pub mod detcdpb {
+        include!(concat!(env!("OUT_DIR"), "/detcdpb.rs"));
+    }
+}
+
+pub use crate::core::{NodeConfig, NodeCore, NodeStatus, Request, Response};
+pub use crate::errors::EtcdError;
+pub use crate::server::{Node, NodeHandle, PeerInbox};

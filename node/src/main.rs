@@ -1,0 +1,118 @@
+//! `detcd`: the production member. Wires the core to real files, TCP peers, tokio time
+//! and the gRPC API, then runs until killed or until a fatal disk error stops it.
+
+#[cfg(madsim)]
+fn main() {
+    eprintln!("detcd is a production binary; the simulator build runs detcd-sim instead");
+    std::process::exit(2);
+}
+
+#[cfg(not(madsim))]
+fn main() {
+    use clap::Parser;
+    let flags = detcd_node::config::Flags::parse();
+    let config = match flags.resolve() {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("detcd: {message}");
+            std::process::exit(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("detcd: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(production::run(config));
+    if let Err(message) = result {
+        eprintln!("detcd: {message}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(not(madsim))]
+mod production {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use detcd_node::config::ServerConfig;
+    use detcd_node::env::fs_disk::FsDisk;
+    use detcd_node::env::tcp::{self, TcpTransport};
+    use detcd_node::env::{Env, NoObserver, RuntimeClock};
+    use detcd_node::storage::MemberMeta;
+    use detcd_node::Node;
+
+    /// The production seed for the member's generator. Production needs no
+    /// reproducibility, only distinct election timeouts per member and per start.
+    fn production_seed(member_id: u64) -> u64 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        member_id ^ nanos ^ u64::from(std::process::id()).rotate_left(32)
+    }
+
+    pub async fn run(config: ServerConfig) -> Result<(), String> {
+        let data_disk = FsDisk::open(format!("{}/member", config.data_dir)).map_err(|e| e.to_string())?;
+        let wal_disk = FsDisk::open(&config.wal_dir).map_err(|e| e.to_string())?;
+        let initialised = MemberMeta::load(&data_disk).map_err(|e| e.to_string())?.is_some();
+        if config.initial_cluster_state == "existing" && !initialised {
+            return Err(
+                "--initial-cluster-state=existing needs a data dir of a member already in the cluster; \
+                 adding members (member add) is not supported by detcd yet"
+                    .to_string(),
+            );
+        }
+        let member_id = config.node.member_id;
+        let peers: BTreeMap<u64, String> = config
+            .members
+            .values()
+            .filter(|(id, _)| *id != member_id)
+            .map(|(id, addr)| (*id, addr.clone()))
+            .collect();
+        let env = Env {
+            wal_disk: Arc::new(wal_disk),
+            data_disk: Arc::new(data_disk),
+            transport: Arc::new(TcpTransport::start(peers)),
+            clock: Arc::new(RuntimeClock::new()),
+            observer: Arc::new(NoObserver),
+            seed: production_seed(member_id),
+        };
+        let max_request_bytes = config.node.max_request_bytes;
+        let (node, handle, inbox) = Node::open(config.node.clone(), env).map_err(|e| e.to_string())?;
+        for addr in &config.listen_peer_addrs {
+            tcp::listen(addr, inbox.clone()).await.map_err(|e| format!("listen on peer address {addr}: {e}"))?;
+        }
+        for addr in &config.listen_client_addrs {
+            let mut resolved = tokio::net::lookup_host(addr.as_str())
+                .await
+                .map_err(|e| format!("resolve client address {addr}: {e}"))?;
+            let socket = resolved.next().ok_or_else(|| format!("client address {addr} resolves to nothing"))?;
+            let listener = std::net::TcpListener::bind(socket).map_err(|e| format!("listen on client address {addr}: {e}"))?;
+            drop(listener); // bind check only: fail at start-up, not later in a task
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                if let Err(e) = detcd_node::grpc::serve(socket, handle, max_request_bytes).await {
+                    eprintln!("detcd: client listener {socket} stopped: {e}");
+                    std::process::exit(1);
+                }
+            });
+        }
+        eprintln!(
+            "detcd: member {} ({:016x}) of cluster {:016x} serving clients on {}",
+            config.name,
+            member_id,
+            config.node.cluster_id,
+            config.advertise_client_urls.join(",")
+        );
+        // Keep `inbox` alive for the peer listeners; the node stops only on a fatal error.
+        let result = node.run().await;
+        drop(inbox);
+        match result {
+            Ok(()) => Ok(()),
+            Err(fatal) => Err(format!("member stopped: {fatal}")),
+        }
+    }
+}

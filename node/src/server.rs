@@ -1,0 +1,178 @@
+//! The thin async shell around [`NodeCore`]: one task owns the core and feeds it ticks,
+//! peer messages and client requests, then lets it handle raft's Ready.
+//!
+//! The same code runs in production (tokio) and in the simulator (madsim-tokio swaps in
+//! virtual time and a deterministic scheduler). `select!` is always `biased`: tokio's
+//! default random branch choice would draw from an unseeded generator.
+
+use tokio::sync::{mpsc, oneshot};
+
+use raft::eraftpb::Message;
+
+use crate::core::{FatalError, NodeConfig, NodeCore, NodeStatus, Request, Response};
+use crate::env::Env;
+use crate::errors::EtcdError;
+use crate::pb::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+
+/// Peer messages queued for the member before senders wait.
+pub const PEER_INBOX_MESSAGES_MAX: usize = 4096;
+/// Client commands queued for the member before new ones are refused.
+pub const CLIENT_QUEUE_COMMANDS_MAX: usize = 8192;
+/// Peer messages taken from the inbox per loop turn, before raft's Ready is handled.
+pub const INBOX_DRAIN_MESSAGES_MAX: usize = 512;
+/// Client commands taken per loop turn (a bigger batch means fewer fsyncs per entry).
+pub const COMMAND_DRAIN_MAX: usize = 1024;
+
+enum Command {
+    Request(Request, oneshot::Sender<Result<Response, EtcdError>>),
+    Status(oneshot::Sender<NodeStatus>),
+    Campaign,
+}
+
+/// How clients (the gRPC front end, the simulator's workload) talk to a running member.
+/// Cheap to clone. When the member stops, every call fails with "server stopped".
+#[derive(Clone)]
+pub struct NodeHandle {
+    member_id: u64,
+    commands: mpsc::Sender<Command>,
+}
+
+/// Where peers deliver raft messages to a running member.
+pub type PeerInbox = mpsc::Sender<Message>;
+
+impl NodeHandle {
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    async fn call(&self, request: Request) -> Result<Response, EtcdError> {
+        let (sender, receiver) = oneshot::channel();
+        self.commands.try_send(Command::Request(request, sender)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => EtcdError::TooManyRequests,
+            mpsc::error::TrySendError::Closed(_) => EtcdError::Stopped,
+        })?;
+        receiver.await.map_err(|_| EtcdError::Stopped)?
+    }
+
+    pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, EtcdError> {
+        match self.call(Request::Range(request)).await? {
+            Response::Range(r) => Ok(r),
+            other => unreachable!("range answered with {other:?}"),
+        }
+    }
+
+    pub async fn put(&self, request: PutRequest) -> Result<PutResponse, EtcdError> {
+        match self.call(Request::Put(request)).await? {
+            Response::Put(r) => Ok(r),
+            other => unreachable!("put answered with {other:?}"),
+        }
+    }
+
+    pub async fn delete_range(&self, request: DeleteRangeRequest) -> Result<DeleteRangeResponse, EtcdError> {
+        match self.call(Request::DeleteRange(request)).await? {
+            Response::DeleteRange(r) => Ok(r),
+            other => unreachable!("delete answered with {other:?}"),
+        }
+    }
+
+    pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, EtcdError> {
+        match self.call(Request::Txn(request)).await? {
+            Response::Txn(r) => Ok(r),
+            other => unreachable!("txn answered with {other:?}"),
+        }
+    }
+
+    pub async fn compact(&self, request: CompactionRequest) -> Result<CompactionResponse, EtcdError> {
+        match self.call(Request::Compact(request)).await? {
+            Response::Compact(r) => Ok(r),
+            other => unreachable!("compact answered with {other:?}"),
+        }
+    }
+
+    /// The member's current status, or `None` if it has stopped.
+    pub async fn status(&self) -> Option<NodeStatus> {
+        let (sender, receiver) = oneshot::channel();
+        self.commands.send(Command::Status(sender)).await.ok()?;
+        receiver.await.ok()
+    }
+
+    /// Asks the member to start an election now.
+    pub async fn campaign(&self) {
+        let _ = self.commands.send(Command::Campaign).await;
+    }
+}
+
+/// A member ready to run: its handle and inbox exist before its loop starts, so the
+/// caller can wire them into the transport and the client front end.
+pub struct Node {
+    core: NodeCore,
+    env: Env,
+    inbox: mpsc::Receiver<Message>,
+    commands: mpsc::Receiver<Command>,
+}
+
+impl Node {
+    /// Opens the member's state (WAL replay, snapshot load) and prepares its channels.
+    pub fn open(config: NodeConfig, env: Env) -> Result<(Node, NodeHandle, PeerInbox), FatalError> {
+        let member_id = config.member_id;
+        let core = NodeCore::open(config, env.clone())?;
+        let (inbox_sender, inbox) = mpsc::channel(PEER_INBOX_MESSAGES_MAX);
+        let (command_sender, commands) = mpsc::channel(CLIENT_QUEUE_COMMANDS_MAX);
+        let handle = NodeHandle { member_id, commands: command_sender };
+        Ok((Node { core, env, inbox, commands }, handle, inbox_sender))
+    }
+
+    /// Runs the member until a fatal error (or until every handle and inbox sender is
+    /// gone). Returns the error that stopped it.
+    pub async fn run(self) -> Result<(), FatalError> {
+        let Node { mut core, env, mut inbox, mut commands } = self;
+        let clock = env.clock.clone();
+        let tick_ms = core.config().heartbeat_interval_ms;
+        let mut next_tick = clock.sleep_ms(tick_ms);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut next_tick => {
+                    core.tick(clock.now_ms());
+                    next_tick = clock.sleep_ms(tick_ms);
+                }
+                message = inbox.recv() => match message {
+                    Some(message) => core.step(message),
+                    None => return Ok(()),
+                },
+                command = commands.recv() => match command {
+                    Some(command) => run_command(&mut core, command, clock.now_ms()),
+                    None => return Ok(()),
+                },
+            }
+            for _ in 0..INBOX_DRAIN_MESSAGES_MAX {
+                match inbox.try_recv() {
+                    Ok(message) => core.step(message),
+                    Err(_) => break,
+                }
+            }
+            let now_ms = clock.now_ms();
+            for _ in 0..COMMAND_DRAIN_MAX {
+                match commands.try_recv() {
+                    Ok(command) => run_command(&mut core, command, now_ms),
+                    Err(_) => break,
+                }
+            }
+            core.issue_reads();
+            core.handle_ready()?;
+        }
+    }
+}
+
+fn run_command(core: &mut NodeCore, command: Command, now_ms: u64) {
+    match command {
+        Command::Request(request, responder) => core.submit(request, responder, now_ms),
+        Command::Status(responder) => {
+            let _ = responder.send(core.status());
+        }
+        Command::Campaign => core.campaign(),
+    }
+}

@@ -1,0 +1,367 @@
+//! The write-ahead log: what raft has persisted, replayed at start-up.
+//!
+//! A WAL is a sequence of segment files `<seq>-<first_index>.wal` (both 16 hex digits).
+//! Each holds records:
+//!
+//! ```text
+//! len: u32 LE   (bytes after the crc: 1 + 8 + 8 + data)
+//! crc: u32 LE   (CRC-32 of kind, term, index and data)
+//! kind: u8      (1 entry, 2 hard state, 3 snapshot mark)
+//! term: u64 LE
+//! index: u64 LE
+//! data          (protobuf Entry / HardState; empty for a snapshot mark)
+//! ```
+//!
+//! Invariants:
+//! - A batch of records is appended with one write and made durable with one sync
+//!   ([`Wal::sync`]); raft's Ready is reported persisted only after it returns.
+//! - At replay, a record that fails its length or CRC check at the *end* of the last
+//!   segment is a torn write from a crash: it is truncated away and the member starts.
+//!   A bad record anywhere else is corruption and replay fails with an error.
+//! - A later entry at an index overrides earlier ones (raft log truncation); a snapshot
+//!   mark discards everything before it.
+//! - Every new segment starts with the current hard state, so releasing old segments
+//!   never loses the vote.
+
+use raft::eraftpb::{Entry, HardState};
+use protobuf::Message as _;
+
+use crate::env::{Disk, DiskError};
+
+/// Segments are cut once they grow past this.
+pub const WAL_SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+const RECORD_HEADER_BYTES: usize = 8;
+const RECORD_FIXED_BYTES: usize = 1 + 8 + 8;
+/// Largest record accepted at replay; anything claiming more is damage.
+pub const WAL_RECORD_BYTES_MAX: usize = 512 * 1024 * 1024;
+
+const KIND_ENTRY: u8 = 1;
+const KIND_HARD_STATE: u8 = 2;
+const KIND_SNAPSHOT_MARK: u8 = 3;
+
+/// Why the WAL could not be read or written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalError {
+    Disk(DiskError),
+    /// A record failed its checks somewhere other than the tail of the last segment,
+    /// or the log has a hole. Never skipped silently.
+    Corrupt { segment: String, offset: u64, detail: String },
+}
+
+impl std::fmt::Display for WalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WalError::Disk(e) => write!(f, "wal: {e}"),
+            WalError::Corrupt { segment, offset, detail } => {
+                write!(f, "wal: corrupt record in {segment} at byte {offset}: {detail}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for WalError {}
+
+impl From<DiskError> for WalError {
+    fn from(e: DiskError) -> Self {
+        WalError::Disk(e)
+    }
+}
+
+/// What replay recovered.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    /// Entries after the snapshot, contiguous, in index order.
+    pub entries: Vec<Entry>,
+    pub hard_state: Option<HardState>,
+    /// Where a torn tail was cut: (segment, byte offset).
+    pub torn_tail_truncated_at: Option<(String, u64)>,
+}
+
+#[derive(Debug, Clone)]
+struct Segment {
+    name: String,
+    seq: u64,
+    first_index: u64,
+}
+
+fn segment_name(seq: u64, first_index: u64) -> String {
+    format!("{seq:016x}-{first_index:016x}.wal")
+}
+
+fn parse_segment_name(name: &str) -> Option<Segment> {
+    let stem = name.strip_suffix(".wal")?;
+    let (seq, first) = stem.split_once('-')?;
+    Some(Segment {
+        name: name.to_string(),
+        seq: u64::from_str_radix(seq, 16).ok()?,
+        first_index: u64::from_str_radix(first, 16).ok()?,
+    })
+}
+
+fn encode_record(kind: u8, term: u64, index: u64, data: &[u8], out: &mut Vec<u8>) {
+    let len = u32::try_from(RECORD_FIXED_BYTES + data.len()).expect("record under 4 GiB");
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&[kind]);
+    hasher.update(&term.to_le_bytes());
+    hasher.update(&index.to_le_bytes());
+    hasher.update(data);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&hasher.finalize().to_le_bytes());
+    out.push(kind);
+    out.extend_from_slice(&term.to_le_bytes());
+    out.extend_from_slice(&index.to_le_bytes());
+    out.extend_from_slice(data);
+}
+
+struct DecodedRecord<'a> {
+    kind: u8,
+    term: u64,
+    index: u64,
+    data: &'a [u8],
+}
+
+/// Decodes the record at `offset`; `Err(detail)` if it fails a check.
+fn decode_record(bytes: &[u8], offset: usize) -> Result<(DecodedRecord<'_>, usize), String> {
+    let rest = &bytes[offset..];
+    if rest.len() < RECORD_HEADER_BYTES {
+        return Err(format!("{} bytes left, a record header needs {RECORD_HEADER_BYTES}", rest.len()));
+    }
+    let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+    if !(RECORD_FIXED_BYTES..=WAL_RECORD_BYTES_MAX).contains(&len) {
+        return Err(format!("record length {len} is impossible"));
+    }
+    if rest.len() < RECORD_HEADER_BYTES + len {
+        return Err(format!("record of {len} bytes runs past the end of the file"));
+    }
+    let body = &rest[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + len];
+    if crc32fast::hash(body) != crc {
+        return Err("CRC mismatch".to_string());
+    }
+    let record = DecodedRecord {
+        kind: body[0],
+        term: u64::from_le_bytes(body[1..9].try_into().expect("8 bytes")),
+        index: u64::from_le_bytes(body[9..17].try_into().expect("8 bytes")),
+        data: &body[RECORD_FIXED_BYTES..],
+    };
+    Ok((record, offset + RECORD_HEADER_BYTES + len))
+}
+
+/// Claimed end of the record at `offset`, if its length field is readable.
+fn claimed_record_end(bytes: &[u8], offset: usize) -> Option<usize> {
+    let rest = &bytes[offset..];
+    if rest.len() < 4 {
+        return None;
+    }
+    let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+    Some(offset + RECORD_HEADER_BYTES + len)
+}
+
+/// The open WAL: appends go to the newest segment.
+pub struct Wal {
+    disk: std::sync::Arc<dyn Disk>,
+    segments: Vec<Segment>,
+    current_bytes: u64,
+    segment_bytes_max: u64,
+    pending: Vec<u8>,
+    /// Index of the last entry appended (to name the next segment).
+    last_index: u64,
+    hard_state: HardState,
+}
+
+impl Wal {
+    /// Reads every segment, cuts a torn tail, and returns the WAL ready for appends
+    /// together with what it held after `snapshot_index`. Creates the first segment of an
+    /// empty WAL.
+    pub fn open(
+        disk: std::sync::Arc<dyn Disk>,
+        snapshot_index: u64,
+        segment_bytes_max: u64,
+    ) -> Result<(Wal, Replayed), WalError> {
+        assert!(segment_bytes_max > 0, "segment_bytes_max must be positive");
+        let mut segments: Vec<Segment> =
+            disk.list("")?.iter().filter_map(|name| parse_segment_name(name)).collect();
+        segments.sort_by_key(|s| s.seq);
+
+        let mut replayed = Replayed::default();
+        let mut base_index = snapshot_index;
+        let mut current_bytes = 0u64;
+        let segment_count = segments.len();
+        for (position, segment) in segments.iter().enumerate() {
+            let is_last = position + 1 == segment_count;
+            let bytes = disk.read(&segment.name)?;
+            let mut offset = 0usize;
+            while offset < bytes.len() {
+                let (record, next) = match decode_record(&bytes, offset) {
+                    Ok(decoded) => decoded,
+                    Err(detail) => {
+                        let reaches_end = claimed_record_end(&bytes, offset).is_none_or(|end| end >= bytes.len());
+                        if is_last && reaches_end {
+                            disk.truncate(&segment.name, offset as u64)?;
+                            replayed.torn_tail_truncated_at = Some((segment.name.clone(), offset as u64));
+                            break;
+                        }
+                        return Err(WalError::Corrupt {
+                            segment: segment.name.clone(),
+                            offset: offset as u64,
+                            detail,
+                        });
+                    }
+                };
+                let corrupt = |detail: String| WalError::Corrupt {
+                    segment: segment.name.clone(),
+                    offset: offset as u64,
+                    detail,
+                };
+                match record.kind {
+                    KIND_ENTRY => {
+                        let entry = Entry::parse_from_bytes(record.data)
+                            .map_err(|e| corrupt(format!("entry does not decode: {e}")))?;
+                        if entry.index != record.index || entry.term != record.term {
+                            return Err(corrupt("entry header disagrees with its body".to_string()));
+                        }
+                        apply_replayed_entry(&mut replayed.entries, base_index, entry).map_err(corrupt)?;
+                    }
+                    KIND_HARD_STATE => {
+                        let hard_state = HardState::parse_from_bytes(record.data)
+                            .map_err(|e| corrupt(format!("hard state does not decode: {e}")))?;
+                        replayed.hard_state = Some(hard_state);
+                    }
+                    KIND_SNAPSHOT_MARK => {
+                        replayed.entries.clear();
+                        base_index = base_index.max(record.index);
+                    }
+                    other => return Err(corrupt(format!("unknown record kind {other}"))),
+                }
+                offset = next;
+            }
+            if is_last {
+                current_bytes = offset as u64;
+            }
+        }
+
+        let last_index = replayed.entries.last().map_or(base_index, |e| e.index);
+        let mut wal = Wal {
+            disk,
+            segments,
+            current_bytes,
+            segment_bytes_max,
+            pending: Vec::new(),
+            last_index,
+            hard_state: replayed.hard_state.clone().unwrap_or_default(),
+        };
+        if wal.segments.is_empty() {
+            wal.cut()?;
+        }
+        Ok((wal, replayed))
+    }
+
+    fn current_segment(&self) -> &Segment {
+        self.segments.last().expect("an open WAL has a segment")
+    }
+
+    /// Starts a new segment, beginning with the current hard state.
+    fn cut(&mut self) -> Result<(), WalError> {
+        let seq = self.segments.last().map_or(1, |s| s.seq + 1);
+        let segment = Segment { name: segment_name(seq, self.last_index + 1), seq, first_index: self.last_index + 1 };
+        self.disk.create(&segment.name)?;
+        self.segments.push(segment);
+        self.current_bytes = 0;
+        let mut header = Vec::new();
+        let hard_state_bytes = self.hard_state.write_to_bytes().expect("hard state encodes");
+        encode_record(KIND_HARD_STATE, self.hard_state.term, self.hard_state.commit, &hard_state_bytes, &mut header);
+        self.pending.splice(0..0, header);
+        Ok(())
+    }
+
+    /// Queues entries (not yet written or durable).
+    pub fn append_entries(&mut self, entries: &[Entry]) -> Result<(), WalError> {
+        self.cut_if_full()?;
+        for entry in entries {
+            let data = entry.write_to_bytes().expect("entry encodes");
+            encode_record(KIND_ENTRY, entry.term, entry.index, &data, &mut self.pending);
+            self.last_index = entry.index;
+        }
+        Ok(())
+    }
+
+    /// Queues a hard state (term, vote, commit).
+    pub fn append_hard_state(&mut self, hard_state: &HardState) -> Result<(), WalError> {
+        self.cut_if_full()?;
+        let data = hard_state.write_to_bytes().expect("hard state encodes");
+        encode_record(KIND_HARD_STATE, hard_state.term, hard_state.commit, &data, &mut self.pending);
+        self.hard_state = hard_state.clone();
+        Ok(())
+    }
+
+    /// Records that the state machine now starts from a snapshot at `index`, in a fresh
+    /// segment so that older segments become releasable.
+    pub fn append_snapshot_mark(&mut self, index: u64, term: u64) -> Result<(), WalError> {
+        self.sync()?;
+        self.last_index = index;
+        self.cut()?;
+        encode_record(KIND_SNAPSHOT_MARK, term, index, &[], &mut self.pending);
+        Ok(())
+    }
+
+    fn cut_if_full(&mut self) -> Result<(), WalError> {
+        if self.pending.is_empty() && self.current_bytes >= self.segment_bytes_max {
+            self.cut()?;
+        }
+        Ok(())
+    }
+
+    /// Whether records are queued but not yet durable.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Writes everything queued with one append and makes it durable with one sync.
+    /// Returns whether a sync was issued.
+    pub fn sync(&mut self) -> Result<bool, WalError> {
+        if self.pending.is_empty() {
+            return Ok(false);
+        }
+        let name = self.current_segment().name.clone();
+        self.disk.append(&name, &self.pending)?;
+        self.disk.sync(&name)?;
+        self.current_bytes += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(true)
+    }
+
+    /// Removes segments whose entries are all covered by a durable snapshot at
+    /// `snapshot_index`, oldest first, while more than `keep_max` segments remain.
+    pub fn release(&mut self, snapshot_index: u64, keep_max: usize) -> Result<usize, WalError> {
+        let mut released = 0;
+        while self.segments.len() > keep_max.max(1) {
+            let releasable = self.segments.get(1).is_some_and(|next| next.first_index <= snapshot_index + 1);
+            if !releasable {
+                break;
+            }
+            let oldest = self.segments.remove(0);
+            self.disk.remove(&oldest.name)?;
+            released += 1;
+        }
+        Ok(released)
+    }
+
+    /// Names of the segments, oldest first.
+    pub fn segment_names(&self) -> Vec<String> {
+        self.segments.iter().map(|s| s.name.clone()).collect()
+    }
+}
+
+fn apply_replayed_entry(entries: &mut Vec<Entry>, base_index: u64, entry: Entry) -> Result<(), String> {
+    if entry.index <= base_index {
+        return Ok(());
+    }
+    let next_index = entries.last().map_or(base_index + 1, |e| e.index + 1);
+    if entry.index > next_index {
+        return Err(format!("log has a hole: expected index {next_index}, found {}", entry.index));
+    }
+    let keep = (entry.index - base_index - 1) as usize;
+    entries.truncate(keep);
+    entries.push(entry);
+    Ok(())
+}

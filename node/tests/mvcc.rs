@@ -1,0 +1,241 @@
+//! MVCC semantics against etcd's documented behaviour: revisions, versions,
+//! generations, historical reads, compaction errors, range options and txn compares.
+
+use detcd_node::errors::EtcdError;
+use detcd_node::mvcc::Mvcc;
+use detcd_node::pb::etcdserverpb::{
+    compare, range_request, request_op, response_op, Compare, CompactionRequest, DeleteRangeRequest, PutRequest,
+    RangeRequest, RequestOp, TxnRequest,
+};
+
+fn put(store: &mut Mvcc, key: &str, value: &str) -> i64 {
+    store.put(&PutRequest { key: key.into(), value: value.into(), ..Default::default() }).expect("put");
+    store.current_revision()
+}
+
+fn get(store: &Mvcc, key: &str, revision: i64) -> Result<Option<(String, i64, i64, i64)>, EtcdError> {
+    let response = store.range(&RangeRequest { key: key.into(), revision, ..Default::default() })?;
+    Ok(response.kvs.first().map(|kv| {
+        (String::from_utf8(kv.value.clone()).expect("utf8"), kv.create_revision, kv.mod_revision, kv.version)
+    }))
+}
+
+fn keys(response: &detcd_node::pb::etcdserverpb::RangeResponse) -> Vec<String> {
+    response.kvs.iter().map(|kv| String::from_utf8(kv.key.clone()).expect("utf8")).collect()
+}
+
+#[test]
+fn revisions_versions_and_generations() {
+    let mut store = Mvcc::new();
+    assert_eq!(store.current_revision(), 1, "a new cluster starts at revision 1");
+    assert_eq!(put(&mut store, "foo", "bar"), 2, "the first write produces revision 2");
+    put(&mut store, "foo", "baz");
+    assert_eq!(get(&store, "foo", 0).expect("get"), Some(("baz".into(), 2, 3, 2)));
+    let deleted = store.delete_range(&DeleteRangeRequest { key: "foo".into(), ..Default::default() });
+    assert_eq!(deleted.deleted, 1);
+    assert_eq!(store.current_revision(), 4);
+    assert_eq!(get(&store, "foo", 0).expect("get"), None);
+    // Deleting nothing does not advance the revision.
+    store.delete_range(&DeleteRangeRequest { key: "nothing".into(), ..Default::default() });
+    assert_eq!(store.current_revision(), 4);
+    // Re-creating starts a new generation.
+    put(&mut store, "foo", "again");
+    assert_eq!(get(&store, "foo", 0).expect("get"), Some(("again".into(), 5, 5, 1)));
+    // History is readable.
+    assert_eq!(get(&store, "foo", 2).expect("get"), Some(("bar".into(), 2, 2, 1)));
+    assert_eq!(get(&store, "foo", 4).expect("get"), None);
+}
+
+#[test]
+fn future_and_compacted_revisions() {
+    let mut store = Mvcc::new();
+    for i in 0..5 {
+        put(&mut store, "k", &format!("v{i}"));
+    }
+    assert_eq!(store.current_revision(), 6);
+    assert_eq!(get(&store, "k", 7), Err(EtcdError::FutureRevision));
+    store.compact(&CompactionRequest { revision: 4, physical: true }).expect("compact");
+    assert_eq!(get(&store, "k", 3), Err(EtcdError::Compacted));
+    assert_eq!(get(&store, "k", 4).expect("at the compaction point").map(|v| v.0), Some("v2".into()));
+    assert_eq!(store.compact(&CompactionRequest { revision: 4, physical: false }), Err(EtcdError::Compacted));
+    assert_eq!(store.compact(&CompactionRequest { revision: 3, physical: false }), Err(EtcdError::Compacted));
+    assert_eq!(store.compact(&CompactionRequest { revision: 99, physical: false }), Err(EtcdError::FutureRevision));
+    assert_eq!(EtcdError::Compacted.message(), "etcdserver: mvcc: required revision has been compacted");
+    assert_eq!(EtcdError::FutureRevision.message(), "etcdserver: mvcc: required revision is a future revision");
+}
+
+#[test]
+fn compaction_drops_deleted_keys_and_keeps_latest() {
+    let mut store = Mvcc::new();
+    put(&mut store, "gone", "1");
+    put(&mut store, "kept", "1");
+    store.delete_range(&DeleteRangeRequest { key: "gone".into(), ..Default::default() });
+    put(&mut store, "kept", "2");
+    let hash_before = store.hash_kv(0);
+    store.compact(&CompactionRequest { revision: store.current_revision(), physical: false }).expect("compact");
+    assert_eq!(store.live_key_count(), 1);
+    assert_eq!(get(&store, "kept", 0).expect("get").map(|v| v.0), Some("2".into()));
+    assert_ne!(hash_before, store.hash_kv(0), "history was dropped");
+}
+
+#[test]
+fn range_options() {
+    let mut store = Mvcc::new();
+    for (k, v) in [("foo", "bar"), ("foo1", "bar1"), ("foo2", "bar2"), ("foo3", "bar3"), ("zoo", "zebra")] {
+        put(&mut store, k, v);
+    }
+    let prefix = RangeRequest { key: "foo".into(), range_end: "fop".into(), ..Default::default() };
+    assert_eq!(keys(&store.range(&prefix).expect("range")), ["foo", "foo1", "foo2", "foo3"]);
+
+    let limited = store.range(&RangeRequest { limit: 2, ..prefix.clone() }).expect("range");
+    assert_eq!(keys(&limited), ["foo", "foo1"]);
+    assert!(limited.more);
+    assert_eq!(limited.count, 4, "count ignores the limit");
+
+    let from_key = store.range(&RangeRequest { key: "foo2".into(), range_end: vec![0], ..Default::default() }).expect("range");
+    assert_eq!(keys(&from_key), ["foo2", "foo3", "zoo"]);
+    let all = store.range(&RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() }).expect("range");
+    assert_eq!(all.count, 5);
+
+    let descending = store
+        .range(&RangeRequest {
+            sort_order: range_request::SortOrder::Descend as i32,
+            sort_target: range_request::SortTarget::Mod as i32,
+            keys_only: true,
+            ..prefix.clone()
+        })
+        .expect("range");
+    assert_eq!(keys(&descending), ["foo3", "foo2", "foo1", "foo"]);
+    assert!(descending.kvs.iter().all(|kv| kv.value.is_empty()), "keys_only drops values");
+
+    let counted = store.range(&RangeRequest { count_only: true, ..prefix.clone() }).expect("range");
+    assert!(counted.kvs.is_empty());
+    assert_eq!(counted.count, 4);
+
+    let filtered = store
+        .range(&RangeRequest { min_mod_revision: 3, max_mod_revision: 4, ..prefix.clone() })
+        .expect("range");
+    assert_eq!(keys(&filtered), ["foo1", "foo2"]);
+    let created = store.range(&RangeRequest { min_create_revision: 5, ..prefix }).expect("range");
+    assert_eq!(keys(&created), ["foo3"]);
+}
+
+#[test]
+fn put_options() {
+    let mut store = Mvcc::new();
+    let missing = store.put(&PutRequest { key: "k".into(), ignore_value: true, ..Default::default() });
+    assert_eq!(missing, Err(EtcdError::KeyNotFound));
+    assert_eq!(store.current_revision(), 1, "a failed put writes nothing");
+    put(&mut store, "k", "v1");
+    let response = store
+        .put(&PutRequest { key: "k".into(), ignore_value: true, prev_kv: true, ..Default::default() })
+        .expect("ignore_value");
+    assert_eq!(response.prev_kv.expect("prev").value, b"v1");
+    assert_eq!(get(&store, "k", 0).expect("get").map(|v| (v.0, v.3)), Some(("v1".into(), 2)));
+    let leased = store.put(&PutRequest { key: "k".into(), value: "v".into(), lease: 5, ..Default::default() });
+    assert_eq!(leased, Err(EtcdError::LeaseNotFound));
+}
+
+fn cmp(key: &str, target: compare::CompareTarget, result: compare::CompareResult, value: compare::TargetUnion) -> Compare {
+    Compare { key: key.into(), target: target as i32, result: result as i32, target_union: Some(value), range_end: vec![] }
+}
+
+fn op_put(key: &str, value: &str) -> RequestOp {
+    RequestOp { request: Some(request_op::Request::RequestPut(PutRequest { key: key.into(), value: value.into(), ..Default::default() })) }
+}
+
+fn op_get(key: &str) -> RequestOp {
+    RequestOp { request: Some(request_op::Request::RequestRange(RangeRequest { key: key.into(), ..Default::default() })) }
+}
+
+#[test]
+fn txn_compares_and_atomic_revision() {
+    use compare::{CompareResult as R, CompareTarget as T, TargetUnion as U};
+    let mut store = Mvcc::new();
+    put(&mut store, "tk", "v1");
+    let txn = TxnRequest {
+        compare: vec![cmp("tk", T::Value, R::Equal, U::Value("v1".into()))],
+        success: vec![op_put("tk", "v2"), op_put("other", "x"), op_get("tk")],
+        failure: vec![op_put("tk", "failed")],
+    };
+    let response = store.txn(&txn).expect("txn");
+    assert!(response.succeeded);
+    assert_eq!(store.current_revision(), 3, "every change in one txn shares one revision");
+    match &response.responses[2].response {
+        Some(response_op::Response::ResponseRange(r)) => {
+            assert_eq!(r.kvs[0].value, b"v2", "reads in a txn see its writes");
+            assert_eq!(r.header.as_ref().expect("header").revision, 3);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // The same txn now fails its compare and runs the failure branch.
+    let response = store.txn(&txn).expect("txn");
+    assert!(!response.succeeded);
+    assert_eq!(get(&store, "tk", 0).expect("get").map(|v| v.0), Some("failed".into()));
+
+    // Compares on a missing key: version/create/mod are 0, value never matches.
+    let missing = |target, value| TxnRequest { compare: vec![cmp("nokey", target, R::Equal, value)], ..Default::default() };
+    assert!(store.txn(&missing(T::Create, U::CreateRevision(0))).expect("txn").succeeded);
+    assert!(store.txn(&missing(T::Version, U::Version(0))).expect("txn").succeeded);
+    assert!(!store.txn(&missing(T::Value, U::Value(vec![]))).expect("txn").succeeded);
+    // Greater / less / not-equal and lease.
+    let on_tk = |target, result, value| TxnRequest { compare: vec![cmp("tk", target, result, value)], ..Default::default() };
+    assert!(store.txn(&on_tk(T::Mod, R::Greater, U::ModRevision(0))).expect("txn").succeeded);
+    assert!(store.txn(&on_tk(T::Version, R::Less, U::Version(10))).expect("txn").succeeded);
+    assert!(store.txn(&on_tk(T::Value, R::NotEqual, U::Value("zzz".into()))).expect("txn").succeeded);
+    assert!(store.txn(&on_tk(T::Lease, R::Equal, U::Lease(0))).expect("txn").succeeded);
+    // A read-only txn does not advance the revision.
+    let revision = store.current_revision();
+    store.txn(&TxnRequest { success: vec![op_get("tk")], ..Default::default() }).expect("txn");
+    assert_eq!(store.current_revision(), revision);
+}
+
+#[test]
+fn failed_txn_op_rolls_back_every_change() {
+    let mut store = Mvcc::new();
+    let txn = TxnRequest {
+        success: vec![
+            op_put("a", "1"),
+            RequestOp {
+                request: Some(request_op::Request::RequestPut(PutRequest { key: "missing".into(), ignore_value: true, ..Default::default() })),
+            },
+        ],
+        ..Default::default()
+    };
+    assert_eq!(store.txn(&txn), Err(EtcdError::KeyNotFound));
+    assert_eq!(store.current_revision(), 1);
+    assert_eq!(get(&store, "a", 0).expect("get"), None);
+}
+
+#[test]
+fn txn_validation() {
+    use detcd_node::validate::check_txn;
+    let dup = TxnRequest { success: vec![op_put("a", "1"), op_put("a", "2")], ..Default::default() };
+    assert_eq!(check_txn(&dup, 128), Err(EtcdError::DuplicateKey));
+    let covered = TxnRequest {
+        success: vec![
+            op_put("a/1", "1"),
+            RequestOp { request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest { key: "a/".into(), range_end: "a0".into(), ..Default::default() })) },
+        ],
+        ..Default::default()
+    };
+    assert_eq!(check_txn(&covered, 128), Err(EtcdError::DuplicateKey));
+    let separate_branches = TxnRequest { success: vec![op_put("a", "1")], failure: vec![op_put("a", "2")], ..Default::default() };
+    assert_eq!(check_txn(&separate_branches, 128), Ok(()));
+    let too_many = TxnRequest { success: (0..3).map(|i| op_put(&format!("k{i}"), "v")).collect(), ..Default::default() };
+    assert_eq!(check_txn(&too_many, 2), Err(EtcdError::TooManyOps));
+    assert_eq!(EtcdError::TooManyOps.message(), "etcdserver: too many operations in txn request");
+    let empty_key = TxnRequest { success: vec![op_put("", "1")], ..Default::default() };
+    assert_eq!(check_txn(&empty_key, 128), Err(EtcdError::EmptyKey));
+}
+
+#[test]
+fn snapshot_round_trip_is_exact() {
+    let mut store = Mvcc::new();
+    for i in 0..50 {
+        put(&mut store, &format!("k{}", i % 7), &format!("v{i}"));
+    }
+    let restored = Mvcc::decode(&store.encode()).expect("decode");
+    assert_eq!(restored, store);
+    assert_eq!(restored.hash_kv(0), store.hash_kv(0));
+}

@@ -1,0 +1,170 @@
+//! WAL recovery: torn tails are cut, corruption anywhere else is an error, overrides and
+//! snapshot marks replay the way raft wrote them, and release keeps what replay needs.
+
+use std::sync::Arc;
+
+use detcd_node::env::mem_disk::MemDisk;
+use detcd_node::env::Disk;
+use detcd_node::wal::{Wal, WalError};
+use raft::eraftpb::{Entry, HardState};
+
+fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
+    let mut e = Entry::default();
+    e.index = index;
+    e.term = term;
+    e.data = data.to_vec().into();
+    e
+}
+
+fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
+    let mut hs = HardState::default();
+    hs.term = term;
+    hs.vote = vote;
+    hs.commit = commit;
+    hs
+}
+
+fn write_entries(disk: &Arc<MemDisk>, entries: &[Entry], segment_bytes_max: u64) -> Wal {
+    let (mut wal, replayed) = Wal::open(disk.clone(), 0, segment_bytes_max).expect("open");
+    assert!(replayed.entries.is_empty());
+    for e in entries {
+        wal.append_entries(std::slice::from_ref(e)).expect("append");
+        wal.sync().expect("sync");
+    }
+    wal
+}
+
+fn only_segment(disk: &MemDisk) -> String {
+    let files = disk.files();
+    assert_eq!(files.len(), 1, "one segment: {files:?}");
+    files[0].0.clone()
+}
+
+#[test]
+fn replay_returns_what_was_synced() {
+    let disk = Arc::new(MemDisk::new());
+    let (mut wal, _) = Wal::open(disk.clone(), 0, 1 << 20).expect("open");
+    wal.append_entries(&[entry(1, 1, b"a"), entry(2, 1, b"b")]).expect("append");
+    wal.append_hard_state(&hard_state(1, 7, 2)).expect("hs");
+    assert!(wal.sync().expect("sync"), "a batch is one sync");
+    assert_eq!(disk.syncs(), 1);
+    drop(wal);
+    let (_, replayed) = Wal::open(disk.clone(), 0, 1 << 20).expect("reopen");
+    assert_eq!(replayed.entries, vec![entry(1, 1, b"a"), entry(2, 1, b"b")]);
+    assert_eq!(replayed.hard_state, Some(hard_state(1, 7, 2)));
+    assert_eq!(replayed.torn_tail_truncated_at, None);
+}
+
+#[test]
+fn unsynced_records_are_lost_at_crash_and_synced_ones_are_not() {
+    let disk = Arc::new(MemDisk::new());
+    let mut wal = write_entries(&disk, &[entry(1, 1, b"a")], 1 << 20);
+    wal.append_entries(&[entry(2, 1, b"never synced")]).expect("append");
+    // Queued records are written only by sync; write them without syncing by hand.
+    let segment = only_segment(&disk);
+    disk.append(&segment, b"garbage that was never synced").expect("raw append");
+    disk.crash(|_, _| 0);
+    let (_, replayed) = Wal::open(disk.clone(), 0, 1 << 20).expect("reopen");
+    assert_eq!(replayed.entries, vec![entry(1, 1, b"a")]);
+}
+
+#[test]
+fn torn_tail_is_truncated_and_the_member_starts() {
+    let disk = Arc::new(MemDisk::new());
+    write_entries(&disk, &[entry(1, 1, b"first"), entry(2, 1, b"second")], 1 << 20);
+    let segment = only_segment(&disk);
+    let full_len = disk.file_len(&segment).expect("segment");
+    // Tear the last record: cut 3 bytes off its end.
+    disk.truncate(&segment, (full_len - 3) as u64).expect("tear");
+    let (mut wal, replayed) = Wal::open(disk.clone(), 0, 1 << 20).expect("a torn tail is not fatal");
+    assert_eq!(replayed.entries, vec![entry(1, 1, b"first")]);
+    let (cut_segment, offset) = replayed.torn_tail_truncated_at.expect("the tear is reported");
+    assert_eq!(cut_segment, segment);
+    assert_eq!(disk.file_len(&segment), Some(offset as usize));
+    // The WAL keeps working after the cut.
+    wal.append_entries(&[entry(2, 1, b"again")]).expect("append");
+    wal.sync().expect("sync");
+    let (_, replayed) = Wal::open(disk.clone(), 0, 1 << 20).expect("reopen");
+    assert_eq!(replayed.entries, vec![entry(1, 1, b"first"), entry(2, 1, b"again")]);
+}
+
+#[test]
+fn torn_tail_with_garbage_length_is_truncated() {
+    let disk = Arc::new(MemDisk::new());
+    write_entries(&disk, &[entry(1, 1, b"first")], 1 << 20);
+    let segment = only_segment(&disk);
+    disk.append(&segment, &[0xff, 0xff, 0xff, 0x7f, 1, 2]).expect("garbage");
+    disk.sync(&segment).expect("sync");
+    let (_, replayed) = Wal::open(disk.clone(), 0, 1 << 20).expect("torn tail");
+    assert_eq!(replayed.entries, vec![entry(1, 1, b"first")]);
+    assert!(replayed.torn_tail_truncated_at.is_some());
+}
+
+#[test]
+fn crc_corruption_before_the_tail_is_an_error() {
+    let disk = Arc::new(MemDisk::new());
+    write_entries(&disk, &[entry(1, 1, b"first"), entry(2, 1, b"second"), entry(3, 1, b"third")], 1 << 20);
+    let segment = only_segment(&disk);
+    // Flip a byte inside the first entry's payload; two good records follow it.
+    let bytes = disk.read(&segment).expect("read");
+    let position = bytes.windows(5).position(|w| w == b"first").expect("payload present");
+    assert!(disk.corrupt_byte(&segment, position));
+    match Wal::open(disk.clone(), 0, 1 << 20) {
+        Err(WalError::Corrupt { segment: s, detail, .. }) => {
+            assert_eq!(s, segment);
+            assert!(detail.contains("CRC"), "{detail}");
+        }
+        Err(other) => panic!("expected corruption, got {other}"),
+        Ok(_) => panic!("corruption before the tail must not be skipped"),
+    }
+}
+
+#[test]
+fn corruption_in_an_older_segment_is_an_error() {
+    let disk = Arc::new(MemDisk::new());
+    // Tiny segments: every batch starts a new one.
+    write_entries(&disk, &[entry(1, 1, b"one"), entry(2, 1, b"two"), entry(3, 1, b"three")], 1);
+    let files = disk.files();
+    assert!(files.len() >= 3, "segments were cut: {files:?}");
+    let first = files[0].0.clone();
+    let last_byte = disk.file_len(&first).expect("len") - 1;
+    disk.corrupt_byte(&first, last_byte);
+    assert!(matches!(Wal::open(disk.clone(), 0, 1), Err(WalError::Corrupt { .. })));
+}
+
+#[test]
+fn later_entries_override_and_snapshot_marks_reset() {
+    let disk = Arc::new(MemDisk::new());
+    let (mut wal, _) = Wal::open(disk.clone(), 0, 1 << 20).expect("open");
+    wal.append_entries(&[entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"c")]).expect("append");
+    wal.sync().expect("sync");
+    // A new leader overwrote index 2 onwards.
+    wal.append_entries(&[entry(2, 2, b"B")]).expect("append");
+    wal.sync().expect("sync");
+    let (_, replayed) = Wal::open(disk.clone(), 0, 1 << 20).expect("reopen");
+    assert_eq!(replayed.entries, vec![entry(1, 1, b"a"), entry(2, 2, b"B")]);
+
+    let (mut wal, _) = Wal::open(disk.clone(), 0, 1 << 20).expect("reopen");
+    wal.append_snapshot_mark(10, 3).expect("mark");
+    wal.append_entries(&[entry(11, 3, b"k")]).expect("append");
+    wal.sync().expect("sync");
+    let (_, replayed) = Wal::open(disk.clone(), 10, 1 << 20).expect("reopen");
+    assert_eq!(replayed.entries, vec![entry(11, 3, b"k")]);
+}
+
+#[test]
+fn release_keeps_segments_replay_needs() {
+    let disk = Arc::new(MemDisk::new());
+    let entries: Vec<Entry> = (1..=6).map(|i| entry(i, 1, b"x")).collect();
+    let mut wal = write_entries(&disk, &entries, 1);
+    wal.append_hard_state(&hard_state(1, 1, 6)).expect("hs");
+    wal.sync().expect("sync");
+    let before = wal.segment_names().len();
+    let released = wal.release(4, 2).expect("release");
+    assert!(released > 0);
+    assert_eq!(wal.segment_names().len(), before - released);
+    // Replaying from the snapshot at 4 still yields 5 and 6, and the hard state.
+    let (_, replayed) = Wal::open(disk.clone(), 4, 1).expect("reopen");
+    assert_eq!(replayed.entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![5, 6]);
+    assert_eq!(replayed.hard_state.map(|h| h.commit), Some(6));
+}
