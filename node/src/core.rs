@@ -60,6 +60,8 @@ pub struct NodeConfig {
     /// How long a client request may wait for commit or read index before timing out.
     pub request_timeout_ms: u64,
     pub wal_segment_bytes_max: u64,
+    /// Applied entries kept in memory behind a snapshot for slow followers.
+    pub snapshot_catchup_entries: u64,
 }
 
 impl NodeConfig {
@@ -78,6 +80,7 @@ impl NodeConfig {
             max_txn_ops: 128,
             request_timeout_ms: 7000,
             wal_segment_bytes_max: crate::wal::WAL_SEGMENT_BYTES_MAX,
+            snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES,
         }
     }
 
@@ -121,6 +124,7 @@ pub struct NodeStatus {
     pub revision: i64,
     pub compact_revision: i64,
     pub kv_hash: u32,
+    pub db_size_bytes: u64,
     pub fsyncs: u64,
     pub entries_persisted: u64,
 }
@@ -666,7 +670,7 @@ impl NodeCore {
         metadata.term = term;
         metadata.set_conf_state(self.raw.raft.prs().conf().to_conf_state());
         self.snapshots.save(&snapshot)?;
-        let compact_index = index.saturating_sub(SNAPSHOT_CATCHUP_ENTRIES).max(1);
+        let compact_index = index.saturating_sub(self.config.snapshot_catchup_entries).max(1);
         self.storage.set_snapshot(snapshot, compact_index)?;
         self.last_snapshot_index = index;
         self.wal.release(index, self.config.max_wals)?;
@@ -687,6 +691,7 @@ impl NodeCore {
             revision: self.mvcc.current_revision(),
             compact_revision: self.mvcc.compact_revision(),
             kv_hash: self.mvcc.hash_kv(0),
+            db_size_bytes: self.mvcc.approximate_bytes(),
             fsyncs: self.fsyncs,
             entries_persisted: self.entries_persisted,
         }

@@ -7,9 +7,10 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::errors::{EtcdError, GrpcCode};
 use crate::pb::etcdserverpb::kv_server::{Kv, KvServer};
+use crate::pb::etcdserverpb::maintenance_server::{Maintenance, MaintenanceServer};
 use crate::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    RangeRequest, RangeResponse, ResponseHeader, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
 };
 use crate::server::NodeHandle;
 
@@ -58,10 +59,44 @@ impl Kv for KvService {
     }
 }
 
+/// The version reported by Status: the etcd API level detcd implements.
+pub const SERVER_VERSION: &str = "3.4.0";
+
+/// The Maintenance service (Status so far).
+pub struct MaintenanceService {
+    node: NodeHandle,
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let status = self.node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
+        let db_size = i64::try_from(status.db_size_bytes).unwrap_or(i64::MAX);
+        Ok(Response::new(StatusResponse {
+            header: Some(ResponseHeader {
+                cluster_id: status.cluster_id,
+                member_id: status.member_id,
+                revision: status.revision,
+                raft_term: status.term,
+            }),
+            version: SERVER_VERSION.to_string(),
+            db_size,
+            leader: status.leader_id,
+            raft_index: status.commit_index,
+            raft_term: status.term,
+            raft_applied_index: status.applied_index,
+            errors: Vec::new(),
+            db_size_in_use: db_size,
+            is_learner: false,
+        }))
+    }
+}
+
 /// Serves the client API on `addr` until the process ends.
 pub async fn serve(addr: SocketAddr, node: NodeHandle, max_request_bytes: usize) -> Result<(), tonic::transport::Error> {
-    let kv = KvServer::new(KvService { node })
+    let kv = KvServer::new(KvService { node: node.clone() })
         .max_decoding_message_size(max_request_bytes + GRPC_OVERHEAD_BYTES)
         .max_encoding_message_size(usize::MAX);
-    tonic::transport::Server::builder().add_service(kv).serve(addr).await
+    let maintenance = MaintenanceServer::new(MaintenanceService { node: node.clone() });
+    tonic::transport::Server::builder().add_service(kv).add_service(maintenance).serve(addr).await
 }

@@ -415,6 +415,18 @@ impl Mvcc {
         hasher.finalize()
     }
 
+    /// Bytes the store holds (keys, values and per-record overhead), reported as the
+    /// database size.
+    pub fn approximate_bytes(&self) -> u64 {
+        const RECORD_OVERHEAD_BYTES: u64 = 48;
+        self.keys
+            .iter()
+            .map(|(key, records)| {
+                records.iter().map(|r| key.len() as u64 + r.value.len() as u64 + RECORD_OVERHEAD_BYTES).sum::<u64>()
+            })
+            .sum()
+    }
+
     /// Number of live keys now.
     pub fn live_key_count(&self) -> usize {
         self.keys.values().filter(|r| r.last().is_some_and(|r| !r.tombstone)).count()

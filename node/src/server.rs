@@ -131,6 +131,9 @@ impl Node {
         let Node { mut core, env, mut inbox, mut commands } = self;
         let clock = env.clock.clone();
         let tick_ms = core.config().heartbeat_interval_ms;
+        // Apply what the WAL says is committed before serving anything, so a restarted
+        // member never answers from a state older than the one it had acknowledged.
+        core.handle_ready()?;
         let mut next_tick = clock.sleep_ms(tick_ms);
         loop {
             tokio::select! {

@@ -1,1 +1,185 @@
-//! Helpers for end-to-end tests live in the test files; this crate has no library code.
+//! End-to-end harness: starts `detcd` members as separate processes on loopback ports,
+//! runs the real `etcdctl`, and stops every process it started (also on panic, by Drop).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the `detcd` binary built by this workspace (`cargo test`/`nextest` build it).
+pub fn detcd_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("DETCD_BIN") {
+        return PathBuf::from(path);
+    }
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest_dir.join("..").join("target"));
+    let path = target_dir.join("debug").join("detcd");
+    assert!(path.exists(), "{} not found: build it with `cargo build -p detcd-node --bin detcd`", path.display());
+    path
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// One member's addresses and process.
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    process: Option<Child>,
+}
+
+impl Member {
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.process.is_some()
+    }
+}
+
+/// A cluster of `detcd` processes, killed when dropped.
+pub struct Cluster {
+    pub members: Vec<Member>,
+    initial_cluster: String,
+    root: PathBuf,
+    extra_args: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `size` members with fresh data dirs under a temporary directory.
+    pub fn start(size: usize, extra_args: &[&str]) -> Cluster {
+        let root = std::env::temp_dir().join(format!("detcd-e2e-{}-{}", std::process::id(), free_port()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("temp dir");
+        let members: Vec<Member> = (0..size)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                data_dir: root.join(format!("m{i}.etcd")),
+                process: None,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster =
+            Cluster { members, initial_cluster, root, extra_args: extra_args.iter().map(|s| s.to_string()).collect() };
+        for i in 0..size {
+            cluster.start_member(i);
+        }
+        cluster
+    }
+
+    /// (Re)starts member `i` from its data dir.
+    pub fn start_member(&mut self, i: usize) {
+        let binary = detcd_binary();
+        let member = &self.members[i];
+        assert!(member.process.is_none(), "member {i} already runs");
+        let log = std::fs::File::create(self.root.join(format!("{}.log", member.name))).expect("log file");
+        let child = Command::new(binary)
+            .arg("--name")
+            .arg(&member.name)
+            .arg("--data-dir")
+            .arg(&member.data_dir)
+            .arg("--listen-client-urls")
+            .arg(format!("http://127.0.0.1:{}", member.client_port))
+            .arg("--advertise-client-urls")
+            .arg(format!("http://127.0.0.1:{}", member.client_port))
+            .arg("--listen-peer-urls")
+            .arg(format!("http://127.0.0.1:{}", member.peer_port))
+            .arg("--initial-advertise-peer-urls")
+            .arg(format!("http://127.0.0.1:{}", member.peer_port))
+            .arg("--initial-cluster")
+            .arg(&self.initial_cluster)
+            .arg("--initial-cluster-token")
+            .arg("e2e")
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn detcd");
+        self.members[i].process = Some(child);
+    }
+
+    /// SIGKILLs member `i` (no chance to flush anything).
+    pub fn kill_member(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().filter(|m| m.is_running()).map(Member::endpoint).collect()
+    }
+
+    /// The log a member wrote so far (for failure messages).
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.root.join(format!("{}.log", self.members[i].name))).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill_member(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Output of one `etcdctl` run.
+#[derive(Debug)]
+pub struct Etcdctl {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+/// Runs `etcdctl --endpoints=<endpoints> <args>` with `stdin`.
+pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Etcdctl {
+    use std::io::Write;
+    let mut command = Command::new("etcdctl");
+    command
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("etcdctl must be installed (Debian package etcd-client)");
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    }
+    let Output { status, stdout, stderr } = child.wait_with_output().expect("etcdctl ran");
+    Etcdctl {
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        code: status.code().unwrap_or(-1),
+    }
+}
+
+/// Retries `attempt` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = attempt() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,250 @@
+//! A 3-member production cluster on loopback, driven by the `etcd-client` crate and by
+//! the real `etcdctl`: outputs match etcd's (`../shared/etcdctl-reference.txt`) in form,
+//! acknowledged writes survive killing the leader, and a killed member catches up.
+
+use std::time::Duration;
+
+use detcd_tests::{etcdctl, wait_for, Cluster};
+use etcd_client::{Client, ConnectOptions, GetOptions};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+async fn connect(endpoint: &str) -> Client {
+    let options = ConnectOptions::new()
+        .with_timeout(Duration::from_secs(3))
+        .with_connect_timeout(Duration::from_secs(2));
+    Client::connect([endpoint], Some(options)).await.expect("connect")
+}
+
+/// Waits until member `endpoint` accepts a write (a leader exists and it is reachable).
+async fn wait_writable(endpoint: &str) {
+    for _ in 0..100 {
+        let mut client = connect(endpoint).await;
+        if client.put("__ready", "1", None).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{endpoint} never accepted a write");
+}
+
+/// The member id of the leader as member `endpoint` sees it.
+async fn leader_seen_by(endpoint: &str) -> Option<u64> {
+    let mut client = connect(endpoint).await;
+    let status = client.status().await.ok()?;
+    (status.leader() != 0).then_some(status.leader())
+}
+
+async fn member_id_of(endpoint: &str) -> u64 {
+    let mut client = connect(endpoint).await;
+    client.status().await.expect("status").header().expect("header").member_id()
+}
+
+#[test]
+fn etcdctl_against_a_three_member_cluster() {
+    let cluster = Cluster::start(3, &[]);
+    let rt = runtime();
+    rt.block_on(wait_writable(&cluster.members[0].endpoint()));
+    let all = cluster.endpoints().join(",");
+    let follower_or_any = cluster.members[2].endpoint();
+
+    for (key, value) in [("foo", "bar"), ("foo1", "bar1"), ("foo2", "bar2"), ("foo3", "bar3"), ("zoo", "zebra")] {
+        let out = etcdctl(&all, &["put", key, value], None);
+        assert_eq!((out.code, out.stdout.as_str()), (0, "OK\n"), "{out:?}");
+    }
+    // Any member answers, and sees the writes (linearizable by default).
+    let get = etcdctl(&follower_or_any, &["get", "foo"], None);
+    assert_eq!((get.code, get.stdout.as_str()), (0, "foo\nbar\n"), "{get:?}");
+    let prefix = etcdctl(&all, &["get", "--prefix", "foo"], None);
+    assert_eq!(prefix.stdout, "foo\nbar\nfoo1\nbar1\nfoo2\nbar2\nfoo3\nbar3\n");
+    let keys_only = etcdctl(&all, &["get", "--prefix", "--keys-only", "foo"], None);
+    assert_eq!(keys_only.stdout, "foo\n\nfoo1\n\nfoo2\n\nfoo3\n\n");
+    let sorted = etcdctl(&all, &["get", "--prefix", "foo", "--sort-by=MODIFY", "--order=DESCEND", "--keys-only"], None);
+    assert_eq!(sorted.stdout, "foo3\n\nfoo2\n\nfoo1\n\nfoo\n\n");
+    let range = etcdctl(&all, &["get", "foo", "foo3"], None);
+    assert_eq!(range.stdout, "foo\nbar\nfoo1\nbar1\nfoo2\nbar2\n");
+    let from_key = etcdctl(&all, &["get", "--from-key", "foo2"], None);
+    assert_eq!(from_key.stdout, "foo2\nbar2\nfoo3\nbar3\nzoo\nzebra\n");
+    let serializable = etcdctl(&follower_or_any, &["get", "zoo", "--consistency=s"], None);
+    assert_eq!(serializable.stdout, "zoo\nzebra\n");
+
+    // -w json: the same fields as etcd, base64 keys and values, header filled.
+    let json = etcdctl(&all, &["get", "foo", "-w", "json"], None);
+    let parsed: serde_json::Value = serde_json::from_str(&json.stdout).expect("json output");
+    let header = &parsed["header"];
+    assert!(header["cluster_id"].as_u64().expect("cluster_id") != 0);
+    assert!(header["member_id"].as_u64().expect("member_id") != 0);
+    assert!(header["raft_term"].as_u64().expect("raft_term") >= 1);
+    let revision = header["revision"].as_i64().expect("revision");
+    assert_eq!(revision, 7, "a new cluster is at revision 1; six puts later it is at 7 (one __ready put)");
+    let kv = &parsed["kvs"][0];
+    assert_eq!(kv["key"], "Zm9v");
+    assert_eq!(kv["value"], "YmFy");
+    assert_eq!(kv["version"], 1);
+    assert_eq!(kv["create_revision"], kv["mod_revision"]);
+    assert_eq!(parsed["count"], 1);
+
+    let limited = etcdctl(&all, &["get", "--prefix", "foo", "--limit", "2", "-w", "json"], None);
+    let parsed: serde_json::Value = serde_json::from_str(&limited.stdout).expect("json output");
+    assert_eq!(parsed["kvs"].as_array().expect("kvs").len(), 2);
+    assert_eq!(parsed["more"], true);
+    assert_eq!(parsed["count"], 4);
+
+    // Historical reads and revision errors.
+    let put_v2 = etcdctl(&all, &["put", "foo", "bar-v2", "--prev-kv"], None);
+    assert_eq!(put_v2.stdout, "OK\nfoo\nbar\n");
+    let old = etcdctl(&all, &["get", "foo", &format!("--rev={}", kv["mod_revision"])], None);
+    assert_eq!(old.stdout, "foo\nbar\n");
+    let future = etcdctl(&all, &["get", "foo", "--rev=999"], None);
+    assert_eq!(future.code, 1);
+    assert!(future.stderr.contains("Error: etcdserver: mvcc: required revision is a future revision"), "{future:?}");
+
+    // txn from stdin, both branches.
+    let txn = etcdctl(&all, &["txn"], Some("value(\"foo\") = \"bar-v2\"\n\nput foo v3\nget foo\n\nput foo failed\n\n"));
+    assert_eq!(txn.stdout, "SUCCESS\n\nOK\n\nfoo\nv3\n", "{txn:?}");
+    let txn = etcdctl(&all, &["txn"], Some("value(\"foo\") = \"nope\"\n\nput foo v4\n\nput foo failed\nget foo\n\n"));
+    assert_eq!(txn.stdout, "FAILURE\n\nOK\n\nfoo\nfailed\n", "{txn:?}");
+    let create = etcdctl(&all, &["txn", "-w", "json"], Some("create(\"nokey\") = \"0\"\n\nput nokey created\n\n\n"));
+    let parsed: serde_json::Value = serde_json::from_str(&create.stdout).expect("txn json");
+    assert_eq!(parsed["succeeded"], true);
+
+    // del.
+    assert_eq!(etcdctl(&all, &["del", "foo3"], None).stdout, "1\n");
+    assert_eq!(etcdctl(&all, &["del", "nosuchkey"], None).stdout, "0\n");
+    assert_eq!(etcdctl(&all, &["del", "foo2", "--prev-kv"], None).stdout, "1\nfoo2\nbar2\n");
+    assert_eq!(etcdctl(&all, &["del", "--prefix", "foo"], None).stdout, "2\n");
+    assert_eq!(etcdctl(&all, &["get", "--prefix", "foo"], None).stdout, "");
+
+    // compact, then the compacted errors.
+    let compact = etcdctl(&all, &["compact", "5"], None);
+    assert_eq!((compact.code, compact.stdout.as_str()), (0, "compacted revision 5\n"), "{compact:?}");
+    let again = etcdctl(&all, &["compact", "5"], None);
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("Error: etcdserver: mvcc: required revision has been compacted"));
+    let physical = etcdctl(&all, &["compact", "6", "--physical"], None);
+    assert_eq!(physical.stdout, "compacted revision 6\n");
+    let compacted_read = etcdctl(&all, &["get", "foo", "--rev=2"], None);
+    assert!(compacted_read.stderr.contains("required revision has been compacted"), "{compacted_read:?}");
+
+    // Bad input: etcd's errors, nothing written.
+    let before = etcdctl(&all, &["get", "zoo", "-w", "json"], None);
+    let too_large = "x".repeat(1_600_000);
+    let large = etcdctl(&all, &["put", "big"], Some(&too_large));
+    assert_ne!(large.code, 0);
+    assert!(large.stderr.contains("etcdserver: request is too large"), "{}", &large.stderr[..large.stderr.len().min(400)]);
+    let after = etcdctl(&all, &["get", "zoo", "-w", "json"], None);
+    let revision_of = |out: &str| serde_json::from_str::<serde_json::Value>(out).expect("json")["header"]["revision"].as_i64();
+    assert_eq!(revision_of(&before.stdout), revision_of(&after.stdout), "a refused request writes nothing");
+
+    // endpoint status shows one leader.
+    let status = etcdctl(&all, &["endpoint", "status", "-w", "json"], None);
+    let parsed: serde_json::Value = serde_json::from_str(&status.stdout).expect("status json");
+    let leaders: Vec<u64> = parsed.as_array().expect("array").iter().map(|s| s["Status"]["leader"].as_u64().expect("leader")).collect();
+    assert_eq!(leaders.len(), 3);
+    assert!(leaders.iter().all(|l| *l == leaders[0] && *l != 0), "all members agree on the leader: {leaders:?}");
+}
+
+#[test]
+fn etcd_client_crate_round_trip() {
+    let cluster = Cluster::start(3, &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        wait_writable(&cluster.members[1].endpoint()).await;
+        let mut client = connect(&cluster.members[1].endpoint()).await;
+        let put = client.put("k1", "v1", None).await.expect("put");
+        let revision = put.header().expect("header").revision();
+        let mut other = connect(&cluster.members[2].endpoint()).await;
+        let got = other.get("k1", None).await.expect("get");
+        assert_eq!(got.kvs()[0].value(), b"v1");
+        assert!(got.header().expect("header").revision() >= revision, "a linearizable read sees the acknowledged write");
+        let empty_key = client.put("", "v", None).await.expect_err("empty key");
+        assert!(empty_key.to_string().contains("etcdserver: key is not provided"), "{empty_key}");
+        let prefix = other.get("k", Some(GetOptions::new().with_prefix())).await.expect("prefix");
+        assert_eq!(prefix.count(), 1);
+    });
+}
+
+#[test]
+fn killing_the_leader_keeps_every_acknowledged_write() {
+    let mut cluster = Cluster::start(3, &["--heartbeat-interval", "50", "--election-timeout", "500"]);
+    let rt = runtime();
+    let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint()).collect();
+    let acknowledged = rt.block_on(async {
+        wait_writable(&endpoints[0]).await;
+        let mut client = connect(&endpoints[0]).await;
+        let mut acknowledged = Vec::new();
+        for i in 0..200 {
+            let key = format!("acked/{i:04}");
+            if client.put(key.clone(), format!("v{i}"), None).await.is_ok() {
+                acknowledged.push(key);
+            }
+        }
+        acknowledged
+    });
+    assert_eq!(acknowledged.len(), 200, "a healthy cluster acknowledges every write");
+
+    let leader_id = rt.block_on(leader_seen_by(&endpoints[0])).expect("a leader");
+    let mut leader_index = None;
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        if rt.block_on(member_id_of(endpoint)) == leader_id {
+            leader_index = Some(i);
+        }
+    }
+    let leader_index = leader_index.expect("the leader is a member");
+    cluster.kill_member(leader_index);
+
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader_index).collect();
+    let new_leader = wait_for(Duration::from_secs(15), || {
+        rt.block_on(leader_seen_by(&endpoints[survivors[0]])).filter(|l| *l != leader_id)
+    });
+    assert!(new_leader.is_some(), "a new leader is elected; log: {}", cluster.log(survivors[0]));
+
+    rt.block_on(async {
+        let mut client = connect(&endpoints[survivors[1]]).await;
+        let all = client.get("acked/", Some(GetOptions::new().with_prefix())).await.expect("read after failover");
+        let keys: Vec<String> = all.kvs().iter().map(|kv| kv.key_str().expect("utf8").to_string()).collect();
+        assert_eq!(keys, acknowledged, "every acknowledged write survives the leader's death");
+        let mut writer = connect(&endpoints[survivors[0]]).await;
+        writer.put("after-failover", "ok", None).await.expect("the new leader serves writes");
+    });
+}
+
+#[test]
+fn a_killed_member_restarts_from_its_data_dir_and_catches_up() {
+    let mut cluster = Cluster::start(3, &["--heartbeat-interval", "50", "--election-timeout", "500", "--snapshot-count", "50"]);
+    let rt = runtime();
+    let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint()).collect();
+    rt.block_on(wait_writable(&endpoints[0]));
+    cluster.kill_member(2);
+    rt.block_on(async {
+        let mut client = connect(&endpoints[0]).await;
+        for i in 0..150 {
+            client.put(format!("later/{i:04}"), "v", None).await.expect("a majority still commits");
+        }
+    });
+    cluster.start_member(2);
+    // The restarted member may need a snapshot (snapshot-count is 50); serializable reads
+    // from it show when it has caught up.
+    let caught_up = wait_for(Duration::from_secs(20), || {
+        rt.block_on(async {
+            let mut client = connect(&endpoints[2]).await;
+            let options = GetOptions::new().with_prefix().with_serializable().with_count_only();
+            let response = client.get("later/", Some(options)).await.ok()?;
+            (response.count() == 150).then_some(())
+        })
+    });
+    assert!(caught_up.is_some(), "member 2 caught up; log: {}", cluster.log(2));
+    cluster.kill_member(2);
+    cluster.start_member(2);
+    let restarted = wait_for(Duration::from_secs(20), || {
+        rt.block_on(async {
+            let mut client = connect(&endpoints[2]).await;
+            let options = GetOptions::new().with_prefix().with_serializable().with_count_only();
+            let response = client.get("later/", Some(options)).await.ok()?;
+            (response.count() == 150).then_some(())
+        })
+    });
+    assert!(restarted.is_some(), "member 2 recovers its state from its own data dir; log: {}", cluster.log(2));
+}
