@@ -1,1 +1,21 @@
-//! detcd simulator.
+//! detcd's deterministic simulator: runs the real member code (`detcd-node`) on madsim
+//! with simulated disks, network and clocks, injects faults from a seed, records every
+//! client operation and checks linearizability, durability, raft invariants and
+//! convergence.
+//!
+//! The pure parts (scenarios, histories, checkers, reports) build everywhere; the parts
+//! that need the simulated runtime build only with `--cfg madsim` (`cargo sim ...`).
+
+pub mod checker;
+pub mod history;
+pub mod report;
+pub mod scenario;
+
+#[cfg(madsim)]
+pub mod clock;
+#[cfg(madsim)]
+pub mod net;
+#[cfg(madsim)]
+pub mod run;
+#[cfg(madsim)]
+pub mod world;

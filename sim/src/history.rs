@@ -1,0 +1,97 @@
+//! The record of every client operation in a run: what was invoked, when, on which
+//! member, and what came back. Written to the run's JSON report and read by
+//! `detcd-sim check`.
+//!
+//! Times: `invoke_seq`/`complete_seq` are positions in one global event counter of the
+//! single-threaded simulation, so they order events exactly (many events share one
+//! virtual millisecond). `invoke_ms`/`complete_ms` are virtual time, for people.
+//! An operation whose outcome the client never learned has `outcome = "unknown"` and no
+//! `complete_seq`: it may have taken effect at any point after its invocation, or never.
+
+use serde::{Deserialize, Serialize};
+
+/// What a client asked for. Values are unique per write, so a read names its write.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OpKind {
+    Put { key: String, value: String },
+    Get { key: String, serializable: bool },
+    Delete { key: String },
+    /// Compare-and-set: put `value` if the key's value is `expected` (`None`: absent).
+    Cas { key: String, expected: Option<String>, value: String },
+}
+
+impl OpKind {
+    pub fn key(&self) -> &str {
+        match self {
+            OpKind::Put { key, .. } | OpKind::Get { key, .. } | OpKind::Delete { key } | OpKind::Cas { key, .. } => key,
+        }
+    }
+
+    pub fn is_write(&self) -> bool {
+        !matches!(self, OpKind::Get { .. })
+    }
+}
+
+/// How an operation ended.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Answered successfully.
+    Ok,
+    /// Refused before it could take effect.
+    Fail,
+    /// Unknown: timed out or the member stopped; it may or may not have taken effect.
+    Unknown,
+}
+
+/// One operation.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Op {
+    pub id: u64,
+    pub client: u64,
+    pub member: u64,
+    /// Which start of that member served it (serializable reads are checked per start).
+    pub incarnation: u64,
+    pub kind: OpKind,
+    pub outcome: Outcome,
+    pub invoke_seq: u64,
+    pub complete_seq: Option<u64>,
+    pub invoke_ms: u64,
+    pub complete_ms: Option<u64>,
+    /// Get: the value read (None: absent).
+    #[serde(default)]
+    pub read_value: Option<String>,
+    /// Delete: keys deleted.
+    #[serde(default)]
+    pub deleted: i64,
+    /// Cas: whether the compare held.
+    #[serde(default)]
+    pub succeeded: bool,
+    /// The response header's revision (0 when there was no response).
+    #[serde(default)]
+    pub revision: i64,
+    /// The error text when the outcome is fail or unknown.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// A run's operations, in invocation order.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct History {
+    pub ops: Vec<Op>,
+}
+
+impl History {
+    pub fn load(path: &std::path::Path) -> Result<History, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // A history file is either a bare history or a whole run report holding one.
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let history = value.get("history").cloned().unwrap_or(value);
+        serde_json::from_value(history).map_err(|e| format!("{}: not a history: {e}", path.display()))
+    }
+
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.ops.iter().filter(|op| op.outcome == outcome).count()
+    }
+}

@@ -1,0 +1,304 @@
+//! Scenario files (TOML) and the options one seed derives from them.
+//!
+//! A scenario fixes the shape of a run: cluster size, how long the chaos phase lasts,
+//! the workload mix, and faults — a scripted timeline, a swarm (fault kinds the seed
+//! enables and rates it draws), or both. [`Options::derive`] turns (scenario, seed) into
+//! every concrete option of the run; the run prints them all, like VOPR, so a failing
+//! seed can be understood without rerunning it.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// A scenario as written in `scenarios/*.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "default_members")]
+    pub members: usize,
+    /// Length of the chaos phase in simulated milliseconds.
+    pub duration_ms: u64,
+    /// After the chaos phase every fault is healed; the cluster must converge within this.
+    #[serde(default = "default_liveness_bound_ms")]
+    pub liveness_bound_ms: u64,
+    #[serde(default)]
+    pub workload: Workload,
+    #[serde(default)]
+    pub faults: Faults,
+    #[serde(default)]
+    pub expect: Expectations,
+    /// Node settings for the simulated members.
+    #[serde(default)]
+    pub node: NodeSettings,
+}
+
+fn default_members() -> usize {
+    3
+}
+
+fn default_liveness_bound_ms() -> u64 {
+    20_000
+}
+
+/// What the clients do.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Workload {
+    pub clients: usize,
+    pub keys: usize,
+    /// Relative weights of the operation kinds.
+    pub put: u32,
+    pub get: u32,
+    pub serializable_get: u32,
+    pub delete: u32,
+    pub cas: u32,
+    /// Client think time between operations, drawn uniformly from [0, think_ms_max].
+    pub think_ms_max: u64,
+    /// How long a client waits for an answer before recording the outcome unknown.
+    pub client_timeout_ms: u64,
+    /// Probability that a client↔member request or its answer is lost in transit.
+    pub client_link_loss: f64,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Self {
+            clients: 4,
+            keys: 4,
+            put: 35,
+            get: 30,
+            serializable_get: 10,
+            delete: 5,
+            cas: 20,
+            think_ms_max: 50,
+            client_timeout_ms: 3000,
+            client_link_loss: 0.0,
+        }
+    }
+}
+
+/// Member settings for a scenario (small defaults so that snapshots and WAL release
+/// happen within a short run).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSettings {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms: u64,
+    pub snapshot_count: u64,
+    pub snapshot_catchup_entries: u64,
+    pub wal_segment_bytes_max: u64,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 100,
+            election_timeout_ms: 1000,
+            snapshot_count: 200,
+            snapshot_catchup_entries: 50,
+            wal_segment_bytes_max: 16 * 1024,
+            request_timeout_ms: 3000,
+        }
+    }
+}
+
+/// One kind of fault the fault driver can inject.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Kill the leader (all memory gone), restart it later from its disk.
+    CrashLeader,
+    /// Kill a random member.
+    CrashRandom,
+    /// Kill a member and lose its unsynced writes, keeping a torn prefix by seeded choice.
+    CrashLoseUnsynced,
+    /// Isolate one member (both directions).
+    IsolateOne,
+    /// Put the leader in a minority partition.
+    PartitionLeaderMinority,
+    /// Split the cluster into a random majority and minority.
+    PartitionMajorityMinority,
+    /// A bridge: two halves that only one member connects.
+    PartitionBridge,
+    /// A hears B, B does not hear A.
+    PartitionAsymmetric,
+    /// Hold every message on random links, then release them in random order.
+    ClogAndRelease,
+    /// Drop, duplicate and delay messages with a slow tail for a while.
+    LossyNetwork,
+    /// Pause a member (no progress), then resume it.
+    PauseMember,
+    /// Fill the leader's disk; it stops; later space is freed and it restarts.
+    DiskFullLeader,
+    /// Make a follower's next fsync fail; it stops; later it restarts.
+    FsyncErrorFollower,
+    /// Skew, drift or jump a member's clock.
+    ClockSkew,
+    /// Crash the leader and make the others campaign at the same instant.
+    SplitVote,
+}
+
+/// A scripted fault at a moment of the chaos phase.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedFault {
+    pub at_ms: u64,
+    pub fault: FaultKind,
+}
+
+/// Faults: a timeline and/or a swarm.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    pub timeline: Vec<ScriptedFault>,
+    /// Kinds the swarm may use; the seed enables a random non-empty subset.
+    pub swarm: Vec<FaultKind>,
+    /// Mean simulated milliseconds between swarm faults (the seed draws within ±50%).
+    pub swarm_interval_ms: u64,
+    /// How long a fault lasts before it is healed (the seed draws within ±50%).
+    pub fault_duration_ms: u64,
+}
+
+/// What a scenario requires to have happened, beyond "no violation".
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Expectations {
+    /// The trace must show a term in which members campaigned and none became leader.
+    pub split_vote: bool,
+    /// At least this many client operations must have succeeded.
+    pub ok_operations_min: usize,
+}
+
+/// Every concrete option a seed derived from a scenario.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Options {
+    pub seed: u64,
+    pub scenario: String,
+    pub members: usize,
+    pub duration_ms: u64,
+    pub liveness_bound_ms: u64,
+    pub clients: usize,
+    pub keys: usize,
+    pub swarm_enabled: Vec<FaultKind>,
+    pub swarm_interval_ms: u64,
+    pub fault_duration_ms: u64,
+    pub message_delay_ms_max: u64,
+    pub lossy_drop_rate: f64,
+    pub lossy_duplicate_rate: f64,
+    pub torn_write_probability: f64,
+    pub clock_drift_ppm_max: i64,
+    pub client_link_loss: f64,
+}
+
+impl Scenario {
+    /// Parses and checks a scenario.
+    pub fn parse(text: &str) -> Result<Scenario, String> {
+        let scenario: Scenario = toml::from_str(text).map_err(|e| e.to_string())?;
+        if scenario.members == 0 || scenario.members > 7 {
+            return Err(format!("members must be 1..=7, not {}", scenario.members));
+        }
+        if scenario.workload.clients == 0 || scenario.workload.keys == 0 {
+            return Err("workload needs at least one client and one key".to_string());
+        }
+        if !scenario.faults.swarm.is_empty() && scenario.faults.swarm_interval_ms == 0 {
+            return Err("a swarm needs swarm_interval_ms > 0".to_string());
+        }
+        if let Some(late) = scenario.faults.timeline.iter().find(|f| f.at_ms >= scenario.duration_ms) {
+            return Err(format!("timeline fault at {} ms is after the chaos phase ends", late.at_ms));
+        }
+        Ok(scenario)
+    }
+
+    /// Reads a scenario file.
+    pub fn load(path: &std::path::Path) -> Result<Scenario, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Scenario::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+impl Options {
+    /// The options `seed` derives from `scenario` (a pure function of both).
+    pub fn derive(scenario: &Scenario, seed: u64) -> Options {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6f70_7469_6f6e_7321);
+        let mut swarm_enabled: Vec<FaultKind> = scenario.faults.swarm.iter().copied().filter(|_| rng.gen_bool(0.6)).collect();
+        if swarm_enabled.is_empty() && !scenario.faults.swarm.is_empty() {
+            let pick = rng.gen_range(0..scenario.faults.swarm.len());
+            swarm_enabled.push(scenario.faults.swarm[pick]);
+        }
+        let jitter = |rng: &mut ChaCha8Rng, mean: u64| -> u64 {
+            if mean == 0 {
+                0
+            } else {
+                rng.gen_range(mean / 2..=mean + mean / 2)
+            }
+        };
+        let fault_duration_base = if scenario.faults.fault_duration_ms == 0 { 2000 } else { scenario.faults.fault_duration_ms };
+        Options {
+            seed,
+            scenario: scenario.name.clone(),
+            members: scenario.members,
+            duration_ms: scenario.duration_ms,
+            liveness_bound_ms: scenario.liveness_bound_ms,
+            clients: scenario.workload.clients,
+            keys: scenario.workload.keys,
+            swarm_interval_ms: jitter(&mut rng, scenario.faults.swarm_interval_ms),
+            fault_duration_ms: jitter(&mut rng, fault_duration_base),
+            swarm_enabled,
+            message_delay_ms_max: rng.gen_range(1..=20),
+            lossy_drop_rate: rng.gen_range(0.05..0.3),
+            lossy_duplicate_rate: rng.gen_range(0.0..0.2),
+            torn_write_probability: rng.gen_range(0.0..0.5),
+            clock_drift_ppm_max: rng.gen_range(0..=200_000),
+            client_link_loss: scenario.workload.client_link_loss,
+        }
+    }
+
+    /// The options as `key=value` lines, as every run prints them.
+    pub fn describe(&self) -> String {
+        let json = serde_json::to_value(self).expect("options serialize");
+        let mut lines = Vec::new();
+        if let serde_json::Value::Object(map) = json {
+            for (key, value) in map {
+                lines.push(format!("  {key} = {value}"));
+            }
+        }
+        lines.join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCENARIO: &str = r#"
+name = "t"
+duration_ms = 5000
+[faults]
+swarm = ["crash_leader", "isolate_one", "lossy_network"]
+swarm_interval_ms = 1000
+[[faults.timeline]]
+at_ms = 100
+fault = "split_vote"
+"#;
+
+    #[test]
+    fn options_are_a_function_of_the_seed() {
+        let scenario = Scenario::parse(SCENARIO).expect("parse");
+        assert_eq!(Options::derive(&scenario, 7), Options::derive(&scenario, 7));
+        let differ = (1..20).any(|s| Options::derive(&scenario, s) != Options::derive(&scenario, 0));
+        assert!(differ);
+        assert!(!Options::derive(&scenario, 3).swarm_enabled.is_empty());
+    }
+
+    #[test]
+    fn bad_scenarios_are_refused() {
+        assert!(Scenario::parse("name = \"x\"\nduration_ms = 10\nmembers = 0").is_err());
+        assert!(Scenario::parse("name = \"x\"\nduration_ms = 10\nbogus = 1").is_err());
+        let late = "name = \"x\"\nduration_ms = 10\n[[faults.timeline]]\nat_ms = 20\nfault = \"crash_leader\"";
+        assert!(Scenario::parse(late).unwrap_err().contains("after the chaos phase"));
+    }
+}

@@ -1,0 +1,217 @@
+//! What a run observes: a timeline of faults and member events, the client history,
+//! raft invariants checked as members report, and the trace hash that proves a seed
+//! replays exactly.
+//!
+//! The trace hash is FNV-1a over every event in order (including every applied entry),
+//! so two runs of one seed agree on it only if they did the same thing at the same
+//! virtual instants.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use detcd_node::core::fnv1a64;
+use detcd_node::env::{NodeEvent, Observer, Role};
+
+use crate::checker::Verdict;
+use crate::history::{History, Op, OpKind, Outcome};
+pub use crate::report::TimelineEvent;
+
+#[derive(Default)]
+struct Invariants {
+    leader_of_term: BTreeMap<u64, u64>,
+    campaign_terms: BTreeSet<u64>,
+    applied: BTreeMap<u64, (u64, u64, u64)>,
+    violations: Vec<Verdict>,
+}
+
+struct WorldState {
+    hash: u64,
+    seq: u64,
+    timeline: Vec<TimelineEvent>,
+    history: History,
+    invariants: Invariants,
+    member_index: BTreeMap<u64, usize>,
+}
+
+/// Shared by the harness, the clients and (as an [`Observer`]) every member.
+pub struct World {
+    state: Mutex<WorldState>,
+    origin: tokio::time::Instant,
+}
+
+impl World {
+    pub fn new(member_ids: &[u64]) -> Arc<World> {
+        Arc::new(World {
+            state: Mutex::new(WorldState {
+                hash: 0xcbf2_9ce4_8422_2325,
+                seq: 0,
+                timeline: Vec::new(),
+                history: History::default(),
+                invariants: Invariants::default(),
+                member_index: member_ids.iter().enumerate().map(|(i, id)| (*id, i)).collect(),
+            }),
+            origin: tokio::time::Instant::now(),
+        })
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WorldState> {
+        self.state.lock().expect("world lock")
+    }
+
+    fn mix(state: &mut WorldState, bytes: &[u8]) {
+        state.hash ^= fnv1a64(bytes);
+        state.hash = state.hash.wrapping_mul(0x0000_0100_0000_01b3).rotate_left(7);
+    }
+
+    /// Adds an event to the timeline and the hash.
+    pub fn event(&self, kind: &str, member: Option<usize>, detail: String) {
+        let at_ms = self.now_ms();
+        let mut state = self.lock();
+        Self::mix(&mut state, format!("{at_ms}|{kind}|{member:?}|{detail}").as_bytes());
+        state.timeline.push(TimelineEvent { at_ms, kind: kind.to_string(), member, detail, term: None, role: None });
+    }
+
+    /// Records an invocation; returns the op's id.
+    pub fn invoke(&self, client: u64, member: u64, incarnation: u64, kind: OpKind) -> u64 {
+        let now = self.now_ms();
+        let mut state = self.lock();
+        state.seq += 1;
+        let id = state.history.ops.len() as u64;
+        let op = Op {
+            id,
+            client,
+            member,
+            incarnation,
+            kind,
+            outcome: Outcome::Unknown,
+            invoke_seq: state.seq,
+            complete_seq: None,
+            invoke_ms: now,
+            complete_ms: None,
+            read_value: None,
+            deleted: 0,
+            succeeded: false,
+            revision: 0,
+            error: None,
+        };
+        let line = format!("invoke|{now}|{id}|{client}|{member}|{:?}", op.kind);
+        Self::mix(&mut state, line.as_bytes());
+        state.history.ops.push(op);
+        id
+    }
+
+    /// Records how op `id` ended; `fill` sets its results.
+    pub fn complete(&self, id: u64, outcome: Outcome, fill: impl FnOnce(&mut Op)) {
+        let now = self.now_ms();
+        let mut state = self.lock();
+        state.seq += 1;
+        let seq = state.seq;
+        let op = &mut state.history.ops[id as usize];
+        op.outcome = outcome;
+        if outcome != Outcome::Unknown {
+            op.complete_seq = Some(seq);
+        }
+        op.complete_ms = Some(now);
+        fill(op);
+        let line = format!("complete|{now}|{id}|{:?}|{:?}|{}|{}|{}", op.outcome, op.read_value, op.deleted, op.succeeded, op.revision);
+        Self::mix(&mut state, line.as_bytes());
+    }
+
+    pub fn history(&self) -> History {
+        self.lock().history.clone()
+    }
+
+    pub fn timeline(&self) -> Vec<TimelineEvent> {
+        self.lock().timeline.clone()
+    }
+
+    pub fn trace_hash(&self) -> u64 {
+        self.lock().hash
+    }
+
+    /// Raft invariant violations seen so far.
+    pub fn invariant_violations(&self) -> Vec<Verdict> {
+        self.lock().invariants.violations.clone()
+    }
+
+    /// Terms in which someone campaigned but nobody became leader.
+    pub fn leaderless_terms(&self) -> Vec<u64> {
+        let state = self.lock();
+        state
+            .invariants
+            .campaign_terms
+            .iter()
+            .filter(|term| !state.invariants.leader_of_term.contains_key(term))
+            .copied()
+            .collect()
+    }
+
+    pub fn leaders_by_term(&self) -> BTreeMap<u64, u64> {
+        self.lock().invariants.leader_of_term.clone()
+    }
+}
+
+impl Observer for World {
+    fn on_event(&self, member_id: u64, event: NodeEvent) {
+        let at_ms = self.now_ms();
+        let mut state = self.lock();
+        let member = state.member_index.get(&member_id).copied();
+        match event {
+            NodeEvent::RoleChanged { term, role, leader_id } => {
+                Self::mix(&mut state, format!("role|{at_ms}|{member_id}|{term}|{role:?}|{leader_id}").as_bytes());
+                if role == Role::Candidate {
+                    state.invariants.campaign_terms.insert(term);
+                }
+                if role == Role::Leader {
+                    match state.invariants.leader_of_term.get(&term) {
+                        Some(other) if *other != member_id => {
+                            let detail = format!("term {term} has two leaders: {other:016x} and {member_id:016x}");
+                            state.invariants.violations.push(Verdict::Violation { check: "one-leader-per-term".into(), detail, ops: vec![] });
+                        }
+                        _ => {
+                            state.invariants.leader_of_term.insert(term, member_id);
+                        }
+                    }
+                }
+                state.timeline.push(TimelineEvent {
+                    at_ms,
+                    kind: "role".into(),
+                    member,
+                    detail: format!("{role:?} in term {term}, leader {leader_id:016x}"),
+                    term: Some(term),
+                    role: Some(format!("{role:?}")),
+                });
+            }
+            NodeEvent::Applied { index, term, digest } => {
+                Self::mix(&mut state, format!("applied|{member_id}|{index}|{term}|{digest}").as_bytes());
+                match state.invariants.applied.get(&index) {
+                    Some((t, d, first)) if (*t, *d) != (term, digest) => {
+                        let detail = format!(
+                            "index {index} applied as term {t} by {first:016x} but as term {term} by {member_id:016x}: committed content changed"
+                        );
+                        state.invariants.violations.push(Verdict::Violation { check: "committed-entries-immutable".into(), detail, ops: vec![] });
+                    }
+                    Some(_) => {}
+                    None => {
+                        state.invariants.applied.insert(index, (term, digest, member_id));
+                    }
+                }
+            }
+            NodeEvent::SnapshotInstalled { index, term } => {
+                Self::mix(&mut state, format!("snapshot|{at_ms}|{member_id}|{index}|{term}").as_bytes());
+                state.timeline.push(TimelineEvent {
+                    at_ms,
+                    kind: "snapshot".into(),
+                    member,
+                    detail: format!("installed snapshot at index {index} (term {term})"),
+                    term: None,
+                    role: None,
+                });
+            }
+        }
+    }
+}
