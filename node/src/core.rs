@@ -42,6 +42,48 @@ pub const PENDING_REQUESTS_MAX: usize = 16 * 1024;
 /// requests silently when there is no leader or the leader has not committed in its term).
 pub const READ_INDEX_RETRY_TICKS: u64 = 3;
 
+/// Bugs planted on purpose, to prove the simulator finds them. They exist only in
+/// simulator builds (`--cfg madsim`); a production binary cannot contain them.
+#[cfg(madsim)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PlantedBug {
+    /// Write the WAL but skip the fsync, so clients are acknowledged before durability.
+    AckBeforeFsync,
+    /// Serve linearizable reads from local state, without ReadIndex.
+    LocalLinearizableRead,
+    /// Persist the hard state without the vote, so a restarted member can vote twice.
+    ForgetVote,
+    /// Apply (and acknowledge) entries on the leader as soon as it persisted them.
+    ApplyBeforeCommit,
+    /// Accept append messages from a leader of an older term.
+    AcceptStaleTerm,
+}
+
+#[cfg(madsim)]
+impl PlantedBug {
+    pub const ALL: [PlantedBug; 5] = [
+        PlantedBug::AckBeforeFsync,
+        PlantedBug::LocalLinearizableRead,
+        PlantedBug::ForgetVote,
+        PlantedBug::ApplyBeforeCommit,
+        PlantedBug::AcceptStaleTerm,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            PlantedBug::AckBeforeFsync => "ack-before-fsync",
+            PlantedBug::LocalLinearizableRead => "local-linearizable-read",
+            PlantedBug::ForgetVote => "forget-vote",
+            PlantedBug::ApplyBeforeCommit => "apply-before-commit",
+            PlantedBug::AcceptStaleTerm => "accept-stale-term",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<PlantedBug> {
+        PlantedBug::ALL.into_iter().find(|bug| bug.name() == name)
+    }
+}
+
 /// How a member is configured (from flags in production, from the scenario in the
 /// simulator).
 #[derive(Clone, Debug)]
@@ -62,6 +104,9 @@ pub struct NodeConfig {
     pub wal_segment_bytes_max: u64,
     /// Applied entries kept in memory behind a snapshot for slow followers.
     pub snapshot_catchup_entries: u64,
+    /// Simulator builds only: a bug to plant in this member.
+    #[cfg(madsim)]
+    pub planted_bug: Option<PlantedBug>,
 }
 
 impl NodeConfig {
@@ -81,6 +126,8 @@ impl NodeConfig {
             request_timeout_ms: 7000,
             wal_segment_bytes_max: crate::wal::WAL_SEGMENT_BYTES_MAX,
             snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES,
+            #[cfg(madsim)]
+            planted_bug: None,
         }
     }
 
@@ -319,6 +366,12 @@ impl NodeCore {
         &self.config
     }
 
+    /// Whether `bug` is planted in this member (always false outside the simulator).
+    #[cfg(madsim)]
+    fn planted(&self, bug: PlantedBug) -> bool {
+        self.config.planted_bug == Some(bug)
+    }
+
     fn observe(&self, event: NodeEvent) {
         self.env.observer.on_event(self.config.member_id, event);
     }
@@ -345,7 +398,15 @@ impl NodeCore {
     }
 
     /// A message from a peer.
-    pub fn step(&mut self, message: Message) {
+    pub fn step(&mut self, #[allow(unused_mut)] mut message: Message) {
+        #[cfg(madsim)]
+        if self.planted(PlantedBug::AcceptStaleTerm)
+            && message.get_msg_type() == raft::eraftpb::MessageType::MsgAppend
+            && message.term > 0
+            && message.term < self.raw.raft.term
+        {
+            message.term = self.raw.raft.term;
+        }
         // Messages from unknown peers or stale terms are refused by raft; nothing to do.
         let _ = self.raw.step(message);
         self.override_election_timeout();
@@ -365,6 +426,18 @@ impl NodeCore {
         }
         let deadline_ms = now_ms.saturating_add(self.config.request_timeout_ms);
         let pending = PendingRequest { request, responder, deadline_ms };
+        #[cfg(madsim)]
+        if self.planted(PlantedBug::LocalLinearizableRead) && !matches!(pending.request, Request::Put(_) | Request::DeleteRange(_) | Request::Compact(_)) {
+            let read_only = match &pending.request {
+                Request::Txn(txn) => validate::txn_is_read_only(txn),
+                _ => true,
+            };
+            if read_only {
+                let result = self.execute_read(&pending.request);
+                let _ = pending.responder.send(result);
+                return;
+            }
+        }
         match &pending.request {
             Request::Range(range) if range.serializable => {
                 let result = self.execute_read(&pending.request);
@@ -522,11 +595,28 @@ impl NodeCore {
             self.entries_persisted += ready.entries().len() as u64;
         }
         if let Some(hard_state) = ready.hs() {
-            self.wal.append_hard_state(hard_state)?;
+            #[allow(unused_mut)]
+            let mut persisted = hard_state.clone();
+            #[cfg(madsim)]
+            if self.planted(PlantedBug::ForgetVote) {
+                persisted.vote = 0;
+            }
+            self.wal.append_hard_state(&persisted)?;
             self.storage.set_hard_state(hard_state.clone());
+        }
+        #[cfg(madsim)]
+        if self.planted(PlantedBug::AckBeforeFsync) {
+            self.wal.write_without_sync()?;
         }
         if self.wal.sync()? {
             self.fsyncs += 1;
+        }
+        #[cfg(madsim)]
+        if self.planted(PlantedBug::ApplyBeforeCommit) && self.raw.raft.state == StateRole::Leader {
+            let early: Vec<Entry> = ready.entries().to_vec();
+            if early.first().is_some_and(|e| e.index == self.applied_index + 1) {
+                self.apply_entries(early)?;
+            }
         }
 
         // 2. Send.
@@ -697,9 +787,12 @@ impl NodeCore {
         }
     }
 
-    /// Makes this member campaign now (tests and the simulator's split-vote scenario).
+    /// Makes this member start a real election now, skipping pre-vote (the simulator's
+    /// split-vote fault: several members doing this at one instant split the vote).
     pub fn campaign(&mut self) {
-        let _ = self.raw.campaign();
+        if self.raw.raft.state != StateRole::Leader {
+            self.raw.raft.campaign(raft::CAMPAIGN_ELECTION);
+        }
         self.override_election_timeout();
     }
 

@@ -173,7 +173,12 @@ impl NodeStorage {
             }
         };
         log.wl().append(entries)?;
-        if let Some(hard_state) = hard_state {
+        if let Some(mut hard_state) = hard_state {
+            // A snapshot is only ever taken of committed state: its index is committed
+            // even if the newest durable hard state predates it.
+            let snapshot_meta = latest.get_metadata();
+            hard_state.commit = hard_state.commit.max(snapshot_meta.index);
+            hard_state.term = hard_state.term.max(snapshot_meta.term);
             log.wl().set_hardstate(hard_state);
         }
         Ok(Self { log, latest_snapshot: Arc::new(Mutex::new(latest)) })

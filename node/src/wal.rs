@@ -260,17 +260,21 @@ impl Wal {
         self.segments.last().expect("an open WAL has a segment")
     }
 
-    /// Starts a new segment, beginning with the current hard state.
+    /// Starts a new segment whose first record is the current hard state, durably:
+    /// older segments may be released as soon as this one exists, and the vote they
+    /// hold must never depend on a record that a crash could still take away.
     fn cut(&mut self) -> Result<(), WalError> {
+        assert!(self.pending.is_empty(), "queued records belong to the old segment");
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);
         let segment = Segment { name: segment_name(seq, self.last_index + 1), seq, first_index: self.last_index + 1 };
         self.disk.create(&segment.name)?;
-        self.segments.push(segment);
-        self.current_bytes = 0;
         let mut header = Vec::new();
         let hard_state_bytes = self.hard_state.write_to_bytes().expect("hard state encodes");
         encode_record(KIND_HARD_STATE, self.hard_state.term, self.hard_state.commit, &hard_state_bytes, &mut header);
-        self.pending.splice(0..0, header);
+        self.disk.append(&segment.name, &header)?;
+        self.disk.sync(&segment.name)?;
+        self.current_bytes = header.len() as u64;
+        self.segments.push(segment);
         Ok(())
     }
 
@@ -328,6 +332,19 @@ impl Wal {
         self.current_bytes += self.pending.len() as u64;
         self.pending.clear();
         Ok(true)
+    }
+
+    /// Simulator builds only (a planted bug): writes what is queued but skips the sync.
+    #[cfg(madsim)]
+    pub fn write_without_sync(&mut self) -> Result<(), WalError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let name = self.current_segment().name.clone();
+        self.disk.append(&name, &self.pending)?;
+        self.current_bytes += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
     }
 
     /// Removes segments whose entries are all covered by a durable snapshot at

@@ -43,6 +43,10 @@ enum Commands {
         /// Write reports only when the run fails.
         #[arg(long)]
         reports_on_failure: bool,
+        /// Plant a bug in every member (canary): ack-before-fsync, local-linearizable-read,
+        /// forget-vote, apply-before-commit, accept-stale-term.
+        #[arg(long)]
+        planted_bug: Option<String>,
     },
     /// Run many seeds of one or more scenarios, one process per seed.
     Sweep {
@@ -59,6 +63,9 @@ enum Commands {
         determinism_every: u64,
         #[arg(long, default_value = "reports")]
         reports: PathBuf,
+        /// Plant a bug in every member of every run (see `run --help`).
+        #[arg(long)]
+        planted_bug: Option<String>,
     },
     /// Check a history file (a bare history or a run's JSON report).
     Check { history: PathBuf },
@@ -67,25 +74,39 @@ enum Commands {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Commands::Run { scenario, seed, reports, check_determinism, summary_only, reports_on_failure } => {
-            run_command(&scenario, seed, &reports, check_determinism, summary_only, reports_on_failure)
+        Commands::Run { scenario, seed, reports, check_determinism, summary_only, reports_on_failure, planted_bug } => {
+            let flags = RunFlags { check_determinism, summary_only, reports_on_failure, planted_bug };
+            run_command(&scenario, seed, &reports, &flags)
         }
-        Commands::Sweep { scenarios, seeds, jobs, determinism_every, reports } => {
-            sweep_command(&scenarios, &seeds, jobs, determinism_every, &reports)
+        Commands::Sweep { scenarios, seeds, jobs, determinism_every, reports, planted_bug } => {
+            sweep_command(&scenarios, &seeds, jobs, determinism_every, &reports, planted_bug.as_deref())
         }
         Commands::Check { history } => check_command(&history),
     }
 }
 
-fn replay_command(scenario: &Path, seed: u64) -> String {
-    format!("cargo sim run {} --seed {seed}", scenario.display())
+/// How one `run` behaves.
+#[cfg_attr(not(madsim), allow(dead_code))]
+struct RunFlags {
+    check_determinism: bool,
+    summary_only: bool,
+    reports_on_failure: bool,
+    planted_bug: Option<String>,
+}
+
+fn replay_command(scenario: &Path, seed: u64, planted_bug: Option<&str>) -> String {
+    match planted_bug {
+        Some(bug) => format!("cargo sim run {} --seed {seed} --planted-bug {bug}", scenario.display()),
+        None => format!("cargo sim run {} --seed {seed}", scenario.display()),
+    }
 }
 
 #[cfg(madsim)]
-fn run_seed_in_fresh_thread(scenario: &Scenario, seed: u64) -> detcd_sim::report::RunReport {
+fn run_seed_in_fresh_thread(scenario: &Scenario, seed: u64, planted_bug: Option<String>) -> detcd_sim::report::RunReport {
     let scenario = scenario.clone();
     let thread = std::thread::Builder::new().name(format!("seed-{seed}")).spawn(move || {
-        let options = Options::derive(&scenario, seed);
+        let mut options = Options::derive(&scenario, seed);
+        options.planted_bug = planted_bug;
         let mut runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
         let limit_ms = options.duration_ms + options.liveness_bound_ms + 120_000;
         runtime.set_time_limit(std::time::Duration::from_millis(limit_ms));
@@ -99,20 +120,22 @@ fn run_seed_in_fresh_thread(scenario: &Scenario, seed: u64) -> detcd_sim::report
 }
 
 #[cfg(not(madsim))]
-fn run_command(_: &Path, _: u64, _: &Path, _: bool, _: bool, _: bool) -> ExitCode {
+fn run_command(_: &Path, _: u64, _: &Path, _: &RunFlags) -> ExitCode {
     eprintln!("detcd-sim: `run` needs the simulator build; use `cargo sim run SCENARIO --seed N`");
     ExitCode::from(2)
 }
 
 #[cfg(madsim)]
-fn run_command(
-    scenario_path: &Path,
-    seed: u64,
-    reports: &Path,
-    check_determinism: bool,
-    summary_only: bool,
-    reports_on_failure: bool,
-) -> ExitCode {
+fn run_command(scenario_path: &Path, seed: u64, reports: &Path, flags: &RunFlags) -> ExitCode {
+    let RunFlags { check_determinism, summary_only, reports_on_failure, planted_bug } = flags;
+    let (check_determinism, summary_only, reports_on_failure) = (*check_determinism, *summary_only, *reports_on_failure);
+    if let Some(name) = planted_bug {
+        if detcd_node::core::PlantedBug::parse(name).is_none() {
+            let known: Vec<&str> = detcd_node::core::PlantedBug::ALL.iter().map(|b| b.name()).collect();
+            eprintln!("detcd-sim: unknown planted bug {name:?}; known: {}", known.join(", "));
+            return ExitCode::from(2);
+        }
+    }
     let scenario = match Scenario::load(scenario_path) {
         Ok(s) => s,
         Err(e) => {
@@ -120,17 +143,18 @@ fn run_command(
             return ExitCode::from(2);
         }
     };
-    let options = Options::derive(&scenario, seed);
+    let mut options = Options::derive(&scenario, seed);
+    options.planted_bug = planted_bug.clone();
     if !summary_only {
         println!("scenario {} seed {seed}; options:\n{}", scenario.name, options.describe());
     }
     let started = std::time::Instant::now();
-    let report = run_seed_in_fresh_thread(&scenario, seed);
+    let report = run_seed_in_fresh_thread(&scenario, seed, planted_bug.clone());
     let wall_ms = started.elapsed().as_millis();
     let mut passed = report.passed;
     let mut determinism_note = String::new();
     if check_determinism {
-        let again = run_seed_in_fresh_thread(&scenario, seed);
+        let again = run_seed_in_fresh_thread(&scenario, seed, planted_bug.clone());
         if again.trace_hash != report.trace_hash {
             passed = false;
             determinism_note = format!("NONDETERMINISM: trace hash {} then {}", report.trace_hash, again.trace_hash);
@@ -179,7 +203,7 @@ fn run_command(
             println!("report {}", path.display());
         }
         if !passed {
-            println!("seed {seed} failed; replay with: {}", replay_command(scenario_path, seed));
+            println!("seed {seed} failed; replay with: {}", replay_command(scenario_path, seed, planted_bug.as_deref()));
         }
     }
     if passed {
@@ -206,7 +230,14 @@ struct SeedResult {
     failure: Option<String>,
 }
 
-fn sweep_command(scenarios: &[PathBuf], seeds: &str, jobs: usize, determinism_every: u64, reports: &Path) -> ExitCode {
+fn sweep_command(
+    scenarios: &[PathBuf],
+    seeds: &str,
+    jobs: usize,
+    determinism_every: u64,
+    reports: &Path,
+    planted_bug: Option<&str>,
+) -> ExitCode {
     let (first, end) = match parse_seed_range(seeds) {
         Ok(range) => range,
         Err(e) => {
@@ -243,10 +274,11 @@ fn sweep_command(scenarios: &[PathBuf], seeds: &str, jobs: usize, determinism_ev
             let results = results.clone();
             let exe = exe.clone();
             let reports = reports.to_path_buf();
+            let planted_bug = planted_bug.map(str::to_string);
             std::thread::spawn(move || loop {
                 let Some((scenario, seed)) = queue.lock().expect("queue").pop() else { return };
                 let determinism = determinism_every > 0 && seed % determinism_every == 0;
-                let result = run_child(&exe, &scenario, seed, determinism, &reports);
+                let result = run_child(&exe, &scenario, seed, determinism, &reports, planted_bug.as_deref());
                 let mut results = results.lock().expect("results");
                 results.push(result);
                 let failed = results.iter().filter(|r| r.failure.is_some()).count();
@@ -280,12 +312,12 @@ fn sweep_command(scenarios: &[PathBuf], seeds: &str, jobs: usize, determinism_ev
     println!("failing seeds:");
     for failure in failures {
         println!("  {} seed {}: {}", failure.scenario.display(), failure.seed, failure.failure.as_deref().unwrap_or(""));
-        println!("    replay: {}", replay_command(&failure.scenario, failure.seed));
+        println!("    replay: {}", replay_command(&failure.scenario, failure.seed, planted_bug));
     }
     ExitCode::from(1)
 }
 
-fn run_child(exe: &Path, scenario: &Path, seed: u64, determinism: bool, reports: &Path) -> SeedResult {
+fn run_child(exe: &Path, scenario: &Path, seed: u64, determinism: bool, reports: &Path, planted_bug: Option<&str>) -> SeedResult {
     let mut command = Command::new(exe);
     command
         .arg("run")
@@ -300,6 +332,9 @@ fn run_child(exe: &Path, scenario: &Path, seed: u64, determinism: bool, reports:
         .stderr(Stdio::piped());
     if determinism {
         command.arg("--check-determinism");
+    }
+    if let Some(bug) = planted_bug {
+        command.arg("--planted-bug").arg(bug);
     }
     let output = match command.output() {
         Ok(output) => output,

@@ -90,6 +90,9 @@ impl Cluster {
             config.request_timeout_ms = settings.request_timeout_ms;
             config.max_wals = 3;
             config.max_snapshots = 2;
+            config.planted_bug = options.planted_bug.as_deref().map(|name| {
+                detcd_node::core::PlantedBug::parse(name).unwrap_or_else(|| panic!("unknown planted bug {name:?}"))
+            });
             let seed = options.seed;
             let init_slot = slot.clone();
             let init_world = world.clone();
@@ -122,7 +125,8 @@ impl Cluster {
 
     /// How many members may be down at once and the cluster still have a quorum.
     fn attrition_max(&self) -> usize {
-        (self.members.len() - 1) / 2
+        // A single member may go down (the cluster is unavailable meanwhile).
+        ((self.members.len() - 1) / 2).max(1)
     }
 
     fn kill(&self, index: usize, reason: &str) {

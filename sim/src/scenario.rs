@@ -192,6 +192,8 @@ pub struct Options {
     pub torn_write_probability: f64,
     pub clock_drift_ppm_max: i64,
     pub client_link_loss: f64,
+    /// A bug planted in every member (simulator canary), by name.
+    pub planted_bug: Option<String>,
 }
 
 impl Scenario {
@@ -254,6 +256,7 @@ impl Options {
             torn_write_probability: rng.gen_range(0.0..0.5),
             clock_drift_ppm_max: rng.gen_range(0..=200_000),
             client_link_loss: scenario.workload.client_link_loss,
+            planted_bug: None,
         }
     }
 
