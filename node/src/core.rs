@@ -36,6 +36,9 @@ use crate::wal::{Wal, WalError};
 /// Committed entries kept in memory behind a snapshot so slow followers catch up from
 /// the log instead of needing a whole snapshot (etcd keeps 5000).
 pub const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
+/// Request ids remembered per proposer to apply each client request at most once
+/// (the network may deliver a forwarded proposal twice, and raft would commit both).
+pub const APPLIED_REQUEST_IDS_PER_PROPOSER_MAX: usize = 8192;
 /// Proposals and reads waiting at once before new ones are refused ("too many requests").
 pub const PENDING_REQUESTS_MAX: usize = 16 * 1024;
 /// A read batch with no answer after this many ticks is asked again (raft-rs drops read
@@ -220,6 +223,41 @@ impl From<raft::Error> for FatalError {
     }
 }
 
+/// The most recent request ids applied per proposer: replicated state (it lives in
+/// snapshots), so every member skips the same duplicate entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AppliedRequests {
+    per_proposer: BTreeMap<u64, (std::collections::VecDeque<u64>, std::collections::BTreeSet<u64>)>,
+}
+
+impl AppliedRequests {
+    /// Records `(proposer, request_id)`; false if it was applied before.
+    fn first_time(&mut self, proposer: u64, request_id: u64) -> bool {
+        let (order, ids) = self.per_proposer.entry(proposer).or_default();
+        if !ids.insert(request_id) {
+            return false;
+        }
+        order.push_back(request_id);
+        if order.len() > APPLIED_REQUEST_IDS_PER_PROPOSER_MAX {
+            let oldest = order.pop_front().expect("non-empty");
+            ids.remove(&oldest);
+        }
+        true
+    }
+}
+
+/// The replicated state machine's bytes in a raft snapshot.
+fn encode_state(mvcc: &Mvcc, applied_requests: &AppliedRequests) -> Vec<u8> {
+    bincode::serialize(&(mvcc.encode(), applied_requests)).expect("state encodes")
+}
+
+fn decode_state(bytes: &[u8]) -> Result<(Mvcc, AppliedRequests), FatalError> {
+    let (mvcc_bytes, applied_requests): (Vec<u8>, AppliedRequests) =
+        bincode::deserialize(bytes).map_err(|e| FatalError::Snapshot(e.to_string()))?;
+    let mvcc = Mvcc::decode(&mvcc_bytes).map_err(FatalError::Snapshot)?;
+    Ok((mvcc, applied_requests))
+}
+
 struct PendingRequest {
     request: Request,
     responder: Responder,
@@ -259,6 +297,7 @@ pub struct NodeCore {
     wal: Wal,
     snapshots: SnapshotStore,
     mvcc: Mvcc,
+    applied_requests: AppliedRequests,
     applied_index: u64,
     last_snapshot_index: u64,
     rng: ChaCha8Rng,
@@ -308,9 +347,9 @@ impl NodeCore {
 
         let mut conf_state = ConfState::default();
         conf_state.set_voters(meta.initial_voters.clone());
-        let mvcc = match &snapshot {
-            Some(s) => Mvcc::decode(s.get_data()).map_err(FatalError::Snapshot)?,
-            None => Mvcc::new(),
+        let (mvcc, applied_requests) = match &snapshot {
+            Some(s) => decode_state(s.get_data())?,
+            None => (Mvcc::new(), AppliedRequests::default()),
         };
         let snapshot_term = snapshot.as_ref().map_or(0, |s| s.get_metadata().term);
         let storage = NodeStorage::recover(conf_state, snapshot, &replayed.entries, replayed.hard_state)?;
@@ -339,6 +378,7 @@ impl NodeCore {
             wal,
             snapshots,
             mvcc,
+            applied_requests,
             applied_index: snapshot_index,
             last_snapshot_index: snapshot_index,
             ticks: 0,
@@ -660,11 +700,12 @@ impl NodeCore {
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), FatalError> {
         let index = snapshot.get_metadata().index;
         let term = snapshot.get_metadata().term;
-        let mvcc = Mvcc::decode(snapshot.get_data()).map_err(FatalError::Snapshot)?;
+        let (mvcc, applied_requests) = decode_state(snapshot.get_data())?;
         self.snapshots.save(&snapshot)?;
         self.wal.append_snapshot_mark(index, term)?;
         self.storage.apply_snapshot(snapshot)?;
         self.mvcc = mvcc;
+        self.applied_requests = applied_requests;
         self.applied_index = index;
         self.last_snapshot_index = index;
         self.snapshots.purge(self.config.max_snapshots)?;
@@ -706,6 +747,10 @@ impl NodeCore {
     fn apply_request(&mut self, data: &[u8]) {
         // Every member decodes the same bytes: an undecodable entry is a bug, not input.
         let internal = InternalRequest::decode(data).expect("a committed entry holds an InternalRequest");
+        if !self.applied_requests.first_time(internal.proposer, internal.request_id) {
+            // A second copy of a proposal the network delivered twice: already applied.
+            return;
+        }
         let result = match internal.op {
             Some(internal_request::Op::Put(put)) => self.mvcc.put(&put).map(Response::Put),
             Some(internal_request::Op::DeleteRange(delete)) => Ok(Response::DeleteRange(self.mvcc.delete_range(&delete))),
@@ -754,7 +799,7 @@ impl NodeCore {
         let index = self.applied_index;
         let term = self.storage.entry_term(index)?;
         let mut snapshot = Snapshot::default();
-        snapshot.set_data(self.mvcc.encode().into());
+        snapshot.set_data(encode_state(&self.mvcc, &self.applied_requests).into());
         let metadata = snapshot.mut_metadata();
         metadata.index = index;
         metadata.term = term;

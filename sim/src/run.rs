@@ -315,7 +315,9 @@ async fn inject(cluster: &Cluster, fault: FaultKind, rng: &mut ChaCha8Rng, optio
             vec![Heal::Network]
         }
         FaultKind::PauseMember => {
-            let (Some(&victim), true) = (running.choose(rng), can_take_down) else { return vec![] };
+            // Half the time the leader: it wakes up still believing it leads.
+            let victim = if rng.gen_bool(0.5) { leader.filter(|l| running.contains(l)) } else { None };
+            let (Some(victim), true) = (victim.or_else(|| running.choose(rng).copied()), can_take_down) else { return vec![] };
             madsim::runtime::Handle::current().pause(cluster.madsim_id(victim));
             cluster.members[victim].paused.store(true, Ordering::SeqCst);
             world.event("fault", Some(victim), "paused".into());
