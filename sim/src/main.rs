@@ -15,6 +15,7 @@ use detcd_sim::history::History;
 use detcd_sim::report::Summary;
 #[cfg(madsim)]
 use detcd_sim::scenario::Options;
+use std::io::IsTerminal;
 use detcd_sim::scenario::Scenario;
 
 #[derive(Parser)]
@@ -101,24 +102,6 @@ fn replay_command(scenario: &Path, seed: u64, planted_bug: Option<&str>) -> Stri
     }
 }
 
-#[cfg(madsim)]
-fn run_seed_in_fresh_thread(scenario: &Scenario, seed: u64, planted_bug: Option<String>) -> detcd_sim::report::RunReport {
-    let scenario = scenario.clone();
-    let thread = std::thread::Builder::new().name(format!("seed-{seed}")).spawn(move || {
-        let mut options = Options::derive(&scenario, seed);
-        options.planted_bug = planted_bug;
-        let mut runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-        let limit_ms = options.duration_ms + options.liveness_bound_ms + 120_000;
-        runtime.set_time_limit(std::time::Duration::from_millis(limit_ms));
-        runtime.block_on(detcd_sim::run::run(scenario, options))
-    });
-    match thread.map(|t| t.join()) {
-        Ok(Ok(report)) => report,
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(e) => panic!("cannot start a simulation thread: {e}"),
-    }
-}
-
 #[cfg(not(madsim))]
 fn run_command(_: &Path, _: u64, _: &Path, _: &RunFlags) -> ExitCode {
     eprintln!("detcd-sim: `run` needs the simulator build; use `cargo sim run SCENARIO --seed N`");
@@ -149,12 +132,12 @@ fn run_command(scenario_path: &Path, seed: u64, reports: &Path, flags: &RunFlags
         println!("scenario {} seed {seed}; options:\n{}", scenario.name, options.describe());
     }
     let started = std::time::Instant::now();
-    let report = run_seed_in_fresh_thread(&scenario, seed, planted_bug.clone());
+    let report = detcd_sim::run::run_seed_in_fresh_thread(&scenario, seed, planted_bug.clone());
     let wall_ms = started.elapsed().as_millis();
     let mut passed = report.passed;
     let mut determinism_note = String::new();
     if check_determinism {
-        let again = run_seed_in_fresh_thread(&scenario, seed, planted_bug.clone());
+        let again = detcd_sim::run::run_seed_in_fresh_thread(&scenario, seed, planted_bug.clone());
         if again.trace_hash != report.trace_hash {
             passed = false;
             determinism_note = format!("NONDETERMINISM: trace hash {} then {}", report.trace_hash, again.trace_hash);
@@ -282,14 +265,22 @@ fn sweep_command(
                 let mut results = results.lock().expect("results");
                 results.push(result);
                 let failed = results.iter().filter(|r| r.failure.is_some()).count();
-                eprint!("\r[{}/{}] seeds done, {} failed, {:.0}s", results.len(), total, failed, started.elapsed().as_secs_f64());
+                let done = results.len();
+                // A live progress line on a terminal; a line per tenth of the work in logs.
+                if std::io::stderr().is_terminal() {
+                    eprint!("\r[{}/{}] seeds done, {} failed, {:.0}s", done, total, failed, started.elapsed().as_secs_f64());
+                } else if done % (total / 10).max(1) == 0 || done == total {
+                    eprintln!("[{}/{}] seeds done, {} failed, {:.0}s", done, total, failed, started.elapsed().as_secs_f64());
+                }
             })
         })
         .collect();
     for worker in workers {
         let _ = worker.join();
     }
-    eprintln!();
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
     let mut results = std::mem::take(&mut *results.lock().expect("results"));
     results.sort_by(|a, b| (&a.scenario, a.seed).cmp(&(&b.scenario, b.seed)));
     println!("{:<36} {:>6} {:>6} {:>6} {:>10} {:>10}", "scenario", "seeds", "passed", "failed", "ok ops/seed", "sim s/seed");

@@ -287,7 +287,7 @@ tr.bad td {{ background: #ffcdd2; }} tr.unknown td {{ background: #fff9c4; }}
 pre {{ background: #f5f5f5; padding: 8px; }}
 </style></head><body>
 <h1 class="{status}" id="verdict">detcd-sim {scenario} seed {seed}: {status}</h1>
-<p>trace hash <code>{hash}</code> · {sim_ms} simulated ms · operations ok {ok}, failed {fail}, unknown {unknown} · replay: <code>cargo sim run scenarios/{scenario}.toml --seed {seed}</code></p>
+<p>trace hash <code>{hash}</code> · {sim_ms} simulated ms · operations ok {ok}, failed {fail}, unknown {unknown} · replay: <code>cargo sim run scenarios/{scenario}.toml --seed {seed}{bug}</code></p>
 <div class="legend"><span style="background:#2e7d32;color:white">leader</span><span style="background:#f9a825">candidate</span><span style="background:#90caf9">follower</span><span style="background:#81c784">write ok</span><span style="background:#64b5f6">read ok</span><span style="background:#ffb74d">unknown</span><span style="background:#bdbdbd">failed</span><span style="background:#d50000;color:white">in first violation</span> ◆ red: fault, purple: heal, teal: snapshot</div>
 <div id="timeline">{svg}</div>
 <h2>Verdicts</h2><table id="verdicts">{verdict_rows}</table>
@@ -303,6 +303,7 @@ pre {{ background: #f5f5f5; padding: 8px; }}
             fail = self.operations.fail,
             unknown = self.operations.unknown,
             options = escape(&self.options.describe()),
+            bug = self.options.planted_bug.as_ref().map(|b| format!(" --planted-bug {}", escape(b))).unwrap_or_default(),
         )
     }
 }

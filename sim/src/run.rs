@@ -721,3 +721,22 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     }
     RunReport::new(options, verdicts, history, world.timeline(), world.trace_hash(), net.stats(), leaderless, world.leaders_by_term(), world.now_ms())
 }
+
+/// Runs one seed in a fresh thread with a fresh madsim runtime, so no static or
+/// thread-local state of an earlier run can leak into it.
+pub fn run_seed_in_fresh_thread(scenario: &Scenario, seed: u64, planted_bug: Option<String>) -> RunReport {
+    let scenario = scenario.clone();
+    let thread = std::thread::Builder::new().name(format!("seed-{seed}")).spawn(move || {
+        let mut options = Options::derive(&scenario, seed);
+        options.planted_bug = planted_bug;
+        let mut runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+        let limit_ms = options.duration_ms + options.liveness_bound_ms + 120_000;
+        runtime.set_time_limit(Duration::from_millis(limit_ms));
+        runtime.block_on(run(scenario, options))
+    });
+    match thread.map(|t| t.join()) {
+        Ok(Ok(report)) => report,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(e) => panic!("cannot start a simulation thread: {e}"),
+    }
+}
