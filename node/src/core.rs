@@ -644,12 +644,20 @@ impl NodeCore {
             self.wal.append_hard_state(&persisted)?;
             self.storage.set_hard_state(hard_state.clone());
         }
+        // raft needs a sync only for new entries, term or vote (etcd's MustSync); a
+        // commit-only hard state is written and becomes durable with the next sync.
+        #[allow(unused_mut)]
+        let mut must_sync = ready.must_sync() || !ready.snapshot().is_empty();
         #[cfg(madsim)]
         if self.planted(PlantedBug::AckBeforeFsync) {
-            self.wal.write_without_sync()?;
+            must_sync = false;
         }
-        if self.wal.sync()? {
-            self.fsyncs += 1;
+        if must_sync {
+            if self.wal.sync()? {
+                self.fsyncs += 1;
+            }
+        } else {
+            self.wal.write_without_sync()?;
         }
         #[cfg(madsim)]
         if self.planted(PlantedBug::ApplyBeforeCommit) && self.raw.raft.state == StateRole::Leader {

