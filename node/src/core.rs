@@ -656,6 +656,9 @@ impl NodeCore {
             if self.wal.sync()? {
                 self.fsyncs += 1;
             }
+            if let Some(hard_state) = ready.hs().filter(|hs| hs.vote != 0) {
+                self.observe(NodeEvent::VotePersisted { term: hard_state.term, vote: hard_state.vote });
+            }
         } else {
             self.wal.write_without_sync()?;
         }

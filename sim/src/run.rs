@@ -339,6 +339,13 @@ async fn inject(cluster: &Cluster, fault: FaultKind, rng: &mut ChaCha8Rng, optio
             world.event("fault", Some(victim), "next fsync fails".into());
             vec![Heal::LoseUnsyncedAndRestart(victim)]
         }
+        FaultKind::CrashAfterVote => {
+            let followers: Vec<usize> = running.iter().copied().filter(|i| Some(*i) != leader).collect();
+            let (Some(&victim), true) = (followers.choose(rng), can_take_down) else { return vec![] };
+            world.arm_crash_after_vote(cluster.members[victim].member_id);
+            world.event("fault", Some(victim), "armed: crash right after its next vote".into());
+            vec![Heal::Restart(victim)]
+        }
         FaultKind::ClockSkew => {
             let victim = rng.gen_range(0..n);
             let jump_ms = rng.gen_range(0..5000);
@@ -622,6 +629,21 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     let net = SimNet::new(options.seed ^ 0x6e65_7477_6f72_6b21, LinkQuality::good(options.message_delay_ms_max));
     tokio::spawn(net.clone().run_delivery());
     let cluster = Arc::new(Cluster::start(&options, &scenario, world.clone(), net.clone(), &member_ids, cluster_id));
+    // Crash points: members the world asks to kill at a chosen moment, restarted shortly.
+    let (crash_sender, mut crash_receiver) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
+    world.set_crash_requests(crash_sender);
+    let crash_cluster = cluster.clone();
+    let mut crash_rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0x6372_6173_6821_2121);
+    tokio::spawn(async move {
+        while let Some((index, reason)) = crash_receiver.recv().await {
+            if crash_cluster.members[index].down.load(Ordering::SeqCst) || crash_cluster.down_count() >= crash_cluster.attrition_max() {
+                continue;
+            }
+            crash_cluster.kill(index, &reason);
+            tokio::time::sleep(Duration::from_millis(crash_rng.gen_range(1..=100))).await;
+            crash_cluster.restart(index);
+        }
+    });
     world.event("phase", None, "chaos".into());
 
     // Fault driver: the timeline and the swarm, each fault healed after its duration.
@@ -680,9 +702,7 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
         let _ = client.await;
     }
 
-    let mut verdicts: Vec<(String, Verdict)> = Vec::new();
     let liveness = converge(&cluster, &options).await;
-    verdicts.push(("liveness".into(), liveness));
     // Final linearizable reads of every key: durability of acknowledged writes.
     for key_index in 0..options.keys {
         let kind = OpKind::Get { key: key_name(key_index), serializable: false };
@@ -691,14 +711,18 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     world.event("phase", None, "done".into());
 
     let history = world.history();
+    // Causes before consequences: raft invariants, then client-visible checks, then liveness.
+    let mut verdicts: Vec<(String, Verdict)> = Vec::new();
+    const INVARIANT_VIOLATIONS_REPORTED_MAX: usize = 20;
+    for violation in world.invariant_violations().into_iter().take(INVARIANT_VIOLATIONS_REPORTED_MAX) {
+        verdicts.push(("raft-invariants".into(), violation));
+    }
     for (key, verdict) in checker::check_linearizability(&history) {
         verdicts.push((format!("linearizability[{key}]"), verdict));
     }
     verdicts.push(("serializable-reads".into(), checker::check_serializable_reads(&history)));
     verdicts.push(("revision-monotonic".into(), checker::check_revisions_monotonic(&history)));
-    for violation in world.invariant_violations() {
-        verdicts.push(("raft-invariants".into(), violation));
-    }
+    verdicts.push(("liveness".into(), liveness));
     let leaderless = world.leaderless_terms();
     if scenario.expect.split_vote {
         let verdict = if leaderless.is_empty() {

@@ -140,6 +140,9 @@ pub enum FaultKind {
     ClockSkew,
     /// Crash the leader and make the others campaign at the same instant.
     SplitVote,
+    /// Arm a follower to crash right after it next makes a vote for another member
+    /// durable, and restart it soon after (a crash point).
+    CrashAfterVote,
 }
 
 /// A scripted fault at a moment of the chaos phase.

@@ -21,10 +21,15 @@ struct Invariants {
     leader_of_term: BTreeMap<u64, u64>,
     campaign_terms: BTreeSet<u64>,
     applied: BTreeMap<u64, (u64, u64, u64)>,
+    /// Indexes already reported as changed (each is reported once).
+    changed_indexes: BTreeSet<u64>,
     violations: Vec<Verdict>,
 }
 
 struct WorldState {
+    /// Members armed to crash right after their next durable vote for another member.
+    crash_after_vote: BTreeSet<u64>,
+    crash_requests: Option<tokio::sync::mpsc::UnboundedSender<(usize, String)>>,
     hash: u64,
     seq: u64,
     timeline: Vec<TimelineEvent>,
@@ -43,6 +48,8 @@ impl World {
     pub fn new(member_ids: &[u64]) -> Arc<World> {
         Arc::new(World {
             state: Mutex::new(WorldState {
+                crash_after_vote: BTreeSet::new(),
+                crash_requests: None,
                 hash: 0xcbf2_9ce4_8422_2325,
                 seq: 0,
                 timeline: Vec::new(),
@@ -150,6 +157,16 @@ impl World {
             .collect()
     }
 
+    /// Where crash points send the members they want killed (index, reason).
+    pub fn set_crash_requests(&self, sender: tokio::sync::mpsc::UnboundedSender<(usize, String)>) {
+        self.lock().crash_requests = Some(sender);
+    }
+
+    /// Arms `member_id` to crash right after its next durable vote for another member.
+    pub fn arm_crash_after_vote(&self, member_id: u64) {
+        self.lock().crash_after_vote.insert(member_id);
+    }
+
     pub fn leaders_by_term(&self) -> BTreeMap<u64, u64> {
         self.lock().invariants.leader_of_term.clone()
     }
@@ -189,15 +206,24 @@ impl Observer for World {
             NodeEvent::Applied { index, term, digest } => {
                 Self::mix(&mut state, format!("applied|{member_id}|{index}|{term}|{digest}").as_bytes());
                 match state.invariants.applied.get(&index) {
-                    Some((t, d, first)) if (*t, *d) != (term, digest) => {
+                    Some((t, d, first)) if (*t, *d) != (term, digest) && !state.invariants.changed_indexes.contains(&index) => {
                         let detail = format!(
                             "index {index} applied as term {t} by {first:016x} but as term {term} by {member_id:016x}: committed content changed"
                         );
+                        state.invariants.changed_indexes.insert(index);
                         state.invariants.violations.push(Verdict::Violation { check: "committed-entries-immutable".into(), detail, ops: vec![] });
                     }
                     Some(_) => {}
                     None => {
                         state.invariants.applied.insert(index, (term, digest, member_id));
+                    }
+                }
+            }
+            NodeEvent::VotePersisted { term, vote } => {
+                Self::mix(&mut state, format!("vote|{at_ms}|{member_id}|{term}|{vote}").as_bytes());
+                if vote != member_id && state.crash_after_vote.remove(&member_id) {
+                    if let (Some(sender), Some(index)) = (state.crash_requests.as_ref(), member) {
+                        let _ = sender.send((index, format!("crash point: right after voting for {vote:016x} in term {term}")));
                     }
                 }
             }

@@ -139,6 +139,8 @@ pub enum NodeEvent {
     Applied { index: u64, term: u64, digest: u64 },
     /// A snapshot was installed (from a leader or at start-up).
     SnapshotInstalled { index: u64, term: u64 },
+    /// A vote for `vote` in `term` was made durable (reported after the sync).
+    VotePersisted { term: u64, vote: u64 },
 }
 
 /// A member's raft role, as shown to observers and in status.
