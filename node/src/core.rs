@@ -659,6 +659,9 @@ impl NodeCore {
             if let Some(hard_state) = ready.hs().filter(|hs| hs.vote != 0) {
                 self.observe(NodeEvent::VotePersisted { term: hard_state.term, vote: hard_state.vote });
             }
+            if let Some(last) = ready.entries().last() {
+                self.observe(NodeEvent::EntriesPersisted { last_index: last.index });
+            }
         } else {
             self.wal.write_without_sync()?;
         }
@@ -702,9 +705,26 @@ impl NodeCore {
 
     fn note_role(&mut self, role: Role, leader_id: u64) {
         let term = self.raw.raft.term;
+        let previous_leader = self.last_role.map(|(_, leader, _)| leader);
+        if previous_leader.is_some_and(|previous| previous != leader_id && previous != raft::INVALID_ID) {
+            self.on_leader_lost();
+        }
         if self.last_role != Some((role, leader_id, term)) {
             self.last_role = Some((role, leader_id, term));
             self.observe(NodeEvent::RoleChanged { term, role, leader_id });
+        }
+    }
+
+    /// The leader this member knew is gone. As etcd does, pending proposals fail with
+    /// "leader changed" (their outcome is unknown: the old leader may have replicated
+    /// them) so clients retry now instead of waiting for a timeout, and in-flight reads
+    /// ask the new leader.
+    fn on_leader_lost(&mut self) {
+        for (_, pending) in std::mem::take(&mut self.proposals) {
+            let _ = pending.responder.send(Err(EtcdError::LeaderChanged));
+        }
+        for (_, batch) in std::mem::take(&mut self.reads_in_flight) {
+            self.reads_unissued.extend(batch.reads);
         }
     }
 

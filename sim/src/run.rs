@@ -48,6 +48,9 @@ struct MemberSlot {
     /// Set by the harness when it kills or pauses the member.
     down: AtomicBool,
     paused: AtomicBool,
+    /// A byte flipped in a durable WAL record: (segment, offset). The member must refuse
+    /// to start while it is there.
+    corrupted: Mutex<Option<(String, usize)>>,
 }
 
 impl MemberSlot {
@@ -79,6 +82,7 @@ impl Cluster {
                 madsim_node: Mutex::new(None),
                 down: AtomicBool::new(false),
                 paused: AtomicBool::new(false),
+                corrupted: Mutex::new(None),
             });
             let mut config = NodeConfig::with_defaults(member_id, cluster_id, member_ids.to_vec());
             let settings = &scenario.node;
@@ -181,8 +185,15 @@ async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNet>, 
         observer: world.clone(),
         seed: run_seed ^ slot.member_id.rotate_left(17) ^ incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15),
     };
+    let corrupted = slot.corrupted.lock().expect("slot lock").clone();
     match Node::open(config, env) {
         Ok((node, handle, inbox)) => {
+            if let Some((segment, offset)) = corrupted {
+                world.violation(
+                    "corruption-detected",
+                    format!("m{} started although byte {offset} of {segment} was corrupted: the damage was skipped silently", slot.index),
+                );
+            }
             net.register(slot.member_id, inbox);
             *slot.running.lock().expect("slot lock") = Some((handle, incarnation));
             world.event("member", Some(slot.index), format!("started (incarnation {incarnation})"));
@@ -195,6 +206,9 @@ async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNet>, 
         Err(error) => {
             slot.down.store(true, Ordering::SeqCst);
             world.event("member", Some(slot.index), format!("refused to start: {error}"));
+            if corrupted.is_none() {
+                world.violation("member-start", format!("m{} refused to start from an undamaged disk: {error}", slot.index));
+            }
         }
     }
 }
@@ -346,6 +360,37 @@ async fn inject(cluster: &Cluster, fault: FaultKind, rng: &mut ChaCha8Rng, optio
             world.event("fault", Some(victim), "armed: crash right after its next vote".into());
             vec![Heal::Restart(victim)]
         }
+        FaultKind::DiskFullFollower => {
+            let followers: Vec<usize> = running.iter().copied().filter(|i| Some(*i) != leader).collect();
+            let (Some(&victim), true) = (followers.choose(rng), can_take_down) else { return vec![] };
+            let slot = &cluster.members[victim];
+            slot.wal_disk.set_capacity_bytes(Some(slot.wal_disk.used_bytes()));
+            slot.down.store(true, Ordering::SeqCst);
+            world.event("fault", Some(victim), "WAL disk full".into());
+            vec![Heal::FreeDiskAndRestart(victim)]
+        }
+        FaultKind::CrashAfterPersist => {
+            let (Some(leader), true) = (leader, can_take_down) else { return vec![] };
+            world.arm_crash_after_persist(cluster.members[leader].member_id);
+            world.event("fault", Some(leader), "armed: crash right after its next WAL sync, before replying".into());
+            vec![Heal::Restart(leader)]
+        }
+        FaultKind::CorruptWalRecord => {
+            let followers: Vec<usize> = running.iter().copied().filter(|i| Some(*i) != leader).collect();
+            let (Some(&victim), true) = (followers.choose(rng), can_take_down) else { return vec![] };
+            let slot = &cluster.members[victim];
+            // Only segments before the newest: a flip there can never pass for a torn tail.
+            let files = slot.wal_disk.files();
+            let older: Vec<&(String, usize)> = files.iter().take(files.len().saturating_sub(1)).filter(|(_, len)| *len > 64).collect();
+            let Some((segment, len)) = older.choose(rng).map(|(s, l)| (s.clone(), *l)) else { return vec![] };
+            cluster.kill(victim, "stopped to damage its disk");
+            let offset = rng.gen_range(0..len);
+            slot.wal_disk.corrupt_byte(&segment, offset);
+            *slot.corrupted.lock().expect("slot lock") = Some((segment.clone(), offset));
+            world.event("fault", Some(victim), format!("flipped byte {offset} of {segment}; restarting it must fail"));
+            cluster.restart(victim);
+            vec![Heal::RepairCorruption(victim)]
+        }
         FaultKind::ClockSkew => {
             let victim = rng.gen_range(0..n);
             let jump_ms = rng.gen_range(0..5000);
@@ -365,6 +410,7 @@ enum Heal {
     Network,
     FreeDiskAndRestart(usize),
     LoseUnsyncedAndRestart(usize),
+    RepairCorruption(usize),
     Clock(usize),
 }
 
@@ -394,6 +440,14 @@ fn heal(cluster: &Cluster, heal: &Heal) {
             // After a failed fsync nothing unsynced can be trusted: drop it all.
             cluster.members[*i].wal_disk.crash(|_, _| 0);
             cluster.restart(*i);
+        }
+        Heal::RepairCorruption(i) => {
+            let slot = &cluster.members[*i];
+            if let Some((segment, offset)) = slot.corrupted.lock().expect("slot lock").take() {
+                slot.wal_disk.corrupt_byte(&segment, offset);
+                cluster.world.event("heal", Some(*i), format!("restored byte {offset} of {segment}"));
+                cluster.restart(*i);
+            }
         }
         Heal::Clock(i) => {
             cluster.members[*i].clock.stop_drift();
@@ -555,6 +609,7 @@ async fn execute(handle: &NodeHandle, kind: &OpKind) -> Result<Answer, EtcdError
 async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
     for i in 0..cluster.members.len() {
         heal(cluster, &Heal::Resume(i));
+        heal(cluster, &Heal::RepairCorruption(i));
         cluster.members[i].wal_disk.set_capacity_bytes(None);
         cluster.members[i].clock.stop_drift();
         if cluster.members[i].down.load(Ordering::SeqCst) {

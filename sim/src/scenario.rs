@@ -136,6 +136,14 @@ pub enum FaultKind {
     DiskFullLeader,
     /// Make a follower's next fsync fail; it stops; later it restarts.
     FsyncErrorFollower,
+    /// Fill a follower's disk; it stops; later space is freed and it restarts.
+    DiskFullFollower,
+    /// Arm the leader to crash right after its next WAL sync of entries, before it
+    /// applies or answers anything (a crash point).
+    CrashAfterPersist,
+    /// Flip a byte in a durable WAL record of a stopped follower (not at the tail): it
+    /// must refuse to start. The heal restores the byte, as an operator would the disk.
+    CorruptWalRecord,
     /// Skew, drift or jump a member's clock.
     ClockSkew,
     /// Crash the leader and make the others campaign at the same instant.

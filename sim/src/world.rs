@@ -29,6 +29,8 @@ struct Invariants {
 struct WorldState {
     /// Members armed to crash right after their next durable vote for another member.
     crash_after_vote: BTreeSet<u64>,
+    /// Members armed to crash right after their next durable batch of entries.
+    crash_after_persist: BTreeSet<u64>,
     crash_requests: Option<tokio::sync::mpsc::UnboundedSender<(usize, String)>>,
     hash: u64,
     seq: u64,
@@ -49,6 +51,7 @@ impl World {
         Arc::new(World {
             state: Mutex::new(WorldState {
                 crash_after_vote: BTreeSet::new(),
+                crash_after_persist: BTreeSet::new(),
                 crash_requests: None,
                 hash: 0xcbf2_9ce4_8422_2325,
                 seq: 0,
@@ -167,6 +170,18 @@ impl World {
         self.lock().crash_after_vote.insert(member_id);
     }
 
+    /// Arms `member_id` to crash right after its next durable batch of entries.
+    pub fn arm_crash_after_persist(&self, member_id: u64) {
+        self.lock().crash_after_persist.insert(member_id);
+    }
+
+    /// Records a violation found by the harness itself (not by a member's events).
+    pub fn violation(&self, check: &str, detail: String) {
+        let mut state = self.lock();
+        Self::mix(&mut state, format!("violation|{check}|{detail}").as_bytes());
+        state.invariants.violations.push(Verdict::Violation { check: check.into(), detail, ops: vec![] });
+    }
+
     pub fn leaders_by_term(&self) -> BTreeMap<u64, u64> {
         self.lock().invariants.leader_of_term.clone()
     }
@@ -224,6 +239,14 @@ impl Observer for World {
                 if vote != member_id && state.crash_after_vote.remove(&member_id) {
                     if let (Some(sender), Some(index)) = (state.crash_requests.as_ref(), member) {
                         let _ = sender.send((index, format!("crash point: right after voting for {vote:016x} in term {term}")));
+                    }
+                }
+            }
+            NodeEvent::EntriesPersisted { last_index } => {
+                Self::mix(&mut state, format!("persisted|{at_ms}|{member_id}|{last_index}").as_bytes());
+                if state.crash_after_persist.remove(&member_id) {
+                    if let (Some(sender), Some(index)) = (state.crash_requests.as_ref(), member) {
+                        let _ = sender.send((index, format!("crash point: right after syncing entries up to {last_index}, before replying")));
                     }
                 }
             }

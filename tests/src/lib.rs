@@ -20,10 +20,26 @@ pub fn detcd_binary() -> PathBuf {
     path
 }
 
-/// A loopback port nobody listens on right now.
+/// First port handed out; below the kernel's ephemeral range (32768 and up), so an
+/// outgoing connection cannot take a port between our choosing it and detcd binding it.
+pub const TEST_PORT_BASE: u16 = 12000;
+/// Ports per test process: each process gets its own block, chosen by its pid.
+pub const TEST_PORTS_PER_PROCESS: u16 = 40;
+const TEST_PORT_BLOCKS: u16 = 400;
+
+/// A loopback port nobody listens on right now, from this process's own block.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let block = (std::process::id() % u32::from(TEST_PORT_BLOCKS)) as u16;
+    for _ in 0..TEST_PORTS_PER_PROCESS {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % TEST_PORTS_PER_PROCESS;
+        let port = TEST_PORT_BASE + block * TEST_PORTS_PER_PROCESS + offset;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in this process's block");
 }
 
 /// One member's addresses and process.
@@ -122,6 +138,21 @@ impl Cluster {
 
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().filter(|m| m.is_running()).map(Member::endpoint).collect()
+    }
+
+    /// Every member's state and log, for failure messages.
+    pub fn diagnostics(&mut self) -> String {
+        let mut out = String::new();
+        for i in 0..self.members.len() {
+            let state = match self.members[i].process.as_mut().map(|c| c.try_wait()) {
+                None => "not running (stopped by the test)".to_string(),
+                Some(Ok(None)) => "running".to_string(),
+                Some(Ok(Some(status))) => format!("EXITED with {status}"),
+                Some(Err(e)) => format!("unknown: {e}"),
+            };
+            out.push_str(&format!("--- {} ({}): {}\n{}\n", self.members[i].name, self.members[i].endpoint(), state, self.log(i)));
+        }
+        out
     }
 
     /// The log a member wrote so far (for failure messages).

@@ -18,16 +18,18 @@ async fn connect(endpoint: &str) -> Client {
     Client::connect([endpoint], Some(options)).await.expect("connect")
 }
 
-/// Waits until member `endpoint` accepts a write (a leader exists and it is reachable).
-async fn wait_writable(endpoint: &str) {
-    for _ in 0..100 {
-        let mut client = connect(endpoint).await;
-        if client.put("__ready", "1", None).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+/// Waits until member `i` accepts a write (a leader exists and it is reachable).
+fn wait_writable(rt: &tokio::runtime::Runtime, cluster: &mut Cluster, i: usize) {
+    let endpoint = cluster.members[i].endpoint();
+    let ready = wait_for(Duration::from_secs(20), || {
+        rt.block_on(async {
+            let mut client = connect(&endpoint).await;
+            client.put("__ready", "1", None).await.ok().map(|_| ())
+        })
+    });
+    if ready.is_none() {
+        panic!("{endpoint} never accepted a write\n{}", cluster.diagnostics());
     }
-    panic!("{endpoint} never accepted a write");
 }
 
 /// The member id of the leader as member `endpoint` sees it.
@@ -44,9 +46,9 @@ async fn member_id_of(endpoint: &str) -> u64 {
 
 #[test]
 fn etcdctl_against_a_three_member_cluster() {
-    let cluster = Cluster::start(3, &[]);
+    let mut cluster = Cluster::start(3, &[]);
     let rt = runtime();
-    rt.block_on(wait_writable(&cluster.members[0].endpoint()));
+    wait_writable(&rt, &mut cluster, 0);
     let all = cluster.endpoints().join(",");
     let follower_or_any = cluster.members[2].endpoint();
 
@@ -148,10 +150,10 @@ fn etcdctl_against_a_three_member_cluster() {
 
 #[test]
 fn etcd_client_crate_round_trip() {
-    let cluster = Cluster::start(3, &[]);
+    let mut cluster = Cluster::start(3, &[]);
     let rt = runtime();
+    wait_writable(&rt, &mut cluster, 1);
     rt.block_on(async {
-        wait_writable(&cluster.members[1].endpoint()).await;
         let mut client = connect(&cluster.members[1].endpoint()).await;
         let put = client.put("k1", "v1", None).await.expect("put");
         let revision = put.header().expect("header").revision();
@@ -171,8 +173,8 @@ fn killing_the_leader_keeps_every_acknowledged_write() {
     let mut cluster = Cluster::start(3, &["--heartbeat-interval", "50", "--election-timeout", "500"]);
     let rt = runtime();
     let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint()).collect();
+    wait_writable(&rt, &mut cluster, 0);
     let acknowledged = rt.block_on(async {
-        wait_writable(&endpoints[0]).await;
         let mut client = connect(&endpoints[0]).await;
         let mut acknowledged = Vec::new();
         for i in 0..200 {
@@ -216,12 +218,19 @@ fn a_killed_member_restarts_from_its_data_dir_and_catches_up() {
     let mut cluster = Cluster::start(3, &["--heartbeat-interval", "50", "--election-timeout", "500", "--snapshot-count", "50"]);
     let rt = runtime();
     let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint()).collect();
-    rt.block_on(wait_writable(&endpoints[0]));
+    wait_writable(&rt, &mut cluster, 0);
     cluster.kill_member(2);
     rt.block_on(async {
         let mut client = connect(&endpoints[0]).await;
         for i in 0..150 {
-            client.put(format!("later/{i:04}"), "v", None).await.expect("a majority still commits");
+            // Member 2 may have been the leader: retry like a real client until a new
+            // leader commits (a retried put of the same value is idempotent here).
+            let mut attempts = 0;
+            while let Err(error) = client.put(format!("later/{i:04}"), "v", None).await {
+                attempts += 1;
+                assert!(attempts < 20, "a majority still commits: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     });
     cluster.start_member(2);

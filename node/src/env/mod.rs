@@ -141,6 +141,8 @@ pub enum NodeEvent {
     SnapshotInstalled { index: u64, term: u64 },
     /// A vote for `vote` in `term` was made durable (reported after the sync).
     VotePersisted { term: u64, vote: u64 },
+    /// Entries up to `last_index` were made durable, before any reply depending on them.
+    EntriesPersisted { last_index: u64 },
 }
 
 /// A member's raft role, as shown to observers and in status.
