@@ -224,9 +224,18 @@ async fn inject(cluster: &Cluster, fault: FaultKind, rng: &mut ChaCha8Rng, optio
     match fault {
         FaultKind::CrashLeader | FaultKind::SplitVote => {
             let (Some(leader), true) = (leader, can_take_down) else { return vec![] };
-            cluster.kill(leader, if fault == FaultKind::SplitVote { "leader, then everyone campaigns" } else { "leader" });
+            cluster.kill(leader, if fault == FaultKind::SplitVote { "leader, then two members campaign at once" } else { "leader" });
             if fault == FaultKind::SplitVote {
-                for i in running.iter().copied().filter(|i| *i != leader) {
+                // Two candidates in one instant; the others stay voters, and half the
+                // time one voter crashes right after it votes (and restarts at once).
+                let mut others: Vec<usize> = running.iter().copied().filter(|i| *i != leader).collect();
+                others.shuffle(rng);
+                let voters = others.split_off(others.len().min(2));
+                if let Some(&voter) = voters.first().filter(|_| rng.gen_bool(0.5)) {
+                    world.arm_crash_after_vote(cluster.members[voter].member_id);
+                    world.event("fault", Some(voter), "armed: crash right after its next vote".into());
+                }
+                for i in others {
                     if let Some((handle, _)) = cluster.members[i].handle() {
                         handle.campaign().await;
                     }
@@ -695,7 +704,7 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
                 continue;
             }
             crash_cluster.kill(index, &reason);
-            tokio::time::sleep(Duration::from_millis(crash_rng.gen_range(1..=100))).await;
+            tokio::time::sleep(Duration::from_millis(crash_rng.gen_range(0..=5))).await;
             crash_cluster.restart(index);
         }
     });

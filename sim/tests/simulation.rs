@@ -51,7 +51,7 @@ fn the_canary_finds_planted_bugs() {
         ("local-linearizable-read", "partition-leader-minority", 20),
         ("apply-before-commit", "partition-leader-minority", 20),
         ("accept-stale-term", "canary-elections", 60),
-        ("forget-vote", "canary-elections-5", 120),
+        ("forget-vote", "canary-votes", 300),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);
