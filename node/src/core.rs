@@ -392,6 +392,11 @@ impl NodeCore {
             entries_persisted: 0,
         };
         core.override_election_timeout();
+        // The only voter needs nobody's vote: lead at once instead of after a timeout.
+        let voters = core.raw.raft.prs().conf().voters().ids();
+        if voters.len() == 1 && voters.contains(core.config.member_id) {
+            core.campaign();
+        }
         if snapshot_index > 0 {
             core.observe(NodeEvent::SnapshotInstalled { index: snapshot_index, term: snapshot_term });
         }

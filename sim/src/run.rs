@@ -220,7 +220,16 @@ async fn inject(cluster: &Cluster, fault: FaultKind, rng: &mut ChaCha8Rng, optio
     let can_take_down = cluster.down_count() < cluster.attrition_max();
     let running: Vec<usize> = (0..n).filter(|i| !cluster.members[*i].down.load(Ordering::SeqCst) && !cluster.members[*i].paused.load(Ordering::SeqCst)).collect();
     let leader = cluster.leader().await;
+    let followers: Vec<usize> = running.iter().copied().filter(|i| Some(*i) != leader).collect();
     let world = &cluster.world;
+    // Fills `victim`'s WAL disk: its next append fails and it stops.
+    let fill_disk = |victim: usize| {
+        let slot = &cluster.members[victim];
+        slot.wal_disk.set_capacity_bytes(Some(slot.wal_disk.used_bytes()));
+        slot.down.store(true, Ordering::SeqCst);
+        world.event("fault", Some(victim), "WAL disk full".into());
+        vec![Heal::FreeDiskAndRestart(victim)]
+    };
     match fault {
         FaultKind::CrashLeader | FaultKind::SplitVote => {
             let (Some(leader), true) = (leader, can_take_down) else { return vec![] };
@@ -348,14 +357,9 @@ async fn inject(cluster: &Cluster, fault: FaultKind, rng: &mut ChaCha8Rng, optio
         }
         FaultKind::DiskFullLeader => {
             let (Some(leader), true) = (leader, can_take_down) else { return vec![] };
-            let slot = &cluster.members[leader];
-            slot.wal_disk.set_capacity_bytes(Some(slot.wal_disk.used_bytes()));
-            slot.down.store(true, Ordering::SeqCst);
-            world.event("fault", Some(leader), "WAL disk full".into());
-            vec![Heal::FreeDiskAndRestart(leader)]
+            fill_disk(leader)
         }
         FaultKind::FsyncErrorFollower => {
-            let followers: Vec<usize> = running.iter().copied().filter(|i| Some(*i) != leader).collect();
             let (Some(&victim), true) = (followers.choose(rng), can_take_down) else { return vec![] };
             cluster.members[victim].wal_disk.fail_next_sync();
             cluster.members[victim].down.store(true, Ordering::SeqCst);
@@ -363,20 +367,14 @@ async fn inject(cluster: &Cluster, fault: FaultKind, rng: &mut ChaCha8Rng, optio
             vec![Heal::LoseUnsyncedAndRestart(victim)]
         }
         FaultKind::CrashAfterVote => {
-            let followers: Vec<usize> = running.iter().copied().filter(|i| Some(*i) != leader).collect();
             let (Some(&victim), true) = (followers.choose(rng), can_take_down) else { return vec![] };
             world.arm_crash_after_vote(cluster.members[victim].member_id);
             world.event("fault", Some(victim), "armed: crash right after its next vote".into());
             vec![Heal::Restart(victim)]
         }
         FaultKind::DiskFullFollower => {
-            let followers: Vec<usize> = running.iter().copied().filter(|i| Some(*i) != leader).collect();
             let (Some(&victim), true) = (followers.choose(rng), can_take_down) else { return vec![] };
-            let slot = &cluster.members[victim];
-            slot.wal_disk.set_capacity_bytes(Some(slot.wal_disk.used_bytes()));
-            slot.down.store(true, Ordering::SeqCst);
-            world.event("fault", Some(victim), "WAL disk full".into());
-            vec![Heal::FreeDiskAndRestart(victim)]
+            fill_disk(victim)
         }
         FaultKind::CrashAfterPersist => {
             let (Some(leader), true) = (leader, can_take_down) else { return vec![] };
@@ -385,7 +383,6 @@ async fn inject(cluster: &Cluster, fault: FaultKind, rng: &mut ChaCha8Rng, optio
             vec![Heal::Restart(leader)]
         }
         FaultKind::CorruptWalRecord => {
-            let followers: Vec<usize> = running.iter().copied().filter(|i| Some(*i) != leader).collect();
             let (Some(&victim), true) = (followers.choose(rng), can_take_down) else { return vec![] };
             let slot = &cluster.members[victim];
             // Only segments before the newest: a flip there can never pass for a torn tail.

@@ -234,26 +234,22 @@ fn a_killed_member_restarts_from_its_data_dir_and_catches_up() {
         }
     });
     cluster.start_member(2);
-    // The restarted member may need a snapshot (snapshot-count is 50); serializable reads
-    // from it show when it has caught up.
-    let caught_up = wait_for(Duration::from_secs(20), || {
-        rt.block_on(async {
-            let mut client = connect(&endpoints[2]).await;
-            let options = GetOptions::new().with_prefix().with_serializable().with_count_only();
-            let response = client.get("later/", Some(options)).await.ok()?;
-            (response.count() == 150).then_some(())
+    // Serializable reads from member 2 alone show when it has caught up (it may need a
+    // snapshot: snapshot-count is 50).
+    let caught_up_within = |rt: &tokio::runtime::Runtime| {
+        wait_for(Duration::from_secs(20), || {
+            rt.block_on(async {
+                let mut client = connect(&endpoints[2]).await;
+                let options = GetOptions::new().with_prefix().with_serializable().with_count_only();
+                let response = client.get("later/", Some(options)).await.ok()?;
+                (response.count() == 150).then_some(())
+            })
         })
-    });
+    };
+    let caught_up = caught_up_within(&rt);
     assert!(caught_up.is_some(), "member 2 caught up; log: {}", cluster.log(2));
     cluster.kill_member(2);
     cluster.start_member(2);
-    let restarted = wait_for(Duration::from_secs(20), || {
-        rt.block_on(async {
-            let mut client = connect(&endpoints[2]).await;
-            let options = GetOptions::new().with_prefix().with_serializable().with_count_only();
-            let response = client.get("later/", Some(options)).await.ok()?;
-            (response.count() == 150).then_some(())
-        })
-    });
+    let restarted = caught_up_within(&rt);
     assert!(restarted.is_some(), "member 2 recovers its state from its own data dir; log: {}", cluster.log(2));
 }
