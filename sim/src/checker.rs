@@ -197,7 +197,8 @@ pub fn check_serializable_reads(history: &History) -> Verdict {
     let mut written: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for op in &history.ops {
         if let OpKind::Put { key, value } | OpKind::Cas { key, value, .. } = &op.kind {
-            written.insert((key, value), op.invoke_seq);
+            // A retried write carries the same value: the first invocation counts.
+            written.entry((key, value)).or_insert(op.invoke_seq);
         }
     }
     let mut last_per_member: BTreeMap<(u64, u64), (i64, u64)> = BTreeMap::new();

@@ -397,6 +397,28 @@ async fn inject(cluster: &Cluster, fault: FaultKind, rng: &mut ChaCha8Rng, optio
             cluster.restart(victim);
             vec![Heal::RepairCorruption(victim)]
         }
+        FaultKind::SlowDisk => {
+            let (Some(&victim), true) = (running.choose(rng), can_take_down) else { return vec![] };
+            let id = cluster.madsim_id(victim);
+            let stall_cluster_member = cluster.members[victim].clone();
+            let until_ms = world.now_ms() + options.fault_duration_ms;
+            let mut stall_rng = ChaCha8Rng::seed_from_u64(rng.gen());
+            let stall_world = cluster.world.clone();
+            world.event("fault", Some(victim), "slow disk: fsyncs stall 5-100 ms".into());
+            tokio::spawn(async move {
+                let runtime = madsim::runtime::Handle::current();
+                while stall_world.now_ms() < until_ms {
+                    if stall_cluster_member.down.load(Ordering::SeqCst) || stall_cluster_member.paused.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    runtime.pause(id);
+                    tokio::time::sleep(Duration::from_millis(stall_rng.gen_range(5..=100))).await;
+                    runtime.resume(id);
+                    tokio::time::sleep(Duration::from_millis(stall_rng.gen_range(5..=50))).await;
+                }
+            });
+            vec![]
+        }
         FaultKind::ClockSkew => {
             let victim = rng.gen_range(0..n);
             let jump_ms = rng.gen_range(0..5000);
@@ -494,18 +516,26 @@ async fn run_client(client: u64, cluster: Arc<Cluster>, scenario: Scenario, stop
             3 => OpKind::Delete { key: key.clone() },
             _ => OpKind::Cas { key: key.clone(), expected: last_seen[key_index].clone(), value },
         };
-        let member = rng.gen_range(0..cluster.members.len());
-        let lose_request = workload.client_link_loss > 0.0 && rng.gen_bool(workload.client_link_loss);
-        let lose_answer = workload.client_link_loss > 0.0 && rng.gen_bool(workload.client_link_loss);
-        let read = perform(&cluster, client, member, kind, lose_request, lose_answer, workload.client_timeout_ms).await;
-        if let Some(value) = read {
-            last_seen[key_index] = value;
+        // A write that failed as unavailable is retried on another member, like etcd
+        // clients do; every attempt is its own operation in the history.
+        for _attempt in 0..=workload.write_retries_max {
+            let member = rng.gen_range(0..cluster.members.len());
+            let lose_request = workload.client_link_loss > 0.0 && rng.gen_bool(workload.client_link_loss);
+            let lose_answer = workload.client_link_loss > 0.0 && rng.gen_bool(workload.client_link_loss);
+            let (read, outcome) = perform(&cluster, client, member, kind.clone(), lose_request, lose_answer, workload.client_timeout_ms).await;
+            if let Some(value) = read {
+                last_seen[key_index] = value;
+            }
+            if outcome == Outcome::Ok || !kind.is_write() || stop.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(20..=200))).await;
         }
     }
 }
 
-/// Performs one operation on `member` and records it. Returns the value read, if a read
-/// succeeded.
+/// Performs one operation on `member` and records it. Returns the value read (if a read
+/// succeeded) and the outcome.
 async fn perform(
     cluster: &Cluster,
     client: u64,
@@ -514,7 +544,7 @@ async fn perform(
     lose_request: bool,
     lose_answer: bool,
     timeout_ms: u64,
-) -> Option<Option<String>> {
+) -> (Option<Option<String>>, Outcome) {
     let slot = &cluster.members[member];
     let world = &cluster.world;
     let handle = slot.handle();
@@ -522,25 +552,25 @@ async fn perform(
     let id = world.invoke(client, slot.member_id, incarnation, kind.clone());
     let Some((handle, _)) = handle else {
         world.complete(id, Outcome::Fail, |op| op.error = Some("member is down".into()));
-        return None;
+        return (None, Outcome::Fail);
     };
     if lose_request {
         tokio::time::sleep(Duration::from_millis(timeout_ms)).await;
         world.complete(id, Outcome::Unknown, |op| op.error = Some("request lost on the client link".into()));
-        return None;
+        return (None, Outcome::Unknown);
     }
     let timeout = Duration::from_millis(timeout_ms);
     let result = tokio::time::timeout(timeout, execute(&handle, &kind)).await;
     let result = match result {
         Err(_) => {
             world.complete(id, Outcome::Unknown, |op| op.error = Some("client timeout".into()));
-            return None;
+            return (None, Outcome::Unknown);
         }
         Ok(result) => result,
     };
     if lose_answer {
         world.complete(id, Outcome::Unknown, |op| op.error = Some("answer lost on the client link".into()));
-        return None;
+        return (None, Outcome::Unknown);
     }
     match result {
         Ok(answer) => {
@@ -551,12 +581,12 @@ async fn perform(
                 op.succeeded = answer.succeeded;
                 op.revision = answer.revision;
             });
-            matches!(kind, OpKind::Get { .. }).then_some(read)
+            (matches!(kind, OpKind::Get { .. }).then_some(read), Outcome::Ok)
         }
         Err(error) => {
             let outcome = if error.outcome_unknown() { Outcome::Unknown } else { Outcome::Fail };
             world.complete(id, outcome, |op| op.error = Some(error.message().to_string()));
-            None
+            (None, outcome)
         }
     }
 }
@@ -633,9 +663,8 @@ async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
         let member = attempt % cluster.members.len();
         attempt += 1;
         let kind = OpKind::Put { key: "liveness".into(), value: format!("probe-{attempt}") };
-        let result = perform(cluster, u64::MAX, member, kind, false, false, 2000).await;
-        let _ = result;
-        committed = cluster.world.history().ops.last().is_some_and(|op| op.outcome == Outcome::Ok);
+        let (_, outcome) = perform(cluster, u64::MAX, member, kind, false, false, 2000).await;
+        committed = outcome == Outcome::Ok;
         if !committed {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

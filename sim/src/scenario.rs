@@ -61,6 +61,9 @@ pub struct Workload {
     pub client_timeout_ms: u64,
     /// Probability that a client↔member request or its answer is lost in transit.
     pub client_link_loss: f64,
+    /// Times a client retries a write that failed as unavailable (no leader, leader
+    /// changed, timed out, member down), on another member, as etcd clients do.
+    pub write_retries_max: u32,
 }
 
 impl Default for Workload {
@@ -76,6 +79,7 @@ impl Default for Workload {
             think_ms_max: 50,
             client_timeout_ms: 3000,
             client_link_loss: 0.0,
+            write_retries_max: 2,
         }
     }
 }
@@ -146,6 +150,10 @@ pub enum FaultKind {
     CorruptWalRecord,
     /// Skew, drift or jump a member's clock.
     ClockSkew,
+    /// Slow I/O on one member: its fsyncs stall for 5–100 ms again and again. The member
+    /// syncs on its only loop, so a stalled fsync stalls the member: modelled as a train
+    /// of short pauses.
+    SlowDisk,
     /// Crash the leader and make the others campaign at the same instant.
     SplitVote,
     /// Arm a follower to crash right after it next makes a vote for another member

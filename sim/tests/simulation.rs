@@ -50,7 +50,7 @@ fn the_canary_finds_planted_bugs() {
         ("ack-before-fsync", "canary-single-member", 40),
         ("local-linearizable-read", "partition-leader-minority", 20),
         ("apply-before-commit", "partition-leader-minority", 20),
-        ("accept-stale-term", "canary-elections", 60),
+        ("accept-stale-term", "canary-elections", 150),
         ("forget-vote", "canary-votes", 300),
     ];
     for (bug, scenario_name, seeds_max) in cases {
