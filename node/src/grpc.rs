@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status};
 
 use crate::errors::{EtcdError, GrpcCode};
@@ -92,11 +93,16 @@ impl Maintenance for MaintenanceService {
     }
 }
 
-/// Serves the client API on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, node: NodeHandle, max_request_bytes: usize) -> Result<(), tonic::transport::Error> {
+/// Binds the client address now, so a busy port fails start-up instead of a later task.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpIncoming> {
+    Ok(TcpIncoming::bind(addr)?.with_nodelay(Some(true)))
+}
+
+/// Serves the client API on a bound listener until the process ends.
+pub async fn serve(incoming: TcpIncoming, node: NodeHandle, max_request_bytes: usize) -> Result<(), tonic::transport::Error> {
     let kv = KvServer::new(KvService { node: node.clone() })
         .max_decoding_message_size(max_request_bytes + GRPC_OVERHEAD_BYTES)
         .max_encoding_message_size(usize::MAX);
     let maintenance = MaintenanceServer::new(MaintenanceService { node: node.clone() });
-    tonic::transport::Server::builder().add_service(kv).add_service(maintenance).serve(addr).await
+    tonic::transport::Server::builder().add_service(kv).add_service(maintenance).serve_with_incoming(incoming).await
 }

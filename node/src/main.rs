@@ -90,11 +90,10 @@ mod production {
                 .await
                 .map_err(|e| format!("resolve client address {addr}: {e}"))?;
             let socket = resolved.next().ok_or_else(|| format!("client address {addr} resolves to nothing"))?;
-            let listener = std::net::TcpListener::bind(socket).map_err(|e| format!("listen on client address {addr}: {e}"))?;
-            drop(listener); // bind check only: fail at start-up, not later in a task
+            let incoming = detcd_node::grpc::bind(socket).map_err(|e| format!("listen on client address {addr}: {e}"))?;
             let handle = handle.clone();
             tokio::spawn(async move {
-                if let Err(e) = detcd_node::grpc::serve(socket, handle, max_request_bytes).await {
+                if let Err(e) = detcd_node::grpc::serve(incoming, handle, max_request_bytes).await {
                     eprintln!("detcd: client listener {socket} stopped: {e}");
                     std::process::exit(1);
                 }
