@@ -5,7 +5,13 @@ use std::collections::BTreeMap;
 
 use clap::Parser;
 
-use crate::core::NodeConfig;
+use crate::consensus::NodeConfig;
+use crate::storage::wal::WAL_RECORD_BYTES_MAX;
+
+/// The largest `--max-request-bytes` accepted: a request travels in one WAL record (with
+/// the entry's and the record's own few bytes around it), and that record must still
+/// pass replay's length check.
+pub const MAX_REQUEST_BYTES_LIMIT: usize = WAL_RECORD_BYTES_MAX - 64 * 1024;
 use crate::ids;
 
 /// etcd-compatible member flags (each also read from its `ETCD_*` variable).
@@ -137,6 +143,12 @@ impl Flags {
         if self.max_txn_ops == 0 || self.max_request_bytes == 0 {
             return Err("--max-txn-ops and --max-request-bytes must be positive".to_string());
         }
+        if self.max_request_bytes > MAX_REQUEST_BYTES_LIMIT {
+            return Err(format!(
+                "--max-request-bytes {} is larger than a WAL record can hold; it must be at most {MAX_REQUEST_BYTES_LIMIT}",
+                self.max_request_bytes
+            ));
+        }
         if self.initial_cluster_state != "new" && self.initial_cluster_state != "existing" {
             return Err(format!(
                 "invalid value {:?} for --initial-cluster-state: must be 'new' or 'existing'",
@@ -219,6 +231,15 @@ mod tests {
         let mut all = vec!["detcd"];
         all.extend_from_slice(args);
         Flags::try_parse_from(all).expect("flags parse")
+    }
+
+    #[test]
+    fn max_request_bytes_must_fit_a_wal_record() {
+        let too_big = (WAL_RECORD_BYTES_MAX).to_string();
+        let error = flags(&["--max-request-bytes", &too_big]).resolve().expect_err("refused");
+        assert!(error.contains("larger than a WAL record can hold"), "{error}");
+        let fits = MAX_REQUEST_BYTES_LIMIT.to_string();
+        assert!(flags(&["--max-request-bytes", &fits]).resolve().is_ok());
     }
 
     #[test]

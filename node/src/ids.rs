@@ -1,7 +1,7 @@
 //! Cluster and member ids, derived deterministically from the cluster token and the
 //! member names, so every member computes the same ids without talking to the others.
 
-use crate::core::fnv1a64;
+use crate::consensus::fnv1a64;
 
 /// The id of member `name` in the cluster made with `token` (never 0: raft reserves it).
 pub fn member_id(token: &str, name: &str) -> u64 {

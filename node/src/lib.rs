@@ -4,7 +4,8 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the map of modules and invariants.
 
-pub mod core;
+pub mod apply;
+pub mod consensus;
 pub mod env;
 pub mod errors;
 pub mod ids;
@@ -12,7 +13,6 @@ pub mod mvcc;
 pub mod server;
 pub mod storage;
 pub mod validate;
-pub mod wal;
 
 #[cfg(not(madsim))]
 pub mod config;
@@ -32,6 +32,7 @@ pub mod pb {
     }
 }
 
-pub use crate::core::{NodeConfig, NodeCore, NodeStatus, Request, Response};
+pub use crate::apply::{Request, Response, StateMachine};
+pub use crate::consensus::{FatalError, NodeConfig, NodeCore, NodeStatus};
 pub use crate::errors::EtcdError;
 pub use crate::server::{Node, NodeHandle, PeerInbox};

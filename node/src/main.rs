@@ -75,15 +75,19 @@ mod production {
         let env = Env {
             wal_disk: Arc::new(wal_disk),
             data_disk: Arc::new(data_disk),
-            transport: Arc::new(TcpTransport::start(peers)),
+            transport: Arc::new(TcpTransport::start(
+                tcp::PeerIdentity { cluster_id: config.node.cluster_id, member_id },
+                peers,
+            )),
             clock: Arc::new(RuntimeClock::new()),
             observer: Arc::new(NoObserver),
             seed: production_seed(member_id),
         };
         let max_request_bytes = config.node.max_request_bytes;
         let (node, handle, inbox) = Node::open(config.node.clone(), env).map_err(|e| e.to_string())?;
+        let known_members: Vec<u64> = config.members.values().map(|(id, _)| *id).filter(|id| *id != member_id).collect();
         for addr in &config.listen_peer_addrs {
-            tcp::listen(addr, inbox.clone()).await.map_err(|e| format!("listen on peer address {addr}: {e}"))?;
+            tcp::listen(addr, config.node.cluster_id, known_members.clone(), inbox.clone()).await.map_err(|e| format!("listen on peer address {addr}: {e}"))?;
         }
         for addr in &config.listen_client_addrs {
             let mut resolved = tokio::net::lookup_host(addr.as_str())

@@ -9,7 +9,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use raft::eraftpb::Message;
 
-use crate::core::{FatalError, NodeConfig, NodeCore, NodeStatus, Request, Response};
+use crate::apply::{Request, Response};
+use crate::consensus::{FatalError, NodeConfig, NodeCore, NodeStatus};
 use crate::env::Env;
 use crate::errors::EtcdError;
 use crate::pb::etcdserverpb::{
@@ -29,6 +30,7 @@ pub const COMMAND_DRAIN_MAX: usize = 1024;
 enum Command {
     Request(Request, oneshot::Sender<Result<Response, EtcdError>>),
     Status(oneshot::Sender<NodeStatus>),
+    HashKv(i64, oneshot::Sender<(i64, u32)>),
     Campaign,
 }
 
@@ -96,6 +98,14 @@ impl NodeHandle {
     pub async fn status(&self) -> Option<NodeStatus> {
         let (sender, receiver) = oneshot::channel();
         self.commands.send(Command::Status(sender)).await.ok()?;
+        receiver.await.ok()
+    }
+
+    /// The member's digest of its store at `revision` (0: current) and the revision it
+    /// covers, or `None` if it has stopped. Walks the whole store on the member's loop.
+    pub async fn hash_kv(&self, revision: i64) -> Option<(i64, u32)> {
+        let (sender, receiver) = oneshot::channel();
+        self.commands.send(Command::HashKv(revision, sender)).await.ok()?;
         receiver.await.ok()
     }
 
@@ -175,6 +185,9 @@ fn run_command(core: &mut NodeCore, command: Command, now_ms: u64) {
         Command::Request(request, responder) => core.submit(request, responder, now_ms),
         Command::Status(responder) => {
             let _ = responder.send(core.status());
+        }
+        Command::HashKv(revision, responder) => {
+            let _ = responder.send(core.hash_kv(revision));
         }
         Command::Campaign => core.campaign(),
     }

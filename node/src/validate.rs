@@ -55,9 +55,9 @@ pub fn check_txn(request: &TxnRequest, max_txn_ops: usize) -> Result<(), EtcdErr
                 None => {}
             }
         }
-        check_no_duplicate_writes(&txn.success)?;
-        check_no_duplicate_writes(&txn.failure)?;
     }
+    check_no_duplicate_writes(&request.success)?;
+    check_no_duplicate_writes(&request.failure)?;
     Ok(())
 }
 
@@ -78,36 +78,91 @@ pub fn txn_is_read_only(request: &TxnRequest) -> bool {
     true
 }
 
-/// One branch may not put a key twice, nor put a key that one of its deletes covers.
-/// Nested txns are checked on their own level (a write in a nested txn colliding with
-/// the outer branch is not caught here; the store still applies it exactly).
-fn check_no_duplicate_writes(ops: &[RequestOp]) -> Result<(), EtcdError> {
-    let mut puts: BTreeSet<&[u8]> = BTreeSet::new();
-    let mut deletes: Vec<(&[u8], &[u8])> = Vec::new();
-    for op in ops {
-        match &op.request {
-            Some(request_op::Request::RequestPut(p)) => {
-                if !puts.insert(&p.key) {
+/// A delete's key range: `[start, end)`; `end` empty is the single key `start`, `[0]`
+/// means every key from `start`.
+fn delete_covers(start: &[u8], end: &[u8], key: &[u8]) -> bool {
+    if end.is_empty() {
+        key == start
+    } else if end == [0] {
+        key >= start
+    } else {
+        key >= start && key < end
+    }
+}
+
+/// Puts and deletes of one branch (a list of ops) and everything nested in it.
+#[derive(Default)]
+struct BranchWrites<'a> {
+    puts: BTreeSet<&'a [u8]>,
+    deletes: Vec<(&'a [u8], &'a [u8])>,
+}
+
+impl BranchWrites<'_> {
+    fn deletes_cover(&self, key: &[u8]) -> bool {
+        self.deletes.iter().any(|(start, end)| delete_covers(start, end, key))
+    }
+}
+
+/// etcd's `checkIntervals`: across a branch and every txn nested in it, no key is put
+/// twice and no put falls in a delete's range — except that a nested txn's success and
+/// failure branches may put the same key (only one of them runs).
+///
+/// Branches are numbered in the order they are found, so a nested branch always has a
+/// higher number than its parent; visiting them from the highest number down checks
+/// every child before its parent, without recursion.
+fn check_no_duplicate_writes(top: &[RequestOp]) -> Result<(), EtcdError> {
+    // (ops, per nested txn of these ops: its success and failure branch numbers)
+    let mut branches: Vec<(&[RequestOp], Vec<(usize, usize)>)> = vec![(top, Vec::new())];
+    let mut next = 0;
+    while next < branches.len() {
+        let ops = branches[next].0;
+        let mut children = Vec::new();
+        for op in ops {
+            if let Some(request_op::Request::RequestTxn(nested)) = &op.request {
+                let success = branches.len();
+                branches.push((&nested.success, Vec::new()));
+                branches.push((&nested.failure, Vec::new()));
+                children.push((success, success + 1));
+            }
+        }
+        branches[next].1 = children;
+        next += 1;
+    }
+    let mut writes: Vec<Option<BranchWrites<'_>>> = (0..branches.len()).map(|_| None).collect();
+    for index in (0..branches.len()).rev() {
+        let (ops, children) = &branches[index];
+        let mut level = BranchWrites::default();
+        for op in ops.iter() {
+            if let Some(request_op::Request::RequestDeleteRange(d)) = &op.request {
+                level.deletes.push((&d.key, &d.range_end));
+            }
+        }
+        for (success, failure) in children {
+            let then_writes = writes[*success].take().expect("children are checked before their parent");
+            let else_writes = writes[*failure].take().expect("children are checked before their parent");
+            for key in &then_writes.puts {
+                if level.puts.contains(key) || level.deletes_cover(key) {
+                    return Err(EtcdError::DuplicateKey);
+                }
+                level.puts.insert(key);
+            }
+            for key in &else_writes.puts {
+                if (level.puts.contains(key) && !then_writes.puts.contains(key)) || level.deletes_cover(key) {
+                    return Err(EtcdError::DuplicateKey);
+                }
+                level.puts.insert(key);
+            }
+            level.deletes.extend(then_writes.deletes);
+            level.deletes.extend(else_writes.deletes);
+        }
+        for op in ops.iter() {
+            if let Some(request_op::Request::RequestPut(p)) = &op.request {
+                if !level.puts.insert(&p.key) || level.deletes_cover(&p.key) {
                     return Err(EtcdError::DuplicateKey);
                 }
             }
-            Some(request_op::Request::RequestDeleteRange(d)) => deletes.push((&d.key, &d.range_end)),
-            _ => {}
         }
-    }
-    for key in &puts {
-        for (start, end) in &deletes {
-            let covered = if end.is_empty() {
-                key == start
-            } else if *end == [0] {
-                *key >= *start
-            } else {
-                *key >= *start && *key < *end
-            };
-            if covered {
-                return Err(EtcdError::DuplicateKey);
-            }
-        }
+        writes[index] = Some(level);
     }
     Ok(())
 }

@@ -239,3 +239,85 @@ fn snapshot_round_trip_is_exact() {
     assert_eq!(restored, store);
     assert_eq!(restored.hash_kv(0), store.hash_kv(0));
 }
+
+fn op_txn(compare: Vec<Compare>, success: Vec<RequestOp>, failure: Vec<RequestOp>) -> RequestOp {
+    RequestOp { request: Some(request_op::Request::RequestTxn(TxnRequest { compare, success, failure })) }
+}
+
+fn value_is(key: &str, value: &str) -> Compare {
+    cmp(key, compare::CompareTarget::Value, compare::CompareResult::Equal, compare::TargetUnion::Value(value.into()))
+}
+
+#[test]
+fn nested_compares_see_the_state_before_the_txn() {
+    // etcd evaluates the whole compare path before executing anything: the nested
+    // compare sees k = v1 although the outer branch writes k = v2 first.
+    let mut store = Mvcc::new();
+    put(&mut store, "k", "v1");
+    let txn = TxnRequest {
+        compare: vec![],
+        success: vec![op_put("k", "v2"), op_txn(vec![value_is("k", "v1")], vec![op_put("a", "then")], vec![op_put("b", "else")])],
+        failure: vec![],
+    };
+    let response = store.txn(&txn).expect("txn");
+    let nested = match &response.responses[1].response {
+        Some(response_op::Response::ResponseTxn(nested)) => nested,
+        other => panic!("{other:?}"),
+    };
+    assert!(nested.succeeded, "the nested compare saw the txn's own write");
+    assert_eq!(get(&store, "a", 0).expect("get").map(|v| v.0), Some("then".into()));
+    assert_eq!(get(&store, "b", 0).expect("get"), None);
+}
+
+#[test]
+fn a_failing_op_deep_in_a_nested_txn_changes_nothing() {
+    let mut store = Mvcc::new();
+    put(&mut store, "k", "v1");
+    let before = store.clone();
+    let ignore_missing = RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest { key: "missing".into(), ignore_value: true, ..Default::default() })),
+    };
+    let txn = TxnRequest {
+        compare: vec![],
+        success: vec![op_put("k", "v2"), op_txn(vec![], vec![op_put("x", "1"), ignore_missing], vec![])],
+        failure: vec![],
+    };
+    assert_eq!(store.txn(&txn), Err(EtcdError::KeyNotFound));
+    assert_eq!(store, before, "nothing of the txn was applied");
+}
+
+#[test]
+fn duplicate_writes_across_nesting_levels_are_refused_as_etcd_does() {
+    use detcd_node::validate::check_txn;
+    let dup = |success: Vec<RequestOp>| check_txn(&TxnRequest { compare: vec![], success, failure: vec![] }, 128);
+    let delete = |key: &str, end: &str| RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest { key: key.into(), range_end: end.into(), ..Default::default() })),
+    };
+    // An outer put and a nested put of the same key.
+    assert_eq!(dup(vec![op_put("k", "1"), op_txn(vec![], vec![op_put("k", "2")], vec![])]), Err(EtcdError::DuplicateKey));
+    // An outer delete range covering a nested put.
+    assert_eq!(dup(vec![delete("a", "z"), op_txn(vec![], vec![op_put("k", "2")], vec![])]), Err(EtcdError::DuplicateKey));
+    // A nested delete covering an outer put.
+    assert_eq!(dup(vec![op_put("k", "1"), op_txn(vec![], vec![delete("k", "")], vec![])]), Err(EtcdError::DuplicateKey));
+    // The same key in a nested txn's success and failure branches is fine: one runs.
+    assert_eq!(dup(vec![op_txn(vec![], vec![op_put("k", "1")], vec![op_put("k", "2")])]), Ok(()));
+    // Two sibling nested txns putting the same key are not.
+    assert_eq!(
+        dup(vec![op_txn(vec![], vec![op_put("k", "1")], vec![]), op_txn(vec![], vec![op_put("k", "2")], vec![])]),
+        Err(EtcdError::DuplicateKey)
+    );
+}
+
+#[test]
+fn the_size_counter_matches_a_recount() {
+    let mut store = Mvcc::new();
+    for i in 0..20 {
+        put(&mut store, &format!("k{}", i % 7), &"v".repeat(i));
+    }
+    store.delete_range(&DeleteRangeRequest { key: "k3".into(), ..Default::default() });
+    assert_eq!(store.approximate_bytes(), store.count_bytes());
+    store.compact(&CompactionRequest { revision: 15, physical: true }).expect("compact");
+    assert_eq!(store.approximate_bytes(), store.count_bytes());
+    let decoded = Mvcc::decode(&store.encode()).expect("decode");
+    assert_eq!(decoded.approximate_bytes(), store.count_bytes());
+}

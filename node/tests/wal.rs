@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use detcd_node::env::mem_disk::MemDisk;
 use detcd_node::env::Disk;
-use detcd_node::wal::{Wal, WalError};
+use detcd_node::storage::wal::{Wal, WalError};
 use raft::eraftpb::{Entry, HardState};
 
 fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
@@ -186,4 +186,56 @@ fn release_keeps_segments_replay_needs() {
     let (_, replayed) = Wal::open(disk.clone(), 4, 1).expect("reopen");
     assert_eq!(replayed.entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![5, 6]);
     assert_eq!(replayed.hard_state.map(|h| h.commit), Some(6));
+}
+
+#[test]
+fn a_cut_syncs_what_the_old_segment_holds_unsynced() {
+    // Commit-only hard states are written without sync; a cut must not leave them
+    // unsynced in what becomes an older segment, or power loss tears a record there
+    // and the member can never start again (replay calls it corruption).
+    let disk = Arc::new(MemDisk::new());
+    let (mut wal, _) = Wal::open(disk.clone(), 0, 200).expect("open");
+    wal.append_entries(&[entry(1, 1, &[7; 150])]).expect("append");
+    wal.sync().expect("sync");
+    wal.append_hard_state(&hard_state(1, 1, 1)).expect("commit-only hard state");
+    wal.write_without_sync().expect("write");
+    assert!(wal.has_unsynced_bytes());
+    wal.append_entries(&[entry(2, 1, b"next")]).expect("append cuts a new segment");
+    wal.sync().expect("sync");
+    assert_eq!(wal.segment_names().len(), 2, "the segment was cut");
+    drop(wal);
+    // Power loss keeps a torn prefix of whatever is still unsynced anywhere.
+    disk.crash(|_, unsynced| unsynced / 2);
+    let (_, replayed) = Wal::open(disk.clone(), 0, 200).expect("the member starts after power loss");
+    assert_eq!(replayed.entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1, 2]);
+}
+
+#[test]
+fn a_zero_filled_tail_is_the_end_of_the_log() {
+    // Some file systems expose zeros where unsynced appends were after power loss.
+    let disk = Arc::new(MemDisk::new());
+    write_entries(&disk, &[entry(1, 1, b"a"), entry(2, 1, b"b")], 1 << 20);
+    let segment = only_segment(&disk);
+    disk.append(&segment, &[0u8; 300]).expect("zeros");
+    let (_, replayed) = Wal::open(disk.clone(), 0, 1 << 20).expect("zeros to the end are the end of the log");
+    assert_eq!(replayed.entries.len(), 2);
+    assert!(replayed.torn_tail_truncated_at.is_some(), "the zeros were cut away");
+}
+
+#[test]
+fn a_flipped_length_before_valid_records_is_corruption_not_a_torn_tail() {
+    let disk = Arc::new(MemDisk::new());
+    write_entries(&disk, &[entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"c")], 1 << 20);
+    let segment = only_segment(&disk);
+    let spans = detcd_node::storage::wal::record_spans(&disk.read(&segment).expect("read"));
+    assert!(spans.len() >= 4, "hard state and three entries: {spans:?}");
+    // Flip the top byte of the first entry's length: it now claims to run past the end
+    // of the file, as a torn record would — but synced, valid records follow it.
+    let (first_entry_start, _) = spans[1];
+    disk.corrupt_byte(&segment, first_entry_start + 3);
+    match Wal::open(disk.clone(), 0, 1 << 20) {
+        Err(WalError::Corrupt { offset, .. }) => assert_eq!(offset, first_entry_start as u64),
+        Ok((_, replayed)) => panic!("synced entries were cut silently: replayed {} entries", replayed.entries.len()),
+        Err(other) => panic!("{other}"),
+    }
 }

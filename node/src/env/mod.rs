@@ -82,7 +82,10 @@ pub trait Disk: Send + Sync {
 /// Delivers raft messages to other members. Sending never blocks and never fails:
 /// raft treats the network as lossy, so an unreachable peer simply loses the message.
 pub trait Transport: Send + Sync {
-    fn send(&self, messages: Vec<Message>);
+    /// Queues `messages` for delivery. Returns the peers (sorted, without repeats) some
+    /// of whose messages were dropped at once — no route, a full queue — so that raft
+    /// can be told they are unreachable. Losses further along go unreported.
+    fn send(&self, messages: Vec<Message>) -> Vec<u64>;
 }
 
 /// The member's view of time.

@@ -15,9 +15,15 @@
 //! Invariants:
 //! - A batch of records is appended with one write and made durable with one sync
 //!   ([`Wal::sync`]); raft's Ready is reported persisted only after it returns.
-//! - At replay, a record that fails its length or CRC check at the *end* of the last
-//!   segment is a torn write from a crash: it is truncated away and the member starts.
-//!   A bad record anywhere else is corruption and replay fails with an error.
+//! - At replay, the log of the last segment ends at the first record that fails its
+//!   checks *if nothing valid follows it*: a run of zeros to the end of the file (what
+//!   some file systems show after power loss), or a torn record with no intact record
+//!   after it, is a torn write; it is truncated away and the member starts. A bad record
+//!   followed by a valid one — or a bad record in any older segment — is corruption
+//!   (a flipped length field must never silently cut synced entries), and replay fails.
+//! - An older segment is never left with unsynced bytes: before a cut, whatever was
+//!   written without sync (commit-only hard states) is synced, so power loss can only
+//!   tear the last segment.
 //! - A later entry at an index overrides earlier ones (raft log truncation); a snapshot
 //!   mark discards everything before it.
 //! - Every new segment starts with the current hard state, so releasing old segments
@@ -75,6 +81,9 @@ pub struct Replayed {
     pub hard_state: Option<HardState>,
     /// Where a torn tail was cut: (segment, byte offset).
     pub torn_tail_truncated_at: Option<(String, u64)>,
+    /// The newest snapshot the WAL says the state machine starts from (0: none). The
+    /// member needs a snapshot file at least this new: entries before it are gone.
+    pub snapshot_mark_index: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -147,14 +156,56 @@ fn decode_record(bytes: &[u8], offset: usize) -> Result<(DecodedRecord<'_>, usiz
     Ok((record, offset + RECORD_HEADER_BYTES + len))
 }
 
-/// Claimed end of the record at `offset`, if its length field is readable.
-fn claimed_record_end(bytes: &[u8], offset: usize) -> Option<usize> {
+/// Whether the bad record at `offset` of the last segment is the torn end of the log:
+/// zeros from there to the end of the file, or no intact record anywhere after it.
+/// (The scan tries every later offset; garbage lengths are rejected before any CRC is
+/// computed, so it costs little more than reading the tail.)
+fn is_torn_tail(bytes: &[u8], offset: usize) -> bool {
+    if bytes[offset..].iter().all(|b| *b == 0) {
+        return true;
+    }
+    !(offset + 1..bytes.len()).any(|later| decode_record(bytes, later).is_ok())
+}
+
+/// The same decision as replay made before detcd checked what follows a bad record:
+/// only whether its length field reaches the end of the file. Kept only as a planted
+/// bug, so the simulator proves it can tell the difference.
+#[cfg(madsim)]
+fn is_torn_tail_by_length_only(bytes: &[u8], offset: usize) -> bool {
     let rest = &bytes[offset..];
     if rest.len() < 4 {
-        return None;
+        return true;
     }
     let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
-    Some(offset + RECORD_HEADER_BYTES + len)
+    offset + RECORD_HEADER_BYTES + len >= bytes.len()
+}
+
+/// Byte spans `[start, end)` of the records of a segment that decode, in order, up to
+/// the first that does not (for tests and the simulator's corruption faults).
+pub fn record_spans(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut offset = 0;
+    while offset < bytes.len() {
+        match decode_record(bytes, offset) {
+            Ok((_, next)) => {
+                spans.push((offset, next));
+                offset = next;
+            }
+            Err(_) => break,
+        }
+    }
+    spans
+}
+
+/// Wrong behaviours the simulator must be able to catch, planted on purpose. Simulator
+/// builds only.
+#[cfg(madsim)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WalPlantedBugs {
+    /// Cut a new segment without syncing what the old one holds unsynced.
+    pub cut_without_sync: bool,
+    /// Call a bad record torn when its length field reaches the end of the file.
+    pub torn_by_length_only: bool,
 }
 
 /// The open WAL: appends go to the newest segment.
@@ -164,9 +215,13 @@ pub struct Wal {
     current_bytes: u64,
     segment_bytes_max: u64,
     pending: Vec<u8>,
+    /// Whether the newest segment holds bytes written without a sync.
+    current_unsynced: bool,
     /// Index of the last entry appended (to name the next segment).
     last_index: u64,
     hard_state: HardState,
+    #[cfg(madsim)]
+    planted: WalPlantedBugs,
 }
 
 impl Wal {
@@ -177,6 +232,22 @@ impl Wal {
         disk: std::sync::Arc<dyn Disk>,
         snapshot_index: u64,
         segment_bytes_max: u64,
+    ) -> Result<(Wal, Replayed), WalError> {
+        Self::open_with(
+            disk,
+            snapshot_index,
+            segment_bytes_max,
+            #[cfg(madsim)]
+            WalPlantedBugs::default(),
+        )
+    }
+
+    /// [`Wal::open`], with the simulator's planted bugs in simulator builds.
+    pub fn open_with(
+        disk: std::sync::Arc<dyn Disk>,
+        snapshot_index: u64,
+        segment_bytes_max: u64,
+        #[cfg(madsim)] planted: WalPlantedBugs,
     ) -> Result<(Wal, Replayed), WalError> {
         assert!(segment_bytes_max > 0, "segment_bytes_max must be positive");
         let mut segments: Vec<Segment> =
@@ -195,8 +266,15 @@ impl Wal {
                 let (record, next) = match decode_record(&bytes, offset) {
                     Ok(decoded) => decoded,
                     Err(detail) => {
-                        let reaches_end = claimed_record_end(&bytes, offset).is_none_or(|end| end >= bytes.len());
-                        if is_last && reaches_end {
+                        #[cfg(madsim)]
+                        let torn = if planted.torn_by_length_only {
+                            is_torn_tail_by_length_only(&bytes, offset)
+                        } else {
+                            is_torn_tail(&bytes, offset)
+                        };
+                        #[cfg(not(madsim))]
+                        let torn = is_torn_tail(&bytes, offset);
+                        if is_last && torn {
                             disk.truncate(&segment.name, offset as u64)?;
                             replayed.torn_tail_truncated_at = Some((segment.name.clone(), offset as u64));
                             break;
@@ -230,6 +308,7 @@ impl Wal {
                     KIND_SNAPSHOT_MARK => {
                         replayed.entries.clear();
                         base_index = base_index.max(record.index);
+                        replayed.snapshot_mark_index = replayed.snapshot_mark_index.max(record.index);
                     }
                     other => return Err(corrupt(format!("unknown record kind {other}"))),
                 }
@@ -247,8 +326,11 @@ impl Wal {
             current_bytes,
             segment_bytes_max,
             pending: Vec::new(),
+            current_unsynced: false,
             last_index,
             hard_state: replayed.hard_state.clone().unwrap_or_default(),
+            #[cfg(madsim)]
+            planted,
         };
         if wal.segments.is_empty() {
             wal.cut()?;
@@ -260,11 +342,27 @@ impl Wal {
         self.segments.last().expect("an open WAL has a segment")
     }
 
+    /// Whether the newest segment holds bytes written without a sync.
+    pub fn has_unsynced_bytes(&self) -> bool {
+        self.current_unsynced
+    }
+
     /// Starts a new segment whose first record is the current hard state, durably:
     /// older segments may be released as soon as this one exists, and the vote they
     /// hold must never depend on a record that a crash could still take away.
     fn cut(&mut self) -> Result<(), WalError> {
         assert!(self.pending.is_empty(), "queued records belong to the old segment");
+        // What the old segment holds unsynced must be durable before it stops being the
+        // last one: replay calls a bad record in an older segment corruption.
+        #[cfg(madsim)]
+        let sync_old = self.current_unsynced && !self.planted.cut_without_sync;
+        #[cfg(not(madsim))]
+        let sync_old = self.current_unsynced;
+        if sync_old {
+            let old = self.current_segment().name.clone();
+            self.disk.sync(&old)?;
+        }
+        self.current_unsynced = false;
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);
         let segment = Segment { name: segment_name(seq, self.last_index + 1), seq, first_index: self.last_index + 1 };
         self.disk.create(&segment.name)?;
@@ -331,6 +429,7 @@ impl Wal {
         self.disk.sync(&name)?;
         self.current_bytes += self.pending.len() as u64;
         self.pending.clear();
+        self.current_unsynced = false;
         Ok(true)
     }
 
@@ -345,6 +444,7 @@ impl Wal {
         self.disk.append(&name, &self.pending)?;
         self.current_bytes += self.pending.len() as u64;
         self.pending.clear();
+        self.current_unsynced = true;
         Ok(())
     }
 

@@ -1,0 +1,201 @@
+//! The replicated state machine: a pure `apply(request) -> (response, events)` over one
+//! struct that holds everything replicated — the MVCC store and the request-dedup window
+//! today; the lessor, alarms, auth and members as they land.
+//!
+//! It knows nothing of raft, disks or clients: the consensus loop hands it the bytes of
+//! each committed entry in order and routes what comes out (the answer to the waiting
+//! client, the change events for watchers). Every member applying the same entries ends
+//! in the same bytes, so its encoding is what raft snapshots carry.
+//!
+//! Adding a request type means: a variant in [`Request`]/[`Response`] and in
+//! `detcd.proto`'s `InternalRequest`, and one arm in [`StateMachine::apply_op`].
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+
+use crate::errors::EtcdError;
+use crate::mvcc::Mvcc;
+use crate::pb::detcdpb::{internal_request, InternalRequest};
+use crate::pb::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+use crate::pb::mvccpb::Event;
+
+/// Request ids remembered per proposer to apply each client request at most once
+/// (the network may deliver a forwarded proposal twice, and raft would commit both).
+pub const APPLIED_REQUEST_IDS_PER_PROPOSER_MAX: usize = 8192;
+/// Version byte in front of the state machine's snapshot encoding.
+pub const STATE_ENCODING_VERSION: u8 = 1;
+
+/// A client request, in etcd's own message types.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    Range(RangeRequest),
+    Put(PutRequest),
+    DeleteRange(DeleteRangeRequest),
+    Txn(TxnRequest),
+    Compact(CompactionRequest),
+}
+
+/// The answer to a [`Request`], with its header filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Response {
+    Range(RangeResponse),
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compact(CompactionResponse),
+}
+
+impl Response {
+    /// Sets the header of whichever response this is.
+    pub fn set_header(&mut self, header: ResponseHeader) {
+        let header = Some(header);
+        match self {
+            Response::Range(r) => r.header = header,
+            Response::Put(r) => r.header = header,
+            Response::DeleteRange(r) => r.header = header,
+            Response::Txn(r) => r.header = header,
+            Response::Compact(r) => r.header = header,
+        }
+    }
+}
+
+impl Request {
+    /// The replicated form of a write; `None` for a plain read (never replicated).
+    pub fn to_internal_op(&self) -> Option<internal_request::Op> {
+        match self {
+            Request::Put(p) => Some(internal_request::Op::Put(p.clone())),
+            Request::DeleteRange(d) => Some(internal_request::Op::DeleteRange(d.clone())),
+            Request::Txn(t) => Some(internal_request::Op::Txn(t.clone())),
+            Request::Compact(c) => Some(internal_request::Op::Compaction(c.clone())),
+            Request::Range(_) => None,
+        }
+    }
+}
+
+/// The most recent request ids applied per proposer: replicated state (it lives in
+/// snapshots), so every member skips the same duplicate entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedRequests {
+    per_proposer: BTreeMap<u64, (VecDeque<u64>, BTreeSet<u64>)>,
+}
+
+impl AppliedRequests {
+    /// Records `(proposer, request_id)`; false if it was applied before.
+    fn first_time(&mut self, proposer: u64, request_id: u64) -> bool {
+        let (order, ids) = self.per_proposer.entry(proposer).or_default();
+        if !ids.insert(request_id) {
+            return false;
+        }
+        order.push_back(request_id);
+        if order.len() > APPLIED_REQUEST_IDS_PER_PROPOSER_MAX {
+            let oldest = order.pop_front().expect("non-empty");
+            ids.remove(&oldest);
+        }
+        true
+    }
+}
+
+/// What applying one committed entry produced.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// For the member that proposed it: `(proposer, request_id, result)`. `None` for an
+    /// entry that was not a client request, a duplicate, or invalid.
+    pub answer: Option<(u64, u64, Result<Response, EtcdError>)>,
+    /// Every key change, in order, all at the store's new revision.
+    pub events: Vec<Event>,
+    /// The entry was not a valid request and changed nothing (the same on every member).
+    pub invalid: bool,
+}
+
+/// Everything replicated. See the module documentation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StateMachine {
+    mvcc: Mvcc,
+    applied_requests: AppliedRequests,
+}
+
+/// Why a request's bytes cannot be a replicated request.
+pub fn decode_internal(data: &[u8]) -> Result<InternalRequest, String> {
+    let internal = InternalRequest::decode(data).map_err(|e| format!("does not decode: {e}"))?;
+    if internal.op.is_none() {
+        return Err("holds no operation".into());
+    }
+    if internal.request_id == 0 {
+        return Err("has request id 0".into());
+    }
+    Ok(internal)
+}
+
+impl StateMachine {
+    pub fn new() -> Self {
+        Self { mvcc: Mvcc::new(), applied_requests: AppliedRequests::default() }
+    }
+
+    pub fn mvcc(&self) -> &Mvcc {
+        &self.mvcc
+    }
+
+    /// Applies the bytes of one committed normal entry. Deterministic: the same bytes
+    /// give the same state and output on every member. Bytes that are not a valid
+    /// request (only a faulty peer could have proposed them) change nothing.
+    pub fn apply(&mut self, data: &[u8]) -> Applied {
+        let Ok(internal) = decode_internal(data) else {
+            return Applied { invalid: true, ..Applied::default() };
+        };
+        if !self.applied_requests.first_time(internal.proposer, internal.request_id) {
+            // A second copy of a proposal the network delivered twice: already applied.
+            return Applied::default();
+        }
+        let mut events = Vec::new();
+        let op = internal.op.expect("decode_internal checked the operation");
+        let result = self.apply_op(op, &mut events);
+        Applied { answer: Some((internal.proposer, internal.request_id, result)), events, invalid: false }
+    }
+
+    fn apply_op(&mut self, op: internal_request::Op, events: &mut Vec<Event>) -> Result<Response, EtcdError> {
+        match op {
+            internal_request::Op::Put(put) => self.mvcc.apply_put(&put, events).map(Response::Put),
+            internal_request::Op::DeleteRange(delete) => {
+                Ok(Response::DeleteRange(self.mvcc.apply_delete_range(&delete, events)))
+            }
+            internal_request::Op::Txn(txn) => self.mvcc.apply_txn(&txn, events).map(Response::Txn),
+            internal_request::Op::Compaction(compaction) => {
+                self.mvcc.compact(&compaction).map(|()| Response::Compact(CompactionResponse::default()))
+            }
+        }
+    }
+
+    /// Serves a read (a range, or a txn that writes nothing) from the current state.
+    pub fn read(&mut self, request: &Request) -> Result<Response, EtcdError> {
+        match request {
+            Request::Range(range) => self.mvcc.range(range).map(Response::Range),
+            // A txn without writes changes nothing: no revision, no event.
+            Request::Txn(txn) => self.mvcc.txn(txn).map(Response::Txn),
+            other => panic!("a write was served as a read: {other:?}"),
+        }
+    }
+
+    /// The bytes a raft snapshot carries: a version byte, then the state.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = vec![STATE_ENCODING_VERSION];
+        bincode::serialize_into(&mut bytes, &(self.mvcc.encode(), &self.applied_requests)).expect("state encodes");
+        bytes
+    }
+
+    /// Restores the state from [`StateMachine::encode`]'s bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        match bytes.first() {
+            Some(&STATE_ENCODING_VERSION) => {}
+            Some(other) => return Err(format!("state encoding version {other} is not {STATE_ENCODING_VERSION}")),
+            None => return Err("empty state".into()),
+        }
+        let (mvcc_bytes, applied_requests): (Vec<u8>, AppliedRequests) =
+            bincode::deserialize(&bytes[1..]).map_err(|e| e.to_string())?;
+        Ok(Self { mvcc: Mvcc::decode(&mvcc_bytes)?, applied_requests })
+    }
+}

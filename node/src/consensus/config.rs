@@ -1,0 +1,74 @@
+//! How a member is configured: from flags in production, from the scenario in the
+//! simulator. Identity, raft timing, limits.
+
+#[cfg(madsim)]
+use super::planted::PlantedBug;
+
+/// Committed entries kept in memory behind a snapshot so slow followers catch up from
+/// the log instead of needing a whole snapshot (etcd keeps 5000).
+pub const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
+/// Default for [`NodeConfig::pending_request_bytes_max`].
+pub const PENDING_REQUEST_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Default for [`NodeConfig::uncommitted_bytes_max`].
+pub const UNCOMMITTED_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
+/// How a member is configured (from flags in production, from the scenario in the
+/// simulator).
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub member_id: u64,
+    pub cluster_id: u64,
+    /// Member ids of the cluster's first voters (used only when the data dir is new).
+    pub initial_voters: Vec<u64>,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms: u64,
+    pub snapshot_count: u64,
+    pub max_wals: usize,
+    pub max_snapshots: usize,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    /// How long a client request may wait for commit or read index before timing out.
+    pub request_timeout_ms: u64,
+    /// Bytes of client requests waiting for commit or read index at once; beyond it new
+    /// ones are refused with "too many requests".
+    pub pending_request_bytes_max: usize,
+    /// Bytes of proposed but uncommitted entries the leader accepts (raft's
+    /// `max_uncommitted_size`); beyond it proposals are dropped.
+    pub uncommitted_bytes_max: u64,
+    pub wal_segment_bytes_max: u64,
+    /// Applied entries kept in memory behind a snapshot for slow followers.
+    pub snapshot_catchup_entries: u64,
+    /// Simulator builds only: a bug to plant in this member.
+    #[cfg(madsim)]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+impl NodeConfig {
+    /// etcd's defaults for everything but identity.
+    pub fn with_defaults(member_id: u64, cluster_id: u64, initial_voters: Vec<u64>) -> Self {
+        Self {
+            member_id,
+            cluster_id,
+            initial_voters,
+            heartbeat_interval_ms: 100,
+            election_timeout_ms: 1000,
+            snapshot_count: 100_000,
+            max_wals: 5,
+            max_snapshots: 5,
+            max_request_bytes: 1536 * 1024,
+            max_txn_ops: 128,
+            request_timeout_ms: 7000,
+            pending_request_bytes_max: PENDING_REQUEST_BYTES_MAX,
+            uncommitted_bytes_max: UNCOMMITTED_BYTES_MAX,
+            wal_segment_bytes_max: crate::storage::wal::WAL_SEGMENT_BYTES_MAX,
+            snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES,
+            #[cfg(madsim)]
+            planted_bug: None,
+        }
+    }
+
+    pub fn election_tick(&self) -> usize {
+        (self.election_timeout_ms / self.heartbeat_interval_ms.max(1)).max(2) as usize
+    }
+}
+

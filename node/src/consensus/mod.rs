@@ -1,0 +1,644 @@
+//! The consensus loop: raft, the WAL and snapshots, driven by `tick`, `step` and
+//! `submit`, with time passed in as an argument. It knows nothing of keys, leases or
+//! users — committed entries go to the state machine (`apply`) as bytes, and what comes
+//! back is routed to the waiting client.
+//!
+//! The loop owns no task, socket or timer. The async shell (`server`) calls it; tests and
+//! the simulator can call it directly. Its disk and network I/O goes through the `env`
+//! seam only.
+//!
+//! The order that makes raft safe is written once, in [`NodeCore::handle_ready`]:
+//! persist (snapshot, entries, hard state; one fsync for the whole batch) → send →
+//! apply → advance. A client is answered only from the apply step, so nothing is
+//! acknowledged before it is committed, and nothing is committed by this member's vote
+//! before it is durable here.
+//!
+//! Helpers, each in its own file: [`proposals`] (ids, deadlines, byte accounting,
+//! leader lost), [`read_index`] (contexts, retry, wait for apply), [`snapshotter`]
+//! (every crash-ordering rule of snapshots), [`peer_messages`] (what a peer may
+//! propose), [`fatal`] (why a member stops), [`planted`] (the simulator's canaries).
+
+pub mod config;
+pub mod fatal;
+pub mod peer_messages;
+#[cfg(madsim)]
+pub mod planted;
+pub mod proposals;
+pub mod read_index;
+pub mod snapshotter;
+
+use std::sync::Arc;
+
+use prost::Message as _;
+use protobuf::Message as _;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType};
+use raft::{RawNode, SnapshotStatus, StateRole};
+
+pub use self::config::NodeConfig;
+pub use self::fatal::FatalError;
+#[cfg(madsim)]
+pub use self::planted::PlantedBug;
+pub use self::proposals::Responder;
+use self::proposals::{PendingRequest, Proposals};
+use self::read_index::ReadIndex;
+use self::snapshotter::Snapshotter;
+use crate::apply::{Request, StateMachine};
+use crate::env::{Env, NodeEvent, Role};
+use crate::errors::EtcdError;
+use crate::pb::detcdpb::InternalRequest;
+use crate::pb::etcdserverpb::ResponseHeader;
+use crate::storage::wal::Wal;
+use crate::storage::{MemberMeta, NodeStorage, SnapshotStore};
+use crate::validate;
+
+/// A member's view of itself, for status endpoints, tests and the simulator. Cheap to
+/// produce (no walk over the store; see [`NodeCore::hash_kv`] for the digest).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub term: u64,
+    pub role: Role,
+    pub leader_id: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub revision: i64,
+    pub compact_revision: i64,
+    pub db_size_bytes: u64,
+    pub fsyncs: u64,
+    pub entries_persisted: u64,
+    /// Peer messages refused before raft saw them (see `peer_messages`).
+    pub peer_messages_refused: u64,
+    /// Committed entries that were not valid requests and changed nothing.
+    pub invalid_entries_applied: u64,
+}
+
+/// FNV-1a, 64 bit: a stable digest (the same on every build and platform).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+fn role_of(state: StateRole) -> Role {
+    match state {
+        StateRole::Follower => Role::Follower,
+        StateRole::PreCandidate => Role::PreCandidate,
+        StateRole::Candidate => Role::Candidate,
+        StateRole::Leader => Role::Leader,
+    }
+}
+
+/// The member's consensus loop. See the module documentation.
+pub struct NodeCore {
+    config: NodeConfig,
+    env: Env,
+    raw: RawNode<NodeStorage>,
+    storage: NodeStorage,
+    wal: Wal,
+    snapshotter: Snapshotter,
+    state: StateMachine,
+    applied_index: u64,
+    rng: ChaCha8Rng,
+    ticks: u64,
+    proposals: Proposals,
+    reads: ReadIndex,
+    last_role: Option<(Role, u64, u64)>,
+    fsyncs: u64,
+    entries_persisted: u64,
+    peer_messages_refused: u64,
+    invalid_entries_applied: u64,
+}
+
+impl NodeCore {
+    /// Opens (or creates) the member's state from its disks and starts raft.
+    pub fn open(config: NodeConfig, env: Env) -> Result<NodeCore, FatalError> {
+        assert!(config.member_id != 0, "member id 0 is reserved by raft");
+        assert!(config.heartbeat_interval_ms > 0, "heartbeat interval must be positive");
+        let meta = match MemberMeta::load(env.data_disk.as_ref())? {
+            Some(meta) => {
+                if meta.member_id != config.member_id || meta.cluster_id != config.cluster_id {
+                    return Err(FatalError::WrongDataDir(format!(
+                        "it belongs to member {:016x} of cluster {:016x}, not member {:016x} of cluster {:016x}",
+                        meta.member_id, meta.cluster_id, config.member_id, config.cluster_id
+                    )));
+                }
+                meta
+            }
+            None => {
+                let meta = MemberMeta {
+                    cluster_id: config.cluster_id,
+                    member_id: config.member_id,
+                    initial_voters: config.initial_voters.clone(),
+                };
+                meta.save(env.data_disk.as_ref())?;
+                meta
+            }
+        };
+
+        let files = Arc::new(SnapshotStore::new(env.data_disk.clone()));
+        let loaded = files.load_newest()?;
+        let snapshot = loaded.snapshot;
+        let snapshot_index = snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
+        let (wal, replayed) = Wal::open_with(
+            env.wal_disk.clone(),
+            snapshot_index,
+            config.wal_segment_bytes_max,
+            #[cfg(madsim)]
+            crate::storage::wal::WalPlantedBugs {
+                cut_without_sync: config.planted_bug == Some(PlantedBug::CutWithoutSync),
+                torn_by_length_only: config.planted_bug == Some(PlantedBug::TornByLengthOnly),
+            },
+        )?;
+        if replayed.snapshot_mark_index > snapshot_index {
+            return Err(FatalError::Snapshot(format!(
+                "the WAL starts from a snapshot at index {}, but the newest intact snapshot file is at index {} \
+                 (damaged: {:?}); the entries between them are gone, so this member cannot recover on its own",
+                replayed.snapshot_mark_index, snapshot_index, loaded.skipped_damaged
+            )));
+        }
+
+        let mut conf_state = ConfState::default();
+        conf_state.set_voters(meta.initial_voters.clone());
+        let state = match &snapshot {
+            Some(s) => StateMachine::decode(s.get_data()).map_err(FatalError::Snapshot)?,
+            None => StateMachine::new(),
+        };
+        let snapshot_term = snapshot.as_ref().map_or(0, |s| s.get_metadata().term);
+        let storage =
+            NodeStorage::recover(conf_state, snapshot.as_ref(), &replayed.entries, replayed.hard_state, files.clone())?;
+        drop(snapshot);
+
+        let raft_config = raft::Config {
+            id: config.member_id,
+            election_tick: config.election_tick(),
+            heartbeat_tick: 1,
+            applied: snapshot_index,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            max_uncommitted_size: config.uncommitted_bytes_max,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        raft_config.validate()?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&raft_config, storage.clone(), &logger)?;
+
+        let mut rng = ChaCha8Rng::seed_from_u64(env.seed);
+        #[allow(unused_mut)]
+        let mut reads = ReadIndex::new(config.member_id, rng.gen());
+        #[cfg(madsim)]
+        if config.planted_bug == Some(PlantedBug::ReuseReadContexts) {
+            reads.plant_reuse_contexts();
+        }
+        let snapshotter = Snapshotter::new(
+            files,
+            snapshot_index,
+            config.snapshot_count,
+            config.snapshot_catchup_entries,
+            config.max_wals,
+            config.max_snapshots,
+        );
+        let mut core = NodeCore {
+            rng,
+            config,
+            env,
+            raw,
+            storage,
+            wal,
+            snapshotter,
+            state,
+            applied_index: snapshot_index,
+            ticks: 0,
+            proposals: Proposals::default(),
+            reads,
+            last_role: None,
+            fsyncs: 0,
+            entries_persisted: 0,
+            peer_messages_refused: 0,
+            invalid_entries_applied: 0,
+        };
+        core.override_election_timeout();
+        // The only voter needs nobody's vote: lead at once instead of after a timeout.
+        let voters = core.raw.raft.prs().conf().voters().ids();
+        if voters.len() == 1 && voters.contains(core.config.member_id) {
+            core.campaign();
+        }
+        if snapshot_index > 0 {
+            core.observe(NodeEvent::SnapshotInstalled { index: snapshot_index, term: snapshot_term });
+        }
+        Ok(core)
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.config.member_id
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Whether `bug` is planted in this member (always false outside the simulator).
+    #[cfg(madsim)]
+    fn planted(&self, bug: PlantedBug) -> bool {
+        self.config.planted_bug == Some(bug)
+    }
+
+    fn observe(&self, event: NodeEvent) {
+        self.env.observer.on_event(self.config.member_id, event);
+    }
+
+    /// raft-rs draws a new election timeout from the OS random generator whenever it
+    /// resets its election timer (which always zeroes `election_elapsed`). Replace every
+    /// such draw with one from the member's seeded generator, so a simulated run depends
+    /// on its seed only. Redrawing after a heartbeat also zeroed the timer is harmless.
+    fn override_election_timeout(&mut self) {
+        if self.raw.raft.election_elapsed == 0 {
+            let election_tick = self.config.election_tick();
+            let timeout = self.rng.gen_range(election_tick..2 * election_tick);
+            self.raw.raft.set_randomized_election_timeout(timeout);
+        }
+    }
+
+    /// One heartbeat interval passed on this member's clock.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.ticks += 1;
+        self.raw.tick();
+        self.override_election_timeout();
+        self.reads.retry_stale(&mut self.raw, self.ticks);
+        self.proposals.expire(now_ms);
+        self.reads.expire(now_ms);
+    }
+
+    /// A message from a peer. A message no peer may send (see `peer_messages`) is
+    /// refused before raft sees it.
+    pub fn step(&mut self, #[allow(unused_mut)] mut message: Message) {
+        if peer_messages::check_peer_message(&message).is_err() {
+            self.peer_messages_refused += 1;
+            return;
+        }
+        #[cfg(madsim)]
+        if self.planted(PlantedBug::AcceptStaleTerm)
+            && message.get_msg_type() == MessageType::MsgAppend
+            && message.term > 0
+            && message.term < self.raw.raft.term
+        {
+            message.term = self.raw.raft.term;
+        }
+        // Messages from unknown peers or stale terms are refused by raft; nothing to do.
+        let _ = self.raw.step(message);
+        self.override_election_timeout();
+    }
+
+    /// Accepts a client request. The answer goes to `responder` now (bad input,
+    /// serializable reads) or once the request is committed and applied, or read-indexed.
+    pub fn submit(&mut self, request: Request, responder: Responder, now_ms: u64) {
+        if let Err(error) = self.check(&request) {
+            let _ = responder.send(Err(error));
+            return;
+        }
+        let size_bytes = request_size_bytes(&request);
+        if self.proposals.bytes() + self.reads.bytes() + size_bytes > self.config.pending_request_bytes_max {
+            let _ = responder.send(Err(EtcdError::TooManyRequests));
+            return;
+        }
+        let deadline_ms = now_ms.saturating_add(self.config.request_timeout_ms);
+        let pending = PendingRequest { request, responder, deadline_ms, size_bytes };
+        #[cfg(madsim)]
+        if self.planted(PlantedBug::LocalLinearizableRead) && is_read(&pending.request) {
+            self.serve_read(pending);
+            return;
+        }
+        match &pending.request {
+            Request::Range(range) if range.serializable => self.serve_read(pending),
+            request if is_read(request) => self.reads.push(pending),
+            _ => self.propose(pending),
+        }
+    }
+
+    fn check(&self, request: &Request) -> Result<(), EtcdError> {
+        match request {
+            Request::Range(r) => validate::check_range(r),
+            Request::Put(p) => validate::check_put(p),
+            Request::DeleteRange(d) => validate::check_delete_range(d),
+            Request::Txn(t) => validate::check_txn(t, self.config.max_txn_ops),
+            Request::Compact(_) => Ok(()),
+        }
+    }
+
+    fn propose(&mut self, pending: PendingRequest) {
+        let op = pending.request.to_internal_op().expect("reads are never proposed");
+        let request_id = self.proposals.new_id(&mut self.rng);
+        let internal = InternalRequest { proposer: self.config.member_id, request_id, op: Some(op) };
+        let data = internal.encode_to_vec();
+        if data.len() > self.config.max_request_bytes {
+            pending.fail(EtcdError::RequestTooLarge);
+            return;
+        }
+        if self.raw.raft.leader_id == raft::INVALID_ID {
+            pending.fail(EtcdError::NoLeader);
+            return;
+        }
+        match self.raw.propose(Vec::new(), data) {
+            Ok(()) => self.proposals.insert(request_id, pending),
+            // raft refuses proposals beyond its uncommitted-bytes limit, and while a
+            // leader transfer is under way.
+            Err(raft::Error::ProposalDropped) if self.raw.raft.state == StateRole::Leader => {
+                pending.fail(EtcdError::TooManyRequests)
+            }
+            Err(_) => pending.fail(EtcdError::NoLeader),
+        }
+    }
+
+    /// Sends one ReadIndex request for every read that arrived since the last one.
+    pub fn issue_reads(&mut self) {
+        self.reads.issue(&mut self.raw, self.ticks);
+    }
+
+    fn header(&self) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.config.cluster_id,
+            member_id: self.config.member_id,
+            revision: self.state.mvcc().current_revision(),
+            raft_term: self.raw.raft.term,
+        }
+    }
+
+    fn serve_read(&mut self, read: PendingRequest) {
+        let header = self.header();
+        let result = self.state.read(&read.request).map(|mut response| {
+            response.set_header(header);
+            response
+        });
+        let _ = read.responder.send(result);
+    }
+
+    /// Handles everything raft has produced, in the one order that is safe:
+    /// persist → send → apply → advance. Returns an error only for a failure that
+    /// must stop the member (it could not make raft state durable).
+    pub fn handle_ready(&mut self) -> Result<(), FatalError> {
+        if !self.raw.has_ready() {
+            self.serve_ready_reads();
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+
+        // 1. Persist: snapshot, entries and hard state, then one sync for all of it.
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            self.state = self.snapshotter.install_received(&snapshot, &self.storage, &mut self.wal)?;
+            self.applied_index = snapshot.get_metadata().index;
+            self.observe(NodeEvent::SnapshotInstalled {
+                index: snapshot.get_metadata().index,
+                term: snapshot.get_metadata().term,
+            });
+        }
+        if !ready.entries().is_empty() {
+            self.wal.append_entries(ready.entries())?;
+            self.storage.append(ready.entries())?;
+            self.entries_persisted += ready.entries().len() as u64;
+        }
+        if let Some(hard_state) = ready.hs() {
+            #[allow(unused_mut)]
+            let mut persisted = hard_state.clone();
+            #[cfg(madsim)]
+            if self.planted(PlantedBug::ForgetVote) {
+                persisted.vote = 0;
+            }
+            self.wal.append_hard_state(&persisted)?;
+            self.storage.set_hard_state(hard_state.clone());
+        }
+        // raft needs a sync only for new entries, term or vote (etcd's MustSync); a
+        // commit-only hard state is written and becomes durable with the next sync.
+        #[allow(unused_mut)]
+        let mut must_sync = ready.must_sync() || !ready.snapshot().is_empty();
+        #[cfg(madsim)]
+        if self.planted(PlantedBug::AckBeforeFsync) {
+            must_sync = false;
+        }
+        if must_sync {
+            if self.wal.sync()? {
+                self.fsyncs += 1;
+            }
+            if let Some(hard_state) = ready.hs().filter(|hs| hs.vote != 0) {
+                self.observe(NodeEvent::VotePersisted { term: hard_state.term, vote: hard_state.vote });
+            }
+            if let Some(last) = ready.entries().last() {
+                self.observe(NodeEvent::EntriesPersisted { last_index: last.index });
+            }
+        } else {
+            self.wal.write_without_sync()?;
+        }
+        #[cfg(madsim)]
+        if self.planted(PlantedBug::ApplyBeforeCommit) && self.raw.raft.state == StateRole::Leader {
+            let early: Vec<Entry> = ready.entries().to_vec();
+            if early.first().is_some_and(|e| e.index == self.applied_index + 1) {
+                self.apply_entries(early)?;
+            }
+        }
+
+        // 2. Send.
+        self.send(ready.take_messages());
+        self.send(ready.take_persisted_messages());
+        for read_state in ready.take_read_states() {
+            self.reads.on_read_state(&read_state.request_ctx, read_state.index);
+        }
+
+        // 3. Apply what is committed; only then act on a change of leader, so proposals
+        //    this Ready commits are answered instead of failed as unknown.
+        self.apply_entries(ready.take_committed_entries())?;
+        if let Some(soft_state) = ready.ss() {
+            self.note_role(role_of(soft_state.raft_state), soft_state.leader_id);
+        }
+
+        // 4. Advance, then the same steps for what advancing released.
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.storage.set_commit(commit);
+        }
+        self.send(light.take_messages());
+        self.apply_entries(light.take_committed_entries())?;
+        self.raw.advance_apply();
+
+        self.serve_ready_reads();
+        self.maybe_snapshot()?;
+        Ok(())
+    }
+
+    /// Hands messages to the transport and tells raft what it could not deliver: a peer
+    /// whose messages were dropped is unreachable, and a snapshot is reported finished
+    /// once handed over (raft then probes; a follower that did not get it is sent it
+    /// again) or failed if it was dropped — never left pending until the leader changes.
+    fn send(&mut self, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        let snapshot_targets: Vec<u64> =
+            messages.iter().filter(|m| m.get_msg_type() == MessageType::MsgSnapshot).map(|m| m.to).collect();
+        let unreachable = self.env.transport.send(messages);
+        for peer in &unreachable {
+            self.raw.report_unreachable(*peer);
+        }
+        for peer in snapshot_targets {
+            let status = if unreachable.contains(&peer) { SnapshotStatus::Failure } else { SnapshotStatus::Finish };
+            self.raw.report_snapshot(peer, status);
+        }
+    }
+
+    fn note_role(&mut self, role: Role, leader_id: u64) {
+        let term = self.raw.raft.term;
+        let previous_leader = self.last_role.map(|(_, leader, _)| leader);
+        if previous_leader.is_some_and(|previous| previous != leader_id && previous != raft::INVALID_ID) {
+            self.on_leader_lost();
+        }
+        if self.last_role != Some((role, leader_id, term)) {
+            self.last_role = Some((role, leader_id, term));
+            self.observe(NodeEvent::RoleChanged { term, role, leader_id });
+        }
+    }
+
+    /// The leader this member knew is gone. As etcd does, pending proposals fail with
+    /// "leader changed" (their outcome is unknown: the old leader may have replicated
+    /// them) so clients retry now instead of waiting for a timeout, and in-flight reads
+    /// ask the new leader.
+    fn on_leader_lost(&mut self) {
+        self.proposals.fail_all(EtcdError::LeaderChanged);
+        self.reads.on_leader_lost();
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), FatalError> {
+        for entry in entries {
+            if entry.index <= self.applied_index {
+                continue;
+            }
+            assert_eq!(entry.index, self.applied_index + 1, "committed entries are applied in order, without gaps");
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => {
+                    if !entry.data.is_empty() {
+                        self.apply_request(&entry.data);
+                    }
+                }
+                EntryType::EntryConfChange => {
+                    let mut change = ConfChange::default();
+                    change.merge_from_bytes(&entry.data).map_err(|e| FatalError::Raft(e.to_string()))?;
+                    let conf_state = self.raw.apply_conf_change(&change)?;
+                    self.storage.set_conf_state(conf_state);
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let mut change = ConfChangeV2::default();
+                    change.merge_from_bytes(&entry.data).map_err(|e| FatalError::Raft(e.to_string()))?;
+                    let conf_state = self.raw.apply_conf_change(&change)?;
+                    self.storage.set_conf_state(conf_state);
+                }
+            }
+            self.applied_index = entry.index;
+            self.observe(NodeEvent::Applied { index: entry.index, term: entry.term, digest: fnv1a64(&entry.data) });
+        }
+        Ok(())
+    }
+
+    fn apply_request(&mut self, data: &[u8]) {
+        let applied = self.state.apply(data);
+        if applied.invalid {
+            self.invalid_entries_applied += 1;
+        }
+        let Some((proposer, request_id, result)) = applied.answer else { return };
+        if proposer != self.config.member_id {
+            return;
+        }
+        let Some(pending) = self.proposals.remove(request_id) else { return };
+        let header = self.header();
+        let result = result.map(|mut response| {
+            response.set_header(header);
+            response
+        });
+        let _ = pending.responder.send(result);
+    }
+
+    fn serve_ready_reads(&mut self) {
+        for read in self.reads.take_servable(self.applied_index) {
+            self.serve_read(read);
+        }
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), FatalError> {
+        if !self.snapshotter.is_due(self.applied_index) {
+            return Ok(());
+        }
+        let term = self.storage.entry_term(self.applied_index)?;
+        let conf_state = self.raw.raft.prs().conf().to_conf_state();
+        self.snapshotter.save_own(self.applied_index, term, conf_state, &self.state, &self.storage, &mut self.wal)
+    }
+
+    /// A summary of the member's state. Cheap: no walk over the store.
+    pub fn status(&self) -> NodeStatus {
+        NodeStatus {
+            member_id: self.config.member_id,
+            cluster_id: self.config.cluster_id,
+            term: self.raw.raft.term,
+            role: role_of(self.raw.raft.state),
+            leader_id: self.raw.raft.leader_id,
+            commit_index: self.raw.raft.raft_log.committed,
+            applied_index: self.applied_index,
+            revision: self.state.mvcc().current_revision(),
+            compact_revision: self.state.mvcc().compact_revision(),
+            db_size_bytes: self.state.mvcc().approximate_bytes(),
+            fsyncs: self.fsyncs,
+            entries_persisted: self.entries_persisted,
+            peer_messages_refused: self.peer_messages_refused,
+            invalid_entries_applied: self.invalid_entries_applied,
+        }
+    }
+
+    /// The store's digest at `revision` (0: current) with the revision it covers. Walks
+    /// the whole store: for convergence checks and HashKV, never for status.
+    pub fn hash_kv(&self, revision: i64) -> (i64, u32) {
+        let mvcc = self.state.mvcc();
+        let revision = if revision <= 0 { mvcc.current_revision() } else { revision };
+        (revision, mvcc.hash_kv(revision))
+    }
+
+    /// Makes this member start a real election now, skipping pre-vote (the simulator's
+    /// split-vote fault: several members doing this at one instant split the vote).
+    pub fn campaign(&mut self) {
+        if self.raw.raft.state != StateRole::Leader {
+            self.raw.raft.campaign(raft::CAMPAIGN_ELECTION);
+        }
+        self.override_election_timeout();
+    }
+
+    /// Names of the WAL segments on disk, oldest first.
+    pub fn wal_segments(&self) -> Vec<String> {
+        self.wal.segment_names()
+    }
+
+    pub fn state(&self) -> &StateMachine {
+        &self.state
+    }
+}
+
+/// Whether a request is served as a read (never replicated).
+fn is_read(request: &Request) -> bool {
+    match request {
+        Request::Range(_) => true,
+        Request::Txn(txn) => validate::txn_is_read_only(txn),
+        _ => false,
+    }
+}
+
+/// Bytes a request holds while it waits, for the pending-bytes limit.
+fn request_size_bytes(request: &Request) -> usize {
+    match request {
+        Request::Range(r) => r.encoded_len(),
+        Request::Put(p) => p.encoded_len(),
+        Request::DeleteRange(d) => d.encoded_len(),
+        Request::Txn(t) => t.encoded_len(),
+        Request::Compact(c) => c.encoded_len(),
+    }
+}

@@ -1,0 +1,59 @@
+//! Bugs planted on purpose, to prove the simulator finds them. They exist only in
+//! simulator builds (`--cfg madsim`); a production binary cannot contain them. Each is
+//! tested for in one place, named after the bug, so the safety-critical code reads the
+//! same with or without them.
+
+/// One planted bug. See `sim`'s canary test for which scenario finds each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PlantedBug {
+    /// Write the WAL but skip the fsync, so clients are acknowledged before durability.
+    AckBeforeFsync,
+    /// Serve linearizable reads from local state, without ReadIndex.
+    LocalLinearizableRead,
+    /// Persist the hard state without the vote, so a restarted member can vote twice.
+    ForgetVote,
+    /// Apply (and acknowledge) entries on the leader as soon as it persisted them.
+    ApplyBeforeCommit,
+    /// Accept append messages from a leader of an older term.
+    AcceptStaleTerm,
+    /// Read-index contexts are a counter that restarts at 1 with every incarnation, and
+    /// any response is accepted (the old behaviour: a late answer meant for a previous
+    /// incarnation completes a new read with an old index).
+    ReuseReadContexts,
+    /// Cut a new WAL segment without syncing what the old one holds unsynced (the old
+    /// behaviour: after power loss a torn record sits in a non-last segment).
+    CutWithoutSync,
+    /// Decide torn vs corrupt by the length field only (the old behaviour: a zero-filled
+    /// tail is corruption, a flipped length truncates synced records).
+    TornByLengthOnly,
+}
+
+impl PlantedBug {
+    pub const ALL: [PlantedBug; 8] = [
+        PlantedBug::AckBeforeFsync,
+        PlantedBug::LocalLinearizableRead,
+        PlantedBug::ForgetVote,
+        PlantedBug::ApplyBeforeCommit,
+        PlantedBug::AcceptStaleTerm,
+        PlantedBug::ReuseReadContexts,
+        PlantedBug::CutWithoutSync,
+        PlantedBug::TornByLengthOnly,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            PlantedBug::AckBeforeFsync => "ack-before-fsync",
+            PlantedBug::LocalLinearizableRead => "local-linearizable-read",
+            PlantedBug::ForgetVote => "forget-vote",
+            PlantedBug::ApplyBeforeCommit => "apply-before-commit",
+            PlantedBug::AcceptStaleTerm => "accept-stale-term",
+            PlantedBug::ReuseReadContexts => "reuse-read-contexts",
+            PlantedBug::CutWithoutSync => "cut-without-sync",
+            PlantedBug::TornByLengthOnly => "torn-by-length-only",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<PlantedBug> {
+        PlantedBug::ALL.into_iter().find(|bug| bug.name() == name)
+    }
+}

@@ -1,0 +1,195 @@
+//! Linearizable reads through raft's ReadIndex: reads that arrive together share one
+//! request; its answer (the leader's commit index, confirmed by a quorum) makes them
+//! servable once this member has applied that far.
+//!
+//! Every request carries a context unique across members and incarnations: the member
+//! id, a nonce drawn from the member's seeded generator at start, and a counter. raft
+//! keys pending reads by context alone and a follower accepts any read-index answer, so
+//! a late answer meant for another incarnation (TCP queues survive reconnects; the
+//! simulated network delivers old messages to a restarted process) must not be able to
+//! complete a read with an old index. Answers whose context this incarnation did not
+//! issue are dropped.
+
+use std::collections::BTreeMap;
+
+use raft::RawNode;
+
+use super::proposals::PendingRequest;
+use crate::errors::EtcdError;
+use crate::storage::NodeStorage;
+
+/// A read batch with no answer after this many ticks is asked again (raft-rs drops read
+/// requests silently when there is no leader or the leader has not committed in its term).
+pub const READ_INDEX_RETRY_TICKS: u64 = 3;
+/// Bytes of a read context: member id, incarnation nonce, counter.
+pub const READ_CONTEXT_BYTES: usize = 24;
+
+struct ReadBatch {
+    reads: Vec<PendingRequest>,
+    issued_at_tick: u64,
+}
+
+/// See the module documentation.
+pub struct ReadIndex {
+    member_id: u64,
+    incarnation_nonce: u64,
+    next_counter: u64,
+    unissued: Vec<PendingRequest>,
+    in_flight: BTreeMap<u64, ReadBatch>,
+    /// Reads whose read index is known, waiting for apply to reach it.
+    ready: Vec<(u64, PendingRequest)>,
+    bytes: usize,
+    /// Planted bug `reuse-read-contexts` (simulator builds only).
+    #[cfg(madsim)]
+    reuse_contexts: bool,
+}
+
+impl ReadIndex {
+    pub fn new(member_id: u64, incarnation_nonce: u64) -> Self {
+        Self {
+            member_id,
+            incarnation_nonce,
+            next_counter: 1,
+            unissued: Vec::new(),
+            in_flight: BTreeMap::new(),
+            ready: Vec::new(),
+            bytes: 0,
+            #[cfg(madsim)]
+            reuse_contexts: false,
+        }
+    }
+
+    #[cfg(madsim)]
+    pub fn plant_reuse_contexts(&mut self) {
+        self.reuse_contexts = true;
+    }
+
+    /// Reads waiting in any stage.
+    pub fn len(&self) -> usize {
+        self.unissued.len() + self.in_flight.values().map(|b| b.reads.len()).sum::<usize>() + self.ready.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn push(&mut self, read: PendingRequest) {
+        self.bytes += read.size_bytes;
+        self.unissued.push(read);
+    }
+
+    fn context(&self, counter: u64) -> Vec<u8> {
+        #[cfg(madsim)]
+        if self.reuse_contexts {
+            return counter.to_le_bytes().to_vec();
+        }
+        let mut ctx = Vec::with_capacity(READ_CONTEXT_BYTES);
+        ctx.extend_from_slice(&self.member_id.to_le_bytes());
+        ctx.extend_from_slice(&self.incarnation_nonce.to_le_bytes());
+        ctx.extend_from_slice(&counter.to_le_bytes());
+        ctx
+    }
+
+    /// The counter of a context this incarnation issued, or `None`.
+    fn counter_of(&self, ctx: &[u8]) -> Option<u64> {
+        #[cfg(madsim)]
+        if self.reuse_contexts {
+            return Some(u64::from_le_bytes(ctx.get(..8)?.try_into().ok()?));
+        }
+        if ctx.len() != READ_CONTEXT_BYTES
+            || ctx[0..8] != self.member_id.to_le_bytes()
+            || ctx[8..16] != self.incarnation_nonce.to_le_bytes()
+        {
+            return None;
+        }
+        Some(u64::from_le_bytes(ctx[16..24].try_into().expect("8 bytes")))
+    }
+
+    /// Sends one ReadIndex request for every read that arrived since the last one.
+    pub fn issue(&mut self, raw: &mut RawNode<NodeStorage>, tick: u64) {
+        if self.unissued.is_empty() {
+            return;
+        }
+        let reads = std::mem::take(&mut self.unissued);
+        self.issue_batch(raw, ReadBatch { reads, issued_at_tick: tick }, tick);
+    }
+
+    fn issue_batch(&mut self, raw: &mut RawNode<NodeStorage>, mut batch: ReadBatch, tick: u64) {
+        let counter = self.next_counter;
+        self.next_counter += 1;
+        batch.issued_at_tick = tick;
+        raw.read_index(self.context(counter));
+        self.in_flight.insert(counter, batch);
+    }
+
+    /// raft answered a read-index request: its reads become servable at `index`.
+    /// Answers to contexts this incarnation did not issue are ignored.
+    pub fn on_read_state(&mut self, ctx: &[u8], index: u64) {
+        let Some(counter) = self.counter_of(ctx) else { return };
+        if let Some(batch) = self.in_flight.remove(&counter) {
+            self.ready.extend(batch.reads.into_iter().map(|r| (index, r)));
+        }
+    }
+
+    /// Asks again for batches that had no answer for [`READ_INDEX_RETRY_TICKS`].
+    pub fn retry_stale(&mut self, raw: &mut RawNode<NodeStorage>, tick: u64) {
+        let stale: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, batch)| tick - batch.issued_at_tick >= READ_INDEX_RETRY_TICKS)
+            .map(|(counter, _)| *counter)
+            .collect();
+        for counter in stale {
+            let batch = self.in_flight.remove(&counter).expect("stale counter listed above");
+            self.issue_batch(raw, batch, tick);
+        }
+    }
+
+    /// Fails reads whose deadline passed with "request timed out".
+    pub fn expire(&mut self, now_ms: u64) {
+        let mut expired = Vec::new();
+        let unissued = std::mem::take(&mut self.unissued);
+        let (gone, kept): (Vec<_>, Vec<_>) = unissued.into_iter().partition(|r| r.deadline_ms <= now_ms);
+        expired.extend(gone);
+        self.unissued = kept;
+        for batch in self.in_flight.values_mut() {
+            let reads = std::mem::take(&mut batch.reads);
+            let (gone, kept): (Vec<_>, Vec<_>) = reads.into_iter().partition(|r| r.deadline_ms <= now_ms);
+            expired.extend(gone);
+            batch.reads = kept;
+        }
+        self.in_flight.retain(|_, batch| !batch.reads.is_empty());
+        let ready = std::mem::take(&mut self.ready);
+        let (gone, kept): (Vec<_>, Vec<_>) = ready.into_iter().partition(|(_, r)| r.deadline_ms <= now_ms);
+        expired.extend(gone.into_iter().map(|(_, r)| r));
+        self.ready = kept;
+        for read in expired {
+            self.bytes -= read.size_bytes;
+            read.fail(EtcdError::Timeout);
+        }
+    }
+
+    /// The leader this member knew is gone: reads in flight ask the new leader.
+    pub fn on_leader_lost(&mut self) {
+        for (_, batch) in std::mem::take(&mut self.in_flight) {
+            self.unissued.extend(batch.reads);
+        }
+    }
+
+    /// Reads whose read index this member has applied, to be served now.
+    pub fn take_servable(&mut self, applied_index: u64) -> Vec<PendingRequest> {
+        if self.ready.is_empty() {
+            return Vec::new();
+        }
+        let (servable, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.ready).into_iter().partition(|(index, _)| *index <= applied_index);
+        self.ready = waiting;
+        let servable: Vec<PendingRequest> = servable.into_iter().map(|(_, r)| r).collect();
+        self.bytes -= servable.iter().map(|r| r.size_bytes).sum::<usize>();
+        servable
+    }
+}

@@ -1,0 +1,36 @@
+//! Compaction: history before a revision is dropped, each key keeping its newest version
+//! at or below it (if live) and everything after.
+
+use super::{record_bytes, Mvcc};
+use crate::errors::EtcdError;
+use crate::pb::etcdserverpb::CompactionRequest;
+
+impl Mvcc {
+    /// Compacts history before `request.revision`, with etcd's errors for a revision
+    /// already compacted or not yet written.
+    pub fn compact(&mut self, request: &CompactionRequest) -> Result<(), EtcdError> {
+        let revision = request.revision;
+        if revision <= self.compact_revision {
+            return Err(EtcdError::Compacted);
+        }
+        if revision > self.current_revision {
+            return Err(EtcdError::FutureRevision);
+        }
+        let mut freed_bytes = 0u64;
+        self.keys.retain(|key, records| {
+            let position = records.partition_point(|r| r.mod_revision <= revision);
+            // Keep the newest record at or below the compaction point unless it is a tombstone.
+            let keep_from = match position {
+                0 => 0,
+                p if records[p - 1].tombstone => p,
+                p => p - 1,
+            };
+            freed_bytes += records[..keep_from].iter().map(|r| record_bytes(key, r)).sum::<u64>();
+            records.drain(..keep_from);
+            !records.is_empty()
+        });
+        self.size_bytes -= freed_bytes;
+        self.compact_revision = revision;
+        Ok(())
+    }
+}

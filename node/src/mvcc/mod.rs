@@ -1,0 +1,175 @@
+//! The multi-version key-value store: etcd's data model, in memory, deterministic.
+//!
+//! Every key keeps its history as records ordered by `mod_revision`; a delete writes a
+//! tombstone, and a put after a tombstone starts a new generation (version 1, new
+//! `create_revision`). One store-wide revision counter starts at 1; each write request
+//! that changes something advances it by exactly one, and every change a txn makes shares
+//! that revision.
+//!
+//! Invariants:
+//! - `compact_revision <= current_revision`; reads below `compact_revision` fail with
+//!   `Compacted`, above `current_revision` with `FutureRevision`.
+//! - Per key, records are strictly increasing in `mod_revision`, and each record's
+//!   `mod_revision <= current_revision` outside an open write.
+//! - Iteration is over `BTreeMap`s only: the same operations give the same bytes on every
+//!   member (the snapshot and `hash_kv` depend on it).
+//!
+//! The store does no I/O; it is saved whole inside raft snapshots (see ARCHITECTURE.md).
+//!
+//! Split by concern: this file holds the store and its invariants; [`range`] the read
+//! path, [`write`] puts and deletes, [`txn`] transactions (etcd's order: compare path,
+//! checks, then execution), [`compaction`] and [`hash`].
+
+mod compaction;
+mod hash;
+mod range;
+mod txn;
+mod write;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::errors::EtcdError;
+use crate::pb::mvccpb::KeyValue;
+
+/// One version of one key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KeyRecord {
+    mod_revision: i64,
+    create_revision: i64,
+    version: i64,
+    lease: i64,
+    value: Vec<u8>,
+    tombstone: bool,
+}
+
+/// The key space with its history.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mvcc {
+    keys: BTreeMap<Vec<u8>, Vec<KeyRecord>>,
+    current_revision: i64,
+    compact_revision: i64,
+    /// What [`Mvcc::approximate_bytes`] reports, kept up to date by every write and
+    /// compaction so that status calls never walk the store. Not part of the encoding.
+    #[serde(skip)]
+    size_bytes: u64,
+}
+
+/// Per-record overhead counted in the database size besides key and value bytes.
+const RECORD_OVERHEAD_BYTES: u64 = 48;
+
+fn record_bytes(key: &[u8], record: &KeyRecord) -> u64 {
+    key.len() as u64 + record.value.len() as u64 + RECORD_OVERHEAD_BYTES
+}
+
+/// Key bounds of a request: `[start, end)`, `end = None` meaning unbounded.
+pub(crate) struct KeyRange<'a> {
+    start: &'a [u8],
+    end: Option<&'a [u8]>,
+    single: bool,
+}
+
+pub(crate) fn key_range<'a>(key: &'a [u8], range_end: &'a [u8]) -> KeyRange<'a> {
+    if range_end.is_empty() {
+        KeyRange { start: key, end: None, single: true }
+    } else if range_end == [0] {
+        KeyRange { start: key, end: None, single: false }
+    } else {
+        KeyRange { start: key, end: Some(range_end), single: false }
+    }
+}
+
+impl KeyRecord {
+    fn to_key_value(&self, key: &[u8]) -> KeyValue {
+        KeyValue {
+            key: key.to_vec(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            value: self.value.clone(),
+            lease: self.lease,
+        }
+    }
+}
+
+/// The record of `records` visible at `revision`, if the key is live then.
+fn visible_at(records: &[KeyRecord], revision: i64) -> Option<&KeyRecord> {
+    let position = records.partition_point(|r| r.mod_revision <= revision);
+    let record = records[..position].last()?;
+    (!record.tombstone).then_some(record)
+}
+
+impl Mvcc {
+    /// An empty store at revision 1, as a new etcd cluster starts.
+    pub fn new() -> Self {
+        Self { keys: BTreeMap::new(), current_revision: 1, compact_revision: 0, size_bytes: 0 }
+    }
+
+    pub fn current_revision(&self) -> i64 {
+        self.current_revision
+    }
+
+    pub fn compact_revision(&self) -> i64 {
+        self.compact_revision
+    }
+
+    /// The store's bytes, for a raft snapshot.
+    pub fn encode(&self) -> Vec<u8> {
+        bincode::serialize(self).expect("mvcc state encodes")
+    }
+
+    /// Restores a store from snapshot bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let mut store: Mvcc = bincode::deserialize(bytes).map_err(|e| e.to_string())?;
+        store.size_bytes = store.count_bytes();
+        store.assert_invariants();
+        Ok(store)
+    }
+
+    fn assert_invariants(&self) {
+        assert!(self.current_revision >= 1, "revision starts at 1");
+        assert!(self.compact_revision <= self.current_revision, "compaction beyond current revision");
+        for records in self.keys.values() {
+            assert!(!records.is_empty(), "a key with no records is removed");
+            assert!(records.windows(2).all(|w| w[0].mod_revision < w[1].mod_revision), "records out of order");
+        }
+    }
+
+    pub(crate) fn check_read_revision(&self, requested: i64) -> Result<i64, EtcdError> {
+        if requested <= 0 {
+            return Ok(self.current_revision);
+        }
+        if requested > self.current_revision {
+            return Err(EtcdError::FutureRevision);
+        }
+        if requested < self.compact_revision {
+            return Err(EtcdError::Compacted);
+        }
+        Ok(requested)
+    }
+
+    /// Live key-values in a range at `revision`, in key order.
+    pub(crate) fn collect(&self, range: &KeyRange<'_>, revision: i64) -> Vec<KeyValue> {
+        range::keys_in(&self.keys, range)
+            .filter_map(|(key, records)| visible_at(records, revision).map(|r| r.to_key_value(key)))
+            .collect()
+    }
+
+    /// Bytes the store holds (keys, values and per-record overhead), reported as the
+    /// database size.
+    pub fn approximate_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// The database size counted from scratch (at decode, and by tests of the counter).
+    pub fn count_bytes(&self) -> u64 {
+        self.keys.iter().map(|(key, records)| records.iter().map(|r| record_bytes(key, r)).sum::<u64>()).sum()
+    }
+
+    /// Number of live keys now.
+    pub fn live_key_count(&self) -> usize {
+        self.keys.values().filter(|r| r.last().is_some_and(|r| !r.tombstone)).count()
+    }
+}
+

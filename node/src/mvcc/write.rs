@@ -1,0 +1,124 @@
+//! The write path: puts and deletes at a given revision, each change reported as an
+//! etcd watch event (`mvccpb.Event`) for whoever consumes the state machine's output.
+
+use super::{key_range, record_bytes, KeyRecord, Mvcc};
+use crate::errors::EtcdError;
+use crate::pb::etcdserverpb::{DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse};
+use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
+
+impl Mvcc {
+    /// Writes one record for `key` at `write_revision`, returning the new and the
+    /// previous live value.
+    fn write_record(&mut self, key: &[u8], write_revision: i64, record: KeyRecord) -> Option<KeyValue> {
+        let records = self.keys.entry(key.to_vec()).or_default();
+        let previous = records.last().filter(|r| !r.tombstone).map(|p| p.to_key_value(key));
+        let added = record_bytes(key, &record);
+        match records.last_mut() {
+            // A txn writes a key at most once (validation refuses more), but stay exact.
+            Some(last) if last.mod_revision == write_revision => {
+                let replaced = record_bytes(key, last);
+                *last = record;
+                self.size_bytes = self.size_bytes - replaced + added;
+            }
+            _ => {
+                records.push(record);
+                self.size_bytes += added;
+            }
+        }
+        previous
+    }
+
+    /// What a put needs from the current state, checked before anything is written:
+    /// `ignore_value`/`ignore_lease` need a live key; a lease must exist.
+    pub(crate) fn check_put(&self, request: &PutRequest) -> Result<(), EtcdError> {
+        let live = self.keys.get(&request.key).and_then(|r| r.last()).is_some_and(|r| !r.tombstone);
+        if (request.ignore_value || request.ignore_lease) && !live {
+            return Err(EtcdError::KeyNotFound);
+        }
+        if !request.ignore_lease && request.lease != 0 {
+            // No lease has been granted on this store (the lease service does not exist yet).
+            return Err(EtcdError::LeaseNotFound);
+        }
+        Ok(())
+    }
+
+    /// A put that [`Mvcc::check_put`] accepted. Cannot fail.
+    pub(crate) fn put_at(&mut self, request: &PutRequest, write_revision: i64, events: &mut Vec<Event>) -> PutResponse {
+        let previous = self.keys.get(&request.key).and_then(|r| r.last()).filter(|r| !r.tombstone).cloned();
+        let value = match (&previous, request.ignore_value) {
+            (Some(previous), true) => previous.value.clone(),
+            (None, true) => panic!("put with ignore_value on a missing key passed its check"),
+            (_, false) => request.value.clone(),
+        };
+        let lease = match (&previous, request.ignore_lease) {
+            (Some(previous), true) => previous.lease,
+            (None, true) => panic!("put with ignore_lease on a missing key passed its check"),
+            (_, false) => request.lease,
+        };
+        let (create_revision, version) = match &previous {
+            Some(p) => (p.create_revision, p.version + 1),
+            None => (write_revision, 1),
+        };
+        let record = KeyRecord { mod_revision: write_revision, create_revision, version, lease, value, tombstone: false };
+        let kv = record.to_key_value(&request.key);
+        let prev_kv = self.write_record(&request.key, write_revision, record);
+        events.push(Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: prev_kv.clone() });
+        PutResponse { header: None, prev_kv: if request.prev_kv { prev_kv } else { None } }
+    }
+
+    pub(crate) fn delete_at(
+        &mut self,
+        request: &DeleteRangeRequest,
+        write_revision: i64,
+        events: &mut Vec<Event>,
+    ) -> DeleteRangeResponse {
+        let live = self.collect(&key_range(&request.key, &request.range_end), write_revision);
+        for kv in &live {
+            let tombstone = KeyRecord {
+                mod_revision: write_revision,
+                create_revision: 0,
+                version: 0,
+                lease: 0,
+                value: Vec::new(),
+                tombstone: true,
+            };
+            self.write_record(&kv.key, write_revision, tombstone);
+            let deleted = KeyValue { key: kv.key.clone(), mod_revision: write_revision, ..Default::default() };
+            events.push(Event { r#type: EventType::Delete as i32, kv: Some(deleted), prev_kv: Some(kv.clone()) });
+        }
+        DeleteRangeResponse {
+            header: None,
+            deleted: live.len() as i64,
+            prev_kvs: if request.prev_kv { live } else { Vec::new() },
+        }
+    }
+
+    /// Applies a Put; advances the revision. Its change is appended to `events`.
+    pub fn apply_put(&mut self, request: &PutRequest, events: &mut Vec<Event>) -> Result<PutResponse, EtcdError> {
+        self.check_put(request)?;
+        let write_revision = self.current_revision + 1;
+        let response = self.put_at(request, write_revision, events);
+        self.current_revision = write_revision;
+        Ok(response)
+    }
+
+    /// Applies a DeleteRange; advances the revision only if something was deleted.
+    pub fn apply_delete_range(&mut self, request: &DeleteRangeRequest, events: &mut Vec<Event>) -> DeleteRangeResponse {
+        let write_revision = self.current_revision + 1;
+        let response = self.delete_at(request, write_revision, events);
+        if response.deleted > 0 {
+            self.current_revision = write_revision;
+        }
+        response
+    }
+
+    /// [`Mvcc::apply_put`] for callers that do not consume events.
+    pub fn put(&mut self, request: &PutRequest) -> Result<PutResponse, EtcdError> {
+        self.apply_put(request, &mut Vec::new())
+    }
+
+    /// [`Mvcc::apply_delete_range`] for callers that do not consume events.
+    pub fn delete_range(&mut self, request: &DeleteRangeRequest) -> DeleteRangeResponse {
+        self.apply_delete_range(request, &mut Vec::new())
+    }
+}

@@ -1,0 +1,146 @@
+//! [`NodeStorage`]: the `raft` crate's `Storage` for this member — raft-rs's
+//! `MemStorage` for the log (mirroring the WAL) plus the latest snapshot's metadata.
+//! The snapshot's data is not kept in memory a second time: when raft needs to send a
+//! snapshot, it is read back from its file.
+
+use std::sync::{Arc, Mutex};
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::storage::{MemStorage, Storage};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+use super::SnapshotStore;
+
+/// The raft log in memory (mirroring the WAL) and the latest snapshot's metadata.
+#[derive(Clone)]
+pub struct NodeStorage {
+    log: MemStorage,
+    /// The latest snapshot without its data (index 0: none yet).
+    latest_snapshot: Arc<Mutex<Snapshot>>,
+    snapshots: Arc<SnapshotStore>,
+}
+
+/// `snapshot` with its data dropped.
+fn metadata_only(snapshot: &Snapshot) -> Snapshot {
+    let mut kept = Snapshot::default();
+    kept.set_metadata(snapshot.get_metadata().clone());
+    kept
+}
+
+impl NodeStorage {
+    /// Storage for a member that starts from `snapshot` (if any), then `entries`.
+    /// The caller has checked that `entries` continue right after the snapshot.
+    pub fn recover(
+        conf_state: ConfState,
+        snapshot: Option<&Snapshot>,
+        entries: &[Entry],
+        hard_state: Option<HardState>,
+        snapshots: Arc<SnapshotStore>,
+    ) -> raft::Result<Self> {
+        let log = MemStorage::new();
+        let latest = match snapshot {
+            Some(snapshot) => {
+                let kept = metadata_only(snapshot);
+                log.wl().apply_snapshot(kept.clone())?;
+                kept
+            }
+            None => {
+                log.wl().set_conf_state(conf_state.clone());
+                let mut empty = Snapshot::default();
+                empty.mut_metadata().set_conf_state(conf_state);
+                empty
+            }
+        };
+        log.wl().append(entries)?;
+        if let Some(mut hard_state) = hard_state {
+            // A snapshot is only ever taken of committed state: its index is committed
+            // even if the newest durable hard state predates it.
+            let snapshot_meta = latest.get_metadata();
+            hard_state.commit = hard_state.commit.max(snapshot_meta.index);
+            hard_state.term = hard_state.term.max(snapshot_meta.term);
+            log.wl().set_hardstate(hard_state);
+        }
+        Ok(Self { log, latest_snapshot: Arc::new(Mutex::new(latest)), snapshots })
+    }
+
+    pub fn append(&self, entries: &[Entry]) -> raft::Result<()> {
+        self.log.wl().append(entries)
+    }
+
+    pub fn set_hard_state(&self, hard_state: HardState) {
+        self.log.wl().set_hardstate(hard_state);
+    }
+
+    pub fn set_commit(&self, commit: u64) {
+        self.log.wl().mut_hard_state().commit = commit;
+    }
+
+    pub fn set_conf_state(&self, conf_state: ConfState) {
+        self.log.wl().set_conf_state(conf_state);
+    }
+
+    /// Installs a snapshot received from the leader (the log restarts after it). Its
+    /// file must already be durable.
+    pub fn apply_snapshot(&self, snapshot: &Snapshot) -> raft::Result<()> {
+        let kept = metadata_only(snapshot);
+        self.log.wl().apply_snapshot(kept.clone())?;
+        *self.latest_snapshot.lock().expect("snapshot lock") = kept;
+        Ok(())
+    }
+
+    /// Records a snapshot this member made (its file is durable) and drops log entries
+    /// before `compact_index`.
+    pub fn set_snapshot(&self, snapshot: &Snapshot, compact_index: u64) -> raft::Result<()> {
+        *self.latest_snapshot.lock().expect("snapshot lock") = metadata_only(snapshot);
+        self.log.wl().compact(compact_index)
+    }
+
+    pub fn latest_snapshot_index(&self) -> u64 {
+        self.latest_snapshot.lock().expect("snapshot lock").get_metadata().index
+    }
+
+    pub fn entry_term(&self, index: u64) -> raft::Result<u64> {
+        self.log.term(index)
+    }
+}
+
+impl Storage for NodeStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        self.log.initial_state()
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        self.log.entries(low, high, max_size, context)
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        self.log.term(index)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        self.log.first_index()
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        self.log.last_index()
+    }
+
+    /// The latest snapshot, read back from its file (raft asks only to send it to a
+    /// follower that is too far behind). If the file cannot be read, raft tries later.
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let latest = self.latest_snapshot.lock().expect("snapshot lock").get_metadata().clone();
+        if latest.index < request_index || latest.index == 0 {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
+        match self.snapshots.load(latest.term, latest.index) {
+            Ok(snapshot) => Ok(snapshot),
+            Err(_) => Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)),
+        }
+    }
+}
