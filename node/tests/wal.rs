@@ -239,3 +239,24 @@ fn a_flipped_length_before_valid_records_is_corruption_not_a_torn_tail() {
         Err(other) => panic!("{other}"),
     }
 }
+
+#[test]
+fn open_makes_what_an_earlier_process_left_unsynced_durable() {
+    // A process crash keeps the page cache: the next process replays bytes that are not
+    // durable. Found by the simulator (canary-torn-wal seed 84): a later cut left them
+    // unsynced in an older segment, and power loss then tore that segment.
+    let disk = Arc::new(MemDisk::new());
+    let (mut wal, _) = Wal::open(disk.clone(), 0, 200).expect("open");
+    wal.append_entries(&[entry(1, 1, &[7; 150])]).expect("append");
+    wal.sync().expect("sync");
+    wal.append_hard_state(&hard_state(1, 1, 1)).expect("commit-only hard state");
+    wal.write_without_sync().expect("write");
+    drop(wal); // process crash: the bytes stay in the page cache
+    let (mut wal, _) = Wal::open(disk.clone(), 0, 200).expect("reopen");
+    wal.append_entries(&[entry(2, 1, b"next")]).expect("append cuts a new segment");
+    wal.sync().expect("sync");
+    drop(wal);
+    disk.power_loss(|_, _, _| detcd_node::env::mem_disk::UnsyncedFate::ZeroFilledFrom(0));
+    let (_, replayed) = Wal::open(disk.clone(), 0, 200).expect("the member starts after power loss");
+    assert_eq!(replayed.entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1, 2]);
+}

@@ -14,8 +14,16 @@ pub mod scenario;
 #[cfg(madsim)]
 pub mod clock;
 #[cfg(madsim)]
+pub mod cluster;
+#[cfg(madsim)]
+pub mod faults;
+#[cfg(madsim)]
+pub mod liveness;
+#[cfg(madsim)]
 pub mod net;
 #[cfg(madsim)]
 pub mod run;
+#[cfg(madsim)]
+pub mod workload;
 #[cfg(madsim)]
 pub mod world;

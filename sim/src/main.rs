@@ -113,8 +113,8 @@ fn run_command(scenario_path: &Path, seed: u64, reports: &Path, flags: &RunFlags
     let RunFlags { check_determinism, summary_only, reports_on_failure, planted_bug } = flags;
     let (check_determinism, summary_only, reports_on_failure) = (*check_determinism, *summary_only, *reports_on_failure);
     if let Some(name) = planted_bug {
-        if detcd_node::core::PlantedBug::parse(name).is_none() {
-            let known: Vec<&str> = detcd_node::core::PlantedBug::ALL.iter().map(|b| b.name()).collect();
+        if detcd_node::consensus::PlantedBug::parse(name).is_none() {
+            let known: Vec<&str> = detcd_node::consensus::PlantedBug::ALL.iter().map(|b| b.name()).collect();
             eprintln!("detcd-sim: unknown planted bug {name:?}; known: {}", known.join(", "));
             return ExitCode::from(2);
         }

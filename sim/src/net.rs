@@ -54,6 +54,10 @@ struct NetState {
     in_flight: BTreeMap<(u64, u64), (u64, u64, Message)>,
     next_seq: u64,
     stats: NetStats,
+    /// Probability that a delivered message is delivered again later, and the most
+    /// simulated milliseconds "later" may be (0: never).
+    redeliver_rate: f64,
+    redeliver_delay_ms_max: u64,
 }
 
 /// The network shared by all simulated members.
@@ -76,6 +80,8 @@ impl SimNet {
                 in_flight: BTreeMap::new(),
                 next_seq: 0,
                 stats: NetStats::default(),
+                redeliver_rate: 0.0,
+                redeliver_delay_ms_max: 0,
             }),
             wake: Notify::new(),
             origin: tokio::time::Instant::now(),
@@ -98,6 +104,14 @@ impl SimNet {
     /// The transport one member sends through.
     pub fn transport(self: &Arc<Self>, member_id: u64) -> Arc<dyn Transport> {
         Arc::new(SimTransport { from: member_id, net: self.clone() })
+    }
+
+    /// Makes some messages arrive a second time, up to `delay_ms_max` later, to whichever
+    /// incarnation of the receiver is running then. `rate` 0 turns it off.
+    pub fn set_redelivery(&self, rate: f64, delay_ms_max: u64) {
+        let mut state = self.lock();
+        state.redeliver_rate = rate;
+        state.redeliver_delay_ms_max = delay_ms_max;
     }
 
     pub fn set_quality(&self, quality: LinkQuality) {
@@ -188,6 +202,15 @@ impl SimNet {
             state.next_seq += 1;
             state.in_flight.insert((now + delay, seq), (from, to, message.clone()));
         }
+        if state.redeliver_rate > 0.0 && state.redeliver_delay_ms_max > 0 && state.rng.gen_bool(state.redeliver_rate) {
+            if state.in_flight.len() < IN_FLIGHT_MESSAGES_MAX {
+                let late_ms = state.rng.gen_range(state.redeliver_delay_ms_max / 4..=state.redeliver_delay_ms_max);
+                let seq = state.next_seq;
+                state.next_seq += 1;
+                state.stats.duplicated += 1;
+                state.in_flight.insert((now + late_ms, seq), (from, to, message));
+            }
+        }
     }
 
     /// Delivers messages as they fall due. Runs for the whole simulation.
@@ -240,9 +263,9 @@ struct SimTransport {
 }
 
 impl Transport for SimTransport {
-    fn send(&self, messages: Vec<Message>) {
+    fn send(&self, messages: Vec<Message>) -> Vec<u64> {
         if messages.is_empty() {
-            return;
+            return Vec::new();
         }
         let now = self.net.now_ms();
         {
@@ -252,5 +275,7 @@ impl Transport for SimTransport {
             }
         }
         self.net.wake.notify_one();
+        // Like a TCP connection, the simulated network only learns of loss later.
+        Vec::new()
     }
 }

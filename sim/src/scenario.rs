@@ -118,7 +118,9 @@ pub enum FaultKind {
     CrashLeader,
     /// Kill a random member.
     CrashRandom,
-    /// Kill a member and lose its unsynced writes, keeping a torn prefix by seeded choice.
+    /// Power loss of a member: each file's unsynced bytes are lost, or kept up to a
+    /// seeded sector boundary of the file (so a record can really be torn), or — as some
+    /// file systems show — the file keeps its length with zeros where they were.
     CrashLoseUnsynced,
     /// Isolate one member (both directions).
     IsolateOne,
@@ -145,8 +147,10 @@ pub enum FaultKind {
     /// Arm the leader to crash right after its next WAL sync of entries, before it
     /// applies or answers anything (a crash point).
     CrashAfterPersist,
-    /// Flip a byte in a durable WAL record of a stopped follower (not at the tail): it
-    /// must refuse to start. The heal restores the byte, as an operator would the disk.
+    /// Flip a byte in a durable WAL record of a stopped follower — in an older segment
+    /// anywhere, in the newest one the length field of a record that is not the last
+    /// (so it can never pass for a torn tail): it must refuse to start. The heal
+    /// restores the byte, as an operator would the disk.
     CorruptWalRecord,
     /// Skew, drift or jump a member's clock.
     ClockSkew,
@@ -156,6 +160,9 @@ pub enum FaultKind {
     SlowDisk,
     /// Crash the leader and make the others campaign at the same instant.
     SplitVote,
+    /// For a while, some messages are also delivered again seconds later — to whatever
+    /// incarnation of the receiver is running then (old TCP queues, retransmissions).
+    StaleRedelivery,
     /// Arm a follower to crash right after it next makes a vote for another member
     /// durable, and restart it soon after (a crash point).
     CrashAfterVote,

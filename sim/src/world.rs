@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use detcd_node::core::fnv1a64;
+use detcd_node::consensus::fnv1a64;
 use detcd_node::env::{NodeEvent, Observer, Role};
 
 use crate::checker::Verdict;

@@ -52,6 +52,12 @@ fn the_canary_finds_planted_bugs() {
         ("apply-before-commit", "partition-leader-minority", 20),
         ("accept-stale-term", "canary-elections", 150),
         ("forget-vote", "canary-votes", 300),
+        // The old behaviours fixed by the core reshape (issue 6), each found by the fault
+        // added to reach it: late redelivery across incarnations, sector-aligned torn
+        // and zero-filled writes at power loss, length-field damage in the newest segment.
+        ("reuse-read-contexts", "canary-read-contexts", 60),
+        ("cut-without-sync", "canary-torn-wal", 40),
+        ("torn-by-length-only", "canary-torn-wal", 40),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);

@@ -49,6 +49,17 @@ pub struct MemDisk {
     state: Mutex<MemDiskState>,
 }
 
+/// What power loss does to one file's unsynced bytes (see [`MemDisk::power_loss`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnsyncedFate {
+    /// Gone: the file ends at its durable length.
+    Lost,
+    /// Kept up to this length of the file (a torn write when it cuts a record).
+    KeptUpTo(usize),
+    /// The file keeps its length, but from this offset on it holds zeros.
+    ZeroFilledFrom(usize),
+}
+
 /// What a crash left of one file's unsynced bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CrashLoss {
@@ -88,6 +99,41 @@ impl MemDisk {
         losses
     }
 
+    /// Simulates power loss with a per-file fate for the unsynced bytes, chosen by
+    /// `fate(path, durable_len, live_len)`. Clears armed faults' poison like [`MemDisk::crash`].
+    pub fn power_loss(&self, mut fate: impl FnMut(&str, usize, usize) -> UnsyncedFate) -> Vec<CrashLoss> {
+        let mut state = self.lock();
+        let mut losses = Vec::new();
+        for (path, file) in state.files.iter_mut() {
+            let live = file.bytes.len();
+            let unsynced = live - file.durable_len;
+            if unsynced == 0 {
+                continue;
+            }
+            let kept = match fate(path, file.durable_len, live) {
+                UnsyncedFate::Lost => {
+                    file.bytes.truncate(file.durable_len);
+                    0
+                }
+                UnsyncedFate::KeptUpTo(end) => {
+                    let end = end.clamp(file.durable_len, live);
+                    file.bytes.truncate(end);
+                    end - file.durable_len
+                }
+                UnsyncedFate::ZeroFilledFrom(from) => {
+                    let from = from.clamp(file.durable_len, live);
+                    file.bytes[from..].fill(0);
+                    live - file.durable_len
+                }
+            };
+            file.durable_len = file.bytes.len();
+            losses.push(CrashLoss { path: path.clone(), unsynced_bytes: unsynced, kept_bytes: kept });
+        }
+        state.poisoned_by = None;
+        state.fail_next_sync = false;
+        losses
+    }
+
     /// Limits the total bytes of all files; appends beyond it fail with `NoSpace`.
     pub fn set_capacity_bytes(&self, capacity_bytes: Option<u64>) {
         self.lock().capacity_bytes = capacity_bytes;
@@ -113,6 +159,11 @@ impl MemDisk {
     /// Current length of a file, if it exists.
     pub fn file_len(&self, path: &str) -> Option<usize> {
         self.lock().files.get(path).map(|f| f.bytes.len())
+    }
+
+    /// A copy of a file's current bytes, if it exists.
+    pub fn bytes_of(&self, path: &str) -> Option<Vec<u8>> {
+        self.lock().files.get(path).map(|f| f.bytes.clone())
     }
 
     /// Every file with its length, sorted by name.

@@ -22,8 +22,9 @@
 //!   followed by a valid one — or a bad record in any older segment — is corruption
 //!   (a flipped length field must never silently cut synced entries), and replay fails.
 //! - An older segment is never left with unsynced bytes: before a cut, whatever was
-//!   written without sync (commit-only hard states) is synced, so power loss can only
-//!   tear the last segment.
+//!   written without sync (commit-only hard states) is synced, and at open the last
+//!   segment is synced (an earlier process may have left unsynced bytes in the page
+//!   cache), so power loss can only tear the last segment.
 //! - A later entry at an index overrides earlier ones (raft log truncation); a snapshot
 //!   mark discards everything before it.
 //! - Every new segment starts with the current hard state, so releasing old segments
@@ -332,8 +333,12 @@ impl Wal {
             #[cfg(madsim)]
             planted,
         };
-        if wal.segments.is_empty() {
-            wal.cut()?;
+        match wal.segments.last() {
+            // What replay read may include bytes an earlier process wrote without sync
+            // (a process crash keeps the page cache). Make it durable before the member
+            // acts on it — and before a cut could leave it unsynced in an older segment.
+            Some(last) => wal.disk.sync(&last.name)?,
+            None => wal.cut()?,
         }
         Ok((wal, replayed))
     }

@@ -1,0 +1,196 @@
+//! The simulated cluster: each member as the harness sees it across crashes and
+//! restarts (its disks, clock and madsim node outlive every incarnation), how members
+//! are started, killed, restarted and asked for their status.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use detcd_node::env::mem_disk::MemDisk;
+use detcd_node::env::{Env, Role};
+use detcd_node::{Node, NodeConfig, NodeHandle, NodeStatus};
+
+use crate::clock::SimClock;
+use crate::net::{LinkQuality, SimNet};
+use crate::scenario::{Options, Scenario};
+use crate::world::World;
+
+/// One member as the harness sees it across crashes and restarts.
+pub struct MemberSlot {
+    pub index: usize,
+    pub member_id: u64,
+    pub wal_disk: Arc<MemDisk>,
+    pub data_disk: Arc<MemDisk>,
+    pub clock: Arc<SimClock>,
+    /// The running incarnation's handle, or None while down.
+    pub running: Mutex<Option<(NodeHandle, u64)>>,
+    pub incarnation: AtomicU64,
+    pub madsim_node: Mutex<Option<madsim::runtime::NodeHandle>>,
+    /// Set by the harness when it kills or pauses the member.
+    pub down: AtomicBool,
+    pub paused: AtomicBool,
+    /// A byte flipped in a durable WAL record: (segment, offset). The member must refuse
+    /// to start while it is there.
+    pub corrupted: Mutex<Option<(String, usize)>>,
+}
+
+impl MemberSlot {
+    pub fn handle(&self) -> Option<(NodeHandle, u64)> {
+        self.running.lock().expect("slot lock").clone()
+    }
+}
+
+pub struct Cluster {
+    pub members: Vec<Arc<MemberSlot>>,
+    pub net: Arc<SimNet>,
+    pub world: Arc<World>,
+    pub good_links: LinkQuality,
+}
+
+impl Cluster {
+    pub fn start(options: &Options, scenario: &Scenario, world: Arc<World>, net: Arc<SimNet>, member_ids: &[u64], cluster_id: u64) -> Cluster {
+        let runtime = madsim::runtime::Handle::current();
+        let mut members = Vec::new();
+        for (index, member_id) in member_ids.iter().copied().enumerate() {
+            let slot = Arc::new(MemberSlot {
+                index,
+                member_id,
+                wal_disk: Arc::new(MemDisk::new()),
+                data_disk: Arc::new(MemDisk::new()),
+                clock: Arc::new(SimClock::new()),
+                running: Mutex::new(None),
+                incarnation: AtomicU64::new(0),
+                madsim_node: Mutex::new(None),
+                down: AtomicBool::new(false),
+                paused: AtomicBool::new(false),
+                corrupted: Mutex::new(None),
+            });
+            let mut config = NodeConfig::with_defaults(member_id, cluster_id, member_ids.to_vec());
+            let settings = &scenario.node;
+            config.heartbeat_interval_ms = settings.heartbeat_interval_ms;
+            config.election_timeout_ms = settings.election_timeout_ms;
+            config.snapshot_count = settings.snapshot_count;
+            config.snapshot_catchup_entries = settings.snapshot_catchup_entries;
+            config.wal_segment_bytes_max = settings.wal_segment_bytes_max;
+            config.request_timeout_ms = settings.request_timeout_ms;
+            config.max_wals = 3;
+            config.max_snapshots = 2;
+            config.planted_bug = options.planted_bug.as_deref().map(|name| {
+                detcd_node::consensus::PlantedBug::parse(name).unwrap_or_else(|| panic!("unknown planted bug {name:?}"))
+            });
+            let seed = options.seed;
+            let init_slot = slot.clone();
+            let init_world = world.clone();
+            let init_net = net.clone();
+            let node = runtime
+                .create_node()
+                .name(format!("m{index}"))
+                .init(move || {
+                    let slot = init_slot.clone();
+                    let world = init_world.clone();
+                    let net = init_net.clone();
+                    let config = config.clone();
+                    async move { run_member(slot, world, net, config, seed).await }
+                })
+                .build();
+            *slot.madsim_node.lock().expect("slot lock") = Some(node);
+            members.push(slot);
+        }
+        let good_links = LinkQuality::good(options.message_delay_ms_max);
+        Cluster { members, net, world, good_links }
+    }
+
+    pub fn madsim_id(&self, index: usize) -> madsim::task::NodeId {
+        self.members[index].madsim_node.lock().expect("slot lock").as_ref().expect("node built").id()
+    }
+
+    pub fn down_count(&self) -> usize {
+        self.members.iter().filter(|m| m.down.load(Ordering::SeqCst) || m.paused.load(Ordering::SeqCst)).count()
+    }
+
+    /// How many members may be down at once and the cluster still have a quorum.
+    pub fn attrition_max(&self) -> usize {
+        // A single member may go down (the cluster is unavailable meanwhile).
+        ((self.members.len() - 1) / 2).max(1)
+    }
+
+    pub fn kill(&self, index: usize, reason: &str) {
+        let slot = &self.members[index];
+        madsim::runtime::Handle::current().kill(self.madsim_id(index));
+        *slot.running.lock().expect("slot lock") = None;
+        slot.down.store(true, Ordering::SeqCst);
+        self.world.event("fault", Some(index), format!("crash ({reason})"));
+    }
+
+    pub fn restart(&self, index: usize) {
+        let slot = &self.members[index];
+        madsim::runtime::Handle::current().restart(self.madsim_id(index));
+        slot.down.store(false, Ordering::SeqCst);
+        slot.paused.store(false, Ordering::SeqCst);
+        self.world.event("heal", Some(index), "restart from disk".into());
+    }
+
+    pub async fn statuses(&self) -> Vec<Option<NodeStatus>> {
+        let mut statuses = Vec::new();
+        for slot in &self.members {
+            let status = match slot.handle() {
+                Some((handle, _)) if !slot.paused.load(Ordering::SeqCst) => {
+                    tokio::time::timeout(Duration::from_millis(500), handle.status()).await.ok().flatten()
+                }
+                _ => None,
+            };
+            statuses.push(status);
+        }
+        statuses
+    }
+
+    /// The member that is leader in the highest term, if any.
+    pub async fn leader(&self) -> Option<usize> {
+        let statuses = self.statuses().await;
+        statuses
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().filter(|s| s.role == Role::Leader).map(|s| (s.term, i)))
+            .max()
+            .map(|(_, i)| i)
+    }
+}
+
+pub async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNet>, config: NodeConfig, run_seed: u64) {
+    let incarnation = slot.incarnation.fetch_add(1, Ordering::SeqCst) + 1;
+    let env = Env {
+        wal_disk: slot.wal_disk.clone(),
+        data_disk: slot.data_disk.clone(),
+        transport: net.transport(slot.member_id),
+        clock: slot.clock.clone(),
+        observer: world.clone(),
+        seed: run_seed ^ slot.member_id.rotate_left(17) ^ incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    };
+    let corrupted = slot.corrupted.lock().expect("slot lock").clone();
+    match Node::open(config, env) {
+        Ok((node, handle, inbox)) => {
+            if let Some((segment, offset)) = corrupted {
+                world.violation(
+                    "corruption-detected",
+                    format!("m{} started although byte {offset} of {segment} was corrupted: the damage was skipped silently", slot.index),
+                );
+            }
+            net.register(slot.member_id, inbox);
+            *slot.running.lock().expect("slot lock") = Some((handle, incarnation));
+            world.event("member", Some(slot.index), format!("started (incarnation {incarnation})"));
+            if let Err(error) = node.run().await {
+                *slot.running.lock().expect("slot lock") = None;
+                slot.down.store(true, Ordering::SeqCst);
+                world.event("member", Some(slot.index), format!("stopped: {error}"));
+            }
+        }
+        Err(error) => {
+            slot.down.store(true, Ordering::SeqCst);
+            world.event("member", Some(slot.index), format!("refused to start: {error}"));
+            if corrupted.is_none() {
+                world.violation("member-start", format!("m{} refused to start from an undamaged disk: {error}", slot.index));
+            }
+        }
+    }
+}
+

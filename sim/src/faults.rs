@@ -1,0 +1,325 @@
+//! The fault driver's table: [`inject`] turns one fault kind into changes to the
+//! cluster and returns what healing it takes; [`heal`] undoes them.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use detcd_node::env::mem_disk::UnsyncedFate;
+
+use crate::cluster::{Cluster, MemberSlot};
+use crate::net::LinkQuality;
+use crate::scenario::{FaultKind, Options};
+
+/// Sector size for torn writes: a crash keeps whole sectors of unsynced data.
+pub const SECTOR_BYTES: usize = 512;
+/// Share of messages delivered a second time during a `stale_redelivery` fault.
+pub const STALE_REDELIVERY_RATE: f64 = 0.5;
+/// How late such a second copy may arrive: long enough to outlive a member's
+/// incarnation, so old answers reach the next one.
+pub const STALE_REDELIVERY_DELAY_MS_MAX: u64 = 2000;
+
+/// Injects one fault; returns what must be undone when it is healed.
+pub async fn inject(cluster: &Cluster, fault: FaultKind, rng: &mut ChaCha8Rng, options: &Options) -> Vec<Heal> {
+    let n = cluster.members.len();
+    let ids: Vec<u64> = cluster.members.iter().map(|m| m.member_id).collect();
+    let can_take_down = cluster.down_count() < cluster.attrition_max();
+    let running: Vec<usize> = (0..n).filter(|i| !cluster.members[*i].down.load(Ordering::SeqCst) && !cluster.members[*i].paused.load(Ordering::SeqCst)).collect();
+    let leader = cluster.leader().await;
+    let followers: Vec<usize> = running.iter().copied().filter(|i| Some(*i) != leader).collect();
+    let world = &cluster.world;
+    // Fills `victim`'s WAL disk: its next append fails and it stops.
+    let fill_disk = |victim: usize| {
+        let slot = &cluster.members[victim];
+        slot.wal_disk.set_capacity_bytes(Some(slot.wal_disk.used_bytes()));
+        slot.down.store(true, Ordering::SeqCst);
+        world.event("fault", Some(victim), "WAL disk full".into());
+        vec![Heal::FreeDiskAndRestart(victim)]
+    };
+    match fault {
+        FaultKind::CrashLeader | FaultKind::SplitVote => {
+            let (Some(leader), true) = (leader, can_take_down) else { return vec![] };
+            cluster.kill(leader, if fault == FaultKind::SplitVote { "leader, then two members campaign at once" } else { "leader" });
+            if fault == FaultKind::SplitVote {
+                // Two candidates in one instant; the others stay voters, and half the
+                // time one voter crashes right after it votes (and restarts at once).
+                let mut others: Vec<usize> = running.iter().copied().filter(|i| *i != leader).collect();
+                others.shuffle(rng);
+                let voters = others.split_off(others.len().min(2));
+                if let Some(&voter) = voters.first().filter(|_| rng.gen_bool(0.5)) {
+                    world.arm_crash_after_vote(cluster.members[voter].member_id);
+                    world.event("fault", Some(voter), "armed: crash right after its next vote".into());
+                }
+                for i in others {
+                    if let Some((handle, _)) = cluster.members[i].handle() {
+                        handle.campaign().await;
+                    }
+                }
+            }
+            vec![Heal::Restart(leader)]
+        }
+        FaultKind::CrashRandom => {
+            let (Some(&victim), true) = (running.choose(rng), can_take_down) else { return vec![] };
+            cluster.kill(victim, "random member");
+            vec![Heal::Restart(victim)]
+        }
+        FaultKind::CrashLoseUnsynced => {
+            let victim = if rng.gen_bool(0.5) { leader } else { running.choose(rng).copied() };
+            let (Some(victim), true) = (victim, can_take_down) else { return vec![] };
+            cluster.kill(victim, "power loss: unsynced writes lost, torn or zeroed");
+            let slot = &cluster.members[victim];
+            let torn = options.torn_write_probability;
+            let mut fate = |_: &str, durable: usize, live: usize| power_loss_fate(rng, torn, durable, live);
+            let mut losses = slot.wal_disk.power_loss(&mut fate);
+            losses.extend(slot.data_disk.power_loss(&mut fate));
+            for loss in losses {
+                world.event("fault", Some(victim), format!("{}: lost {} of {} unsynced bytes", loss.path, loss.unsynced_bytes - loss.kept_bytes, loss.unsynced_bytes));
+            }
+            vec![Heal::Restart(victim)]
+        }
+        FaultKind::IsolateOne => {
+            let victim = rng.gen_range(0..n);
+            let others: Vec<u64> = ids.iter().copied().filter(|id| *id != ids[victim]).collect();
+            cluster.net.partition(&[ids[victim]], &others);
+            world.event("fault", Some(victim), "isolated".into());
+            vec![Heal::Network]
+        }
+        FaultKind::PartitionLeaderMinority | FaultKind::PartitionMajorityMinority => {
+            let mut order: Vec<usize> = (0..n).collect();
+            order.shuffle(rng);
+            if fault == FaultKind::PartitionLeaderMinority {
+                let Some(leader) = leader else { return vec![] };
+                order.retain(|i| *i != leader);
+                order.insert(0, leader);
+            }
+            let minority_size = ((n - 1) / 2).max(1);
+            let minority: Vec<u64> = order[..minority_size].iter().map(|i| ids[*i]).collect();
+            let majority: Vec<u64> = order[minority_size..].iter().map(|i| ids[*i]).collect();
+            cluster.net.partition(&minority, &majority);
+            world.event("fault", None, format!("partition: minority {:?} | majority {:?}", &order[..minority_size], &order[minority_size..]));
+            vec![Heal::Network]
+        }
+        FaultKind::PartitionBridge => {
+            if n < 3 {
+                return vec![];
+            }
+            let mut order: Vec<usize> = (0..n).collect();
+            order.shuffle(rng);
+            let bridge = order[0];
+            let rest = &order[1..];
+            let (a, b) = rest.split_at(rest.len() / 2);
+            cluster.net.partition(&a.iter().map(|i| ids[*i]).collect::<Vec<_>>(), &b.iter().map(|i| ids[*i]).collect::<Vec<_>>());
+            world.event("fault", Some(bridge), format!("bridge: {a:?} <-> {bridge} <-> {b:?}"));
+            vec![Heal::Network]
+        }
+        FaultKind::PartitionAsymmetric => {
+            let a = leader.unwrap_or_else(|| rng.gen_range(0..n));
+            let others: Vec<usize> = (0..n).filter(|i| *i != a).collect();
+            let Some(&b) = others.choose(rng) else { return vec![] };
+            // b hears nothing from a; a still hears b.
+            cluster.net.cut(ids[a], ids[b]);
+            world.event("fault", Some(a), format!("asymmetric: m{b} no longer hears m{a}"));
+            vec![Heal::Network]
+        }
+        FaultKind::ClogAndRelease => {
+            let mut clogged = Vec::new();
+            for from in 0..n {
+                for to in 0..n {
+                    if from != to && rng.gen_bool(0.4) {
+                        cluster.net.clog(ids[from], ids[to]);
+                        clogged.push((from, to));
+                    }
+                }
+            }
+            world.event("fault", None, format!("clogged links {clogged:?}"));
+            vec![Heal::Network]
+        }
+        FaultKind::LossyNetwork => {
+            let quality = LinkQuality {
+                drop_rate: options.lossy_drop_rate,
+                duplicate_rate: options.lossy_duplicate_rate,
+                delay_ms_min: 0,
+                delay_ms_max: options.message_delay_ms_max * 4,
+                slow_tail_rate: 0.05,
+            };
+            world.event("fault", None, format!("lossy network {quality:?}"));
+            cluster.net.set_quality(quality);
+            vec![Heal::Network]
+        }
+        FaultKind::PauseMember => {
+            // Half the time the leader: it wakes up still believing it leads.
+            let victim = if rng.gen_bool(0.5) { leader.filter(|l| running.contains(l)) } else { None };
+            let (Some(victim), true) = (victim.or_else(|| running.choose(rng).copied()), can_take_down) else { return vec![] };
+            madsim::runtime::Handle::current().pause(cluster.madsim_id(victim));
+            cluster.members[victim].paused.store(true, Ordering::SeqCst);
+            world.event("fault", Some(victim), "paused".into());
+            vec![Heal::Resume(victim)]
+        }
+        FaultKind::DiskFullLeader => {
+            let (Some(leader), true) = (leader, can_take_down) else { return vec![] };
+            fill_disk(leader)
+        }
+        FaultKind::FsyncErrorFollower => {
+            let (Some(&victim), true) = (followers.choose(rng), can_take_down) else { return vec![] };
+            cluster.members[victim].wal_disk.fail_next_sync();
+            cluster.members[victim].down.store(true, Ordering::SeqCst);
+            world.event("fault", Some(victim), "next fsync fails".into());
+            vec![Heal::LoseUnsyncedAndRestart(victim)]
+        }
+        FaultKind::CrashAfterVote => {
+            let (Some(&victim), true) = (followers.choose(rng), can_take_down) else { return vec![] };
+            world.arm_crash_after_vote(cluster.members[victim].member_id);
+            world.event("fault", Some(victim), "armed: crash right after its next vote".into());
+            vec![Heal::Restart(victim)]
+        }
+        FaultKind::DiskFullFollower => {
+            let (Some(&victim), true) = (followers.choose(rng), can_take_down) else { return vec![] };
+            fill_disk(victim)
+        }
+        FaultKind::CrashAfterPersist => {
+            let (Some(leader), true) = (leader, can_take_down) else { return vec![] };
+            world.arm_crash_after_persist(cluster.members[leader].member_id);
+            world.event("fault", Some(leader), "armed: crash right after its next WAL sync, before replying".into());
+            vec![Heal::Restart(leader)]
+        }
+        FaultKind::CorruptWalRecord => {
+            let (Some(&victim), true) = (followers.choose(rng), can_take_down) else { return vec![] };
+            let slot = &cluster.members[victim];
+            let Some((segment, offset)) = choose_wal_damage(slot, rng) else { return vec![] };
+            cluster.kill(victim, "stopped to damage its disk");
+            slot.wal_disk.corrupt_byte(&segment, offset);
+            *slot.corrupted.lock().expect("slot lock") = Some((segment.clone(), offset));
+            world.event("fault", Some(victim), format!("flipped byte {offset} of {segment}; restarting it must fail"));
+            cluster.restart(victim);
+            vec![Heal::RepairCorruption(victim)]
+        }
+        FaultKind::StaleRedelivery => {
+            cluster.net.set_redelivery(STALE_REDELIVERY_RATE, STALE_REDELIVERY_DELAY_MS_MAX);
+            world.event("fault", None, "stale redelivery: some messages arrive again seconds later".into());
+            vec![Heal::Network]
+        }
+        FaultKind::SlowDisk => {
+            let (Some(&victim), true) = (running.choose(rng), can_take_down) else { return vec![] };
+            let id = cluster.madsim_id(victim);
+            let stall_cluster_member = cluster.members[victim].clone();
+            let until_ms = world.now_ms() + options.fault_duration_ms;
+            let mut stall_rng = ChaCha8Rng::seed_from_u64(rng.gen());
+            let stall_world = cluster.world.clone();
+            world.event("fault", Some(victim), "slow disk: fsyncs stall 5-100 ms".into());
+            tokio::spawn(async move {
+                let runtime = madsim::runtime::Handle::current();
+                while stall_world.now_ms() < until_ms {
+                    if stall_cluster_member.down.load(Ordering::SeqCst) || stall_cluster_member.paused.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    runtime.pause(id);
+                    tokio::time::sleep(Duration::from_millis(stall_rng.gen_range(5..=100))).await;
+                    runtime.resume(id);
+                    tokio::time::sleep(Duration::from_millis(stall_rng.gen_range(5..=50))).await;
+                }
+            });
+            vec![]
+        }
+        FaultKind::ClockSkew => {
+            let victim = rng.gen_range(0..n);
+            let jump_ms = rng.gen_range(0..5000);
+            let drift = if options.clock_drift_ppm_max == 0 { 0 } else { rng.gen_range(-options.clock_drift_ppm_max..=options.clock_drift_ppm_max) };
+            cluster.members[victim].clock.skew(jump_ms, drift);
+            world.event("fault", Some(victim), format!("clock jumps {jump_ms} ms, drifts {drift} ppm"));
+            vec![Heal::Clock(victim)]
+        }
+    }
+}
+
+/// What power loss leaves of one file's unsynced bytes `[durable, live)`: with
+/// probability `torn` a torn write — kept up to a sector boundary of the file (sectors
+/// are aligned to the file, not to the write, so a record straddling a boundary is cut),
+/// or, half of those times, the whole unsynced range reads back as zeros; otherwise lost.
+fn power_loss_fate(rng: &mut ChaCha8Rng, torn: f64, durable: usize, live: usize) -> UnsyncedFate {
+    if !rng.gen_bool(torn) {
+        return UnsyncedFate::Lost;
+    }
+    if rng.gen_bool(0.5) {
+        return UnsyncedFate::ZeroFilledFrom(durable);
+    }
+    // Sector boundaries inside (durable, live], plus the end of the write itself.
+    let first_boundary = (durable / SECTOR_BYTES + 1) * SECTOR_BYTES;
+    let boundaries: Vec<usize> = (first_boundary..live).step_by(SECTOR_BYTES).chain(std::iter::once(live)).collect();
+    UnsyncedFate::KeptUpTo(boundaries[rng.gen_range(0..boundaries.len())])
+}
+
+/// A byte to flip in `slot`'s WAL that no design could mistake for a torn write: any
+/// byte of an older segment, or in the newest segment a byte of the length field of a
+/// record that has a valid record after it.
+fn choose_wal_damage(slot: &MemberSlot, rng: &mut ChaCha8Rng) -> Option<(String, usize)> {
+    let files = slot.wal_disk.files();
+    let (newest, _) = files.last()?.clone();
+    let older: Vec<(String, usize)> = files.iter().take(files.len() - 1).filter(|(_, len)| *len > 64).cloned().collect();
+    if !older.is_empty() && rng.gen_bool(0.5) {
+        let (segment, len) = older.choose(rng)?.clone();
+        return Some((segment, rng.gen_range(0..len)));
+    }
+    let spans = detcd_node::storage::wal::record_spans(&slot.wal_disk.bytes_of(&newest)?);
+    // Not the last record: a valid one must follow the damage.
+    let (start, _) = *spans[..spans.len().saturating_sub(1)].choose(rng)?;
+    Some((newest, start + rng.gen_range(0..4)))
+}
+
+/// What healing a fault takes.
+#[derive(Clone, Debug)]
+pub enum Heal {
+    Restart(usize),
+    Resume(usize),
+    Network,
+    FreeDiskAndRestart(usize),
+    LoseUnsyncedAndRestart(usize),
+    RepairCorruption(usize),
+    Clock(usize),
+}
+
+pub fn heal(cluster: &Cluster, heal: &Heal) {
+    match heal {
+        Heal::Restart(i) => {
+            if cluster.members[*i].down.load(Ordering::SeqCst) {
+                cluster.restart(*i);
+            }
+        }
+        Heal::Resume(i) => {
+            if cluster.members[*i].paused.swap(false, Ordering::SeqCst) {
+                madsim::runtime::Handle::current().resume(cluster.madsim_id(*i));
+                cluster.world.event("heal", Some(*i), "resumed".into());
+            }
+        }
+        Heal::Network => {
+            cluster.net.set_redelivery(0.0, 0);
+            cluster.net.heal_all(cluster.good_links.clone());
+            cluster.world.event("heal", None, "network healed".into());
+        }
+        Heal::FreeDiskAndRestart(i) => {
+            cluster.members[*i].wal_disk.set_capacity_bytes(None);
+            cluster.world.event("heal", Some(*i), "disk space freed".into());
+            cluster.restart(*i);
+        }
+        Heal::LoseUnsyncedAndRestart(i) => {
+            // After a failed fsync nothing unsynced can be trusted: drop it all.
+            cluster.members[*i].wal_disk.crash(|_, _| 0);
+            cluster.restart(*i);
+        }
+        Heal::RepairCorruption(i) => {
+            let slot = &cluster.members[*i];
+            if let Some((segment, offset)) = slot.corrupted.lock().expect("slot lock").take() {
+                slot.wal_disk.corrupt_byte(&segment, offset);
+                cluster.world.event("heal", Some(*i), format!("restored byte {offset} of {segment}"));
+                cluster.restart(*i);
+            }
+        }
+        Heal::Clock(i) => {
+            cluster.members[*i].clock.stop_drift();
+            cluster.world.event("heal", Some(*i), "clock drift stopped".into());
+        }
+    }
+}
+

@@ -1,0 +1,92 @@
+//! The liveness phase: heal every fault, then require a committed write and identical
+//! state on every member within the scenario's bound.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::checker::Verdict;
+use crate::cluster::Cluster;
+use crate::faults::{heal, Heal};
+use crate::history::{OpKind, Outcome};
+use crate::scenario::Options;
+use crate::workload::perform;
+
+/// Polls of cluster status during the liveness phase (one every 100 ms).
+pub const LIVENESS_POLLS_MAX: u64 = 10_000;
+
+/// Heals everything and waits for one leader, a committed write and identical state on
+/// every member. Returns a liveness violation if the bound passes first.
+pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
+    for i in 0..cluster.members.len() {
+        heal(cluster, &Heal::Resume(i));
+        heal(cluster, &Heal::RepairCorruption(i));
+        cluster.members[i].wal_disk.set_capacity_bytes(None);
+        cluster.members[i].clock.stop_drift();
+        if cluster.members[i].down.load(Ordering::SeqCst) {
+            cluster.members[i].wal_disk.crash(|_, _| 0);
+            cluster.restart(i);
+        }
+    }
+    heal(cluster, &Heal::Network);
+    cluster.world.event("phase", None, "liveness: all faults healed".into());
+    let deadline = cluster.world.now_ms() + options.liveness_bound_ms;
+    // A write must commit: the leader has committed in its term and pending work is done.
+    let mut committed = false;
+    let mut attempt = 0;
+    while !committed && cluster.world.now_ms() < deadline {
+        let member = attempt % cluster.members.len();
+        attempt += 1;
+        let kind = OpKind::Put { key: "liveness".into(), value: format!("probe-{attempt}") };
+        let (_, outcome) = perform(cluster, u64::MAX, member, kind, false, false, 2000).await;
+        committed = outcome == Outcome::Ok;
+        if !committed {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    if !committed {
+        return Verdict::Violation {
+            check: "liveness".into(),
+            detail: format!("no write committed within {} ms after healing", options.liveness_bound_ms),
+            ops: vec![],
+        };
+    }
+    let mut last = Vec::new();
+    for _ in 0..LIVENESS_POLLS_MAX {
+        let statuses = cluster.statuses().await;
+        let mut digests = Vec::new();
+        for slot in &cluster.members {
+            let digest = match slot.handle() {
+                Some((handle, _)) => tokio::time::timeout(Duration::from_millis(500), handle.hash_kv(0)).await.ok().flatten(),
+                None => None,
+            };
+            digests.push(digest);
+        }
+        let all_up = statuses.iter().all(Option::is_some) && digests.iter().all(Option::is_some);
+        let first = digests[0];
+        let same = digests.iter().all(|d| *d == first);
+        if all_up && same {
+            let (revision, kv_hash) = first.expect("all up");
+            cluster.world.event("phase", None, format!("converged: every member at revision {revision} with kv hash {kv_hash:08x}"));
+            return Verdict::Ok;
+        }
+        last = statuses.into_iter().zip(digests).collect();
+        if cluster.world.now_ms() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let summary: Vec<String> = last
+        .iter()
+        .enumerate()
+        .map(|(i, (s, digest))| match (s, digest) {
+            (Some(s), Some((_, hash))) => format!("m{i}: rev {} hash {hash:08x} applied {} role {:?}", s.revision, s.applied_index, s.role),
+            _ => format!("m{i}: down"),
+        })
+        .collect();
+    Verdict::Violation {
+        check: "convergence".into(),
+        detail: format!("members did not converge within {} ms: {}", options.liveness_bound_ms, summary.join("; ")),
+        ops: vec![],
+    }
+}
+

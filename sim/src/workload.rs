@@ -1,0 +1,177 @@
+//! The client workload: clients issuing puts, linearizable and serializable gets,
+//! deletes and compare-and-set txns on a few keys with unique values, recording every
+//! attempt in the history; writes that fail as unavailable are retried elsewhere.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use detcd_node::errors::EtcdError;
+use detcd_node::pb::etcdserverpb::{compare, request_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use detcd_node::NodeHandle;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::cluster::Cluster;
+use crate::history::{OpKind, Outcome};
+use crate::scenario::Scenario;
+
+/// Client operations per client before it stops on its own.
+pub const CLIENT_OPERATIONS_MAX: u64 = 100_000;
+
+pub fn key_name(index: usize) -> String {
+    format!("k{index}")
+}
+
+/// One client: issues operations until told to stop, recording each.
+pub async fn run_client(client: u64, cluster: Arc<Cluster>, scenario: Scenario, stop: Arc<AtomicBool>, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ client.wrapping_mul(0xa076_1d64_78bd_642f));
+    let workload = &scenario.workload;
+    let weights = [workload.put, workload.get, workload.serializable_get, workload.delete, workload.cas];
+    let total: u32 = weights.iter().sum::<u32>().max(1);
+    let mut last_seen: Vec<Option<String>> = vec![None; workload.keys];
+    for n in 0..CLIENT_OPERATIONS_MAX {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..=workload.think_ms_max))).await;
+        let key_index = rng.gen_range(0..workload.keys);
+        let key = key_name(key_index);
+        let value = format!("c{client}-{n}");
+        let mut pick = rng.gen_range(0..total);
+        let mut kind_index = 0;
+        while pick >= weights[kind_index] {
+            pick -= weights[kind_index];
+            kind_index += 1;
+        }
+        let kind = match kind_index {
+            0 => OpKind::Put { key: key.clone(), value },
+            1 => OpKind::Get { key: key.clone(), serializable: false },
+            2 => OpKind::Get { key: key.clone(), serializable: true },
+            3 => OpKind::Delete { key: key.clone() },
+            _ => OpKind::Cas { key: key.clone(), expected: last_seen[key_index].clone(), value },
+        };
+        // A write that failed as unavailable is retried on another member, like etcd
+        // clients do; every attempt is its own operation in the history.
+        for _attempt in 0..=workload.write_retries_max {
+            let member = rng.gen_range(0..cluster.members.len());
+            let lose_request = workload.client_link_loss > 0.0 && rng.gen_bool(workload.client_link_loss);
+            let lose_answer = workload.client_link_loss > 0.0 && rng.gen_bool(workload.client_link_loss);
+            let (read, outcome) = perform(&cluster, client, member, kind.clone(), lose_request, lose_answer, workload.client_timeout_ms).await;
+            if let Some(value) = read {
+                last_seen[key_index] = value;
+            }
+            if outcome == Outcome::Ok || !kind.is_write() || stop.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(20..=200))).await;
+        }
+    }
+}
+
+/// Performs one operation on `member` and records it. Returns the value read (if a read
+/// succeeded) and the outcome.
+pub async fn perform(
+    cluster: &Cluster,
+    client: u64,
+    member: usize,
+    kind: OpKind,
+    lose_request: bool,
+    lose_answer: bool,
+    timeout_ms: u64,
+) -> (Option<Option<String>>, Outcome) {
+    let slot = &cluster.members[member];
+    let world = &cluster.world;
+    let handle = slot.handle();
+    let incarnation = handle.as_ref().map_or(0, |(_, inc)| *inc);
+    let id = world.invoke(client, slot.member_id, incarnation, kind.clone());
+    let Some((handle, _)) = handle else {
+        world.complete(id, Outcome::Fail, |op| op.error = Some("member is down".into()));
+        return (None, Outcome::Fail);
+    };
+    if lose_request {
+        tokio::time::sleep(Duration::from_millis(timeout_ms)).await;
+        world.complete(id, Outcome::Unknown, |op| op.error = Some("request lost on the client link".into()));
+        return (None, Outcome::Unknown);
+    }
+    let timeout = Duration::from_millis(timeout_ms);
+    let result = tokio::time::timeout(timeout, execute(&handle, &kind)).await;
+    let result = match result {
+        Err(_) => {
+            world.complete(id, Outcome::Unknown, |op| op.error = Some("client timeout".into()));
+            return (None, Outcome::Unknown);
+        }
+        Ok(result) => result,
+    };
+    if lose_answer {
+        world.complete(id, Outcome::Unknown, |op| op.error = Some("answer lost on the client link".into()));
+        return (None, Outcome::Unknown);
+    }
+    match result {
+        Ok(answer) => {
+            let read = answer.read_value.clone();
+            world.complete(id, Outcome::Ok, |op| {
+                op.read_value = answer.read_value;
+                op.deleted = answer.deleted;
+                op.succeeded = answer.succeeded;
+                op.revision = answer.revision;
+            });
+            (matches!(kind, OpKind::Get { .. }).then_some(read), Outcome::Ok)
+        }
+        Err(error) => {
+            let outcome = if error.outcome_unknown() { Outcome::Unknown } else { Outcome::Fail };
+            world.complete(id, outcome, |op| op.error = Some(error.message().to_string()));
+            (None, outcome)
+        }
+    }
+}
+
+struct Answer {
+    read_value: Option<String>,
+    deleted: i64,
+    succeeded: bool,
+    revision: i64,
+}
+
+async fn execute(handle: &NodeHandle, kind: &OpKind) -> Result<Answer, EtcdError> {
+    let revision_of = |header: Option<&detcd_node::pb::etcdserverpb::ResponseHeader>| header.map_or(0, |h| h.revision);
+    match kind {
+        OpKind::Put { key, value } => {
+            let response = handle.put(PutRequest { key: key.clone().into_bytes(), value: value.clone().into_bytes(), ..Default::default() }).await?;
+            Ok(Answer { read_value: None, deleted: 0, succeeded: true, revision: revision_of(response.header.as_ref()) })
+        }
+        OpKind::Get { key, serializable } => {
+            let response = handle.range(RangeRequest { key: key.clone().into_bytes(), serializable: *serializable, ..Default::default() }).await?;
+            let read_value = response.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+            Ok(Answer { read_value, deleted: 0, succeeded: true, revision: revision_of(response.header.as_ref()) })
+        }
+        OpKind::Delete { key } => {
+            let response = handle.delete_range(DeleteRangeRequest { key: key.clone().into_bytes(), ..Default::default() }).await?;
+            Ok(Answer { read_value: None, deleted: response.deleted, succeeded: true, revision: revision_of(response.header.as_ref()) })
+        }
+        OpKind::Cas { key, expected, value } => {
+            let compare = match expected {
+                Some(expected) => Compare {
+                    key: key.clone().into_bytes(),
+                    target: compare::CompareTarget::Value as i32,
+                    result: compare::CompareResult::Equal as i32,
+                    target_union: Some(compare::TargetUnion::Value(expected.clone().into_bytes())),
+                    range_end: Vec::new(),
+                },
+                None => Compare {
+                    key: key.clone().into_bytes(),
+                    target: compare::CompareTarget::Version as i32,
+                    result: compare::CompareResult::Equal as i32,
+                    target_union: Some(compare::TargetUnion::Version(0)),
+                    range_end: Vec::new(),
+                },
+            };
+            let put = RequestOp {
+                request: Some(request_op::Request::RequestPut(PutRequest { key: key.clone().into_bytes(), value: value.clone().into_bytes(), ..Default::default() })),
+            };
+            let response = handle.txn(TxnRequest { compare: vec![compare], success: vec![put], failure: Vec::new() }).await?;
+            Ok(Answer { read_value: None, deleted: 0, succeeded: response.succeeded, revision: revision_of(response.header.as_ref()) })
+        }
+    }
+}
+
