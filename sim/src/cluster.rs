@@ -167,6 +167,9 @@ pub async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNe
         seed: run_seed ^ slot.member_id.rotate_left(17) ^ incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15),
     };
     let corrupted = slot.corrupted.lock().expect("slot lock").clone();
+    // An armed fsync failure may hit the sync that opening the WAL does: refusing to
+    // start on a disk whose fsync fails is right, not a violation.
+    let failing_fsync = slot.wal_disk.has_sync_fault() || slot.data_disk.has_sync_fault();
     match Node::open(config, env) {
         Ok((node, handle, inbox)) => {
             if let Some((segment, offset)) = corrupted {
@@ -187,7 +190,7 @@ pub async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNe
         Err(error) => {
             slot.down.store(true, Ordering::SeqCst);
             world.event("member", Some(slot.index), format!("refused to start: {error}"));
-            if corrupted.is_none() {
+            if corrupted.is_none() && !failing_fsync {
                 world.violation("member-start", format!("m{} refused to start from an undamaged disk: {error}", slot.index));
             }
         }

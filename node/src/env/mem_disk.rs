@@ -161,6 +161,13 @@ impl MemDisk {
         self.lock().files.get(path).map(|f| f.bytes.len())
     }
 
+    /// Whether an injected fsync failure is armed or has poisoned the disk: a member that
+    /// refuses to start on this disk is right to.
+    pub fn has_sync_fault(&self) -> bool {
+        let state = self.lock();
+        state.fail_next_sync || state.poisoned_by.is_some()
+    }
+
     /// A copy of a file's current bytes, if it exists.
     pub fn bytes_of(&self, path: &str) -> Option<Vec<u8>> {
         self.lock().files.get(path).map(|f| f.bytes.clone())

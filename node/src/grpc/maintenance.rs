@@ -1,0 +1,43 @@
+//! etcd's `Maintenance` service (Status so far).
+
+use tonic::{Request, Response, Status};
+
+use super::to_status;
+use crate::errors::EtcdError;
+use crate::pb::etcdserverpb::maintenance_server::Maintenance;
+use crate::pb::etcdserverpb::{ResponseHeader, StatusRequest, StatusResponse};
+use crate::server::NodeHandle;
+
+/// The version reported by Status: the etcd API level detcd implements.
+pub const SERVER_VERSION: &str = "3.4.0";
+
+/// The Maintenance service (Status so far).
+pub struct MaintenanceService {
+    pub(super) node: NodeHandle,
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let status = self.node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
+        let db_size = i64::try_from(status.db_size_bytes).unwrap_or(i64::MAX);
+        Ok(Response::new(StatusResponse {
+            header: Some(ResponseHeader {
+                cluster_id: status.cluster_id,
+                member_id: status.member_id,
+                revision: status.revision,
+                raft_term: status.term,
+            }),
+            version: SERVER_VERSION.to_string(),
+            db_size,
+            leader: status.leader_id,
+            raft_index: status.commit_index,
+            raft_term: status.term,
+            raft_applied_index: status.applied_index,
+            errors: Vec::new(),
+            db_size_in_use: db_size,
+            is_learner: false,
+        }))
+    }
+}
+

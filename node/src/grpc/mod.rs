@@ -1,0 +1,48 @@
+//! etcd's gRPC API (tonic) in front of a [`NodeHandle`]. Production only: the simulator
+//! drives the same handle directly. One file per service; this one binds and serves.
+
+use std::net::SocketAddr;
+
+mod kv;
+mod maintenance;
+
+use tonic::transport::server::TcpIncoming;
+use tonic::{Code, Status};
+
+pub use self::kv::KvService;
+pub use self::maintenance::{MaintenanceService, SERVER_VERSION};
+use crate::errors::{EtcdError, GrpcCode};
+use crate::pb::etcdserverpb::kv_server::KvServer;
+use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::server::NodeHandle;
+
+/// Room for gRPC framing above `--max-request-bytes` (etcd allows the same 512 KiB).
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Maps an etcd error to the gRPC status clients match on.
+pub fn to_status(error: EtcdError) -> Status {
+    let code = match error.code() {
+        GrpcCode::InvalidArgument => Code::InvalidArgument,
+        GrpcCode::OutOfRange => Code::OutOfRange,
+        GrpcCode::ResourceExhausted => Code::ResourceExhausted,
+        GrpcCode::NotFound => Code::NotFound,
+        GrpcCode::FailedPrecondition => Code::FailedPrecondition,
+        GrpcCode::Unavailable => Code::Unavailable,
+        GrpcCode::DataLoss => Code::DataLoss,
+    };
+    Status::new(code, error.message())
+}
+
+/// Binds the client address now, so a busy port fails start-up instead of a later task.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpIncoming> {
+    Ok(TcpIncoming::bind(addr)?.with_nodelay(Some(true)))
+}
+
+/// Serves the client API on a bound listener until the process ends.
+pub async fn serve(incoming: TcpIncoming, node: NodeHandle, max_request_bytes: usize) -> Result<(), tonic::transport::Error> {
+    let kv = KvServer::new(KvService { node: node.clone() })
+        .max_decoding_message_size(max_request_bytes + GRPC_OVERHEAD_BYTES)
+        .max_encoding_message_size(usize::MAX);
+    let maintenance = MaintenanceServer::new(MaintenanceService { node: node.clone() });
+    tonic::transport::Server::builder().add_service(kv).add_service(maintenance).serve_with_incoming(incoming).await
+}
