@@ -30,15 +30,13 @@ struct Disks {
 
 const MEMBER: u64 = 7;
 
+/// A member's world in tests: in-memory disks, the given transport, tokio's clock.
+fn test_env(wal_disk: Arc<MemDisk>, data_disk: Arc<MemDisk>, transport: Arc<dyn Transport>, seed: u64) -> Env {
+    Env { wal_disk, data_disk, transport, clock: Arc::new(RuntimeClock::new()), observer: Arc::new(NoObserver), seed }
+}
+
 fn open(disks: &Disks) -> NodeCore {
-    let env = Env {
-        wal_disk: disks.wal.clone(),
-        data_disk: disks.data.clone(),
-        transport: Arc::new(NoPeers),
-        clock: Arc::new(RuntimeClock::new()),
-        observer: Arc::new(NoObserver),
-        seed: 1,
-    };
+    let env = test_env(disks.wal.clone(), disks.data.clone(), Arc::new(NoPeers), 1);
     let mut config = NodeConfig::with_defaults(MEMBER, 99, vec![MEMBER]);
     config.snapshot_count = 5;
     config.snapshot_catchup_entries = 2;
@@ -165,14 +163,7 @@ fn open_cluster(count: u64, configure: impl Fn(&mut NodeConfig)) -> BTreeMap<u64
     let mut members = BTreeMap::new();
     for id in 1..=count {
         let wire = Arc::new(Wire::default());
-        let env = Env {
-            wal_disk: Arc::new(MemDisk::new()),
-            data_disk: Arc::new(MemDisk::new()),
-            transport: wire.clone(),
-            clock: Arc::new(RuntimeClock::new()),
-            observer: Arc::new(NoObserver),
-            seed: id,
-        };
+        let env = test_env(Arc::new(MemDisk::new()), Arc::new(MemDisk::new()), wire.clone(), id);
         let mut config = NodeConfig::with_defaults(id, 99, voters.clone());
         configure(&mut config);
         members.insert(id, Member { core: NodeCore::open(config, env).expect("open"), wire });
@@ -343,14 +334,7 @@ fn a_bad_proposal_from_a_peer_is_refused_before_raft() {
 #[test]
 fn pending_requests_are_bounded_in_bytes() {
     let disks = Disks { wal: Arc::new(MemDisk::new()), data: Arc::new(MemDisk::new()) };
-    let env = Env {
-        wal_disk: disks.wal.clone(),
-        data_disk: disks.data.clone(),
-        transport: Arc::new(NoPeers),
-        clock: Arc::new(RuntimeClock::new()),
-        observer: Arc::new(NoObserver),
-        seed: 1,
-    };
+    let env = test_env(disks.wal.clone(), disks.data.clone(), Arc::new(NoPeers), 1);
     let mut config = NodeConfig::with_defaults(MEMBER, 99, vec![MEMBER]);
     config.pending_request_bytes_max = 1000;
     let mut core = NodeCore::open(config, env).expect("open");
@@ -421,14 +405,7 @@ fn a_damaged_newest_snapshot_the_wal_no_longer_reaches_is_a_clean_error() {
     drop(wal);
     let newest = disks.data.files().into_iter().map(|(name, _)| name).filter(|n| n.ends_with(".snap")).max().expect("snap");
     disks.data.corrupt_byte(&newest, 10);
-    let env = Env {
-        wal_disk: disks.wal.clone(),
-        data_disk: disks.data.clone(),
-        transport: Arc::new(NoPeers),
-        clock: Arc::new(RuntimeClock::new()),
-        observer: Arc::new(NoObserver),
-        seed: 1,
-    };
+    let env = test_env(disks.wal.clone(), disks.data.clone(), Arc::new(NoPeers), 1);
     match NodeCore::open(NodeConfig::with_defaults(MEMBER, 99, vec![MEMBER]), env) {
         Err(FatalError::Snapshot(detail)) => assert!(detail.contains("cannot recover"), "{detail}"),
         Err(other) => panic!("unexpected error: {other}"),

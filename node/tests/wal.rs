@@ -188,17 +188,24 @@ fn release_keeps_segments_replay_needs() {
     assert_eq!(replayed.hard_state.map(|h| h.commit), Some(6));
 }
 
-#[test]
-fn a_cut_syncs_what_the_old_segment_holds_unsynced() {
-    // Commit-only hard states are written without sync; a cut must not leave them
-    // unsynced in what becomes an older segment, or power loss tears a record there
-    // and the member can never start again (replay calls it corruption).
+/// A WAL of 200-byte segments holding one synced entry and, written without sync after
+/// it, a commit-only hard state (what raft does not need durable at once).
+fn wal_with_unsynced_commit() -> (Arc<MemDisk>, Wal) {
     let disk = Arc::new(MemDisk::new());
     let (mut wal, _) = Wal::open(disk.clone(), 0, 200).expect("open");
     wal.append_entries(&[entry(1, 1, &[7; 150])]).expect("append");
     wal.sync().expect("sync");
     wal.append_hard_state(&hard_state(1, 1, 1)).expect("commit-only hard state");
     wal.write_without_sync().expect("write");
+    (disk, wal)
+}
+
+#[test]
+fn a_cut_syncs_what_the_old_segment_holds_unsynced() {
+    // Commit-only hard states are written without sync; a cut must not leave them
+    // unsynced in what becomes an older segment, or power loss tears a record there
+    // and the member can never start again (replay calls it corruption).
+    let (disk, mut wal) = wal_with_unsynced_commit();
     assert!(wal.has_unsynced_bytes());
     wal.append_entries(&[entry(2, 1, b"next")]).expect("append cuts a new segment");
     wal.sync().expect("sync");
@@ -245,12 +252,7 @@ fn open_makes_what_an_earlier_process_left_unsynced_durable() {
     // A process crash keeps the page cache: the next process replays bytes that are not
     // durable. Found by the simulator (canary-torn-wal seed 84): a later cut left them
     // unsynced in an older segment, and power loss then tore that segment.
-    let disk = Arc::new(MemDisk::new());
-    let (mut wal, _) = Wal::open(disk.clone(), 0, 200).expect("open");
-    wal.append_entries(&[entry(1, 1, &[7; 150])]).expect("append");
-    wal.sync().expect("sync");
-    wal.append_hard_state(&hard_state(1, 1, 1)).expect("commit-only hard state");
-    wal.write_without_sync().expect("write");
+    let (disk, wal) = wal_with_unsynced_commit();
     drop(wal); // process crash: the bytes stay in the page cache
     let (mut wal, _) = Wal::open(disk.clone(), 0, 200).expect("reopen");
     wal.append_entries(&[entry(2, 1, b"next")]).expect("append cuts a new segment");
