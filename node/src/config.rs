@@ -69,6 +69,41 @@ pub struct Flags {
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
+    /// Duration of periodic watch progress notifications (e.g. 10m, 30s, 500ms).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m")]
+    pub experimental_watch_progress_notify_interval: String,
+}
+
+/// Parses a Go duration as etcd's flags take them (`10m`, `1h30m`, `2.5s`, `500ms`,
+/// `0`) into milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let invalid = || format!("time: invalid duration {text:?}");
+    if text == "0" {
+        return Ok(0);
+    }
+    let mut rest = text;
+    let mut total_ms = 0f64;
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(invalid)?;
+        let number: f64 = rest[..number_len].parse().map_err(|_| invalid())?;
+        rest = &rest[number_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_ms = match &rest[..unit_len] {
+            "ns" => 1e-6,
+            "us" | "µs" => 1e-3,
+            "ms" => 1.0,
+            "s" => 1000.0,
+            "m" => 60_000.0,
+            "h" => 3_600_000.0,
+            _ => return Err(invalid()),
+        };
+        total_ms += number * unit_ms;
+        rest = &rest[unit_len..];
+    }
+    Ok(total_ms.round() as u64)
 }
 
 /// A checked configuration for one production member.
@@ -206,6 +241,11 @@ impl Flags {
         node.max_snapshots = if self.max_snapshots == 0 { usize::MAX } else { self.max_snapshots };
         node.max_request_bytes = self.max_request_bytes;
         node.max_txn_ops = self.max_txn_ops;
+        node.watch_progress_notify_interval_ms = parse_duration_ms(&self.experimental_watch_progress_notify_interval)
+            .map_err(|e| format!("--experimental-watch-progress-notify-interval: {e}"))?;
+        if node.watch_progress_notify_interval_ms == 0 {
+            return Err("--experimental-watch-progress-notify-interval must be positive".to_string());
+        }
         // etcd: 5s plus the time an election may take.
         node.request_timeout_ms = 5000 + 2 * self.election_timeout;
 
@@ -231,6 +271,19 @@ mod tests {
         let mut all = vec!["detcd"];
         all.extend_from_slice(args);
         Flags::try_parse_from(all).expect("flags parse")
+    }
+
+    #[test]
+    fn durations_parse_as_go_does() {
+        assert_eq!(parse_duration_ms("10m"), Ok(600_000));
+        assert_eq!(parse_duration_ms("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_duration_ms("2.5s"), Ok(2_500));
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert!(parse_duration_ms("10").is_err());
+        assert!(parse_duration_ms("fast").is_err());
+        let config = flags(&["--experimental-watch-progress-notify-interval", "5s"]).resolve().expect("valid");
+        assert_eq!(config.node.watch_progress_notify_interval_ms, 5_000);
+        assert_eq!(flags(&[]).resolve().expect("defaults").node.watch_progress_notify_interval_ms, 600_000);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod mvcc;
 pub mod server;
 pub mod storage;
 pub mod validate;
+pub mod watch;
 
 #[cfg(not(madsim))]
 pub mod config;
@@ -35,4 +36,4 @@ pub mod pb {
 pub use crate::apply::{Request, Response, StateMachine};
 pub use crate::consensus::{FatalError, NodeConfig, NodeCore, NodeStatus};
 pub use crate::errors::EtcdError;
-pub use crate::server::{Node, NodeHandle, PeerInbox};
+pub use crate::server::{Node, NodeHandle, PeerInbox, WatchRequests, WatchStream};

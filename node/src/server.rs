@@ -4,6 +4,9 @@
 //! The same code runs in production (tokio) and in the simulator (madsim-tokio swaps in
 //! virtual time and a deterministic scheduler). `select!` is always `biased`: tokio's
 //! default random branch choice would draw from an unseeded generator.
+//!
+//! The shell also owns the member's [`WatchHub`]: after every Ready it publishes the
+//! changes the core applied, and lets unsynced watchers catch up a bounded step.
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -15,8 +18,9 @@ use crate::env::Env;
 use crate::errors::EtcdError;
 use crate::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse, WatchRequest, WatchResponse,
 };
+use crate::watch::{WatchHub, WATCH_STREAM_RESPONSES_MAX};
 
 /// Peer messages queued for the member before senders wait.
 pub const PEER_INBOX_MESSAGES_MAX: usize = 4096;
@@ -32,6 +36,8 @@ enum Command {
     Status(oneshot::Sender<NodeStatus>),
     HashKv(i64, oneshot::Sender<(i64, u32)>),
     Campaign,
+    WatchOpen(mpsc::Sender<WatchResponse>, oneshot::Sender<Result<u64, EtcdError>>),
+    Watch(u64, WatchRequest),
 }
 
 /// How clients (the gRPC front end, the simulator's workload) talk to a running member.
@@ -113,6 +119,53 @@ impl NodeHandle {
     pub async fn campaign(&self) {
         let _ = self.commands.send(Command::Campaign).await;
     }
+
+    /// Opens a watch stream on this member: send create/cancel/progress requests with
+    /// [`WatchStream::request`], read responses with [`WatchStream::next`]. The stream
+    /// ends (`next` gives `None`) when the member stops; dropping it cancels its watchers.
+    pub async fn watch(&self) -> Result<WatchStream, EtcdError> {
+        let (sender, responses) = mpsc::channel(WATCH_STREAM_RESPONSES_MAX);
+        let (reply, opened) = oneshot::channel();
+        self.commands.send(Command::WatchOpen(sender, reply)).await.map_err(|_| EtcdError::Stopped)?;
+        let stream_id = opened.await.map_err(|_| EtcdError::Stopped)??;
+        Ok(WatchStream { requests: WatchRequests { stream_id, commands: self.commands.clone() }, responses })
+    }
+}
+
+/// Where a watch stream's requests go; cheap to clone.
+#[derive(Clone)]
+pub struct WatchRequests {
+    stream_id: u64,
+    commands: mpsc::Sender<Command>,
+}
+
+impl WatchRequests {
+    /// Sends one request on the stream (answered on the stream's responses).
+    pub async fn request(&self, request: WatchRequest) -> Result<(), EtcdError> {
+        self.commands.send(Command::Watch(self.stream_id, request)).await.map_err(|_| EtcdError::Stopped)
+    }
+}
+
+/// A watch stream on a member. See [`NodeHandle::watch`].
+pub struct WatchStream {
+    requests: WatchRequests,
+    responses: mpsc::Receiver<WatchResponse>,
+}
+
+impl WatchStream {
+    pub async fn request(&self, request: WatchRequest) -> Result<(), EtcdError> {
+        self.requests.request(request).await
+    }
+
+    /// The next response, or `None` once the member stopped or dropped the stream.
+    pub async fn next(&mut self) -> Option<WatchResponse> {
+        self.responses.recv().await
+    }
+
+    /// The two halves, for front ends that read requests and write responses apart.
+    pub fn split(self) -> (WatchRequests, mpsc::Receiver<WatchResponse>) {
+        (self.requests, self.responses)
+    }
 }
 
 /// A member ready to run: its handle and inbox exist before its loop starts, so the
@@ -141,10 +194,21 @@ impl Node {
         let Node { mut core, env, mut inbox, mut commands } = self;
         let clock = env.clock.clone();
         let tick_ms = core.config().heartbeat_interval_ms;
+        let progress_ms = core.config().watch_progress_notify_interval_ms.max(1);
+        #[allow(unused_mut)]
+        let mut hub = WatchHub::new(core.config().max_request_bytes);
+        #[cfg(madsim)]
+        hub.plant(crate::watch::WatchPlantedBugs {
+            skip_on_catch_up: core.config().planted_bug == Some(crate::consensus::PlantedBug::WatchSkipOnCatchUp),
+            start_off_by_one: core.config().planted_bug == Some(crate::consensus::PlantedBug::WatchStartOffByOne),
+        });
+        core.enable_change_feed();
         // Apply what the WAL says is committed before serving anything, so a restarted
         // member never answers from a state older than the one it had acknowledged.
         core.handle_ready()?;
+        let _ = core.take_changes();
         let mut next_tick = clock.sleep_ms(tick_ms);
+        let mut next_progress = clock.sleep_ms(progress_ms);
         loop {
             tokio::select! {
                 biased;
@@ -152,12 +216,16 @@ impl Node {
                     core.tick(clock.now_ms());
                     next_tick = clock.sleep_ms(tick_ms);
                 }
+                _ = &mut next_progress => {
+                    hub.progress_tick(core.state().mvcc(), &core.current_header());
+                    next_progress = clock.sleep_ms(progress_ms);
+                }
                 message = inbox.recv() => match message {
                     Some(message) => core.step(message),
                     None => return Ok(()),
                 },
                 command = commands.recv() => match command {
-                    Some(command) => run_command(&mut core, command, clock.now_ms()),
+                    Some(command) => run_command(&mut core, &mut hub, command, clock.now_ms()),
                     None => return Ok(()),
                 },
             }
@@ -170,18 +238,40 @@ impl Node {
             let now_ms = clock.now_ms();
             for _ in 0..COMMAND_DRAIN_MAX {
                 match commands.try_recv() {
-                    Ok(command) => run_command(&mut core, command, now_ms),
+                    Ok(command) => run_command(&mut core, &mut hub, command, now_ms),
                     Err(_) => break,
                 }
             }
             core.issue_reads();
             core.handle_ready()?;
+            publish_changes(&mut core, &mut hub);
         }
     }
 }
 
-fn run_command(core: &mut NodeCore, command: Command, now_ms: u64) {
+/// Hands what the core applied to the watchers, then lets lagging ones catch up a step.
+fn publish_changes(core: &mut NodeCore, hub: &mut WatchHub) {
+    let (changes, gap) = core.take_changes();
+    let header = core.current_header();
+    if gap {
+        hub.resync_all();
+    }
+    for (revision, events) in &changes {
+        hub.publish(*revision, events, &header);
+    }
+    hub.sync_step(core.state().mvcc(), &header);
+}
+
+fn run_command(core: &mut NodeCore, hub: &mut WatchHub, command: Command, now_ms: u64) {
     match command {
+        Command::WatchOpen(sender, reply) => {
+            let _ = reply.send(hub.open_stream(sender));
+        }
+        Command::Watch(stream_id, request) => {
+            // Changes applied but not yet published must reach existing watchers first.
+            publish_changes(core, hub);
+            hub.handle(stream_id, request, core.state().mvcc(), &core.current_header());
+        }
         Command::Request(request, responder) => core.submit(request, responder, now_ms),
         Command::Status(responder) => {
             let _ = responder.send(core.status());

@@ -28,7 +28,7 @@ use crate::pb::mvccpb::Event;
 /// (the network may deliver a forwarded proposal twice, and raft would commit both).
 pub const APPLIED_REQUEST_IDS_PER_PROPOSER_MAX: usize = 8192;
 /// Version byte in front of the state machine's snapshot encoding.
-pub const STATE_ENCODING_VERSION: u8 = 1;
+pub const STATE_ENCODING_VERSION: u8 = 2;
 
 /// A client request, in etcd's own message types.
 #[derive(Clone, Debug, PartialEq)]

@@ -36,6 +36,9 @@ pub struct NodeConfig {
     /// `max_uncommitted_size`); beyond it proposals are dropped.
     pub uncommitted_bytes_max: u64,
     pub wal_segment_bytes_max: u64,
+    /// How often watchers that asked for progress notifications get one
+    /// (`--experimental-watch-progress-notify-interval`, etcd's default 10 minutes).
+    pub watch_progress_notify_interval_ms: u64,
     /// Applied entries kept in memory behind a snapshot for slow followers.
     pub snapshot_catchup_entries: u64,
     /// Simulator builds only: a bug to plant in this member.
@@ -62,6 +65,7 @@ impl NodeConfig {
             uncommitted_bytes_max: UNCOMMITTED_BYTES_MAX,
             wal_segment_bytes_max: crate::storage::wal::WAL_SEGMENT_BYTES_MAX,
             snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES,
+            watch_progress_notify_interval_ms: 10 * 60 * 1000,
             #[cfg(madsim)]
             planted_bug: None,
         }

@@ -49,6 +49,7 @@ use crate::env::{Env, NodeEvent, Role};
 use crate::errors::EtcdError;
 use crate::pb::detcdpb::InternalRequest;
 use crate::pb::etcdserverpb::ResponseHeader;
+use crate::pb::mvccpb::Event;
 use crate::storage::wal::Wal;
 use crate::storage::{MemberMeta, NodeStorage, SnapshotStore};
 use crate::validate;
@@ -113,7 +114,18 @@ pub struct NodeCore {
     entries_persisted: u64,
     peer_messages_refused: u64,
     invalid_entries_applied: u64,
+    /// The change feed for watchers: `(revision, events)` of every applied write that
+    /// changed something, kept only once a consumer asked for it (`enable_change_feed`)
+    /// and drained by it after every Ready.
+    change_feed: Option<Vec<(i64, Vec<Event>)>>,
+    /// A snapshot was installed since the consumer last looked: the revisions it jumped
+    /// over are not in the feed.
+    change_feed_gap: bool,
 }
+
+/// Revisions the change feed holds before its consumer drains it; beyond this the feed
+/// is cleared and marked as a gap (watchers then catch up from history).
+pub const CHANGE_FEED_REVISIONS_MAX: usize = 64 * 1024;
 
 impl NodeCore {
     /// Opens (or creates) the member's state from its disks and starts raft.
@@ -223,6 +235,8 @@ impl NodeCore {
             entries_persisted: 0,
             peer_messages_refused: 0,
             invalid_entries_applied: 0,
+            change_feed: None,
+            change_feed_gap: false,
         };
         core.override_election_timeout();
         // The only voter needs nobody's vote: lead at once instead of after a timeout.
@@ -394,6 +408,10 @@ impl NodeCore {
             let snapshot = ready.snapshot().clone();
             self.state = self.snapshotter.install_received(&snapshot, &self.storage, &mut self.wal)?;
             self.applied_index = snapshot.get_metadata().index;
+            self.change_feed_gap = true;
+            if let Some(feed) = self.change_feed.as_mut() {
+                feed.clear();
+            }
             self.observe(NodeEvent::SnapshotInstalled {
                 index: snapshot.get_metadata().index,
                 term: snapshot.get_metadata().term,
@@ -548,6 +566,19 @@ impl NodeCore {
         if applied.invalid {
             self.invalid_entries_applied += 1;
         }
+        if !applied.events.is_empty() {
+            if self.env.observer.wants_changes() {
+                let revision = self.state.mvcc().current_revision();
+                self.observe(NodeEvent::Changes { revision, events: applied.events.clone() });
+            }
+            if let Some(feed) = self.change_feed.as_mut() {
+                if feed.len() >= CHANGE_FEED_REVISIONS_MAX {
+                    feed.clear();
+                    self.change_feed_gap = true;
+                }
+                feed.push((self.state.mvcc().current_revision(), applied.events));
+            }
+        }
         let Some((proposer, request_id, result)) = applied.answer else { return };
         if proposer != self.config.member_id {
             return;
@@ -611,6 +642,24 @@ impl NodeCore {
             self.raw.raft.campaign(raft::CAMPAIGN_ELECTION);
         }
         self.override_election_timeout();
+    }
+
+    /// Starts keeping the change feed (see [`NodeCore::take_changes`]).
+    pub fn enable_change_feed(&mut self) {
+        self.change_feed.get_or_insert_with(Vec::new);
+    }
+
+    /// The changes applied since the last call, and whether revisions were skipped
+    /// (a snapshot was installed, or the feed overflowed) so that consumers must catch
+    /// up from the store's history.
+    pub fn take_changes(&mut self) -> (Vec<(i64, Vec<Event>)>, bool) {
+        let changes = self.change_feed.as_mut().map(std::mem::take).unwrap_or_default();
+        (changes, std::mem::take(&mut self.change_feed_gap))
+    }
+
+    /// A response header for the current state (cluster, member, revision, term).
+    pub fn current_header(&self) -> ResponseHeader {
+        self.header()
     }
 
     /// Names of the WAL segments on disk, oldest first.

@@ -26,10 +26,14 @@ pub enum PlantedBug {
     /// Decide torn vs corrupt by the length field only (the old behaviour: a zero-filled
     /// tail is corruption, a flipped length truncates synced records).
     TornByLengthOnly,
+    /// Watchers catching up from history skip the first revision of later batches.
+    WatchSkipOnCatchUp,
+    /// A watch created with a start revision starts one revision late.
+    WatchStartOffByOne,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 8] = [
+    pub const ALL: [PlantedBug; 10] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -38,6 +42,8 @@ impl PlantedBug {
         PlantedBug::ReuseReadContexts,
         PlantedBug::CutWithoutSync,
         PlantedBug::TornByLengthOnly,
+        PlantedBug::WatchSkipOnCatchUp,
+        PlantedBug::WatchStartOffByOne,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -50,6 +56,8 @@ impl PlantedBug {
             PlantedBug::ReuseReadContexts => "reuse-read-contexts",
             PlantedBug::CutWithoutSync => "cut-without-sync",
             PlantedBug::TornByLengthOnly => "torn-by-length-only",
+            PlantedBug::WatchSkipOnCatchUp => "watch-skip-on-catch-up",
+            PlantedBug::WatchStartOffByOne => "watch-start-off-by-one",
         }
     }
 

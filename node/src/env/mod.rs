@@ -131,10 +131,16 @@ impl Clock for RuntimeClock {
 /// them (one leader per term, committed entries never change) and draws its timeline.
 pub trait Observer: Send + Sync {
     fn on_event(&self, member_id: u64, event: NodeEvent);
+
+    /// Whether this observer wants [`NodeEvent::Changes`] (a copy of every applied
+    /// change; production observers say no and pay nothing).
+    fn wants_changes(&self) -> bool {
+        false
+    }
 }
 
 /// One observation, see [`Observer`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum NodeEvent {
     /// The member's raft role or known leader changed.
     RoleChanged { term: u64, role: Role, leader_id: u64 },
@@ -146,6 +152,9 @@ pub enum NodeEvent {
     VotePersisted { term: u64, vote: u64 },
     /// Entries up to `last_index` were made durable, before any reply depending on them.
     EntriesPersisted { last_index: u64 },
+    /// An applied write changed the store: its revision and its changes in order (only
+    /// to observers that want them).
+    Changes { revision: i64, events: Vec<crate::pb::mvccpb::Event> },
 }
 
 /// A member's raft role, as shown to observers and in status.

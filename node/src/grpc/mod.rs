@@ -5,15 +5,18 @@ use std::net::SocketAddr;
 
 mod kv;
 mod maintenance;
+mod watch;
 
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Status};
 
 pub use self::kv::KvService;
 pub use self::maintenance::{MaintenanceService, SERVER_VERSION};
+pub use self::watch::WatchService;
 use crate::errors::{EtcdError, GrpcCode};
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::pb::etcdserverpb::watch_server::WatchServer;
 use crate::server::NodeHandle;
 
 /// Room for gRPC framing above `--max-request-bytes` (etcd allows the same 512 KiB).
@@ -44,5 +47,13 @@ pub async fn serve(incoming: TcpIncoming, node: NodeHandle, max_request_bytes: u
         .max_decoding_message_size(max_request_bytes + GRPC_OVERHEAD_BYTES)
         .max_encoding_message_size(usize::MAX);
     let maintenance = MaintenanceServer::new(MaintenanceService { node: node.clone() });
-    tonic::transport::Server::builder().add_service(kv).add_service(maintenance).serve_with_incoming(incoming).await
+    let watch = WatchServer::new(WatchService { node: node.clone() })
+        .max_decoding_message_size(max_request_bytes + GRPC_OVERHEAD_BYTES)
+        .max_encoding_message_size(usize::MAX);
+    tonic::transport::Server::builder()
+        .add_service(kv)
+        .add_service(watch)
+        .add_service(maintenance)
+        .serve_with_incoming(incoming)
+        .await
 }

@@ -18,10 +18,12 @@
 //!
 //! Split by concern: this file holds the store and its invariants; [`range`] the read
 //! path, [`write`] puts and deletes, [`txn`] transactions (etcd's order: compare path,
-//! checks, then execution), [`compaction`] and [`hash`].
+//! checks, then execution), [`compaction`], [`hash`], and [`history`] (past changes
+//! as watch events, for watchers catching up).
 
 mod compaction;
 mod hash;
+mod history;
 mod range;
 mod txn;
 mod write;
@@ -37,6 +39,9 @@ use crate::pb::mvccpb::KeyValue;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct KeyRecord {
     mod_revision: i64,
+    /// Order of this change among the changes of its revision (etcd's sub-revision):
+    /// events of one txn replay from history in the order they were made.
+    sub: u32,
     create_revision: i64,
     version: i64,
     lease: i64,

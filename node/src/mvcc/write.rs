@@ -6,6 +6,12 @@ use crate::errors::EtcdError;
 use crate::pb::etcdserverpb::{DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse};
 use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
 
+/// The sub-revision of the next change: the changes of one write request share
+/// `events`, in the order they are made.
+fn sub_revision(events: &[Event]) -> u32 {
+    u32::try_from(events.len()).expect("a request makes fewer than 2^32 changes")
+}
+
 impl Mvcc {
     /// Writes one record for `key` at `write_revision`, returning the new and the
     /// previous live value.
@@ -59,7 +65,8 @@ impl Mvcc {
             Some(p) => (p.create_revision, p.version + 1),
             None => (write_revision, 1),
         };
-        let record = KeyRecord { mod_revision: write_revision, create_revision, version, lease, value, tombstone: false };
+        let sub = sub_revision(events);
+        let record = KeyRecord { mod_revision: write_revision, sub, create_revision, version, lease, value, tombstone: false };
         let kv = record.to_key_value(&request.key);
         let prev_kv = self.write_record(&request.key, write_revision, record);
         events.push(Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: prev_kv.clone() });
@@ -76,6 +83,7 @@ impl Mvcc {
         for kv in &live {
             let tombstone = KeyRecord {
                 mod_revision: write_revision,
+                sub: sub_revision(events),
                 create_revision: 0,
                 version: 0,
                 lease: 0,
