@@ -180,8 +180,44 @@ pub struct Etcdctl {
 
 /// Runs `etcdctl --endpoints=<endpoints> <args>` with `stdin`.
 pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Etcdctl {
+    run_etcdctl(Command::new("etcdctl"), endpoints, args, stdin)
+}
+
+/// Runs `timeout <seconds> etcdctl ...`, for commands that never end on their own
+/// (watch); `code` is 124 when the timeout stopped it.
+pub fn etcdctl_for(seconds: u32, endpoints: &str, args: &[&str]) -> Etcdctl {
+    let mut command = Command::new("timeout");
+    command.arg(seconds.to_string()).arg("etcdctl");
+    run_etcdctl(command, endpoints, args, None)
+}
+
+/// Starts `timeout <seconds> etcdctl ...` in the background; `finish` collects it.
+pub fn etcdctl_in_background(seconds: u32, endpoints: &str, args: &[&str]) -> std::process::Child {
+    Command::new("timeout")
+        .arg(seconds.to_string())
+        .arg("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etcdctl must be installed (Debian package etcd-client)")
+}
+
+/// Waits for a background etcdctl and collects its output.
+pub fn finish(child: std::process::Child) -> Etcdctl {
+    let Output { status, stdout, stderr } = child.wait_with_output().expect("etcdctl ran");
+    Etcdctl {
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        code: status.code().unwrap_or(-1),
+    }
+}
+
+fn run_etcdctl(mut command: Command, endpoints: &str, args: &[&str], stdin: Option<&str>) -> Etcdctl {
     use std::io::Write;
-    let mut command = Command::new("etcdctl");
     command
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
@@ -193,12 +229,7 @@ pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Etcdctl {
     if let Some(input) = stdin {
         child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
     }
-    let Output { status, stdout, stderr } = child.wait_with_output().expect("etcdctl ran");
-    Etcdctl {
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        code: status.code().unwrap_or(-1),
-    }
+    finish(child)
 }
 
 /// Retries `attempt` until it returns `Some` or `timeout` passes.

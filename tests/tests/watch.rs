@@ -1,0 +1,186 @@
+//! Watch end to end: the real `etcdctl watch` forms (`../shared/etcdctl-reference.txt`),
+//! a watcher on a follower across the leader's death, a watcher resumed on another
+//! member after its own died, and a watch from a compacted revision.
+
+use std::time::Duration;
+
+use detcd_tests::{etcdctl, etcdctl_for, etcdctl_in_background, finish, wait_for, Cluster};
+use etcd_client::{Client, ConnectOptions, EventType, WatchOptions};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+async fn connect(endpoint: &str) -> Client {
+    let options = ConnectOptions::new().with_timeout(Duration::from_secs(3)).with_connect_timeout(Duration::from_secs(2));
+    Client::connect([endpoint], Some(options)).await.expect("connect")
+}
+
+fn wait_writable(rt: &tokio::runtime::Runtime, cluster: &mut Cluster, i: usize) {
+    let endpoint = cluster.members[i].endpoint();
+    let ready = wait_for(Duration::from_secs(20), || {
+        rt.block_on(async { connect(&endpoint).await.put("__ready", "1", None).await.ok().map(|_| ()) })
+    });
+    if ready.is_none() {
+        panic!("{endpoint} never accepted a write\n{}", cluster.diagnostics());
+    }
+}
+
+async fn leader_index(cluster: &Cluster) -> usize {
+    for (i, member) in cluster.members.iter().enumerate() {
+        if !member.is_running() {
+            continue;
+        }
+        let Ok(mut client) = Client::connect([member.endpoint()], None).await else { continue };
+        let Ok(status) = client.status().await else { continue };
+        if status.leader() != 0 && status.header().map(|h| h.member_id()) == Some(status.leader()) {
+            return i;
+        }
+    }
+    panic!("no leader");
+}
+
+#[test]
+fn etcdctl_watch_forms_match_etcd() {
+    let mut cluster = Cluster::start(3, &[]);
+    let rt = runtime();
+    wait_writable(&rt, &mut cluster, 0);
+    let all = cluster.endpoints().join(",");
+    let follower = cluster.members[2].endpoint();
+    // Revision 2 is the readiness probe; w/ changes start at 3.
+    for args in [&["put", "w/a", "1"][..], &["put", "w/b", "2"], &["put", "w/a", "3"]] {
+        assert_eq!(etcdctl(&all, args, None).stdout, "OK\n");
+    }
+    assert_eq!(etcdctl(&all, &["del", "w/b"], None).stdout, "1\n");
+
+    let history = etcdctl_for(2, &follower, &["watch", "--prefix", "w/", "--rev=1"]);
+    assert_eq!(history.code, 124, "{history:?}");
+    assert_eq!(history.stdout, "PUT\nw/a\n1\nPUT\nw/b\n2\nPUT\nw/a\n3\nDELETE\nw/b\n\n");
+
+    let prev = etcdctl_for(2, &follower, &["watch", "w/a", "--rev=1", "--prev-kv"]);
+    assert_eq!(prev.stdout, "PUT\nw/a\n1\nPUT\nw/a\n1\nw/a\n3\n");
+
+    let json = etcdctl_for(2, &follower, &["watch", "--prefix", "w/", "--rev=1", "-w", "json"]);
+    let first_line = json.stdout.lines().next().expect("a response");
+    let response: serde_json::Value = serde_json::from_str(first_line).expect("json");
+    let events = response["Events"].as_array().expect("Events");
+    assert_eq!(events.len(), 4, "{first_line}");
+    assert_eq!(events[0]["kv"]["key"], "dy9h", "keys are base64 as etcd's");
+    assert_eq!(events[3]["type"], 1, "a delete");
+    assert_eq!(events[3]["kv"]["mod_revision"], 6);
+    assert_eq!(response["Header"]["revision"], 6);
+    assert_eq!(response["Canceled"], false);
+
+    // Live: a watcher started now sees what happens next.
+    let live = etcdctl_in_background(3, &follower, &["watch", "--prefix", "live/"]);
+    std::thread::sleep(Duration::from_millis(800));
+    etcdctl(&all, &["put", "live/x", "1"], None);
+    etcdctl(&all, &["put", "live/y", "2"], None);
+    etcdctl(&all, &["del", "live/x"], None);
+    let live = finish(live);
+    assert_eq!(live.stdout, "PUT\nlive/x\n1\nPUT\nlive/y\n2\nDELETE\nlive/x\n\n", "{live:?}");
+
+    // From a compacted revision: cancelled, etcdctl exits 5 with etcd's words.
+    assert_eq!(etcdctl(&all, &["compact", "5", "--physical"], None).stdout, "compacted revision 5\n");
+    let compacted = etcdctl_for(2, &follower, &["watch", "w/", "--prefix", "--rev=2"]);
+    assert_eq!(compacted.code, 5, "{compacted:?}");
+    // etcdctl writes both lines to stderr (the reference shows the streams merged).
+    assert_eq!(
+        compacted.stderr,
+        "watch was canceled (etcdserver: mvcc: required revision has been compacted)\nError: watch is canceled by the server\n"
+    );
+
+    let bad = etcdctl(&all, &["watch"], None);
+    assert_eq!((bad.code, bad.stderr.trim()), (128, "Error: bad number of arguments"));
+}
+
+/// Puts `count` values under `prefix` through any live member, returning the revision
+/// of each acknowledged put.
+async fn write_through(cluster: &Cluster, skip: usize, prefix: &str, from: usize, count: usize) -> Vec<i64> {
+    let mut revisions = Vec::new();
+    for n in from..from + count {
+        let mut done = None;
+        for _ in 0..50 {
+            for (i, member) in cluster.members.iter().enumerate() {
+                if i == skip || !member.is_running() {
+                    continue;
+                }
+                let Ok(mut client) = Client::connect([member.endpoint()], None).await else { continue };
+                if let Ok(response) = client.put(format!("{prefix}{n}"), n.to_string(), None).await {
+                    done = response.header().map(|h| h.revision());
+                    break;
+                }
+            }
+            if done.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        revisions.push(done.expect("a put was acknowledged"));
+    }
+    revisions
+}
+
+#[test]
+fn a_watcher_on_a_follower_keeps_receiving_while_the_leader_is_killed() {
+    let mut cluster = Cluster::start(3, &[]);
+    let rt = runtime();
+    wait_writable(&rt, &mut cluster, 0);
+    let leader = rt.block_on(leader_index(&cluster));
+    let follower = (0..3).find(|i| *i != leader).expect("a follower");
+    let endpoint = cluster.members[follower].endpoint();
+    let mut watch = rt.block_on(async { connect(&endpoint).await.watch("f/", Some(WatchOptions::new().with_prefix())).await.expect("watch") });
+    let mut acknowledged = rt.block_on(write_through(&cluster, follower, "f/", 0, 20));
+    cluster.kill_member(leader);
+    acknowledged.extend(rt.block_on(write_through(&cluster, leader, "f/", 20, 20)));
+    let received: Vec<i64> = rt.block_on(async {
+        let mut seen = Vec::new();
+        while seen.len() < acknowledged.len() {
+            let message = tokio::time::timeout(Duration::from_secs(10), watch.message()).await;
+            let Ok(Ok(Some(response))) = message else { break };
+            seen.extend(response.events().iter().filter_map(|e| e.kv().map(|kv| kv.mod_revision())));
+        }
+        seen
+    });
+    assert_eq!(received, acknowledged, "every acknowledged put, in order, once");
+}
+
+#[test]
+fn a_watcher_resumed_on_another_member_sees_no_gap_and_no_duplicate() {
+    let mut cluster = Cluster::start(3, &[]);
+    let rt = runtime();
+    wait_writable(&rt, &mut cluster, 0);
+    let first = 1;
+    let endpoint = cluster.members[first].endpoint();
+    let acknowledged = rt.block_on(write_through(&cluster, usize::MAX, "r/", 0, 10));
+    let start = acknowledged[0];
+    // Read part of the history on member 1, then lose member 1.
+    let mut seen: Vec<i64> = rt.block_on(async {
+        let mut watch = connect(&endpoint).await.watch("r/", Some(WatchOptions::new().with_prefix().with_start_revision(start))).await.expect("watch");
+        let mut seen = Vec::new();
+        while seen.len() < 4 {
+            let response = watch.message().await.expect("message").expect("response");
+            seen.extend(response.events().iter().filter(|e| e.event_type() == EventType::Put).filter_map(|e| e.kv().map(|kv| kv.mod_revision())));
+        }
+        seen
+    });
+    cluster.kill_member(first);
+    let mut more = rt.block_on(write_through(&cluster, first, "r/", 10, 10));
+    let mut acknowledged = acknowledged;
+    acknowledged.append(&mut more);
+    // Resume on member 2 from the last revision seen + 1, as clients do.
+    let resume_from = seen.last().expect("seen") + 1;
+    let other = cluster.members[2].endpoint();
+    let rest: Vec<i64> = rt.block_on(async {
+        let mut watch = connect(&other).await.watch("r/", Some(WatchOptions::new().with_prefix().with_start_revision(resume_from))).await.expect("watch");
+        let mut rest = Vec::new();
+        while seen.len() + rest.len() < acknowledged.len() {
+            let message = tokio::time::timeout(Duration::from_secs(10), watch.message()).await;
+            let Ok(Ok(Some(response))) = message else { break };
+            rest.extend(response.events().iter().filter_map(|e| e.kv().map(|kv| kv.mod_revision())));
+        }
+        rest
+    });
+    seen.extend(rest);
+    assert_eq!(seen, acknowledged, "the resumed watch continues exactly");
+}
