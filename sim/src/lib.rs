@@ -10,6 +10,8 @@ pub mod checker;
 pub mod history;
 pub mod report;
 pub mod scenario;
+pub mod watch_checker;
+pub mod watch_history;
 
 #[cfg(madsim)]
 pub mod clock;
@@ -23,6 +25,8 @@ pub mod liveness;
 pub mod net;
 #[cfg(madsim)]
 pub mod run;
+#[cfg(madsim)]
+pub mod watch_workload;
 #[cfg(madsim)]
 pub mod workload;
 #[cfg(madsim)]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::checker::Verdict;
+use crate::watch_history::WatchRecord;
 use crate::history::{History, OpKind, Outcome};
 use crate::scenario::Options;
 
@@ -54,6 +55,8 @@ pub struct RunReport {
     pub leaders_by_term: BTreeMap<u64, u64>,
     pub timeline: Vec<TimelineEvent>,
     pub history: History,
+    /// Every watch chain and the authoritative changes they were checked against.
+    pub watches: WatchRecord,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -107,7 +110,14 @@ impl RunReport {
             leaders_by_term,
             timeline,
             history,
+            watches: WatchRecord::default(),
         }
+    }
+
+    /// The run's watch record, for the report.
+    pub fn with_watches(mut self, watches: WatchRecord) -> Self {
+        self.watches = watches;
+        self
     }
 
     pub fn first_violation(&self) -> Option<(&str, &Verdict)> {

@@ -26,6 +26,8 @@ use crate::liveness::converge;
 use crate::net::{LinkQuality, SimNet};
 use crate::report::RunReport;
 use crate::scenario::{FaultKind, Options, Scenario};
+use crate::watch_checker::check_watches;
+use crate::watch_workload::{run_compactor, run_watch_client};
 use crate::workload::{key_name, perform, run_client};
 use crate::world::World;
 
@@ -102,6 +104,20 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     });
 
     let stop = Arc::new(AtomicBool::new(false));
+    let watch_stop = Arc::new(AtomicBool::new(false));
+    let mut watchers = Vec::new();
+    for client in 0..scenario.workload.watch_clients as u64 {
+        watchers.push(tokio::spawn(run_watch_client(client, cluster.clone(), options.keys, watch_stop.clone(), options.seed)));
+    }
+    if scenario.workload.compact_interval_ms > 0 {
+        tokio::spawn(run_compactor(
+            cluster.clone(),
+            scenario.workload.compact_interval_ms,
+            scenario.workload.compact_retain_revisions,
+            stop.clone(),
+            options.seed,
+        ));
+    }
     let mut clients = Vec::new();
     for client in 0..options.clients as u64 {
         clients.push(tokio::spawn(run_client(client, cluster.clone(), scenario.clone(), stop.clone(), options.seed)));
@@ -119,6 +135,12 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
         let kind = OpKind::Get { key: key_name(key_index), serializable: false };
         perform(&cluster, u64::MAX, key_index % options.members, kind, false, false, 5000).await;
     }
+    // Watches settle: each open chain must answer a final progress request.
+    world.event("phase", None, "settle watches".into());
+    watch_stop.store(true, Ordering::SeqCst);
+    for watcher in watchers {
+        let _ = watcher.await;
+    }
     world.event("phase", None, "done".into());
 
     let history = world.history();
@@ -133,6 +155,8 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     }
     verdicts.push(("serializable-reads".into(), checker::check_serializable_reads(&history)));
     verdicts.push(("revision-monotonic".into(), checker::check_revisions_monotonic(&history)));
+    let watch_record = world.watch_record();
+    verdicts.extend(check_watches(&watch_record));
     verdicts.push(("liveness".into(), liveness));
     let leaderless = world.leaderless_terms();
     if scenario.expect.split_vote {
@@ -155,6 +179,7 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
         ));
     }
     RunReport::new(options, verdicts, history, world.timeline(), world.trace_hash(), net.stats(), leaderless, world.leaders_by_term(), world.now_ms())
+        .with_watches(watch_record)
 }
 
 /// Runs one seed in a fresh thread with a fresh madsim runtime, so no static or

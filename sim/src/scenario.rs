@@ -64,6 +64,16 @@ pub struct Workload {
     /// Times a client retries a write that failed as unavailable (no leader, leader
     /// changed, timed out, member down), on another member, as etcd clients do.
     pub write_retries_max: u32,
+    /// Watch clients: each keeps watches open on random members (prefix or one key,
+    /// from now or from revision 1, some with prev_kv or a filter), moves them to
+    /// another member now and then or when a stream breaks, resuming from the revision
+    /// after the last one it was given, and asks for progress.
+    pub watch_clients: usize,
+    /// Every this many simulated ms a client compacts history (0: never), keeping the
+    /// last `compact_retain_revisions`, so that some watches resume into compacted
+    /// revisions.
+    pub compact_interval_ms: u64,
+    pub compact_retain_revisions: i64,
 }
 
 impl Default for Workload {
@@ -80,6 +90,9 @@ impl Default for Workload {
             client_timeout_ms: 3000,
             client_link_loss: 0.0,
             write_retries_max: 2,
+            watch_clients: 2,
+            compact_interval_ms: 5000,
+            compact_retain_revisions: 50,
         }
     }
 }

@@ -14,6 +14,7 @@ use detcd_node::env::{NodeEvent, Observer, Role};
 
 use crate::checker::Verdict;
 use crate::history::{History, Op, OpKind, Outcome};
+use crate::watch_history::{TimedWatchEntry, WatchChain, WatchEntry, WatchRecord, WatchSegment, WatchedEvent};
 pub use crate::report::TimelineEvent;
 
 #[derive(Default)]
@@ -38,6 +39,24 @@ struct WorldState {
     history: History,
     invariants: Invariants,
     member_index: BTreeMap<u64, usize>,
+    /// Authoritative changes by revision (first member to apply each) and every watch.
+    watches: WatchRecord,
+    /// Revisions whose changes differed between members (each reported once).
+    diverged_revisions: BTreeSet<i64>,
+}
+
+/// A watch event in the record's shape.
+pub fn watched_event(event: &detcd_node::pb::mvccpb::Event) -> WatchedEvent {
+    let kv = event.kv.clone().unwrap_or_default();
+    WatchedEvent {
+        revision: kv.mod_revision,
+        delete: event.r#type == detcd_node::pb::mvccpb::event::EventType::Delete as i32,
+        key: String::from_utf8_lossy(&kv.key).into_owned(),
+        value: String::from_utf8_lossy(&kv.value).into_owned(),
+        create_revision: kv.create_revision,
+        version: kv.version,
+        prev: event.prev_kv.as_ref().map(|p| (String::from_utf8_lossy(&p.value).into_owned(), p.mod_revision)),
+    }
 }
 
 /// Shared by the harness, the clients and (as an [`Observer`]) every member.
@@ -59,6 +78,8 @@ impl World {
                 history: History::default(),
                 invariants: Invariants::default(),
                 member_index: member_ids.iter().enumerate().map(|(i, id)| (*id, i)).collect(),
+                watches: WatchRecord::default(),
+                diverged_revisions: BTreeSet::new(),
             }),
             origin: tokio::time::Instant::now(),
         })
@@ -185,9 +206,76 @@ impl World {
     pub fn leaders_by_term(&self) -> BTreeMap<u64, u64> {
         self.lock().invariants.leader_of_term.clone()
     }
+
+    /// Starts a watch chain; returns its id.
+    #[allow(clippy::too_many_arguments)]
+    pub fn watch_chain(&self, client: u64, key: &str, range_end: &str, prev_kv: bool, no_put: bool, no_delete: bool) -> u64 {
+        let mut state = self.lock();
+        let id = state.watches.chains.len() as u64;
+        Self::mix(&mut state, format!("watch-chain|{id}|{client}|{key}|{range_end}|{prev_kv}|{no_put}|{no_delete}").as_bytes());
+        state.watches.chains.push(WatchChain {
+            id,
+            client,
+            key: key.into(),
+            range_end: range_end.into(),
+            prev_kv,
+            no_put,
+            no_delete,
+            segments: Vec::new(),
+            final_progress_required: false,
+        });
+        id
+    }
+
+    /// A new stream of chain `chain` on `member`, asking to start at `requested_start`.
+    pub fn watch_segment(&self, chain: u64, member: u64, incarnation: u64, requested_start: i64) {
+        let now = self.now_ms();
+        let mut state = self.lock();
+        Self::mix(&mut state, format!("watch-segment|{now}|{chain}|{member}|{incarnation}|{requested_start}").as_bytes());
+        state.watches.chains[chain as usize].segments.push(WatchSegment {
+            member,
+            incarnation,
+            requested_start,
+            opened_ms: now,
+            responses: Vec::new(),
+            ended: String::new(),
+        });
+    }
+
+    /// A response on the newest stream of `chain`.
+    pub fn watch_response(&self, chain: u64, entry: WatchEntry) {
+        let at_ms = self.now_ms();
+        let mut state = self.lock();
+        Self::mix(&mut state, format!("watch-response|{at_ms}|{chain}|{entry:?}").as_bytes());
+        if let Some(segment) = state.watches.chains[chain as usize].segments.last_mut() {
+            segment.responses.push(TimedWatchEntry { at_ms, entry });
+        }
+    }
+
+    /// The newest stream of `chain` ended.
+    pub fn watch_segment_ended(&self, chain: u64, why: &str) {
+        let mut state = self.lock();
+        Self::mix(&mut state, format!("watch-ended|{chain}|{why}").as_bytes());
+        if let Some(segment) = state.watches.chains[chain as usize].segments.last_mut() {
+            segment.ended = why.to_string();
+        }
+    }
+
+    /// `chain` is open when the run settles: it must answer a final progress request.
+    pub fn require_final_progress(&self, chain: u64) {
+        self.lock().watches.chains[chain as usize].final_progress_required = true;
+    }
+
+    pub fn watch_record(&self) -> WatchRecord {
+        self.lock().watches.clone()
+    }
 }
 
 impl Observer for World {
+    fn wants_changes(&self) -> bool {
+        true
+    }
+
     fn on_event(&self, member_id: u64, event: NodeEvent) {
         let at_ms = self.now_ms();
         let mut state = self.lock();
@@ -248,6 +336,20 @@ impl Observer for World {
                     if let (Some(sender), Some(index)) = (state.crash_requests.as_ref(), member) {
                         let _ = sender.send((index, format!("crash point: right after syncing entries up to {last_index}, before replying")));
                     }
+                }
+            }
+            NodeEvent::Changes { revision, events } => {
+                let events: Vec<WatchedEvent> = events.iter().map(watched_event).collect();
+                let first = state.watches.authoritative.get(&revision).cloned();
+                match first {
+                    None => {
+                        state.watches.authoritative.insert(revision, events);
+                    }
+                    Some(first) if first != events && state.diverged_revisions.insert(revision) => {
+                        let detail = format!("revision {revision} changed {first:?} on one member but {events:?} on {member_id:016x}");
+                        state.invariants.violations.push(Verdict::Violation { check: "changes-identical-everywhere".into(), detail, ops: vec![] });
+                    }
+                    Some(_) => {}
                 }
             }
             NodeEvent::SnapshotInstalled { index, term } => {

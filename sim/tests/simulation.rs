@@ -70,9 +70,12 @@ fn the_canary_finds_planted_bugs() {
         // The old behaviours fixed by the core reshape (issue 6), each found by the fault
         // added to reach it: late redelivery across incarnations, sector-aligned torn
         // and zero-filled writes at power loss, length-field damage in the newest segment.
-        ("reuse-read-contexts", "canary-read-contexts", 60),
+        ("reuse-read-contexts", "canary-read-contexts", 150),
         ("cut-without-sync", "canary-torn-wal", 40),
         ("torn-by-length-only", "canary-torn-wal", 40),
+        // Watch (issue 7): every scenario runs watch clients that resume across members.
+        ("watch-skip-on-catch-up", "leader-crash-loop", 20),
+        ("watch-start-off-by-one", "leader-crash-loop", 20),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);
