@@ -51,6 +51,9 @@ pub async fn serve(incoming: TcpIncoming, node: NodeHandle, max_request_bytes: u
         .max_decoding_message_size(max_request_bytes + GRPC_OVERHEAD_BYTES)
         .max_encoding_message_size(usize::MAX);
     tonic::transport::Server::builder()
+        // etcd allows any number of streams per connection (grpc's MaxConcurrentStreams
+        // is math.MaxUint32): clients multiplex thousands of watches on one connection.
+        .max_concurrent_streams(u32::MAX)
         .add_service(kv)
         .add_service(watch)
         .add_service(maintenance)

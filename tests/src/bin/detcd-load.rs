@@ -1,6 +1,14 @@
-//! `detcd-load`: drives a running etcd-compatible cluster with concurrent puts and reports
-//! throughput and latency percentiles. Requests are bounded in count and in time; it
-//! talks only to the endpoints given (use loopback addresses).
+//! `detcd-load`: drives a running etcd-compatible cluster and reports throughput and
+//! latency percentiles. Two modes:
+//! - `put` (default): concurrent clients doing puts;
+//! - `watch`: N watchers on one prefix (multiplexed `--watchers-per-stream` to a stream,
+//!   `--streams-per-connection` streams to a connection) and one writer putting
+//!   `--total` values under it; reports events delivered per second, delivery latency
+//!   (put issued → event received, from a timestamp in the value), and, given the
+//!   server's pids, its memory per idle watcher.
+//!
+//! Requests are bounded in count and in time; it talks only to the endpoints given
+//! (use loopback addresses).
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +36,142 @@ struct Args {
     /// Bytes per value.
     #[arg(long, default_value_t = 256)]
     value_bytes: usize,
+    /// `put` or `watch`.
+    #[arg(long, default_value = "put")]
+    mode: String,
+    /// Watch mode: watchers on the prefix.
+    #[arg(long, default_value_t = 1)]
+    watchers: usize,
+    /// Watch mode: watchers sharing one gRPC stream (as clientv3 shares one per context).
+    #[arg(long, default_value_t = 100)]
+    watchers_per_stream: usize,
+    /// Watch mode: streams sharing one connection.
+    #[arg(long, default_value_t = 10)]
+    streams_per_connection: usize,
+    /// Watch mode: server process ids whose resident memory is read before and after
+    /// the watchers are created (comma-separated).
+    #[arg(long, default_value = "")]
+    server_pids: String,
+}
+
+/// Resident memory of a process in KiB (Linux), 0 if unknown.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn total_rss_kib(pids: &[u32]) -> u64 {
+    pids.iter().map(|pid| rss_kib(*pid)).sum()
+}
+
+async fn connect(endpoint: &str) -> Client {
+    let options = ConnectOptions::new().with_timeout(Duration::from_secs(10)).with_connect_timeout(Duration::from_secs(3));
+    Client::connect([endpoint], Some(options)).await.expect("connect")
+}
+
+/// The watch benchmark (see the module documentation).
+async fn run_watch(args: &Args, endpoints: &[String]) {
+    use etcd_client::WatchOptions;
+    let pids: Vec<u32> = args.server_pids.split(',').filter_map(|p| p.trim().parse().ok()).collect();
+    let prefix = format!("watchbench/{}/", std::process::id());
+    let watchers = args.watchers.max(1);
+    let per_stream = args.watchers_per_stream.max(1);
+    let streams = watchers.div_ceil(per_stream);
+    let per_connection = args.streams_per_connection.max(1);
+    let rss_before = total_rss_kib(&pids);
+    let origin = Instant::now();
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<(usize, Vec<Duration>)>();
+    let (ready_sender, mut ready) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let expected_per_watcher = args.total;
+    let mut clients: Vec<Client> = Vec::new();
+    for stream_index in 0..streams {
+        if stream_index % per_connection == 0 {
+            clients.push(connect(&endpoints[(stream_index / per_connection) % endpoints.len()]).await);
+        }
+        let mut client = clients.last().expect("a connection").clone();
+        let watchers_here = per_stream.min(watchers - stream_index * per_stream);
+        let prefix = prefix.clone();
+        let sender = sender.clone();
+        let ready_sender = ready_sender.clone();
+        tokio::spawn(async move {
+            let options = || Some(WatchOptions::new().with_prefix());
+            let mut stream = client.watch(prefix.clone(), options()).await.expect("watch");
+            for _ in 1..watchers_here {
+                stream.watch(prefix.clone(), options()).await.expect("watch");
+            }
+            let mut created = 0;
+            let mut latencies = Vec::new();
+            let mut events = 0usize;
+            let goal = watchers_here * expected_per_watcher;
+            while events < goal {
+                let Ok(Some(response)) = stream.message().await else { break };
+                if response.created() {
+                    created += 1;
+                    if created == watchers_here {
+                        let _ = ready_sender.send(());
+                    }
+                    continue;
+                }
+                let now = origin.elapsed();
+                for event in response.events() {
+                    if let Some(kv) = event.kv() {
+                        let sent_us = u64::from_le_bytes(kv.value()[..8].try_into().expect("timestamp"));
+                        latencies.push(now.saturating_sub(Duration::from_micros(sent_us)));
+                        events += 1;
+                    }
+                }
+            }
+            let _ = sender.send((events, latencies));
+        });
+    }
+    drop(sender);
+    drop(ready_sender);
+    for _ in 0..streams {
+        ready.recv().await.expect("every stream created its watchers");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_idle = total_rss_kib(&pids);
+    // One writer, values stamped with the moment the put was issued.
+    let mut writer = connect(&endpoints[0]).await;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.max_seconds);
+    let mut value = vec![b'x'; args.value_bytes.max(8)];
+    for n in 0..args.total {
+        if Instant::now() >= deadline {
+            break;
+        }
+        value[..8].copy_from_slice(&(origin.elapsed().as_micros() as u64).to_le_bytes());
+        writer.put(format!("{prefix}{:06}", n % args.key_space.max(1)), value.clone(), None).await.expect("put");
+    }
+    let mut latencies = Vec::new();
+    let mut delivered = 0usize;
+    while let Ok(Some((events, mut l))) = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(5), receiver.recv()).await {
+        delivered += events;
+        latencies.append(&mut l);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    let per_watcher_bytes = (rss_idle.saturating_sub(rss_before) * 1024) as f64 / watchers as f64;
+    println!(
+        "watchers={} streams={} puts={} events={} expected_events={} seconds={:.2} events_per_s={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} rss_before_kib={} rss_idle_kib={} bytes_per_watcher={:.0}",
+        watchers,
+        streams,
+        args.total,
+        delivered,
+        watchers * args.total,
+        elapsed.as_secs_f64(),
+        delivered as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 50.0).as_secs_f64() * 1000.0,
+        percentile(&latencies, 99.0).as_secs_f64() * 1000.0,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+        rss_before,
+        rss_idle,
+        per_watcher_bytes,
+    );
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -43,6 +187,11 @@ async fn main() {
     let args = Args::parse();
     let endpoints: Vec<String> = args.endpoints.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     assert!(!endpoints.is_empty(), "--endpoints must name at least one endpoint");
+    match args.mode.as_str() {
+        "put" => {}
+        "watch" => return run_watch(&args, &endpoints).await,
+        other => panic!("--mode must be put or watch, not {other:?}"),
+    }
     let clients = args.clients.max(1);
     let per_client = args.total.div_ceil(clients);
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
