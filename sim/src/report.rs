@@ -167,7 +167,8 @@ impl RunReport {
         let row_height = 22.0;
         let member_top = 30.0;
         let client_top = member_top + members as f64 * row_height + 30.0;
-        let height = client_top + clients.len() as f64 * row_height + 40.0;
+        let watch_top = client_top + clients.len() as f64 * row_height + 20.0;
+        let height = watch_top + self.watches.chains.len() as f64 * row_height + 40.0;
         let violation_ops: Vec<u64> = match self.first_violation() {
             Some((_, Verdict::Violation { ops, .. })) => ops.clone(),
             _ => Vec::new(),
@@ -266,6 +267,44 @@ impl RunReport {
                     op.read_value,
                     op.revision,
                     escape(op.error.as_deref().unwrap_or(""))
+                );
+            }
+        }
+        // Watch rows: one per chain, a bar per stream (alternating shades), outlined in
+        // red when the chain failed a watch check.
+        let failed_chains: Vec<String> =
+            self.verdicts.iter().filter(|(name, v)| name.starts_with("watch[") && v.is_violation()).map(|(name, _)| name.clone()).collect();
+        for (row, chain) in self.watches.chains.iter().enumerate() {
+            let y = watch_top + row as f64 * row_height;
+            let failed = failed_chains.contains(&format!("watch[{}]", chain.id));
+            let _ = write!(svg, r#"<text x="4" y="{}">watch {} (c{})</text>"#, y + 14.0, chain.id, chain.client);
+            for (index, segment) in chain.segments.iter().enumerate() {
+                let end = chain.segments.get(index + 1).map_or_else(
+                    || segment.responses.last().map_or(segment.opened_ms, |r| r.at_ms).max(segment.opened_ms + 1),
+                    |next| next.opened_ms,
+                );
+                let events: usize = segment
+                    .responses
+                    .iter()
+                    .map(|r| match &r.entry {
+                        crate::watch_history::WatchEntry::Events { events, .. } => events.len(),
+                        _ => 0,
+                    })
+                    .sum();
+                let color = if index % 2 == 0 { "#ce93d8" } else { "#ab47bc" };
+                let stroke = if failed { r##" stroke="#d50000" stroke-width="2""## } else { "" };
+                let (x1, x2) = (x(segment.opened_ms), x(end).max(x(segment.opened_ms) + 1.5));
+                let _ = write!(
+                    svg,
+                    r#"<rect x="{x1}" y="{y}" width="{}" height="{}" fill="{color}"{stroke}><title>watch {} {:?}..{:?} on {:016x} from revision {}: {events} events; {}</title></rect>"#,
+                    x2 - x1,
+                    row_height - 6.0,
+                    chain.id,
+                    chain.key,
+                    chain.range_end,
+                    segment.member,
+                    segment.requested_start,
+                    escape(&segment.ended)
                 );
             }
         }
