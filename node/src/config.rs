@@ -72,6 +72,13 @@ pub struct Flags {
     /// Duration of periodic watch progress notifications (e.g. 10m, 30s, 500ms).
     #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m")]
     pub experimental_watch_progress_notify_interval: String,
+    /// Enable the leader to send regular checkpoints to other members to prevent
+    /// reset of remaining TTL on leader change.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub experimental_enable_lease_checkpoint: bool,
+    /// Duration of time between two checkpoints of remaining lease TTLs.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL", default_value = "5m")]
+    pub experimental_lease_checkpoint_interval: String,
 }
 
 /// Parses a Go duration as etcd's flags take them (`10m`, `1h30m`, `2.5s`, `500ms`,
@@ -245,6 +252,12 @@ impl Flags {
             .map_err(|e| format!("--experimental-watch-progress-notify-interval: {e}"))?;
         if node.watch_progress_notify_interval_ms == 0 {
             return Err("--experimental-watch-progress-notify-interval must be positive".to_string());
+        }
+        node.lease_checkpoint_enabled = self.experimental_enable_lease_checkpoint;
+        node.lease_checkpoint_interval_ms = parse_duration_ms(&self.experimental_lease_checkpoint_interval)
+            .map_err(|e| format!("--experimental-lease-checkpoint-interval: {e}"))?;
+        if node.lease_checkpoint_interval_ms == 0 {
+            return Err("--experimental-lease-checkpoint-interval must be positive".to_string());
         }
         // etcd: 5s plus the time an election may take.
         node.request_timeout_ms = 5000 + 2 * self.election_timeout;

@@ -29,6 +29,8 @@ pub enum EtcdError {
     Compacted,
     FutureRevision,
     LeaseNotFound,
+    LeaseExists,
+    LeaseTtlTooLarge,
     NoLeader,
     LeaderChanged,
     Timeout,
@@ -50,6 +52,8 @@ impl EtcdError {
             EtcdError::Compacted => "etcdserver: mvcc: required revision has been compacted",
             EtcdError::FutureRevision => "etcdserver: mvcc: required revision is a future revision",
             EtcdError::LeaseNotFound => "etcdserver: requested lease not found",
+            EtcdError::LeaseExists => "etcdserver: lease already exists",
+            EtcdError::LeaseTtlTooLarge => "etcdserver: too large lease TTL",
             EtcdError::NoLeader => "etcdserver: no leader",
             EtcdError::LeaderChanged => "etcdserver: leader changed",
             EtcdError::Timeout => "etcdserver: request timed out",
@@ -68,8 +72,9 @@ impl EtcdError {
             | EtcdError::KeyNotFound
             | EtcdError::ValueProvided
             | EtcdError::LeaseProvided => GrpcCode::InvalidArgument,
-            EtcdError::Compacted | EtcdError::FutureRevision => GrpcCode::OutOfRange,
+            EtcdError::Compacted | EtcdError::FutureRevision | EtcdError::LeaseTtlTooLarge => GrpcCode::OutOfRange,
             EtcdError::LeaseNotFound => GrpcCode::NotFound,
+            EtcdError::LeaseExists => GrpcCode::FailedPrecondition,
             EtcdError::TooManyRequests => GrpcCode::ResourceExhausted,
             EtcdError::NoLeader | EtcdError::LeaderChanged | EtcdError::Timeout | EtcdError::Stopped => {
                 GrpcCode::Unavailable

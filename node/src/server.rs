@@ -17,8 +17,10 @@ use crate::consensus::{FatalError, NodeConfig, NodeCore, NodeStatus};
 use crate::env::Env;
 use crate::errors::EtcdError;
 use crate::pb::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, TxnRequest, TxnResponse, WatchRequest, WatchResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse, WatchRequest, WatchResponse,
 };
 use crate::watch::{WatchHub, WATCH_STREAM_RESPONSES_MAX};
 
@@ -35,6 +37,7 @@ enum Command {
     Request(Request, oneshot::Sender<Result<Response, EtcdError>>),
     Status(oneshot::Sender<NodeStatus>),
     HashKv(i64, oneshot::Sender<(i64, u32)>),
+    StateDigest(oneshot::Sender<(i64, u64)>),
     Campaign,
     WatchOpen(mpsc::Sender<WatchResponse>, oneshot::Sender<Result<u64, EtcdError>>),
     Watch(u64, WatchRequest),
@@ -100,6 +103,42 @@ impl NodeHandle {
         }
     }
 
+    pub async fn lease_grant(&self, request: LeaseGrantRequest) -> Result<LeaseGrantResponse, EtcdError> {
+        match self.call(Request::LeaseGrant(request)).await? {
+            Response::LeaseGrant(r) => Ok(r),
+            other => unreachable!("lease grant answered with {other:?}"),
+        }
+    }
+
+    pub async fn lease_revoke(&self, request: LeaseRevokeRequest) -> Result<LeaseRevokeResponse, EtcdError> {
+        match self.call(Request::LeaseRevoke(request)).await? {
+            Response::LeaseRevoke(r) => Ok(r),
+            other => unreachable!("lease revoke answered with {other:?}"),
+        }
+    }
+
+    /// One keep-alive: renews the lease (TTL 0 in the answer: no such lease).
+    pub async fn lease_keep_alive(&self, request: LeaseKeepAliveRequest) -> Result<LeaseKeepAliveResponse, EtcdError> {
+        match self.call(Request::LeaseKeepAlive(request)).await? {
+            Response::LeaseKeepAlive(r) => Ok(r),
+            other => unreachable!("lease keep-alive answered with {other:?}"),
+        }
+    }
+
+    pub async fn lease_time_to_live(&self, request: LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse, EtcdError> {
+        match self.call(Request::LeaseTimeToLive(request)).await? {
+            Response::LeaseTimeToLive(r) => Ok(r),
+            other => unreachable!("lease time-to-live answered with {other:?}"),
+        }
+    }
+
+    pub async fn lease_leases(&self, request: LeaseLeasesRequest) -> Result<LeaseLeasesResponse, EtcdError> {
+        match self.call(Request::LeaseLeases(request)).await? {
+            Response::LeaseLeases(r) => Ok(r),
+            other => unreachable!("lease list answered with {other:?}"),
+        }
+    }
+
     /// The member's current status, or `None` if it has stopped.
     pub async fn status(&self) -> Option<NodeStatus> {
         let (sender, receiver) = oneshot::channel();
@@ -112,6 +151,14 @@ impl NodeHandle {
     pub async fn hash_kv(&self, revision: i64) -> Option<(i64, u32)> {
         let (sender, receiver) = oneshot::channel();
         self.commands.send(Command::HashKv(revision, sender)).await.ok()?;
+        receiver.await.ok()
+    }
+
+    /// A digest of the member's whole replicated state (keys and leases) with its
+    /// revision, or `None` if it has stopped. Walks the whole store.
+    pub async fn state_digest(&self) -> Option<(i64, u64)> {
+        let (sender, receiver) = oneshot::channel();
+        self.commands.send(Command::StateDigest(sender)).await.ok()?;
         receiver.await.ok()
     }
 
@@ -278,6 +325,9 @@ fn run_command(core: &mut NodeCore, hub: &mut WatchHub, command: Command, now_ms
         }
         Command::HashKv(revision, responder) => {
             let _ = responder.send(core.hash_kv(revision));
+        }
+        Command::StateDigest(responder) => {
+            let _ = responder.send(core.state_digest());
         }
         Command::Campaign => core.campaign(),
     }

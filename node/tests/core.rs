@@ -412,3 +412,152 @@ fn a_damaged_newest_snapshot_the_wal_no_longer_reaches_is_a_clean_error() {
         Ok(_) => panic!("started although entries 6..10 are gone"),
     }
 }
+
+/// A clock the test moves by hand.
+#[derive(Default)]
+struct ManualClock {
+    now_ms: std::sync::atomic::AtomicU64,
+}
+
+impl ManualClock {
+    fn advance(&self, ms: u64) {
+        self.now_ms.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl detcd_node::env::Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.now_ms.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn sleep_ms(&self, _ms: u64) -> detcd_node::env::BoxFuture {
+        Box::pin(std::future::pending())
+    }
+}
+
+fn lease_grant(id: i64, ttl: i64) -> Request {
+    Request::LeaseGrant(detcd_node::pb::etcdserverpb::LeaseGrantRequest { id, ttl })
+}
+
+fn leased_put(key: &str, lease: i64) -> Request {
+    Request::Put(PutRequest { key: key.into(), value: "v".into(), lease, ..Default::default() })
+}
+
+/// Ticks the member at its clock's time `ticks` times, handling Ready after each.
+fn tick_at(core: &mut NodeCore, clock: &ManualClock, ticks: u64) {
+    use detcd_node::env::Clock;
+    for _ in 0..ticks {
+        core.tick(clock.now_ms());
+        core.handle_ready().expect("ready");
+        core.handle_ready().expect("ready");
+    }
+}
+
+#[test]
+fn a_lease_expires_on_the_leaders_clock_and_its_keys_go_with_it() {
+    let disks = Disks { wal: Arc::new(MemDisk::new()), data: Arc::new(MemDisk::new()) };
+    let clock = Arc::new(ManualClock::default());
+    let mut env = test_env(disks.wal.clone(), disks.data.clone(), Arc::new(NoPeers), 1);
+    env.clock = clock.clone();
+    let mut core = NodeCore::open(NodeConfig::with_defaults(MEMBER, 99, vec![MEMBER]), env).expect("open");
+    become_leader(&mut core);
+    // TTL 1 is raised to the minimum (1.5 election timeouts = 2 s); id 0 is chosen.
+    let id = match submit(&mut core, lease_grant(0, 1)) {
+        Response::LeaseGrant(r) => {
+            assert_eq!(r.ttl, 2);
+            assert!(r.id > 0);
+            r.id
+        }
+        other => panic!("{other:?}"),
+    };
+    let id5 = match submit(&mut core, lease_grant(77, 5)) {
+        Response::LeaseGrant(r) => r.id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(id5, 77);
+    submit(&mut core, leased_put("short", id));
+    submit(&mut core, leased_put("long1", id5));
+    submit(&mut core, leased_put("long2", id5));
+    clock.advance(1_500);
+    tick_at(&mut core, &clock, 1);
+    assert!(get(&mut core, "short").is_some(), "not yet expired");
+    clock.advance(600);
+    tick_at(&mut core, &clock, 1);
+    assert!(get(&mut core, "short").is_none(), "expired after 2 s on the leader's clock");
+    // A keep-alive at 4 s pushes lease 77 to 9 s.
+    clock.advance(1_900);
+    match submit(&mut core, Request::LeaseKeepAlive(detcd_node::pb::etcdserverpb::LeaseKeepAliveRequest { id: 77 })) {
+        Response::LeaseKeepAlive(r) => assert_eq!(r.ttl, 5),
+        other => panic!("{other:?}"),
+    }
+    clock.advance(4_000);
+    tick_at(&mut core, &clock, 1);
+    assert!(get(&mut core, "long1").is_some(), "renewed at 4 s: alive at 8 s");
+    let revision = core.status().revision;
+    clock.advance(1_100);
+    tick_at(&mut core, &clock, 1);
+    assert!(get(&mut core, "long1").is_none() && get(&mut core, "long2").is_none());
+    assert_eq!(core.status().revision, revision + 1, "both keys went in one revision");
+    match submit(&mut core, Request::LeaseTimeToLive(detcd_node::pb::etcdserverpb::LeaseTimeToLiveRequest { id: 77, keys: true })) {
+        Response::LeaseTimeToLive(r) => assert_eq!(r.ttl, -1, "gone"),
+        other => panic!("{other:?}"),
+    }
+    // Unknown leases and huge TTLs, as etcd answers.
+    let (sender, mut receiver) = oneshot::channel();
+    core.submit(lease_grant(5, 9_000_000_001), sender, 0);
+    assert_eq!(receiver.try_recv().expect("refused at once"), Err(EtcdError::LeaseTtlTooLarge));
+    match submit(&mut core, Request::LeaseKeepAlive(detcd_node::pb::etcdserverpb::LeaseKeepAliveRequest { id: 12345 })) {
+        Response::LeaseKeepAlive(r) => assert_eq!(r.ttl, 0, "an unknown lease keeps alive with TTL 0"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_new_leader_extends_every_lease_by_the_election_timeout() {
+    let clock = Arc::new(ManualClock::default());
+    let mut members = BTreeMap::new();
+    for id in 1..=3u64 {
+        let wire = Arc::new(Wire::default());
+        let mut env = test_env(Arc::new(MemDisk::new()), Arc::new(MemDisk::new()), wire.clone(), id);
+        env.clock = clock.clone();
+        let config = NodeConfig::with_defaults(id, 99, vec![1, 2, 3]);
+        members.insert(id, Member { core: NodeCore::open(config, env).expect("open"), wire });
+    }
+    elect(&mut members, 1);
+    let (sender, _answer) = oneshot::channel();
+    members.get_mut(&1).expect("leader").core.submit(lease_grant(9, 3), sender, 0);
+    for _ in 0..10 {
+        pump(&mut members, |_| true);
+    }
+    assert!(members.values().all(|m| m.core.state().mvcc().leases().contains(9)), "granted everywhere");
+    // At 2 s the leader dies; member 2 takes over.
+    clock.advance(2_000);
+    members.remove(&1);
+    let mut leader = None;
+    for _ in 0..100 {
+        tick_all(&mut members, 0);
+        pump(&mut members, |_| true);
+        pump(&mut members, |_| true);
+        leader = leader_of(&members);
+        if leader.is_some() {
+            break;
+        }
+    }
+    let leader = leader.expect("a new leader");
+    // The new leader acts on its role change when it handles that Ready (still at 2 s).
+    pump(&mut members, |_| true);
+    // etcd's promote: deadline = 2 s + 1 s (election timeout) + 3 s TTL = 6 s, not 5 s.
+    clock.advance(3_500);
+    tick_all(&mut members, 0);
+    for _ in 0..5 {
+        pump(&mut members, |_| true);
+    }
+    assert!(members[&leader].core.state().mvcc().leases().contains(9), "alive at 5.5 s");
+    clock.advance(600);
+    tick_all(&mut members, 0);
+    for _ in 0..5 {
+        pump(&mut members, |_| true);
+    }
+    let status = members[&leader].core.status();
+    assert!(!members[&leader].core.state().mvcc().leases().contains(9), "expired after 6 s: {status:?}");
+}

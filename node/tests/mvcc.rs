@@ -321,3 +321,44 @@ fn the_size_counter_matches_a_recount() {
     let decoded = Mvcc::decode(&store.encode()).expect("decode");
     assert_eq!(decoded.approximate_bytes(), store.count_bytes());
 }
+
+#[test]
+fn leases_attach_detach_and_revoke_every_key_in_one_revision() {
+    use detcd_node::pb::mvccpb::event::EventType;
+    let mut store = Mvcc::new();
+    let put_leased = |store: &mut Mvcc, key: &str, lease: i64| {
+        store.put(&PutRequest { key: key.into(), value: "v".into(), lease, ..Default::default() })
+    };
+    assert_eq!(put_leased(&mut store, "a", 7), Err(EtcdError::LeaseNotFound));
+    store.lease_grant(7, 10).expect("grant");
+    assert_eq!(store.lease_grant(7, 10), Err(EtcdError::LeaseExists));
+    store.lease_grant(8, 10).expect("grant");
+    put_leased(&mut store, "a", 7).expect("put");
+    put_leased(&mut store, "b", 7).expect("put");
+    put_leased(&mut store, "c", 7).expect("put");
+    put_leased(&mut store, "c", 8).expect("moved to lease 8");
+    store.delete_range(&DeleteRangeRequest { key: "b".into(), ..Default::default() });
+    let attached: Vec<Vec<u8>> = store.leases().get(7).expect("lease").keys.iter().cloned().collect();
+    assert_eq!(attached, vec![b"a".to_vec()], "c moved away, b deleted");
+    // A txn with an unknown lease changes nothing.
+    let txn = TxnRequest {
+        compare: vec![],
+        success: vec![op_put("x", "1"), RequestOp { request: Some(request_op::Request::RequestPut(PutRequest { key: "y".into(), lease: 99, ..Default::default() })) }],
+        failure: vec![],
+    };
+    let before = store.clone();
+    assert_eq!(store.txn(&txn), Err(EtcdError::LeaseNotFound));
+    assert_eq!(store, before);
+    // Revoking lease 8 deletes c in one new revision.
+    let revision = store.current_revision();
+    let mut events = Vec::new();
+    store.lease_revoke(8, &mut events).expect("revoke");
+    assert_eq!(store.current_revision(), revision + 1);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].r#type, EventType::Delete as i32);
+    assert_eq!(get(&store, "c", 0).expect("get"), None);
+    assert_eq!(store.lease_revoke(8, &mut events), Err(EtcdError::LeaseNotFound));
+    // Leases travel in snapshots.
+    let decoded = Mvcc::decode(&store.encode()).expect("decode");
+    assert_eq!(decoded.leases(), store.leases());
+}

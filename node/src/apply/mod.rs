@@ -19,8 +19,10 @@ use crate::errors::EtcdError;
 use crate::mvcc::Mvcc;
 use crate::pb::detcdpb::{internal_request, InternalRequest};
 use crate::pb::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseCheckpointResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
+    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use crate::pb::mvccpb::Event;
 
@@ -28,7 +30,7 @@ use crate::pb::mvccpb::Event;
 /// (the network may deliver a forwarded proposal twice, and raft would commit both).
 pub const APPLIED_REQUEST_IDS_PER_PROPOSER_MAX: usize = 8192;
 /// Version byte in front of the state machine's snapshot encoding.
-pub const STATE_ENCODING_VERSION: u8 = 2;
+pub const STATE_ENCODING_VERSION: u8 = 3;
 
 /// A client request, in etcd's own message types.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +40,12 @@ pub enum Request {
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
     Compact(CompactionRequest),
+    LeaseGrant(LeaseGrantRequest),
+    LeaseRevoke(LeaseRevokeRequest),
+    /// One keep-alive of the keep-alive stream.
+    LeaseKeepAlive(LeaseKeepAliveRequest),
+    LeaseTimeToLive(LeaseTimeToLiveRequest),
+    LeaseLeases(LeaseLeasesRequest),
 }
 
 /// The answer to a [`Request`], with its header filled in.
@@ -48,6 +56,13 @@ pub enum Response {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compact(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+    LeaseKeepAlive(LeaseKeepAliveResponse),
+    LeaseTimeToLive(LeaseTimeToLiveResponse),
+    LeaseLeases(LeaseLeasesResponse),
+    /// The leader's own checkpoint proposals (no client waits for it).
+    LeaseCheckpoint(LeaseCheckpointResponse),
 }
 
 impl Response {
@@ -60,6 +75,12 @@ impl Response {
             Response::DeleteRange(r) => r.header = header,
             Response::Txn(r) => r.header = header,
             Response::Compact(r) => r.header = header,
+            Response::LeaseGrant(r) => r.header = header,
+            Response::LeaseRevoke(r) => r.header = header,
+            Response::LeaseKeepAlive(r) => r.header = header,
+            Response::LeaseTimeToLive(r) => r.header = header,
+            Response::LeaseLeases(r) => r.header = header,
+            Response::LeaseCheckpoint(r) => r.header = header,
         }
     }
 }
@@ -72,7 +93,10 @@ impl Request {
             Request::DeleteRange(d) => Some(internal_request::Op::DeleteRange(d.clone())),
             Request::Txn(t) => Some(internal_request::Op::Txn(t.clone())),
             Request::Compact(c) => Some(internal_request::Op::Compaction(c.clone())),
-            Request::Range(_) => None,
+            Request::LeaseGrant(g) => Some(internal_request::Op::LeaseGrant(g.clone())),
+            Request::LeaseRevoke(r) => Some(internal_request::Op::LeaseRevoke(r.clone())),
+            Request::LeaseKeepAlive(k) => Some(internal_request::Op::LeaseRenew(k.clone())),
+            Request::Range(_) | Request::LeaseTimeToLive(_) | Request::LeaseLeases(_) => None,
         }
     }
 }
@@ -100,9 +124,21 @@ impl AppliedRequests {
     }
 }
 
+/// A change to a lease, for the member's lease clock (which keeps deadlines) and for
+/// observers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseChange {
+    Granted { id: i64, ttl_secs: i64 },
+    Renewed { id: i64, ttl_secs: i64 },
+    /// Revoked by a client, or (`expired`) by the leader's expiry proposal.
+    Ended { id: i64, expired: bool },
+}
+
 /// What applying one committed entry produced.
 #[derive(Debug, Default)]
 pub struct Applied {
+    /// Lease changes, in order.
+    pub lease_changes: Vec<LeaseChange>,
     /// For the member that proposed it: `(proposer, request_id, result)`. `None` for an
     /// entry that was not a client request, a duplicate, or invalid.
     pub answer: Option<(u64, u64, Result<Response, EtcdError>)>,
@@ -152,13 +188,51 @@ impl StateMachine {
             return Applied::default();
         }
         let mut events = Vec::new();
+        let mut lease_changes = Vec::new();
         let op = internal.op.expect("decode_internal checked the operation");
-        let result = self.apply_op(op, &mut events);
-        Applied { answer: Some((internal.proposer, internal.request_id, result)), events, invalid: false }
+        let result = self.apply_op(op, &mut events, &mut lease_changes);
+        Applied { answer: Some((internal.proposer, internal.request_id, result)), events, lease_changes, invalid: false }
     }
 
-    fn apply_op(&mut self, op: internal_request::Op, events: &mut Vec<Event>) -> Result<Response, EtcdError> {
+    fn apply_op(
+        &mut self,
+        op: internal_request::Op,
+        events: &mut Vec<Event>,
+        lease_changes: &mut Vec<LeaseChange>,
+    ) -> Result<Response, EtcdError> {
         match op {
+            internal_request::Op::LeaseGrant(grant) => {
+                self.mvcc.lease_grant(grant.id, grant.ttl)?;
+                lease_changes.push(LeaseChange::Granted { id: grant.id, ttl_secs: grant.ttl });
+                Ok(Response::LeaseGrant(LeaseGrantResponse { id: grant.id, ttl: grant.ttl, ..Default::default() }))
+            }
+            internal_request::Op::LeaseRevoke(revoke) => {
+                self.mvcc.lease_revoke(revoke.id, events)?;
+                lease_changes.push(LeaseChange::Ended { id: revoke.id, expired: false });
+                Ok(Response::LeaseRevoke(LeaseRevokeResponse::default()))
+            }
+            internal_request::Op::LeaseExpire(expire) => {
+                // Already gone (revoked, or expired by an earlier proposal): nothing to do.
+                if self.mvcc.lease_revoke(expire.id, events).is_ok() {
+                    lease_changes.push(LeaseChange::Ended { id: expire.id, expired: true });
+                }
+                Ok(Response::LeaseRevoke(LeaseRevokeResponse::default()))
+            }
+            internal_request::Op::LeaseRenew(renew) => {
+                // etcd answers a keep-alive of an unknown lease with TTL 0 (clients report
+                // "requested lease not found").
+                let ttl = self.mvcc.lease_renew(renew.id).unwrap_or(0);
+                if ttl > 0 {
+                    lease_changes.push(LeaseChange::Renewed { id: renew.id, ttl_secs: ttl });
+                }
+                Ok(Response::LeaseKeepAlive(LeaseKeepAliveResponse { id: renew.id, ttl, ..Default::default() }))
+            }
+            internal_request::Op::LeaseCheckpoint(checkpoint) => {
+                for one in &checkpoint.checkpoints {
+                    self.mvcc.lease_checkpoint(one.id, one.remaining_ttl);
+                }
+                Ok(Response::LeaseCheckpoint(LeaseCheckpointResponse::default()))
+            }
             internal_request::Op::Put(put) => self.mvcc.apply_put(&put, events).map(Response::Put),
             internal_request::Op::DeleteRange(delete) => {
                 Ok(Response::DeleteRange(self.mvcc.apply_delete_range(&delete, events)))
@@ -176,7 +250,7 @@ impl StateMachine {
             Request::Range(range) => self.mvcc.range(range).map(Response::Range),
             // A txn without writes changes nothing: no revision, no event.
             Request::Txn(txn) => self.mvcc.txn(txn).map(Response::Txn),
-            other => panic!("a write was served as a read: {other:?}"),
+            other => panic!("not a key-value read: {other:?}"),
         }
     }
 

@@ -39,6 +39,11 @@ pub struct NodeConfig {
     /// How often watchers that asked for progress notifications get one
     /// (`--experimental-watch-progress-notify-interval`, etcd's default 10 minutes).
     pub watch_progress_notify_interval_ms: u64,
+    /// Whether the leader checkpoints remaining lease TTLs through raft
+    /// (`--experimental-enable-lease-checkpoint`), and how often
+    /// (`--experimental-lease-checkpoint-interval`, etcd's default 5 minutes).
+    pub lease_checkpoint_enabled: bool,
+    pub lease_checkpoint_interval_ms: u64,
     /// Applied entries kept in memory behind a snapshot for slow followers.
     pub snapshot_catchup_entries: u64,
     /// Simulator builds only: a bug to plant in this member.
@@ -66,9 +71,18 @@ impl NodeConfig {
             wal_segment_bytes_max: crate::storage::wal::WAL_SEGMENT_BYTES_MAX,
             snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES,
             watch_progress_notify_interval_ms: 10 * 60 * 1000,
+            lease_checkpoint_enabled: false,
+            lease_checkpoint_interval_ms: 5 * 60 * 1000,
             #[cfg(madsim)]
             planted_bug: None,
         }
+    }
+
+    /// etcd's minimum lease TTL: 1.5 election timeouts, in whole seconds rounded up
+    /// (`(3 * election ticks / 2) * heartbeat`).
+    pub fn lease_ttl_secs_min(&self) -> i64 {
+        let ms = (3 * self.election_tick() as u64 / 2) * self.heartbeat_interval_ms;
+        ms.div_ceil(1000).max(1) as i64
     }
 
     pub fn election_tick(&self) -> usize {

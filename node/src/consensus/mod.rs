@@ -20,6 +20,7 @@
 
 pub mod config;
 pub mod fatal;
+pub mod lease_clock;
 pub mod peer_messages;
 #[cfg(madsim)]
 pub mod planted;
@@ -43,12 +44,16 @@ pub use self::planted::PlantedBug;
 pub use self::proposals::Responder;
 use self::proposals::{PendingRequest, Proposals};
 use self::read_index::ReadIndex;
+use self::lease_clock::{LeaseClock, LEASE_TTL_SECS_MAX};
 use self::snapshotter::Snapshotter;
-use crate::apply::{Request, StateMachine};
+use crate::apply::{Request, Response, StateMachine};
 use crate::env::{Env, NodeEvent, Role};
 use crate::errors::EtcdError;
-use crate::pb::detcdpb::InternalRequest;
-use crate::pb::etcdserverpb::ResponseHeader;
+use crate::pb::detcdpb::{internal_request, InternalRequest};
+use crate::pb::etcdserverpb::{
+    LeaseCheckpoint, LeaseCheckpointRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseStatus,
+    LeaseTimeToLiveResponse, ResponseHeader,
+};
 use crate::pb::mvccpb::Event;
 use crate::storage::wal::Wal;
 use crate::storage::{MemberMeta, NodeStorage, SnapshotStore};
@@ -121,6 +126,9 @@ pub struct NodeCore {
     /// A snapshot was installed since the consumer last looked: the revisions it jumped
     /// over are not in the feed.
     change_feed_gap: bool,
+    lease_clock: LeaseClock,
+    /// When the leader next checkpoints lease TTLs (member clock, ms).
+    next_lease_checkpoint_ms: u64,
 }
 
 /// Revisions the change feed holds before its consumer drains it; beyond this the feed
@@ -237,7 +245,13 @@ impl NodeCore {
             invalid_entries_applied: 0,
             change_feed: None,
             change_feed_gap: false,
+            lease_clock: LeaseClock::default(),
+            next_lease_checkpoint_ms: 0,
         };
+        #[cfg(madsim)]
+        {
+            core.lease_clock.ignore_renewals = core.config.planted_bug == Some(PlantedBug::LeaseRenewIgnored);
+        }
         core.override_election_timeout();
         // The only voter needs nobody's vote: lead at once instead of after a timeout.
         let voters = core.raw.raft.prs().conf().voters().ids();
@@ -288,6 +302,49 @@ impl NodeCore {
         self.reads.retry_stale(&mut self.raw, self.ticks);
         self.proposals.expire(now_ms);
         self.reads.expire(now_ms);
+        // Lease deadlines are set and checked on one clock: the member's clock seam.
+        self.expire_leases(self.env.clock.now_ms());
+    }
+
+    /// Whether this member decides lease expiry now: the leader only (and, with the
+    /// planted bug `lease-expire-on-follower`, everyone).
+    fn decides_lease_expiry(&self) -> bool {
+        #[cfg(madsim)]
+        if self.planted(PlantedBug::LeaseExpireOnFollower) {
+            return true;
+        }
+        self.lease_clock.is_leader() && self.raw.raft.state == StateRole::Leader
+    }
+
+    /// The leader proposes a revoke for every lease that expired on its clock (bounded
+    /// per tick), and checkpoints remaining TTLs when that is enabled.
+    fn expire_leases(&mut self, now_ms: u64) {
+        if !self.decides_lease_expiry() {
+            return;
+        }
+        for id in self.lease_clock.take_expired(now_ms) {
+            self.propose_internal(internal_request::Op::LeaseExpire(LeaseRevokeRequest { id }));
+        }
+        if self.config.lease_checkpoint_enabled && now_ms >= self.next_lease_checkpoint_ms {
+            self.next_lease_checkpoint_ms = now_ms + self.config.lease_checkpoint_interval_ms.max(1);
+            let checkpoints: Vec<LeaseCheckpoint> = self
+                .lease_clock
+                .checkpoints(now_ms)
+                .into_iter()
+                .map(|(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl })
+                .collect();
+            if !checkpoints.is_empty() {
+                self.propose_internal(internal_request::Op::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints }));
+            }
+        }
+    }
+
+    /// Proposes a write of the member's own (no client waits for it). Dropped silently
+    /// if raft refuses it: the next tick proposes again.
+    fn propose_internal(&mut self, op: internal_request::Op) {
+        let request_id = self.proposals.new_id(&mut self.rng);
+        let internal = InternalRequest { proposer: self.config.member_id, request_id, op: Some(op) };
+        let _ = self.raw.propose(Vec::new(), internal.encode_to_vec());
     }
 
     /// A message from a peer. A message no peer may send (see `peer_messages`) is
@@ -312,10 +369,18 @@ impl NodeCore {
 
     /// Accepts a client request. The answer goes to `responder` now (bad input,
     /// serializable reads) or once the request is committed and applied, or read-indexed.
-    pub fn submit(&mut self, request: Request, responder: Responder, now_ms: u64) {
+    pub fn submit(&mut self, #[allow(unused_mut)] mut request: Request, responder: Responder, now_ms: u64) {
         if let Err(error) = self.check(&request) {
             let _ = responder.send(Err(error));
             return;
+        }
+        if let Request::LeaseGrant(grant) = &mut request {
+            // The proposer fixes what every member must apply alike: the id (etcd's
+            // server picks one when the client gives 0) and the TTL raised to the minimum.
+            if grant.id == 0 {
+                grant.id = (self.rng.gen::<u64>() >> 1).max(1) as i64;
+            }
+            grant.ttl = grant.ttl.max(self.config.lease_ttl_secs_min());
         }
         let size_bytes = request_size_bytes(&request);
         if self.proposals.bytes() + self.reads.bytes() + size_bytes > self.config.pending_request_bytes_max {
@@ -342,7 +407,14 @@ impl NodeCore {
             Request::Put(p) => validate::check_put(p),
             Request::DeleteRange(d) => validate::check_delete_range(d),
             Request::Txn(t) => validate::check_txn(t, self.config.max_txn_ops),
-            Request::Compact(_) => Ok(()),
+            Request::LeaseGrant(g) if g.ttl > LEASE_TTL_SECS_MAX => Err(EtcdError::LeaseTtlTooLarge),
+            Request::LeaseGrant(g) if g.id < 0 => Err(EtcdError::LeaseNotFound),
+            Request::Compact(_)
+            | Request::LeaseGrant(_)
+            | Request::LeaseRevoke(_)
+            | Request::LeaseKeepAlive(_)
+            | Request::LeaseTimeToLive(_)
+            | Request::LeaseLeases(_) => Ok(()),
         }
     }
 
@@ -386,11 +458,38 @@ impl NodeCore {
 
     fn serve_read(&mut self, read: PendingRequest) {
         let header = self.header();
-        let result = self.state.read(&read.request).map(|mut response| {
+        let result = match &read.request {
+            Request::LeaseTimeToLive(_) | Request::LeaseLeases(_) => Ok(self.read_leases(&read.request)),
+            request => self.state.read(request),
+        };
+        let result = result.map(|mut response| {
             response.set_header(header);
             response
         });
         let _ = read.responder.send(result);
+    }
+
+    /// Lease reads: what the replicated state knows, with remaining TTLs from this
+    /// member's lease clock. An unknown lease has TTL -1, as etcd answers.
+    fn read_leases(&self, request: &Request) -> Response {
+        let lessor = self.state.mvcc().leases();
+        match request {
+            Request::LeaseTimeToLive(ask) => match lessor.get(ask.id) {
+                Some(lease) => Response::LeaseTimeToLive(LeaseTimeToLiveResponse {
+                    header: None,
+                    id: ask.id,
+                    ttl: self.lease_clock.remaining_secs(ask.id, lease.ttl_secs, self.env.clock.now_ms()),
+                    granted_ttl: lease.ttl_secs,
+                    keys: if ask.keys { lease.keys.iter().cloned().collect() } else { Vec::new() },
+                }),
+                None => Response::LeaseTimeToLive(LeaseTimeToLiveResponse { header: None, id: ask.id, ttl: -1, granted_ttl: 0, keys: Vec::new() }),
+            },
+            Request::LeaseLeases(_) => Response::LeaseLeases(LeaseLeasesResponse {
+                header: None,
+                leases: lessor.ids().map(|(id, _)| LeaseStatus { id }).collect(),
+            }),
+            other => panic!("not a lease read: {other:?}"),
+        }
     }
 
     /// Handles everything raft has produced, in the one order that is safe:
@@ -412,6 +511,7 @@ impl NodeCore {
             if let Some(feed) = self.change_feed.as_mut() {
                 feed.clear();
             }
+            self.lease_clock.retain_existing(self.state.mvcc().leases());
             self.observe(NodeEvent::SnapshotInstalled {
                 index: snapshot.get_metadata().index,
                 term: snapshot.get_metadata().term,
@@ -519,6 +619,13 @@ impl NodeCore {
             self.last_role = Some((role, leader_id, term));
             self.observe(NodeEvent::RoleChanged { term, role, leader_id });
         }
+        if role == Role::Leader && !self.lease_clock.is_leader() {
+            let now_ms = self.env.clock.now_ms();
+            self.lease_clock.promote(self.state.mvcc().leases(), now_ms, self.config.election_timeout_ms);
+            self.next_lease_checkpoint_ms = now_ms + self.config.lease_checkpoint_interval_ms;
+        } else if role != Role::Leader && self.lease_clock.is_leader() {
+            self.lease_clock.demote();
+        }
     }
 
     /// The leader this member knew is gone. As etcd does, pending proposals fail with
@@ -565,6 +672,13 @@ impl NodeCore {
         let applied = self.state.apply(data);
         if applied.invalid {
             self.invalid_entries_applied += 1;
+        }
+        if !applied.lease_changes.is_empty() {
+            let now_ms = self.env.clock.now_ms();
+            for change in &applied.lease_changes {
+                self.lease_clock.on_change(change, now_ms);
+                self.observe(NodeEvent::Lease(change.clone()));
+            }
         }
         if !applied.events.is_empty() {
             if self.env.observer.wants_changes() {
@@ -635,6 +749,14 @@ impl NodeCore {
         (revision, mvcc.hash_kv(revision))
     }
 
+    /// A digest of the whole replicated state at the current revision — keys with their
+    /// history and leases — for convergence checks.
+    pub fn state_digest(&self) -> (i64, u64) {
+        let mvcc = self.state.mvcc();
+        let revision = mvcc.current_revision();
+        (revision, (u64::from(mvcc.hash_kv(revision)) << 32) | u64::from(mvcc.leases().hash()))
+    }
+
     /// Makes this member start a real election now, skipping pre-vote (the simulator's
     /// split-vote fault: several members doing this at one instant split the vote).
     pub fn campaign(&mut self) {
@@ -675,7 +797,7 @@ impl NodeCore {
 /// Whether a request is served as a read (never replicated).
 fn is_read(request: &Request) -> bool {
     match request {
-        Request::Range(_) => true,
+        Request::Range(_) | Request::LeaseTimeToLive(_) | Request::LeaseLeases(_) => true,
         Request::Txn(txn) => validate::txn_is_read_only(txn),
         _ => false,
     }
@@ -689,5 +811,10 @@ fn request_size_bytes(request: &Request) -> usize {
         Request::DeleteRange(d) => d.encoded_len(),
         Request::Txn(t) => t.encoded_len(),
         Request::Compact(c) => c.encoded_len(),
+        Request::LeaseGrant(g) => g.encoded_len(),
+        Request::LeaseRevoke(r) => r.encoded_len(),
+        Request::LeaseKeepAlive(k) => k.encoded_len(),
+        Request::LeaseTimeToLive(t) => t.encoded_len(),
+        Request::LeaseLeases(l) => l.encoded_len(),
     }
 }

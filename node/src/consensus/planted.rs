@@ -30,10 +30,14 @@ pub enum PlantedBug {
     WatchSkipOnCatchUp,
     /// A watch created with a start revision starts one revision late.
     WatchStartOffByOne,
+    /// Every member, not only the leader, expires leases on its own clock.
+    LeaseExpireOnFollower,
+    /// The leader ignores keep-alives when it computes deadlines.
+    LeaseRenewIgnored,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 10] = [
+    pub const ALL: [PlantedBug; 12] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -44,6 +48,8 @@ impl PlantedBug {
         PlantedBug::TornByLengthOnly,
         PlantedBug::WatchSkipOnCatchUp,
         PlantedBug::WatchStartOffByOne,
+        PlantedBug::LeaseExpireOnFollower,
+        PlantedBug::LeaseRenewIgnored,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -58,6 +64,8 @@ impl PlantedBug {
             PlantedBug::TornByLengthOnly => "torn-by-length-only",
             PlantedBug::WatchSkipOnCatchUp => "watch-skip-on-catch-up",
             PlantedBug::WatchStartOffByOne => "watch-start-off-by-one",
+            PlantedBug::LeaseExpireOnFollower => "lease-expire-on-follower",
+            PlantedBug::LeaseRenewIgnored => "lease-renew-ignored",
         }
     }
 

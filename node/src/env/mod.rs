@@ -155,6 +155,8 @@ pub enum NodeEvent {
     /// An applied write changed the store: its revision and its changes in order (only
     /// to observers that want them).
     Changes { revision: i64, events: Vec<crate::pb::mvccpb::Event> },
+    /// A lease was granted, renewed or ended (revoked, or expired by the leader).
+    Lease(crate::apply::LeaseChange),
 }
 
 /// A member's raft role, as shown to observers and in status.

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 mod kv;
+mod lease;
 mod maintenance;
 mod watch;
 
@@ -11,10 +12,12 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Status};
 
 pub use self::kv::KvService;
+pub use self::lease::LeaseService;
 pub use self::maintenance::{MaintenanceService, SERVER_VERSION};
 pub use self::watch::WatchService;
 use crate::errors::{EtcdError, GrpcCode};
 use crate::pb::etcdserverpb::kv_server::KvServer;
+use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::pb::etcdserverpb::watch_server::WatchServer;
 use crate::server::NodeHandle;
@@ -56,6 +59,7 @@ pub async fn serve(incoming: TcpIncoming, node: NodeHandle, max_request_bytes: u
         .max_concurrent_streams(u32::MAX)
         .add_service(kv)
         .add_service(watch)
+        .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
         .add_service(maintenance)
         .serve_with_incoming(incoming)
         .await

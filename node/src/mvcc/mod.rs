@@ -24,6 +24,7 @@
 mod compaction;
 mod hash;
 mod history;
+pub mod lease;
 mod range;
 mod txn;
 mod write;
@@ -59,6 +60,8 @@ pub struct Mvcc {
     /// compaction so that status calls never walk the store. Not part of the encoding.
     #[serde(skip)]
     size_bytes: u64,
+    /// Leases and the keys attached to them.
+    lessor: lease::Lessor,
 }
 
 /// Per-record overhead counted in the database size besides key and value bytes.
@@ -108,7 +111,7 @@ fn visible_at(records: &[KeyRecord], revision: i64) -> Option<&KeyRecord> {
 impl Mvcc {
     /// An empty store at revision 1, as a new etcd cluster starts.
     pub fn new() -> Self {
-        Self { keys: BTreeMap::new(), current_revision: 1, compact_revision: 0, size_bytes: 0 }
+        Self { keys: BTreeMap::new(), current_revision: 1, compact_revision: 0, size_bytes: 0, lessor: lease::Lessor::default() }
     }
 
     pub fn current_revision(&self) -> i64 {
@@ -135,7 +138,11 @@ impl Mvcc {
     fn assert_invariants(&self) {
         assert!(self.current_revision >= 1, "revision starts at 1");
         assert!(self.compact_revision <= self.current_revision, "compaction beyond current revision");
-        for records in self.keys.values() {
+        for (key, records) in &self.keys {
+            if let Some(live) = records.last().filter(|r| !r.tombstone && r.lease != 0) {
+                let attached = self.lessor.get(live.lease).is_some_and(|lease| lease.keys.contains(key));
+                assert!(attached, "a live key's lease exists and lists the key");
+            }
             assert!(!records.is_empty(), "a key with no records is removed");
             assert!(records.windows(2).all(|w| w[0].mod_revision < w[1].mod_revision), "records out of order");
         }

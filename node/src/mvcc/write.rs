@@ -41,8 +41,7 @@ impl Mvcc {
         if (request.ignore_value || request.ignore_lease) && !live {
             return Err(EtcdError::KeyNotFound);
         }
-        if !request.ignore_lease && request.lease != 0 {
-            // No lease has been granted on this store (the lease service does not exist yet).
+        if !request.ignore_lease && request.lease != 0 && !self.lessor.contains(request.lease) {
             return Err(EtcdError::LeaseNotFound);
         }
         Ok(())
@@ -68,6 +67,10 @@ impl Mvcc {
         let sub = sub_revision(events);
         let record = KeyRecord { mod_revision: write_revision, sub, create_revision, version, lease, value, tombstone: false };
         let kv = record.to_key_value(&request.key);
+        if let Some(previous) = previous.as_ref().filter(|p| p.lease != lease) {
+            self.lessor.detach(previous.lease, &request.key);
+        }
+        self.lessor.attach(lease, &request.key);
         let prev_kv = self.write_record(&request.key, write_revision, record);
         events.push(Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: prev_kv.clone() });
         PutResponse { header: None, prev_kv: if request.prev_kv { prev_kv } else { None } }
@@ -90,6 +93,7 @@ impl Mvcc {
                 value: Vec::new(),
                 tombstone: true,
             };
+            self.lessor.detach(kv.lease, &kv.key);
             self.write_record(&kv.key, write_revision, tombstone);
             let deleted = KeyValue { key: kv.key.clone(), mod_revision: write_revision, ..Default::default() };
             events.push(Event { r#type: EventType::Delete as i32, kv: Some(deleted), prev_kv: Some(kv.clone()) });

@@ -1,0 +1,70 @@
+//! etcd's `Lease` service: grant, revoke, the keep-alive stream, time-to-live, list.
+
+use std::pin::Pin;
+
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::to_status;
+use crate::pb::etcdserverpb::lease_server::Lease;
+use crate::pb::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
+    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use crate::server::NodeHandle;
+
+/// Keep-alive answers buffered per stream before the stream waits for its client.
+pub const LEASE_KEEP_ALIVE_RESPONSES_MAX: usize = 64;
+
+/// The Lease service.
+pub struct LeaseService {
+    pub(super) node: NodeHandle,
+}
+
+type KeepAliveResponses = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
+        self.node.lease_grant(request.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    async fn lease_revoke(&self, request: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
+        self.node.lease_revoke(request.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    type LeaseKeepAliveStream = KeepAliveResponses;
+
+    /// Each request renews its lease and is answered in order on the stream; an error
+    /// (no leader, timeout) ends the stream with that status, as etcd's does.
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut incoming = request.into_inner();
+        let node = self.node.clone();
+        let (sender, receiver) = tokio::sync::mpsc::channel(LEASE_KEEP_ALIVE_RESPONSES_MAX);
+        tokio::spawn(async move {
+            while let Some(Ok(keep_alive)) = incoming.next().await {
+                let answer = node.lease_keep_alive(keep_alive).await.map_err(to_status);
+                let failed = answer.is_err();
+                if sender.send(answer).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.node.lease_time_to_live(request.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    async fn lease_leases(&self, request: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.node.lease_leases(request.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+}
