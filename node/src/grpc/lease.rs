@@ -7,6 +7,7 @@ use tonic::codegen::tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::to_status;
+use crate::errors::EtcdError;
 use crate::pb::etcdserverpb::lease_server::Lease;
 use crate::pb::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
@@ -36,8 +37,11 @@ impl Lease for LeaseService {
 
     type LeaseKeepAliveStream = KeepAliveResponses;
 
-    /// Each request renews its lease and is answered in order on the stream; an error
-    /// (no leader, timeout) ends the stream with that status, as etcd's does.
+    /// Each request renews its lease and is answered in order on the stream. A renewal
+    /// whose outcome is unknown (no leader, leader changed, timeout) goes unanswered
+    /// and the stream stays open — clients send the next keep-alive within a third of
+    /// the TTL anyway; etcd ends the stream instead and its clients reopen it, which
+    /// some clients (the `etcd-client` crate) do not. Any other error ends the stream.
     async fn lease_keep_alive(
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
@@ -47,7 +51,10 @@ impl Lease for LeaseService {
         let (sender, receiver) = tokio::sync::mpsc::channel(LEASE_KEEP_ALIVE_RESPONSES_MAX);
         tokio::spawn(async move {
             while let Some(Ok(keep_alive)) = incoming.next().await {
-                let answer = node.lease_keep_alive(keep_alive).await.map_err(to_status);
+                let answer = match node.lease_keep_alive(keep_alive).await {
+                    Err(error) if error.outcome_unknown() || error == EtcdError::NoLeader => continue,
+                    answer => answer.map_err(to_status),
+                };
                 let failed = answer.is_err();
                 if sender.send(answer).await.is_err() || failed {
                     return;
