@@ -362,3 +362,23 @@ fn leases_attach_detach_and_revoke_every_key_in_one_revision() {
     let decoded = Mvcc::decode(&store.encode()).expect("decode");
     assert_eq!(decoded.leases(), store.leases());
 }
+
+#[test]
+fn an_expiry_decided_before_a_renewal_is_void() {
+    use detcd_node::pb::detcdpb::{internal_request, InternalRequest, LeaseExpiry};
+    use detcd_node::pb::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest};
+    use prost::Message as _;
+    let mut state = detcd_node::StateMachine::new();
+    let apply = |state: &mut detcd_node::StateMachine, request_id: u64, op: internal_request::Op| {
+        state.apply(&InternalRequest { proposer: 1, request_id, op: Some(op) }.encode_to_vec())
+    };
+    apply(&mut state, 1, internal_request::Op::LeaseGrant(LeaseGrantRequest { id: 5, ttl: 10 }));
+    // The leader decides lease 5 expired (no renewal yet); a keep-alive overtakes it.
+    apply(&mut state, 2, internal_request::Op::LeaseRenew(LeaseKeepAliveRequest { id: 5 }));
+    let stale = apply(&mut state, 3, internal_request::Op::LeaseExpire(LeaseExpiry { id: 5, renewals: 0 }));
+    assert!(stale.lease_changes.is_empty(), "the renewal voids the expiry");
+    assert!(state.mvcc().leases().contains(5));
+    let current = apply(&mut state, 4, internal_request::Op::LeaseExpire(LeaseExpiry { id: 5, renewals: 1 }));
+    assert_eq!(current.lease_changes.len(), 1);
+    assert!(!state.mvcc().leases().contains(5));
+}

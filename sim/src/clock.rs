@@ -6,11 +6,30 @@ use std::time::Duration;
 
 use detcd_node::env::{BoxFuture, Clock};
 
+/// The clock reads `base_ms + (elapsed - base_elapsed_ms) × (1 + drift)`: drift acts
+/// only from the moment it was set, so changing or stopping it never moves the clock by
+/// itself (the only jumps are the explicit ones).
 #[derive(Debug, Default)]
 struct Skew {
-    offset_ms: u64,
+    base_ms: u64,
+    base_elapsed_ms: u64,
     drift_ppm: i64,
     last_ms: u64,
+}
+
+impl Skew {
+    fn read(&self, elapsed_ms: u64) -> u64 {
+        let since = i128::from(elapsed_ms.saturating_sub(self.base_elapsed_ms));
+        let drifted = since * (1_000_000 + i128::from(self.drift_ppm)) / 1_000_000;
+        self.base_ms.saturating_add(drifted.max(0) as u64).max(self.last_ms)
+    }
+
+    /// Folds the time read so far into the base, so a new drift starts from now.
+    fn rebase(&mut self, elapsed_ms: u64) {
+        self.base_ms = self.read(elapsed_ms);
+        self.base_elapsed_ms = elapsed_ms;
+        self.last_ms = self.base_ms;
+    }
 }
 
 /// See the module documentation.
@@ -26,14 +45,25 @@ impl SimClock {
 
     /// Jumps the clock forward and sets its drift (parts per million; ±).
     pub fn skew(&self, jump_ms: u64, drift_ppm: i64) {
+        let elapsed_ms = self.elapsed_ms();
         let mut skew = self.skew.lock().expect("clock lock");
-        skew.offset_ms += jump_ms;
+        skew.rebase(elapsed_ms);
+        skew.base_ms += jump_ms;
+        skew.last_ms = skew.base_ms;
         skew.drift_ppm = drift_ppm.clamp(-500_000, 500_000);
     }
 
-    /// Stops drifting (the offset stays: a monotonic clock never goes back).
+    /// Stops drifting (what drift and jumps added stays: a monotonic clock never goes
+    /// back, and stopping the drift does not move it).
     pub fn stop_drift(&self) {
-        self.skew.lock().expect("clock lock").drift_ppm = 0;
+        let elapsed_ms = self.elapsed_ms();
+        let mut skew = self.skew.lock().expect("clock lock");
+        skew.rebase(elapsed_ms);
+        skew.drift_ppm = 0;
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
     }
 }
 
@@ -45,10 +75,9 @@ impl Default for SimClock {
 
 impl Clock for SimClock {
     fn now_ms(&self) -> u64 {
-        let elapsed_ms = self.origin.elapsed().as_millis() as i128;
+        let elapsed_ms = self.elapsed_ms();
         let mut skew = self.skew.lock().expect("clock lock");
-        let drifted = elapsed_ms * (1_000_000 + i128::from(skew.drift_ppm)) / 1_000_000;
-        let now = (drifted.max(0) as u64).saturating_add(skew.offset_ms).max(skew.last_ms);
+        let now = skew.read(elapsed_ms);
         skew.last_ms = now;
         now
     }

@@ -225,7 +225,7 @@ pub async fn inject(cluster: &Cluster, fault: FaultKind, rng: &mut ChaCha8Rng, o
         }
         FaultKind::ClockSkew => {
             let victim = rng.gen_range(0..n);
-            let jump_ms = rng.gen_range(0..5000);
+            let jump_ms = rng.gen_range(0..=options.clock_jump_ms_max);
             let drift = if options.clock_drift_ppm_max == 0 { 0 } else { rng.gen_range(-options.clock_drift_ppm_max..=options.clock_drift_ppm_max) };
             cluster.members[victim].clock.skew(jump_ms, drift);
             world.event("fault", Some(victim), format!("clock jumps {jump_ms} ms, drifts {drift} ppm"));

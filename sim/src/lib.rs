@@ -8,6 +8,8 @@
 
 pub mod checker;
 pub mod history;
+pub mod lease_checker;
+pub mod lease_history;
 pub mod report;
 pub mod scenario;
 pub mod watch_checker;
@@ -19,6 +21,8 @@ pub mod clock;
 pub mod cluster;
 #[cfg(madsim)]
 pub mod faults;
+#[cfg(madsim)]
+pub mod lease_workload;
 #[cfg(madsim)]
 pub mod liveness;
 #[cfg(madsim)]

@@ -56,7 +56,7 @@ pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
         let mut digests = Vec::new();
         for slot in &cluster.members {
             let digest = match slot.handle() {
-                Some((handle, _)) => tokio::time::timeout(Duration::from_millis(500), handle.hash_kv(0)).await.ok().flatten(),
+                Some((handle, _)) => tokio::time::timeout(Duration::from_millis(500), handle.state_digest()).await.ok().flatten(),
                 None => None,
             };
             digests.push(digest);
@@ -66,7 +66,7 @@ pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
         let same = digests.iter().all(|d| *d == first);
         if all_up && same {
             let (revision, kv_hash) = first.expect("all up");
-            cluster.world.event("phase", None, format!("converged: every member at revision {revision} with kv hash {kv_hash:08x}"));
+            cluster.world.event("phase", None, format!("converged: every member at revision {revision} with state digest {kv_hash:016x}"));
             return Verdict::Ok;
         }
         last = statuses.into_iter().zip(digests).collect();
@@ -79,7 +79,7 @@ pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
         .iter()
         .enumerate()
         .map(|(i, (s, digest))| match (s, digest) {
-            (Some(s), Some((_, hash))) => format!("m{i}: rev {} hash {hash:08x} applied {} role {:?}", s.revision, s.applied_index, s.role),
+            (Some(s), Some((_, hash))) => format!("m{i}: rev {} digest {hash:016x} applied {} role {:?}", s.revision, s.applied_index, s.role),
             _ => format!("m{i}: down"),
         })
         .collect();

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::checker::Verdict;
+use crate::lease_history::LeaseRecord;
 use crate::watch_history::WatchRecord;
 use crate::history::{History, OpKind, Outcome};
 use crate::scenario::Options;
@@ -57,7 +58,13 @@ pub struct RunReport {
     pub history: History,
     /// Every watch chain and the authoritative changes they were checked against.
     pub watches: WatchRecord,
+    /// Every lease operation and every lease's end.
+    pub leases: LeaseRecord,
 }
+
+/// Verdicts whose name starts with this are expected findings (e.g. lease safety beyond
+/// the declared clock bound): reported, never a failure.
+pub const EXPECTED_FINDING_PREFIX: &str = "expected:";
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct OperationCounts {
@@ -92,7 +99,7 @@ impl RunReport {
         leaders_by_term: BTreeMap<u64, u64>,
         simulated_ms: u64,
     ) -> RunReport {
-        let passed = !verdicts.iter().any(|(_, v)| v.is_violation());
+        let passed = !verdicts.iter().any(|(name, v)| v.is_violation() && !name.starts_with(EXPECTED_FINDING_PREFIX));
         let operations = OperationCounts {
             ok: history.count(Outcome::Ok),
             fail: history.count(Outcome::Fail),
@@ -111,7 +118,14 @@ impl RunReport {
             timeline,
             history,
             watches: WatchRecord::default(),
+            leases: LeaseRecord::default(),
         }
+    }
+
+    /// The run's lease record, for the report.
+    pub fn with_leases(mut self, leases: LeaseRecord) -> Self {
+        self.leases = leases;
+        self
     }
 
     /// The run's watch record, for the report.
@@ -120,8 +134,16 @@ impl RunReport {
         self
     }
 
+    /// Expected findings that occurred (see [`EXPECTED_FINDING_PREFIX`]).
+    pub fn expected_findings(&self) -> Vec<(&str, &Verdict)> {
+        self.verdicts.iter().filter(|(name, v)| v.is_violation() && name.starts_with(EXPECTED_FINDING_PREFIX)).map(|(name, v)| (name.as_str(), v)).collect()
+    }
+
     pub fn first_violation(&self) -> Option<(&str, &Verdict)> {
-        self.verdicts.iter().find(|(_, v)| v.is_violation()).map(|(name, v)| (name.as_str(), v))
+        self.verdicts
+            .iter()
+            .find(|(name, v)| v.is_violation() && !name.starts_with(EXPECTED_FINDING_PREFIX))
+            .map(|(name, v)| (name.as_str(), v))
     }
 
     pub fn summary(&self) -> Summary {

@@ -26,6 +26,9 @@ use crate::liveness::converge;
 use crate::net::{LinkQuality, SimNet};
 use crate::report::RunReport;
 use crate::scenario::{FaultKind, Options, Scenario};
+use crate::lease_checker;
+use crate::lease_workload::{run_lease_client, LEASE_TTL_SECS_MAX};
+use crate::report::EXPECTED_FINDING_PREFIX;
 use crate::watch_checker::check_watches;
 use crate::watch_workload::{run_compactor, run_watch_client};
 use crate::workload::{key_name, perform, run_client};
@@ -109,6 +112,10 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     for client in 0..scenario.workload.watch_clients as u64 {
         watchers.push(tokio::spawn(run_watch_client(client, cluster.clone(), options.keys, watch_stop.clone(), options.seed)));
     }
+    let mut lease_clients = Vec::new();
+    for client in 0..scenario.workload.lease_clients as u64 {
+        lease_clients.push(tokio::spawn(run_lease_client(client, cluster.clone(), stop.clone(), scenario.workload.client_timeout_ms, options.seed)));
+    }
     if scenario.workload.compact_interval_ms > 0 {
         tokio::spawn(run_compactor(
             cluster.clone(),
@@ -128,6 +135,11 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     for client in clients {
         let _ = client.await;
     }
+    for client in lease_clients {
+        let _ = client.await;
+    }
+    // Nobody renews a lease from here on.
+    let leases_abandoned_ms = world.now_ms();
 
     let liveness = converge(&cluster, &options).await;
     // Final linearizable reads of every key: durability of acknowledged writes.
@@ -141,6 +153,7 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     for watcher in watchers {
         let _ = watcher.await;
     }
+    let lease_liveness = check_lease_liveness(&cluster, &options, leases_abandoned_ms).await;
     world.event("phase", None, "done".into());
 
     let history = world.history();
@@ -157,6 +170,20 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     verdicts.push(("revision-monotonic".into(), checker::check_revisions_monotonic(&history)));
     let watch_record = world.watch_record();
     verdicts.extend(check_watches(&watch_record));
+    let lease_record = world.lease_record();
+    let skews_clocks = options.swarm_enabled.contains(&FaultKind::ClockSkew) || scenario.faults.timeline.iter().any(|f| f.fault == FaultKind::ClockSkew);
+    let drift_bound_ppm = if skews_clocks { options.clock_drift_ppm_max } else { 0 };
+    let safety = lease_checker::check_lease_safety(&lease_record, drift_bound_ppm);
+    if scenario.lease_safety_promised() {
+        verdicts.push(("lease-safety".into(), safety));
+    } else {
+        // Beyond the clock bound leases are not promised to be safe: an early expiry is
+        // an expected finding, reported but not a failure.
+        verdicts.push((format!("{EXPECTED_FINDING_PREFIX}lease-safety"), safety));
+    }
+    verdicts.push(("lease-linearizable".into(), lease_checker::check_lease_linearizable(&lease_record)));
+    verdicts.push(("lease-atomic".into(), lease_checker::check_lease_atomicity(&lease_record, &watch_record.authoritative)));
+    verdicts.push(("lease-liveness".into(), lease_liveness));
     verdicts.push(("liveness".into(), liveness));
     let leaderless = world.leaderless_terms();
     if scenario.expect.split_vote {
@@ -180,6 +207,45 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     }
     RunReport::new(options, verdicts, history, world.timeline(), world.trace_hash(), net.stats(), leaderless, world.leaders_by_term(), world.now_ms())
         .with_watches(watch_record)
+        .with_leases(lease_record)
+}
+
+/// After every lease client stopped (at `abandoned_ms`) and the cluster healed, every
+/// lease must be gone within the longest TTL plus a bound: a new leader's extension
+/// (one election timeout), its first ticks, a revoke retry, and commit.
+async fn check_lease_liveness(cluster: &Cluster, options: &Options, abandoned_ms: u64) -> Verdict {
+    const LEASE_EXPIRY_BOUND_MS: u64 = 8_000;
+    let due_ms = abandoned_ms.max(cluster.world.now_ms()) + LEASE_TTL_SECS_MAX as u64 * 1000 + LEASE_EXPIRY_BOUND_MS;
+    let mut remaining: Option<Vec<i64>> = None;
+    while cluster.world.now_ms() < due_ms + 5_000 {
+        let wait = due_ms.saturating_sub(cluster.world.now_ms()).max(200);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        for slot in &cluster.members {
+            let Some((handle, _)) = slot.handle() else { continue };
+            let request = detcd_node::pb::etcdserverpb::LeaseLeasesRequest {};
+            if let Ok(Ok(answer)) = tokio::time::timeout(Duration::from_millis(2000), handle.lease_leases(request)).await {
+                remaining = Some(answer.leases.iter().map(|l| l.id).collect());
+                break;
+            }
+        }
+        if remaining.as_ref().is_some_and(Vec::is_empty) {
+            return Verdict::Ok;
+        }
+    }
+    let _ = options;
+    Verdict::Violation {
+        check: "lease-liveness".into(),
+        detail: match remaining {
+            Some(leases) => format!(
+                "leases {:?} still exist {} ms after their clients stopped renewing them (longest TTL {} s)",
+                leases.iter().map(|l| format!("{l:016x}")).collect::<Vec<_>>(),
+                cluster.world.now_ms() - abandoned_ms,
+                LEASE_TTL_SECS_MAX
+            ),
+            None => "no member answered LeaseLeases after the run settled".into(),
+        },
+        ops: vec![],
+    }
 }
 
 /// Runs one seed in a fresh thread with a fresh madsim runtime, so no static or

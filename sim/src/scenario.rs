@@ -74,6 +74,9 @@ pub struct Workload {
     /// revisions.
     pub compact_interval_ms: u64,
     pub compact_retain_revisions: i64,
+    /// Lease clients: each grants short leases (2–4 s TTL), attaches keys, and then keeps
+    /// a lease alive for a while, revokes it, or abandons it; and asks TimeToLive.
+    pub lease_clients: usize,
 }
 
 impl Default for Workload {
@@ -93,6 +96,7 @@ impl Default for Workload {
             watch_clients: 2,
             compact_interval_ms: 5000,
             compact_retain_revisions: 50,
+            lease_clients: 1,
         }
     }
 }
@@ -200,7 +204,16 @@ pub struct Faults {
     pub swarm_interval_ms: u64,
     /// How long a fault lasts before it is healed (the seed draws within ±50%).
     pub fault_duration_ms: u64,
+    /// `clock_skew`: the largest drift a seed may draw (ppm; default 200,000 = ±20%) and
+    /// the largest forward jump (ms; default 5,000).
+    pub clock_drift_ppm_cap: Option<i64>,
+    pub clock_jump_ms_max: Option<u64>,
 }
+
+/// The clock bound under which detcd promises lease safety: drift within ±5% on every
+/// member and no forward jumps. Scenarios whose clock faults stay inside it must never
+/// see a lease expire early; beyond it, early expiry is an expected finding.
+pub const LEASE_SAFE_CLOCK_DRIFT_PPM_MAX: i64 = 50_000;
 
 /// What a scenario requires to have happened, beyond "no violation".
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -210,6 +223,17 @@ pub struct Expectations {
     pub split_vote: bool,
     /// At least this many client operations must have succeeded.
     pub ok_operations_min: usize,
+}
+
+impl Scenario {
+    /// Whether the scenario's clock faults stay inside the bound under which leases are
+    /// safe (see [`LEASE_SAFE_CLOCK_DRIFT_PPM_MAX`]).
+    pub fn lease_safety_promised(&self) -> bool {
+        let skews = self.faults.swarm.contains(&FaultKind::ClockSkew) || self.faults.timeline.iter().any(|f| f.fault == FaultKind::ClockSkew);
+        !skews
+            || (self.faults.clock_jump_ms_max == Some(0)
+                && self.faults.clock_drift_ppm_cap.is_some_and(|cap| cap <= LEASE_SAFE_CLOCK_DRIFT_PPM_MAX))
+    }
 }
 
 /// Every concrete option a seed derived from a scenario.
@@ -230,6 +254,7 @@ pub struct Options {
     pub lossy_duplicate_rate: f64,
     pub torn_write_probability: f64,
     pub clock_drift_ppm_max: i64,
+    pub clock_jump_ms_max: u64,
     pub client_link_loss: f64,
     /// A bug planted in every member (simulator canary), by name.
     pub planted_bug: Option<String>,
@@ -293,7 +318,8 @@ impl Options {
             lossy_drop_rate: rng.gen_range(0.05..0.3),
             lossy_duplicate_rate: rng.gen_range(0.0..0.2),
             torn_write_probability: rng.gen_range(0.0..0.5),
-            clock_drift_ppm_max: rng.gen_range(0..=200_000),
+            clock_drift_ppm_max: rng.gen_range(0..=scenario.faults.clock_drift_ppm_cap.unwrap_or(200_000).max(0)),
+            clock_jump_ms_max: scenario.faults.clock_jump_ms_max.unwrap_or(5000),
             client_link_loss: scenario.workload.client_link_loss,
             planted_bug: None,
         }

@@ -128,7 +128,7 @@ mod tests {
     use crate::watch_history::{TimedWatchEntry, WatchSegment, WatchedEvent};
 
     fn put(revision: i64, key: &str, value: &str) -> WatchedEvent {
-        WatchedEvent { revision, delete: false, key: key.into(), value: value.into(), create_revision: revision, version: 1, prev: None }
+        WatchedEvent { revision, delete: false, key: key.into(), value: value.into(), create_revision: revision, version: 1, lease: 0, prev: None }
     }
 
     fn record() -> WatchRecord {

@@ -19,6 +19,9 @@ pub struct WatchedEvent {
     pub value: String,
     pub create_revision: i64,
     pub version: i64,
+    /// The lease the key is attached to (0: none; deletes carry 0).
+    #[serde(default)]
+    pub lease: i64,
     /// The value and mod revision before the change, when there was one (and the
     /// watcher asked for it).
     pub prev: Option<(String, i64)>,

@@ -14,6 +14,7 @@ use detcd_node::env::{NodeEvent, Observer, Role};
 
 use crate::checker::Verdict;
 use crate::history::{History, Op, OpKind, Outcome};
+use crate::lease_history::{LeaseEnd, LeaseOp, LeaseOpKind, LeaseRecord};
 use crate::watch_history::{TimedWatchEntry, WatchChain, WatchEntry, WatchRecord, WatchSegment, WatchedEvent};
 pub use crate::report::TimelineEvent;
 
@@ -43,6 +44,7 @@ struct WorldState {
     watches: WatchRecord,
     /// Revisions whose changes differed between members (each reported once).
     diverged_revisions: BTreeSet<i64>,
+    leases: LeaseRecord,
 }
 
 /// A watch event in the record's shape.
@@ -55,6 +57,7 @@ pub fn watched_event(event: &detcd_node::pb::mvccpb::Event) -> WatchedEvent {
         value: String::from_utf8_lossy(&kv.value).into_owned(),
         create_revision: kv.create_revision,
         version: kv.version,
+        lease: kv.lease,
         prev: event.prev_kv.as_ref().map(|p| (String::from_utf8_lossy(&p.value).into_owned(), p.mod_revision)),
     }
 }
@@ -80,6 +83,7 @@ impl World {
                 member_index: member_ids.iter().enumerate().map(|(i, id)| (*id, i)).collect(),
                 watches: WatchRecord::default(),
                 diverged_revisions: BTreeSet::new(),
+                leases: LeaseRecord::default(),
             }),
             origin: tokio::time::Instant::now(),
         })
@@ -269,6 +273,34 @@ impl World {
     pub fn watch_record(&self) -> WatchRecord {
         self.lock().watches.clone()
     }
+
+    /// Records a lease operation's invocation; returns its id.
+    pub fn lease_invoke(&self, client: u64, lease: i64, kind: LeaseOpKind, member: u64) -> u64 {
+        let now = self.now_ms();
+        let mut state = self.lock();
+        let id = state.leases.ops.len() as u64;
+        Self::mix(&mut state, format!("lease-invoke|{now}|{id}|{client}|{lease}|{kind:?}|{member}").as_bytes());
+        state.leases.ops.push(LeaseOp { id, client, lease, kind, member, invoke_ms: now, complete_ms: None, outcome: Outcome::Unknown, ttl: 0, error: None });
+        id
+    }
+
+    /// How lease operation `id` ended; `lease` is the lease it concerned (a grant learns
+    /// its id from the answer).
+    pub fn lease_complete(&self, id: u64, outcome: Outcome, lease: i64, ttl: i64, error: Option<String>) {
+        let now = self.now_ms();
+        let mut state = self.lock();
+        Self::mix(&mut state, format!("lease-complete|{now}|{id}|{outcome:?}|{lease}|{ttl}|{error:?}").as_bytes());
+        let op = &mut state.leases.ops[id as usize];
+        op.outcome = outcome;
+        op.complete_ms = (outcome != Outcome::Unknown).then_some(now);
+        op.lease = lease;
+        op.ttl = ttl;
+        op.error = error;
+    }
+
+    pub fn lease_record(&self) -> LeaseRecord {
+        self.lock().leases.clone()
+    }
 }
 
 impl Observer for World {
@@ -350,6 +382,12 @@ impl Observer for World {
                         state.invariants.violations.push(Verdict::Violation { check: "changes-identical-everywhere".into(), detail, ops: vec![] });
                     }
                     Some(_) => {}
+                }
+            }
+            NodeEvent::Lease(change) => {
+                Self::mix(&mut state, format!("lease|{member_id}|{change:?}").as_bytes());
+                if let detcd_node::apply::LeaseChange::Ended { id, expired, revision } = change {
+                    state.leases.ends.entry(id).or_insert(LeaseEnd { at_ms, revision, expired });
                 }
             }
             NodeEvent::SnapshotInstalled { index, term } => {

@@ -130,8 +130,9 @@ impl AppliedRequests {
 pub enum LeaseChange {
     Granted { id: i64, ttl_secs: i64 },
     Renewed { id: i64, ttl_secs: i64 },
-    /// Revoked by a client, or (`expired`) by the leader's expiry proposal.
-    Ended { id: i64, expired: bool },
+    /// Revoked by a client, or (`expired`) by the leader's expiry proposal; `revision`
+    /// is the store's revision after it (its keys were deleted at that revision, if any).
+    Ended { id: i64, expired: bool, revision: i64 },
 }
 
 /// What applying one committed entry produced.
@@ -153,6 +154,9 @@ pub struct Applied {
 pub struct StateMachine {
     mvcc: Mvcc,
     applied_requests: AppliedRequests,
+    /// Planted bug `lease-expiry-races-renewal` (simulator builds only).
+    #[cfg(madsim)]
+    expiry_races_renewal: bool,
 }
 
 /// Why a request's bytes cannot be a replicated request.
@@ -169,7 +173,17 @@ pub fn decode_internal(data: &[u8]) -> Result<InternalRequest, String> {
 
 impl StateMachine {
     pub fn new() -> Self {
-        Self { mvcc: Mvcc::new(), applied_requests: AppliedRequests::default() }
+        Self {
+            mvcc: Mvcc::new(),
+            applied_requests: AppliedRequests::default(),
+            #[cfg(madsim)]
+            expiry_races_renewal: false,
+        }
+    }
+
+    #[cfg(madsim)]
+    pub fn plant_expiry_races_renewal(&mut self, planted: bool) {
+        self.expiry_races_renewal = planted;
     }
 
     pub fn mvcc(&self) -> &Mvcc {
@@ -208,13 +222,22 @@ impl StateMachine {
             }
             internal_request::Op::LeaseRevoke(revoke) => {
                 self.mvcc.lease_revoke(revoke.id, events)?;
-                lease_changes.push(LeaseChange::Ended { id: revoke.id, expired: false });
+                let revision = self.mvcc.current_revision();
+                lease_changes.push(LeaseChange::Ended { id: revoke.id, expired: false, revision });
                 Ok(Response::LeaseRevoke(LeaseRevokeResponse::default()))
             }
             internal_request::Op::LeaseExpire(expire) => {
-                // Already gone (revoked, or expired by an earlier proposal): nothing to do.
-                if self.mvcc.lease_revoke(expire.id, events).is_ok() {
-                    lease_changes.push(LeaseChange::Ended { id: expire.id, expired: true });
+                // Void if the lease is already gone (revoked, or expired by an earlier
+                // proposal) or was renewed after the leader decided it expired.
+                #[allow(unused_mut)]
+                let mut current = self.mvcc.leases().get(expire.id).map(|lease| lease.renewals);
+                #[cfg(madsim)]
+                if self.expiry_races_renewal {
+                    current = current.map(|_| expire.renewals);
+                }
+                if current == Some(expire.renewals) && self.mvcc.lease_revoke(expire.id, events).is_ok() {
+                    let revision = self.mvcc.current_revision();
+                    lease_changes.push(LeaseChange::Ended { id: expire.id, expired: true, revision });
                 }
                 Ok(Response::LeaseRevoke(LeaseRevokeResponse::default()))
             }
@@ -270,6 +293,11 @@ impl StateMachine {
         }
         let (mvcc_bytes, applied_requests): (Vec<u8>, AppliedRequests) =
             bincode::deserialize(&bytes[1..]).map_err(|e| e.to_string())?;
-        Ok(Self { mvcc: Mvcc::decode(&mvcc_bytes)?, applied_requests })
+        Ok(Self {
+            mvcc: Mvcc::decode(&mvcc_bytes)?,
+            applied_requests,
+            #[cfg(madsim)]
+            expiry_races_renewal: false,
+        })
     }
 }

@@ -49,9 +49,9 @@ use self::snapshotter::Snapshotter;
 use crate::apply::{Request, Response, StateMachine};
 use crate::env::{Env, NodeEvent, Role};
 use crate::errors::EtcdError;
-use crate::pb::detcdpb::{internal_request, InternalRequest};
+use crate::pb::detcdpb::{internal_request, InternalRequest, LeaseExpiry};
 use crate::pb::etcdserverpb::{
-    LeaseCheckpoint, LeaseCheckpointRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseStatus,
+    LeaseCheckpoint, LeaseCheckpointRequest, LeaseLeasesResponse, LeaseStatus,
     LeaseTimeToLiveResponse, ResponseHeader,
 };
 use crate::pb::mvccpb::Event;
@@ -251,6 +251,7 @@ impl NodeCore {
         #[cfg(madsim)]
         {
             core.lease_clock.ignore_renewals = core.config.planted_bug == Some(PlantedBug::LeaseRenewIgnored);
+            core.state.plant_expiry_races_renewal(core.config.planted_bug == Some(PlantedBug::LeaseExpiryRacesRenewal));
         }
         core.override_election_timeout();
         // The only voter needs nobody's vote: lead at once instead of after a timeout.
@@ -306,13 +307,8 @@ impl NodeCore {
         self.expire_leases(self.env.clock.now_ms());
     }
 
-    /// Whether this member decides lease expiry now: the leader only (and, with the
-    /// planted bug `lease-expire-on-follower`, everyone).
+    /// Whether this member decides lease expiry now: the leader only.
     fn decides_lease_expiry(&self) -> bool {
-        #[cfg(madsim)]
-        if self.planted(PlantedBug::LeaseExpireOnFollower) {
-            return true;
-        }
         self.lease_clock.is_leader() && self.raw.raft.state == StateRole::Leader
     }
 
@@ -323,7 +319,8 @@ impl NodeCore {
             return;
         }
         for id in self.lease_clock.take_expired(now_ms) {
-            self.propose_internal(internal_request::Op::LeaseExpire(LeaseRevokeRequest { id }));
+            let renewals = self.state.mvcc().leases().get(id).map_or(0, |lease| lease.renewals);
+            self.propose_internal(internal_request::Op::LeaseExpire(LeaseExpiry { id, renewals }));
         }
         if self.config.lease_checkpoint_enabled && now_ms >= self.next_lease_checkpoint_ms {
             self.next_lease_checkpoint_ms = now_ms + self.config.lease_checkpoint_interval_ms.max(1);
@@ -506,6 +503,8 @@ impl NodeCore {
         if !ready.snapshot().is_empty() {
             let snapshot = ready.snapshot().clone();
             self.state = self.snapshotter.install_received(&snapshot, &self.storage, &mut self.wal)?;
+            #[cfg(madsim)]
+            self.state.plant_expiry_races_renewal(self.planted(PlantedBug::LeaseExpiryRacesRenewal));
             self.applied_index = snapshot.get_metadata().index;
             self.change_feed_gap = true;
             if let Some(feed) = self.change_feed.as_mut() {

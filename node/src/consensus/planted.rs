@@ -30,8 +30,10 @@ pub enum PlantedBug {
     WatchSkipOnCatchUp,
     /// A watch created with a start revision starts one revision late.
     WatchStartOffByOne,
-    /// Every member, not only the leader, expires leases on its own clock.
-    LeaseExpireOnFollower,
+    /// An expiry applies even when a renewal was applied after the leader decided it
+    /// (the old behaviour, found by the simulator: a keep-alive answered with its TTL,
+    /// then the lease revoked by a stale expiry).
+    LeaseExpiryRacesRenewal,
     /// The leader ignores keep-alives when it computes deadlines.
     LeaseRenewIgnored,
 }
@@ -48,7 +50,7 @@ impl PlantedBug {
         PlantedBug::TornByLengthOnly,
         PlantedBug::WatchSkipOnCatchUp,
         PlantedBug::WatchStartOffByOne,
-        PlantedBug::LeaseExpireOnFollower,
+        PlantedBug::LeaseExpiryRacesRenewal,
         PlantedBug::LeaseRenewIgnored,
     ];
 
@@ -64,7 +66,7 @@ impl PlantedBug {
             PlantedBug::TornByLengthOnly => "torn-by-length-only",
             PlantedBug::WatchSkipOnCatchUp => "watch-skip-on-catch-up",
             PlantedBug::WatchStartOffByOne => "watch-start-off-by-one",
-            PlantedBug::LeaseExpireOnFollower => "lease-expire-on-follower",
+            PlantedBug::LeaseExpiryRacesRenewal => "lease-expiry-races-renewal",
             PlantedBug::LeaseRenewIgnored => "lease-renew-ignored",
         }
     }

@@ -21,6 +21,8 @@ pub struct LeaseRecord {
     pub ttl_secs: i64,
     /// The remaining TTL the leader last checkpointed (0: none since the last renewal).
     pub checkpoint_remaining_secs: i64,
+    /// Renewals applied so far: an expiry decided before the latest renewal is void.
+    pub renewals: u64,
     pub keys: BTreeSet<Vec<u8>>,
 }
 
@@ -71,6 +73,7 @@ impl Lessor {
             hasher.update(&id.to_le_bytes());
             hasher.update(&lease.ttl_secs.to_le_bytes());
             hasher.update(&lease.checkpoint_remaining_secs.to_le_bytes());
+            hasher.update(&lease.renewals.to_le_bytes());
             for key in &lease.keys {
                 hasher.update(&(key.len() as u64).to_le_bytes());
                 hasher.update(key);
@@ -116,6 +119,7 @@ impl Mvcc {
     pub fn lease_renew(&mut self, id: i64) -> Option<i64> {
         let lease = self.lessor.leases.get_mut(&id)?;
         lease.checkpoint_remaining_secs = 0;
+        lease.renewals += 1;
         Some(lease.ttl_secs)
     }
 
