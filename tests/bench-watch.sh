@@ -30,7 +30,7 @@ start_server() { # $1 = detcd|etcd, $2 = port base, $3 = data dir
     --initial-cluster "m0=http://127.0.0.1:$(($2+1))" --initial-cluster-token bench >"$3.log" 2>&1 &
   PID=$!
   for _ in $(seq 1 50); do
-    ETCDCTL_API=3 etcdctl --endpoints="127.0.0.1:$2" put __ready 1 >/dev/null 2>&1 && return 0
+    ETCDCTL_API=3 etcdctl --dial-timeout=1s --command-timeout=2s --endpoints="127.0.0.1:$2" put __ready 1 >/dev/null 2>&1 && return 0
     sleep 0.2
   done
   echo "$1 did not start; log:"; cat "$3.log"; exit 1
@@ -47,7 +47,7 @@ for watchers in $COUNTS; do
   for round in $(seq 1 "$ROUNDS"); do
     for server in detcd etcd; do
       round_id=$((round_id+1))
-      port=$((41000 + (round_id % 50) * 10))
+      port=$((24000 + (round_id % 50) * 10))   # below the ephemeral port range
       start_server "$server" "$port" "$ROOT/$server-$round_id"
       out=$(./target/release/detcd-load --mode watch --endpoints "127.0.0.1:$port" --watchers "$watchers" \
         --total "$PUTS" --max-seconds 120 --server-pids "$PID")

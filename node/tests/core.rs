@@ -561,3 +561,55 @@ fn a_new_leader_extends_every_lease_by_the_election_timeout() {
     let status = members[&leader].core.status();
     assert!(!members[&leader].core.state().mvcc().leases().contains(9), "expired after 6 s: {status:?}");
 }
+
+#[test]
+fn with_checkpoints_a_new_leader_continues_from_the_remaining_ttl() {
+    let clock = Arc::new(ManualClock::default());
+    let mut members = BTreeMap::new();
+    for id in 1..=3u64 {
+        let wire = Arc::new(Wire::default());
+        let mut env = test_env(Arc::new(MemDisk::new()), Arc::new(MemDisk::new()), wire.clone(), id);
+        env.clock = clock.clone();
+        let mut config = NodeConfig::with_defaults(id, 99, vec![1, 2, 3]);
+        config.lease_checkpoint_enabled = true;
+        config.lease_checkpoint_interval_ms = 1_000;
+        members.insert(id, Member { core: NodeCore::open(config, env).expect("open"), wire });
+    }
+    elect(&mut members, 1);
+    let (sender, _answer) = oneshot::channel();
+    members.get_mut(&1).expect("leader").core.submit(lease_grant(9, 20), sender, 0);
+    for _ in 0..10 {
+        pump(&mut members, |_| true);
+    }
+    // 12 s pass; the leader checkpoints about 8 s remaining.
+    for _ in 0..12 {
+        clock.advance(1_000);
+        tick_all(&mut members, 0);
+        for _ in 0..3 {
+            pump(&mut members, |_| true);
+        }
+    }
+    let checkpointed = members[&2].core.state().mvcc().leases().get(9).expect("lease").checkpoint_remaining_secs;
+    assert!((7..=9).contains(&checkpointed), "checkpoint replicated: {checkpointed} s remaining");
+    // The leader dies; the new one gives the lease its remaining 8 s (+1 s extension),
+    // not a fresh 20 s.
+    members.remove(&1);
+    let mut leader = None;
+    for _ in 0..100 {
+        tick_all(&mut members, 0);
+        pump(&mut members, |_| true);
+        pump(&mut members, |_| true);
+        leader = leader_of(&members);
+        if leader.is_some() {
+            break;
+        }
+    }
+    let leader = leader.expect("a new leader");
+    pump(&mut members, |_| true);
+    clock.advance(11_000);
+    tick_all(&mut members, 0);
+    for _ in 0..5 {
+        pump(&mut members, |_| true);
+    }
+    assert!(!members[&leader].core.state().mvcc().leases().contains(9), "expired from its checkpointed remaining TTL");
+}

@@ -10,6 +10,12 @@
 //! When a member becomes leader it *promotes* the lessor as etcd does: every lease gets a
 //! fresh deadline of now + election timeout + its TTL (or its last checkpointed remaining
 //! TTL), so a change of leader never expires a lease early — at worst late.
+//!
+//! That is also why the leader may renew a lease in memory, as etcd's does: a deposed
+//! leader still renewing stops within two election timeouts of losing its quorum
+//! (check-quorum), and no successor can be elected sooner than one election timeout
+//! after that contact was lost, so now + election timeout + TTL at the successor covers
+//! whatever the old leader promised.
 
 use std::collections::BTreeMap;
 
@@ -61,6 +67,21 @@ impl LeaseClock {
                 self.expiring.remove(&id);
             }
         }
+    }
+
+    /// Whether an expiry of lease `id` was proposed and has not applied yet.
+    pub fn is_expiring(&self, id: i64) -> bool {
+        self.expiring.contains_key(&id)
+    }
+
+    /// A keep-alive served by the leader itself (not through raft): the lease runs
+    /// `ttl_secs` from `now_ms` on this clock.
+    pub fn renew_locally(&mut self, id: i64, ttl_secs: i64, now_ms: u64) {
+        #[cfg(madsim)]
+        if self.ignore_renewals {
+            return;
+        }
+        self.deadlines_ms.insert(id, now_ms.saturating_add(ttl_ms(ttl_secs)));
     }
 
     /// This member became leader at `now_ms`: every lease of `lessor` gets now +

@@ -391,11 +391,41 @@ impl NodeCore {
             self.serve_read(pending);
             return;
         }
+        if let Request::LeaseKeepAlive(keep_alive) = &pending.request {
+            if let Some(response) = self.renew_on_leader(keep_alive.id) {
+                let _ = pending.responder.send(Ok(response));
+                return;
+            }
+        }
         match &pending.request {
             Request::Range(range) if range.serializable => self.serve_read(pending),
             request if is_read(request) => self.reads.push(pending),
             _ => self.propose(pending),
         }
+    }
+
+    /// The leader's fast path for a keep-alive (see `lease_clock`): renewed in memory and
+    /// answered now. `None` when it must go through raft instead: this member is not
+    /// the leader, an expiry of the lease is already under way (the raft renewal then
+    /// either voids it or finds the lease gone), or a checkpoint is recorded (the raft
+    /// renewal clears it, so a new leader never uses a stale remaining TTL).
+    fn renew_on_leader(&mut self, id: i64) -> Option<Response> {
+        if !self.decides_lease_expiry() || self.lease_clock.is_expiring(id) {
+            return None;
+        }
+        let ttl = match self.state.mvcc().leases().get(id) {
+            Some(lease) if lease.checkpoint_remaining_secs > 0 => return None,
+            Some(lease) => lease.ttl_secs,
+            // As etcd: an unknown lease keeps alive with TTL 0.
+            None => 0,
+        };
+        if ttl > 0 {
+            let now_ms = self.env.clock.now_ms();
+            self.lease_clock.renew_locally(id, ttl, now_ms);
+        }
+        let mut response = Response::LeaseKeepAlive(crate::pb::etcdserverpb::LeaseKeepAliveResponse { header: None, id, ttl });
+        response.set_header(self.header());
+        Some(response)
     }
 
     fn check(&self, request: &Request) -> Result<(), EtcdError> {

@@ -1,6 +1,9 @@
 //! `detcd-load`: drives a running etcd-compatible cluster and reports throughput and
 //! latency percentiles. Two modes:
 //! - `put` (default): concurrent clients doing puts;
+//! - `lease-grant`: concurrent clients granting leases (TTL 60 s);
+//! - `keep-alive`: each client grants one lease, then renews it over one keep-alive
+//!   stream, one renewal in flight at a time;
 //! - `watch`: N watchers on one prefix (multiplexed `--watchers-per-stream` to a stream,
 //!   `--streams-per-connection` streams to a connection) and one writer putting
 //!   `--total` values under it; reports events delivered per second, delivery latency
@@ -188,10 +191,11 @@ async fn main() {
     let endpoints: Vec<String> = args.endpoints.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     assert!(!endpoints.is_empty(), "--endpoints must name at least one endpoint");
     match args.mode.as_str() {
-        "put" => {}
+        "put" | "lease-grant" | "keep-alive" => {}
         "watch" => return run_watch(&args, &endpoints).await,
-        other => panic!("--mode must be put or watch, not {other:?}"),
+        other => panic!("--mode must be put, lease-grant, keep-alive or watch, not {other:?}"),
     }
+    let mode = args.mode.clone();
     let clients = args.clients.max(1);
     let per_client = args.total.div_ceil(clients);
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
@@ -202,6 +206,7 @@ async fn main() {
         let endpoint = endpoints[client_index % endpoints.len()].clone();
         let value = value.clone();
         let key_space = args.key_space.max(1);
+        let mode = mode.clone();
         tasks.push(tokio::spawn(async move {
             let options = ConnectOptions::new().with_timeout(Duration::from_secs(5)).with_connect_timeout(Duration::from_secs(3));
             let mut client = match Client::connect([endpoint.as_str()], Some(options)).await {
@@ -213,15 +218,34 @@ async fn main() {
             };
             let mut latencies = Vec::with_capacity(per_client);
             let mut errors = 0usize;
+            let mut keep_alive = None;
+            if mode == "keep-alive" {
+                let Ok(lease) = client.lease_grant(60, None).await else { return (Vec::new(), per_client) };
+                keep_alive = client.lease_keep_alive(lease.id()).await.ok();
+            }
             for n in 0..per_client {
                 if Instant::now() >= deadline {
                     break;
                 }
-                let key = format!("load/{:08}", (client_index * per_client + n) % key_space);
                 let begun = Instant::now();
-                match client.put(key, value.clone(), None).await {
-                    Ok(_) => latencies.push(begun.elapsed()),
-                    Err(_) => errors += 1,
+                let ok = match mode.as_str() {
+                    "lease-grant" => client.lease_grant(60, None).await.is_ok(),
+                    "keep-alive" => match keep_alive.as_mut() {
+                        Some((keeper, stream)) => {
+                            keeper.keep_alive().await.is_ok()
+                                && matches!(tokio::time::timeout(Duration::from_secs(10), stream.message()).await, Ok(Ok(Some(_))))
+                        }
+                        None => false,
+                    },
+                    _ => {
+                        let key = format!("load/{:08}", (client_index * per_client + n) % key_space);
+                        client.put(key, value.clone(), None).await.is_ok()
+                    }
+                };
+                if ok {
+                    latencies.push(begun.elapsed());
+                } else {
+                    errors += 1;
                 }
             }
             (latencies, errors)
@@ -238,7 +262,8 @@ async fn main() {
     let elapsed = started.elapsed();
     latencies.sort_unstable();
     println!(
-        "clients={} puts={} errors={} seconds={:.2} puts_per_s={:.0} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} max_ms={:.2}",
+        "mode={} clients={} puts={} errors={} seconds={:.2} puts_per_s={:.0} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} max_ms={:.2}",
+        args.mode,
         clients,
         latencies.len(),
         errors,
