@@ -170,7 +170,14 @@ pub async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNe
     // An armed fsync failure may hit the sync that opening the WAL does: refusing to
     // start on a disk whose fsync fails is right, not a violation.
     let failing_fsync = slot.wal_disk.has_sync_fault() || slot.data_disk.has_sync_fault();
-    match Node::open(config, env) {
+    let opened = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Node::open(config, env))) {
+        Ok(opened) => opened,
+        Err(payload) => {
+            member_panicked(&slot, &world, "opening its disk", panic_message(payload.as_ref()));
+            return;
+        }
+    };
+    match opened {
         Ok((node, handle, inbox)) => {
             if let Some((segment, offset)) = corrupted {
                 world.violation(
@@ -181,10 +188,14 @@ pub async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNe
             net.register(slot.member_id, inbox);
             *slot.running.lock().expect("slot lock") = Some((handle, incarnation));
             world.event("member", Some(slot.index), format!("started (incarnation {incarnation})"));
-            if let Err(error) = node.run().await {
-                *slot.running.lock().expect("slot lock") = None;
-                slot.down.store(true, Ordering::SeqCst);
-                world.event("member", Some(slot.index), format!("stopped: {error}"));
+            match (CatchPanic(Box::pin(node.run()))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    *slot.running.lock().expect("slot lock") = None;
+                    slot.down.store(true, Ordering::SeqCst);
+                    world.event("member", Some(slot.index), format!("stopped: {error}"));
+                }
+                Err(message) => member_panicked(&slot, &world, "running", message),
             }
         }
         Err(error) => {
@@ -197,3 +208,37 @@ pub async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNe
     }
 }
 
+
+/// A member that panicked is a finding, not the end of the run: the violation names the
+/// panic, the member stays down (the liveness phase restarts it), and the seed's report
+/// is written as for any other violation.
+fn member_panicked(slot: &MemberSlot, world: &World, while_doing: &str, message: String) {
+    *slot.running.lock().expect("slot lock") = None;
+    slot.down.store(true, Ordering::SeqCst);
+    world.event("member", Some(slot.index), format!("panicked while {while_doing}: {message}"));
+    world.violation("member-panic", format!("m{} panicked while {while_doing}: {message}", slot.index));
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(text), _) => (*text).to_string(),
+        (_, Some(text)) => text.clone(),
+        _ => "a panic without a message".to_string(),
+    }
+}
+
+/// Polls a future, turning a panic inside it into `Err(message)`.
+struct CatchPanic<F: std::future::Future>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for CatchPanic<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let inner = self.get_mut().0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(output)) => std::task::Poll::Ready(Ok(output)),
+            Err(payload) => std::task::Poll::Ready(Err(panic_message(payload.as_ref()))),
+        }
+    }
+}
