@@ -78,7 +78,7 @@ fn the_canary_finds_planted_bugs() {
         ("watch-start-off-by-one", "leader-crash-loop", 20),
         // Lease (issue 8): safety measured from each keep-alive's invocation.
         ("lease-renew-ignored", "lease-leader-crashes", 20),
-        ("lease-expiry-races-renewal", "lease-leader-crashes", 100),
+        ("lease-expiry-races-renewal", "lease-leader-crashes", 300),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);
