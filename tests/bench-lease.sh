@@ -10,11 +10,8 @@ cd "$(dirname "$0")/.."
 OPS=${1:-5000}
 ROUNDS=${2:-3}
 COUNTS=${3:-"1 16 64"}
-if ! command -v etcd >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq etcd-server >/dev/null
-fi
-cargo build --release -q -p detcd-node --bin detcd -p detcd-tests --bin detcd-load
+source tests/bench-common.sh
+ensure_etcd
 ROOT=$(mktemp -d /tmp/detcd-bench-lease.XXXXXX)
 PIDS=()
 cleanup() { for pid in "${PIDS[@]:-}"; do kill -9 "$pid" 2>/dev/null || true; done; rm -rf "$ROOT"; }
@@ -32,15 +29,9 @@ start_cluster() { # $1 = detcd|etcd, $2 = port base, $3 = dir
       --initial-cluster "$cluster" --initial-cluster-token "bench-$2" >"$3-m$i.log" 2>&1 &
     PIDS+=($!)
   done
-  for _ in $(seq 1 100); do
-    ETCDCTL_API=3 etcdctl --dial-timeout=1s --command-timeout=2s --endpoints="127.0.0.1:$2" put __ready 1 >/dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  echo "$1 did not start"; exit 1
+  wait_ready "$2" "$1" "$3-m0.log"
 }
 stop_cluster() { for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; PIDS=(); }
-field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
-median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print 0; else print a[int((NR+1)/2)]}'; }
 
 echo "# $(date -u +%F) $(nproc) cores; 3 members each; $OPS operations per round, $ROUNDS rounds"
 printf "%-11s %-8s %-6s %10s %10s %10s\n" mode clients server ops/s p50_ms p99_ms
@@ -72,6 +63,6 @@ for mode in lease-grant keep-alive; do
   for clients in $COUNTS; do
     d=$(echo ${RESULTS[$mode-$clients-detcd]} | tr ' ' '\n' | median); e=$(echo ${RESULTS[$mode-$clients-etcd]} | tr ' ' '\n' | median)
     dp=$(echo ${RESULTS[$mode-$clients-detcd-p99]} | tr ' ' '\n' | median); ep=$(echo ${RESULTS[$mode-$clients-etcd-p99]} | tr ' ' '\n' | median)
-    printf "%-11s %-8s %12s %12s %8s %10s %10s\n" "$mode" "$clients" "$d" "$e" "$(awk -v a="$d" -v b="$e" 'BEGIN{printf "%.2f", (b>0?a/b:0)}')" "$dp" "$ep"
+    printf "%-11s %-8s %12s %12s %8s %10s %10s\n" "$mode" "$clients" "$d" "$e" "$(ratio "$d" "$e")" "$dp" "$ep"
   done
 done

@@ -11,11 +11,8 @@ cd "$(dirname "$0")/.."
 PUTS=${1:-1000}
 ROUNDS=${2:-3}
 COUNTS=${3:-"1 100 10000"}
-if ! command -v etcd >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq etcd-server >/dev/null
-fi
-cargo build --release -q -p detcd-node --bin detcd -p detcd-tests --bin detcd-load
+source tests/bench-common.sh
+ensure_etcd
 ROOT=$(mktemp -d /tmp/detcd-bench-watch.XXXXXX)
 PID=""
 cleanup() { [ -n "$PID" ] && kill -9 "$PID" 2>/dev/null || true; rm -rf "$ROOT"; }
@@ -29,15 +26,9 @@ start_server() { # $1 = detcd|etcd, $2 = port base, $3 = data dir
     --listen-peer-urls "http://127.0.0.1:$(($2+1))" --initial-advertise-peer-urls "http://127.0.0.1:$(($2+1))" \
     --initial-cluster "m0=http://127.0.0.1:$(($2+1))" --initial-cluster-token bench >"$3.log" 2>&1 &
   PID=$!
-  for _ in $(seq 1 50); do
-    ETCDCTL_API=3 etcdctl --dial-timeout=1s --command-timeout=2s --endpoints="127.0.0.1:$2" put __ready 1 >/dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  echo "$1 did not start; log:"; cat "$3.log"; exit 1
+  wait_ready "$2" "$1" "$3.log"
 }
 
-field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
-median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print 0; else print a[int((NR+1)/2)]}'; }
 
 echo "# $(date -u +%F) $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); puts per round $PUTS, rounds $ROUNDS"
 printf "%-8s %-6s %12s %10s %10s %14s\n" watchers server events/s p50_ms p99_ms bytes/watcher
@@ -67,6 +58,6 @@ for watchers in $COUNTS; do
   de=$(echo ${RESULTS[$watchers-detcd-eps]} | tr ' ' '\n' | median); ee=$(echo ${RESULTS[$watchers-etcd-eps]} | tr ' ' '\n' | median)
   dp=$(echo ${RESULTS[$watchers-detcd-p99]} | tr ' ' '\n' | median); ep=$(echo ${RESULTS[$watchers-etcd-p99]} | tr ' ' '\n' | median)
   db=$(echo ${RESULTS[$watchers-detcd-bpw]} | tr ' ' '\n' | median); eb=$(echo ${RESULTS[$watchers-etcd-bpw]} | tr ' ' '\n' | median)
-  printf "%-8s %14s %14s %8s %12s %12s %8s %14s %14s\n" "$watchers" "$de" "$ee" "$(awk -v a="$de" -v b="$ee" 'BEGIN{printf "%.2f", (b>0?a/b:0)}')" \
-    "$dp" "$ep" "$(awk -v a="$dp" -v b="$ep" 'BEGIN{printf "%.2f", (b>0?a/b:0)}')" "$db" "$eb"
+  printf "%-8s %14s %14s %8s %12s %12s %8s %14s %14s\n" "$watchers" "$de" "$ee" "$(ratio "$de" "$ee")" \
+    "$dp" "$ep" "$(ratio "$dp" "$ep")" "$db" "$eb"
 done

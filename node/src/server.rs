@@ -68,77 +68,6 @@ impl NodeHandle {
         receiver.await.map_err(|_| EtcdError::Stopped)?
     }
 
-    pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, EtcdError> {
-        match self.call(Request::Range(request)).await? {
-            Response::Range(r) => Ok(r),
-            other => unreachable!("range answered with {other:?}"),
-        }
-    }
-
-    pub async fn put(&self, request: PutRequest) -> Result<PutResponse, EtcdError> {
-        match self.call(Request::Put(request)).await? {
-            Response::Put(r) => Ok(r),
-            other => unreachable!("put answered with {other:?}"),
-        }
-    }
-
-    pub async fn delete_range(&self, request: DeleteRangeRequest) -> Result<DeleteRangeResponse, EtcdError> {
-        match self.call(Request::DeleteRange(request)).await? {
-            Response::DeleteRange(r) => Ok(r),
-            other => unreachable!("delete answered with {other:?}"),
-        }
-    }
-
-    pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, EtcdError> {
-        match self.call(Request::Txn(request)).await? {
-            Response::Txn(r) => Ok(r),
-            other => unreachable!("txn answered with {other:?}"),
-        }
-    }
-
-    pub async fn compact(&self, request: CompactionRequest) -> Result<CompactionResponse, EtcdError> {
-        match self.call(Request::Compact(request)).await? {
-            Response::Compact(r) => Ok(r),
-            other => unreachable!("compact answered with {other:?}"),
-        }
-    }
-
-    pub async fn lease_grant(&self, request: LeaseGrantRequest) -> Result<LeaseGrantResponse, EtcdError> {
-        match self.call(Request::LeaseGrant(request)).await? {
-            Response::LeaseGrant(r) => Ok(r),
-            other => unreachable!("lease grant answered with {other:?}"),
-        }
-    }
-
-    pub async fn lease_revoke(&self, request: LeaseRevokeRequest) -> Result<LeaseRevokeResponse, EtcdError> {
-        match self.call(Request::LeaseRevoke(request)).await? {
-            Response::LeaseRevoke(r) => Ok(r),
-            other => unreachable!("lease revoke answered with {other:?}"),
-        }
-    }
-
-    /// One keep-alive: renews the lease (TTL 0 in the answer: no such lease).
-    pub async fn lease_keep_alive(&self, request: LeaseKeepAliveRequest) -> Result<LeaseKeepAliveResponse, EtcdError> {
-        match self.call(Request::LeaseKeepAlive(request)).await? {
-            Response::LeaseKeepAlive(r) => Ok(r),
-            other => unreachable!("lease keep-alive answered with {other:?}"),
-        }
-    }
-
-    pub async fn lease_time_to_live(&self, request: LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse, EtcdError> {
-        match self.call(Request::LeaseTimeToLive(request)).await? {
-            Response::LeaseTimeToLive(r) => Ok(r),
-            other => unreachable!("lease time-to-live answered with {other:?}"),
-        }
-    }
-
-    pub async fn lease_leases(&self, request: LeaseLeasesRequest) -> Result<LeaseLeasesResponse, EtcdError> {
-        match self.call(Request::LeaseLeases(request)).await? {
-            Response::LeaseLeases(r) => Ok(r),
-            other => unreachable!("lease list answered with {other:?}"),
-        }
-    }
-
     /// The member's current status, or `None` if it has stopped.
     pub async fn status(&self) -> Option<NodeStatus> {
         let (sender, receiver) = oneshot::channel();
@@ -177,6 +106,37 @@ impl NodeHandle {
         let stream_id = opened.await.map_err(|_| EtcdError::Stopped)??;
         Ok(WatchStream { requests: WatchRequests { stream_id, commands: self.commands.clone() }, responses })
     }
+}
+
+/// The typed client calls: each sends its request and unwraps the matching answer.
+macro_rules! typed_calls {
+    ($($(#[$doc:meta])* $name:ident($request:ty) -> $response:ty = $variant:ident;)*) => {
+        impl NodeHandle {
+            $(
+                $(#[$doc])*
+                pub async fn $name(&self, request: $request) -> Result<$response, EtcdError> {
+                    match self.call(Request::$variant(request)).await? {
+                        Response::$variant(response) => Ok(response),
+                        other => unreachable!(concat!(stringify!($name), " answered with {:?}"), other),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+typed_calls! {
+    range(RangeRequest) -> RangeResponse = Range;
+    put(PutRequest) -> PutResponse = Put;
+    delete_range(DeleteRangeRequest) -> DeleteRangeResponse = DeleteRange;
+    txn(TxnRequest) -> TxnResponse = Txn;
+    compact(CompactionRequest) -> CompactionResponse = Compact;
+    lease_grant(LeaseGrantRequest) -> LeaseGrantResponse = LeaseGrant;
+    lease_revoke(LeaseRevokeRequest) -> LeaseRevokeResponse = LeaseRevoke;
+    /// One keep-alive: renews the lease (TTL 0 in the answer: no such lease).
+    lease_keep_alive(LeaseKeepAliveRequest) -> LeaseKeepAliveResponse = LeaseKeepAlive;
+    lease_time_to_live(LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse = LeaseTimeToLive;
+    lease_leases(LeaseLeasesRequest) -> LeaseLeasesResponse = LeaseLeases;
 }
 
 /// Where a watch stream's requests go; cheap to clone.

@@ -157,13 +157,21 @@ struct Member {
     wire: Arc<Wire>,
 }
 
-/// Members 1..=3 of one cluster, each with its own wire; the test pumps messages.
+/// Members 1..=count of one cluster, each with its own wire; the test pumps messages.
 fn open_cluster(count: u64, configure: impl Fn(&mut NodeConfig)) -> BTreeMap<u64, Member> {
+    open_cluster_on(None, count, configure)
+}
+
+/// [`open_cluster`], every member reading `clock` if given (tokio's otherwise).
+fn open_cluster_on(clock: Option<Arc<ManualClock>>, count: u64, configure: impl Fn(&mut NodeConfig)) -> BTreeMap<u64, Member> {
     let voters: Vec<u64> = (1..=count).collect();
     let mut members = BTreeMap::new();
     for id in 1..=count {
         let wire = Arc::new(Wire::default());
-        let env = test_env(Arc::new(MemDisk::new()), Arc::new(MemDisk::new()), wire.clone(), id);
+        let mut env = test_env(Arc::new(MemDisk::new()), Arc::new(MemDisk::new()), wire.clone(), id);
+        if let Some(clock) = &clock {
+            env.clock = clock.clone();
+        }
         let mut config = NodeConfig::with_defaults(id, 99, voters.clone());
         configure(&mut config);
         members.insert(id, Member { core: NodeCore::open(config, env).expect("open"), wire });
@@ -435,6 +443,21 @@ impl detcd_node::env::Clock for ManualClock {
     }
 }
 
+/// Ticks (without moving any clock) until the members left elect a leader, and lets it
+/// handle the Ready that carries its role change. Its id.
+fn elect_a_successor(members: &mut BTreeMap<u64, Member>) -> u64 {
+    for _ in 0..100 {
+        tick_all(members, 0);
+        pump(members, |_| true);
+        pump(members, |_| true);
+        if let Some(leader) = leader_of(members) {
+            pump(members, |_| true);
+            return leader;
+        }
+    }
+    panic!("no successor was elected");
+}
+
 fn lease_grant(id: i64, ttl: i64) -> Request {
     Request::LeaseGrant(detcd_node::pb::etcdserverpb::LeaseGrantRequest { id, ttl })
 }
@@ -515,14 +538,7 @@ fn a_lease_expires_on_the_leaders_clock_and_its_keys_go_with_it() {
 #[test]
 fn a_new_leader_extends_every_lease_by_the_election_timeout() {
     let clock = Arc::new(ManualClock::default());
-    let mut members = BTreeMap::new();
-    for id in 1..=3u64 {
-        let wire = Arc::new(Wire::default());
-        let mut env = test_env(Arc::new(MemDisk::new()), Arc::new(MemDisk::new()), wire.clone(), id);
-        env.clock = clock.clone();
-        let config = NodeConfig::with_defaults(id, 99, vec![1, 2, 3]);
-        members.insert(id, Member { core: NodeCore::open(config, env).expect("open"), wire });
-    }
+    let mut members = open_cluster_on(Some(clock.clone()), 3, |_| {});
     elect(&mut members, 1);
     let (sender, _answer) = oneshot::channel();
     members.get_mut(&1).expect("leader").core.submit(lease_grant(9, 3), sender, 0);
@@ -533,19 +549,7 @@ fn a_new_leader_extends_every_lease_by_the_election_timeout() {
     // At 2 s the leader dies; member 2 takes over.
     clock.advance(2_000);
     members.remove(&1);
-    let mut leader = None;
-    for _ in 0..100 {
-        tick_all(&mut members, 0);
-        pump(&mut members, |_| true);
-        pump(&mut members, |_| true);
-        leader = leader_of(&members);
-        if leader.is_some() {
-            break;
-        }
-    }
-    let leader = leader.expect("a new leader");
-    // The new leader acts on its role change when it handles that Ready (still at 2 s).
-    pump(&mut members, |_| true);
+    let leader = elect_a_successor(&mut members);
     // etcd's promote: deadline = 2 s + 1 s (election timeout) + 3 s TTL = 6 s, not 5 s.
     clock.advance(3_500);
     tick_all(&mut members, 0);
@@ -565,16 +569,10 @@ fn a_new_leader_extends_every_lease_by_the_election_timeout() {
 #[test]
 fn with_checkpoints_a_new_leader_continues_from_the_remaining_ttl() {
     let clock = Arc::new(ManualClock::default());
-    let mut members = BTreeMap::new();
-    for id in 1..=3u64 {
-        let wire = Arc::new(Wire::default());
-        let mut env = test_env(Arc::new(MemDisk::new()), Arc::new(MemDisk::new()), wire.clone(), id);
-        env.clock = clock.clone();
-        let mut config = NodeConfig::with_defaults(id, 99, vec![1, 2, 3]);
+    let mut members = open_cluster_on(Some(clock.clone()), 3, |config| {
         config.lease_checkpoint_enabled = true;
         config.lease_checkpoint_interval_ms = 1_000;
-        members.insert(id, Member { core: NodeCore::open(config, env).expect("open"), wire });
-    }
+    });
     elect(&mut members, 1);
     let (sender, _answer) = oneshot::channel();
     members.get_mut(&1).expect("leader").core.submit(lease_grant(9, 20), sender, 0);
@@ -594,18 +592,7 @@ fn with_checkpoints_a_new_leader_continues_from_the_remaining_ttl() {
     // The leader dies; the new one gives the lease its remaining 8 s (+1 s extension),
     // not a fresh 20 s.
     members.remove(&1);
-    let mut leader = None;
-    for _ in 0..100 {
-        tick_all(&mut members, 0);
-        pump(&mut members, |_| true);
-        pump(&mut members, |_| true);
-        leader = leader_of(&members);
-        if leader.is_some() {
-            break;
-        }
-    }
-    let leader = leader.expect("a new leader");
-    pump(&mut members, |_| true);
+    let leader = elect_a_successor(&mut members);
     clock.advance(11_000);
     tick_all(&mut members, 0);
     for _ in 0..5 {

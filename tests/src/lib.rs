@@ -245,3 +245,42 @@ pub fn wait_for<T>(timeout: Duration, mut attempt: impl FnMut() -> Option<T>) ->
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A small multi-threaded runtime for tests that drive clients.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+/// An `etcd-client` connection to one endpoint with short timeouts.
+pub async fn connect(endpoint: &str) -> etcd_client::Client {
+    let options = etcd_client::ConnectOptions::new()
+        .with_timeout(Duration::from_secs(3))
+        .with_connect_timeout(Duration::from_secs(2));
+    etcd_client::Client::connect([endpoint], Some(options)).await.expect("connect")
+}
+
+/// Waits until member `i` accepts a write (a leader exists and it is reachable).
+pub fn wait_writable(rt: &tokio::runtime::Runtime, cluster: &mut Cluster, i: usize) {
+    let endpoint = cluster.members[i].endpoint();
+    let ready = wait_for(Duration::from_secs(20), || {
+        rt.block_on(async { connect(&endpoint).await.put("__ready", "1", None).await.ok().map(|_| ()) })
+    });
+    if ready.is_none() {
+        panic!("{endpoint} never accepted a write\n{}", cluster.diagnostics());
+    }
+}
+
+/// The index of the member that says it is the leader.
+pub async fn leader_index(cluster: &Cluster) -> usize {
+    for (i, member) in cluster.members.iter().enumerate() {
+        if !member.is_running() {
+            continue;
+        }
+        let Ok(mut client) = etcd_client::Client::connect([member.endpoint()], None).await else { continue };
+        let Ok(status) = client.status().await else { continue };
+        if status.leader() != 0 && status.header().map(|h| h.member_id()) == Some(status.leader()) {
+            return i;
+        }
+    }
+    panic!("no leader");
+}

@@ -4,33 +4,8 @@
 
 use std::time::Duration;
 
-use detcd_tests::{etcdctl, wait_for, Cluster};
-use etcd_client::{Client, ConnectOptions, GetOptions};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
-}
-
-async fn connect(endpoint: &str) -> Client {
-    let options = ConnectOptions::new()
-        .with_timeout(Duration::from_secs(3))
-        .with_connect_timeout(Duration::from_secs(2));
-    Client::connect([endpoint], Some(options)).await.expect("connect")
-}
-
-/// Waits until member `i` accepts a write (a leader exists and it is reachable).
-fn wait_writable(rt: &tokio::runtime::Runtime, cluster: &mut Cluster, i: usize) {
-    let endpoint = cluster.members[i].endpoint();
-    let ready = wait_for(Duration::from_secs(20), || {
-        rt.block_on(async {
-            let mut client = connect(&endpoint).await;
-            client.put("__ready", "1", None).await.ok().map(|_| ())
-        })
-    });
-    if ready.is_none() {
-        panic!("{endpoint} never accepted a write\n{}", cluster.diagnostics());
-    }
-}
+use detcd_tests::{connect, etcdctl, runtime, wait_for, wait_writable, Cluster};
+use etcd_client::GetOptions;
 
 /// The member id of the leader as member `endpoint` sees it.
 async fn leader_seen_by(endpoint: &str) -> Option<u64> {

@@ -4,27 +4,8 @@
 
 use std::time::Duration;
 
-use detcd_tests::{etcdctl, etcdctl_for, wait_for, Cluster};
-use etcd_client::{Client, ConnectOptions, PutOptions};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
-}
-
-async fn connect(endpoint: &str) -> Client {
-    let options = ConnectOptions::new().with_timeout(Duration::from_secs(3)).with_connect_timeout(Duration::from_secs(2));
-    Client::connect([endpoint], Some(options)).await.expect("connect")
-}
-
-fn wait_writable(rt: &tokio::runtime::Runtime, cluster: &mut Cluster, i: usize) {
-    let endpoint = cluster.members[i].endpoint();
-    let ready = wait_for(Duration::from_secs(20), || {
-        rt.block_on(async { connect(&endpoint).await.put("__ready", "1", None).await.ok().map(|_| ()) })
-    });
-    if ready.is_none() {
-        panic!("{endpoint} never accepted a write\n{}", cluster.diagnostics());
-    }
-}
+use detcd_tests::{connect, etcdctl, etcdctl_for, leader_index, runtime, wait_writable, Cluster};
+use etcd_client::PutOptions;
 
 /// The lease id etcdctl printed in "lease <id> granted with TTL(<n>s)".
 fn granted_id(stdout: &str) -> String {
@@ -101,20 +82,6 @@ fn etcdctl_lease_forms_match_etcd() {
     std::thread::sleep(Duration::from_millis(3500));
     assert_eq!(etcdctl(&one, &["get", "short"], None).stdout, "");
     assert_eq!(etcdctl(&one, &["lease", "timetolive", &short], None).stdout, format!("lease {short} already expired\n"));
-}
-
-async fn leader_index(cluster: &Cluster) -> usize {
-    for (i, member) in cluster.members.iter().enumerate() {
-        if !member.is_running() {
-            continue;
-        }
-        let Ok(mut client) = Client::connect([member.endpoint()], None).await else { continue };
-        let Ok(status) = client.status().await else { continue };
-        if status.leader() != 0 && status.header().map(|h| h.member_id()) == Some(status.leader()) {
-            return i;
-        }
-    }
-    panic!("no leader");
 }
 
 #[test]

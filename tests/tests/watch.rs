@@ -4,41 +4,8 @@
 
 use std::time::Duration;
 
-use detcd_tests::{etcdctl, etcdctl_for, etcdctl_in_background, finish, wait_for, Cluster};
-use etcd_client::{Client, ConnectOptions, EventType, WatchOptions};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
-}
-
-async fn connect(endpoint: &str) -> Client {
-    let options = ConnectOptions::new().with_timeout(Duration::from_secs(3)).with_connect_timeout(Duration::from_secs(2));
-    Client::connect([endpoint], Some(options)).await.expect("connect")
-}
-
-fn wait_writable(rt: &tokio::runtime::Runtime, cluster: &mut Cluster, i: usize) {
-    let endpoint = cluster.members[i].endpoint();
-    let ready = wait_for(Duration::from_secs(20), || {
-        rt.block_on(async { connect(&endpoint).await.put("__ready", "1", None).await.ok().map(|_| ()) })
-    });
-    if ready.is_none() {
-        panic!("{endpoint} never accepted a write\n{}", cluster.diagnostics());
-    }
-}
-
-async fn leader_index(cluster: &Cluster) -> usize {
-    for (i, member) in cluster.members.iter().enumerate() {
-        if !member.is_running() {
-            continue;
-        }
-        let Ok(mut client) = Client::connect([member.endpoint()], None).await else { continue };
-        let Ok(status) = client.status().await else { continue };
-        if status.leader() != 0 && status.header().map(|h| h.member_id()) == Some(status.leader()) {
-            return i;
-        }
-    }
-    panic!("no leader");
-}
+use detcd_tests::{connect, etcdctl, etcdctl_for, etcdctl_in_background, finish, leader_index, runtime, wait_writable, Cluster};
+use etcd_client::{Client, EventType, WatchOptions};
 
 #[test]
 fn etcdctl_watch_forms_match_etcd() {
