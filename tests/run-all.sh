@@ -5,7 +5,8 @@
 #  2. the simulator build (--cfg madsim, via `cargo sim-test`): determinism, pinned
 #     summaries, the planted-bug canary, the report page in headless Chromium;
 #  3. every scenario under a bounded set of seeds (one process per seed), with a
-#     determinism check (each seed run twice, trace hashes compared) on every 10th seed.
+#     determinism check (each seed run twice, trace hashes compared) on every 10th seed;
+#  4. the seeds of sim/regressions.toml, which once exposed real bugs.
 # Installs what it needs (Debian: etcd-client, protobuf-compiler, chromium) when missing.
 # DETCD_SIM_SEEDS=A..B changes the sweep's seed range (default 0..200).
 set -euo pipefail
@@ -37,4 +38,7 @@ cargo sim-test -- --test-threads 1
 echo "== every scenario over seeds ${DETCD_SIM_SEEDS:-0..200}"
 cargo sim-build
 ./target/sim/release/detcd-sim sweep scenarios/*.toml --seeds "${DETCD_SIM_SEEDS:-0..200}" --jobs 2 \
-  --determinism-every 10 --reports target/sim-reports
+  --determinism-every 10 --reports target/sim-reports --junit target/sim-reports/junit.xml
+
+echo "== regressions: seeds that once exposed real bugs"
+./target/sim/release/detcd-sim regressions sim/regressions.toml --jobs 2 --reports target/sim-reports

@@ -91,7 +91,67 @@ impl History {
         serde_json::from_value(history).map_err(|e| format!("{}: not a history: {e}", path.display()))
     }
 
+    /// Refuses a history that cannot be a record of a run instead of reinterpreting it:
+    /// an answered op (`ok`/`fail`) must have a completion after its invocation, an
+    /// `unknown` op must have none, and ids must be unique.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut ids = std::collections::BTreeSet::new();
+        for op in &self.ops {
+            if !ids.insert(op.id) {
+                return Err(format!("op {}: the id appears twice", op.id));
+            }
+            match (op.outcome, op.complete_seq) {
+                (Outcome::Unknown, Some(seq)) => {
+                    return Err(format!("op {}: outcome unknown, but it has a completion (complete_seq {seq})", op.id))
+                }
+                (Outcome::Ok | Outcome::Fail, None) => {
+                    return Err(format!("op {}: outcome {:?} without a completion (complete_seq missing)", op.id, op.outcome))
+                }
+                (_, Some(seq)) if seq <= op.invoke_seq => {
+                    return Err(format!("op {}: completed (seq {seq}) before it was invoked (seq {})", op.id, op.invoke_seq))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     pub fn count(&self, outcome: Outcome) -> usize {
         self.ops.iter().filter(|op| op.outcome == outcome).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(id: u64, outcome: Outcome, invoke_seq: u64, complete_seq: Option<u64>) -> Op {
+        Op {
+            id,
+            client: 0,
+            member: 1,
+            incarnation: 1,
+            kind: OpKind::Get { key: "k".into(), serializable: false },
+            outcome,
+            invoke_seq,
+            complete_seq,
+            invoke_ms: 0,
+            complete_ms: None,
+            read_value: None,
+            deleted: 0,
+            succeeded: false,
+            revision: 0,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn impossible_histories_are_refused() {
+        let good = History { ops: vec![op(0, Outcome::Ok, 1, Some(2)), op(1, Outcome::Unknown, 3, None)] };
+        assert_eq!(good.validate(), Ok(()));
+        assert!(History { ops: vec![op(0, Outcome::Ok, 1, None)] }.validate().is_err());
+        assert!(History { ops: vec![op(0, Outcome::Unknown, 1, Some(2))] }.validate().is_err());
+        assert!(History { ops: vec![op(0, Outcome::Fail, 5, Some(2))] }.validate().is_err());
+        assert!(History { ops: vec![op(0, Outcome::Ok, 1, Some(2)), op(0, Outcome::Ok, 3, Some(4))] }.validate().is_err());
     }
 }

@@ -67,9 +67,32 @@ enum Commands {
         /// Plant a bug in every member of every run (see `run --help`).
         #[arg(long)]
         planted_bug: Option<String>,
+        /// Run only shard K of N (1-based): every Nth (scenario, seed) pair starting at
+        /// the Kth, so N CI machines split one sweep between them.
+        #[arg(long)]
+        shard: Option<String>,
+        /// Write a JUnit XML report (one test case per seed; failures carry the replay
+        /// command) for CI pages.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Start no new seed after this many seconds; seeds not run are listed as
+        /// skipped (in JUnit too), never as passed.
+        #[arg(long)]
+        time_budget: Option<u64>,
     },
-    /// Check a history file (a bare history or a run's JSON report).
+    /// Check a history file (a bare history or a run's JSON report). Exit 0: every
+    /// check passed; 1: a violation; 3: a check ran out of budget (unknown); 2: bad input.
     Check { history: PathBuf },
+    /// Replays the seeds of a regressions file (scenario, seed, optional planted bug, and
+    /// whether it must pass or fail), so that a fixed bug stays fixed and a canary stays
+    /// found.
+    Regressions {
+        file: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,10 +102,12 @@ fn main() -> ExitCode {
             let flags = RunFlags { check_determinism, summary_only, reports_on_failure, planted_bug };
             run_command(&scenario, seed, &reports, &flags)
         }
-        Commands::Sweep { scenarios, seeds, jobs, determinism_every, reports, planted_bug } => {
-            sweep_command(&scenarios, &seeds, jobs, determinism_every, &reports, planted_bug.as_deref())
+        Commands::Sweep { scenarios, seeds, jobs, determinism_every, reports, planted_bug, shard, junit, time_budget } => {
+            let plan = SweepPlan { shard, junit, time_budget_s: time_budget };
+            sweep_command(&scenarios, &seeds, jobs, determinism_every, &reports, planted_bug.as_deref(), &plan)
         }
         Commands::Check { history } => check_command(&history),
+        Commands::Regressions { file, jobs, reports } => regressions_command(&file, jobs, &reports),
     }
 }
 
@@ -211,6 +236,71 @@ struct SeedResult {
     seed: u64,
     summary: Option<Summary>,
     failure: Option<String>,
+    planted_bug: Option<String>,
+    wall_s: f64,
+}
+
+/// How a sweep is split and reported for CI.
+struct SweepPlan {
+    shard: Option<String>,
+    junit: Option<PathBuf>,
+    time_budget_s: Option<u64>,
+}
+
+/// `K/N` → (K-1, N), with 1 ≤ K ≤ N.
+fn parse_shard(text: &str) -> Result<(usize, usize), String> {
+    let (k, n) = text.split_once('/').ok_or_else(|| format!("--shard {text:?}: expected K/N"))?;
+    let k: usize = k.parse().map_err(|_| format!("--shard {text:?}: bad K"))?;
+    let n: usize = n.parse().map_err(|_| format!("--shard {text:?}: bad N"))?;
+    if n == 0 || k == 0 || k > n {
+        return Err(format!("--shard {text:?}: K must be in 1..=N"));
+    }
+    Ok((k - 1, n))
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// JUnit XML: a test suite per scenario, a test case per seed.
+fn junit_xml(scenarios: &[PathBuf], results: &[SeedResult], skipped: &[(PathBuf, u64)]) -> String {
+    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"detcd-sim\">\n");
+    for scenario in scenarios {
+        let name = scenario.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let of: Vec<&SeedResult> = results.iter().filter(|r| &r.scenario == scenario).collect();
+        let not_run: Vec<u64> = skipped.iter().filter(|(s, _)| s == scenario).map(|(_, seed)| *seed).collect();
+        let failures = of.iter().filter(|r| r.failure.is_some()).count();
+        let time: f64 = of.iter().map(|r| r.wall_s).sum();
+        xml.push_str(&format!(
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{}\" time=\"{time:.3}\">\n",
+            xml_escape(&name),
+            of.len() + not_run.len(),
+            not_run.len()
+        ));
+        for result in of {
+            xml.push_str(&format!("    <testcase classname=\"{}\" name=\"seed {}\" time=\"{:.3}\"", xml_escape(&name), result.seed, result.wall_s));
+            match &result.failure {
+                None => xml.push_str("/>\n"),
+                Some(failure) => {
+                    let replay = replay_command(&result.scenario, result.seed, result.planted_bug.as_deref());
+                    xml.push_str(&format!(
+                        ">\n      <failure message=\"{}\">replay: {}</failure>\n    </testcase>\n",
+                        xml_escape(failure),
+                        xml_escape(&replay)
+                    ));
+                }
+            }
+        }
+        for seed in not_run {
+            xml.push_str(&format!(
+                "    <testcase classname=\"{}\" name=\"seed {seed}\"><skipped message=\"time budget\"/></testcase>\n",
+                xml_escape(&name)
+            ));
+        }
+        xml.push_str("  </testsuite>\n");
+    }
+    xml.push_str("</testsuites>\n");
+    xml
 }
 
 fn sweep_command(
@@ -220,7 +310,15 @@ fn sweep_command(
     determinism_every: u64,
     reports: &Path,
     planted_bug: Option<&str>,
+    plan: &SweepPlan,
 ) -> ExitCode {
+    let shard = match plan.shard.as_deref().map(parse_shard).transpose() {
+        Ok(shard) => shard,
+        Err(e) => {
+            eprintln!("detcd-sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let (first, end) = match parse_seed_range(seeds) {
         Ok(range) => range,
         Err(e) => {
@@ -247,6 +345,11 @@ fn sweep_command(
             work.push((scenario.clone(), seed));
         }
     }
+    if let Some((index, count)) = shard {
+        work = work.into_iter().enumerate().filter(|(i, _)| i % count == index).map(|(_, w)| w).collect();
+    }
+    let deadline = plan.time_budget_s.map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
+    let skipped: Arc<Mutex<Vec<(PathBuf, u64)>>> = Arc::new(Mutex::new(Vec::new()));
     let total = work.len();
     let queue = Arc::new(Mutex::new(work.into_iter().rev().collect::<Vec<_>>()));
     let results: Arc<Mutex<Vec<SeedResult>>> = Arc::new(Mutex::new(Vec::new()));
@@ -258,8 +361,13 @@ fn sweep_command(
             let exe = exe.clone();
             let reports = reports.to_path_buf();
             let planted_bug = planted_bug.map(str::to_string);
+            let skipped = skipped.clone();
             std::thread::spawn(move || loop {
                 let Some((scenario, seed)) = queue.lock().expect("queue").pop() else { return };
+                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                    skipped.lock().expect("skipped").push((scenario, seed));
+                    continue;
+                }
                 let determinism = determinism_every > 0 && seed % determinism_every == 0;
                 let result = run_child(&exe, &scenario, seed, determinism, &reports, planted_bug.as_deref());
                 let mut results = results.lock().expect("results");
@@ -283,6 +391,14 @@ fn sweep_command(
     }
     let mut results = std::mem::take(&mut *results.lock().expect("results"));
     results.sort_by(|a, b| (&a.scenario, a.seed).cmp(&(&b.scenario, b.seed)));
+    let mut skipped = std::mem::take(&mut *skipped.lock().expect("skipped"));
+    skipped.sort();
+    if let Some(path) = &plan.junit {
+        if let Err(e) = std::fs::write(path, junit_xml(scenarios, &results, &skipped)) {
+            eprintln!("detcd-sim: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
     println!("{:<36} {:>6} {:>6} {:>6} {:>10} {:>10}", "scenario", "seeds", "passed", "failed", "ok ops/seed", "sim s/seed");
     for scenario in scenarios {
         let of: Vec<&SeedResult> = results.iter().filter(|r| &r.scenario == scenario).collect();
@@ -295,9 +411,20 @@ fn sweep_command(
         println!("{:<36} {:>6} {:>6} {:>6} {:>10} {:>10.1}", name, of.len(), passed, of.len() - passed, ok_avg, sim_avg);
     }
     let wall_s = started.elapsed().as_secs_f64();
-    println!("{} seeds in {:.1} s wall ({:.1} seeds/minute)", total, wall_s, total as f64 * 60.0 / wall_s.max(0.001));
+    let ran = results.len();
+    println!(
+        "{} seeds in {:.1} s wall ({:.1} seeds/minute, {:.1} per core with {} jobs)",
+        ran,
+        wall_s,
+        ran as f64 * 60.0 / wall_s.max(0.001),
+        ran as f64 * 60.0 / wall_s.max(0.001) / jobs.max(1) as f64,
+        jobs.max(1)
+    );
+    if !skipped.is_empty() {
+        println!("{} seeds not run: the time budget ran out", skipped.len());
+    }
     let failures: Vec<&SeedResult> = results.iter().filter(|r| r.failure.is_some()).collect();
-    println!("sweep: {} passed, {} failed", total - failures.len(), failures.len());
+    println!("sweep: {} passed, {} failed", ran - failures.len(), failures.len());
     if failures.is_empty() {
         return ExitCode::SUCCESS;
     }
@@ -328,9 +455,20 @@ fn run_child(exe: &Path, scenario: &Path, seed: u64, determinism: bool, reports:
     if let Some(bug) = planted_bug {
         command.arg("--planted-bug").arg(bug);
     }
+    let started = std::time::Instant::now();
+    let planted = planted_bug.map(str::to_string);
     let output = match command.output() {
         Ok(output) => output,
-        Err(e) => return SeedResult { scenario: scenario.to_path_buf(), seed, summary: None, failure: Some(format!("cannot start: {e}")) },
+        Err(e) => {
+            return SeedResult {
+                scenario: scenario.to_path_buf(),
+                seed,
+                summary: None,
+                failure: Some(format!("cannot start: {e}")),
+                planted_bug: planted,
+                wall_s: 0.0,
+            }
+        }
     };
     let stdout = String::from_utf8_lossy(&output.stdout);
     let summary: Option<Summary> = BufReader::new(stdout.as_bytes())
@@ -347,14 +485,110 @@ fn run_child(exe: &Path, scenario: &Path, seed: u64, determinism: bool, reports:
             Some(format!("crashed (exit {:?}): {}", output.status.code(), tail.into_iter().rev().collect::<Vec<_>>().join(" | ")))
         }
     };
-    SeedResult { scenario: scenario.to_path_buf(), seed, summary, failure }
+    SeedResult { scenario: scenario.to_path_buf(), seed, summary, failure, planted_bug: planted, wall_s: started.elapsed().as_secs_f64() }
+}
+
+/// One entry of a regressions file.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Regression {
+    scenario: PathBuf,
+    seed: u64,
+    #[serde(default)]
+    planted_bug: Option<String>,
+    /// "pass" (a fixed bug stays fixed) or "fail" (a canary stays found).
+    expect: String,
+    /// What the seed once showed, for people.
+    why: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegressionsFile {
+    regression: Vec<Regression>,
+}
+
+fn regressions_command(file: &Path, jobs: usize, reports: &Path) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("detcd-sim: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let parsed: RegressionsFile = match toml::from_str(&text) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("detcd-sim: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(bad) = parsed.regression.iter().find(|r| r.expect != "pass" && r.expect != "fail") {
+        eprintln!("detcd-sim: {}: expect must be \"pass\" or \"fail\", not {:?}", file.display(), bad.expect);
+        return ExitCode::from(2);
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("detcd-sim: cannot find my own executable: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let entries = Arc::new(parsed.regression);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let outcomes: Arc<Mutex<Vec<(usize, SeedResult)>>> = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..jobs.max(1))
+        .map(|_| {
+            let (entries, next, outcomes, exe, reports) = (entries.clone(), next.clone(), outcomes.clone(), exe.clone(), reports.to_path_buf());
+            std::thread::spawn(move || loop {
+                let index = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(entry) = entries.get(index) else { return };
+                let result = run_child(&exe, &entry.scenario, entry.seed, false, &reports, entry.planted_bug.as_deref());
+                outcomes.lock().expect("outcomes").push((index, result));
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.join();
+    }
+    let mut outcomes = std::mem::take(&mut *outcomes.lock().expect("outcomes"));
+    outcomes.sort_by_key(|(index, _)| *index);
+    let mut wrong = 0;
+    for (index, result) in &outcomes {
+        let entry = &entries[*index];
+        let passed = result.failure.is_none();
+        let as_expected = passed == (entry.expect == "pass");
+        if !as_expected {
+            wrong += 1;
+        }
+        println!(
+            "{} {} seed {}{}: expected {}, {} — {}",
+            if as_expected { "ok  " } else { "FAIL" },
+            entry.scenario.display(),
+            entry.seed,
+            entry.planted_bug.as_deref().map(|b| format!(" --planted-bug {b}")).unwrap_or_default(),
+            entry.expect,
+            result.failure.as_deref().map_or("passed".to_string(), |f| format!("failed: {f}")),
+            entry.why
+        );
+        if !as_expected {
+            println!("    replay: {}", replay_command(&entry.scenario, entry.seed, entry.planted_bug.as_deref()));
+        }
+    }
+    println!("regressions: {} as expected, {wrong} not", outcomes.len() - wrong);
+    if wrong == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn check_command(path: &Path) -> ExitCode {
-    let history = match History::load(path) {
+    use std::io::Write as _;
+    let history = match History::load(path).and_then(|h| h.validate().map(|()| h)) {
         Ok(history) => history,
         Err(e) => {
-            eprintln!("detcd-sim: {e}");
+            eprintln!("detcd-sim: {}: {e}", path.display());
             return ExitCode::from(2);
         }
     };
@@ -366,14 +600,20 @@ fn check_command(path: &Path) -> ExitCode {
     verdicts.push(("serializable-reads".into(), checker::check_serializable_reads(&history)));
     verdicts.push(("revision-monotonic".into(), checker::check_revisions_monotonic(&history)));
     let elapsed = started.elapsed();
-    let mut violated = false;
+    let violated = verdicts.iter().any(|(_, v)| v.is_violation());
+    let unknown = verdicts.iter().any(|(_, v)| matches!(v, checker::Verdict::Unknown { .. }));
+    // A reader that closed the pipe (`| head`) is not an error worth a panic.
+    let mut out = std::io::stdout().lock();
     for (name, verdict) in &verdicts {
-        violated |= verdict.is_violation();
-        println!("{name}: {verdict:?}");
+        if writeln!(out, "{name}: {verdict:?}").is_err() {
+            break;
+        }
     }
-    println!("checked {} operations in {:.1} ms", history.ops.len(), elapsed.as_secs_f64() * 1000.0);
+    let _ = writeln!(out, "checked {} operations in {:.1} ms", history.ops.len(), elapsed.as_secs_f64() * 1000.0);
     if violated {
         ExitCode::from(1)
+    } else if unknown {
+        ExitCode::from(3)
     } else {
         ExitCode::SUCCESS
     }
