@@ -8,8 +8,8 @@
 //! seam only.
 //!
 //! The order that makes raft safe is written once, in [`NodeCore::handle_ready`]:
-//! persist (snapshot, entries, hard state; one fsync for the whole batch) → send →
-//! apply → advance. A client is answered only from the apply step, so nothing is
+//! (a leader's own appends may go first) → persist (snapshot, entries, hard state; one
+//! fsync for the whole batch) → send → apply → advance. A client is answered only from the apply step, so nothing is
 //! acknowledged before it is committed, and nothing is committed by this member's vote
 //! before it is durable here.
 //!
@@ -529,6 +529,13 @@ impl NodeCore {
         }
         let mut ready = self.raw.ready();
 
+        // 0. A leader's messages (appends, heartbeats) may leave before its own entries
+        //    are durable — raft-rs gives them only to a leader, which counts its own
+        //    vote for an entry only once `advance` reports it persisted (raft thesis
+        //    §10.2.1) — so the leader's fsync overlaps its followers'. Everything a
+        //    follower or candidate says waits for the sync (`take_persisted_messages`).
+        self.send(ready.take_messages());
+
         // 1. Persist: snapshot, entries and hard state, then one sync for all of it.
         if !ready.snapshot().is_empty() {
             let snapshot = ready.snapshot().clone();
@@ -590,8 +597,7 @@ impl NodeCore {
             }
         }
 
-        // 2. Send.
-        self.send(ready.take_messages());
+        // 2. Send what had to wait for the sync.
         self.send(ready.take_persisted_messages());
         for read_state in ready.take_read_states() {
             self.reads.on_read_state(&read_state.request_ctx, read_state.index);
