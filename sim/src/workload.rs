@@ -52,12 +52,14 @@ pub async fn run_client(client: u64, cluster: Arc<Cluster>, scenario: Scenario, 
             _ => OpKind::Cas { key: key.clone(), expected: last_seen[key_index].clone(), value },
         };
         // A write that failed as unavailable is retried on another member, like etcd
-        // clients do; every attempt is its own operation in the history.
-        for _attempt in 0..=workload.write_retries_max {
+        // clients do; every attempt is its own operation in the history, with a value
+        // of its own, so a late copy of an earlier attempt can never pass for a retry.
+        for attempt in 0..=workload.write_retries_max {
             let member = rng.gen_range(0..cluster.members.len());
             let lose_request = workload.client_link_loss > 0.0 && rng.gen_bool(workload.client_link_loss);
             let lose_answer = workload.client_link_loss > 0.0 && rng.gen_bool(workload.client_link_loss);
-            let (read, outcome) = perform(&cluster, client, member, kind.clone(), lose_request, lose_answer, workload.client_timeout_ms).await;
+            let attempt_kind = with_attempt_value(&kind, attempt);
+            let (read, outcome) = perform(&cluster, client, member, attempt_kind, lose_request, lose_answer, workload.client_timeout_ms).await;
             if let Some(value) = read {
                 last_seen[key_index] = value;
             }
@@ -66,6 +68,19 @@ pub async fn run_client(client: u64, cluster: Arc<Cluster>, scenario: Scenario, 
             }
             tokio::time::sleep(Duration::from_millis(rng.gen_range(20..=200))).await;
         }
+    }
+}
+
+/// `kind` with its written value made unique to retry `attempt` (the first attempt
+/// keeps it: "c1-7", then "c1-7r1", "c1-7r2").
+fn with_attempt_value(kind: &OpKind, attempt: u32) -> OpKind {
+    if attempt == 0 {
+        return kind.clone();
+    }
+    match kind {
+        OpKind::Put { key, value } => OpKind::Put { key: key.clone(), value: format!("{value}r{attempt}") },
+        OpKind::Cas { key, expected, value } => OpKind::Cas { key: key.clone(), expected: expected.clone(), value: format!("{value}r{attempt}") },
+        other => other.clone(),
     }
 }
 
