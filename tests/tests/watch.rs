@@ -151,3 +151,40 @@ fn a_watcher_resumed_on_another_member_sees_no_gap_and_no_duplicate() {
     seen.extend(rest);
     assert_eq!(seen, acknowledged, "the resumed watch continues exactly");
 }
+
+#[test]
+fn a_watch_that_requires_a_leader_ends_when_its_member_loses_the_cluster() {
+    let mut cluster = Cluster::start(3, &[]);
+    let rt = runtime();
+    wait_writable(&rt, &mut cluster, 0);
+    let survivor = 2;
+    let endpoint = cluster.members[survivor].endpoint();
+    let options = etcd_client::ConnectOptions::new().with_require_leader(true).with_connect_timeout(Duration::from_secs(2));
+    let mut watch = rt.block_on(async {
+        let mut client = Client::connect([endpoint.as_str()], Some(options.clone())).await.expect("connect");
+        client.watch("q", None).await.expect("a watch while there is a leader")
+    });
+    cluster.kill_member(0);
+    cluster.kill_member(1);
+    // Alone, the survivor loses its leader (check-quorum) and ends the stream.
+    let ended = rt.block_on(async {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(15), watch.message()).await {
+                Err(_) => return "still open after 15 s".to_string(),
+                Ok(Ok(Some(_))) => continue,
+                Ok(Ok(None)) => return "ended without an error".to_string(),
+                Ok(Err(error)) => return error.to_string(),
+            }
+        }
+    });
+    assert!(ended.contains("etcdserver: no leader"), "{ended}");
+    // A new one is refused at once.
+    let refused = rt.block_on(async {
+        let mut client = Client::connect([endpoint.as_str()], Some(options)).await.expect("connect");
+        match client.watch("q", None).await {
+            Ok(mut stream) => stream.message().await.err().map(|e| e.to_string()).unwrap_or_default(),
+            Err(error) => error.to_string(),
+        }
+    });
+    assert!(refused.contains("etcdserver: no leader"), "{refused}");
+}

@@ -1,6 +1,12 @@
 //! etcd's `Watch` service: one bidirectional stream per client call, carrying many
 //! watchers. Requests are forwarded to the member's watch hub in order; responses are
 //! the hub's stream, ended when the member stops or the client goes away.
+//!
+//! A client that asked for a leader (`hasleader` metadata, clientv3's
+//! `WithRequireLeader`; etcdctl watch does) is refused when the member has none, and —
+//! as etcd's `monitorLeader` does — its open stream ends with "etcdserver: no leader"
+//! once the member has been without a leader for [`NO_LEADER_CHECKS_MAX`] checks in a
+//! row, so the client resumes on a member that can still see the cluster.
 
 use std::pin::Pin;
 
@@ -27,18 +33,27 @@ fn requires_leader<T>(request: &Request<T>) -> bool {
 
 type WatchResponses = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send + 'static>>;
 
+/// How often a require-leader stream checks that its member still has a leader.
+pub const LEADER_CHECK_INTERVAL_MS: u64 = 1000;
+/// Consecutive checks without a leader before a require-leader stream is ended (etcd
+/// waits a few election timeouts).
+pub const NO_LEADER_CHECKS_MAX: u32 = 3;
+/// Responses buffered between the hub's stream and the client's.
+const FORWARDED_RESPONSES_MAX: usize = 64;
+
 #[tonic::async_trait]
 impl Watch for WatchService {
     type WatchStream = WatchResponses;
 
     async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
-        if requires_leader(&request) {
+        let require_leader = requires_leader(&request);
+        if require_leader {
             let status = self.node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
             if status.leader_id == 0 {
                 return Err(to_status(EtcdError::NoLeader));
             }
         }
-        let (requests, responses) = self.node.watch().await.map_err(to_status)?.split();
+        let (requests, mut responses) = self.node.watch().await.map_err(to_status)?.split();
         let mut incoming = request.into_inner();
         tokio::spawn(async move {
             while let Some(Ok(request)) = incoming.next().await {
@@ -47,7 +62,37 @@ impl Watch for WatchService {
                 }
             }
         });
-        let outgoing = ReceiverStream::new(responses).map(Ok);
-        Ok(Response::new(Box::pin(outgoing)))
+        if !require_leader {
+            return Ok(Response::new(Box::pin(ReceiverStream::new(responses).map(Ok))));
+        }
+        // Forward the hub's responses, ending the stream if the leader stays gone.
+        let (sender, outgoing) = tokio::sync::mpsc::channel(FORWARDED_RESPONSES_MAX);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            let mut leaderless_checks = 0;
+            let mut check = tokio::time::interval(std::time::Duration::from_millis(LEADER_CHECK_INTERVAL_MS));
+            loop {
+                tokio::select! {
+                    biased;
+                    response = responses.recv() => match response {
+                        Some(response) => {
+                            if sender.send(Ok(response)).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => return,
+                    },
+                    _ = check.tick() => {
+                        let has_leader = node.status().await.is_some_and(|s| s.leader_id != 0);
+                        leaderless_checks = if has_leader { 0 } else { leaderless_checks + 1 };
+                        if leaderless_checks >= NO_LEADER_CHECKS_MAX {
+                            let _ = sender.send(Err(to_status(EtcdError::NoLeader))).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(outgoing))))
     }
 }
