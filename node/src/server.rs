@@ -36,7 +36,7 @@ pub const COMMAND_DRAIN_MAX: usize = 1024;
 enum Command {
     Request(Request, oneshot::Sender<Result<Response, EtcdError>>),
     Status(oneshot::Sender<NodeStatus>),
-    HashKv(i64, oneshot::Sender<(i64, u32)>),
+    HashKv(i64, oneshot::Sender<Result<(i64, u32, i64), EtcdError>>),
     StateDigest(oneshot::Sender<(i64, u64)>),
     Campaign,
     WatchOpen(mpsc::Sender<WatchResponse>, oneshot::Sender<Result<u64, EtcdError>>),
@@ -75,12 +75,12 @@ impl NodeHandle {
         receiver.await.ok()
     }
 
-    /// The member's digest of its store at `revision` (0: current) and the revision it
-    /// covers, or `None` if it has stopped. Walks the whole store on the member's loop.
-    pub async fn hash_kv(&self, revision: i64) -> Option<(i64, u32)> {
+    /// etcd's HashKV on this member: (revision covered, hash, compaction point). Walks
+    /// the whole store on the member's loop.
+    pub async fn hash_kv(&self, revision: i64) -> Result<(i64, u32, i64), EtcdError> {
         let (sender, receiver) = oneshot::channel();
-        self.commands.send(Command::HashKv(revision, sender)).await.ok()?;
-        receiver.await.ok()
+        self.commands.send(Command::HashKv(revision, sender)).await.map_err(|_| EtcdError::Stopped)?;
+        receiver.await.map_err(|_| EtcdError::Stopped)?
     }
 
     /// A digest of the member's whole replicated state (keys and leases) with its

@@ -776,12 +776,20 @@ impl NodeCore {
         }
     }
 
-    /// The store's digest at `revision` (0: current) with the revision it covers. Walks
-    /// the whole store: for convergence checks and HashKV, never for status.
-    pub fn hash_kv(&self, revision: i64) -> (i64, u32) {
+    /// Walks the whole store: for HashKV and convergence checks, never for status.
+    /// etcd's HashKV: the digest of the key space up to `revision` (0: current), with the
+    /// revision it covers and the compaction point; etcd's errors for a compacted or
+    /// future revision. Served from this member's state (as etcd's: not linearizable).
+    pub fn hash_kv(&self, revision: i64) -> Result<(i64, u32, i64), EtcdError> {
         let mvcc = self.state.mvcc();
         let revision = if revision <= 0 { mvcc.current_revision() } else { revision };
-        (revision, mvcc.hash_kv(revision))
+        if revision > mvcc.current_revision() {
+            return Err(EtcdError::FutureRevision);
+        }
+        if revision < mvcc.compact_revision() {
+            return Err(EtcdError::Compacted);
+        }
+        Ok((revision, mvcc.hash_kv(revision), mvcc.compact_revision()))
     }
 
     /// A digest of the whole replicated state at the current revision — keys with their

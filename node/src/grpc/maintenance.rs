@@ -1,11 +1,13 @@
-//! etcd's `Maintenance` service (Status so far).
+//! etcd's `Maintenance` service: Status, Hash, HashKV.
 
 use tonic::{Request, Response, Status};
 
 use super::to_status;
 use crate::errors::EtcdError;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
-use crate::pb::etcdserverpb::{ResponseHeader, StatusRequest, StatusResponse};
+use crate::pb::etcdserverpb::{
+    HashKvRequest, HashKvResponse, HashRequest, HashResponse, ResponseHeader, StatusRequest, StatusResponse,
+};
 use crate::server::NodeHandle;
 
 /// The version reported by Status: the etcd API level detcd implements.
@@ -39,5 +41,22 @@ impl Maintenance for MaintenanceService {
             is_learner: false,
         }))
     }
+
+    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        // The whole replicated state (keys with history, and leases), folded to 32 bits.
+        let (revision, digest) = self.node.state_digest().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
+        let status = self.node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
+        let hash = ((digest >> 32) as u32) ^ (digest as u32).rotate_left(16);
+        Ok(Response::new(HashResponse { header: Some(header_of(&status, revision)), hash }))
+    }
+
+    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        let (revision, hash, compact_revision) = self.node.hash_kv(request.into_inner().revision).await.map_err(to_status)?;
+        let status = self.node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
+        Ok(Response::new(HashKvResponse { header: Some(header_of(&status, revision)), hash, compact_revision }))
+    }
 }
 
+fn header_of(status: &crate::consensus::NodeStatus, revision: i64) -> ResponseHeader {
+    ResponseHeader { cluster_id: status.cluster_id, member_id: status.member_id, revision, raft_term: status.term }
+}
