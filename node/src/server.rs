@@ -38,6 +38,7 @@ enum Command {
     Status(oneshot::Sender<NodeStatus>),
     HashKv(i64, oneshot::Sender<Result<(i64, u32, i64), EtcdError>>),
     StateDigest(oneshot::Sender<(i64, u64)>),
+    Defragment(oneshot::Sender<()>),
     Campaign,
     WatchOpen(mpsc::Sender<WatchResponse>, oneshot::Sender<Result<u64, EtcdError>>),
     Watch(u64, WatchRequest),
@@ -89,6 +90,13 @@ impl NodeHandle {
         let (sender, receiver) = oneshot::channel();
         self.commands.send(Command::StateDigest(sender)).await.ok()?;
         receiver.await.ok()
+    }
+
+    /// etcd's Defragment on this member.
+    pub async fn defragment(&self) -> Result<(), EtcdError> {
+        let (sender, receiver) = oneshot::channel();
+        self.commands.send(Command::Defragment(sender)).await.map_err(|_| EtcdError::Stopped)?;
+        receiver.await.map_err(|_| EtcdError::Stopped)
     }
 
     /// Asks the member to start an election now.
@@ -288,6 +296,10 @@ fn run_command(core: &mut NodeCore, hub: &mut WatchHub, command: Command, now_ms
         }
         Command::StateDigest(responder) => {
             let _ = responder.send(core.state_digest());
+        }
+        Command::Defragment(responder) => {
+            core.defragment();
+            let _ = responder.send(());
         }
         Command::Campaign => core.campaign(),
     }

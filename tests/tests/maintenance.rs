@@ -48,3 +48,38 @@ fn endpoint_hashkv_is_equal_on_every_member() {
     let old = etcdctl(&endpoints[0], &["endpoint", "hashkv", "--rev", "5"], None);
     assert!(old.stderr.contains("etcdserver: mvcc: required revision has been compacted"), "{old:?}");
 }
+
+/// (dbSize, dbSizeInUse) from `etcdctl endpoint status -w json`.
+fn db_sizes(endpoint: &str) -> (i64, i64) {
+    let out = etcdctl(endpoint, &["endpoint", "status", "-w", "json"], None);
+    let value: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    let status = &value[0]["Status"];
+    (status["dbSize"].as_i64().expect("dbSize"), status["dbSizeInUse"].as_i64().expect("dbSizeInUse"))
+}
+
+#[test]
+fn compaction_frees_in_use_space_and_defrag_gives_it_back() {
+    let mut cluster = Cluster::start(1, &[]);
+    let rt = runtime();
+    wait_writable(&rt, &mut cluster, 0);
+    let endpoint = cluster.members[0].endpoint();
+    let value = "x".repeat(2000);
+    for round in 0..5 {
+        for key in 0..20 {
+            assert_eq!(etcdctl(&endpoint, &["put", &format!("d{key}"), &format!("{round}{value}")], None).stdout, "OK\n");
+        }
+    }
+    let (before, in_use_before) = db_sizes(&endpoint);
+    assert_eq!(before, in_use_before);
+    let revision = etcdctl(&endpoint, &["get", "d0", "-w", "json"], None);
+    let revision: serde_json::Value = serde_json::from_str(revision.stdout.trim()).expect("json");
+    let revision = revision["header"]["revision"].as_i64().expect("revision").to_string();
+    assert_eq!(etcdctl(&endpoint, &["compact", &revision], None).stdout, format!("compacted revision {revision}\n"));
+    let (after_compact, in_use_after_compact) = db_sizes(&endpoint);
+    assert_eq!(after_compact, before, "as etcd's file, DB SIZE stays until defrag");
+    assert!(in_use_after_compact < before / 3, "in use dropped: {in_use_after_compact} of {before}");
+    let defrag = etcdctl(&endpoint, &["defrag"], None);
+    assert_eq!(defrag.stdout, format!("Finished defragmenting etcd member[{endpoint}]\n"), "{defrag:?}");
+    let (after_defrag, _) = db_sizes(&endpoint);
+    assert_eq!(after_defrag, in_use_after_compact, "defrag gives the space back");
+}

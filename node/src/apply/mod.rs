@@ -267,6 +267,11 @@ impl StateMachine {
         }
     }
 
+    /// See [`Mvcc::defragment`]: memory only, no change to the replicated state.
+    pub fn defragment(&mut self) {
+        self.mvcc.defragment();
+    }
+
     /// Serves a read (a range, or a txn that writes nothing) from the current state.
     pub fn read(&mut self, request: &Request) -> Result<Response, EtcdError> {
         match request {

@@ -72,7 +72,11 @@ pub struct NodeStatus {
     pub applied_index: u64,
     pub revision: i64,
     pub compact_revision: i64,
+    /// etcd's DB SIZE: the most the store held since the last defragment (compaction
+    /// alone does not give space back, as etcd's file does not shrink until defrag).
     pub db_size_bytes: u64,
+    /// etcd's "in use": what the store holds now.
+    pub db_size_in_use_bytes: u64,
     pub fsyncs: u64,
     pub entries_persisted: u64,
     /// Peer messages refused before raft saw them (see `peer_messages`).
@@ -127,6 +131,8 @@ pub struct NodeCore {
     /// over are not in the feed.
     change_feed_gap: bool,
     lease_clock: LeaseClock,
+    /// The most the store held since the last defragment (see `NodeStatus::db_size_bytes`).
+    db_size_high_water_bytes: u64,
     /// When the leader next checkpoints lease TTLs (member clock, ms).
     next_lease_checkpoint_ms: u64,
 }
@@ -246,6 +252,7 @@ impl NodeCore {
             change_feed: None,
             change_feed_gap: false,
             lease_clock: LeaseClock::default(),
+            db_size_high_water_bytes: 0,
             next_lease_checkpoint_ms: 0,
         };
         #[cfg(madsim)]
@@ -705,6 +712,7 @@ impl NodeCore {
 
     fn apply_request(&mut self, data: &[u8]) {
         let applied = self.state.apply(data);
+        self.db_size_high_water_bytes = self.db_size_high_water_bytes.max(self.state.mvcc().approximate_bytes());
         if applied.invalid {
             self.invalid_entries_applied += 1;
         }
@@ -768,7 +776,8 @@ impl NodeCore {
             applied_index: self.applied_index,
             revision: self.state.mvcc().current_revision(),
             compact_revision: self.state.mvcc().compact_revision(),
-            db_size_bytes: self.state.mvcc().approximate_bytes(),
+            db_size_bytes: self.db_size_high_water_bytes.max(self.state.mvcc().approximate_bytes()),
+            db_size_in_use_bytes: self.state.mvcc().approximate_bytes(),
             fsyncs: self.fsyncs,
             entries_persisted: self.entries_persisted,
             peer_messages_refused: self.peer_messages_refused,
@@ -798,6 +807,13 @@ impl NodeCore {
         let mvcc = self.state.mvcc();
         let revision = mvcc.current_revision();
         (revision, (u64::from(mvcc.hash_kv(revision)) << 32) | u64::from(mvcc.leases().hash()))
+    }
+
+    /// etcd's Defragment on this member: gives memory back after compaction and resets
+    /// DB SIZE to what is in use. Local, not replicated (as etcd's).
+    pub fn defragment(&mut self) {
+        self.state.defragment();
+        self.db_size_high_water_bytes = self.state.mvcc().approximate_bytes();
     }
 
     /// Makes this member start a real election now, skipping pre-vote (the simulator's

@@ -1,4 +1,4 @@
-//! etcd's `Maintenance` service: Status, Hash, HashKV.
+//! etcd's `Maintenance` service: Status, Hash, HashKV, Defragment.
 
 use tonic::{Request, Response, Status};
 
@@ -6,7 +6,8 @@ use super::to_status;
 use crate::errors::EtcdError;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::{
-    HashKvRequest, HashKvResponse, HashRequest, HashResponse, ResponseHeader, StatusRequest, StatusResponse,
+    DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, ResponseHeader,
+    StatusRequest, StatusResponse,
 };
 use crate::server::NodeHandle;
 
@@ -37,7 +38,7 @@ impl Maintenance for MaintenanceService {
             raft_term: status.term,
             raft_applied_index: status.applied_index,
             errors: Vec::new(),
-            db_size_in_use: db_size,
+            db_size_in_use: i64::try_from(status.db_size_in_use_bytes).unwrap_or(i64::MAX),
             is_learner: false,
         }))
     }
@@ -50,10 +51,22 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(HashResponse { header: Some(header_of(&status, revision)), hash }))
     }
 
+    async fn defragment(&self, _request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        self.defragment_member().await.map(Response::new)
+    }
+
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
         let (revision, hash, compact_revision) = self.node.hash_kv(request.into_inner().revision).await.map_err(to_status)?;
         let status = self.node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
         Ok(Response::new(HashKvResponse { header: Some(header_of(&status, revision)), hash, compact_revision }))
+    }
+}
+
+impl MaintenanceService {
+    async fn defragment_member(&self) -> Result<DefragmentResponse, Status> {
+        self.node.defragment().await.map_err(to_status)?;
+        let status = self.node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
+        Ok(DefragmentResponse { header: Some(header_of(&status, status.revision)) })
     }
 }
 

@@ -174,6 +174,17 @@ impl Mvcc {
         self.size_bytes
     }
 
+    /// Gives memory back after compaction: every key's history and value buffers are
+    /// shrunk to fit (etcd's defragment rewrites its file for the same reason).
+    pub fn defragment(&mut self) {
+        for records in self.keys.values_mut() {
+            records.shrink_to_fit();
+            for record in records.iter_mut() {
+                record.value.shrink_to_fit();
+            }
+        }
+    }
+
     /// The database size counted from scratch (at decode, and by tests of the counter).
     pub fn count_bytes(&self) -> u64 {
         self.keys.iter().map(|(key, records)| records.iter().map(|r| record_bytes(key, r)).sum::<u64>()).sum()
