@@ -76,6 +76,9 @@ pub struct Flags {
     /// reset of remaining TTL on leader change.
     #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub experimental_enable_lease_checkpoint: bool,
+    /// Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: u64,
     /// Duration of time between two checkpoints of remaining lease TTLs.
     #[arg(long, env = "ETCD_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL", default_value = "5m")]
     pub experimental_lease_checkpoint_interval: String,
@@ -253,6 +256,11 @@ impl Flags {
         if node.watch_progress_notify_interval_ms == 0 {
             return Err("--experimental-watch-progress-notify-interval must be positive".to_string());
         }
+        node.quota_backend_bytes = if self.quota_backend_bytes == 0 {
+            crate::consensus::config::QUOTA_BACKEND_BYTES_DEFAULT
+        } else {
+            self.quota_backend_bytes
+        };
         node.lease_checkpoint_enabled = self.experimental_enable_lease_checkpoint;
         node.lease_checkpoint_interval_ms = parse_duration_ms(&self.experimental_lease_checkpoint_interval)
             .map_err(|e| format!("--experimental-lease-checkpoint-interval: {e}"))?;

@@ -31,6 +31,7 @@ pub enum EtcdError {
     LeaseNotFound,
     LeaseExists,
     LeaseTtlTooLarge,
+    NoSpace,
     NoLeader,
     LeaderChanged,
     Timeout,
@@ -54,6 +55,7 @@ impl EtcdError {
             EtcdError::LeaseNotFound => "etcdserver: requested lease not found",
             EtcdError::LeaseExists => "etcdserver: lease already exists",
             EtcdError::LeaseTtlTooLarge => "etcdserver: too large lease TTL",
+            EtcdError::NoSpace => "etcdserver: mvcc: database space exceeded",
             EtcdError::NoLeader => "etcdserver: no leader",
             EtcdError::LeaderChanged => "etcdserver: leader changed",
             EtcdError::Timeout => "etcdserver: request timed out",
@@ -75,7 +77,7 @@ impl EtcdError {
             EtcdError::Compacted | EtcdError::FutureRevision | EtcdError::LeaseTtlTooLarge => GrpcCode::OutOfRange,
             EtcdError::LeaseNotFound => GrpcCode::NotFound,
             EtcdError::LeaseExists => GrpcCode::FailedPrecondition,
-            EtcdError::TooManyRequests => GrpcCode::ResourceExhausted,
+            EtcdError::TooManyRequests | EtcdError::NoSpace => GrpcCode::ResourceExhausted,
             EtcdError::NoLeader | EtcdError::LeaderChanged | EtcdError::Timeout | EtcdError::Stopped => {
                 GrpcCode::Unavailable
             }

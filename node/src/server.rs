@@ -20,6 +20,7 @@ use crate::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
     LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse,
     LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutRequest,
+    AlarmRequest, AlarmResponse,
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse, WatchRequest, WatchResponse,
 };
 use crate::watch::{WatchHub, WATCH_STREAM_RESPONSES_MAX};
@@ -145,6 +146,8 @@ typed_calls! {
     lease_keep_alive(LeaseKeepAliveRequest) -> LeaseKeepAliveResponse = LeaseKeepAlive;
     lease_time_to_live(LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse = LeaseTimeToLive;
     lease_leases(LeaseLeasesRequest) -> LeaseLeasesResponse = LeaseLeases;
+    /// etcd's Alarm: GET lists active alarms, ACTIVATE/DEACTIVATE change them.
+    alarm(AlarmRequest) -> AlarmResponse = Alarm;
 }
 
 /// Where a watch stream's requests go; cheap to clone.

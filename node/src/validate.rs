@@ -61,6 +61,21 @@ pub fn check_txn(request: &TxnRequest, max_txn_ops: usize) -> Result<(), EtcdErr
     Ok(())
 }
 
+/// Whether a txn (with everything nested in it) has a put on any branch.
+pub fn txn_has_put(request: &TxnRequest) -> bool {
+    let mut stack = vec![request];
+    while let Some(txn) = stack.pop() {
+        for op in txn.success.iter().chain(txn.failure.iter()) {
+            match &op.request {
+                Some(request_op::Request::RequestPut(_)) => return true,
+                Some(request_op::Request::RequestTxn(nested)) => stack.push(nested),
+                _ => {}
+            }
+        }
+    }
+    false
+}
+
 /// Whether a txn (with everything nested in it) writes nothing.
 pub fn txn_is_read_only(request: &TxnRequest) -> bool {
     let mut stack = vec![request];

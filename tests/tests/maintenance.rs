@@ -83,3 +83,56 @@ fn compaction_frees_in_use_space_and_defrag_gives_it_back() {
     let (after_defrag, _) = db_sizes(&endpoint);
     assert_eq!(after_defrag, in_use_after_compact, "defrag gives the space back");
 }
+
+/// The NOSPACE walkthrough of `../shared/nospace-reference.txt`: fill a 16 MiB quota,
+/// see the alarm on every path, recover with compact + defrag + disarm.
+#[test]
+fn nospace_alarm_walkthrough_matches_etcd() {
+    let mut cluster = Cluster::start(1, &["--quota-backend-bytes=16777216"]);
+    let rt = runtime();
+    wait_writable(&rt, &mut cluster, 0);
+    let endpoint = cluster.members[0].endpoint();
+    let megabyte = "x".repeat(1_048_576);
+    let mut first_failure = None;
+    for attempt in 1..=40 {
+        let out = etcdctl(&endpoint, &["put", "key"], Some(&megabyte));
+        if out.code != 0 {
+            assert!(out.stderr.contains("Error: etcdserver: mvcc: database space exceeded"), "{out:?}");
+            first_failure = Some(attempt);
+            break;
+        }
+        assert_eq!(out.stdout, "OK\n");
+    }
+    let first_failure = first_failure.expect("the quota was reached");
+    assert!((12..=17).contains(&first_failure), "etcd fails at put #14 here; detcd at #{first_failure}");
+    let refused = etcdctl(&endpoint, &["put", "small", "v"], None);
+    assert!(refused.stderr.contains("Error: etcdserver: mvcc: database space exceeded"), "{refused:?}");
+    let alarm = etcdctl(&endpoint, &["alarm", "list"], None).stdout;
+    assert!(alarm.starts_with("memberID:") && alarm.ends_with(" alarm:NOSPACE \n"), "{alarm:?}");
+    let status = etcdctl(&endpoint, &["endpoint", "status", "-w", "json"], None).stdout;
+    let status: serde_json::Value = serde_json::from_str(status.trim()).expect("json");
+    assert_eq!(status[0]["Status"]["errors"][0].as_str(), Some(alarm.trim_end_matches('\n')));
+    let table = etcdctl(&endpoint, &["endpoint", "status", "-w", "table"], None).stdout;
+    assert!(table.contains("alarm:NOSPACE"), "{table}");
+    // Reads and deletes still work; lease grants and txns with puts do not.
+    assert_eq!(etcdctl(&endpoint, &["get", "key", "--keys-only"], None).stdout, "key\n\n");
+    assert_eq!(etcdctl(&endpoint, &["del", "small"], None).stdout, "0\n");
+    let grant = etcdctl(&endpoint, &["lease", "grant", "10"], None);
+    assert!(grant.stderr.contains("Error: failed to grant lease (etcdserver: mvcc: database space exceeded)"), "{grant:?}");
+    let txn = etcdctl(&endpoint, &["txn"], Some("\nput t v\n\n\n"));
+    assert!(txn.stderr.contains("Error: etcdserver: mvcc: database space exceeded"), "{txn:?}");
+    // Recovery: compact to the current revision, defrag, disarm.
+    let revision: serde_json::Value = serde_json::from_str(etcdctl(&endpoint, &["get", "key", "-w", "json"], None).stdout.trim()).expect("json");
+    let revision = revision["header"]["revision"].as_i64().expect("revision").to_string();
+    assert_eq!(etcdctl(&endpoint, &["compact", &revision], None).stdout, format!("compacted revision {revision}\n"));
+    assert_eq!(etcdctl(&endpoint, &["defrag"], None).stdout, format!("Finished defragmenting etcd member[{endpoint}]\n"));
+    assert_eq!(etcdctl(&endpoint, &["alarm", "list"], None).stdout, alarm, "the alarm stays until disarmed");
+    assert!(etcdctl(&endpoint, &["put", "small", "v"], None).stderr.contains("database space exceeded"));
+    assert_eq!(etcdctl(&endpoint, &["alarm", "disarm"], None).stdout, alarm);
+    assert_eq!(etcdctl(&endpoint, &["alarm", "list"], None).stdout, "");
+    assert_eq!(etcdctl(&endpoint, &["put", "small", "v"], None).stdout, "OK\n");
+    assert_eq!(etcdctl(&endpoint, &["get", "small"], None).stdout, "small\nv\n");
+    let after: serde_json::Value = serde_json::from_str(etcdctl(&endpoint, &["endpoint", "status", "-w", "json"], None).stdout.trim()).expect("json");
+    assert!(after[0]["Status"]["dbSize"].as_i64().expect("dbSize") < 2_000_000, "DB SIZE dropped: {after}");
+    assert_eq!(after[0]["Status"]["errors"], serde_json::Value::Null);
+}

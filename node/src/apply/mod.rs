@@ -19,7 +19,7 @@ use crate::errors::EtcdError;
 use crate::mvcc::Mvcc;
 use crate::pb::detcdpb::{internal_request, InternalRequest};
 use crate::pb::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseCheckpointResponse,
+    alarm_request, AlarmMember, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseCheckpointResponse,
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
     LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
     PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
@@ -30,7 +30,7 @@ use crate::pb::mvccpb::Event;
 /// (the network may deliver a forwarded proposal twice, and raft would commit both).
 pub const APPLIED_REQUEST_IDS_PER_PROPOSER_MAX: usize = 8192;
 /// Version byte in front of the state machine's snapshot encoding.
-pub const STATE_ENCODING_VERSION: u8 = 3;
+pub const STATE_ENCODING_VERSION: u8 = 4;
 
 /// A client request, in etcd's own message types.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,6 +46,8 @@ pub enum Request {
     LeaseKeepAlive(LeaseKeepAliveRequest),
     LeaseTimeToLive(LeaseTimeToLiveRequest),
     LeaseLeases(LeaseLeasesRequest),
+    /// GET is served from this member's state; ACTIVATE/DEACTIVATE go through raft.
+    Alarm(AlarmRequest),
 }
 
 /// The answer to a [`Request`], with its header filled in.
@@ -63,6 +65,7 @@ pub enum Response {
     LeaseLeases(LeaseLeasesResponse),
     /// The leader's own checkpoint proposals (no client waits for it).
     LeaseCheckpoint(LeaseCheckpointResponse),
+    Alarm(AlarmResponse),
 }
 
 impl Response {
@@ -81,6 +84,7 @@ impl Response {
             Response::LeaseTimeToLive(r) => r.header = header,
             Response::LeaseLeases(r) => r.header = header,
             Response::LeaseCheckpoint(r) => r.header = header,
+            Response::Alarm(r) => r.header = header,
         }
     }
 }
@@ -96,7 +100,8 @@ impl Request {
             Request::LeaseGrant(g) => Some(internal_request::Op::LeaseGrant(g.clone())),
             Request::LeaseRevoke(r) => Some(internal_request::Op::LeaseRevoke(r.clone())),
             Request::LeaseKeepAlive(k) => Some(internal_request::Op::LeaseRenew(k.clone())),
-            Request::Range(_) | Request::LeaseTimeToLive(_) | Request::LeaseLeases(_) => None,
+            Request::Alarm(a) if a.action != alarm_request::AlarmAction::Get as i32 => Some(internal_request::Op::Alarm(a.clone())),
+            Request::Range(_) | Request::LeaseTimeToLive(_) | Request::LeaseLeases(_) | Request::Alarm(_) => None,
         }
     }
 }
@@ -154,9 +159,22 @@ pub struct Applied {
 pub struct StateMachine {
     mvcc: Mvcc,
     applied_requests: AppliedRequests,
+    /// Active alarms: (member that raised it, `AlarmType`). While NOSPACE is among them,
+    /// writes that add data are refused (etcd's capped applier).
+    alarms: BTreeSet<(u64, i32)>,
     /// Planted bug `lease-expiry-races-renewal` (simulator builds only).
     #[cfg(madsim)]
     expiry_races_renewal: bool,
+}
+
+/// Whether a replicated request can make the store bigger (refused under NOSPACE):
+/// puts, txns with a put on either branch, lease grants.
+fn adds_data(op: &internal_request::Op) -> bool {
+    match op {
+        internal_request::Op::Put(_) | internal_request::Op::LeaseGrant(_) => true,
+        internal_request::Op::Txn(txn) => crate::validate::txn_has_put(txn),
+        _ => false,
+    }
 }
 
 /// Why a request's bytes cannot be a replicated request.
@@ -176,6 +194,7 @@ impl StateMachine {
         Self {
             mvcc: Mvcc::new(),
             applied_requests: AppliedRequests::default(),
+            alarms: BTreeSet::new(),
             #[cfg(madsim)]
             expiry_races_renewal: false,
         }
@@ -208,13 +227,41 @@ impl StateMachine {
         Applied { answer: Some((internal.proposer, internal.request_id, result)), events, lease_changes, invalid: false }
     }
 
+    /// Whether a NOSPACE alarm is active.
+    pub fn no_space(&self) -> bool {
+        self.alarms.iter().any(|(_, alarm)| *alarm == AlarmType::Nospace as i32)
+    }
+
+    /// Active alarms, for Alarm GET and Status.
+    pub fn alarms(&self) -> Vec<AlarmMember> {
+        self.alarms.iter().map(|(member_id, alarm)| AlarmMember { member_id: *member_id, alarm: *alarm }).collect()
+    }
+
     fn apply_op(
         &mut self,
         op: internal_request::Op,
         events: &mut Vec<Event>,
         lease_changes: &mut Vec<LeaseChange>,
     ) -> Result<Response, EtcdError> {
+        if self.no_space() && adds_data(&op) {
+            // etcd's capped applier: every member refuses alike, from replicated state.
+            return Err(EtcdError::NoSpace);
+        }
         match op {
+            internal_request::Op::Alarm(alarm) => {
+                // As etcd: the answer lists the alarm that changed (none if nothing did).
+                let key = (alarm.member_id, alarm.alarm);
+                let changed = if alarm.action == alarm_request::AlarmAction::Activate as i32 && alarm.alarm != AlarmType::None as i32 {
+                    self.alarms.insert(key);
+                    true
+                } else if alarm.action == alarm_request::AlarmAction::Deactivate as i32 {
+                    self.alarms.remove(&key)
+                } else {
+                    false
+                };
+                let alarms = if changed { vec![AlarmMember { member_id: key.0, alarm: key.1 }] } else { Vec::new() };
+                Ok(Response::Alarm(AlarmResponse { header: None, alarms }))
+            }
             internal_request::Op::LeaseGrant(grant) => {
                 self.mvcc.lease_grant(grant.id, grant.ttl)?;
                 lease_changes.push(LeaseChange::Granted { id: grant.id, ttl_secs: grant.ttl });
@@ -278,6 +325,7 @@ impl StateMachine {
             Request::Range(range) => self.mvcc.range(range).map(Response::Range),
             // A txn without writes changes nothing: no revision, no event.
             Request::Txn(txn) => self.mvcc.txn(txn).map(Response::Txn),
+            Request::Alarm(_) => Ok(Response::Alarm(AlarmResponse { header: None, alarms: self.alarms() })),
             other => panic!("not a key-value read: {other:?}"),
         }
     }
@@ -285,7 +333,7 @@ impl StateMachine {
     /// The bytes a raft snapshot carries: a version byte, then the state.
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = vec![STATE_ENCODING_VERSION];
-        bincode::serialize_into(&mut bytes, &(self.mvcc.encode(), &self.applied_requests)).expect("state encodes");
+        bincode::serialize_into(&mut bytes, &(self.mvcc.encode(), &self.applied_requests, &self.alarms)).expect("state encodes");
         bytes
     }
 
@@ -296,11 +344,12 @@ impl StateMachine {
             Some(other) => return Err(format!("state encoding version {other} is not {STATE_ENCODING_VERSION}")),
             None => return Err("empty state".into()),
         }
-        let (mvcc_bytes, applied_requests): (Vec<u8>, AppliedRequests) =
+        let (mvcc_bytes, applied_requests, alarms): (Vec<u8>, AppliedRequests, BTreeSet<(u64, i32)>) =
             bincode::deserialize(&bytes[1..]).map_err(|e| e.to_string())?;
         Ok(Self {
             mvcc: Mvcc::decode(&mvcc_bytes)?,
             applied_requests,
+            alarms,
             #[cfg(madsim)]
             expiry_races_renewal: false,
         })

@@ -7,6 +7,8 @@ use super::planted::PlantedBug;
 /// Committed entries kept in memory behind a snapshot so slow followers catch up from
 /// the log instead of needing a whole snapshot (etcd keeps 5000).
 pub const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
+/// etcd's default space quota (2 GiB).
+pub const QUOTA_BACKEND_BYTES_DEFAULT: u64 = 2 * 1024 * 1024 * 1024;
 /// Default for [`NodeConfig::pending_request_bytes_max`].
 pub const PENDING_REQUEST_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Default for [`NodeConfig::uncommitted_bytes_max`].
@@ -39,6 +41,9 @@ pub struct NodeConfig {
     /// How often watchers that asked for progress notifications get one
     /// (`--experimental-watch-progress-notify-interval`, etcd's default 10 minutes).
     pub watch_progress_notify_interval_ms: u64,
+    /// `--quota-backend-bytes`: DB SIZE beyond which writes that add data are refused
+    /// and the NOSPACE alarm is raised (etcd's default 2 GiB).
+    pub quota_backend_bytes: u64,
     /// Whether the leader checkpoints remaining lease TTLs through raft
     /// (`--experimental-enable-lease-checkpoint`), and how often
     /// (`--experimental-lease-checkpoint-interval`, etcd's default 5 minutes).
@@ -71,6 +76,7 @@ impl NodeConfig {
             wal_segment_bytes_max: crate::storage::wal::WAL_SEGMENT_BYTES_MAX,
             snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES,
             watch_progress_notify_interval_ms: 10 * 60 * 1000,
+            quota_backend_bytes: QUOTA_BACKEND_BYTES_DEFAULT,
             lease_checkpoint_enabled: false,
             lease_checkpoint_interval_ms: 5 * 60 * 1000,
             #[cfg(madsim)]

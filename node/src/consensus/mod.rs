@@ -83,6 +83,8 @@ pub struct NodeStatus {
     pub peer_messages_refused: u64,
     /// Committed entries that were not valid requests and changed nothing.
     pub invalid_entries_applied: u64,
+    /// Active alarms: (member that raised it, `AlarmType` number).
+    pub alarms: Vec<(u64, i32)>,
 }
 
 /// FNV-1a, 64 bit: a stable digest (the same on every build and platform).
@@ -387,6 +389,10 @@ impl NodeCore {
             grant.ttl = grant.ttl.max(self.config.lease_ttl_secs_min());
         }
         let size_bytes = request_size_bytes(&request);
+        if self.exceeds_quota(&request, size_bytes) {
+            let _ = responder.send(Err(EtcdError::NoSpace));
+            return;
+        }
         if self.proposals.bytes() + self.reads.bytes() + size_bytes > self.config.pending_request_bytes_max {
             let _ = responder.send(Err(EtcdError::TooManyRequests));
             return;
@@ -409,6 +415,34 @@ impl NodeCore {
             request if is_read(request) => self.reads.push(pending),
             _ => self.propose(pending),
         }
+    }
+
+    /// etcd's quota: a request that adds data while the store (DB SIZE) plus the
+    /// request would pass `--quota-backend-bytes` is refused, and this member raises the
+    /// NOSPACE alarm through raft (once) so that every member refuses such writes.
+    fn exceeds_quota(&mut self, request: &Request, size_bytes: usize) -> bool {
+        use crate::pb::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
+        let adds_data = match request {
+            Request::Put(_) | Request::LeaseGrant(_) => true,
+            Request::Txn(txn) => validate::txn_has_put(txn),
+            _ => false,
+        };
+        if !adds_data {
+            return false;
+        }
+        let db_size = self.db_size_high_water_bytes.max(self.state.mvcc().approximate_bytes());
+        if db_size.saturating_add(size_bytes as u64) <= self.config.quota_backend_bytes {
+            return false;
+        }
+        if !self.state.no_space() && self.raw.raft.leader_id != raft::INVALID_ID {
+            let alarm = AlarmRequest {
+                action: AlarmAction::Activate as i32,
+                member_id: self.config.member_id,
+                alarm: AlarmType::Nospace as i32,
+            };
+            self.propose_internal(internal_request::Op::Alarm(alarm));
+        }
+        true
     }
 
     /// The leader's fast path for a keep-alive (see `lease_clock`): renewed in memory and
@@ -444,6 +478,7 @@ impl NodeCore {
             Request::LeaseGrant(g) if g.ttl > LEASE_TTL_SECS_MAX => Err(EtcdError::LeaseTtlTooLarge),
             Request::LeaseGrant(g) if g.id < 0 => Err(EtcdError::LeaseNotFound),
             Request::Compact(_)
+            | Request::Alarm(_)
             | Request::LeaseGrant(_)
             | Request::LeaseRevoke(_)
             | Request::LeaseKeepAlive(_)
@@ -782,6 +817,7 @@ impl NodeCore {
             entries_persisted: self.entries_persisted,
             peer_messages_refused: self.peer_messages_refused,
             invalid_entries_applied: self.invalid_entries_applied,
+            alarms: self.state.alarms().iter().map(|a| (a.member_id, a.alarm)).collect(),
         }
     }
 
@@ -857,6 +893,7 @@ impl NodeCore {
 fn is_read(request: &Request) -> bool {
     match request {
         Request::Range(_) | Request::LeaseTimeToLive(_) | Request::LeaseLeases(_) => true,
+        Request::Alarm(alarm) => alarm.action == crate::pb::etcdserverpb::alarm_request::AlarmAction::Get as i32,
         Request::Txn(txn) => validate::txn_is_read_only(txn),
         _ => false,
     }
@@ -875,5 +912,6 @@ fn request_size_bytes(request: &Request) -> usize {
         Request::LeaseKeepAlive(k) => k.encoded_len(),
         Request::LeaseTimeToLive(t) => t.encoded_len(),
         Request::LeaseLeases(l) => l.encoded_len(),
+        Request::Alarm(a) => a.encoded_len(),
     }
 }

@@ -6,7 +6,7 @@ use super::to_status;
 use crate::errors::EtcdError;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::{
-    DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, ResponseHeader,
+    AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, ResponseHeader,
     StatusRequest, StatusResponse,
 };
 use crate::server::NodeHandle;
@@ -37,7 +37,7 @@ impl Maintenance for MaintenanceService {
             raft_index: status.commit_index,
             raft_term: status.term,
             raft_applied_index: status.applied_index,
-            errors: Vec::new(),
+            errors: status.alarms.iter().map(|(member_id, alarm)| alarm_text(*member_id, *alarm)).collect(),
             db_size_in_use: i64::try_from(status.db_size_in_use_bytes).unwrap_or(i64::MAX),
             is_learner: false,
         }))
@@ -49,6 +49,10 @@ impl Maintenance for MaintenanceService {
         let status = self.node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
         let hash = ((digest >> 32) as u32) ^ (digest as u32).rotate_left(16);
         Ok(Response::new(HashResponse { header: Some(header_of(&status, revision)), hash }))
+    }
+
+    async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        self.node.alarm(request.into_inner()).await.map(Response::new).map_err(to_status)
     }
 
     async fn defragment(&self, _request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
@@ -68,6 +72,12 @@ impl MaintenanceService {
         let status = self.node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
         Ok(DefragmentResponse { header: Some(header_of(&status, status.revision)) })
     }
+}
+
+/// etcd's text for an active alarm in Status errors: "memberID:<id> alarm:<TYPE> ".
+fn alarm_text(member_id: u64, alarm: i32) -> String {
+    let name = AlarmType::try_from(alarm).map_or_else(|_| alarm.to_string(), |a| a.as_str_name().to_string());
+    format!("memberID:{member_id} alarm:{name} ")
 }
 
 fn header_of(status: &crate::consensus::NodeStatus, revision: i64) -> ResponseHeader {
