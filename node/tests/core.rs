@@ -600,3 +600,38 @@ fn with_checkpoints_a_new_leader_continues_from_the_remaining_ttl() {
     }
     assert!(!members[&leader].core.state().mvcc().leases().contains(9), "expired from its checkpointed remaining TTL");
 }
+
+#[test]
+fn a_nospace_alarm_raised_on_one_member_is_respected_by_every_member() {
+    let mut members = open_cluster(3, |config| config.quota_backend_bytes = 4096);
+    elect(&mut members, 1);
+    // Member 2 (a follower) sees the quota passed: it refuses and raises the alarm.
+    let (sender, mut answer) = oneshot::channel();
+    members.get_mut(&2).expect("follower").core.submit(put("big", &"x".repeat(5000)), sender, 0);
+    assert_eq!(answer.try_recv().expect("refused at once"), Err(EtcdError::NoSpace));
+    for _ in 0..10 {
+        pump(&mut members, |_| true);
+    }
+    for member in members.values() {
+        assert_eq!(member.core.status().alarms, vec![(2, 1)], "member {} knows the alarm", member.core.member_id());
+    }
+    // A small put, well within the quota, is refused at apply on every member alike.
+    let (sender, mut answer) = oneshot::channel();
+    members.get_mut(&1).expect("leader").core.submit(put("small", "v"), sender, 0);
+    for _ in 0..10 {
+        pump(&mut members, |_| true);
+    }
+    assert_eq!(answer.try_recv().expect("answered"), Err(EtcdError::NoSpace));
+    assert!(members.values().all(|m| m.core.status().revision == 1), "nothing was written anywhere");
+    // Deletes still go through.
+    let (sender, mut answer) = oneshot::channel();
+    members.get_mut(&1).expect("leader").core.submit(
+        Request::DeleteRange(detcd_node::pb::etcdserverpb::DeleteRangeRequest { key: "small".into(), ..Default::default() }),
+        sender,
+        0,
+    );
+    for _ in 0..10 {
+        pump(&mut members, |_| true);
+    }
+    assert!(answer.try_recv().expect("answered").is_ok());
+}

@@ -73,6 +73,9 @@ impl Cluster {
             config.snapshot_catchup_entries = settings.snapshot_catchup_entries;
             config.wal_segment_bytes_max = settings.wal_segment_bytes_max;
             config.request_timeout_ms = settings.request_timeout_ms;
+            if settings.quota_backend_bytes > 0 {
+                config.quota_backend_bytes = settings.quota_backend_bytes;
+            }
             config.max_wals = 3;
             config.max_snapshots = 2;
             config.planted_bug = options.planted_bug.as_deref().map(|name| {

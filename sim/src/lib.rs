@@ -6,6 +6,7 @@
 //! The pure parts (scenarios, histories, checkers, reports) build everywhere; the parts
 //! that need the simulated runtime build only with `--cfg madsim` (`cargo sim ...`).
 
+pub mod alarm_checker;
 pub mod checker;
 pub mod history;
 pub mod lease_checker;
@@ -25,6 +26,8 @@ pub mod faults;
 pub mod lease_workload;
 #[cfg(madsim)]
 pub mod liveness;
+#[cfg(madsim)]
+pub mod maintenance_workload;
 #[cfg(madsim)]
 pub mod net;
 #[cfg(madsim)]

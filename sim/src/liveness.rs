@@ -34,6 +34,8 @@ pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
     let mut committed = false;
     let mut attempt = 0;
     while !committed && cluster.world.now_ms() < deadline {
+        // An operator clears a NOSPACE alarm left from the chaos phase, as etcd's runbook.
+        crate::maintenance_workload::recover_from_nospace(cluster).await;
         let member = attempt % cluster.members.len();
         attempt += 1;
         let kind = OpKind::Put { key: "liveness".into(), value: format!("probe-{attempt}") };

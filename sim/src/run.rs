@@ -26,7 +26,9 @@ use crate::liveness::converge;
 use crate::net::{LinkQuality, SimNet};
 use crate::report::RunReport;
 use crate::scenario::{FaultKind, Options, Scenario};
+use crate::alarm_checker;
 use crate::lease_checker;
+use crate::maintenance_workload::run_operator;
 use crate::lease_workload::{run_lease_client, LEASE_TTL_SECS_MAX};
 use crate::report::EXPECTED_FINDING_PREFIX;
 use crate::watch_checker::check_watches;
@@ -116,6 +118,9 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     for client in 0..scenario.workload.lease_clients as u64 {
         lease_clients.push(tokio::spawn(run_lease_client(client, cluster.clone(), stop.clone(), scenario.workload.client_timeout_ms, options.seed)));
     }
+    if scenario.workload.maintenance_interval_ms > 0 {
+        tokio::spawn(run_operator(cluster.clone(), scenario.workload.maintenance_interval_ms, stop.clone()));
+    }
     if scenario.workload.compact_interval_ms > 0 {
         tokio::spawn(run_compactor(
             cluster.clone(),
@@ -184,6 +189,7 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     verdicts.push(("lease-linearizable".into(), lease_checker::check_lease_linearizable(&lease_record)));
     verdicts.push(("lease-atomic".into(), lease_checker::check_lease_atomicity(&lease_record, &watch_record.authoritative)));
     verdicts.push(("lease-liveness".into(), lease_liveness));
+    verdicts.push(("nospace-respected".into(), alarm_checker::check_nospace_respected(&world.nospace_transitions(), &watch_record.authoritative)));
     verdicts.push(("liveness".into(), liveness));
     let leaderless = world.leaderless_terms();
     if scenario.expect.split_vote {

@@ -77,6 +77,10 @@ pub struct Workload {
     /// Lease clients: each grants short leases (2–4 s TTL), attaches keys, and then keeps
     /// a lease alive for a while, revokes it, or abandons it; and asks TimeToLive.
     pub lease_clients: usize,
+    /// Every this many simulated ms an operator checks for the NOSPACE alarm and, if it
+    /// is raised, compacts to the current revision, defragments every member and disarms
+    /// (0: never).
+    pub maintenance_interval_ms: u64,
 }
 
 impl Default for Workload {
@@ -97,6 +101,7 @@ impl Default for Workload {
             compact_interval_ms: 5000,
             compact_retain_revisions: 50,
             lease_clients: 1,
+            maintenance_interval_ms: 0,
         }
     }
 }
@@ -112,6 +117,8 @@ pub struct NodeSettings {
     pub snapshot_catchup_entries: u64,
     pub wal_segment_bytes_max: u64,
     pub request_timeout_ms: u64,
+    /// `--quota-backend-bytes` (0: etcd's default, 2 GiB).
+    pub quota_backend_bytes: u64,
 }
 
 impl Default for NodeSettings {
@@ -123,6 +130,7 @@ impl Default for NodeSettings {
             snapshot_catchup_entries: 50,
             wal_segment_bytes_max: 16 * 1024,
             request_timeout_ms: 3000,
+            quota_backend_bytes: 0,
         }
     }
 }

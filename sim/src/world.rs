@@ -45,6 +45,9 @@ struct WorldState {
     /// Revisions whose changes differed between members (each reported once).
     diverged_revisions: BTreeSet<i64>,
     leases: LeaseRecord,
+    /// NOSPACE alarm transitions by the raft index of the entry that caused them:
+    /// (store revision, active). Every member applying that entry must agree.
+    nospace: BTreeMap<u64, (i64, bool)>,
 }
 
 /// A watch event in the record's shape.
@@ -84,6 +87,7 @@ impl World {
                 watches: WatchRecord::default(),
                 diverged_revisions: BTreeSet::new(),
                 leases: LeaseRecord::default(),
+                nospace: BTreeMap::new(),
             }),
             origin: tokio::time::Instant::now(),
         })
@@ -301,6 +305,11 @@ impl World {
     pub fn lease_record(&self) -> LeaseRecord {
         self.lock().leases.clone()
     }
+
+    /// NOSPACE alarm transitions: (store revision when applied, active), in apply order.
+    pub fn nospace_transitions(&self) -> Vec<(i64, bool)> {
+        self.lock().nospace.values().copied().collect()
+    }
 }
 
 impl Observer for World {
@@ -388,6 +397,19 @@ impl Observer for World {
                 Self::mix(&mut state, format!("lease|{member_id}|{change:?}").as_bytes());
                 if let detcd_node::apply::LeaseChange::Ended { id, expired, revision } = change {
                     state.leases.ends.entry(id).or_insert(LeaseEnd { at_ms, revision, expired });
+                }
+            }
+            NodeEvent::NoSpace { index, active, revision } => {
+                Self::mix(&mut state, format!("nospace|{member_id}|{index}|{active}|{revision}").as_bytes());
+                match state.nospace.get(&index).copied() {
+                    None => {
+                        state.nospace.insert(index, (revision, active));
+                    }
+                    Some(first) if first != (revision, active) => {
+                        let detail = format!("the entry at index {index} moved the NOSPACE alarm to {first:?} on one member but to ({revision}, {active}) on {member_id:016x}");
+                        state.invariants.violations.push(Verdict::Violation { check: "alarms-identical-everywhere".into(), detail, ops: vec![] });
+                    }
+                    Some(_) => {}
                 }
             }
             NodeEvent::SnapshotInstalled { index, term } => {

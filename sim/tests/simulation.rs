@@ -79,6 +79,8 @@ fn the_canary_finds_planted_bugs() {
         // Lease (issue 8): safety measured from each keep-alive's invocation.
         ("lease-renew-ignored", "lease-leader-crashes", 20),
         ("lease-expiry-races-renewal", "lease-leader-crashes", 300),
+        // Space quota (issue 12): the capped applier refuses writes under the alarm.
+        ("nospace-ignored-at-apply", "nospace", 40),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);

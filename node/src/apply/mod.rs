@@ -165,6 +165,9 @@ pub struct StateMachine {
     /// Planted bug `lease-expiry-races-renewal` (simulator builds only).
     #[cfg(madsim)]
     expiry_races_renewal: bool,
+    /// Planted bug `nospace-ignored-at-apply` (simulator builds only).
+    #[cfg(madsim)]
+    nospace_ignored: bool,
 }
 
 /// Whether a replicated request can make the store bigger (refused under NOSPACE):
@@ -197,7 +200,14 @@ impl StateMachine {
             alarms: BTreeSet::new(),
             #[cfg(madsim)]
             expiry_races_renewal: false,
+            #[cfg(madsim)]
+            nospace_ignored: false,
         }
+    }
+
+    #[cfg(madsim)]
+    pub fn plant_nospace_ignored(&mut self, planted: bool) {
+        self.nospace_ignored = planted;
     }
 
     #[cfg(madsim)]
@@ -243,7 +253,11 @@ impl StateMachine {
         events: &mut Vec<Event>,
         lease_changes: &mut Vec<LeaseChange>,
     ) -> Result<Response, EtcdError> {
-        if self.no_space() && adds_data(&op) {
+        #[cfg(madsim)]
+        let capped = self.no_space() && !self.nospace_ignored;
+        #[cfg(not(madsim))]
+        let capped = self.no_space();
+        if capped && adds_data(&op) {
             // etcd's capped applier: every member refuses alike, from replicated state.
             return Err(EtcdError::NoSpace);
         }
@@ -352,6 +366,8 @@ impl StateMachine {
             alarms,
             #[cfg(madsim)]
             expiry_races_renewal: false,
+            #[cfg(madsim)]
+            nospace_ignored: false,
         })
     }
 }

@@ -261,6 +261,7 @@ impl NodeCore {
         {
             core.lease_clock.ignore_renewals = core.config.planted_bug == Some(PlantedBug::LeaseRenewIgnored);
             core.state.plant_expiry_races_renewal(core.config.planted_bug == Some(PlantedBug::LeaseExpiryRacesRenewal));
+            core.state.plant_nospace_ignored(core.config.planted_bug == Some(PlantedBug::NospaceIgnoredAtApply));
         }
         core.override_election_timeout();
         // The only voter needs nobody's vote: lead at once instead of after a timeout.
@@ -583,7 +584,10 @@ impl NodeCore {
             let snapshot = ready.snapshot().clone();
             self.state = self.snapshotter.install_received(&snapshot, &self.storage, &mut self.wal)?;
             #[cfg(madsim)]
-            self.state.plant_expiry_races_renewal(self.planted(PlantedBug::LeaseExpiryRacesRenewal));
+            {
+                self.state.plant_expiry_races_renewal(self.planted(PlantedBug::LeaseExpiryRacesRenewal));
+                self.state.plant_nospace_ignored(self.planted(PlantedBug::NospaceIgnoredAtApply));
+            }
             self.applied_index = snapshot.get_metadata().index;
             self.change_feed_gap = true;
             if let Some(feed) = self.change_feed.as_mut() {
@@ -723,7 +727,7 @@ impl NodeCore {
             match entry.get_entry_type() {
                 EntryType::EntryNormal => {
                     if !entry.data.is_empty() {
-                        self.apply_request(&entry.data);
+                        self.apply_request(entry.index, &entry.data);
                     }
                 }
                 EntryType::EntryConfChange => {
@@ -745,8 +749,13 @@ impl NodeCore {
         Ok(())
     }
 
-    fn apply_request(&mut self, data: &[u8]) {
+    fn apply_request(&mut self, index: u64, data: &[u8]) {
+        let no_space_before = self.state.no_space();
         let applied = self.state.apply(data);
+        if self.state.no_space() != no_space_before {
+            let revision = self.state.mvcc().current_revision();
+            self.observe(NodeEvent::NoSpace { index, active: !no_space_before, revision });
+        }
         self.db_size_high_water_bytes = self.db_size_high_water_bytes.max(self.state.mvcc().approximate_bytes());
         if applied.invalid {
             self.invalid_entries_applied += 1;

@@ -36,10 +36,14 @@ pub enum PlantedBug {
     LeaseExpiryRacesRenewal,
     /// The leader ignores keep-alives when it computes deadlines.
     LeaseRenewIgnored,
+    /// The NOSPACE alarm is checked only when a request is submitted, not when it is
+    /// applied: writes admitted before the alarm (or once space looks free again, before
+    /// the alarm is disarmed) still land.
+    NospaceIgnoredAtApply,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 12] = [
+    pub const ALL: [PlantedBug; 13] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -52,6 +56,7 @@ impl PlantedBug {
         PlantedBug::WatchStartOffByOne,
         PlantedBug::LeaseExpiryRacesRenewal,
         PlantedBug::LeaseRenewIgnored,
+        PlantedBug::NospaceIgnoredAtApply,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -68,6 +73,7 @@ impl PlantedBug {
             PlantedBug::WatchStartOffByOne => "watch-start-off-by-one",
             PlantedBug::LeaseExpiryRacesRenewal => "lease-expiry-races-renewal",
             PlantedBug::LeaseRenewIgnored => "lease-renew-ignored",
+            PlantedBug::NospaceIgnoredAtApply => "nospace-ignored-at-apply",
         }
     }
 

@@ -157,6 +157,9 @@ pub enum NodeEvent {
     Changes { revision: i64, events: Vec<crate::pb::mvccpb::Event> },
     /// A lease was granted, renewed or ended (revoked, or expired by the leader).
     Lease(crate::apply::LeaseChange),
+    /// The entry at `index` made the NOSPACE alarm active (or cleared it), with the store
+    /// at `revision`.
+    NoSpace { index: u64, active: bool, revision: i64 },
 }
 
 /// A member's raft role, as shown to observers and in status.

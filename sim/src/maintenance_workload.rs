@@ -1,0 +1,47 @@
+//! The operator: when the NOSPACE alarm is raised, compact to the current revision,
+//! defragment every member, and disarm — the recovery of etcd's runbook (and of
+//! `../shared/nospace-reference.txt`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use detcd_node::pb::etcdserverpb::{alarm_request, AlarmRequest, AlarmType, CompactionRequest};
+
+use crate::cluster::Cluster;
+
+/// Recovers from a NOSPACE alarm if one is raised; returns whether it disarmed one.
+pub async fn recover_from_nospace(cluster: &Cluster) -> bool {
+    let running: Vec<usize> = (0..cluster.members.len()).filter(|i| cluster.members[*i].handle().is_some()).collect();
+    let Some(&first) = running.first() else { return false };
+    let Some((handle, _)) = cluster.members[first].handle() else { return false };
+    let Ok(Some(status)) = tokio::time::timeout(Duration::from_millis(500), handle.status()).await else { return false };
+    let alarms: Vec<(u64, i32)> = status.alarms.into_iter().filter(|(_, alarm)| *alarm == AlarmType::Nospace as i32).collect();
+    if alarms.is_empty() {
+        return false;
+    }
+    let timeout = Duration::from_millis(3000);
+    if status.revision > status.compact_revision {
+        let _ = tokio::time::timeout(timeout, handle.compact(CompactionRequest { revision: status.revision, physical: true })).await;
+    }
+    for index in &running {
+        if let Some((member, _)) = cluster.members[*index].handle() {
+            let _ = tokio::time::timeout(timeout, member.defragment()).await;
+        }
+    }
+    let mut disarmed = false;
+    for (member_id, alarm) in alarms {
+        let request = AlarmRequest { action: alarm_request::AlarmAction::Deactivate as i32, member_id, alarm };
+        disarmed |= matches!(tokio::time::timeout(timeout, handle.alarm(request)).await, Ok(Ok(_)));
+    }
+    cluster.world.event("maintenance", Some(first), format!("NOSPACE: compacted to {}, defragmented, disarmed: {disarmed}", status.revision));
+    disarmed
+}
+
+/// Checks every `interval_ms` and recovers (see [`recover_from_nospace`]).
+pub async fn run_operator(cluster: Arc<Cluster>, interval_ms: u64, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+        recover_from_nospace(&cluster).await;
+    }
+}
