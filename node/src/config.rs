@@ -76,12 +76,44 @@ pub struct Flags {
     /// reset of remaining TTL on leader change.
     #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub experimental_enable_lease_checkpoint: bool,
+    /// Interpret 'auto-compaction-retention' one of: periodic|revision.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    pub auto_compaction_mode: String,
+    /// Auto compaction retention for mvcc key value store. 0 means disable auto
+    /// compaction (periodic: a duration such as 1h, or whole hours; revision: a count).
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
     /// Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
     pub quota_backend_bytes: u64,
     /// Duration of time between two checkpoints of remaining lease TTLs.
     #[arg(long, env = "ETCD_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL", default_value = "5m")]
     pub experimental_lease_checkpoint_interval: String,
+}
+
+/// etcd's auto-compaction flags: `periodic` with a duration (`1h`, `30m`) or whole hours
+/// (`1`), `revision` with a count; retention `0` turns it off.
+pub fn parse_auto_compaction(mode: &str, retention: &str) -> Result<crate::consensus::auto_compaction::AutoCompaction, String> {
+    use crate::consensus::auto_compaction::{AutoCompaction, AUTO_COMPACTION_REVISION_INTERVAL_MS};
+    if retention == "0" || retention.is_empty() {
+        return Ok(AutoCompaction::Off);
+    }
+    match mode {
+        "periodic" => {
+            let retention_ms = match retention.parse::<u64>() {
+                Ok(hours) => hours.saturating_mul(3_600_000),
+                Err(_) => parse_duration_ms(retention).map_err(|e| format!("--auto-compaction-retention: {e}"))?,
+            };
+            Ok(AutoCompaction::Periodic { retention_ms })
+        }
+        "revision" => {
+            let retain: i64 = retention
+                .parse()
+                .map_err(|_| format!("--auto-compaction-retention {retention:?}: revision mode takes a number of revisions"))?;
+            Ok(AutoCompaction::Revision { retain, interval_ms: AUTO_COMPACTION_REVISION_INTERVAL_MS })
+        }
+        other => Err(format!("unknown auto-compaction-mode {other:?}: must be 'periodic' or 'revision'")),
+    }
 }
 
 /// Parses a Go duration as etcd's flags take them (`10m`, `1h30m`, `2.5s`, `500ms`,
@@ -256,6 +288,7 @@ impl Flags {
         if node.watch_progress_notify_interval_ms == 0 {
             return Err("--experimental-watch-progress-notify-interval must be positive".to_string());
         }
+        node.auto_compaction = parse_auto_compaction(&self.auto_compaction_mode, &self.auto_compaction_retention)?;
         node.quota_backend_bytes = if self.quota_backend_bytes == 0 {
             crate::consensus::config::QUOTA_BACKEND_BYTES_DEFAULT
         } else {
@@ -292,6 +325,19 @@ mod tests {
         let mut all = vec!["detcd"];
         all.extend_from_slice(args);
         Flags::try_parse_from(all).expect("flags parse")
+    }
+
+    #[test]
+    fn auto_compaction_flags_as_etcd() {
+        use crate::consensus::auto_compaction::AutoCompaction;
+        assert_eq!(parse_auto_compaction("periodic", "0"), Ok(AutoCompaction::Off));
+        assert_eq!(parse_auto_compaction("periodic", "1"), Ok(AutoCompaction::Periodic { retention_ms: 3_600_000 }));
+        assert_eq!(parse_auto_compaction("periodic", "30m"), Ok(AutoCompaction::Periodic { retention_ms: 1_800_000 }));
+        assert!(matches!(parse_auto_compaction("revision", "1000"), Ok(AutoCompaction::Revision { retain: 1000, .. })));
+        assert!(parse_auto_compaction("revision", "1h").is_err());
+        assert!(parse_auto_compaction("sometimes", "1").is_err());
+        let config = flags(&["--auto-compaction-mode", "revision", "--auto-compaction-retention", "10"]).resolve().expect("valid");
+        assert!(matches!(config.node.auto_compaction, AutoCompaction::Revision { retain: 10, .. }));
     }
 
     #[test]

@@ -635,3 +635,31 @@ fn a_nospace_alarm_raised_on_one_member_is_respected_by_every_member() {
     }
     assert!(answer.try_recv().expect("answered").is_ok());
 }
+
+#[test]
+fn the_leader_auto_compacts_on_its_clock_and_every_member_follows() {
+    use detcd_node::consensus::auto_compaction::AutoCompaction;
+    let clock = Arc::new(ManualClock::default());
+    let mut members = open_cluster_on(Some(clock.clone()), 3, |config| {
+        config.auto_compaction = AutoCompaction::Revision { retain: 5, interval_ms: 1_000 };
+    });
+    elect(&mut members, 1);
+    for i in 0..20 {
+        let (sender, _answer) = oneshot::channel();
+        members.get_mut(&1).expect("leader").core.submit(put(&format!("a{i}"), "v"), sender, 0);
+        pump(&mut members, |_| true);
+    }
+    for _ in 0..5 {
+        pump(&mut members, |_| true);
+    }
+    clock.advance(1_100);
+    tick_all(&mut members, 0);
+    for _ in 0..5 {
+        pump(&mut members, |_| true);
+    }
+    let current = members[&1].core.status().revision;
+    assert_eq!(current, 21);
+    for member in members.values() {
+        assert_eq!(member.core.status().compact_revision, current - 5, "member {}", member.core.member_id());
+    }
+}

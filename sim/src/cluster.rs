@@ -73,6 +73,12 @@ impl Cluster {
             config.snapshot_catchup_entries = settings.snapshot_catchup_entries;
             config.wal_segment_bytes_max = settings.wal_segment_bytes_max;
             config.request_timeout_ms = settings.request_timeout_ms;
+            if settings.auto_compaction_retain_revisions > 0 {
+                config.auto_compaction = detcd_node::consensus::auto_compaction::AutoCompaction::Revision {
+                    retain: settings.auto_compaction_retain_revisions,
+                    interval_ms: settings.auto_compaction_interval_ms,
+                };
+            }
             if settings.quota_backend_bytes > 0 {
                 config.quota_backend_bytes = settings.quota_backend_bytes;
             }

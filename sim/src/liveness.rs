@@ -68,7 +68,10 @@ pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
         let same = digests.iter().all(|d| *d == first);
         if all_up && same {
             let (revision, kv_hash) = first.expect("all up");
-            cluster.world.event("phase", None, format!("converged: every member at revision {revision} with state digest {kv_hash:016x}"));
+            cluster.world.event("phase", None, format!(
+                    "converged: every member at revision {revision} with state digest {kv_hash:016x}, compacted at {:?}",
+                    statuses.iter().flatten().map(|s| s.compact_revision).collect::<Vec<_>>()
+                ));
             return Verdict::Ok;
         }
         last = statuses.into_iter().zip(digests).collect();

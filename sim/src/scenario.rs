@@ -119,6 +119,10 @@ pub struct NodeSettings {
     pub request_timeout_ms: u64,
     /// `--quota-backend-bytes` (0: etcd's default, 2 GiB).
     pub quota_backend_bytes: u64,
+    /// Node auto-compaction in revision mode: keep this many revisions (0: off), checked
+    /// every `auto_compaction_interval_ms` by the leader.
+    pub auto_compaction_retain_revisions: i64,
+    pub auto_compaction_interval_ms: u64,
 }
 
 impl Default for NodeSettings {
@@ -131,6 +135,8 @@ impl Default for NodeSettings {
             wal_segment_bytes_max: 16 * 1024,
             request_timeout_ms: 3000,
             quota_backend_bytes: 0,
+            auto_compaction_retain_revisions: 0,
+            auto_compaction_interval_ms: 3000,
         }
     }
 }

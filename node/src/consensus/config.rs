@@ -41,6 +41,8 @@ pub struct NodeConfig {
     /// How often watchers that asked for progress notifications get one
     /// (`--experimental-watch-progress-notify-interval`, etcd's default 10 minutes).
     pub watch_progress_notify_interval_ms: u64,
+    /// `--auto-compaction-mode` / `--auto-compaction-retention` (off by default).
+    pub auto_compaction: super::auto_compaction::AutoCompaction,
     /// `--quota-backend-bytes`: DB SIZE beyond which writes that add data are refused
     /// and the NOSPACE alarm is raised (etcd's default 2 GiB).
     pub quota_backend_bytes: u64,
@@ -77,6 +79,7 @@ impl NodeConfig {
             snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES,
             watch_progress_notify_interval_ms: 10 * 60 * 1000,
             quota_backend_bytes: QUOTA_BACKEND_BYTES_DEFAULT,
+            auto_compaction: super::auto_compaction::AutoCompaction::Off,
             lease_checkpoint_enabled: false,
             lease_checkpoint_interval_ms: 5 * 60 * 1000,
             #[cfg(madsim)]

@@ -18,6 +18,7 @@
 //! (every crash-ordering rule of snapshots), [`peer_messages`] (what a peer may
 //! propose), [`fatal`] (why a member stops), [`planted`] (the simulator's canaries).
 
+pub mod auto_compaction;
 pub mod config;
 pub mod fatal;
 pub mod lease_clock;
@@ -135,6 +136,7 @@ pub struct NodeCore {
     lease_clock: LeaseClock,
     /// The most the store held since the last defragment (see `NodeStatus::db_size_bytes`).
     db_size_high_water_bytes: u64,
+    auto_compactor: auto_compaction::AutoCompactor,
     /// When the leader next checkpoints lease TTLs (member clock, ms).
     next_lease_checkpoint_ms: u64,
 }
@@ -233,6 +235,7 @@ impl NodeCore {
             config.max_wals,
             config.max_snapshots,
         );
+        let auto_compaction_mode = config.auto_compaction;
         let mut core = NodeCore {
             rng,
             config,
@@ -255,6 +258,7 @@ impl NodeCore {
             change_feed_gap: false,
             lease_clock: LeaseClock::default(),
             db_size_high_water_bytes: 0,
+            auto_compactor: auto_compaction::AutoCompactor::new(auto_compaction_mode),
             next_lease_checkpoint_ms: 0,
         };
         #[cfg(madsim)]
@@ -315,6 +319,20 @@ impl NodeCore {
         self.reads.expire(now_ms);
         // Lease deadlines are set and checked on one clock: the member's clock seam.
         self.expire_leases(self.env.clock.now_ms());
+        self.auto_compact(self.env.clock.now_ms());
+    }
+
+    /// The leader compacts history as `--auto-compaction-*` asks, through raft.
+    fn auto_compact(&mut self, now_ms: u64) {
+        if !self.decides_lease_expiry() {
+            self.auto_compactor.reset();
+            return;
+        }
+        let mvcc = self.state.mvcc();
+        if let Some(revision) = self.auto_compactor.due(now_ms, mvcc.current_revision(), mvcc.compact_revision()) {
+            let compaction = crate::pb::etcdserverpb::CompactionRequest { revision, physical: false };
+            self.propose_internal(internal_request::Op::Compaction(compaction));
+        }
     }
 
     /// Whether this member decides lease expiry now: the leader only.
