@@ -136,3 +136,35 @@ fn nospace_alarm_walkthrough_matches_etcd() {
     assert!(after[0]["Status"]["dbSize"].as_i64().expect("dbSize") < 2_000_000, "DB SIZE dropped: {after}");
     assert_eq!(after[0]["Status"]["errors"], serde_json::Value::Null);
 }
+
+fn curl(url: &str) -> (String, String) {
+    let out = std::process::Command::new("curl").args(["-s", "-w", "\n%{http_code}", url]).output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    (body.to_string(), code.to_string())
+}
+
+#[test]
+fn health_and_version_over_http_and_endpoint_health() {
+    let mut cluster = Cluster::start(3, &[]);
+    let rt = runtime();
+    wait_writable(&rt, &mut cluster, 0);
+    let endpoint = cluster.members[1].endpoint();
+    assert_eq!(curl(&format!("http://{endpoint}/health")), (r#"{"health":"true"}"#.to_string(), "200".to_string()));
+    let (version, code) = curl(&format!("http://{endpoint}/version"));
+    assert_eq!(code, "200");
+    let version: serde_json::Value = serde_json::from_str(&version).expect("json");
+    assert!(version["etcdserver"].as_str().is_some_and(|v| v.starts_with("3.4")), "{version}");
+    assert_eq!(version["etcdcluster"], "3.4.0");
+    // etcdctl 3.4 prints the health line on stderr.
+    let health = etcdctl(&endpoint, &["endpoint", "health"], None).stderr;
+    assert!(health.starts_with(&format!("{endpoint} is healthy: successfully committed proposal: took = ")), "{health}");
+    // Without a quorum the member has no leader: unhealthy, 503.
+    cluster.kill_member(0);
+    cluster.kill_member(2);
+    let unhealthy = wait_for(Duration::from_secs(15), || {
+        let answer = curl(&format!("http://{endpoint}/health"));
+        (answer.1 == "503").then_some(answer.0)
+    });
+    assert_eq!(unhealthy.as_deref(), Some(r#"{"health":"false"}"#));
+}

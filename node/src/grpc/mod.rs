@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+mod http;
 mod kv;
 mod lease;
 mod maintenance;
@@ -53,14 +54,18 @@ pub async fn serve(incoming: TcpIncoming, node: NodeHandle, max_request_bytes: u
     let watch = WatchServer::new(WatchService { node: node.clone() })
         .max_decoding_message_size(max_request_bytes + GRPC_OVERHEAD_BYTES)
         .max_encoding_message_size(usize::MAX);
+    let routes = tonic::service::Routes::new(kv)
+        .add_service(watch)
+        .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
+        .add_service(maintenance);
+    let router = http::add_routes(routes.into_axum_router(), node);
     tonic::transport::Server::builder()
         // etcd allows any number of streams per connection (grpc's MaxConcurrentStreams
         // is math.MaxUint32): clients multiplex thousands of watches on one connection.
         .max_concurrent_streams(u32::MAX)
-        .add_service(kv)
-        .add_service(watch)
-        .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
-        .add_service(maintenance)
+        // HTTP/1.1 for the plain HTTP endpoints (curl, load balancers).
+        .accept_http1(true)
+        .add_routes(tonic::service::Routes::from(router))
         .serve_with_incoming(incoming)
         .await
 }
