@@ -82,7 +82,7 @@ impl Cluster {
             if settings.quota_backend_bytes > 0 {
                 config.quota_backend_bytes = settings.quota_backend_bytes;
             }
-            config.max_wals = 3;
+            config.max_wals = settings.max_wals.max(1);
             config.max_snapshots = 2;
             config.planted_bug = options.planted_bug.as_deref().map(|name| {
                 detcd_node::consensus::PlantedBug::parse(name).unwrap_or_else(|| panic!("unknown planted bug {name:?}"))
@@ -210,7 +210,10 @@ pub async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNe
         Err(error) => {
             slot.down.store(true, Ordering::SeqCst);
             world.event("member", Some(slot.index), format!("refused to start: {error}"));
-            if corrupted.is_none() && !failing_fsync {
+            // Power lost at an exact write while opening: a crash during start-up (the
+            // fault restarts it), not a refusal to start from an undamaged disk.
+            let powered_off = slot.wal_disk.is_powered_off() || slot.data_disk.is_powered_off();
+            if corrupted.is_none() && !failing_fsync && !powered_off {
                 world.violation("member-start", format!("m{} refused to start from an undamaged disk: {error}", slot.index));
             }
         }

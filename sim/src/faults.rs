@@ -11,6 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use detcd_node::env::mem_disk::UnsyncedFate;
 
 use crate::cluster::{Cluster, MemberSlot};
+use std::sync::Arc;
 use crate::net::LinkQuality;
 use crate::scenario::{FaultKind, Options};
 
@@ -23,7 +24,7 @@ pub const STALE_REDELIVERY_RATE: f64 = 0.5;
 pub const STALE_REDELIVERY_DELAY_MS_MAX: u64 = 2000;
 
 /// Injects one fault; returns what must be undone when it is healed.
-pub async fn inject(cluster: &Cluster, fault: FaultKind, rng: &mut ChaCha8Rng, options: &Options) -> Vec<Heal> {
+pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8Rng, options: &Options) -> Vec<Heal> {
     let n = cluster.members.len();
     let ids: Vec<u64> = cluster.members.iter().map(|m| m.member_id).collect();
     let can_take_down = cluster.down_count() < cluster.attrition_max();
@@ -195,6 +196,46 @@ pub async fn inject(cluster: &Cluster, fault: FaultKind, rng: &mut ChaCha8Rng, o
             world.event("fault", Some(victim), format!("flipped byte {offset} of {segment}; restarting it must fail"));
             cluster.restart(victim);
             vec![Heal::RepairCorruption(victim)]
+        }
+        FaultKind::PowerLossMidIo => {
+            let victim = if rng.gen_bool(0.5) { leader } else { running.choose(rng).copied() };
+            let (Some(victim), true) = (victim, can_take_down) else { return vec![] };
+            let slot = cluster.members[victim].clone();
+            // The data disk writes only in snapshot steps (about five operations each):
+            // small counts land inside one.
+            let on_wal = rng.gen_bool(0.6);
+            let ops = if on_wal { rng.gen_range(1..=40) } else { rng.gen_range(1..=6) };
+            let disk = if on_wal { &slot.wal_disk } else { &slot.data_disk };
+            disk.arm_power_loss(ops);
+            world.event("fault", Some(victim), format!("armed: power loss at write {ops} of its {} disk", if on_wal { "WAL" } else { "data" }));
+            let waiter = cluster.clone();
+            let torn = options.torn_write_probability;
+            let until_ms = world.now_ms() + options.fault_duration_ms.max(1000) * 3;
+            let mut waiter_rng = ChaCha8Rng::seed_from_u64(rng.gen());
+            tokio::spawn(async move {
+                let slot = waiter.members[victim].clone();
+                while waiter.world.now_ms() < until_ms {
+                    if slot.wal_disk.is_powered_off() || slot.data_disk.is_powered_off() {
+                        waiter.kill(victim, "power lost at an exact write");
+                        let mut fate = |_: &str, durable: usize, live: usize| power_loss_fate(&mut waiter_rng, torn, durable, live);
+                        let mut losses = slot.wal_disk.power_loss(&mut fate);
+                        losses.extend(slot.data_disk.power_loss(&mut fate));
+                        for loss in losses {
+                            waiter.world.event("fault", Some(victim), format!("{}: lost {} of {} unsynced bytes", loss.path, loss.unsynced_bytes - loss.kept_bytes, loss.unsynced_bytes));
+                        }
+                        slot.wal_disk.restore_power();
+                        slot.data_disk.restore_power();
+                        tokio::time::sleep(Duration::from_millis(waiter_rng.gen_range(0..=50))).await;
+                        waiter.restart(victim);
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                // It did not write that much in time: disarm.
+                slot.wal_disk.restore_power();
+                slot.data_disk.restore_power();
+            });
+            vec![]
         }
         FaultKind::StaleRedelivery => {
             cluster.net.set_redelivery(STALE_REDELIVERY_RATE, STALE_REDELIVERY_DELAY_MS_MAX);

@@ -123,6 +123,8 @@ pub struct NodeSettings {
     /// every `auto_compaction_interval_ms` by the leader.
     pub auto_compaction_retain_revisions: i64,
     pub auto_compaction_interval_ms: u64,
+    /// `--max-wals`: WAL segments kept behind the newest snapshot.
+    pub max_wals: usize,
 }
 
 impl Default for NodeSettings {
@@ -137,6 +139,7 @@ impl Default for NodeSettings {
             quota_backend_bytes: 0,
             auto_compaction_retain_revisions: 0,
             auto_compaction_interval_ms: 3000,
+            max_wals: 3,
         }
     }
 }
@@ -194,6 +197,11 @@ pub enum FaultKind {
     /// For a while, some messages are also delivered again seconds later — to whatever
     /// incarnation of the receiver is running then (old TCP queues, retransmissions).
     StaleRedelivery,
+    /// An exact crash point: power is lost at a seeded write operation of a member's
+    /// disk (often mid-Ready: between a leader's early send and its fsync, between a
+    /// snapshot file and its WAL mark, inside a segment cut); both of its disks then
+    /// lose their unsynced bytes (torn or zeroed as in power loss) and it restarts.
+    PowerLossMidIo,
     /// Arm a follower to crash right after it next makes a vote for another member
     /// durable, and restart it soon after (a crash point).
     CrashAfterVote,

@@ -81,6 +81,9 @@ fn the_canary_finds_planted_bugs() {
         ("lease-expiry-races-renewal", "lease-leader-crashes", 300),
         // Space quota (issue 12): the capped applier refuses writes under the alarm.
         ("nospace-ignored-at-apply", "nospace", 40),
+        // Exact crash points (issue 9): only a power loss inside the snapshot step sees
+        // WAL segments released before the snapshot that covers them is durable.
+        ("release-before-snapshot-sync", "canary-crash-points", 20),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);

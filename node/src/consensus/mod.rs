@@ -227,7 +227,8 @@ impl NodeCore {
         if config.planted_bug == Some(PlantedBug::ReuseReadContexts) {
             reads.plant_reuse_contexts();
         }
-        let snapshotter = Snapshotter::new(
+        #[allow(unused_mut)]
+        let mut snapshotter = Snapshotter::new(
             files,
             snapshot_index,
             config.snapshot_count,
@@ -235,6 +236,10 @@ impl NodeCore {
             config.max_wals,
             config.max_snapshots,
         );
+        #[cfg(madsim)]
+        {
+            snapshotter.release_before_sync = config.planted_bug == Some(PlantedBug::ReleaseBeforeSnapshotSync);
+        }
         let auto_compaction_mode = config.auto_compaction;
         let mut core = NodeCore {
             rng,

@@ -40,10 +40,13 @@ pub enum PlantedBug {
     /// applied: writes admitted before the alarm (or once space looks free again, before
     /// the alarm is disarmed) still land.
     NospaceIgnoredAtApply,
+    /// Release WAL segments before the snapshot that covers them is durable (visible
+    /// only to a power loss at an exact write inside the snapshot step).
+    ReleaseBeforeSnapshotSync,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 13] = [
+    pub const ALL: [PlantedBug; 14] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -57,6 +60,7 @@ impl PlantedBug {
         PlantedBug::LeaseExpiryRacesRenewal,
         PlantedBug::LeaseRenewIgnored,
         PlantedBug::NospaceIgnoredAtApply,
+        PlantedBug::ReleaseBeforeSnapshotSync,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -74,6 +78,7 @@ impl PlantedBug {
             PlantedBug::LeaseExpiryRacesRenewal => "lease-expiry-races-renewal",
             PlantedBug::LeaseRenewIgnored => "lease-renew-ignored",
             PlantedBug::NospaceIgnoredAtApply => "nospace-ignored-at-apply",
+            PlantedBug::ReleaseBeforeSnapshotSync => "release-before-snapshot-sync",
         }
     }
 

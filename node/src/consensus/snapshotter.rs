@@ -29,6 +29,9 @@ use crate::storage::{NodeStorage, SnapshotStore};
 /// See the module documentation.
 pub struct Snapshotter {
     files: Arc<SnapshotStore>,
+    /// Planted bug `release-before-snapshot-sync` (simulator builds only).
+    #[cfg(madsim)]
+    pub release_before_sync: bool,
     last_snapshot_index: u64,
     snapshot_count: u64,
     catchup_entries: u64,
@@ -46,7 +49,16 @@ impl Snapshotter {
         max_snapshots: usize,
     ) -> Self {
         assert!(snapshot_count > 0, "snapshot_count must be positive");
-        Self { files, last_snapshot_index, snapshot_count, catchup_entries, max_wals, max_snapshots }
+        Self {
+            files,
+            last_snapshot_index,
+            snapshot_count,
+            catchup_entries,
+            max_wals,
+            max_snapshots,
+            #[cfg(madsim)]
+            release_before_sync: false,
+        }
     }
 
     pub fn last_snapshot_index(&self) -> u64 {
@@ -75,6 +87,17 @@ impl Snapshotter {
         metadata.index = applied_index;
         metadata.term = applied_term;
         metadata.set_conf_state(conf_state);
+        #[cfg(madsim)]
+        if self.release_before_sync {
+            // The planted misordering: segments go before the snapshot is durable.
+            let name = self.files.save_without_sync(&snapshot)?;
+            storage.set_snapshot(&snapshot, applied_index.saturating_sub(self.catchup_entries).max(1))?;
+            self.last_snapshot_index = applied_index;
+            wal.release(applied_index, self.max_wals)?;
+            self.files.sync_file(&name)?;
+            self.files.purge(self.max_snapshots)?;
+            return Ok(());
+        }
         self.files.save(&snapshot)?;
         let compact_index = applied_index.saturating_sub(self.catchup_entries).max(1);
         storage.set_snapshot(&snapshot, compact_index)?;

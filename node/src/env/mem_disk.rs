@@ -25,14 +25,47 @@ struct MemDiskState {
     fail_next_sync: bool,
     poisoned_by: Option<String>,
     syncs: u64,
+    /// Write operations left before power is lost (`None`: not armed).
+    power_loss_after_ops: Option<u64>,
+    /// Power was lost at an exact operation: every later operation fails until the
+    /// harness restores power (see [`MemDisk::arm_power_loss`]).
+    powered_off: bool,
+}
+
+/// What an armed power loss does to the operation it strikes.
+enum Strike {
+    /// Not armed, or not yet: perform the operation.
+    No,
+    /// Power goes now: an append still reaches the page cache (unsynced; its sectors
+    /// may survive torn), any other operation does not happen.
+    Now,
 }
 
 impl MemDiskState {
+    /// Counts one write operation against an armed power loss.
+    fn strike(&mut self) -> Strike {
+        match self.power_loss_after_ops {
+            Some(0) | Some(1) => {
+                self.power_loss_after_ops = None;
+                self.powered_off = true;
+                Strike::Now
+            }
+            Some(left) => {
+                self.power_loss_after_ops = Some(left - 1);
+                Strike::No
+            }
+            None => Strike::No,
+        }
+    }
+
     fn used_bytes(&self) -> u64 {
         self.files.values().map(|f| f.bytes.len() as u64).sum()
     }
 
     fn check_writable(&self, path: &str) -> Result<(), DiskError> {
+        if self.powered_off {
+            return Err(DiskError::Io { path: path.to_string(), detail: "power lost".to_string() });
+        }
         match &self.poisoned_by {
             Some(detail) => Err(DiskError::Io {
                 path: path.to_string(),
@@ -134,6 +167,26 @@ impl MemDisk {
         losses
     }
 
+    /// Arms a power loss at the `ops`-th write operation from now (create, append,
+    /// truncate, sync, rename, remove): that operation and every later one fail as if the
+    /// machine died mid-Ready (an append still reaches the page cache). The harness then
+    /// applies [`MemDisk::power_loss`] and [`MemDisk::restore_power`].
+    pub fn arm_power_loss(&self, ops: u64) {
+        self.lock().power_loss_after_ops = Some(ops.max(1));
+    }
+
+    /// Whether an armed power loss has struck.
+    pub fn is_powered_off(&self) -> bool {
+        self.lock().powered_off
+    }
+
+    /// Disarms a pending power loss and restores power after one struck.
+    pub fn restore_power(&self) {
+        let mut state = self.lock();
+        state.power_loss_after_ops = None;
+        state.powered_off = false;
+    }
+
     /// Limits the total bytes of all files; appends beyond it fail with `NoSpace`.
     pub fn set_capacity_bytes(&self, capacity_bytes: Option<u64>) {
         self.lock().capacity_bytes = capacity_bytes;
@@ -208,6 +261,9 @@ impl Disk for MemDisk {
     fn create(&self, path: &str) -> Result<(), DiskError> {
         let mut state = self.lock();
         state.check_writable(path)?;
+        if let Strike::Now = state.strike() {
+            return state.check_writable(path);
+        }
         state.files.insert(path.to_string(), MemFile::default());
         Ok(())
     }
@@ -215,6 +271,13 @@ impl Disk for MemDisk {
     fn append(&self, path: &str, bytes: &[u8]) -> Result<(), DiskError> {
         let mut state = self.lock();
         state.check_writable(path)?;
+        if let Strike::Now = state.strike() {
+            // The write reached the page cache as power went: unsynced, maybe torn later.
+            if let Some(file) = state.files.get_mut(path) {
+                file.bytes.extend_from_slice(bytes);
+            }
+            return state.check_writable(path);
+        }
         if let Some(capacity) = state.capacity_bytes {
             if state.used_bytes() + bytes.len() as u64 > capacity {
                 return Err(DiskError::NoSpace { path: path.to_string() });
@@ -228,6 +291,9 @@ impl Disk for MemDisk {
     fn truncate(&self, path: &str, len_bytes: u64) -> Result<(), DiskError> {
         let mut state = self.lock();
         state.check_writable(path)?;
+        if let Strike::Now = state.strike() {
+            return state.check_writable(path);
+        }
         let file = state.files.get_mut(path).ok_or_else(|| DiskError::NotFound { path: path.to_string() })?;
         let len = (len_bytes as usize).min(file.bytes.len());
         file.bytes.truncate(len);
@@ -238,6 +304,9 @@ impl Disk for MemDisk {
     fn sync(&self, path: &str) -> Result<(), DiskError> {
         let mut state = self.lock();
         state.check_writable(path)?;
+        if let Strike::Now = state.strike() {
+            return state.check_writable(path);
+        }
         if state.fail_next_sync {
             state.fail_next_sync = false;
             let detail = "injected fsync failure".to_string();
@@ -253,6 +322,9 @@ impl Disk for MemDisk {
     fn rename(&self, from: &str, to: &str) -> Result<(), DiskError> {
         let mut state = self.lock();
         state.check_writable(to)?;
+        if let Strike::Now = state.strike() {
+            return state.check_writable(to);
+        }
         let file = state.files.remove(from).ok_or_else(|| DiskError::NotFound { path: from.to_string() })?;
         state.files.insert(to.to_string(), file);
         Ok(())
@@ -261,6 +333,9 @@ impl Disk for MemDisk {
     fn remove(&self, path: &str) -> Result<(), DiskError> {
         let mut state = self.lock();
         state.check_writable(path)?;
+        if let Strike::Now = state.strike() {
+            return state.check_writable(path);
+        }
         state.files.remove(path);
         Ok(())
     }

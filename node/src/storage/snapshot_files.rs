@@ -65,6 +65,29 @@ impl SnapshotStore {
         self.disk.rename(&temp, &name)
     }
 
+    /// Planted bug `release-before-snapshot-sync` (simulator builds only): writes and
+    /// renames the file without syncing it; [`SnapshotStore::sync_unsynced`] syncs later.
+    #[cfg(madsim)]
+    pub fn save_without_sync(&self, snapshot: &Snapshot) -> Result<String, DiskError> {
+        let meta = snapshot.get_metadata();
+        let name = snapshot_name(meta.term, meta.index);
+        let temp = format!("{name}.tmp");
+        let body = snapshot.write_to_bytes().expect("snapshot encodes");
+        let mut bytes = Vec::with_capacity(body.len() + 4);
+        bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        bytes.extend_from_slice(&body);
+        self.disk.create(&temp)?;
+        self.disk.append(&temp, &bytes)?;
+        self.disk.rename(&temp, &name)?;
+        Ok(name)
+    }
+
+    /// The late sync of [`SnapshotStore::save_without_sync`].
+    #[cfg(madsim)]
+    pub fn sync_file(&self, name: &str) -> Result<(), DiskError> {
+        self.disk.sync(name)
+    }
+
     /// Reads the snapshot file of `(term, index)` and checks its CRC.
     pub fn load(&self, term: u64, index: u64) -> Result<Snapshot, DiskError> {
         let name = snapshot_name(term, index);
