@@ -91,7 +91,7 @@ impl WatchChain {
     pub fn expected(&self, events: &[WatchedEvent]) -> Vec<WatchedEvent> {
         events
             .iter()
-            .filter(|e| self.covers(&e.key) && !(e.delete && self.no_delete) && !(!e.delete && self.no_put))
+            .filter(|e| self.covers(&e.key) && !(if e.delete { self.no_delete } else { self.no_put }))
             .map(|e| {
                 let mut e = e.clone();
                 if !self.prev_kv {

@@ -96,11 +96,11 @@ impl Request {
             Request::Put(p) => Some(internal_request::Op::Put(p.clone())),
             Request::DeleteRange(d) => Some(internal_request::Op::DeleteRange(d.clone())),
             Request::Txn(t) => Some(internal_request::Op::Txn(t.clone())),
-            Request::Compact(c) => Some(internal_request::Op::Compaction(c.clone())),
-            Request::LeaseGrant(g) => Some(internal_request::Op::LeaseGrant(g.clone())),
-            Request::LeaseRevoke(r) => Some(internal_request::Op::LeaseRevoke(r.clone())),
-            Request::LeaseKeepAlive(k) => Some(internal_request::Op::LeaseRenew(k.clone())),
-            Request::Alarm(a) if a.action != alarm_request::AlarmAction::Get as i32 => Some(internal_request::Op::Alarm(a.clone())),
+            Request::Compact(c) => Some(internal_request::Op::Compaction(*c)),
+            Request::LeaseGrant(g) => Some(internal_request::Op::LeaseGrant(*g)),
+            Request::LeaseRevoke(r) => Some(internal_request::Op::LeaseRevoke(*r)),
+            Request::LeaseKeepAlive(k) => Some(internal_request::Op::LeaseRenew(*k)),
+            Request::Alarm(a) if a.action != alarm_request::AlarmAction::Get as i32 => Some(internal_request::Op::Alarm(*a)),
             Request::Range(_) | Request::LeaseTimeToLive(_) | Request::LeaseLeases(_) | Request::Alarm(_) => None,
         }
     }

@@ -90,7 +90,8 @@ impl Watcher {
             .filter(|event| {
                 let is_put = event.r#type == EventType::Put as i32;
                 let key = event.kv.as_ref().map_or(&[][..], |kv| kv.key.as_slice());
-                self.covers(key) && !(is_put && self.no_put) && !(!is_put && self.no_delete)
+                let filtered_out = if is_put { self.no_put } else { self.no_delete };
+                self.covers(key) && !filtered_out
             })
             .map(|event| {
                 let mut event = event.clone();
@@ -140,7 +141,7 @@ fn try_send(sender: &mpsc::Sender<WatchResponse>, response: WatchResponse) -> Se
 }
 
 fn header_at(base: &ResponseHeader, revision: i64) -> Option<ResponseHeader> {
-    Some(ResponseHeader { revision, ..base.clone() })
+    Some(ResponseHeader { revision, ..*base })
 }
 
 /// Splits `events` (one or more whole revisions) into responses of at most
@@ -335,7 +336,7 @@ impl WatchHub {
             return SendOutcome::Full;
         }
         for (events, fragment) in pieces {
-            let response = WatchResponse { header: header.clone(), watch_id, events, fragment, ..Default::default() };
+            let response = WatchResponse { header, watch_id, events, fragment, ..Default::default() };
             match try_send(sender, response) {
                 SendOutcome::Sent => {}
                 other => return other,
