@@ -15,6 +15,18 @@ use crate::env::{Disk, DiskError};
 
 const SNAP_DIR: &str = "snap";
 
+/// A snapshot's file name, its temporary name, and its bytes (CRC, then the body).
+fn encode_snapshot_file(snapshot: &Snapshot) -> (String, String, Vec<u8>) {
+    let meta = snapshot.get_metadata();
+    let name = snapshot_name(meta.term, meta.index);
+    let temp = format!("{name}.tmp");
+    let body = snapshot.write_to_bytes().expect("snapshot encodes");
+    let mut bytes = Vec::with_capacity(body.len() + 4);
+    bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    bytes.extend_from_slice(&body);
+    (name, temp, bytes)
+}
+
 /// A snapshot file's content, if its CRC and encoding check out.
 fn decode_snapshot_file(bytes: &[u8]) -> Option<Snapshot> {
     let crc = u32::from_le_bytes(bytes.get(0..4)?.try_into().ok()?);
@@ -52,13 +64,7 @@ impl SnapshotStore {
 
     /// Writes a snapshot durably (temp file, sync, rename).
     pub fn save(&self, snapshot: &Snapshot) -> Result<(), DiskError> {
-        let meta = snapshot.get_metadata();
-        let name = snapshot_name(meta.term, meta.index);
-        let temp = format!("{name}.tmp");
-        let body = snapshot.write_to_bytes().expect("snapshot encodes");
-        let mut bytes = Vec::with_capacity(body.len() + 4);
-        bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        bytes.extend_from_slice(&body);
+        let (name, temp, bytes) = encode_snapshot_file(snapshot);
         self.disk.create(&temp)?;
         self.disk.append(&temp, &bytes)?;
         self.disk.sync(&temp)?;
@@ -69,13 +75,7 @@ impl SnapshotStore {
     /// renames the file without syncing it; [`SnapshotStore::sync_unsynced`] syncs later.
     #[cfg(madsim)]
     pub fn save_without_sync(&self, snapshot: &Snapshot) -> Result<String, DiskError> {
-        let meta = snapshot.get_metadata();
-        let name = snapshot_name(meta.term, meta.index);
-        let temp = format!("{name}.tmp");
-        let body = snapshot.write_to_bytes().expect("snapshot encodes");
-        let mut bytes = Vec::with_capacity(body.len() + 4);
-        bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        bytes.extend_from_slice(&body);
+        let (name, temp, bytes) = encode_snapshot_file(snapshot);
         self.disk.create(&temp)?;
         self.disk.append(&temp, &bytes)?;
         self.disk.rename(&temp, &name)?;
