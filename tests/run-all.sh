@@ -7,7 +7,7 @@
 #  3. every scenario under a bounded set of seeds (one process per seed), with a
 #     determinism check (each seed run twice, trace hashes compared) on every 10th seed;
 #  4. the seeds of sim/regressions.toml, which once exposed real bugs.
-# Installs what it needs (Debian: etcd-client, protobuf-compiler, chromium) when missing.
+# Installs what it needs (Debian: etcd-client, protobuf-compiler, chromium, curl) when missing.
 # DETCD_SIM_SEEDS=A..B changes the sweep's seed range (default 0..200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,7 @@ need_packages=()
 command -v etcdctl >/dev/null 2>&1 || need_packages+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need_packages+=(protobuf-compiler)
 command -v chromium >/dev/null 2>&1 || need_packages+=(chromium)
+command -v curl >/dev/null 2>&1 || need_packages+=(curl)
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "installing ${need_packages[*]}"
   SUDO=""
