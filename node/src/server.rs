@@ -285,11 +285,9 @@ fn run_command(core: &mut NodeCore, hub: &mut WatchHub, command: Command, now_ms
         Command::WatchOpen(sender, reply) => {
             let _ = reply.send(hub.open_stream(sender));
         }
-        Command::Watch(stream_id, request) => {
-            // Changes applied but not yet published must reach existing watchers first.
-            publish_changes(core, hub);
-            hub.handle(stream_id, request, core.state().mvcc(), &core.current_header());
-        }
+        // Every change was published right after the Ready that applied it, so the hub
+        // is current: nothing applied is pending here.
+        Command::Watch(stream_id, request) => hub.handle(stream_id, request, core.state().mvcc(), &core.current_header()),
         Command::Request(request, responder) => core.submit(request, responder, now_ms),
         Command::Status(responder) => {
             let _ = responder.send(core.status());

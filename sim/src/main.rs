@@ -332,13 +332,7 @@ fn sweep_command(
             return ExitCode::from(2);
         }
     }
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => {
-            eprintln!("detcd-sim: cannot find my own executable: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let Some(exe) = own_executable() else { return ExitCode::from(2) };
     let mut work: Vec<(PathBuf, u64)> = Vec::new();
     for scenario in scenarios {
         for seed in first..end {
@@ -436,6 +430,17 @@ fn sweep_command(
     ExitCode::from(1)
 }
 
+/// This binary, to run each seed in a child process of its own.
+fn own_executable() -> Option<PathBuf> {
+    match std::env::current_exe() {
+        Ok(exe) => Some(exe),
+        Err(e) => {
+            eprintln!("detcd-sim: cannot find my own executable: {e}");
+            None
+        }
+    }
+}
+
 fn run_child(exe: &Path, scenario: &Path, seed: u64, determinism: bool, reports: &Path, planted_bug: Option<&str>) -> SeedResult {
     let mut command = Command::new(exe);
     command
@@ -527,13 +532,7 @@ fn regressions_command(file: &Path, jobs: usize, reports: &Path) -> ExitCode {
         eprintln!("detcd-sim: {}: expect must be \"pass\" or \"fail\", not {:?}", file.display(), bad.expect);
         return ExitCode::from(2);
     }
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => {
-            eprintln!("detcd-sim: cannot find my own executable: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let Some(exe) = own_executable() else { return ExitCode::from(2) };
     let entries = Arc::new(parsed.regression);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let outcomes: Arc<Mutex<Vec<(usize, SeedResult)>>> = Arc::new(Mutex::new(Vec::new()));

@@ -56,21 +56,15 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn defragment(&self, _request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
-        self.defragment_member().await.map(Response::new)
+        self.node.defragment().await.map_err(to_status)?;
+        let status = self.node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
+        Ok(Response::new(DefragmentResponse { header: Some(header_of(&status, status.revision)) }))
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
         let (revision, hash, compact_revision) = self.node.hash_kv(request.into_inner().revision).await.map_err(to_status)?;
         let status = self.node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
         Ok(Response::new(HashKvResponse { header: Some(header_of(&status, revision)), hash, compact_revision }))
-    }
-}
-
-impl MaintenanceService {
-    async fn defragment_member(&self) -> Result<DefragmentResponse, Status> {
-        self.node.defragment().await.map_err(to_status)?;
-        let status = self.node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
-        Ok(DefragmentResponse { header: Some(header_of(&status, status.revision)) })
     }
 }
 
