@@ -388,7 +388,12 @@ fn sweep_command(
     let mut skipped = std::mem::take(&mut *skipped.lock().expect("skipped"));
     skipped.sort();
     if let Some(path) = &plan.junit {
-        if let Err(e) = std::fs::write(path, junit_xml(scenarios, &results, &skipped)) {
+        let written = match path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            Some(dir) => std::fs::create_dir_all(dir),
+            None => Ok(()),
+        }
+        .and_then(|()| std::fs::write(path, junit_xml(scenarios, &results, &skipped)));
+        if let Err(e) = written {
             eprintln!("detcd-sim: cannot write {}: {e}", path.display());
             return ExitCode::from(2);
         }
