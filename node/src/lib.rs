@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod consensus;
+pub mod digest;
 pub mod env;
 pub mod errors;
 pub mod ids;

@@ -10,6 +10,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Every workload key starts with this; no other client's key does.
+pub const KEY_PREFIX: &str = "k";
+/// The end of the workload's key range (the prefix's successor).
+pub const KEY_PREFIX_END: &str = "l";
+
 /// What a client asked for. Values are unique per write, so a read names its write.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -19,18 +24,40 @@ pub enum OpKind {
     Delete { key: String },
     /// Compare-and-set: put `value` if the key's value is `expected` (`None`: absent).
     Cas { key: String, expected: Option<String>, value: String },
+    /// A linearizable read of every key in `[start, end)` (checked by the whole-state
+    /// model only: it is not a single-key operation).
+    Range { start: String, end: String },
 }
 
 impl OpKind {
     pub fn key(&self) -> &str {
         match self {
             OpKind::Put { key, .. } | OpKind::Get { key, .. } | OpKind::Delete { key } | OpKind::Cas { key, .. } => key,
+            OpKind::Range { start, .. } => start,
         }
     }
 
     pub fn is_write(&self) -> bool {
-        !matches!(self, OpKind::Get { .. })
+        !matches!(self, OpKind::Get { .. } | OpKind::Range { .. })
     }
+
+    /// The value this op writes, if it writes one (values are unique per attempt).
+    pub fn written_value(&self) -> Option<&str> {
+        match self {
+            OpKind::Put { value, .. } | OpKind::Cas { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+}
+
+/// One key-value as a read returned it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReadKv {
+    pub key: String,
+    pub value: String,
+    pub mod_revision: i64,
+    pub create_revision: i64,
+    pub version: i64,
 }
 
 /// How an operation ended.
@@ -62,6 +89,9 @@ pub struct Op {
     /// Get: the value read (None: absent).
     #[serde(default)]
     pub read_value: Option<String>,
+    /// Get and Range: every key-value returned, with its revisions and version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_kvs: Vec<ReadKv>,
     /// Delete: keys deleted.
     #[serde(default)]
     pub deleted: i64,
@@ -138,6 +168,7 @@ mod tests {
             invoke_ms: 0,
             complete_ms: None,
             read_value: None,
+            read_kvs: Vec::new(),
             deleted: 0,
             succeeded: false,
             revision: 0,

@@ -9,6 +9,7 @@
 pub mod alarm_checker;
 pub mod checker;
 pub mod history;
+pub mod kv_model;
 pub mod lease_checker;
 pub mod lease_history;
 pub mod report;

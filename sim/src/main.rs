@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use clap::{Parser, Subcommand};
 use detcd_sim::checker;
-use detcd_sim::history::History;
+use detcd_sim::history::{History, KEY_PREFIX, KEY_PREFIX_END};
 use detcd_sim::report::Summary;
 #[cfg(madsim)]
 use detcd_sim::scenario::Options;
@@ -587,6 +587,16 @@ fn regressions_command(file: &Path, jobs: usize, reports: &Path) -> ExitCode {
     }
 }
 
+/// The change record of a run report (`None` for a bare history).
+fn load_change_record(path: &Path) -> Result<Option<detcd_sim::watch_history::WatchRecord>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    match value.get("watches") {
+        Some(record) => serde_json::from_value(record.clone()).map(Some).map_err(|e| format!("not a change record: {e}")),
+        None => Ok(None),
+    }
+}
+
 fn check_command(path: &Path) -> ExitCode {
     use std::io::Write as _;
     let history = match History::load(path).and_then(|h| h.validate().map(|()| h)) {
@@ -603,6 +613,15 @@ fn check_command(path: &Path) -> ExitCode {
         .collect();
     verdicts.push(("serializable-reads".into(), checker::check_serializable_reads(&history)));
     verdicts.push(("revision-monotonic".into(), checker::check_revisions_monotonic(&history)));
+    // A whole run report also holds the members' change record: check the model too.
+    match load_change_record(path) {
+        Ok(Some(record)) => verdicts.extend(detcd_sim::kv_model::check_kv_model(&history, &record, KEY_PREFIX, KEY_PREFIX_END)),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("detcd-sim: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
     let elapsed = started.elapsed();
     let violated = verdicts.iter().any(|(_, v)| v.is_violation());
     let unknown = verdicts.iter().any(|(_, v)| matches!(v, checker::Verdict::Unknown { .. }));

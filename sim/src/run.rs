@@ -21,7 +21,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::checker::{self, Verdict};
 use crate::cluster::Cluster;
 use crate::faults::{heal, inject, Heal};
-use crate::history::{OpKind, Outcome};
+use crate::history::{OpKind, Outcome, KEY_PREFIX, KEY_PREFIX_END};
+use crate::kv_model;
 use crate::liveness::converge;
 use crate::net::{LinkQuality, SimNet};
 use crate::report::RunReport;
@@ -174,6 +175,7 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     verdicts.push(("serializable-reads".into(), checker::check_serializable_reads(&history)));
     verdicts.push(("revision-monotonic".into(), checker::check_revisions_monotonic(&history)));
     let watch_record = world.watch_record();
+    verdicts.extend(kv_model::check_kv_model(&history, &watch_record, KEY_PREFIX, KEY_PREFIX_END));
     verdicts.extend(check_watches(&watch_record));
     let lease_record = world.lease_record();
     let skews_clocks = options.swarm_enabled.contains(&FaultKind::ClockSkew) || scenario.faults.timeline.iter().any(|f| f.fault == FaultKind::ClockSkew);

@@ -55,6 +55,8 @@ pub struct Workload {
     pub serializable_get: u32,
     pub delete: u32,
     pub cas: u32,
+    /// Linearizable reads of every workload key at once.
+    pub range: u32,
     /// Client think time between operations, drawn uniformly from [0, think_ms_max].
     pub think_ms_max: u64,
     /// How long a client waits for an answer before recording the outcome unknown.
@@ -93,6 +95,7 @@ impl Default for Workload {
             serializable_get: 10,
             delete: 5,
             cas: 20,
+            range: 5,
             think_ms_max: 50,
             client_timeout_ms: 3000,
             client_link_loss: 0.0,

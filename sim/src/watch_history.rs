@@ -108,4 +108,9 @@ impl WatchChain {
 pub struct WatchRecord {
     pub chains: Vec<WatchChain>,
     pub authoritative: BTreeMap<i64, Vec<WatchedEvent>>,
+    /// When each revision was first applied by any member, as a position in the
+    /// history's event counter (`invoke_seq`/`complete_seq`): an op invoked after it
+    /// cannot have caused it; an op completed before it cannot have seen it.
+    #[serde(default)]
+    pub first_applied_seq: BTreeMap<i64, u64>,
 }

@@ -13,21 +13,21 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::cluster::Cluster;
-use crate::history::{OpKind, Outcome};
+use crate::history::{OpKind, Outcome, ReadKv, KEY_PREFIX, KEY_PREFIX_END};
 use crate::scenario::Scenario;
 
 /// Client operations per client before it stops on its own.
 pub const CLIENT_OPERATIONS_MAX: u64 = 100_000;
 
 pub fn key_name(index: usize) -> String {
-    format!("k{index}")
+    format!("{KEY_PREFIX}{index}")
 }
 
 /// One client: issues operations until told to stop, recording each.
 pub async fn run_client(client: u64, cluster: Arc<Cluster>, scenario: Scenario, stop: Arc<AtomicBool>, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ client.wrapping_mul(0xa076_1d64_78bd_642f));
     let workload = &scenario.workload;
-    let weights = [workload.put, workload.get, workload.serializable_get, workload.delete, workload.cas];
+    let weights = [workload.put, workload.get, workload.serializable_get, workload.delete, workload.cas, workload.range];
     let total: u32 = weights.iter().sum::<u32>().max(1);
     let mut last_seen: Vec<Option<String>> = vec![None; workload.keys];
     for n in 0..CLIENT_OPERATIONS_MAX {
@@ -49,7 +49,8 @@ pub async fn run_client(client: u64, cluster: Arc<Cluster>, scenario: Scenario, 
             1 => OpKind::Get { key: key.clone(), serializable: false },
             2 => OpKind::Get { key: key.clone(), serializable: true },
             3 => OpKind::Delete { key: key.clone() },
-            _ => OpKind::Cas { key: key.clone(), expected: last_seen[key_index].clone(), value },
+            4 => OpKind::Cas { key: key.clone(), expected: last_seen[key_index].clone(), value },
+            _ => OpKind::Range { start: KEY_PREFIX.into(), end: KEY_PREFIX_END.into() },
         };
         // A write that failed as unavailable is retried on another member, like etcd
         // clients do; every attempt is its own operation in the history, with a value
@@ -127,6 +128,7 @@ pub async fn perform(
             let read = answer.read_value.clone();
             world.complete(id, Outcome::Ok, |op| {
                 op.read_value = answer.read_value;
+                op.read_kvs = answer.read_kvs;
                 op.deleted = answer.deleted;
                 op.succeeded = answer.succeeded;
                 op.revision = answer.revision;
@@ -143,9 +145,20 @@ pub async fn perform(
 
 struct Answer {
     read_value: Option<String>,
+    read_kvs: Vec<ReadKv>,
     deleted: i64,
     succeeded: bool,
     revision: i64,
+}
+
+fn read_kv(kv: &detcd_node::pb::mvccpb::KeyValue) -> ReadKv {
+    ReadKv {
+        key: String::from_utf8_lossy(&kv.key).into_owned(),
+        value: String::from_utf8_lossy(&kv.value).into_owned(),
+        mod_revision: kv.mod_revision,
+        create_revision: kv.create_revision,
+        version: kv.version,
+    }
 }
 
 async fn execute(handle: &NodeHandle, kind: &OpKind) -> Result<Answer, EtcdError> {
@@ -153,16 +166,23 @@ async fn execute(handle: &NodeHandle, kind: &OpKind) -> Result<Answer, EtcdError
     match kind {
         OpKind::Put { key, value } => {
             let response = handle.put(PutRequest { key: key.clone().into_bytes(), value: value.clone().into_bytes(), ..Default::default() }).await?;
-            Ok(Answer { read_value: None, deleted: 0, succeeded: true, revision: revision_of(response.header.as_ref()) })
+            Ok(Answer { read_value: None, read_kvs: Vec::new(), deleted: 0, succeeded: true, revision: revision_of(response.header.as_ref()) })
         }
         OpKind::Get { key, serializable } => {
             let response = handle.range(RangeRequest { key: key.clone().into_bytes(), serializable: *serializable, ..Default::default() }).await?;
             let read_value = response.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
-            Ok(Answer { read_value, deleted: 0, succeeded: true, revision: revision_of(response.header.as_ref()) })
+            let read_kvs = response.kvs.iter().map(read_kv).collect();
+            Ok(Answer { read_value, read_kvs, deleted: 0, succeeded: true, revision: revision_of(response.header.as_ref()) })
+        }
+        OpKind::Range { start, end } => {
+            let request = RangeRequest { key: start.clone().into_bytes(), range_end: end.clone().into_bytes(), ..Default::default() };
+            let response = handle.range(request).await?;
+            let read_kvs = response.kvs.iter().map(read_kv).collect();
+            Ok(Answer { read_value: None, read_kvs, deleted: 0, succeeded: true, revision: revision_of(response.header.as_ref()) })
         }
         OpKind::Delete { key } => {
             let response = handle.delete_range(DeleteRangeRequest { key: key.clone().into_bytes(), ..Default::default() }).await?;
-            Ok(Answer { read_value: None, deleted: response.deleted, succeeded: true, revision: revision_of(response.header.as_ref()) })
+            Ok(Answer { read_value: None, read_kvs: Vec::new(), deleted: response.deleted, succeeded: true, revision: revision_of(response.header.as_ref()) })
         }
         OpKind::Cas { key, expected, value } => {
             let compare = match expected {
@@ -185,7 +205,7 @@ async fn execute(handle: &NodeHandle, kind: &OpKind) -> Result<Answer, EtcdError
                 request: Some(request_op::Request::RequestPut(PutRequest { key: key.clone().into_bytes(), value: value.clone().into_bytes(), ..Default::default() })),
             };
             let response = handle.txn(TxnRequest { compare: vec![compare], success: vec![put], failure: Vec::new() }).await?;
-            Ok(Answer { read_value: None, deleted: 0, succeeded: response.succeeded, revision: revision_of(response.header.as_ref()) })
+            Ok(Answer { read_value: None, read_kvs: Vec::new(), deleted: 0, succeeded: response.succeeded, revision: revision_of(response.header.as_ref()) })
         }
     }
 }

@@ -23,6 +23,10 @@ struct Invariants {
     leader_of_term: BTreeMap<u64, u64>,
     campaign_terms: BTreeSet<u64>,
     applied: BTreeMap<u64, (u64, u64, u64)>,
+    /// The state digest after each index: (digest, first member to report it).
+    state_after: BTreeMap<u64, (u64, u64)>,
+    /// Whether a state divergence was reported (once per run: later indexes follow).
+    state_diverged: bool,
     /// Indexes already reported as changed (each is reported once).
     changed_indexes: BTreeSet<u64>,
     violations: Vec<Verdict>,
@@ -132,6 +136,7 @@ impl World {
             invoke_ms: now,
             complete_ms: None,
             read_value: None,
+            read_kvs: Vec::new(),
             deleted: 0,
             succeeded: false,
             revision: 0,
@@ -156,7 +161,7 @@ impl World {
         }
         op.complete_ms = Some(now);
         fill(op);
-        let line = format!("complete|{now}|{id}|{:?}|{:?}|{}|{}|{}", op.outcome, op.read_value, op.deleted, op.succeeded, op.revision);
+        let line = format!("complete|{now}|{id}|{:?}|{:?}|{:?}|{}|{}|{}", op.outcome, op.read_value, op.read_kvs, op.deleted, op.succeeded, op.revision);
         Self::mix(&mut state, line.as_bytes());
     }
 
@@ -347,8 +352,23 @@ impl Observer for World {
                     role: Some(format!("{role:?}")),
                 });
             }
-            NodeEvent::Applied { index, term, digest } => {
-                Self::mix(&mut state, format!("applied|{member_id}|{index}|{term}|{digest}").as_bytes());
+            NodeEvent::Applied { index, term, digest, state_digest } => {
+                Self::mix(&mut state, format!("applied|{member_id}|{index}|{term}|{digest}|{state_digest:?}").as_bytes());
+                if let Some(state_digest) = state_digest {
+                    match state.invariants.state_after.get(&index).copied() {
+                        None => {
+                            state.invariants.state_after.insert(index, (state_digest, member_id));
+                        }
+                        Some((first, first_member)) if first != state_digest && !state.invariants.state_diverged => {
+                            state.invariants.state_diverged = true;
+                            let detail = format!(
+                                "after applying index {index} the replicated state of {member_id:016x} differs from that of {first_member:016x} (state digest {state_digest:016x} vs {first:016x})"
+                            );
+                            state.invariants.violations.push(Verdict::Violation { check: "state-identical-at-every-index".into(), detail, ops: vec![] });
+                        }
+                        Some(_) => {}
+                    }
+                }
                 match state.invariants.applied.get(&index) {
                     Some((t, d, first)) if (*t, *d) != (term, digest) && !state.invariants.changed_indexes.contains(&index) => {
                         let detail = format!(
@@ -385,6 +405,8 @@ impl Observer for World {
                 match first {
                     None => {
                         state.watches.authoritative.insert(revision, events);
+                        let seq = state.seq;
+                        state.watches.first_applied_seq.insert(revision, seq);
                     }
                     Some(first) if first != events && state.diverged_revisions.insert(revision) => {
                         let detail = format!("revision {revision} changed {first:?} on one member but {events:?} on {member_id:016x}");

@@ -84,6 +84,14 @@ fn the_canary_finds_planted_bugs() {
         // Exact crash points (issue 9): only a power loss inside the snapshot step sees
         // WAL segments released before the snapshot that covers them is durable.
         ("release-before-snapshot-sync", "canary-crash-points", 20),
+        // The whole-state model (issue 9): a wrong create revision agrees on every
+        // member and leaves every value right; a refused write that commits anyway is
+        // settled from the members' change record.
+        ("create-revision-survives-delete", "partition-leader-minority", 20),
+        ("leader-lost-reported-as-refused", "leader-crash-loop", 20),
+        // State digests after every index: members that differ only until the leases
+        // are gone.
+        ("lease-ttl-differs-between-members", "lease-leader-crashes", 20),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);

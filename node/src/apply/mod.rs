@@ -162,12 +162,24 @@ pub struct StateMachine {
     /// Active alarms: (member that raised it, `AlarmType`). While NOSPACE is among them,
     /// writes that add data are refused (etcd's capped applier).
     alarms: BTreeSet<(u64, i32)>,
-    /// Planted bug `lease-expiry-races-renewal` (simulator builds only).
+    /// Bugs planted in the state machine (simulator builds only).
     #[cfg(madsim)]
-    expiry_races_renewal: bool,
-    /// Planted bug `nospace-ignored-at-apply` (simulator builds only).
-    #[cfg(madsim)]
-    nospace_ignored: bool,
+    planted: StatePlantedBugs,
+}
+
+/// The state machine's planted bugs (see `consensus::planted`); all false by default.
+#[cfg(madsim)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatePlantedBugs {
+    /// `lease-expiry-races-renewal`.
+    pub expiry_races_renewal: bool,
+    /// `nospace-ignored-at-apply`.
+    pub nospace_ignored: bool,
+    /// `create-revision-survives-delete`.
+    pub create_revision_survives_delete: bool,
+    /// `lease-ttl-differs-between-members`: seconds added to a granted TTL when it is
+    /// recorded (not when it is answered).
+    pub lease_ttl_extra_secs: i64,
 }
 
 /// Whether a replicated request can make the store bigger (refused under NOSPACE):
@@ -199,24 +211,36 @@ impl StateMachine {
             applied_requests: AppliedRequests::default(),
             alarms: BTreeSet::new(),
             #[cfg(madsim)]
-            expiry_races_renewal: false,
-            #[cfg(madsim)]
-            nospace_ignored: false,
+            planted: StatePlantedBugs::default(),
         }
     }
 
     #[cfg(madsim)]
-    pub fn plant_nospace_ignored(&mut self, planted: bool) {
-        self.nospace_ignored = planted;
-    }
-
-    #[cfg(madsim)]
-    pub fn plant_expiry_races_renewal(&mut self, planted: bool) {
-        self.expiry_races_renewal = planted;
+    pub fn plant(&mut self, planted: StatePlantedBugs) {
+        self.planted = planted;
+        self.mvcc.plant_create_revision_survives_delete(planted.create_revision_survives_delete);
     }
 
     pub fn mvcc(&self) -> &Mvcc {
         &self.mvcc
+    }
+
+    /// A digest of everything replicated that clients can observe — the live keys, the
+    /// revisions, the leases and the alarms — cheap enough to take after every applied
+    /// entry (a pass over the leases; the key space is digested incrementally). Members
+    /// that applied the same entries must agree on it. The history of old revisions is
+    /// compared by the change events instead, the request-dedup window not at all.
+    pub fn applied_state_digest(&self) -> u64 {
+        let mut hasher = crate::digest::Fnv64::default();
+        hasher
+            .update(&self.mvcc.live_digest().to_le_bytes())
+            .update(&self.mvcc.current_revision().to_le_bytes())
+            .update(&self.mvcc.compact_revision().to_le_bytes())
+            .update(&self.mvcc.leases().hash().to_le_bytes());
+        for (member_id, alarm) in &self.alarms {
+            hasher.update(&member_id.to_le_bytes()).update(&alarm.to_le_bytes());
+        }
+        hasher.finish()
     }
 
     /// Applies the bytes of one committed normal entry. Deterministic: the same bytes
@@ -254,7 +278,7 @@ impl StateMachine {
         lease_changes: &mut Vec<LeaseChange>,
     ) -> Result<Response, EtcdError> {
         #[cfg(madsim)]
-        let capped = self.no_space() && !self.nospace_ignored;
+        let capped = self.no_space() && !self.planted.nospace_ignored;
         #[cfg(not(madsim))]
         let capped = self.no_space();
         if capped && adds_data(&op) {
@@ -277,7 +301,13 @@ impl StateMachine {
                 Ok(Response::Alarm(AlarmResponse { header: None, alarms }))
             }
             internal_request::Op::LeaseGrant(grant) => {
-                self.mvcc.lease_grant(grant.id, grant.ttl)?;
+                #[allow(unused_mut)]
+                let mut recorded_ttl_secs = grant.ttl;
+                #[cfg(madsim)]
+                {
+                    recorded_ttl_secs += self.planted.lease_ttl_extra_secs;
+                }
+                self.mvcc.lease_grant(grant.id, recorded_ttl_secs)?;
                 lease_changes.push(LeaseChange::Granted { id: grant.id, ttl_secs: grant.ttl });
                 Ok(Response::LeaseGrant(LeaseGrantResponse { id: grant.id, ttl: grant.ttl, ..Default::default() }))
             }
@@ -293,7 +323,7 @@ impl StateMachine {
                 #[allow(unused_mut)]
                 let mut current = self.mvcc.leases().get(expire.id).map(|lease| lease.renewals);
                 #[cfg(madsim)]
-                if self.expiry_races_renewal {
+                if self.planted.expiry_races_renewal {
                     current = current.map(|_| expire.renewals);
                 }
                 if current == Some(expire.renewals) && self.mvcc.lease_revoke(expire.id, events).is_ok() {
@@ -365,9 +395,7 @@ impl StateMachine {
             applied_requests,
             alarms,
             #[cfg(madsim)]
-            expiry_races_renewal: false,
-            #[cfg(madsim)]
-            nospace_ignored: false,
+            planted: StatePlantedBugs::default(),
         })
     }
 }

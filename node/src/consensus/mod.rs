@@ -88,15 +88,7 @@ pub struct NodeStatus {
     pub alarms: Vec<(u64, i32)>,
 }
 
-/// FNV-1a, 64 bit: a stable digest (the same on every build and platform).
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
+pub use crate::digest::fnv1a64;
 
 fn role_of(state: StateRole) -> Role {
     match state {
@@ -269,8 +261,7 @@ impl NodeCore {
         #[cfg(madsim)]
         {
             core.lease_clock.ignore_renewals = core.config.planted_bug == Some(PlantedBug::LeaseRenewIgnored);
-            core.state.plant_expiry_races_renewal(core.config.planted_bug == Some(PlantedBug::LeaseExpiryRacesRenewal));
-            core.state.plant_nospace_ignored(core.config.planted_bug == Some(PlantedBug::NospaceIgnoredAtApply));
+            core.state.plant(core.state_planted_bugs());
         }
         core.override_election_timeout();
         // The only voter needs nobody's vote: lead at once instead of after a timeout.
@@ -296,6 +287,17 @@ impl NodeCore {
     #[cfg(madsim)]
     fn planted(&self, bug: PlantedBug) -> bool {
         self.config.planted_bug == Some(bug)
+    }
+
+    /// The planted bugs that live in the state machine, for a new or restored one.
+    #[cfg(madsim)]
+    fn state_planted_bugs(&self) -> crate::apply::StatePlantedBugs {
+        crate::apply::StatePlantedBugs {
+            expiry_races_renewal: self.planted(PlantedBug::LeaseExpiryRacesRenewal),
+            nospace_ignored: self.planted(PlantedBug::NospaceIgnoredAtApply),
+            create_revision_survives_delete: self.planted(PlantedBug::CreateRevisionSurvivesDelete),
+            lease_ttl_extra_secs: i64::from(self.planted(PlantedBug::LeaseTtlDiffersBetweenMembers) && self.config.member_id % 2 == 1),
+        }
     }
 
     fn observe(&self, event: NodeEvent) {
@@ -607,10 +609,7 @@ impl NodeCore {
             let snapshot = ready.snapshot().clone();
             self.state = self.snapshotter.install_received(&snapshot, &self.storage, &mut self.wal)?;
             #[cfg(madsim)]
-            {
-                self.state.plant_expiry_races_renewal(self.planted(PlantedBug::LeaseExpiryRacesRenewal));
-                self.state.plant_nospace_ignored(self.planted(PlantedBug::NospaceIgnoredAtApply));
-            }
+            self.state.plant(self.state_planted_bugs());
             self.applied_index = snapshot.get_metadata().index;
             self.change_feed_gap = true;
             if let Some(feed) = self.change_feed.as_mut() {
@@ -737,6 +736,11 @@ impl NodeCore {
     /// them) so clients retry now instead of waiting for a timeout, and in-flight reads
     /// ask the new leader.
     fn on_leader_lost(&mut self) {
+        // The proposals may still commit under the next leader: their outcome is unknown.
+        #[cfg(madsim)]
+        if self.planted(PlantedBug::LeaderLostReportedAsRefused) {
+            self.proposals.fail_all(EtcdError::NoLeader);
+        }
         self.proposals.fail_all(EtcdError::LeaderChanged);
         self.reads.on_leader_lost();
     }
@@ -767,7 +771,10 @@ impl NodeCore {
                 }
             }
             self.applied_index = entry.index;
-            self.observe(NodeEvent::Applied { index: entry.index, term: entry.term, digest: fnv1a64(&entry.data) });
+            // The state's digest after every entry costs a pass over the leases: only
+            // for observers that compare members (the simulator).
+            let state_digest = self.env.observer.wants_changes().then(|| self.state.applied_state_digest());
+            self.observe(NodeEvent::Applied { index: entry.index, term: entry.term, digest: fnv1a64(&entry.data), state_digest });
         }
         Ok(())
     }

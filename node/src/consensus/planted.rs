@@ -43,10 +43,21 @@ pub enum PlantedBug {
     /// Release WAL segments before the snapshot that covers them is durable (visible
     /// only to a power loss at an exact write inside the snapshot step).
     ReleaseBeforeSnapshotSync,
+    /// A key created again after a delete keeps the create revision of its previous
+    /// life (every member alike: invisible to comparisons between members, and to
+    /// checks of values alone).
+    CreateRevisionSurvivesDelete,
+    /// Proposals pending when leadership is lost are answered with a definite refusal
+    /// ("no leader") although the next leader may still commit them.
+    LeaderLostReportedAsRefused,
+    /// Members with odd ids record a granted lease TTL one second longer than the one
+    /// answered (as a mixed-version cluster might): replicas differ without any change
+    /// event differing, and the leases are gone by the end of the run.
+    LeaseTtlDiffersBetweenMembers,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 14] = [
+    pub const ALL: [PlantedBug; 17] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -61,6 +72,9 @@ impl PlantedBug {
         PlantedBug::LeaseRenewIgnored,
         PlantedBug::NospaceIgnoredAtApply,
         PlantedBug::ReleaseBeforeSnapshotSync,
+        PlantedBug::CreateRevisionSurvivesDelete,
+        PlantedBug::LeaderLostReportedAsRefused,
+        PlantedBug::LeaseTtlDiffersBetweenMembers,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -79,6 +93,9 @@ impl PlantedBug {
             PlantedBug::LeaseRenewIgnored => "lease-renew-ignored",
             PlantedBug::NospaceIgnoredAtApply => "nospace-ignored-at-apply",
             PlantedBug::ReleaseBeforeSnapshotSync => "release-before-snapshot-sync",
+            PlantedBug::CreateRevisionSurvivesDelete => "create-revision-survives-delete",
+            PlantedBug::LeaderLostReportedAsRefused => "leader-lost-reported-as-refused",
+            PlantedBug::LeaseTtlDiffersBetweenMembers => "lease-ttl-differs-between-members",
         }
     }
 

@@ -144,8 +144,10 @@ pub trait Observer: Send + Sync {
 pub enum NodeEvent {
     /// The member's raft role or known leader changed.
     RoleChanged { term: u64, role: Role, leader_id: u64 },
-    /// An entry was applied to the state machine. `digest` is a hash of its bytes.
-    Applied { index: u64, term: u64, digest: u64 },
+    /// An entry was applied to the state machine. `digest` is a hash of its bytes;
+    /// `state_digest` one of the whole replicated state after it (only to observers
+    /// that want changes: every member must agree on it at every index).
+    Applied { index: u64, term: u64, digest: u64, state_digest: Option<u64> },
     /// A snapshot was installed (from a leader or at start-up).
     SnapshotInstalled { index: u64, term: u64 },
     /// A vote for `vote` in `term` was made durable (reported after the sync).

@@ -60,12 +60,31 @@ pub struct Mvcc {
     /// compaction so that status calls never walk the store. Not part of the encoding.
     #[serde(skip)]
     size_bytes: u64,
+    /// XOR of [`live_record_digest`] over every live key: a digest of the live key space
+    /// kept up to date by every write (compaction and defragment never touch a live
+    /// record). Not part of the encoding; recomputed at decode.
+    #[serde(skip)]
+    live_digest: u64,
     /// Leases and the keys attached to them.
     lessor: lease::Lessor,
+    /// Planted bug `create-revision-survives-delete` (simulator builds only).
+    #[cfg(madsim)]
+    #[serde(skip)]
+    create_revision_survives_delete: bool,
 }
 
 /// Per-record overhead counted in the database size besides key and value bytes.
 const RECORD_OVERHEAD_BYTES: u64 = 48;
+
+/// A digest of one live key: its name and every field of its newest record.
+fn live_record_digest(key: &[u8], record: &KeyRecord) -> u64 {
+    let mut hasher = crate::digest::Fnv64::default();
+    hasher.update(&(key.len() as u64).to_le_bytes()).update(key);
+    for field in [record.mod_revision, i64::from(record.sub), record.create_revision, record.version, record.lease] {
+        hasher.update(&field.to_le_bytes());
+    }
+    hasher.update(&record.value).finish()
+}
 
 fn record_bytes(key: &[u8], record: &KeyRecord) -> u64 {
     key.len() as u64 + record.value.len() as u64 + RECORD_OVERHEAD_BYTES
@@ -111,7 +130,21 @@ fn visible_at(records: &[KeyRecord], revision: i64) -> Option<&KeyRecord> {
 impl Mvcc {
     /// An empty store at revision 1, as a new etcd cluster starts.
     pub fn new() -> Self {
-        Self { keys: BTreeMap::new(), current_revision: 1, compact_revision: 0, size_bytes: 0, lessor: lease::Lessor::default() }
+        Self {
+            keys: BTreeMap::new(),
+            current_revision: 1,
+            compact_revision: 0,
+            size_bytes: 0,
+            live_digest: 0,
+            lessor: lease::Lessor::default(),
+            #[cfg(madsim)]
+            create_revision_survives_delete: false,
+        }
+    }
+
+    #[cfg(madsim)]
+    pub(crate) fn plant_create_revision_survives_delete(&mut self, planted: bool) {
+        self.create_revision_survives_delete = planted;
     }
 
     pub fn current_revision(&self) -> i64 {
@@ -131,6 +164,7 @@ impl Mvcc {
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         let mut store: Mvcc = bincode::deserialize(bytes).map_err(|e| e.to_string())?;
         store.size_bytes = store.count_bytes();
+        store.live_digest = store.count_live_digest();
         store.assert_invariants();
         Ok(store)
     }
@@ -183,6 +217,20 @@ impl Mvcc {
                 record.value.shrink_to_fit();
             }
         }
+    }
+
+    /// A digest of the live key space (every live key's newest record), kept up to
+    /// date by every write: cheap enough to take after every applied entry.
+    pub fn live_digest(&self) -> u64 {
+        self.live_digest
+    }
+
+    /// [`Mvcc::live_digest`] counted from scratch (at decode, and by tests of the counter).
+    pub fn count_live_digest(&self) -> u64 {
+        self.keys
+            .iter()
+            .filter_map(|(key, records)| records.last().filter(|r| !r.tombstone).map(|r| live_record_digest(key, r)))
+            .fold(0, |digest, record| digest ^ record)
     }
 
     /// The database size counted from scratch (at decode, and by tests of the counter).

@@ -1,7 +1,7 @@
 //! The write path: puts and deletes at a given revision, each change reported as an
 //! etcd watch event (`mvccpb.Event`) for whoever consumes the state machine's output.
 
-use super::{key_range, record_bytes, KeyRecord, Mvcc};
+use super::{key_range, live_record_digest, record_bytes, KeyRecord, Mvcc};
 use crate::errors::EtcdError;
 use crate::pb::etcdserverpb::{DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse};
 use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
@@ -18,6 +18,12 @@ impl Mvcc {
     fn write_record(&mut self, key: &[u8], write_revision: i64, record: KeyRecord) -> Option<KeyValue> {
         let records = self.keys.entry(key.to_vec()).or_default();
         let previous = records.last().filter(|r| !r.tombstone).map(|p| p.to_key_value(key));
+        if let Some(live) = records.last().filter(|r| !r.tombstone) {
+            self.live_digest ^= live_record_digest(key, live);
+        }
+        if !record.tombstone {
+            self.live_digest ^= live_record_digest(key, &record);
+        }
         let added = record_bytes(key, &record);
         match records.last_mut() {
             // A txn writes a key at most once (validation refuses more), but stay exact.
@@ -60,10 +66,21 @@ impl Mvcc {
             (None, true) => panic!("put with ignore_lease on a missing key passed its check"),
             (_, false) => request.lease,
         };
-        let (create_revision, version) = match &previous {
+        #[allow(unused_mut)]
+        let (mut create_revision, version) = match &previous {
             Some(p) => (p.create_revision, p.version + 1),
             None => (write_revision, 1),
         };
+        #[cfg(madsim)]
+        if self.create_revision_survives_delete && previous.is_none() {
+            // The planted bug: a re-created key keeps its previous life's create revision.
+            let records = self.keys.get(&request.key).map(Vec::as_slice).unwrap_or_default();
+            if let [.., life, tombstone] = records {
+                if tombstone.tombstone && !life.tombstone {
+                    create_revision = life.create_revision;
+                }
+            }
+        }
         let sub = sub_revision(events);
         let record = KeyRecord { mod_revision: write_revision, sub, create_revision, version, lease, value, tombstone: false };
         let kv = record.to_key_value(&request.key);
