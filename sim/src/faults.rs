@@ -217,6 +217,7 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
                 while waiter.world.now_ms() < until_ms {
                     if slot.wal_disk.is_powered_off() || slot.data_disk.is_powered_off() {
                         waiter.kill(victim, "power lost at an exact write");
+                        waiter.world.count("crash point: power loss at an exact write");
                         let mut fate = |_: &str, durable: usize, live: usize| power_loss_fate(&mut waiter_rng, torn, durable, live);
                         let mut losses = slot.wal_disk.power_loss(&mut fate);
                         losses.extend(slot.data_disk.power_loss(&mut fate));

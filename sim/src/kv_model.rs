@@ -315,6 +315,23 @@ pub fn check_kv_model(history: &History, record: &WatchRecord, workload_start: &
     vec![record_findings.verdict(), writes.verdict(), reads.verdict()]
 }
 
+/// Unknown-outcome writes settled from the record: (took effect, never applied).
+pub fn settle_unknown_writes(history: &History, record: &WatchRecord) -> (u64, u64) {
+    let applied: std::collections::BTreeSet<(&str, &str)> =
+        record.authoritative.values().flatten().filter(|e| !e.delete).map(|e| (e.key.as_str(), e.value.as_str())).collect();
+    let mut settled = (0, 0);
+    for op in history.ops.iter().filter(|op| op.outcome == Outcome::Unknown) {
+        if let Some(value) = op.kind.written_value() {
+            if applied.contains(&(op.kind.key(), value)) {
+                settled.0 += 1;
+            } else {
+                settled.1 += 1;
+            }
+        }
+    }
+    settled
+}
+
 /// A get or a range at revision R returned exactly the state at R, and R existed.
 fn check_read(op: &Op, model: &Model, revision_applied_seq: Option<u64>, reads: &mut Findings) {
     let revision = op.revision;

@@ -34,6 +34,8 @@ pub mod net;
 #[cfg(madsim)]
 pub mod run;
 #[cfg(madsim)]
+pub mod shrink;
+#[cfg(madsim)]
 pub mod watch_workload;
 #[cfg(madsim)]
 pub mod workload;

@@ -44,10 +44,25 @@ enum Commands {
         /// Write reports only when the run fails.
         #[arg(long)]
         reports_on_failure: bool,
-        /// Plant a bug in every member (canary): ack-before-fsync, local-linearizable-read,
-        /// forget-vote, apply-before-commit, accept-stale-term.
+        /// Plant a bug in every member (canary); an unknown name lists them all.
         #[arg(long)]
         planted_bug: Option<String>,
+    },
+    /// Search for the smallest run that fails like this seed (fewer faults, a shorter
+    /// chaos phase, fewer clients, keys and members) and write it as a scenario file
+    /// that replays it: `cargo sim run FILE --seed N`.
+    Shrink {
+        scenario: PathBuf,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long)]
+        planted_bug: Option<String>,
+        /// Where the shrunk scenario goes.
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+        /// Candidate runs to try at most.
+        #[arg(long, default_value_t = 400)]
+        runs_max: usize,
     },
     /// Run many seeds of one or more scenarios, one process per seed.
     Sweep {
@@ -107,6 +122,9 @@ fn main() -> ExitCode {
             sweep_command(&scenarios, &seeds, jobs, determinism_every, &reports, planted_bug.as_deref(), &plan)
         }
         Commands::Check { history } => check_command(&history),
+        Commands::Shrink { scenario, seed, planted_bug, reports, runs_max } => {
+            shrink_command(&scenario, seed, planted_bug.as_deref(), &reports, runs_max)
+        }
         Commands::Regressions { file, jobs, reports } => regressions_command(&file, jobs, &reports),
     }
 }
@@ -409,6 +427,7 @@ fn sweep_command(
         let name = scenario.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         println!("{:<36} {:>6} {:>6} {:>6} {:>10} {:>10.1}", name, of.len(), passed, of.len() - passed, ok_avg, sim_avg);
     }
+    print_coverage(scenarios, &results);
     let wall_s = started.elapsed().as_secs_f64();
     let ran = results.len();
     println!(
@@ -433,6 +452,38 @@ fn sweep_command(
         println!("    replay: {}", replay_command(&failure.scenario, failure.seed, planted_bug));
     }
     ExitCode::from(1)
+}
+
+/// What the sweep reached, summed over its seeds, and every fault kind a scenario
+/// enables that never acted — a sweep that never reaches a fault does not test it.
+fn print_coverage(scenarios: &[PathBuf], results: &[SeedResult]) {
+    let mut total: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for summary in results.iter().filter_map(|r| r.summary.as_ref()) {
+        for (what, count) in &summary.coverage {
+            *total.entry(what.as_str()).or_default() += count;
+        }
+    }
+    if total.is_empty() {
+        return;
+    }
+    println!("coverage (summed over every seed):");
+    for (what, count) in &total {
+        println!("  {what:<52} {count:>9}");
+    }
+    let mut enabled: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for path in scenarios {
+        if let Ok(scenario) = Scenario::load(path) {
+            for fault in scenario.faults.swarm.iter().chain(scenario.faults.timeline.iter().map(|f| &f.fault)) {
+                if let Some(label) = serde_json::to_value(fault).ok().and_then(|v| v.as_str().map(str::to_string)) {
+                    enabled.insert(label);
+                }
+            }
+        }
+    }
+    let never: Vec<&String> = enabled.iter().filter(|label| !total.contains_key(format!("fault fired: {label}").as_str())).collect();
+    if !never.is_empty() {
+        println!("  NEVER FIRED: {}", never.iter().map(|l| l.as_str()).collect::<Vec<_>>().join(", "));
+    }
 }
 
 /// This binary, to run each seed in a child process of its own.
@@ -516,6 +567,61 @@ struct Regression {
 #[serde(deny_unknown_fields)]
 struct RegressionsFile {
     regression: Vec<Regression>,
+}
+
+#[cfg(not(madsim))]
+fn shrink_command(_: &Path, _: u64, _: Option<&str>, _: &Path, _: usize) -> ExitCode {
+    eprintln!("detcd-sim: `shrink` needs the simulator build; use `cargo sim shrink SCENARIO --seed N`");
+    ExitCode::from(2)
+}
+
+#[cfg(madsim)]
+fn shrink_command(scenario_path: &Path, seed: u64, planted_bug: Option<&str>, reports: &Path, runs_max: usize) -> ExitCode {
+    let scenario = match Scenario::load(scenario_path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("detcd-sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(shrunk) = detcd_sim::shrink::shrink(&scenario, seed, planted_bug, runs_max) else {
+        println!("seed {seed} of {} passes: nothing to shrink", scenario_path.display());
+        return ExitCode::from(1);
+    };
+    let text = match toml::to_string(&shrunk.scenario) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("detcd-sim: cannot write the shrunk scenario: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let stem = scenario_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let path = reports.join(format!("{stem}-seed-{seed}-shrunk.toml"));
+    if let Err(e) = std::fs::create_dir_all(reports).and_then(|()| std::fs::write(&path, &text)) {
+        eprintln!("detcd-sim: cannot write {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
+    // The file must replay the failure as written.
+    let replayed = Scenario::load(&path).map(|s| detcd_sim::run::run_seed_in_fresh_thread(&s, seed, planted_bug.map(str::to_string)));
+    let replays = matches!(&replayed, Ok(report) if detcd_sim::shrink::failure_signature(report).as_deref() == Some(shrunk.signature.as_str()));
+    let (b, a) = (shrunk.before, shrunk.after);
+    println!("fails {} — shrunk in {} runs:", shrunk.signature, shrunk.runs);
+    println!("  faults   {:>6} -> {}", b.0, a.0);
+    println!("  chaos ms {:>6} -> {}", b.1, a.1);
+    println!("  clients  {:>6} -> {}", b.2, a.2);
+    println!("  keys     {:>6} -> {}", b.3, a.3);
+    println!("  members  {:>6} -> {}", b.4, a.4);
+    for fault in &shrunk.scenario.faults.timeline {
+        println!("  at {:>6} ms: {:?}", fault.at_ms, fault.fault);
+    }
+    println!("shrunk scenario: {}", path.display());
+    println!("replay with: {}", replay_command(&path, seed, planted_bug));
+    if replays {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("detcd-sim: the written scenario does not replay the failure");
+        ExitCode::from(2)
+    }
 }
 
 fn regressions_command(file: &Path, jobs: usize, reports: &Path) -> ExitCode {

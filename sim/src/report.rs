@@ -60,6 +60,10 @@ pub struct RunReport {
     pub watches: WatchRecord,
     /// Every lease operation and every lease's end.
     pub leases: LeaseRecord,
+    /// What the run reached: faults fired, crash points hit, snapshots installed,
+    /// elections, torn tails cut, unknown outcomes settled (see `World::count`).
+    #[serde(default)]
+    pub coverage: BTreeMap<String, u64>,
 }
 
 /// Verdicts whose name starts with this are expected findings (e.g. lease safety beyond
@@ -84,6 +88,8 @@ pub struct Summary {
     pub ok: usize,
     pub unknown: usize,
     pub simulated_ms: u64,
+    #[serde(default)]
+    pub coverage: BTreeMap<String, u64>,
 }
 
 impl RunReport {
@@ -119,7 +125,14 @@ impl RunReport {
             history,
             watches: WatchRecord::default(),
             leases: LeaseRecord::default(),
+            coverage: BTreeMap::new(),
         }
+    }
+
+    /// What the run reached, for the report and the sweep's coverage summary.
+    pub fn with_coverage(mut self, coverage: BTreeMap<String, u64>) -> Self {
+        self.coverage = coverage;
+        self
     }
 
     /// The run's lease record, for the report.
@@ -159,6 +172,7 @@ impl RunReport {
             ok: self.operations.ok,
             unknown: self.operations.unknown,
             simulated_ms: self.simulated_ms,
+            coverage: self.coverage.clone(),
         }
     }
 

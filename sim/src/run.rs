@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use detcd_node::ids;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -41,7 +40,7 @@ use crate::world::World;
 /// `options.seed`.
 pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     let member_names: Vec<String> = (0..options.members).map(|i| format!("m{i}")).collect();
-    let token = format!("sim-{}", scenario.name);
+    let token = format!("sim-{}", options.scenario);
     let member_ids: Vec<u64> = member_names.iter().map(|n| ids::member_id(&token, n)).collect();
     let cluster_id = ids::cluster_id(&token, &member_ids);
     let world = World::new(&member_ids);
@@ -66,23 +65,17 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     world.event("phase", None, "chaos".into());
 
     // Fault driver: the timeline and the swarm, each fault healed after its duration.
-    let mut fault_rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0x6661_756c_7473_2121);
-    let mut faults: Vec<(u64, FaultKind)> = scenario.faults.timeline.iter().map(|f| (f.at_ms, f.fault)).collect();
-    if !options.swarm_enabled.is_empty() && options.swarm_interval_ms > 0 {
-        let mut at = options.swarm_interval_ms;
-        while at < options.duration_ms {
-            let kind = *options.swarm_enabled.choose(&mut fault_rng).expect("non-empty swarm");
-            faults.push((at, kind));
-            at += fault_rng.gen_range(options.swarm_interval_ms / 2..=options.swarm_interval_ms * 3 / 2).max(1);
-        }
-    }
-    faults.sort_by_key(|(at, _)| *at);
+    let faults = options.fault_plan(&scenario);
     let driver_cluster = cluster.clone();
     let driver_options = options.clone();
     let driver = tokio::spawn(async move {
         let start = driver_cluster.world.now_ms();
         let mut pending_heals: Vec<(u64, Heal)> = Vec::new();
-        for (at, kind) in faults {
+        for planned in faults {
+            let at = planned.at_ms;
+            // Each fault's choices come from its own seed: dropping one fault from a plan
+            // (as shrinking does) leaves the others' choices as they were.
+            let mut fault_rng = ChaCha8Rng::seed_from_u64(planned.seed.expect("the plan seeds every fault"));
             // Heal what is due before the next fault.
             loop {
                 let now = driver_cluster.world.now_ms() - start;
@@ -102,7 +95,12 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
             if at > now {
                 tokio::time::sleep(Duration::from_millis(at - now)).await;
             }
-            let heals = inject(&driver_cluster, kind, &mut fault_rng, &driver_options).await;
+            let events_before = driver_cluster.world.timeline_len();
+            let heals = inject(&driver_cluster, planned.fault, &mut fault_rng, &driver_options).await;
+            // A fault that found nothing to act on (no leader to crash) adds no event.
+            let acted = driver_cluster.world.timeline_len() > events_before;
+            let label = serde_json::to_value(planned.fault).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            driver_cluster.world.count(&format!("fault {}: {label}", if acted { "fired" } else { "found nothing to act on" }));
             let duration = fault_rng.gen_range(driver_options.fault_duration_ms / 2..=driver_options.fault_duration_ms.max(1));
             let due = driver_cluster.world.now_ms() - start + duration;
             pending_heals.extend(heals.into_iter().map(|h| (due, h)));
@@ -194,6 +192,11 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     verdicts.push(("nospace-respected".into(), alarm_checker::check_nospace_respected(&world.nospace_transitions(), &watch_record.authoritative)));
     verdicts.push(("liveness".into(), liveness));
     let leaderless = world.leaderless_terms();
+    let mut coverage = world.coverage();
+    coverage.insert("terms without a leader (split votes)".into(), leaderless.len() as u64);
+    let (settled_applied, settled_not) = kv_model::settle_unknown_writes(&history, &watch_record);
+    coverage.insert("unknown writes settled: applied".into(), settled_applied);
+    coverage.insert("unknown writes settled: never applied".into(), settled_not);
     if scenario.expect.split_vote {
         let verdict = if leaderless.is_empty() {
             Verdict::Violation { check: "expect-split-vote".into(), detail: "no term ended without a leader".into(), ops: vec![] }
@@ -216,6 +219,7 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     RunReport::new(options, verdicts, history, world.timeline(), world.trace_hash(), net.stats(), leaderless, world.leaders_by_term(), world.now_ms())
         .with_watches(watch_record)
         .with_leases(lease_record)
+        .with_coverage(coverage)
 }
 
 /// After every lease client stopped (at `abandoned_ms`) and the cluster healed, every

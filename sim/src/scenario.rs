@@ -33,6 +33,10 @@ pub struct Scenario {
     /// Node settings for the simulated members.
     #[serde(default)]
     pub node: NodeSettings,
+    /// Options used as they are instead of being drawn from the seed (a shrunk run
+    /// keeps the options of the run it came from; see `detcd-sim shrink`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_options: Option<Options>,
 }
 
 fn default_members() -> usize {
@@ -216,6 +220,11 @@ pub enum FaultKind {
 pub struct ScriptedFault {
     pub at_ms: u64,
     pub fault: FaultKind,
+    /// Seeds the fault's own choices (victims, duration). Drawn from the run's seed
+    /// when absent; a shrunk timeline names it, so that every fault it keeps makes the
+    /// choices it made in the original run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 /// Faults: a timeline and/or a swarm.
@@ -312,8 +321,13 @@ impl Scenario {
 }
 
 impl Options {
-    /// The options `seed` derives from `scenario` (a pure function of both).
+    /// The options `seed` derives from `scenario` (a pure function of both), or the
+    /// scenario's pinned options.
     pub fn derive(scenario: &Scenario, seed: u64) -> Options {
+        if let Some(pinned) = &scenario.pinned_options {
+            // The pinned scenario name too: member ids derive from it.
+            return Options { seed, planted_bug: None, ..pinned.clone() };
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6f70_7469_6f6e_7321);
         let mut swarm_enabled: Vec<FaultKind> = scenario.faults.swarm.iter().copied().filter(|_| rng.gen_bool(0.6)).collect();
         if swarm_enabled.is_empty() && !scenario.faults.swarm.is_empty() {
@@ -348,6 +362,29 @@ impl Options {
             client_link_loss: scenario.workload.client_link_loss,
             planted_bug: None,
         }
+    }
+
+    /// Every fault of the run in time order — the scenario's timeline and the swarm the
+    /// seed draws — each with the seed of its own choices (a function of the run's seed
+    /// and its place in the plan, unless the timeline names one).
+    pub fn fault_plan(&self, scenario: &Scenario) -> Vec<ScriptedFault> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x6661_756c_7473_2121);
+        let mut plan: Vec<ScriptedFault> = scenario.faults.timeline.clone();
+        if !self.swarm_enabled.is_empty() && self.swarm_interval_ms > 0 {
+            let mut at_ms = self.swarm_interval_ms;
+            while at_ms < self.duration_ms {
+                let fault = self.swarm_enabled[rng.gen_range(0..self.swarm_enabled.len())];
+                plan.push(ScriptedFault { at_ms, fault, seed: None });
+                at_ms += rng.gen_range(self.swarm_interval_ms / 2..=self.swarm_interval_ms * 3 / 2).max(1);
+            }
+        }
+        plan.sort_by_key(|f| f.at_ms);
+        for (place, fault) in plan.iter_mut().enumerate() {
+            // Below 2^63: a TOML integer holds it (shrunk scenarios name it).
+            let seed = (self.seed ^ 0x6661_756c_7421_0000).wrapping_add((place as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)) >> 1;
+            fault.seed.get_or_insert(seed);
+        }
+        plan
     }
 
     /// The options as `key=value` lines, as every run prints them.

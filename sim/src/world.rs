@@ -49,6 +49,8 @@ struct WorldState {
     /// Revisions whose changes differed between members (each reported once).
     diverged_revisions: BTreeSet<i64>,
     leases: LeaseRecord,
+    /// What the run reached, by name (see [`World::count`]).
+    coverage: BTreeMap<String, u64>,
     /// NOSPACE alarm transitions by the raft index of the entry that caused them:
     /// (store revision, active). Every member applying that entry must agree.
     nospace: BTreeMap<u64, (i64, bool)>,
@@ -92,6 +94,7 @@ impl World {
                 diverged_revisions: BTreeSet::new(),
                 leases: LeaseRecord::default(),
                 nospace: BTreeMap::new(),
+                coverage: BTreeMap::new(),
             }),
             origin: tokio::time::Instant::now(),
         })
@@ -108,6 +111,20 @@ impl World {
     fn mix(state: &mut WorldState, bytes: &[u8]) {
         state.hash ^= fnv1a64(bytes);
         state.hash = state.hash.wrapping_mul(0x0000_0100_0000_01b3).rotate_left(7);
+    }
+
+    /// Counts one occurrence of something the sweep's coverage summary reports.
+    pub fn count(&self, what: &str) {
+        *self.lock().coverage.entry(what.to_string()).or_default() += 1;
+    }
+
+    pub fn coverage(&self) -> BTreeMap<String, u64> {
+        self.lock().coverage.clone()
+    }
+
+    /// Number of timeline events so far (a fault that acted added one).
+    pub fn timeline_len(&self) -> usize {
+        self.lock().timeline.len()
     }
 
     /// Adds an event to the timeline and the hash.
@@ -331,6 +348,7 @@ impl Observer for World {
                 Self::mix(&mut state, format!("role|{at_ms}|{member_id}|{term}|{role:?}|{leader_id}").as_bytes());
                 if role == Role::Candidate {
                     state.invariants.campaign_terms.insert(term);
+                    *state.coverage.entry("elections started".into()).or_default() += 1;
                 }
                 if role == Role::Leader {
                     match state.invariants.leader_of_term.get(&term) {
@@ -338,8 +356,10 @@ impl Observer for World {
                             let detail = format!("term {term} has two leaders: {other:016x} and {member_id:016x}");
                             state.invariants.violations.push(Verdict::Violation { check: "one-leader-per-term".into(), detail, ops: vec![] });
                         }
-                        _ => {
+                        Some(_) => {}
+                        None => {
                             state.invariants.leader_of_term.insert(term, member_id);
+                            *state.coverage.entry("leaders elected".into()).or_default() += 1;
                         }
                     }
                 }
@@ -386,6 +406,7 @@ impl Observer for World {
             NodeEvent::VotePersisted { term, vote } => {
                 Self::mix(&mut state, format!("vote|{at_ms}|{member_id}|{term}|{vote}").as_bytes());
                 if vote != member_id && state.crash_after_vote.remove(&member_id) {
+                    *state.coverage.entry("crash point: after a vote".into()).or_default() += 1;
                     if let (Some(sender), Some(index)) = (state.crash_requests.as_ref(), member) {
                         let _ = sender.send((index, format!("crash point: right after voting for {vote:016x} in term {term}")));
                     }
@@ -394,6 +415,7 @@ impl Observer for World {
             NodeEvent::EntriesPersisted { last_index } => {
                 Self::mix(&mut state, format!("persisted|{at_ms}|{member_id}|{last_index}").as_bytes());
                 if state.crash_after_persist.remove(&member_id) {
+                    *state.coverage.entry("crash point: after an entries sync".into()).or_default() += 1;
                     if let (Some(sender), Some(index)) = (state.crash_requests.as_ref(), member) {
                         let _ = sender.send((index, format!("crash point: right after syncing entries up to {last_index}, before replying")));
                     }
@@ -434,8 +456,19 @@ impl Observer for World {
                     Some(_) => {}
                 }
             }
+            NodeEvent::Recovered { torn_tail_cut, damaged_snapshots_skipped } => {
+                Self::mix(&mut state, format!("recovered|{at_ms}|{member_id}|{torn_tail_cut}|{damaged_snapshots_skipped}").as_bytes());
+                *state.coverage.entry("member starts".into()).or_default() += 1;
+                if torn_tail_cut {
+                    *state.coverage.entry("torn WAL tails cut at start".into()).or_default() += 1;
+                }
+                if damaged_snapshots_skipped > 0 {
+                    *state.coverage.entry("damaged snapshot files passed over".into()).or_default() += damaged_snapshots_skipped as u64;
+                }
+            }
             NodeEvent::SnapshotInstalled { index, term } => {
                 Self::mix(&mut state, format!("snapshot|{at_ms}|{member_id}|{index}|{term}").as_bytes());
+                *state.coverage.entry("snapshots installed".into()).or_default() += 1;
                 state.timeline.push(TimelineEvent {
                     at_ms,
                     kind: "snapshot".into(),

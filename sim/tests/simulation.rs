@@ -139,3 +139,19 @@ fn the_lease_check_reports_early_expiry_beyond_the_clock_bound() {
     assert!(within.lease_safety_promised());
     assert!(!beyond.lease_safety_promised());
 }
+
+#[test]
+fn a_failing_seed_shrinks_to_a_smaller_run_that_fails_alike() {
+    let scenario = scenario("leader-crash-loop");
+    let bug = "leader-lost-reported-as-refused";
+    let seed = (0..20)
+        .find(|seed| !run_seed_in_fresh_thread(&scenario, *seed, Some(bug.to_string())).passed)
+        .expect("the canary finds the planted bug within 20 seeds");
+    let shrunk = detcd_sim::shrink::shrink(&scenario, seed, Some(bug), 200).expect("a failing seed shrinks");
+    assert!(shrunk.after.0 < shrunk.before.0, "fewer faults: {:?} -> {:?}", shrunk.before, shrunk.after);
+    assert!(shrunk.after <= shrunk.before);
+    // The shrunk scenario, through its TOML text, fails the same check with the same seed.
+    let text = toml::to_string(&shrunk.scenario).expect("serializes");
+    let replayed = run_seed_in_fresh_thread(&Scenario::parse(&text).expect("parses"), seed, Some(bug.to_string()));
+    assert_eq!(detcd_sim::shrink::failure_signature(&replayed).as_deref(), Some(shrunk.signature.as_str()));
+}

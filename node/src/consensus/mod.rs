@@ -272,6 +272,10 @@ impl NodeCore {
         if snapshot_index > 0 {
             core.observe(NodeEvent::SnapshotInstalled { index: snapshot_index, term: snapshot_term });
         }
+        core.observe(NodeEvent::Recovered {
+            torn_tail_cut: replayed.torn_tail_truncated_at.is_some(),
+            damaged_snapshots_skipped: loaded.skipped_damaged.len(),
+        });
         Ok(core)
     }
 

@@ -148,6 +148,9 @@ pub enum NodeEvent {
     /// `state_digest` one of the whole replicated state after it (only to observers
     /// that want changes: every member must agree on it at every index).
     Applied { index: u64, term: u64, digest: u64, state_digest: Option<u64> },
+    /// The member opened its disks: whether a torn WAL tail was cut away, and how many
+    /// damaged snapshot files it passed over for an older one.
+    Recovered { torn_tail_cut: bool, damaged_snapshots_skipped: usize },
     /// A snapshot was installed (from a leader or at start-up).
     SnapshotInstalled { index: u64, term: u64 },
     /// A vote for `vote` in `term` was made durable (reported after the sync).
