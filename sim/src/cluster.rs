@@ -32,6 +32,9 @@ pub struct MemberSlot {
     /// A byte flipped in a durable WAL record: (segment, offset). The member must refuse
     /// to start while it is there.
     pub corrupted: Mutex<Option<(String, usize)>>,
+    /// A byte flipped in the member's newest snapshot file: (file, offset). At its next
+    /// start it must pass over that file or refuse to start.
+    pub snapshot_damaged: Mutex<Option<(String, usize)>>,
 }
 
 impl MemberSlot {
@@ -64,6 +67,7 @@ impl Cluster {
                 down: AtomicBool::new(false),
                 paused: AtomicBool::new(false),
                 corrupted: Mutex::new(None),
+                snapshot_damaged: Mutex::new(None),
             });
             let mut config = NodeConfig::with_defaults(member_id, cluster_id, member_ids.to_vec());
             let settings = &scenario.node;
@@ -179,6 +183,13 @@ pub async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNe
     // An armed fsync failure may hit the sync that opening the WAL does: refusing to
     // start on a disk whose fsync fails is right, not a violation.
     let failing_fsync = slot.wal_disk.has_sync_fault() || slot.data_disk.has_sync_fault();
+    // So may a start on a full disk, or one that read a damaged snapshot or saw a read fail.
+    // The expectation holds while the damaged file is still the newest snapshot (a
+    // later start may find a newer one written since).
+    let snapshot_damaged = slot.snapshot_damaged.lock().expect("slot lock").clone().filter(|(file, _)| {
+        slot.data_disk.files().into_iter().filter(|(name, _)| name.ends_with(".snap")).map(|(name, _)| name).last().as_ref() == Some(file)
+    });
+    let read_faults_before = slot.wal_disk.read_faults_struck() + slot.data_disk.read_faults_struck();
     let opened = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Node::open(config, env))) {
         Ok(opened) => opened,
         Err(payload) => {
@@ -193,6 +204,14 @@ pub async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNe
                     "corruption-detected",
                     format!("m{} started although byte {offset} of {segment} was corrupted: the damage was skipped silently", slot.index),
                 );
+            }
+            if let Some((file, offset)) = &snapshot_damaged {
+                if world.last_recovery(slot.member_id).is_none_or(|(_, passed_over)| passed_over == 0) {
+                    world.violation(
+                        "corruption-detected",
+                        format!("m{} started without passing over {file}, whose byte {offset} was flipped: it loaded a damaged snapshot", slot.index),
+                    );
+                }
             }
             net.register(slot.member_id, inbox);
             *slot.running.lock().expect("slot lock") = Some((handle, incarnation));
@@ -213,7 +232,10 @@ pub async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNe
             // Power lost at an exact write while opening: a crash during start-up (the
             // fault restarts it), not a refusal to start from an undamaged disk.
             let powered_off = slot.wal_disk.is_powered_off() || slot.data_disk.is_powered_off();
-            if corrupted.is_none() && !failing_fsync && !powered_off {
+            let disk_full = slot.wal_disk.has_capacity_limit() || slot.data_disk.has_capacity_limit();
+            let read_failed = slot.wal_disk.read_faults_struck() + slot.data_disk.read_faults_struck() > read_faults_before;
+            let damaged = corrupted.is_some() || snapshot_damaged.is_some();
+            if !damaged && !failing_fsync && !powered_off && !disk_full && !read_failed {
                 world.violation("member-start", format!("m{} refused to start from an undamaged disk: {error}", slot.index));
             }
         }

@@ -19,11 +19,29 @@ pub const LIVENESS_POLLS_MAX: u64 = 10_000;
 pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
     for i in 0..cluster.members.len() {
         heal(cluster, &Heal::Resume(i));
-        heal(cluster, &Heal::RepairCorruption(i));
-        cluster.members[i].wal_disk.set_capacity_bytes(None);
-        cluster.members[i].clock.stop_drift();
-        if cluster.members[i].down.load(Ordering::SeqCst) {
-            cluster.members[i].wal_disk.crash(|_, _| 0);
+        // Clear every disk fault first, then restart what is down once: a restart on a
+        // disk still failing would only stop again.
+        let slot = &cluster.members[i];
+        if let Some((segment, offset)) = slot.corrupted.lock().expect("slot lock").take() {
+            slot.wal_disk.corrupt_byte(&segment, offset);
+            cluster.world.event("heal", Some(i), format!("restored byte {offset} of {segment}"));
+        }
+        if let Some((file, offset)) = slot.snapshot_damaged.lock().expect("slot lock").take() {
+            if slot.data_disk.corrupt_byte(&file, offset) {
+                cluster.world.event("heal", Some(i), format!("restored byte {offset} of {file}"));
+            }
+        }
+        for disk in [&slot.wal_disk, &slot.data_disk] {
+            disk.set_capacity_bytes(None);
+            disk.fail_next_reads(0, None);
+            disk.disarm_sync_fault();
+        }
+        slot.clock.stop_drift();
+        if slot.down.load(Ordering::SeqCst) {
+            // A machine restart: nothing unsynced survives, and a failed fsync's poison
+            // is gone with the page cache.
+            slot.wal_disk.crash(|_, _| 0);
+            slot.data_disk.crash(|_, _| 0);
             cluster.restart(i);
         }
     }

@@ -212,6 +212,23 @@ pub enum FaultKind {
     /// Arm a follower to crash right after it next makes a vote for another member
     /// durable, and restart it soon after (a crash point).
     CrashAfterVote,
+    /// Correlated failure: power is lost on several members at once (a rack, or the
+    /// whole cluster), each losing, tearing or zeroing its unsynced bytes; they come
+    /// back within a second. Beyond the attrition limit on purpose: the cluster is
+    /// unavailable meanwhile, and must lose no acknowledged write.
+    PowerLossRack,
+    /// The data disk (snapshot files, member metadata) of a member fills up or fails
+    /// its next fsync: the member must stop at its next snapshot, never serve from a
+    /// half-written one, and start again once the disk is healed.
+    DataDiskFault,
+    /// Flip a byte of a stopped member's newest snapshot file: it must pass over the
+    /// damaged file (starting from an older snapshot and its WAL) or refuse to start,
+    /// never load it. The heal restores the byte.
+    CorruptSnapshotFile,
+    /// A member's next few reads go wrong — I/O errors on either disk, or a silently
+    /// flipped byte read from its data disk (a latent sector error): sending a snapshot
+    /// must retry, and a start may refuse but never load damaged bytes.
+    ReadErrors,
 }
 
 /// A scripted fault at a moment of the chaos phase.

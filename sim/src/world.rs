@@ -51,6 +51,8 @@ struct WorldState {
     leases: LeaseRecord,
     /// What the run reached, by name (see [`World::count`]).
     coverage: BTreeMap<String, u64>,
+    /// Each member's last start: (torn tail cut, damaged snapshot files passed over).
+    last_recovery: BTreeMap<u64, (bool, usize)>,
     /// NOSPACE alarm transitions by the raft index of the entry that caused them:
     /// (store revision, active). Every member applying that entry must agree.
     nospace: BTreeMap<u64, (i64, bool)>,
@@ -95,6 +97,7 @@ impl World {
                 leases: LeaseRecord::default(),
                 nospace: BTreeMap::new(),
                 coverage: BTreeMap::new(),
+                last_recovery: BTreeMap::new(),
             }),
             origin: tokio::time::Instant::now(),
         })
@@ -116,6 +119,11 @@ impl World {
     /// Counts one occurrence of something the sweep's coverage summary reports.
     pub fn count(&self, what: &str) {
         *self.lock().coverage.entry(what.to_string()).or_default() += 1;
+    }
+
+    /// What `member_id` reported when it last opened its disks.
+    pub fn last_recovery(&self, member_id: u64) -> Option<(bool, usize)> {
+        self.lock().last_recovery.get(&member_id).copied()
     }
 
     pub fn coverage(&self) -> BTreeMap<String, u64> {
@@ -459,6 +467,7 @@ impl Observer for World {
             NodeEvent::Recovered { torn_tail_cut, damaged_snapshots_skipped } => {
                 Self::mix(&mut state, format!("recovered|{at_ms}|{member_id}|{torn_tail_cut}|{damaged_snapshots_skipped}").as_bytes());
                 *state.coverage.entry("member starts".into()).or_default() += 1;
+                state.last_recovery.insert(member_id, (torn_tail_cut, damaged_snapshots_skipped));
                 if torn_tail_cut {
                     *state.coverage.entry("torn WAL tails cut at start".into()).or_default() += 1;
                 }

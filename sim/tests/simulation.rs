@@ -70,7 +70,7 @@ fn the_canary_finds_planted_bugs() {
         // The old behaviours fixed by the core reshape (issue 6), each found by the fault
         // added to reach it: late redelivery across incarnations, sector-aligned torn
         // and zero-filled writes at power loss, length-field damage in the newest segment.
-        ("reuse-read-contexts", "canary-read-contexts", 150),
+        ("reuse-read-contexts", "canary-read-contexts", 300),
         ("cut-without-sync", "canary-torn-wal", 40),
         ("torn-by-length-only", "canary-torn-wal", 40),
         // Watch (issue 7): every scenario runs watch clients that resume across members.
@@ -92,6 +92,12 @@ fn the_canary_finds_planted_bugs() {
         // State digests after every index: members that differ only until the leases
         // are gone.
         ("lease-ttl-differs-between-members", "lease-leader-crashes", 20),
+        // Disk faults beyond the WAL and correlated failures (issue 9): each planted bug
+        // in the code path its fault reaches.
+        ("follower-acks-before-fsync", "correlated-failures", 20),
+        ("snapshot-save-error-ignored", "disk-faults", 20),
+        ("snapshot-crc-unchecked", "disk-faults", 20),
+        ("wal-read-error-is-empty", "disk-faults", 150),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);

@@ -163,7 +163,11 @@ impl NodeCore {
             }
         };
 
-        let files = Arc::new(SnapshotStore::new(env.data_disk.clone()));
+        #[allow(unused_mut)]
+        let mut files = SnapshotStore::new(env.data_disk.clone());
+        #[cfg(madsim)]
+        files.plant_crc_unchecked(config.planted_bug == Some(PlantedBug::SnapshotCrcUnchecked));
+        let files = Arc::new(files);
         let loaded = files.load_newest()?;
         let snapshot = loaded.snapshot;
         let snapshot_index = snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
@@ -172,10 +176,11 @@ impl NodeCore {
             snapshot_index,
             config.wal_segment_bytes_max,
             #[cfg(madsim)]
-            crate::storage::wal::WalPlantedBugs {
-                cut_without_sync: config.planted_bug == Some(PlantedBug::CutWithoutSync),
-                torn_by_length_only: config.planted_bug == Some(PlantedBug::TornByLengthOnly),
-            },
+            crate::storage::wal::WalPlantedBugs::new(
+                config.planted_bug == Some(PlantedBug::CutWithoutSync),
+                config.planted_bug == Some(PlantedBug::TornByLengthOnly),
+                config.planted_bug == Some(PlantedBug::WalReadErrorIsEmpty),
+            ),
         )?;
         if replayed.snapshot_mark_index > snapshot_index {
             return Err(FatalError::Snapshot(format!(
@@ -231,6 +236,7 @@ impl NodeCore {
         #[cfg(madsim)]
         {
             snapshotter.release_before_sync = config.planted_bug == Some(PlantedBug::ReleaseBeforeSnapshotSync);
+            snapshotter.save_errors_ignored = config.planted_bug == Some(PlantedBug::SnapshotSaveErrorIgnored);
         }
         let auto_compaction_mode = config.auto_compaction;
         let mut core = NodeCore {
@@ -645,7 +651,9 @@ impl NodeCore {
         #[allow(unused_mut)]
         let mut must_sync = ready.must_sync() || !ready.snapshot().is_empty();
         #[cfg(madsim)]
-        if self.planted(PlantedBug::AckBeforeFsync) {
+        if self.planted(PlantedBug::AckBeforeFsync)
+            || (self.planted(PlantedBug::FollowerAcksBeforeFsync) && self.raw.raft.state != StateRole::Leader)
+        {
             must_sync = false;
         }
         if must_sync {

@@ -54,10 +54,20 @@ pub enum PlantedBug {
     /// answered (as a mixed-version cluster might): replicas differ without any change
     /// event differing, and the leases are gone by the end of the run.
     LeaseTtlDiffersBetweenMembers,
+    /// Followers answer appends before their WAL sync (the leader still syncs first):
+    /// one lost follower is covered by the others, several at once are not.
+    FollowerAcksBeforeFsync,
+    /// A snapshot that could not be written (full or failing data disk) is taken as
+    /// written, and the WAL segments it covers are released anyway.
+    SnapshotSaveErrorIgnored,
+    /// Snapshot files are loaded without checking their CRC.
+    SnapshotCrcUnchecked,
+    /// A WAL segment that cannot be read at start-up counts as empty.
+    WalReadErrorIsEmpty,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 17] = [
+    pub const ALL: [PlantedBug; 21] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -75,6 +85,10 @@ impl PlantedBug {
         PlantedBug::CreateRevisionSurvivesDelete,
         PlantedBug::LeaderLostReportedAsRefused,
         PlantedBug::LeaseTtlDiffersBetweenMembers,
+        PlantedBug::FollowerAcksBeforeFsync,
+        PlantedBug::SnapshotSaveErrorIgnored,
+        PlantedBug::SnapshotCrcUnchecked,
+        PlantedBug::WalReadErrorIsEmpty,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -96,6 +110,10 @@ impl PlantedBug {
             PlantedBug::CreateRevisionSurvivesDelete => "create-revision-survives-delete",
             PlantedBug::LeaderLostReportedAsRefused => "leader-lost-reported-as-refused",
             PlantedBug::LeaseTtlDiffersBetweenMembers => "lease-ttl-differs-between-members",
+            PlantedBug::FollowerAcksBeforeFsync => "follower-acks-before-fsync",
+            PlantedBug::SnapshotSaveErrorIgnored => "snapshot-save-error-ignored",
+            PlantedBug::SnapshotCrcUnchecked => "snapshot-crc-unchecked",
+            PlantedBug::WalReadErrorIsEmpty => "wal-read-error-is-empty",
         }
     }
 

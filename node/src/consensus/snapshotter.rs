@@ -32,6 +32,9 @@ pub struct Snapshotter {
     /// Planted bug `release-before-snapshot-sync` (simulator builds only).
     #[cfg(madsim)]
     pub release_before_sync: bool,
+    /// Planted bug `snapshot-save-error-ignored` (simulator builds only).
+    #[cfg(madsim)]
+    pub save_errors_ignored: bool,
     last_snapshot_index: u64,
     snapshot_count: u64,
     catchup_entries: u64,
@@ -58,6 +61,8 @@ impl Snapshotter {
             max_snapshots,
             #[cfg(madsim)]
             release_before_sync: false,
+            #[cfg(madsim)]
+            save_errors_ignored: false,
         }
     }
 
@@ -98,7 +103,10 @@ impl Snapshotter {
             self.files.purge(self.max_snapshots)?;
             return Ok(());
         }
-        self.files.save(&snapshot)?;
+        let saved = self.files.save(&snapshot);
+        #[cfg(madsim)]
+        let saved = if self.save_errors_ignored { Ok(()) } else { saved };
+        saved?;
         let compact_index = applied_index.saturating_sub(self.catchup_entries).max(1);
         storage.set_snapshot(&snapshot, compact_index)?;
         self.last_snapshot_index = applied_index;

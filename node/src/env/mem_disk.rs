@@ -30,6 +30,13 @@ struct MemDiskState {
     /// Power was lost at an exact operation: every later operation fails until the
     /// harness restores power (see [`MemDisk::arm_power_loss`]).
     powered_off: bool,
+    /// Reads left that go wrong (see [`MemDisk::fail_next_reads`]).
+    read_faults_left: u64,
+    /// How they go wrong: `None` an I/O error; `Some(n)` the read returns the file with
+    /// byte `n % len` flipped (a latent sector error the disk does not report).
+    read_fault_flips: Option<u64>,
+    /// Reads that went wrong so far.
+    read_faults_struck: u64,
 }
 
 /// What an armed power loss does to the operation it strikes.
@@ -192,6 +199,36 @@ impl MemDisk {
         self.lock().capacity_bytes = capacity_bytes;
     }
 
+    /// Makes the next `count` reads go wrong: fail with an I/O error, or (with
+    /// `flip = Some(n)`) silently return the file with byte `n % len` flipped. Durable
+    /// bytes stay intact: a read fault is transient.
+    pub fn fail_next_reads(&self, count: u64, flip: Option<u64>) {
+        let mut state = self.lock();
+        state.read_faults_left = count;
+        state.read_fault_flips = flip;
+    }
+
+    /// Whether reads are armed to go wrong: a member that refuses to start is right to.
+    pub fn has_read_fault(&self) -> bool {
+        self.lock().read_faults_left > 0
+    }
+
+    /// Reads that went wrong so far (a start that saw one may refuse, rightly).
+    pub fn read_faults_struck(&self) -> u64 {
+        self.lock().read_faults_struck
+    }
+
+    /// Whether appends are limited by a capacity (a full disk armed by the harness).
+    pub fn has_capacity_limit(&self) -> bool {
+        self.lock().capacity_bytes.is_some()
+    }
+
+    /// Disarms a sync failure that has not struck yet (a disk that already failed a sync
+    /// stays poisoned until the machine restarts: see [`MemDisk::crash`]).
+    pub fn disarm_sync_fault(&self) {
+        self.lock().fail_next_sync = false;
+    }
+
     /// Makes the next `sync` fail (and poison the disk).
     pub fn fail_next_sync(&self) {
         self.lock().fail_next_sync = true;
@@ -254,8 +291,21 @@ impl Disk for MemDisk {
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>, DiskError> {
-        let state = self.lock();
-        state.files.get(path).map(|f| f.bytes.clone()).ok_or_else(|| DiskError::NotFound { path: path.to_string() })
+        let mut state = self.lock();
+        let mut bytes = state.files.get(path).map(|f| f.bytes.clone()).ok_or_else(|| DiskError::NotFound { path: path.to_string() })?;
+        if state.read_faults_left > 0 {
+            state.read_faults_left -= 1;
+            state.read_faults_struck += 1;
+            match state.read_fault_flips {
+                None => return Err(DiskError::Io { path: path.to_string(), detail: "injected read error".to_string() }),
+                Some(n) if !bytes.is_empty() => {
+                    let at = (n % bytes.len() as u64) as usize;
+                    bytes[at] ^= 0xff;
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(bytes)
     }
 
     fn create(&self, path: &str) -> Result<(), DiskError> {

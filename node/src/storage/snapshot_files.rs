@@ -39,6 +39,9 @@ fn decode_snapshot_file(bytes: &[u8]) -> Option<Snapshot> {
 /// Snapshot files on the data disk.
 pub struct SnapshotStore {
     disk: Arc<dyn Disk>,
+    /// Planted bug `snapshot-crc-unchecked` (simulator builds only).
+    #[cfg(madsim)]
+    crc_unchecked: bool,
 }
 
 /// The newest intact snapshot found at start-up and the files that had to be skipped.
@@ -59,7 +62,25 @@ fn snapshot_index_of(name: &str) -> Option<u64> {
 
 impl SnapshotStore {
     pub fn new(disk: Arc<dyn Disk>) -> Self {
-        Self { disk }
+        Self {
+            disk,
+            #[cfg(madsim)]
+            crc_unchecked: false,
+        }
+    }
+
+    #[cfg(madsim)]
+    pub fn plant_crc_unchecked(&mut self, planted: bool) {
+        self.crc_unchecked = planted;
+    }
+
+    /// A snapshot file's content, if it checks out (see [`decode_snapshot_file`]).
+    fn decode(&self, bytes: &[u8]) -> Option<Snapshot> {
+        #[cfg(madsim)]
+        if self.crc_unchecked {
+            return Snapshot::parse_from_bytes(bytes.get(4..)?).ok();
+        }
+        decode_snapshot_file(bytes)
     }
 
     /// Writes a snapshot durably (temp file, sync, rename).
@@ -92,7 +113,7 @@ impl SnapshotStore {
     pub fn load(&self, term: u64, index: u64) -> Result<Snapshot, DiskError> {
         let name = snapshot_name(term, index);
         let bytes = self.disk.read(&name)?;
-        decode_snapshot_file(&bytes).ok_or(DiskError::Corrupt { path: name, detail: "snapshot file fails its CRC".into() })
+        self.decode(&bytes).ok_or(DiskError::Corrupt { path: name, detail: "snapshot file fails its CRC".into() })
     }
 
     /// Loads the newest snapshot whose CRC checks out.
@@ -107,7 +128,7 @@ impl SnapshotStore {
         let mut skipped_damaged = Vec::new();
         for (_, name) in names.into_iter().rev() {
             let bytes = self.disk.read(&name)?;
-            if let Some(snapshot) = decode_snapshot_file(&bytes) {
+            if let Some(snapshot) = self.decode(&bytes) {
                 return Ok(LoadedSnapshot { snapshot: Some(snapshot), skipped_damaged });
             }
             skipped_damaged.push(name);

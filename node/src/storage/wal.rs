@@ -207,6 +207,15 @@ pub struct WalPlantedBugs {
     pub cut_without_sync: bool,
     /// Call a bad record torn when its length field reaches the end of the file.
     pub torn_by_length_only: bool,
+    /// A segment that cannot be read counts as empty.
+    pub read_error_is_empty: bool,
+}
+
+#[cfg(madsim)]
+impl WalPlantedBugs {
+    pub fn new(cut_without_sync: bool, torn_by_length_only: bool, read_error_is_empty: bool) -> Self {
+        Self { cut_without_sync, torn_by_length_only, read_error_is_empty }
+    }
 }
 
 /// The open WAL: appends go to the newest segment.
@@ -261,7 +270,13 @@ impl Wal {
         let segment_count = segments.len();
         for (position, segment) in segments.iter().enumerate() {
             let is_last = position + 1 == segment_count;
-            let bytes = disk.read(&segment.name)?;
+            let read = disk.read(&segment.name);
+            #[cfg(madsim)]
+            let read = match read {
+                Err(DiskError::Io { .. }) if planted.read_error_is_empty => Ok(Vec::new()),
+                other => other,
+            };
+            let bytes = read?;
             let mut offset = 0usize;
             while offset < bytes.len() {
                 let (record, next) = match decode_record(&bytes, offset) {
