@@ -6,7 +6,8 @@
 #     summaries, the planted-bug canary, the report page in headless Chromium;
 #  3. every scenario under a bounded set of seeds (one process per seed), with a
 #     determinism check (each seed run twice, trace hashes compared) on every 10th seed;
-#  4. the seeds of sim/regressions.toml, which once exposed real bugs.
+#  4. power lost at every write of one member's WAL and data disk, one run each;
+#  5. the seeds of sim/regressions.toml, which once exposed real bugs.
 # Installs what it needs (Debian: etcd-client, protobuf-compiler, chromium, curl) when missing.
 # DETCD_SIM_SEEDS=A..B changes the sweep's seed range (default 0..200).
 set -euo pipefail
@@ -40,6 +41,11 @@ echo "== every scenario over seeds ${DETCD_SIM_SEEDS:-0..200}"
 cargo sim-build
 ./target/sim/release/detcd-sim sweep scenarios/*.toml --seeds "${DETCD_SIM_SEEDS:-0..200}" --jobs 2 \
   --determinism-every 10 --reports target/sim-reports --junit target/sim-reports/junit.xml
+
+echo "== crash at every write of one member's WAL and data disk"
+for disk in wal data; do
+  ./target/sim/release/detcd-sim crash-every-write scenarios/crash-every-write.toml --seed 1 --disk "$disk" --jobs 2
+done
 
 echo "== regressions: seeds that once exposed real bugs"
 ./target/sim/release/detcd-sim regressions sim/regressions.toml --jobs 2 --reports target/sim-reports

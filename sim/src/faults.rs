@@ -208,34 +208,8 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
             let disk = if on_wal { &slot.wal_disk } else { &slot.data_disk };
             disk.arm_power_loss(ops);
             world.event("fault", Some(victim), format!("armed: power loss at write {ops} of its {} disk", if on_wal { "WAL" } else { "data" }));
-            let waiter = cluster.clone();
-            let torn = options.torn_write_probability;
             let until_ms = world.now_ms() + options.fault_duration_ms.max(1000) * 3;
-            let mut waiter_rng = ChaCha8Rng::seed_from_u64(rng.gen());
-            tokio::spawn(async move {
-                let slot = waiter.members[victim].clone();
-                while waiter.world.now_ms() < until_ms {
-                    if slot.wal_disk.is_powered_off() || slot.data_disk.is_powered_off() {
-                        waiter.kill(victim, "power lost at an exact write");
-                        waiter.world.count("crash point: power loss at an exact write");
-                        let mut fate = |_: &str, durable: usize, live: usize| power_loss_fate(&mut waiter_rng, torn, durable, live);
-                        let mut losses = slot.wal_disk.power_loss(&mut fate);
-                        losses.extend(slot.data_disk.power_loss(&mut fate));
-                        for loss in losses {
-                            waiter.world.event("fault", Some(victim), format!("{}: lost {} of {} unsynced bytes", loss.path, loss.unsynced_bytes - loss.kept_bytes, loss.unsynced_bytes));
-                        }
-                        slot.wal_disk.restore_power();
-                        slot.data_disk.restore_power();
-                        tokio::time::sleep(Duration::from_millis(waiter_rng.gen_range(0..=50))).await;
-                        waiter.restart(victim);
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                // It did not write that much in time: disarm.
-                slot.wal_disk.restore_power();
-                slot.data_disk.restore_power();
-            });
+            restart_after_armed_power_loss(cluster.clone(), victim, options.torn_write_probability, until_ms, rng.gen());
             vec![]
         }
         FaultKind::PowerLossRack => {
@@ -357,6 +331,39 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
             vec![Heal::Clock(victim)]
         }
     }
+}
+
+/// Watches `victim`'s disks, armed with [`MemDisk::arm_power_loss`]: when power goes
+/// at the armed write, the member dies, both disks lose (tear, zero) their unsynced
+/// bytes, and it restarts shortly after. Disarms at `until_ms` if the write never came.
+///
+/// [`MemDisk::arm_power_loss`]: detcd_node::env::mem_disk::MemDisk::arm_power_loss
+pub fn restart_after_armed_power_loss(cluster: Arc<Cluster>, victim: usize, torn: f64, until_ms: u64, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    tokio::spawn(async move {
+        let slot = cluster.members[victim].clone();
+        while cluster.world.now_ms() < until_ms {
+            if slot.wal_disk.is_powered_off() || slot.data_disk.is_powered_off() {
+                cluster.kill(victim, "power lost at an exact write");
+                cluster.world.count("crash point: power loss at an exact write");
+                let mut fate = |_: &str, durable: usize, live: usize| power_loss_fate(&mut rng, torn, durable, live);
+                let mut losses = slot.wal_disk.power_loss(&mut fate);
+                losses.extend(slot.data_disk.power_loss(&mut fate));
+                for loss in losses {
+                    cluster.world.event("fault", Some(victim), format!("{}: lost {} of {} unsynced bytes", loss.path, loss.unsynced_bytes - loss.kept_bytes, loss.unsynced_bytes));
+                }
+                slot.wal_disk.restore_power();
+                slot.data_disk.restore_power();
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(0..=50))).await;
+                cluster.restart(victim);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // It did not write that much in time: disarm.
+        slot.wal_disk.restore_power();
+        slot.data_disk.restore_power();
+    });
 }
 
 /// What power loss leaves of one file's unsynced bytes `[durable, live)`: with

@@ -22,6 +22,8 @@ pub mod clock;
 #[cfg(madsim)]
 pub mod cluster;
 #[cfg(madsim)]
+pub mod crash_sweep;
+#[cfg(madsim)]
 pub mod faults;
 #[cfg(madsim)]
 pub mod lease_workload;

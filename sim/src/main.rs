@@ -47,6 +47,29 @@ enum Commands {
         /// Plant a bug in every member (canary); an unknown name lists them all.
         #[arg(long)]
         planted_bug: Option<String>,
+        /// Lose power at one exact write of one member's disk: MEMBER:DISK:WRITE, e.g.
+        /// `0:wal:153` (see `crash-every-write`).
+        #[arg(long)]
+        crash_at_write: Option<String>,
+    },
+    /// Crash at every write (as redb's fuzzer does): for a seed, lose power at the 1st,
+    /// 2nd, ... Nth write of one member's disk, one run each, and check every run.
+    CrashEveryWrite {
+        scenario: PathBuf,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long, default_value_t = 0)]
+        member: usize,
+        /// wal or data.
+        #[arg(long, default_value = "wal")]
+        disk: String,
+        /// Try every Kth write only.
+        #[arg(long, default_value_t = 1)]
+        stride: u64,
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        #[arg(long)]
+        planted_bug: Option<String>,
     },
     /// Search for the smallest run that fails like this seed (fewer faults, a shorter
     /// chaos phase, fewer clients, keys and members) and write it as a scenario file
@@ -113,8 +136,8 @@ enum Commands {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Commands::Run { scenario, seed, reports, check_determinism, summary_only, reports_on_failure, planted_bug } => {
-            let flags = RunFlags { check_determinism, summary_only, reports_on_failure, planted_bug };
+        Commands::Run { scenario, seed, reports, check_determinism, summary_only, reports_on_failure, planted_bug, crash_at_write } => {
+            let flags = RunFlags { check_determinism, summary_only, reports_on_failure, planted_bug, crash_at_write };
             run_command(&scenario, seed, &reports, &flags)
         }
         Commands::Sweep { scenarios, seeds, jobs, determinism_every, reports, planted_bug, shard, junit, time_budget } => {
@@ -122,6 +145,9 @@ fn main() -> ExitCode {
             sweep_command(&scenarios, &seeds, jobs, determinism_every, &reports, planted_bug.as_deref(), &plan)
         }
         Commands::Check { history } => check_command(&history),
+        Commands::CrashEveryWrite { scenario, seed, member, disk, stride, jobs, planted_bug } => {
+            crash_every_write_command(&scenario, seed, member, &disk, stride, jobs, planted_bug.as_deref())
+        }
         Commands::Shrink { scenario, seed, planted_bug, reports, runs_max } => {
             shrink_command(&scenario, seed, planted_bug.as_deref(), &reports, runs_max)
         }
@@ -136,6 +162,7 @@ struct RunFlags {
     summary_only: bool,
     reports_on_failure: bool,
     planted_bug: Option<String>,
+    crash_at_write: Option<String>,
 }
 
 fn replay_command(scenario: &Path, seed: u64, planted_bug: Option<&str>) -> String {
@@ -153,7 +180,7 @@ fn run_command(_: &Path, _: u64, _: &Path, _: &RunFlags) -> ExitCode {
 
 #[cfg(madsim)]
 fn run_command(scenario_path: &Path, seed: u64, reports: &Path, flags: &RunFlags) -> ExitCode {
-    let RunFlags { check_determinism, summary_only, reports_on_failure, planted_bug } = flags;
+    let RunFlags { check_determinism, summary_only, reports_on_failure, planted_bug, crash_at_write } = flags;
     let (check_determinism, summary_only, reports_on_failure) = (*check_determinism, *summary_only, *reports_on_failure);
     if let Some(name) = planted_bug {
         if detcd_node::consensus::PlantedBug::parse(name).is_none() {
@@ -171,16 +198,25 @@ fn run_command(scenario_path: &Path, seed: u64, reports: &Path, flags: &RunFlags
     };
     let mut options = Options::derive(&scenario, seed);
     options.planted_bug = planted_bug.clone();
+    if let Some(text) = crash_at_write {
+        match detcd_sim::scenario::CrashAtWrite::parse(text) {
+            Ok(crash) => options.crash_at_write = Some(crash),
+            Err(e) => {
+                eprintln!("detcd-sim: --crash-at-write: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     if !summary_only {
         println!("scenario {} seed {seed}; options:\n{}", scenario.name, options.describe());
     }
     let started = std::time::Instant::now();
-    let report = detcd_sim::run::run_seed_in_fresh_thread(&scenario, seed, planted_bug.clone());
+    let report = detcd_sim::run::run_options_in_fresh_thread(&scenario, options.clone());
     let wall_ms = started.elapsed().as_millis();
     let mut passed = report.passed;
     let mut determinism_note = String::new();
     if check_determinism {
-        let again = detcd_sim::run::run_seed_in_fresh_thread(&scenario, seed, planted_bug.clone());
+        let again = detcd_sim::run::run_options_in_fresh_thread(&scenario, options.clone());
         if again.trace_hash != report.trace_hash {
             passed = false;
             determinism_note = format!("NONDETERMINISM: trace hash {} then {}", report.trace_hash, again.trace_hash);
@@ -229,7 +265,11 @@ fn run_command(scenario_path: &Path, seed: u64, reports: &Path, flags: &RunFlags
             println!("report {}", path.display());
         }
         if !passed {
-            println!("seed {seed} failed; replay with: {}", replay_command(scenario_path, seed, planted_bug.as_deref()));
+            let mut replay = replay_command(scenario_path, seed, planted_bug.as_deref());
+            if let Some(crash) = &options.crash_at_write {
+                replay.push_str(&format!(" --crash-at-write {}", crash.describe()));
+            }
+            println!("seed {seed} failed; replay with: {replay}");
         }
     }
     if passed {
@@ -567,6 +607,53 @@ struct Regression {
 #[serde(deny_unknown_fields)]
 struct RegressionsFile {
     regression: Vec<Regression>,
+}
+
+#[cfg(not(madsim))]
+fn crash_every_write_command(_: &Path, _: u64, _: usize, _: &str, _: u64, _: usize, _: Option<&str>) -> ExitCode {
+    eprintln!("detcd-sim: `crash-every-write` needs the simulator build; use `cargo sim crash-every-write SCENARIO --seed N`");
+    ExitCode::from(2)
+}
+
+#[cfg(madsim)]
+fn crash_every_write_command(scenario_path: &Path, seed: u64, member: usize, disk: &str, stride: u64, jobs: usize, planted_bug: Option<&str>) -> ExitCode {
+    let scenario = match Scenario::load(scenario_path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("detcd-sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let disk = match detcd_sim::scenario::CrashAtWrite::parse(&format!("{member}:{disk}:1")) {
+        Ok(crash) => crash.disk,
+        Err(e) => {
+            eprintln!("detcd-sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let started = std::time::Instant::now();
+    let sweep = detcd_sim::crash_sweep::crash_every_write(&scenario, seed, member, disk, stride, jobs, planted_bug);
+    println!(
+        "m{member}'s {disk:?} disk: {} writes in the run without a crash; {} runs, power lost at the armed write in {}; {} failed ({:.1} s)",
+        sweep.writes_total,
+        sweep.runs,
+        sweep.struck,
+        sweep.failures.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for (crash, failure) in &sweep.failures {
+        println!("  write {}: {failure}", crash.write);
+        println!(
+            "    replay: {} --crash-at-write {}",
+            replay_command(scenario_path, seed, planted_bug),
+            crash.describe()
+        );
+    }
+    if sweep.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 #[cfg(not(madsim))]

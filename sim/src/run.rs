@@ -19,13 +19,13 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::checker::{self, Verdict};
 use crate::cluster::Cluster;
-use crate::faults::{heal, inject, Heal};
+use crate::faults::{heal, inject, restart_after_armed_power_loss, Heal};
 use crate::history::{OpKind, Outcome, KEY_PREFIX, KEY_PREFIX_END};
 use crate::kv_model;
 use crate::liveness::converge;
 use crate::net::{LinkQuality, SimNet};
 use crate::report::RunReport;
-use crate::scenario::{FaultKind, Options, Scenario};
+use crate::scenario::{DiskKind, FaultKind, Options, Scenario};
 use crate::alarm_checker;
 use crate::lease_checker;
 use crate::maintenance_workload::run_operator;
@@ -62,6 +62,14 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
             crash_cluster.restart(index);
         }
     });
+    if let Some(crash) = options.crash_at_write {
+        // Counted from the first write: the members have not run yet.
+        let slot = &cluster.members[crash.member.min(cluster.members.len() - 1)];
+        let disk = if crash.disk == DiskKind::Wal { &slot.wal_disk } else { &slot.data_disk };
+        disk.arm_power_loss(crash.write);
+        world.event("fault", Some(slot.index), format!("armed: power loss at write {} of its {:?} disk", crash.write, crash.disk));
+        restart_after_armed_power_loss(cluster.clone(), slot.index, options.torn_write_probability, options.duration_ms, options.seed ^ crash.write);
+    }
     world.event("phase", None, "chaos".into());
 
     // Fault driver: the timeline and the swarm, each fault healed after its duration.
@@ -193,6 +201,10 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     verdicts.push(("liveness".into(), liveness));
     let leaderless = world.leaderless_terms();
     let mut coverage = world.coverage();
+    for slot in &cluster.members {
+        coverage.insert(format!("disk writes: m{} wal", slot.index), slot.wal_disk.writes());
+        coverage.insert(format!("disk writes: m{} data", slot.index), slot.data_disk.writes());
+    }
     coverage.insert("terms without a leader (split votes)".into(), leaderless.len() as u64);
     let (settled_applied, settled_not) = kv_model::settle_unknown_writes(&history, &watch_record);
     coverage.insert("unknown writes settled: applied".into(), settled_applied);
@@ -263,10 +275,17 @@ async fn check_lease_liveness(cluster: &Cluster, options: &Options, abandoned_ms
 /// Runs one seed in a fresh thread with a fresh madsim runtime, so no static or
 /// thread-local state of an earlier run can leak into it.
 pub fn run_seed_in_fresh_thread(scenario: &Scenario, seed: u64, planted_bug: Option<String>) -> RunReport {
+    let mut options = Options::derive(scenario, seed);
+    options.planted_bug = planted_bug;
+    run_options_in_fresh_thread(scenario, options)
+}
+
+/// [`run_seed_in_fresh_thread`] with options set by the caller (a crash point, a
+/// planted bug) on top of what the seed derived.
+pub fn run_options_in_fresh_thread(scenario: &Scenario, options: Options) -> RunReport {
     let scenario = scenario.clone();
+    let seed = options.seed;
     let thread = std::thread::Builder::new().name(format!("seed-{seed}")).spawn(move || {
-        let mut options = Options::derive(&scenario, seed);
-        options.planted_bug = planted_bug;
         let mut runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
         let limit_ms = options.duration_ms + options.liveness_bound_ms + 120_000;
         runtime.set_time_limit(Duration::from_millis(limit_ms));

@@ -309,6 +309,51 @@ pub struct Options {
     pub client_link_loss: f64,
     /// A bug planted in every member (simulator canary), by name.
     pub planted_bug: Option<String>,
+    /// Power lost at one exact write of one member's disk (`detcd-sim crash-every-write`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_at_write: Option<CrashAtWrite>,
+}
+
+/// Which disk of a member.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskKind {
+    Wal,
+    Data,
+}
+
+/// Power lost at the `write`-th write operation (counted from the member's first start)
+/// of one member's disk.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CrashAtWrite {
+    pub member: usize,
+    pub disk: DiskKind,
+    pub write: u64,
+}
+
+impl CrashAtWrite {
+    /// Parses `MEMBER:DISK:WRITE`, e.g. `0:wal:153`.
+    pub fn parse(text: &str) -> Result<CrashAtWrite, String> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let [member, disk, write] = parts.as_slice() else {
+            return Err(format!("{text:?} is not MEMBER:DISK:WRITE (e.g. 0:wal:153)"));
+        };
+        let member = member.parse().map_err(|_| format!("{member:?} is not a member number"))?;
+        let disk = match *disk {
+            "wal" => DiskKind::Wal,
+            "data" => DiskKind::Data,
+            other => return Err(format!("disk {other:?} is neither wal nor data")),
+        };
+        let write = write.parse().map_err(|_| format!("{write:?} is not a write number"))?;
+        if write == 0 {
+            return Err("writes are counted from 1".into());
+        }
+        Ok(CrashAtWrite { member, disk, write })
+    }
+
+    pub fn describe(&self) -> String {
+        format!("{}:{}:{}", self.member, if self.disk == DiskKind::Wal { "wal" } else { "data" }, self.write)
+    }
 }
 
 impl Scenario {
@@ -343,7 +388,7 @@ impl Options {
     pub fn derive(scenario: &Scenario, seed: u64) -> Options {
         if let Some(pinned) = &scenario.pinned_options {
             // The pinned scenario name too: member ids derive from it.
-            return Options { seed, planted_bug: None, ..pinned.clone() };
+            return Options { seed, planted_bug: None, crash_at_write: None, ..pinned.clone() };
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6f70_7469_6f6e_7321);
         let mut swarm_enabled: Vec<FaultKind> = scenario.faults.swarm.iter().copied().filter(|_| rng.gen_bool(0.6)).collect();
@@ -378,6 +423,7 @@ impl Options {
             clock_jump_ms_max: scenario.faults.clock_jump_ms_max.unwrap_or(5000),
             client_link_loss: scenario.workload.client_link_loss,
             planted_bug: None,
+            crash_at_write: None,
         }
     }
 

@@ -161,3 +161,21 @@ fn a_failing_seed_shrinks_to_a_smaller_run_that_fails_alike() {
     let replayed = run_seed_in_fresh_thread(&Scenario::parse(&text).expect("parses"), seed, Some(bug.to_string()));
     assert_eq!(detcd_sim::shrink::failure_signature(&replayed).as_deref(), Some(shrunk.signature.as_str()));
 }
+
+#[test]
+fn crashing_at_every_write_keeps_every_acknowledged_write_and_finds_a_planted_misordering() {
+    use detcd_sim::crash_sweep::crash_every_write;
+    use detcd_sim::scenario::DiskKind;
+    let scenario = scenario("crash-every-write");
+    for disk in [DiskKind::Wal, DiskKind::Data] {
+        let sweep = crash_every_write(&scenario, 1, 0, disk, 1, 2, None);
+        assert!(sweep.writes_total > 10, "{disk:?}: the run writes ({} writes)", sweep.writes_total);
+        assert!(sweep.struck * 10 >= sweep.runs * 8, "{disk:?}: most armed writes are reached ({} of {})", sweep.struck, sweep.runs);
+        assert!(sweep.failures.is_empty(), "{disk:?}: {:?}", sweep.failures.first());
+    }
+    // Cutting a WAL segment without syncing the old one: a crash at one of a few
+    // hundred writes tears a record in a segment that is no longer the last.
+    let planted = crash_every_write(&scenario, 1, 0, DiskKind::Wal, 1, 2, Some("cut-without-sync"));
+    println!("cut-without-sync: {} of {} crash points fail", planted.failures.len(), planted.runs);
+    assert!(!planted.failures.is_empty(), "crashing at every write finds cut-without-sync");
+}

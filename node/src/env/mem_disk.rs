@@ -37,6 +37,8 @@ struct MemDiskState {
     read_fault_flips: Option<u64>,
     /// Reads that went wrong so far.
     read_faults_struck: u64,
+    /// Write operations so far (create, append, truncate, sync, rename, remove).
+    writes: u64,
 }
 
 /// What an armed power loss does to the operation it strikes.
@@ -51,6 +53,7 @@ enum Strike {
 impl MemDiskState {
     /// Counts one write operation against an armed power loss.
     fn strike(&mut self) -> Strike {
+        self.writes += 1;
         match self.power_loss_after_ops {
             Some(0) | Some(1) => {
                 self.power_loss_after_ops = None;
@@ -266,6 +269,11 @@ impl MemDisk {
     /// Every file with its length, sorted by name.
     pub fn files(&self) -> Vec<(String, usize)> {
         self.lock().files.iter().map(|(p, f)| (p.clone(), f.bytes.len())).collect()
+    }
+
+    /// Write operations so far: the numbers [`MemDisk::arm_power_loss`] counts.
+    pub fn writes(&self) -> u64 {
+        self.lock().writes
     }
 
     pub fn syncs(&self) -> u64 {
