@@ -78,6 +78,29 @@ fn compaction_drops_deleted_keys_and_keeps_latest() {
     assert_ne!(hash_before, store.hash_kv(0), "history was dropped");
 }
 
+/// etcd-io/etcd#18089: compacting at the revision of a delete must not lose the delete
+/// for a watch that starts there (found here by the simulator, nospace seed 44).
+#[test]
+fn a_delete_at_the_compaction_revision_stays_in_history() {
+    let mut store = Mvcc::new();
+    for value in ["v2", "v3", "v4"] {
+        put(&mut store, "k", value);
+    }
+    store.delete_range(&DeleteRangeRequest { key: "k".into(), ..Default::default() });
+    let delete_revision = store.current_revision();
+    put(&mut store, "k", "v6");
+    store.compact(&CompactionRequest { revision: delete_revision, physical: true }).expect("compact");
+    let batch = store.history(b"k", b"", delete_revision, 100).expect("history from the compaction revision");
+    let seen: Vec<(i32, i64)> = batch.events.iter().map(|e| (e.r#type, e.kv.as_ref().expect("kv").mod_revision)).collect();
+    assert_eq!(seen, vec![(1, delete_revision), (0, delete_revision + 1)], "the delete, then the put");
+    assert_eq!(store.live_key_count(), 1);
+    // A later compaction past it drops the tombstone with the rest of the old life.
+    store.compact(&CompactionRequest { revision: delete_revision + 1, physical: true }).expect("compact");
+    let batch = store.history(b"k", b"", delete_revision + 1, 100).expect("history");
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(store.approximate_bytes(), store.count_bytes());
+}
+
 #[test]
 fn range_options() {
     let mut store = Mvcc::new();

@@ -113,4 +113,14 @@ pub struct WatchRecord {
     /// cannot have caused it; an op completed before it cannot have seen it.
     #[serde(default)]
     pub first_applied_seq: BTreeMap<i64, u64>,
+    /// Every compaction point, with when a member first applied it (simulated ms).
+    #[serde(default)]
+    pub compactions: BTreeMap<i64, u64>,
+}
+
+impl WatchRecord {
+    /// The highest compaction point some member had applied by `at_ms` (0: none).
+    pub fn compacted_by(&self, at_ms: u64) -> i64 {
+        self.compactions.iter().filter(|(_, applied_ms)| **applied_ms <= at_ms).map(|(revision, _)| *revision).max().unwrap_or(0)
+    }
 }

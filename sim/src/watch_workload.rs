@@ -40,6 +40,8 @@ struct ChainSpec {
     filters: Vec<i32>,
     /// The first revision not yet given or bookmarked (0: from now, until created).
     next: i64,
+    /// The compaction point a server gave when it cancelled the chain (0: none).
+    compacted_at: i64,
 }
 
 /// How a stream of a chain ended.
@@ -63,6 +65,7 @@ fn record_response(cluster: &Cluster, chain: &mut ChainSpec, response: &WatchRes
         return None;
     }
     if response.canceled {
+        chain.compacted_at = response.compact_revision;
         world.watch_response(chain.id, WatchEntry::Canceled { compact_revision: response.compact_revision, reason: response.cancel_reason.clone() });
         return Some(SegmentEnd::ChainOver);
     }
@@ -150,6 +153,7 @@ async fn run_segment(cluster: &Cluster, chain: &mut ChainSpec, member: usize, st
 /// One watch client (see the module documentation).
 pub async fn run_watch_client(client: u64, cluster: Arc<Cluster>, keys: usize, stop: Arc<AtomicBool>, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ client.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x7761_7463_6821);
+    let mut compacted_at = 0;
     for _ in 0..WATCH_CHAINS_PER_CLIENT_MAX {
         let (key, range_end) = if rng.gen_bool(0.5) {
             ("k".to_string(), "l".to_string())
@@ -170,13 +174,22 @@ pub async fn run_watch_client(client: u64, cluster: Arc<Cluster>, keys: usize, s
             filters.contains(&(watch_create_request::FilterType::Noput as i32)),
             filters.contains(&(watch_create_request::FilterType::Nodelete as i32)),
         );
-        let next = if rng.gen_bool(0.5) { 0 } else { 1 };
-        let mut chain = ChainSpec { id, key, range_end, prev_kv, filters, next };
+        // After a compaction cancelled the last chain, half the time start again from the
+        // compaction point the server named (the oldest revision a watch may ask for).
+        let next = match std::mem::take(&mut compacted_at) {
+            at if at > 0 && rng.gen_bool(0.5) => at,
+            _ if rng.gen_bool(0.5) => 0,
+            _ => 1,
+        };
+        let mut chain = ChainSpec { id, key, range_end, prev_kv, filters, next, compacted_at: 0 };
         for _ in 0..WATCH_SEGMENTS_PER_CHAIN_MAX {
             let member = rng.gen_range(0..cluster.members.len());
             match run_segment(&cluster, &mut chain, member, &stop, &mut rng).await {
                 SegmentEnd::Resume => tokio::time::sleep(Duration::from_millis(rng.gen_range(10..=200))).await,
-                SegmentEnd::ChainOver => break,
+                SegmentEnd::ChainOver => {
+                    compacted_at = chain.compacted_at;
+                    break;
+                }
                 SegmentEnd::Settled => return,
             }
             if stop.load(Ordering::SeqCst) && cluster.members.iter().all(|m| m.handle().is_none()) {
@@ -198,7 +211,8 @@ pub async fn run_compactor(cluster: Arc<Cluster>, interval_ms: u64, retain: i64,
         let Some(&member) = running.choose(&mut rng) else { continue };
         let Some((handle, _)) = cluster.members[member].handle() else { continue };
         let Ok(Some(status)) = tokio::time::timeout(Duration::from_millis(500), handle.status()).await else { continue };
-        let revision = status.revision - retain;
+        // Now and then right up to the newest revision, as an operator clearing space does.
+        let revision = if rng.gen_bool(0.2) { status.revision } else { status.revision - retain };
         if revision <= status.compact_revision {
             continue;
         }

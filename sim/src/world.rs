@@ -445,6 +445,10 @@ impl Observer for World {
                     Some(_) => {}
                 }
             }
+            NodeEvent::Compacted { revision } => {
+                Self::mix(&mut state, format!("compacted|{member_id}|{revision}").as_bytes());
+                state.watches.compactions.entry(revision).or_insert(at_ms);
+            }
             NodeEvent::Lease(change) => {
                 Self::mix(&mut state, format!("lease|{member_id}|{change:?}").as_bytes());
                 if let detcd_node::apply::LeaseChange::Ended { id, expired, revision } = change {

@@ -98,6 +98,9 @@ fn the_canary_finds_planted_bugs() {
         ("snapshot-save-error-ignored", "disk-faults", 20),
         ("snapshot-crc-unchecked", "disk-faults", 20),
         ("wal-read-error-is-empty", "disk-faults", 150),
+        // Found by the simulator in detcd (nospace seed 44) — the bug etcd fixed in
+        // etcd-io/etcd#18089: a delete at the compaction point dropped from history.
+        ("tombstone-compacted-at-its-revision", "canary-watch-compaction", 40),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);

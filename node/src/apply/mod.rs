@@ -180,6 +180,8 @@ pub struct StatePlantedBugs {
     /// `lease-ttl-differs-between-members`: seconds added to a granted TTL when it is
     /// recorded (not when it is answered).
     pub lease_ttl_extra_secs: i64,
+    /// `tombstone-compacted-at-its-revision`.
+    pub tombstone_compacted_at_its_revision: bool,
 }
 
 /// Whether a replicated request can make the store bigger (refused under NOSPACE):
@@ -218,7 +220,7 @@ impl StateMachine {
     #[cfg(madsim)]
     pub fn plant(&mut self, planted: StatePlantedBugs) {
         self.planted = planted;
-        self.mvcc.plant_create_revision_survives_delete(planted.create_revision_survives_delete);
+        self.mvcc.plant(planted.create_revision_survives_delete, planted.tombstone_compacted_at_its_revision);
     }
 
     pub fn mvcc(&self) -> &Mvcc {

@@ -307,6 +307,7 @@ impl NodeCore {
             nospace_ignored: self.planted(PlantedBug::NospaceIgnoredAtApply),
             create_revision_survives_delete: self.planted(PlantedBug::CreateRevisionSurvivesDelete),
             lease_ttl_extra_secs: i64::from(self.planted(PlantedBug::LeaseTtlDiffersBetweenMembers) && self.config.member_id % 2 == 1),
+            tombstone_compacted_at_its_revision: self.planted(PlantedBug::TombstoneCompactedAtItsRevision),
         }
     }
 
@@ -793,7 +794,11 @@ impl NodeCore {
 
     fn apply_request(&mut self, index: u64, data: &[u8]) {
         let no_space_before = self.state.no_space();
+        let compacted_before = self.state.mvcc().compact_revision();
         let applied = self.state.apply(data);
+        if self.state.mvcc().compact_revision() != compacted_before {
+            self.observe(NodeEvent::Compacted { revision: self.state.mvcc().compact_revision() });
+        }
         if self.state.no_space() != no_space_before {
             let revision = self.state.mvcc().current_revision();
             self.observe(NodeEvent::NoSpace { index, active: !no_space_before, revision });

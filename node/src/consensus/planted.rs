@@ -64,10 +64,14 @@ pub enum PlantedBug {
     SnapshotCrcUnchecked,
     /// A WAL segment that cannot be read at start-up counts as empty.
     WalReadErrorIsEmpty,
+    /// Compaction at the revision of a delete drops that delete, so a watch starting
+    /// there never sees it (the old behaviour, found by the simulator; etcd had the same
+    /// bug, etcd-io/etcd#18089).
+    TombstoneCompactedAtItsRevision,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 21] = [
+    pub const ALL: [PlantedBug; 22] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -89,6 +93,7 @@ impl PlantedBug {
         PlantedBug::SnapshotSaveErrorIgnored,
         PlantedBug::SnapshotCrcUnchecked,
         PlantedBug::WalReadErrorIsEmpty,
+        PlantedBug::TombstoneCompactedAtItsRevision,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -114,6 +119,7 @@ impl PlantedBug {
             PlantedBug::SnapshotSaveErrorIgnored => "snapshot-save-error-ignored",
             PlantedBug::SnapshotCrcUnchecked => "snapshot-crc-unchecked",
             PlantedBug::WalReadErrorIsEmpty => "wal-read-error-is-empty",
+            PlantedBug::TombstoneCompactedAtItsRevision => "tombstone-compacted-at-its-revision",
         }
     }
 

@@ -1,5 +1,8 @@
 //! Compaction: history before a revision is dropped, each key keeping its newest version
-//! at or below it (if live) and everything after.
+//! at or below it and everything after — except a tombstone *below* the compaction
+//! point, which goes with the key's whole history. A tombstone *at* the compaction point
+//! stays: a watch may start at that revision and is owed the delete (etcd lost it the
+//! same way once, etcd-io/etcd#18089; detcd's simulator found it here independently).
 
 use super::{record_bytes, Mvcc};
 use crate::errors::EtcdError;
@@ -16,13 +19,19 @@ impl Mvcc {
         if revision > self.current_revision {
             return Err(EtcdError::FutureRevision);
         }
+        // A tombstone at the compaction point is dropped only by the planted old rule.
+        #[cfg(madsim)]
+        let tombstone_kept_at = if self.tombstone_compacted_at_its_revision { revision + 1 } else { revision };
+        #[cfg(not(madsim))]
+        let tombstone_kept_at = revision;
         let mut freed_bytes = 0u64;
         self.keys.retain(|key, records| {
             let position = records.partition_point(|r| r.mod_revision <= revision);
-            // Keep the newest record at or below the compaction point unless it is a tombstone.
+            // Keep the newest record at or below the compaction point, unless it is a
+            // tombstone older than the compaction point.
             let keep_from = match position {
                 0 => 0,
-                p if records[p - 1].tombstone => p,
+                p if records[p - 1].tombstone && records[p - 1].mod_revision < tombstone_kept_at => p,
                 p => p - 1,
             };
             freed_bytes += records[..keep_from].iter().map(|r| record_bytes(key, r)).sum::<u64>();

@@ -71,6 +71,10 @@ pub struct Mvcc {
     #[cfg(madsim)]
     #[serde(skip)]
     create_revision_survives_delete: bool,
+    /// Planted bug `tombstone-compacted-at-its-revision` (simulator builds only).
+    #[cfg(madsim)]
+    #[serde(skip)]
+    pub(crate) tombstone_compacted_at_its_revision: bool,
 }
 
 /// Per-record overhead counted in the database size besides key and value bytes.
@@ -139,12 +143,15 @@ impl Mvcc {
             lessor: lease::Lessor::default(),
             #[cfg(madsim)]
             create_revision_survives_delete: false,
+            #[cfg(madsim)]
+            tombstone_compacted_at_its_revision: false,
         }
     }
 
     #[cfg(madsim)]
-    pub(crate) fn plant_create_revision_survives_delete(&mut self, planted: bool) {
-        self.create_revision_survives_delete = planted;
+    pub(crate) fn plant(&mut self, create_revision_survives_delete: bool, tombstone_compacted_at_its_revision: bool) {
+        self.create_revision_survives_delete = create_revision_survives_delete;
+        self.tombstone_compacted_at_its_revision = tombstone_compacted_at_its_revision;
     }
 
     pub fn current_revision(&self) -> i64 {
