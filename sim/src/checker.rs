@@ -156,16 +156,78 @@ fn check_key(key: &str, ops: &[&Op]) -> Verdict {
     // Report the required ops that the deepest attempt could not place.
     let mut stuck: Vec<&Op> = (0..ops.len()).filter(|i| required_mask[*i] && !deepest.1.get(*i)).map(|i| ops[i]).collect();
     stuck.sort_by_key(|op| op.complete_seq);
-    let involved: Vec<u64> = stuck.iter().take(3).map(|op| op.id).collect();
-    Verdict::Violation {
-        check: "linearizability".into(),
-        detail: format!(
-            "key {key:?}: no linearization of its {} operations; after placing {} of them, none of ops {:?} fits",
-            ops.len(),
-            deepest.0,
-            involved
-        ),
-        ops: involved,
+    let mut involved: Vec<u64> = stuck.iter().take(3).map(|op| op.id).collect();
+    let mut detail = format!(
+        "key {key:?}: no linearization of its {} operations; after placing {} of them, none of ops {:?} fits",
+        ops.len(),
+        deepest.0,
+        involved
+    );
+    if let Some((why, ops_named)) = stuck.iter().find_map(|read| explain_read(ops, read)) {
+        detail.push_str(&format!(". {why}"));
+        involved = ops_named;
+    }
+    Verdict::Violation { check: "linearizability".into(), detail, ops: involved }
+}
+
+/// Why a read cannot be placed, in words, when a simple reason exists: it saw a value
+/// no write produced, or a value some write had already replaced before the read began
+/// (or nothing, although a write had finished and no delete could come between).
+fn explain_read(ops: &[&Op], read: &Op) -> Option<(String, Vec<u64>)> {
+    let OpKind::Get { key, .. } = &read.kind else { return None };
+    let finished = |op: &Op| op.complete_seq.unwrap_or(u64::MAX);
+    // A write that certainly took effect and certainly before the read began.
+    let done_before_read = |op: &&&Op| op.outcome == Outcome::Ok && finished(op) < read.invoke_seq;
+    match &read.read_value {
+        Some(value) => {
+            let Some(writer) = ops.iter().find(|op| op.kind.written_value() == Some(value.as_str())) else {
+                return Some((format!("op {} read {value:?} from {key:?}, a value no write of this key produced", read.id), vec![read.id]));
+            };
+            // A later write: invoked after the writer finished, done before the read began.
+            let replaced = ops.iter().filter(done_before_read).find(|op| {
+                op.kind.is_write() && op.invoke_seq > finished(writer) && (!matches!(op.kind, OpKind::Delete { .. }) || op.deleted > 0) && (!matches!(op.kind, OpKind::Cas { .. }) || op.succeeded)
+            })?;
+            Some((
+                format!(
+                    "op {} read {value:?} (written by op {}, which finished at {} ms), but op {} ({}) began after that and finished at {} ms, before op {} began at {} ms: the read is stale",
+                    read.id,
+                    writer.id,
+                    writer.complete_ms.unwrap_or(0),
+                    replaced.id,
+                    describe_write(replaced),
+                    replaced.complete_ms.unwrap_or(0),
+                    read.id,
+                    read.invoke_ms
+                ),
+                vec![writer.id, replaced.id, read.id],
+            ))
+        }
+        None => {
+            let written = ops.iter().filter(done_before_read).filter(|op| matches!(op.kind, OpKind::Put { .. }) || (matches!(op.kind, OpKind::Cas { .. }) && op.succeeded)).max_by_key(|op| op.complete_seq)?;
+            let may_delete = ops.iter().any(|op| matches!(op.kind, OpKind::Delete { .. }) && finished(op) > written.invoke_seq && op.invoke_seq < finished(read));
+            (!may_delete).then(|| {
+                (
+                    format!(
+                        "op {} found {key:?} absent at {} ms, but op {} ({}) had finished at {} ms and no delete of the key could come between",
+                        read.id,
+                        read.invoke_ms,
+                        written.id,
+                        describe_write(written),
+                        written.complete_ms.unwrap_or(0)
+                    ),
+                    vec![written.id, read.id],
+                )
+            })
+        }
+    }
+}
+
+fn describe_write(op: &Op) -> String {
+    match &op.kind {
+        OpKind::Put { value, .. } => format!("put {value:?}"),
+        OpKind::Cas { expected, value, .. } => format!("compare-and-set {expected:?} -> {value:?}"),
+        OpKind::Delete { .. } => "delete".into(),
+        OpKind::Get { .. } | OpKind::Range { .. } => "read".into(),
     }
 }
 
@@ -329,6 +391,9 @@ mod tests {
     fn stale_read_is_a_violation() {
         let v = verdict(vec![put(1, "a", 1, 2), put(2, "b", 3, 4), get(3, Some("a"), 5, 6)]);
         assert!(v.is_violation(), "{v:?}");
+        let Verdict::Violation { detail, ops, .. } = v else { unreachable!() };
+        assert!(detail.contains("op 3 read \"a\" (written by op 1, which finished at 2 ms), but op 2 (put \"b\") began after that and finished at 4 ms, before op 3 began at 5 ms: the read is stale"), "{detail}");
+        assert_eq!(ops, vec![1, 2, 3]);
     }
 
     #[test]
@@ -352,6 +417,8 @@ mod tests {
     fn lost_acknowledged_write_is_a_violation() {
         let v = verdict(vec![put(1, "a", 1, 2), get(2, None, 3, 4)]);
         assert!(v.is_violation());
+        let Verdict::Violation { detail, .. } = v else { unreachable!() };
+        assert!(detail.contains("op 2 found \"k\" absent at 3 ms, but op 1 (put \"a\") had finished at 2 ms"), "{detail}");
     }
 
     #[test]

@@ -182,6 +182,8 @@ pub struct StatePlantedBugs {
     pub lease_ttl_extra_secs: i64,
     /// `tombstone-compacted-at-its-revision`.
     pub tombstone_compacted_at_its_revision: bool,
+    /// `duplicate-proposals-applied`.
+    pub duplicates_applied: bool,
 }
 
 /// Whether a replicated request can make the store bigger (refused under NOSPACE):
@@ -252,7 +254,13 @@ impl StateMachine {
         let Ok(internal) = decode_internal(data) else {
             return Applied { invalid: true, ..Applied::default() };
         };
-        if !self.applied_requests.first_time(internal.proposer, internal.request_id) {
+        #[allow(unused_mut)]
+        let mut first_time = self.applied_requests.first_time(internal.proposer, internal.request_id);
+        #[cfg(madsim)]
+        if self.planted.duplicates_applied {
+            first_time = true;
+        }
+        if !first_time {
             // A second copy of a proposal the network delivered twice: already applied.
             return Applied::default();
         }

@@ -308,6 +308,7 @@ impl NodeCore {
             create_revision_survives_delete: self.planted(PlantedBug::CreateRevisionSurvivesDelete),
             lease_ttl_extra_secs: i64::from(self.planted(PlantedBug::LeaseTtlDiffersBetweenMembers) && self.config.member_id % 2 == 1),
             tombstone_compacted_at_its_revision: self.planted(PlantedBug::TombstoneCompactedAtItsRevision),
+            duplicates_applied: self.planted(PlantedBug::DuplicateProposalsApplied),
         }
     }
 

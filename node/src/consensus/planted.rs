@@ -68,10 +68,13 @@ pub enum PlantedBug {
     /// there never sees it (the old behaviour, found by the simulator; etcd had the same
     /// bug, etcd-io/etcd#18089).
     TombstoneCompactedAtItsRevision,
+    /// A proposal the network delivered (and raft committed) twice is applied twice:
+    /// the request-dedup window is ignored.
+    DuplicateProposalsApplied,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 22] = [
+    pub const ALL: [PlantedBug; 23] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -94,6 +97,7 @@ impl PlantedBug {
         PlantedBug::SnapshotCrcUnchecked,
         PlantedBug::WalReadErrorIsEmpty,
         PlantedBug::TombstoneCompactedAtItsRevision,
+        PlantedBug::DuplicateProposalsApplied,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -120,6 +124,7 @@ impl PlantedBug {
             PlantedBug::SnapshotCrcUnchecked => "snapshot-crc-unchecked",
             PlantedBug::WalReadErrorIsEmpty => "wal-read-error-is-empty",
             PlantedBug::TombstoneCompactedAtItsRevision => "tombstone-compacted-at-its-revision",
+            PlantedBug::DuplicateProposalsApplied => "duplicate-proposals-applied",
         }
     }
 
