@@ -31,6 +31,12 @@ impl Verdict {
     pub fn is_violation(&self) -> bool {
         matches!(self, Verdict::Violation { .. })
     }
+
+    /// A violation, or a check that could not decide (ran out of budget): either way
+    /// the run is not a pass.
+    pub fn fails_run(&self) -> bool {
+        !matches!(self, Verdict::Ok)
+    }
 }
 
 /// The register every key is: absent or holding a value.

@@ -48,7 +48,7 @@ pub fn crash_every_write(scenario: &Scenario, seed: u64, member: usize, disk: Di
                 let report = run_options_in_fresh_thread(scenario, run);
                 let struck = report.coverage.get("crash point: power loss at an exact write").copied().unwrap_or(0) > 0;
                 let failure = report.first_violation().map(|(name, verdict)| match verdict {
-                    crate::checker::Verdict::Violation { detail, .. } => format!("{name}: {detail}"),
+                    crate::checker::Verdict::Violation { detail, .. } | crate::checker::Verdict::Unknown { detail, .. } => format!("{name}: {detail}"),
                     _ => name.to_string(),
                 });
                 results.lock().expect("results").push((crash, struck, failure));

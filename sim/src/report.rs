@@ -105,7 +105,8 @@ impl RunReport {
         leaders_by_term: BTreeMap<u64, u64>,
         simulated_ms: u64,
     ) -> RunReport {
-        let passed = !verdicts.iter().any(|(name, v)| v.is_violation() && !name.starts_with(EXPECTED_FINDING_PREFIX));
+        // A check that ran out of budget vouches for nothing: the run fails as unknown.
+        let passed = !verdicts.iter().any(|(name, v)| v.fails_run() && !name.starts_with(EXPECTED_FINDING_PREFIX));
         let operations = OperationCounts {
             ok: history.count(Outcome::Ok),
             fail: history.count(Outcome::Fail),
@@ -155,7 +156,7 @@ impl RunReport {
     pub fn first_violation(&self) -> Option<(&str, &Verdict)> {
         self.verdicts
             .iter()
-            .find(|(name, v)| v.is_violation() && !name.starts_with(EXPECTED_FINDING_PREFIX))
+            .find(|(name, v)| v.fails_run() && !name.starts_with(EXPECTED_FINDING_PREFIX))
             .map(|(name, v)| (name.as_str(), v))
     }
 
@@ -167,7 +168,8 @@ impl RunReport {
             trace_hash: self.trace_hash.clone(),
             first_violation: self.first_violation().map(|(name, v)| match v {
                 Verdict::Violation { detail, .. } => format!("{name}: {detail}"),
-                _ => name.to_string(),
+                Verdict::Unknown { detail, .. } => format!("{name}: UNKNOWN (the check could not decide): {detail}"),
+                Verdict::Ok => name.to_string(),
             }),
             ok: self.operations.ok,
             unknown: self.operations.unknown,
