@@ -23,6 +23,10 @@ pub const STALE_REDELIVERY_RATE: f64 = 0.5;
 /// incarnation, so old answers reach the next one.
 pub const STALE_REDELIVERY_DELAY_MS_MAX: u64 = 2000;
 
+/// How long a reset connection drops messages: the production transport's pause
+/// between reconnection attempts (`env::tcp::PEER_RECONNECT_DELAY_MS`, not built here).
+pub const PEER_RECONNECT_DELAY_MS: u64 = 100;
+
 /// Injects one fault; returns what must be undone when it is healed.
 pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8Rng, options: &Options) -> Vec<Heal> {
     let n = cluster.members.len();
@@ -294,6 +298,20 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
                 world.event("fault", Some(victim), format!("WAL disk: the next {count} reads fail"));
             }
             vec![Heal::ReadFaults(victim)]
+        }
+        FaultKind::ConnectionReset => {
+            let mut lost = 0;
+            let mut links = Vec::new();
+            for _ in 0..rng.gen_range(1..=n.max(2)) {
+                let from = rng.gen_range(0..n);
+                let to = rng.gen_range(0..n);
+                if from != to {
+                    lost += cluster.net.reset_connection(ids[from], ids[to], PEER_RECONNECT_DELAY_MS);
+                    links.push((from, to));
+                }
+            }
+            world.event("fault", None, format!("connections reset on links {links:?}: {lost} messages in flight lost"));
+            vec![]
         }
         FaultKind::StaleRedelivery => {
             cluster.net.set_redelivery(STALE_REDELIVERY_RATE, STALE_REDELIVERY_DELAY_MS_MAX);

@@ -58,6 +58,9 @@ struct NetState {
     /// simulated milliseconds "later" may be (0: never).
     redeliver_rate: f64,
     redeliver_delay_ms_max: u64,
+    /// Links whose connection was reset: everything sent before `until_ms` is dropped,
+    /// as the production transport drops while it reconnects.
+    reconnecting_until_ms: BTreeMap<(u64, u64), u64>,
 }
 
 /// The network shared by all simulated members.
@@ -82,6 +85,7 @@ impl SimNet {
                 stats: NetStats::default(),
                 redeliver_rate: 0.0,
                 redeliver_delay_ms_max: 0,
+                reconnecting_until_ms: BTreeMap::new(),
             }),
             wake: Notify::new(),
             origin: tokio::time::Instant::now(),
@@ -164,9 +168,28 @@ impl SimNet {
         self.lock().stats.clone()
     }
 
+    /// Resets the connection `from` → `to`, as a TCP reset does to the production
+    /// transport: what was in flight on it is lost, and what is sent while it
+    /// reconnects (`reconnect_ms`) is dropped. Returns the messages lost in flight.
+    pub fn reset_connection(&self, from: u64, to: u64, reconnect_ms: u64) -> usize {
+        let now = self.now_ms();
+        let mut state = self.lock();
+        let lost: Vec<(u64, u64)> = state.in_flight.iter().filter(|(_, (f, t, _))| (*f, *t) == (from, to)).map(|(key, _)| *key).collect();
+        for key in &lost {
+            state.in_flight.remove(key);
+        }
+        state.stats.dropped_cut += lost.len() as u64;
+        state.reconnecting_until_ms.insert((from, to), now + reconnect_ms);
+        lost.len()
+    }
+
     fn send_one(&self, state: &mut NetState, from: u64, message: Message, now: u64) {
         let to = message.to;
         state.stats.sent += 1;
+        if state.reconnecting_until_ms.get(&(from, to)).is_some_and(|until| now < *until) {
+            state.stats.dropped_cut += 1;
+            return;
+        }
         if state.cut.contains(&(from, to)) {
             state.stats.dropped_cut += 1;
             return;

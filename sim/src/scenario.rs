@@ -225,6 +225,10 @@ pub enum FaultKind {
     /// damaged file (starting from an older snapshot and its WAL) or refuse to start,
     /// never load it. The heal restores the byte.
     CorruptSnapshotFile,
+    /// Peer connections reset: what was in flight on a few links is lost, and what is
+    /// sent while each reconnects (100 ms, the production transport's retry delay) is
+    /// dropped; later messages flow again.
+    ConnectionReset,
     /// A member's next few reads go wrong — I/O errors on either disk, or a silently
     /// flipped byte read from its data disk (a latent sector error): sending a snapshot
     /// must retry, and a start may refuse but never load damaged bytes.
