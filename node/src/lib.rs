@@ -20,6 +20,8 @@ pub mod watch;
 pub mod config;
 #[cfg(not(madsim))]
 pub mod grpc;
+#[cfg(not(madsim))]
+pub mod snapshot_cli;
 
 /// Code generated from etcd's wire schema (`proto/`).
 pub mod pb {

@@ -10,6 +10,10 @@ fn main() {
 #[cfg(not(madsim))]
 fn main() {
     use clap::Parser;
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("snapshot") {
+        std::process::exit(detcd_node::snapshot_cli::main(&args[2..]));
+    }
     let flags = detcd_node::config::Flags::parse();
     let config = match flags.resolve() {
         Ok(config) => config,

@@ -39,6 +39,7 @@ enum Command {
     Status(oneshot::Sender<NodeStatus>),
     HashKv(i64, oneshot::Sender<Result<(i64, u32, i64), EtcdError>>),
     StateDigest(oneshot::Sender<(i64, u64)>),
+    ClientSnapshot(oneshot::Sender<(i64, Vec<u8>)>),
     Defragment(oneshot::Sender<()>),
     Campaign,
     WatchOpen(mpsc::Sender<WatchResponse>, oneshot::Sender<Result<u64, EtcdError>>),
@@ -83,6 +84,14 @@ impl NodeHandle {
         let (sender, receiver) = oneshot::channel();
         self.commands.send(Command::HashKv(revision, sender)).await.map_err(|_| EtcdError::Stopped)?;
         receiver.await.map_err(|_| EtcdError::Stopped)?
+    }
+
+    /// A point-in-time copy of the member's applied state in the client snapshot format
+    /// (`storage::client_snapshot`), with its revision.
+    pub async fn client_snapshot(&self) -> Result<(i64, Vec<u8>), EtcdError> {
+        let (sender, receiver) = oneshot::channel();
+        self.commands.send(Command::ClientSnapshot(sender)).await.map_err(|_| EtcdError::Stopped)?;
+        receiver.await.map_err(|_| EtcdError::Stopped)
     }
 
     /// A digest of the member's whole replicated state (keys and leases) with its
@@ -297,6 +306,9 @@ fn run_command(core: &mut NodeCore, hub: &mut WatchHub, command: Command, now_ms
         }
         Command::StateDigest(responder) => {
             let _ = responder.send(core.state_digest());
+        }
+        Command::ClientSnapshot(responder) => {
+            let _ = responder.send(core.client_snapshot());
         }
         Command::Defragment(responder) => {
             core.defragment();

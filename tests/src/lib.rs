@@ -72,6 +72,16 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `size` members with fresh data dirs under a temporary directory.
     pub fn start(size: usize, extra_args: &[&str]) -> Cluster {
+        let mut cluster = Cluster::prepare(size, extra_args);
+        for i in 0..size {
+            cluster.start_member(i);
+        }
+        cluster
+    }
+
+    /// Names, ports and data dirs for `size` members, none started (a test may fill
+    /// the data dirs first, e.g. with `detcd snapshot restore`).
+    pub fn prepare(size: usize, extra_args: &[&str]) -> Cluster {
         let root = std::env::temp_dir().join(format!("detcd-e2e-{}-{}", std::process::id(), free_port()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).expect("temp dir");
@@ -89,12 +99,17 @@ impl Cluster {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster =
-            Cluster { members, initial_cluster, root, extra_args: extra_args.iter().map(|s| s.to_string()).collect() };
-        for i in 0..size {
-            cluster.start_member(i);
-        }
-        cluster
+        Cluster { members, initial_cluster, root, extra_args: extra_args.iter().map(|s| s.to_string()).collect() }
+    }
+
+    /// The `--initial-cluster` every member is started with.
+    pub fn initial_cluster(&self) -> &str {
+        &self.initial_cluster
+    }
+
+    /// A scratch directory removed with the cluster.
+    pub fn scratch_dir(&self) -> &std::path::Path {
+        &self.root
     }
 
     /// (Re)starts member `i` from its data dir.
@@ -119,7 +134,7 @@ impl Cluster {
             .arg("--initial-cluster")
             .arg(&self.initial_cluster)
             .arg("--initial-cluster-token")
-            .arg("e2e")
+            .arg(CLUSTER_TOKEN)
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log)
@@ -168,6 +183,21 @@ impl Drop for Cluster {
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// The `--initial-cluster-token` every test cluster uses.
+pub const CLUSTER_TOKEN: &str = "e2e";
+
+/// Runs `detcd <args>` (the snapshot commands) and collects its output.
+pub fn detcd(args: &[&str]) -> Etcdctl {
+    let child = Command::new(detcd_binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn detcd");
+    finish(child)
 }
 
 /// Output of one `etcdctl` run.

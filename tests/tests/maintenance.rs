@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use detcd_tests::{etcdctl, runtime, wait_for, wait_writable, Cluster};
+use detcd_tests::{detcd, etcdctl, runtime, wait_for, wait_writable, Cluster};
 
 #[test]
 fn endpoint_hashkv_is_equal_on_every_member() {
@@ -167,4 +167,113 @@ fn health_and_version_over_http_and_endpoint_health() {
         (answer.1 == "503").then_some(answer.0)
     });
     assert_eq!(unhealthy.as_deref(), Some(r#"{"health":"false"}"#));
+}
+
+/// `etcdctl snapshot save` against detcd, `detcd snapshot status` in etcd's three forms,
+/// `detcd snapshot restore` into a new three-member cluster holding the same data (and
+/// revisions), and a damaged file refused without writing anything.
+#[test]
+fn snapshot_save_status_and_restore_into_a_new_cluster() {
+    let mut source = Cluster::start(1, &[]);
+    let rt = runtime();
+    wait_writable(&rt, &mut source, 0);
+    let endpoint = source.endpoints()[0].clone();
+    for i in 0..30 {
+        assert_eq!(etcdctl(&endpoint, &["put", &format!("s{i:02}"), &format!("value-{i}")], None).stdout, "OK\n");
+    }
+    assert_eq!(etcdctl(&endpoint, &["del", "s07"], None).stdout, "1\n");
+    let file = source.scratch_dir().join("snap.db");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let saved = etcdctl(&endpoint, &["snapshot", "save", file_arg], None);
+    assert_eq!(saved.code, 0, "{saved:?}");
+    assert_eq!(saved.stdout, format!("Snapshot saved at {file_arg}\n"));
+    let before = etcdctl(&endpoint, &["get", "--prefix", "", "-w", "json"], None).stdout;
+    let revision = |json: &str| -> i64 {
+        let value: serde_json::Value = serde_json::from_str(json).expect("json");
+        value["header"]["revision"].as_i64().expect("revision")
+    };
+    let kvs = |json: &str| -> Vec<(String, String, i64, i64, i64)> {
+        let value: serde_json::Value = serde_json::from_str(json).expect("json");
+        value["kvs"]
+            .as_array()
+            .expect("kvs")
+            .iter()
+            .map(|kv| {
+                let field = |name: &str| kv[name].as_i64().unwrap_or(0);
+                (kv["key"].as_str().unwrap_or("").to_string(), kv["value"].as_str().unwrap_or("").to_string(), field("create_revision"), field("mod_revision"), field("version"))
+            })
+            .collect()
+    };
+
+    // Status: "hash, revision, total keys, size", the table and the JSON, as etcdctl's.
+    let status = detcd(&["snapshot", "status", file_arg, "-w", "json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let json: serde_json::Value = serde_json::from_str(status.stdout.trim()).expect("status json");
+    assert_eq!(json["revision"].as_i64(), Some(revision(&before)));
+    // Every live key's record, plus the deleted key's put and tombstone.
+    let total_keys = kvs(&before).len() as u64 + 2;
+    assert_eq!(json["totalKey"].as_u64(), Some(total_keys), "{json}");
+    assert_eq!(json["totalSize"].as_u64(), Some(std::fs::metadata(&file).expect("file").len()));
+    let hash = json["hash"].as_u64().expect("hash");
+    let simple = detcd(&["snapshot", "status", file_arg]).stdout;
+    assert!(simple.starts_with(&format!("{hash:x}, {}, {total_keys}, ", revision(&before))), "{simple:?}");
+    let table = detcd(&["snapshot", "status", file_arg, "-w", "table"]).stdout;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 5, "{table}");
+    assert!(lines[1].contains("|   HASH   | REVISION | TOTAL KEYS | TOTAL SIZE |"), "{table}");
+    assert!(lines[3].starts_with(&format!("| {hash:x} |")), "{table}");
+
+    // Restore into three fresh data dirs of a new cluster, then start it.
+    let mut restored = Cluster::prepare(3, &[]);
+    for i in 0..3 {
+        let member = &restored.members[i];
+        let data_dir = member.data_dir.to_str().expect("utf-8").to_string();
+        let advertise = format!("http://127.0.0.1:{}", member.peer_port);
+        let name = member.name.clone();
+        let initial_cluster = restored.initial_cluster().to_string();
+        let args = [
+            "snapshot", "restore", file_arg, "--name", &name, "--initial-cluster", &initial_cluster,
+            "--initial-cluster-token", detcd_tests::CLUSTER_TOKEN, "--initial-advertise-peer-urls", &advertise, "--data-dir", &data_dir,
+        ];
+        let out = detcd(&args);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(out.stdout.starts_with(&format!("restored snapshot {file_arg} (revision {}", revision(&before))), "{out:?}");
+        let again = detcd(&args);
+        assert_eq!((again.code, again.stderr.trim()), (5, format!("Error: data-dir {data_dir:?} exists").as_str()));
+    }
+    for i in 0..3 {
+        restored.start_member(i);
+    }
+    wait_writable(&rt, &mut restored, 0);
+    let all = restored.endpoints().join(",");
+    // (`wait_writable` wrote its probe key again: compare the test's keys.)
+    let written_keys = etcdctl(&endpoint, &["get", "--prefix", "s", "-w", "json"], None).stdout;
+    let after = etcdctl(&all, &["get", "--prefix", "s", "-w", "json"], None).stdout;
+    assert_eq!(kvs(&after).len(), 29);
+    assert_eq!(kvs(&after), kvs(&written_keys), "the restored cluster holds the same keys, values, revisions and versions");
+    assert_eq!(etcdctl(&all, &["put", "after", "restore"], None).stdout, "OK\n");
+    let written = etcdctl(&all, &["get", "after", "-w", "json"], None).stdout;
+    assert!(revision(&written) > revision(&before), "revisions continue from the snapshot's");
+    // A different cluster: new ids.
+    let new_id = etcdctl(&all, &["endpoint", "status", "-w", "json"], None).stdout;
+    let old_id = etcdctl(&endpoint, &["endpoint", "status", "-w", "json"], None).stdout;
+    let cluster_id = |json: &str| serde_json::from_str::<serde_json::Value>(json).expect("json")[0]["Status"]["header"]["cluster_id"].as_u64();
+    assert_ne!(cluster_id(&new_id), cluster_id(&old_id));
+
+    // A damaged or cut file is refused, and nothing is written.
+    let mut bytes = std::fs::read(&file).expect("read");
+    bytes[100] ^= 0x01;
+    let damaged = source.scratch_dir().join("damaged.db");
+    std::fs::write(&damaged, &bytes).expect("write");
+    let damaged_arg = damaged.to_str().expect("utf-8");
+    let refused = detcd(&["snapshot", "status", damaged_arg]);
+    assert_eq!((refused.code, refused.stderr.trim()), (5, "Error: snapshot file is damaged: sha256 checksum mismatch"));
+    let target = source.scratch_dir().join("never.etcd");
+    let target_arg = target.to_str().expect("utf-8");
+    let refused = detcd(&["snapshot", "restore", damaged_arg, "--data-dir", target_arg]);
+    assert_eq!(refused.code, 5, "{refused:?}");
+    assert!(!target.exists(), "a refused restore writes nothing");
+    std::fs::write(&damaged, &std::fs::read(&file).expect("read")[..600]).expect("write");
+    let cut = detcd(&["snapshot", "status", damaged_arg]);
+    assert!(cut.code == 5 && cut.stderr.contains("truncated or damaged"), "{cut:?}");
 }

@@ -229,6 +229,11 @@ impl StateMachine {
         &self.mvcc
     }
 
+    #[cfg(test)]
+    pub(crate) fn mvcc_mut_for_tests(&mut self) -> &mut Mvcc {
+        &mut self.mvcc
+    }
+
     /// A digest of everything replicated that clients can observe — the live keys, the
     /// revisions, the leases and the alarms — cheap enough to take after every applied
     /// entry (a pass over the leases; the key space is digested incrementally). Members

@@ -880,6 +880,13 @@ impl NodeCore {
 
     /// Walks the whole store: for HashKV and convergence checks, never for status.
     /// etcd's HashKV: the digest of the key space up to `revision` (0: current), with the
+    /// A client snapshot (`Maintenance.Snapshot`) of this member's applied state, with
+    /// its revision. Encodes the whole store on the loop (a copy-on-write store would
+    /// move this off it: see the performance issue's stall figures).
+    pub fn client_snapshot(&self) -> (i64, Vec<u8>) {
+        (self.state.mvcc().current_revision(), crate::storage::client_snapshot::encode(&self.state))
+    }
+
     /// revision it covers and the compaction point; etcd's errors for a compacted or
     /// future revision. Served from this member's state (as etcd's: not linearizable).
     pub fn hash_kv(&self, revision: i64) -> Result<(i64, u32, i64), EtcdError> {

@@ -245,6 +245,11 @@ impl Mvcc {
         self.keys.iter().map(|(key, records)| records.iter().map(|r| record_bytes(key, r)).sum::<u64>()).sum()
     }
 
+    /// Key records kept, history included.
+    pub fn record_count(&self) -> u64 {
+        self.keys.values().map(|records| records.len() as u64).sum()
+    }
+
     /// Number of live keys now.
     pub fn live_key_count(&self) -> usize {
         self.keys.values().filter(|r| r.last().is_some_and(|r| !r.tombstone)).count()
