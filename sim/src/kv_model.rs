@@ -315,6 +315,63 @@ pub fn check_kv_model(history: &History, record: &WatchRecord, workload_start: &
     vec![record_findings.verdict(), writes.verdict(), reads.verdict()]
 }
 
+/// A client snapshot a backup client saved during the run, as restore would read it.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct SavedSnapshot {
+    pub member: usize,
+    pub at_ms: u64,
+    /// The revision the member said it saved.
+    pub header_revision: i64,
+    /// The revision the file holds (0 when it could not be read back).
+    pub revision: i64,
+    /// Every live key in the file at its revision.
+    pub kvs: Vec<ReadKv>,
+    /// Why the file could not be read back, if it could not.
+    pub error: Option<String>,
+}
+
+/// Every saved snapshot reads back, holds what its header says, and holds exactly the
+/// key space at its revision: every key, value, mod and create revision and version.
+pub fn check_snapshots(record: &WatchRecord, snapshots: &[SavedSnapshot]) -> (String, Verdict) {
+    let mut findings = Findings::new("snapshot-consistent");
+    let mut ignored = Findings::new("kv-model-record");
+    let model = build(&record.authoritative, &mut ignored);
+    for saved in snapshots {
+        if let Some(error) = &saved.error {
+            findings.add(format!("the snapshot m{} saved at {} ms does not read back: {error}", saved.member, saved.at_ms), &[]);
+            continue;
+        }
+        if saved.revision != saved.header_revision {
+            findings.add(format!("m{} said it saved revision {} but the file holds revision {}", saved.member, saved.header_revision, saved.revision), &[]);
+        }
+        if saved.revision > model.last_revision {
+            findings.add(format!("the snapshot m{} saved holds revision {}, beyond any member's ({})", saved.member, saved.revision, model.last_revision), &[]);
+            continue;
+        }
+        let expected = model.live_in_range_at("", "\u{10ffff}", saved.revision);
+        let same = expected.len() == saved.kvs.len()
+            && expected.iter().zip(&saved.kvs).all(|((key, live), kv)| {
+                *key == kv.key && (&live.value, live.mod_revision, live.create_revision, live.version) == (&kv.value, kv.mod_revision, kv.create_revision, kv.version)
+            });
+        if !same {
+            let missing: Vec<&str> = expected.iter().map(|(k, _)| *k).filter(|k| !saved.kvs.iter().any(|kv| kv.key == *k)).take(5).collect();
+            let extra: Vec<&str> = saved.kvs.iter().map(|kv| kv.key.as_str()).filter(|k| !expected.iter().any(|(e, _)| e == k)).take(5).collect();
+            findings.add(
+                format!(
+                    "the snapshot m{} saved at {} ms holds {} keys at revision {}, the key space then held {} (missing {missing:?}, extra {extra:?}, or fields differ)",
+                    saved.member,
+                    saved.at_ms,
+                    saved.kvs.len(),
+                    saved.revision,
+                    expected.len()
+                ),
+                &[],
+            );
+        }
+    }
+    findings.verdict()
+}
+
 /// Unknown-outcome writes settled from the record: (took effect, never applied).
 pub fn settle_unknown_writes(history: &History, record: &WatchRecord) -> (u64, u64) {
     let applied: std::collections::BTreeSet<(&str, &str)> =

@@ -1,6 +1,8 @@
 //! The operator: when the NOSPACE alarm is raised, compact to the current revision,
 //! defragment every member, and disarm — the recovery of etcd's runbook (and of
-//! `../shared/nospace-reference.txt`).
+//! `../shared/nospace-reference.txt`). And the backup client: `Maintenance.Snapshot`
+//! from a random member now and then, decoded as `detcd snapshot restore` would and
+//! recorded for the whole-state model to compare with the key space at its revision.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,6 +38,39 @@ pub async fn recover_from_nospace(cluster: &Cluster) -> bool {
     }
     cluster.world.event("maintenance", Some(first), format!("NOSPACE: compacted to {}, defragmented, disarmed: {disarmed}", status.revision));
     disarmed
+}
+
+/// Saves a client snapshot from a random running member every `interval_ms` (±50%)
+/// and records what it holds (or why it could not be read back).
+pub async fn run_backup_client(cluster: Arc<Cluster>, interval_ms: u64, stop: Arc<AtomicBool>, seed: u64) {
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6261_636b_7570_2121);
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(interval_ms / 2..=interval_ms * 3 / 2))).await;
+        let running: Vec<usize> = (0..cluster.members.len()).filter(|i| cluster.members[*i].handle().is_some()).collect();
+        let Some(&member) = running.choose(&mut rng) else { continue };
+        let Some((handle, _)) = cluster.members[member].handle() else { continue };
+        let Ok(Ok((revision, bytes))) = tokio::time::timeout(Duration::from_millis(3000), handle.client_snapshot()).await else { continue };
+        let saved = match detcd_node::storage::client_snapshot::decode(&bytes) {
+            Ok(state) => {
+                let mvcc = state.mvcc();
+                let request = detcd_node::pb::etcdserverpb::RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() };
+                let kvs = mvcc.range(&request).map(|r| r.kvs).unwrap_or_default();
+                crate::kv_model::SavedSnapshot {
+                    member,
+                    at_ms: cluster.world.now_ms(),
+                    header_revision: revision,
+                    revision: mvcc.current_revision(),
+                    kvs: kvs.iter().map(crate::world::read_kv_of).collect(),
+                    error: None,
+                }
+            }
+            Err(error) => crate::kv_model::SavedSnapshot { member, at_ms: cluster.world.now_ms(), header_revision: revision, revision: 0, kvs: Vec::new(), error: Some(error) },
+        };
+        cluster.world.event("backup", Some(member), format!("snapshot saved at revision {revision} ({} bytes)", bytes.len()));
+        cluster.world.record_snapshot(saved);
+    }
 }
 
 /// Checks every `interval_ms` and recovers (see [`recover_from_nospace`]).

@@ -28,7 +28,7 @@ use crate::report::RunReport;
 use crate::scenario::{DiskKind, FaultKind, Options, Scenario};
 use crate::alarm_checker;
 use crate::lease_checker;
-use crate::maintenance_workload::run_operator;
+use crate::maintenance_workload::{run_backup_client, run_operator};
 use crate::lease_workload::{run_lease_client, LEASE_TTL_SECS_MAX};
 use crate::report::EXPECTED_FINDING_PREFIX;
 use crate::watch_checker::check_watches;
@@ -128,6 +128,9 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     if scenario.workload.maintenance_interval_ms > 0 {
         tokio::spawn(run_operator(cluster.clone(), scenario.workload.maintenance_interval_ms, stop.clone()));
     }
+    if scenario.workload.backup_interval_ms > 0 {
+        tokio::spawn(run_backup_client(cluster.clone(), scenario.workload.backup_interval_ms, stop.clone(), options.seed));
+    }
     if scenario.workload.compact_interval_ms > 0 {
         tokio::spawn(run_compactor(
             cluster.clone(),
@@ -182,6 +185,7 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     verdicts.push(("revision-monotonic".into(), checker::check_revisions_monotonic(&history)));
     let watch_record = world.watch_record();
     verdicts.extend(kv_model::check_kv_model(&history, &watch_record, KEY_PREFIX, KEY_PREFIX_END));
+    verdicts.push(kv_model::check_snapshots(&watch_record, &world.snapshots()));
     verdicts.extend(check_watches(&watch_record));
     let lease_record = world.lease_record();
     let skews_clocks = options.swarm_enabled.contains(&FaultKind::ClockSkew) || scenario.faults.timeline.iter().any(|f| f.fault == FaultKind::ClockSkew);

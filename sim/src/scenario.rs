@@ -87,6 +87,9 @@ pub struct Workload {
     /// is raised, compacts to the current revision, defragments every member and disarms
     /// (0: never).
     pub maintenance_interval_ms: u64,
+    /// Every this many simulated ms (±50%) a backup client saves a client snapshot
+    /// (`Maintenance.Snapshot`) from a random member (0: never).
+    pub backup_interval_ms: u64,
 }
 
 impl Default for Workload {
@@ -109,6 +112,7 @@ impl Default for Workload {
             compact_retain_revisions: 50,
             lease_clients: 1,
             maintenance_interval_ms: 0,
+            backup_interval_ms: 5000,
         }
     }
 }

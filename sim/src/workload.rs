@@ -14,6 +14,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::cluster::Cluster;
 use crate::history::{OpKind, Outcome, ReadKv, KEY_PREFIX, KEY_PREFIX_END};
+use crate::world::read_kv_of as read_kv;
 use crate::scenario::Scenario;
 
 /// Client operations per client before it stops on its own.
@@ -149,16 +150,6 @@ struct Answer {
     deleted: i64,
     succeeded: bool,
     revision: i64,
-}
-
-fn read_kv(kv: &detcd_node::pb::mvccpb::KeyValue) -> ReadKv {
-    ReadKv {
-        key: String::from_utf8_lossy(&kv.key).into_owned(),
-        value: String::from_utf8_lossy(&kv.value).into_owned(),
-        mod_revision: kv.mod_revision,
-        create_revision: kv.create_revision,
-        version: kv.version,
-    }
 }
 
 async fn execute(handle: &NodeHandle, kind: &OpKind) -> Result<Answer, EtcdError> {

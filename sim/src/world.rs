@@ -51,11 +51,24 @@ struct WorldState {
     leases: LeaseRecord,
     /// What the run reached, by name (see [`World::count`]).
     coverage: BTreeMap<String, u64>,
+    /// Client snapshots the backup client saved.
+    snapshots: Vec<crate::kv_model::SavedSnapshot>,
     /// Each member's last start: (torn tail cut, damaged snapshot files passed over).
     last_recovery: BTreeMap<u64, (bool, usize)>,
     /// NOSPACE alarm transitions by the raft index of the entry that caused them:
     /// (store revision, active). Every member applying that entry must agree.
     nospace: BTreeMap<u64, (i64, bool)>,
+}
+
+/// A key-value in the history's shape.
+pub fn read_kv_of(kv: &detcd_node::pb::mvccpb::KeyValue) -> crate::history::ReadKv {
+    crate::history::ReadKv {
+        key: String::from_utf8_lossy(&kv.key).into_owned(),
+        value: String::from_utf8_lossy(&kv.value).into_owned(),
+        mod_revision: kv.mod_revision,
+        create_revision: kv.create_revision,
+        version: kv.version,
+    }
 }
 
 /// A watch event in the record's shape.
@@ -98,6 +111,7 @@ impl World {
                 nospace: BTreeMap::new(),
                 coverage: BTreeMap::new(),
                 last_recovery: BTreeMap::new(),
+                snapshots: Vec::new(),
             }),
             origin: tokio::time::Instant::now(),
         })
@@ -119,6 +133,16 @@ impl World {
     /// Counts one occurrence of something the sweep's coverage summary reports.
     pub fn count(&self, what: &str) {
         *self.lock().coverage.entry(what.to_string()).or_default() += 1;
+    }
+
+    pub fn record_snapshot(&self, saved: crate::kv_model::SavedSnapshot) {
+        let mut state = self.lock();
+        Self::mix(&mut state, format!("backup|{}|{}|{}|{}", saved.member, saved.revision, saved.kvs.len(), saved.error.is_some()).as_bytes());
+        state.snapshots.push(saved);
+    }
+
+    pub fn snapshots(&self) -> Vec<crate::kv_model::SavedSnapshot> {
+        self.lock().snapshots.clone()
     }
 
     /// What `member_id` reported when it last opened its disks.

@@ -104,6 +104,9 @@ fn the_canary_finds_planted_bugs() {
         // The whole-state model names a value applied twice outright (it showed in 31 of
         // 6,000 seeds when only the per-key search could notice).
         ("duplicate-proposals-applied", "lossy-network", 20),
+        // Client snapshots (issue 12): every saved snapshot must hold the key space at
+        // its revision.
+        ("snapshot-skips-leased-keys", "lease-leader-crashes", 20),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);

@@ -229,6 +229,19 @@ impl StateMachine {
         &self.mvcc
     }
 
+    /// Planted bug `snapshot-skips-leased-keys`: a copy without the keys attached to a
+    /// lease (as if they were not worth backing up).
+    #[cfg(madsim)]
+    pub fn with_leased_keys_deleted(&self) -> StateMachine {
+        let mut copy = self.clone();
+        let all = RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() };
+        let leased: Vec<Vec<u8>> = copy.mvcc.range(&all).map(|r| r.kvs).unwrap_or_default().into_iter().filter(|kv| kv.lease != 0).map(|kv| kv.key).collect();
+        for key in leased {
+            copy.mvcc.delete_range(&DeleteRangeRequest { key, ..Default::default() });
+        }
+        copy
+    }
+
     #[cfg(test)]
     pub(crate) fn mvcc_mut_for_tests(&mut self) -> &mut Mvcc {
         &mut self.mvcc

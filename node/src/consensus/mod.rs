@@ -884,7 +884,12 @@ impl NodeCore {
     /// its revision. Encodes the whole store on the loop (a copy-on-write store would
     /// move this off it: see the performance issue's stall figures).
     pub fn client_snapshot(&self) -> (i64, Vec<u8>) {
-        (self.state.mvcc().current_revision(), crate::storage::client_snapshot::encode(&self.state))
+        let revision = self.state.mvcc().current_revision();
+        #[cfg(madsim)]
+        if self.planted(PlantedBug::SnapshotSkipsLeasedKeys) {
+            return (revision, crate::storage::client_snapshot::encode(&self.state.with_leased_keys_deleted()));
+        }
+        (revision, crate::storage::client_snapshot::encode(&self.state))
     }
 
     /// revision it covers and the compaction point; etcd's errors for a compacted or

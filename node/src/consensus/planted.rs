@@ -71,10 +71,12 @@ pub enum PlantedBug {
     /// A proposal the network delivered (and raft committed) twice is applied twice:
     /// the request-dedup window is ignored.
     DuplicateProposalsApplied,
+    /// A client snapshot (`Maintenance.Snapshot`) leaves out the keys attached to leases.
+    SnapshotSkipsLeasedKeys,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 23] = [
+    pub const ALL: [PlantedBug; 24] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -98,6 +100,7 @@ impl PlantedBug {
         PlantedBug::WalReadErrorIsEmpty,
         PlantedBug::TombstoneCompactedAtItsRevision,
         PlantedBug::DuplicateProposalsApplied,
+        PlantedBug::SnapshotSkipsLeasedKeys,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -125,6 +128,7 @@ impl PlantedBug {
             PlantedBug::WalReadErrorIsEmpty => "wal-read-error-is-empty",
             PlantedBug::TombstoneCompactedAtItsRevision => "tombstone-compacted-at-its-revision",
             PlantedBug::DuplicateProposalsApplied => "duplicate-proposals-applied",
+            PlantedBug::SnapshotSkipsLeasedKeys => "snapshot-skips-leased-keys",
         }
     }
 
