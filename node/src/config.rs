@@ -89,6 +89,10 @@ pub struct Flags {
     /// Duration of time between two checkpoints of remaining lease TTLs.
     #[arg(long, env = "ETCD_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL", default_value = "5m")]
     pub experimental_lease_checkpoint_interval: String,
+    /// How often the leader checks every member's key space for corruption (0s: never).
+    /// A member whose hash differs gets a CORRUPT alarm, and writes are refused.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", default_value = "0s")]
+    pub experimental_corrupt_check_time: String,
 }
 
 /// etcd's auto-compaction flags: `periodic` with a duration (`1h`, `30m`) or whole hours
@@ -294,6 +298,8 @@ impl Flags {
         } else {
             self.quota_backend_bytes
         };
+        node.corrupt_check_interval_ms = parse_duration_ms(&self.experimental_corrupt_check_time)
+            .map_err(|e| format!("--experimental-corrupt-check-time: {e}"))?;
         node.lease_checkpoint_enabled = self.experimental_enable_lease_checkpoint;
         node.lease_checkpoint_interval_ms = parse_duration_ms(&self.experimental_lease_checkpoint_interval)
             .map_err(|e| format!("--experimental-lease-checkpoint-interval: {e}"))?;

@@ -42,6 +42,8 @@ enum Command {
     ClientSnapshot(oneshot::Sender<(i64, Vec<u8>)>),
     Defragment(oneshot::Sender<()>),
     Campaign,
+    #[cfg(madsim)]
+    CorruptMemory(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
     WatchOpen(mpsc::Sender<WatchResponse>, oneshot::Sender<Result<u64, EtcdError>>),
     Watch(u64, WatchRequest),
 }
@@ -107,6 +109,15 @@ impl NodeHandle {
         let (sender, receiver) = oneshot::channel();
         self.commands.send(Command::Defragment(sender)).await.map_err(|_| EtcdError::Stopped)?;
         receiver.await.map_err(|_| EtcdError::Stopped)
+    }
+
+    /// The simulator's memory-corruption fault: flips a byte of the value of the first
+    /// live key with `prefix` in this member's memory. The key, if there was one.
+    #[cfg(madsim)]
+    pub async fn corrupt_memory_for_simulation(&self, prefix: &[u8]) -> Option<Vec<u8>> {
+        let (sender, receiver) = oneshot::channel();
+        self.commands.send(Command::CorruptMemory(prefix.to_vec(), sender)).await.ok()?;
+        receiver.await.ok().flatten()
     }
 
     /// Asks the member to start an election now.
@@ -315,5 +326,9 @@ fn run_command(core: &mut NodeCore, hub: &mut WatchHub, command: Command, now_ms
             let _ = responder.send(());
         }
         Command::Campaign => core.campaign(),
+        #[cfg(madsim)]
+        Command::CorruptMemory(prefix, responder) => {
+            let _ = responder.send(core.corrupt_memory_for_simulation(&prefix));
+        }
     }
 }

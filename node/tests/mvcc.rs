@@ -431,3 +431,44 @@ fn an_expiry_decided_before_a_renewal_is_void() {
     assert_eq!(current.lease_changes.len(), 1);
     assert!(!state.mvcc().leases().contains(5));
 }
+
+/// The corruption check in the state machine: every member reports its hash at a
+/// checked revision; once a majority of voters agree, a member that reported another
+/// hash gets a CORRUPT alarm (even if it was the leader), a replayed report changes
+/// nothing, and while the alarm is up writes are refused with etcd's error.
+#[test]
+fn a_hash_that_differs_from_the_majority_raises_a_corrupt_alarm_and_writes_stop() {
+    use detcd_node::errors::EtcdError;
+    use detcd_node::pb::detcdpb::{internal_request, HashCheck, HashReport, InternalRequest};
+    use detcd_node::pb::etcdserverpb::AlarmType;
+    use prost::Message as _;
+    let mut state = detcd_node::StateMachine::new();
+    let mut next_id = 0;
+    let mut apply = |state: &mut detcd_node::StateMachine, proposer: u64, op: internal_request::Op| {
+        next_id += 1;
+        state.apply(&InternalRequest { proposer, request_id: next_id, op: Some(op) }.encode_to_vec())
+    };
+    apply(&mut state, 1, internal_request::Op::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() }));
+    let checked = apply(&mut state, 1, internal_request::Op::HashCheck(HashCheck { revision: 2, leader_id: 1, voters: 3 }));
+    let report = checked.hash_to_report.expect("the revision is covered");
+    assert_eq!((report.revision, report.hash), (2, state.mvcc().hash_kv(2)));
+    let corrupt_members = |state: &detcd_node::StateMachine| -> Vec<u64> {
+        state.alarms().iter().filter(|a| a.alarm == AlarmType::Corrupt as i32).map(|a| a.member_id).collect()
+    };
+    // The leader (1) reports a damaged hash first: no majority yet, nobody blamed.
+    apply(&mut state, 1, internal_request::Op::HashReport(HashReport { member_id: 1, hash: report.hash ^ 1, ..report }));
+    apply(&mut state, 2, internal_request::Op::HashReport(HashReport { member_id: 2, ..report }));
+    assert!(corrupt_members(&state).is_empty());
+    assert!(!state.corrupt());
+    // The third member agrees with the second: the leader is the one that differs.
+    apply(&mut state, 3, internal_request::Op::HashReport(HashReport { member_id: 3, ..report }));
+    assert_eq!(corrupt_members(&state), vec![1]);
+    // A replayed report of member 1, now healthy, changes nothing.
+    apply(&mut state, 1, internal_request::Op::HashReport(HashReport { member_id: 1, ..report }));
+    assert_eq!(corrupt_members(&state), vec![1]);
+    let refused = apply(&mut state, 2, internal_request::Op::Put(PutRequest { key: b"k".to_vec(), value: b"w".to_vec(), ..Default::default() }));
+    assert!(matches!(refused.answer, Some((_, _, Err(EtcdError::Corrupt)))), "{:?}", refused.answer);
+    assert_eq!(EtcdError::Corrupt.message(), "etcdserver: corrupt cluster");
+    // The check state and the alarm travel in snapshots.
+    assert_eq!(detcd_node::StateMachine::decode(&state.encode()).expect("decode"), state);
+}

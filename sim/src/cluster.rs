@@ -87,6 +87,7 @@ impl Cluster {
                 config.quota_backend_bytes = settings.quota_backend_bytes;
             }
             config.max_wals = settings.max_wals.max(1);
+            config.corrupt_check_interval_ms = settings.corrupt_check_interval_ms;
             config.max_snapshots = 2;
             config.planted_bug = options.planted_bug.as_deref().map(|name| {
                 detcd_node::consensus::PlantedBug::parse(name).unwrap_or_else(|| panic!("unknown planted bug {name:?}"))

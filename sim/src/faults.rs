@@ -299,6 +299,28 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
             }
             vec![Heal::ReadFaults(victim)]
         }
+        FaultKind::MemoryCorruption => {
+            // One damaged member at a time: the check finds a minority that differs.
+            let any_damaged = cluster.members.iter().any(|m| world.is_memory_corrupted(m.member_id));
+            let (Some(&victim), true, false) = (followers.choose(rng), can_take_down, any_damaged) else { return vec![] };
+            let Some((handle, _)) = cluster.members[victim].handle() else { return vec![] };
+            // A key of the fault's own, written through the victim (answered once the
+            // victim applied it), then damaged in its memory only.
+            let key = format!("memtest-{}", rng.gen::<u32>());
+            let put = detcd_node::pb::etcdserverpb::PutRequest { key: key.clone().into_bytes(), value: b"payload".to_vec(), ..Default::default() };
+            if !matches!(tokio::time::timeout(Duration::from_millis(2000), handle.put(put)).await, Ok(Ok(_))) {
+                return vec![];
+            }
+            // Marked first: the member may apply (and report) more before the call returns.
+            let member_id = cluster.members[victim].member_id;
+            world.memory_corrupted(member_id);
+            if handle.corrupt_memory_for_simulation(key.as_bytes()).await.is_none() {
+                world.memory_corruption_aborted(member_id);
+                return vec![];
+            }
+            world.event("fault", Some(victim), format!("memory corrupted: a byte of {key}'s value flipped in its store"));
+            vec![Heal::MemoryCorruption(victim)]
+        }
         FaultKind::ConnectionReset => {
             let mut lost = 0;
             let mut links = Vec::new();
@@ -433,6 +455,9 @@ pub enum Heal {
     DataDisk(usize),
     /// Clear armed read faults; restart the member if a start refused.
     ReadFaults(usize),
+    /// Restart the member (its memory is rebuilt from its disk) and disarm its CORRUPT
+    /// alarm, as an operator would once the corruption check raised it.
+    MemoryCorruption(usize),
     Clock(usize),
 }
 
@@ -504,6 +529,22 @@ pub fn heal(cluster: &Cluster, heal: &Heal) {
             if slot.down.load(Ordering::SeqCst) {
                 cluster.restart(*i);
             }
+        }
+        Heal::MemoryCorruption(i) => {
+            let slot = &cluster.members[*i];
+            if cluster.world.is_memory_corrupted(slot.member_id) {
+                if !slot.down.load(Ordering::SeqCst) {
+                    cluster.kill(*i, "restarted to rebuild its memory from disk");
+                }
+                cluster.restart(*i);
+            }
+            let disarmer = cluster.world.clone();
+            let members: Vec<Option<detcd_node::NodeHandle>> = cluster.members.iter().map(|m| m.handle().map(|(h, _)| h)).collect();
+            let member_id = slot.member_id;
+            tokio::spawn(async move {
+                crate::maintenance_workload::disarm_corrupt(&members, member_id).await;
+                disarmer.event("heal", None, format!("CORRUPT alarm of {member_id:016x} disarmed"));
+            });
         }
         Heal::Clock(i) => {
             cluster.members[*i].clock.stop_drift();

@@ -37,6 +37,9 @@ pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
             disk.disarm_sync_fault();
         }
         slot.clock.stop_drift();
+        if cluster.world.is_memory_corrupted(slot.member_id) && !slot.down.load(Ordering::SeqCst) {
+            cluster.kill(i, "restarted to rebuild its memory from disk");
+        }
         if slot.down.load(Ordering::SeqCst) {
             // A machine restart: nothing unsynced survives, and a failed fsync's poison
             // is gone with the page cache.
@@ -54,6 +57,7 @@ pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
     while !committed && cluster.world.now_ms() < deadline {
         // An operator clears a NOSPACE alarm left from the chaos phase, as etcd's runbook.
         crate::maintenance_workload::recover_from_nospace(cluster).await;
+        crate::maintenance_workload::disarm_every_corrupt(cluster).await;
         let member = attempt % cluster.members.len();
         attempt += 1;
         let kind = OpKind::Put { key: "liveness".into(), value: format!("probe-{attempt}") };

@@ -51,6 +51,10 @@ pub async fn run_backup_client(cluster: Arc<Cluster>, interval_ms: u64, stop: Ar
         let running: Vec<usize> = (0..cluster.members.len()).filter(|i| cluster.members[*i].handle().is_some()).collect();
         let Some(&member) = running.choose(&mut rng) else { continue };
         let Some((handle, _)) = cluster.members[member].handle() else { continue };
+        if cluster.world.is_memory_corrupted(cluster.members[member].member_id) {
+            // Its memory is not the cluster's state; the corruption check's business.
+            continue;
+        }
         let Ok(Ok((revision, bytes))) = tokio::time::timeout(Duration::from_millis(3000), handle.client_snapshot()).await else { continue };
         let saved = match detcd_node::storage::client_snapshot::decode(&bytes) {
             Ok(state) => {
@@ -70,6 +74,28 @@ pub async fn run_backup_client(cluster: Arc<Cluster>, interval_ms: u64, stop: Ar
         };
         cluster.world.event("backup", Some(member), format!("snapshot saved at revision {revision} ({} bytes)", bytes.len()));
         cluster.world.record_snapshot(saved);
+    }
+}
+
+/// Disarms the CORRUPT alarm of `member_id` through whichever member answers.
+pub async fn disarm_corrupt(members: &[Option<detcd_node::NodeHandle>], member_id: u64) {
+    let request = AlarmRequest { action: alarm_request::AlarmAction::Deactivate as i32, member_id, alarm: AlarmType::Corrupt as i32 };
+    for handle in members.iter().flatten() {
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(2000), handle.alarm(request)).await {
+            return;
+        }
+    }
+}
+
+/// Disarms every CORRUPT alarm (after healing, when no member's memory is damaged).
+pub async fn disarm_every_corrupt(cluster: &Cluster) {
+    let members: Vec<Option<detcd_node::NodeHandle>> = cluster.members.iter().map(|m| m.handle().map(|(h, _)| h)).collect();
+    let Some(handle) = members.iter().flatten().next() else { return };
+    let Ok(Some(status)) = tokio::time::timeout(Duration::from_millis(500), handle.status()).await else { return };
+    for (member_id, alarm) in status.alarms {
+        if alarm == AlarmType::Corrupt as i32 {
+            disarm_corrupt(&members, member_id).await;
+        }
     }
 }
 

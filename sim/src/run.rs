@@ -201,6 +201,8 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     verdicts.push(("lease-linearizable".into(), lease_checker::check_lease_linearizable(&lease_record)));
     verdicts.push(("lease-atomic".into(), lease_checker::check_lease_atomicity(&lease_record, &watch_record.authoritative)));
     verdicts.push(("lease-liveness".into(), lease_liveness));
+    let (episodes, corrupt_alarms) = world.corruption_record();
+    verdicts.push(("corruption-detected".into(), check_corruption_detected(&episodes, &corrupt_alarms, scenario.node.corrupt_check_interval_ms)));
     verdicts.push(("nospace-respected".into(), alarm_checker::check_nospace_respected(&world.nospace_transitions(), &watch_record.authoritative)));
     verdicts.push(("liveness".into(), liveness));
     let leaderless = world.leaderless_terms();
@@ -236,6 +238,43 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
         .with_watches(watch_record)
         .with_leases(lease_record)
         .with_coverage(coverage)
+}
+
+/// Memory damage must be found by the corruption check — a CORRUPT alarm for the damaged
+/// member within a bound (four check intervals and 4 s: a new leader waits one interval,
+/// an election takes a few) unless the member restarted sooner — and no CORRUPT alarm
+/// may name a member whose memory was not damaged.
+fn check_corruption_detected(episodes: &[(u64, u64, Option<u64>)], alarms: &[(u64, Vec<u64>)], interval_ms: u64) -> Verdict {
+    let bound_ms = 4 * interval_ms + 4_000;
+    let raised = |member: u64, from: u64, to: u64| alarms.iter().any(|(at, members)| *at >= from && *at <= to && members.contains(&member));
+    if interval_ms > 0 {
+        for (member, since, until) in episodes {
+            let until = until.unwrap_or(u64::MAX);
+            if until.saturating_sub(*since) >= bound_ms && !raised(*member, *since, since + bound_ms) {
+                return Verdict::Violation {
+                    check: "corruption-detected".into(),
+                    detail: format!("the memory of {member:016x} was damaged at {since} ms and no CORRUPT alarm named it within {bound_ms} ms"),
+                    ops: vec![],
+                };
+            }
+        }
+    }
+    // An alarm may come long after the damage was repaired (the reports of a check wait
+    // for a majority of voters to agree), but never for a member whose memory was
+    // never damaged before it.
+    for (at, members) in alarms {
+        for member in members {
+            let damaged = episodes.iter().any(|(m, since, _)| m == member && *since <= *at);
+            if !damaged {
+                return Verdict::Violation {
+                    check: "corruption-detected".into(),
+                    detail: format!("a CORRUPT alarm named {member:016x} at {at} ms, but its memory was never damaged"),
+                    ops: vec![],
+                };
+            }
+        }
+    }
+    Verdict::Ok
 }
 
 /// After every lease client stopped (at `abandoned_ms`) and the cluster healed, every

@@ -136,6 +136,8 @@ pub struct NodeSettings {
     pub auto_compaction_interval_ms: u64,
     /// `--max-wals`: WAL segments kept behind the newest snapshot.
     pub max_wals: usize,
+    /// `--experimental-corrupt-check-time` in ms (0: off).
+    pub corrupt_check_interval_ms: u64,
 }
 
 impl Default for NodeSettings {
@@ -151,6 +153,7 @@ impl Default for NodeSettings {
             auto_compaction_retain_revisions: 0,
             auto_compaction_interval_ms: 3000,
             max_wals: 3,
+            corrupt_check_interval_ms: 0,
         }
     }
 }
@@ -233,6 +236,12 @@ pub enum FaultKind {
     /// sent while each reconnects (100 ms, the production transport's retry delay) is
     /// dropped; later messages flow again.
     ConnectionReset,
+    /// A bad RAM cell: a byte of a value in a follower's in-memory store flips (a key of
+    /// the fault's own, so no client reads the damage). The corruption check must raise
+    /// a CORRUPT alarm for that member before the heal restarts it and an operator
+    /// disarms the alarm. Scenarios with it take no snapshots, so the damage never
+    /// reaches the disk.
+    MemoryCorruption,
     /// A member's next few reads go wrong — I/O errors on either disk, or a silently
     /// flipped byte read from its data disk (a latent sector error): sending a snapshot
     /// must retry, and a start may refuse but never load damaged bytes.

@@ -53,6 +53,14 @@ struct WorldState {
     coverage: BTreeMap<String, u64>,
     /// Client snapshots the backup client saved.
     snapshots: Vec<crate::kv_model::SavedSnapshot>,
+    /// Members whose memory the memory-corruption fault damaged, since when (until they
+    /// restart): their applied changes, state digests and snapshots are not the cluster's.
+    memory_corrupted: BTreeMap<u64, u64>,
+    /// Every memory corruption: (member id, since ms, until ms once it restarted).
+    corruption_episodes: Vec<(u64, u64, Option<u64>)>,
+    /// CORRUPT alarm changes, first member to apply each: (at ms, raft index, members
+    /// with a CORRUPT alarm after it).
+    corrupt_alarms: BTreeMap<u64, (u64, Vec<u64>)>,
     /// Each member's last start: (torn tail cut, damaged snapshot files passed over).
     last_recovery: BTreeMap<u64, (bool, usize)>,
     /// NOSPACE alarm transitions by the raft index of the entry that caused them:
@@ -112,6 +120,9 @@ impl World {
                 coverage: BTreeMap::new(),
                 last_recovery: BTreeMap::new(),
                 snapshots: Vec::new(),
+                memory_corrupted: BTreeMap::new(),
+                corruption_episodes: Vec::new(),
+                corrupt_alarms: BTreeMap::new(),
             }),
             origin: tokio::time::Instant::now(),
         })
@@ -143,6 +154,37 @@ impl World {
 
     pub fn snapshots(&self) -> Vec<crate::kv_model::SavedSnapshot> {
         self.lock().snapshots.clone()
+    }
+
+    /// The memory-corruption fault damaged `member_id`'s in-memory state.
+    pub fn memory_corrupted(&self, member_id: u64) {
+        let now = self.now_ms();
+        let mut state = self.lock();
+        state.memory_corrupted.insert(member_id, now);
+        state.corruption_episodes.push((member_id, now, None));
+        *state.coverage.entry("memory corruptions".into()).or_default() += 1;
+    }
+
+    /// The memory-corruption fault could not damage `member_id` after all (it stopped).
+    pub fn memory_corruption_aborted(&self, member_id: u64) {
+        let mut state = self.lock();
+        if state.memory_corrupted.remove(&member_id).is_some() {
+            if let Some(position) = state.corruption_episodes.iter().rposition(|(m, _, until)| *m == member_id && until.is_none()) {
+                state.corruption_episodes.remove(position);
+            }
+            *state.coverage.entry("memory corruptions".into()).or_default() -= 1;
+        }
+    }
+
+    /// Whether `member_id`'s memory is damaged now (until it restarts).
+    pub fn is_memory_corrupted(&self, member_id: u64) -> bool {
+        self.lock().memory_corrupted.contains_key(&member_id)
+    }
+
+    /// Memory corruptions and CORRUPT alarm changes, for the corruption-check check.
+    pub fn corruption_record(&self) -> (Vec<(u64, u64, Option<u64>)>, Vec<(u64, Vec<u64>)>) {
+        let state = self.lock();
+        (state.corruption_episodes.clone(), state.corrupt_alarms.values().cloned().collect())
     }
 
     /// What `member_id` reported when it last opened its disks.
@@ -406,6 +448,9 @@ impl Observer for World {
             }
             NodeEvent::Applied { index, term, digest, state_digest } => {
                 Self::mix(&mut state, format!("applied|{member_id}|{index}|{term}|{digest}|{state_digest:?}").as_bytes());
+                // A member with damaged memory is not the cluster's state (the corruption
+                // check must catch it instead).
+                let state_digest = state_digest.filter(|_| !state.memory_corrupted.contains_key(&member_id));
                 if let Some(state_digest) = state_digest {
                     match state.invariants.state_after.get(&index).copied() {
                         None => {
@@ -453,6 +498,11 @@ impl Observer for World {
                     }
                 }
             }
+            NodeEvent::Changes { revision, .. } if state.memory_corrupted.contains_key(&member_id) => {
+                // Its changes are not the cluster's, but it did apply the revision.
+                let seq = state.seq;
+                state.watches.first_applied_seq.entry(revision).or_insert(seq);
+            }
             NodeEvent::Changes { revision, events } => {
                 let events: Vec<WatchedEvent> = events.iter().map(watched_event).collect();
                 let first = state.watches.authoritative.get(&revision).cloned();
@@ -460,13 +510,22 @@ impl Observer for World {
                     None => {
                         state.watches.authoritative.insert(revision, events);
                         let seq = state.seq;
-                        state.watches.first_applied_seq.insert(revision, seq);
+                        state.watches.first_applied_seq.entry(revision).or_insert(seq);
                     }
                     Some(first) if first != events && state.diverged_revisions.insert(revision) => {
                         let detail = format!("revision {revision} changed {first:?} on one member but {events:?} on {member_id:016x}");
                         state.invariants.violations.push(Verdict::Violation { check: "changes-identical-everywhere".into(), detail, ops: vec![] });
                     }
                     Some(_) => {}
+                }
+            }
+            NodeEvent::Corrupt { index, active, members } => {
+                Self::mix(&mut state, format!("corrupt|{member_id}|{index}|{active}|{members:?}").as_bytes());
+                if !state.corrupt_alarms.contains_key(&index) {
+                    if active {
+                        *state.coverage.entry("corruption alarms raised".into()).or_default() += 1;
+                    }
+                    state.corrupt_alarms.insert(index, (at_ms, members));
                 }
             }
             NodeEvent::Compacted { revision } => {
@@ -496,6 +555,13 @@ impl Observer for World {
                 Self::mix(&mut state, format!("recovered|{at_ms}|{member_id}|{torn_tail_cut}|{damaged_snapshots_skipped}").as_bytes());
                 *state.coverage.entry("member starts".into()).or_default() += 1;
                 state.last_recovery.insert(member_id, (torn_tail_cut, damaged_snapshots_skipped));
+                // A restart rebuilds memory from the disk (the scenarios that damage
+                // memory take no snapshot, so the disk never saw the damage).
+                if state.memory_corrupted.remove(&member_id).is_some() {
+                    if let Some(episode) = state.corruption_episodes.iter_mut().rev().find(|(m, _, until)| *m == member_id && until.is_none()) {
+                        episode.2 = Some(at_ms);
+                    }
+                }
                 if torn_tail_cut {
                     *state.coverage.entry("torn WAL tails cut at start".into()).or_default() += 1;
                 }

@@ -107,6 +107,9 @@ fn the_canary_finds_planted_bugs() {
         // Client snapshots (issue 12): every saved snapshot must hold the key space at
         // its revision.
         ("snapshot-skips-leased-keys", "lease-leader-crashes", 20),
+        // The corruption check (issue 12): bad RAM in a follower must raise its CORRUPT
+        // alarm within the bound.
+        ("corrupt-check-ignores-mismatch", "memory-corruption", 20),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);

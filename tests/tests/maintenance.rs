@@ -277,3 +277,23 @@ fn snapshot_save_status_and_restore_into_a_new_cluster() {
     let cut = detcd(&["snapshot", "status", damaged_arg]);
     assert!(cut.code == 5 && cut.stderr.contains("truncated or damaged"), "{cut:?}");
 }
+
+/// `--experimental-corrupt-check-time`: healthy members agree, so the periodic check
+/// raises no alarm while writes go on.
+#[test]
+fn the_periodic_corruption_check_stays_quiet_on_a_healthy_cluster() {
+    let mut cluster = Cluster::start(3, &["--experimental-corrupt-check-time", "200ms"]);
+    let rt = runtime();
+    wait_writable(&rt, &mut cluster, 0);
+    let all = cluster.endpoints().join(",");
+    for i in 0..30 {
+        assert_eq!(etcdctl(&all, &["put", &format!("c{i}"), "v"], None).stdout, "OK\n");
+        if i % 10 == 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let alarms = etcdctl(&all, &["alarm", "list"], None);
+    assert_eq!((alarms.code, alarms.stdout.as_str()), (0, ""), "{alarms:?}\n{}", cluster.diagnostics());
+    assert_eq!(etcdctl(&all, &["put", "after", "checks"], None).stdout, "OK\n");
+}

@@ -29,8 +29,24 @@ use crate::pb::mvccpb::Event;
 /// Request ids remembered per proposer to apply each client request at most once
 /// (the network may deliver a forwarded proposal twice, and raft would commit both).
 pub const APPLIED_REQUEST_IDS_PER_PROPOSER_MAX: usize = 8192;
-/// Version byte in front of the state machine's snapshot encoding.
-pub const STATE_ENCODING_VERSION: u8 = 4;
+/// Version byte in front of the state machine's snapshot encoding (4: without the
+/// corruption check's hash reports; still read).
+pub const STATE_ENCODING_VERSION: u8 = 5;
+/// Hash checks whose reports are kept for comparison (the oldest go first).
+pub const HASH_CHECKS_KEPT_MAX: usize = 16;
+/// Reports kept per hash check.
+pub const HASH_REPORTS_PER_CHECK_MAX: usize = 64;
+
+/// One corruption check (see [`StateMachine::apply_hash_report`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashCheckState {
+    /// Voters when the check was asked for: a majority of them agreeing sets the reference.
+    voters: u32,
+    /// The hash a majority reported, once one did.
+    agreed: Option<u32>,
+    /// Every report so far: (member, hash).
+    reports: Vec<(u64, u32)>,
+}
 
 /// A client request, in etcd's own message types.
 #[derive(Clone, Debug, PartialEq)]
@@ -152,6 +168,10 @@ pub struct Applied {
     pub events: Vec<Event>,
     /// The entry was not a valid request and changed nothing (the same on every member).
     pub invalid: bool,
+    /// A hash check: this member's hash of its key space at that revision with the
+    /// compaction point then, which the member reports back through raft (`None` if
+    /// the revision is compacted away).
+    pub hash_to_report: Option<crate::pb::detcdpb::HashReport>,
 }
 
 /// Everything replicated. See the module documentation.
@@ -162,6 +182,10 @@ pub struct StateMachine {
     /// Active alarms: (member that raised it, `AlarmType`). While NOSPACE is among them,
     /// writes that add data are refused (etcd's capped applier).
     alarms: BTreeSet<(u64, i32)>,
+    /// The corruption check, per (revision, compaction point) checked: the reports and,
+    /// once a majority of voters agree, their hash. A member whose report differs from
+    /// it gets a CORRUPT alarm.
+    hash_checks: BTreeMap<(i64, i64), HashCheckState>,
     /// Bugs planted in the state machine (simulator builds only).
     #[cfg(madsim)]
     planted: StatePlantedBugs,
@@ -184,6 +208,22 @@ pub struct StatePlantedBugs {
     pub tombstone_compacted_at_its_revision: bool,
     /// `duplicate-proposals-applied`.
     pub duplicates_applied: bool,
+    /// `corrupt-check-ignores-mismatch`.
+    pub corrupt_check_ignores_mismatch: bool,
+}
+
+/// Whether a replicated request changes keys or leases (refused under CORRUPT, as etcd's
+/// corrupt applier refuses puts, deletes, txns, compactions, lease grants and revokes).
+fn changes_data(op: &internal_request::Op) -> bool {
+    matches!(
+        op,
+        internal_request::Op::Put(_)
+            | internal_request::Op::DeleteRange(_)
+            | internal_request::Op::Txn(_)
+            | internal_request::Op::Compaction(_)
+            | internal_request::Op::LeaseGrant(_)
+            | internal_request::Op::LeaseRevoke(_)
+    )
 }
 
 /// Whether a replicated request can make the store bigger (refused under NOSPACE):
@@ -214,6 +254,7 @@ impl StateMachine {
             mvcc: Mvcc::new(),
             applied_requests: AppliedRequests::default(),
             alarms: BTreeSet::new(),
+            hash_checks: BTreeMap::new(),
             #[cfg(madsim)]
             planted: StatePlantedBugs::default(),
         }
@@ -227,6 +268,12 @@ impl StateMachine {
 
     pub fn mvcc(&self) -> &Mvcc {
         &self.mvcc
+    }
+
+    /// The simulator's memory-corruption fault (see `Mvcc::corrupt_live_value_for_simulation`).
+    #[cfg(madsim)]
+    pub fn corrupt_memory_for_simulation(&mut self, prefix: &[u8]) -> Option<Vec<u8>> {
+        self.mvcc.corrupt_live_value_for_simulation(prefix)
     }
 
     /// Planted bug `snapshot-skips-leased-keys`: a copy without the keys attached to a
@@ -285,8 +332,67 @@ impl StateMachine {
         let mut events = Vec::new();
         let mut lease_changes = Vec::new();
         let op = internal.op.expect("decode_internal checked the operation");
+        if let internal_request::Op::HashCheck(check) = &op {
+            // Checked at a log position: the same revision checked again after a
+            // compaction is another check (the history kept differs).
+            let compact_revision = self.mvcc.compact_revision();
+            self.hash_checks
+                .entry((check.revision, compact_revision))
+                .or_insert_with(|| HashCheckState { voters: check.voters.max(1), ..HashCheckState::default() });
+            while self.hash_checks.len() > HASH_CHECKS_KEPT_MAX {
+                self.hash_checks.pop_first();
+            }
+            let mvcc = &self.mvcc;
+            let covered = check.revision >= compact_revision && check.revision <= mvcc.current_revision();
+            let hash_to_report = covered.then(|| crate::pb::detcdpb::HashReport {
+                revision: check.revision,
+                member_id: 0,
+                hash: mvcc.hash_kv(check.revision),
+                compact_revision,
+            });
+            return Applied { hash_to_report, ..Applied::default() };
+        }
         let result = self.apply_op(op, &mut events, &mut lease_changes);
-        Applied { answer: Some((internal.proposer, internal.request_id, result)), events, lease_changes, invalid: false }
+        Applied { answer: Some((internal.proposer, internal.request_id, result)), events, lease_changes, invalid: false, hash_to_report: None }
+    }
+
+    /// Whether a CORRUPT alarm is active: every write is refused.
+    pub fn corrupt(&self) -> bool {
+        self.alarms.iter().any(|(_, alarm)| *alarm == AlarmType::Corrupt as i32)
+    }
+
+    /// A hash report for a check. Once a majority of the voters reported one hash, it
+    /// is the reference: every member that reported another gets a CORRUPT alarm, now or
+    /// when its report comes. (etcd compares with the leader's hash, so a leader whose
+    /// own state is damaged blames its healthy followers; a majority does not.) A
+    /// member's second report for a check (a replay after restart) and reports for a
+    /// check no longer kept are ignored.
+    fn apply_hash_report(&mut self, report: &crate::pb::detcdpb::HashReport) {
+        let Some(check) = self.hash_checks.get_mut(&(report.revision, report.compact_revision)) else { return };
+        if check.reports.iter().any(|(member, _)| *member == report.member_id) || check.reports.len() >= HASH_REPORTS_PER_CHECK_MAX {
+            return;
+        }
+        check.reports.push((report.member_id, report.hash));
+        let mismatched: Vec<u64> = match check.agreed {
+            Some(agreed) => (agreed != report.hash).then_some(report.member_id).into_iter().collect(),
+            None => {
+                let majority = check.voters as usize / 2 + 1;
+                let agreeing = check.reports.iter().filter(|(_, hash)| *hash == report.hash).count();
+                if agreeing >= majority {
+                    check.agreed = Some(report.hash);
+                    check.reports.iter().filter(|(_, hash)| *hash != report.hash).map(|(member, _)| *member).collect()
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        #[cfg(madsim)]
+        if self.planted.corrupt_check_ignores_mismatch {
+            return;
+        }
+        for member in mismatched {
+            self.alarms.insert((member, AlarmType::Corrupt as i32));
+        }
     }
 
     /// Whether a NOSPACE alarm is active.
@@ -312,6 +418,10 @@ impl StateMachine {
         if capped && adds_data(&op) {
             // etcd's capped applier: every member refuses alike, from replicated state.
             return Err(EtcdError::NoSpace);
+        }
+        if self.corrupt() && changes_data(&op) {
+            // etcd's corrupt applier: no write while a member's state is in doubt.
+            return Err(EtcdError::Corrupt);
         }
         match op {
             internal_request::Op::Alarm(alarm) => {
@@ -369,6 +479,11 @@ impl StateMachine {
                 }
                 Ok(Response::LeaseKeepAlive(LeaseKeepAliveResponse { id: renew.id, ttl, ..Default::default() }))
             }
+            internal_request::Op::HashCheck(_) => unreachable!("hash checks are answered in apply"),
+            internal_request::Op::HashReport(report) => {
+                self.apply_hash_report(&report);
+                Ok(Response::LeaseCheckpoint(LeaseCheckpointResponse::default()))
+            }
             internal_request::Op::LeaseCheckpoint(checkpoint) => {
                 for one in &checkpoint.checkpoints {
                     self.mvcc.lease_checkpoint(one.id, one.remaining_ttl);
@@ -405,23 +520,29 @@ impl StateMachine {
     /// The bytes a raft snapshot carries: a version byte, then the state.
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = vec![STATE_ENCODING_VERSION];
-        bincode::serialize_into(&mut bytes, &(self.mvcc.encode(), &self.applied_requests, &self.alarms)).expect("state encodes");
+        bincode::serialize_into(&mut bytes, &(self.mvcc.encode(), &self.applied_requests, &self.alarms, &self.hash_checks))
+            .expect("state encodes");
         bytes
     }
 
     /// Restores the state from [`StateMachine::encode`]'s bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        match bytes.first() {
-            Some(&STATE_ENCODING_VERSION) => {}
+        type Version4 = (Vec<u8>, AppliedRequests, BTreeSet<(u64, i32)>);
+        type Version5 = (Vec<u8>, AppliedRequests, BTreeSet<(u64, i32)>, BTreeMap<(i64, i64), HashCheckState>);
+        let (mvcc_bytes, applied_requests, alarms, hash_checks): Version5 = match bytes.first() {
+            Some(&STATE_ENCODING_VERSION) => bincode::deserialize(&bytes[1..]).map_err(|e| e.to_string())?,
+            Some(4) => {
+                let (mvcc, applied, alarms): Version4 = bincode::deserialize(&bytes[1..]).map_err(|e| e.to_string())?;
+                (mvcc, applied, alarms, BTreeMap::new())
+            }
             Some(other) => return Err(format!("state encoding version {other} is not {STATE_ENCODING_VERSION}")),
             None => return Err("empty state".into()),
-        }
-        let (mvcc_bytes, applied_requests, alarms): (Vec<u8>, AppliedRequests, BTreeSet<(u64, i32)>) =
-            bincode::deserialize(&bytes[1..]).map_err(|e| e.to_string())?;
+        };
         Ok(Self {
             mvcc: Mvcc::decode(&mvcc_bytes)?,
             applied_requests,
             alarms,
+            hash_checks,
             #[cfg(madsim)]
             planted: StatePlantedBugs::default(),
         })

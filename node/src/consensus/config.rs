@@ -51,6 +51,10 @@ pub struct NodeConfig {
     /// (`--experimental-lease-checkpoint-interval`, etcd's default 5 minutes).
     pub lease_checkpoint_enabled: bool,
     pub lease_checkpoint_interval_ms: u64,
+    /// How often the leader runs the corruption check (`--experimental-corrupt-check-time`;
+    /// 0: never): every member hashes its key space at one revision and reports the hash
+    /// through raft; a member whose hash differs gets a CORRUPT alarm.
+    pub corrupt_check_interval_ms: u64,
     /// Applied entries kept in memory behind a snapshot for slow followers.
     pub snapshot_catchup_entries: u64,
     /// Simulator builds only: a bug to plant in this member.
@@ -82,6 +86,7 @@ impl NodeConfig {
             auto_compaction: super::auto_compaction::AutoCompaction::Off,
             lease_checkpoint_enabled: false,
             lease_checkpoint_interval_ms: 5 * 60 * 1000,
+            corrupt_check_interval_ms: 0,
             #[cfg(madsim)]
             planted_bug: None,
         }

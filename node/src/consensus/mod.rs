@@ -88,6 +88,9 @@ pub struct NodeStatus {
     pub alarms: Vec<(u64, i32)>,
 }
 
+/// Hash reports (corruption check) waiting for the next tick to be proposed.
+pub const HASH_REPORTS_PENDING_MAX: usize = 16;
+
 pub use crate::digest::fnv1a64;
 
 fn role_of(state: StateRole) -> Role {
@@ -131,6 +134,13 @@ pub struct NodeCore {
     auto_compactor: auto_compaction::AutoCompactor,
     /// When the leader next checkpoints lease TTLs (member clock, ms).
     next_lease_checkpoint_ms: u64,
+    /// When the leader next runs the corruption check, and what it checked last
+    /// (revision, compaction point).
+    next_corrupt_check_ms: u64,
+    last_corrupt_check: Option<(i64, i64)>,
+    /// Hash reports to propose at the next tick (proposing while a Ready is handled
+    /// would give a follower messages raft does not expect after `advance`).
+    hash_reports_to_propose: Vec<crate::pb::detcdpb::HashReport>,
 }
 
 /// Revisions the change feed holds before its consumer drains it; beyond this the feed
@@ -263,6 +273,9 @@ impl NodeCore {
             db_size_high_water_bytes: 0,
             auto_compactor: auto_compaction::AutoCompactor::new(auto_compaction_mode),
             next_lease_checkpoint_ms: 0,
+            next_corrupt_check_ms: 0,
+            last_corrupt_check: None,
+            hash_reports_to_propose: Vec::new(),
         };
         #[cfg(madsim)]
         {
@@ -309,6 +322,7 @@ impl NodeCore {
             lease_ttl_extra_secs: i64::from(self.planted(PlantedBug::LeaseTtlDiffersBetweenMembers) && self.config.member_id % 2 == 1),
             tombstone_compacted_at_its_revision: self.planted(PlantedBug::TombstoneCompactedAtItsRevision),
             duplicates_applied: self.planted(PlantedBug::DuplicateProposalsApplied),
+            corrupt_check_ignores_mismatch: self.planted(PlantedBug::CorruptCheckIgnoresMismatch),
         }
     }
 
@@ -339,6 +353,34 @@ impl NodeCore {
         // Lease deadlines are set and checked on one clock: the member's clock seam.
         self.expire_leases(self.env.clock.now_ms());
         self.auto_compact(self.env.clock.now_ms());
+        self.check_for_corruption(self.env.clock.now_ms());
+    }
+
+    /// The leader asks every member, through raft, to hash its key space at the current
+    /// revision (see `apply::StateMachine::apply_hash_report`).
+    fn check_for_corruption(&mut self, now_ms: u64) {
+        for report in std::mem::take(&mut self.hash_reports_to_propose) {
+            self.propose_internal(internal_request::Op::HashReport(report));
+        }
+        let interval_ms = self.config.corrupt_check_interval_ms;
+        if interval_ms == 0 || !self.decides_lease_expiry() {
+            return;
+        }
+        if self.next_corrupt_check_ms == 0 {
+            // A new leader waits one interval: its followers may still be catching up.
+            self.next_corrupt_check_ms = now_ms + interval_ms;
+        }
+        let mvcc = self.state.mvcc();
+        let checked = (mvcc.current_revision(), mvcc.compact_revision());
+        // Nothing changed since the last check: nothing to compare.
+        if now_ms >= self.next_corrupt_check_ms && self.last_corrupt_check != Some(checked) {
+            self.next_corrupt_check_ms = now_ms + interval_ms;
+            self.last_corrupt_check = Some(checked);
+            let revision = checked.0;
+            let voters = u32::try_from(self.raw.raft.prs().conf().voters().ids().len()).unwrap_or(u32::MAX);
+            let check = crate::pb::detcdpb::HashCheck { revision, leader_id: self.config.member_id, voters };
+            self.propose_internal(internal_request::Op::HashCheck(check));
+        }
     }
 
     /// The leader compacts history as `--auto-compaction-*` asks, through raft.
@@ -740,6 +782,7 @@ impl NodeCore {
             let now_ms = self.env.clock.now_ms();
             self.lease_clock.promote(self.state.mvcc().leases(), now_ms, self.config.election_timeout_ms);
             self.next_lease_checkpoint_ms = now_ms + self.config.lease_checkpoint_interval_ms;
+            self.next_corrupt_check_ms = 0;
         } else if role != Role::Leader && self.lease_clock.is_leader() {
             self.lease_clock.demote();
         }
@@ -795,8 +838,18 @@ impl NodeCore {
 
     fn apply_request(&mut self, index: u64, data: &[u8]) {
         let no_space_before = self.state.no_space();
+        let corrupt_before = self.state.corrupt();
         let compacted_before = self.state.mvcc().compact_revision();
         let applied = self.state.apply(data);
+        if let Some(report) = applied.hash_to_report {
+            if self.hash_reports_to_propose.len() < HASH_REPORTS_PENDING_MAX {
+                self.hash_reports_to_propose.push(crate::pb::detcdpb::HashReport { member_id: self.config.member_id, ..report });
+            }
+        }
+        if self.state.corrupt() != corrupt_before {
+            let members = self.state.alarms().iter().filter(|a| a.alarm == crate::pb::etcdserverpb::AlarmType::Corrupt as i32).map(|a| a.member_id).collect();
+            self.observe(NodeEvent::Corrupt { index, active: !corrupt_before, members });
+        }
         if self.state.mvcc().compact_revision() != compacted_before {
             self.observe(NodeEvent::Compacted { revision: self.state.mvcc().compact_revision() });
         }
@@ -880,6 +933,12 @@ impl NodeCore {
 
     /// Walks the whole store: for HashKV and convergence checks, never for status.
     /// etcd's HashKV: the digest of the key space up to `revision` (0: current), with the
+    /// The simulator's memory-corruption fault (simulator builds only).
+    #[cfg(madsim)]
+    pub fn corrupt_memory_for_simulation(&mut self, prefix: &[u8]) -> Option<Vec<u8>> {
+        self.state.corrupt_memory_for_simulation(prefix)
+    }
+
     /// A client snapshot (`Maintenance.Snapshot`) of this member's applied state, with
     /// its revision. Encodes the whole store on the loop (a copy-on-write store would
     /// move this off it: see the performance issue's stall figures).

@@ -73,10 +73,12 @@ pub enum PlantedBug {
     DuplicateProposalsApplied,
     /// A client snapshot (`Maintenance.Snapshot`) leaves out the keys attached to leases.
     SnapshotSkipsLeasedKeys,
+    /// The corruption check compares hashes but raises nothing when they differ.
+    CorruptCheckIgnoresMismatch,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 24] = [
+    pub const ALL: [PlantedBug; 25] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -101,6 +103,7 @@ impl PlantedBug {
         PlantedBug::TombstoneCompactedAtItsRevision,
         PlantedBug::DuplicateProposalsApplied,
         PlantedBug::SnapshotSkipsLeasedKeys,
+        PlantedBug::CorruptCheckIgnoresMismatch,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -129,6 +132,7 @@ impl PlantedBug {
             PlantedBug::TombstoneCompactedAtItsRevision => "tombstone-compacted-at-its-revision",
             PlantedBug::DuplicateProposalsApplied => "duplicate-proposals-applied",
             PlantedBug::SnapshotSkipsLeasedKeys => "snapshot-skips-leased-keys",
+            PlantedBug::CorruptCheckIgnoresMismatch => "corrupt-check-ignores-mismatch",
         }
     }
 

@@ -245,6 +245,21 @@ impl Mvcc {
         self.keys.iter().map(|(key, records)| records.iter().map(|r| record_bytes(key, r)).sum::<u64>()).sum()
     }
 
+    /// The simulator's memory-corruption fault: flips one byte of the newest value of
+    /// the first live key starting with `prefix`, as a bad RAM cell would (the live
+    /// digest follows, as the hardware would not tell). The key, if one was found.
+    #[cfg(madsim)]
+    pub fn corrupt_live_value_for_simulation(&mut self, prefix: &[u8]) -> Option<Vec<u8>> {
+        let (key, records) = self.keys.iter_mut().find(|(key, records)| {
+            key.starts_with(prefix) && records.last().is_some_and(|r| !r.tombstone && !r.value.is_empty())
+        })?;
+        let record = records.last_mut().expect("found above");
+        let before = live_record_digest(key, record);
+        record.value[0] ^= 0x20;
+        self.live_digest ^= before ^ live_record_digest(key, record);
+        Some(key.clone())
+    }
+
     /// Key records kept, history included.
     pub fn record_count(&self) -> u64 {
         self.keys.values().map(|records| records.len() as u64).sum()
