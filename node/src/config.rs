@@ -280,6 +280,14 @@ impl Flags {
         let data_dir = self.data_dir.clone().unwrap_or_else(|| format!("{}.etcd", self.name));
         let wal_dir = if self.wal_dir.is_empty() { format!("{data_dir}/member/wal") } else { self.wal_dir.clone() };
         let mut node = NodeConfig::with_defaults(member_id, cluster_id, member_ids);
+        node.name = self.name.clone();
+        node.peer_urls = self.initial_advertise_peer_urls.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
+        node.client_urls = advertise_client_urls.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
+        for item in initial_cluster.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if let Some((name, url)) = item.split_once('=') {
+                node.initial_peer_urls.entry(ids::member_id(&self.initial_cluster_token, name)).or_default().push(url.to_string());
+            }
+        }
         node.heartbeat_interval_ms = self.heartbeat_interval;
         node.election_timeout_ms = self.election_timeout;
         node.snapshot_count = self.snapshot_count;

@@ -37,6 +37,7 @@ pub const COMMAND_DRAIN_MAX: usize = 1024;
 enum Command {
     Request(Request, oneshot::Sender<Result<Response, EtcdError>>),
     Status(oneshot::Sender<NodeStatus>),
+    MemberList(oneshot::Sender<(NodeStatus, Vec<crate::pb::etcdserverpb::Member>)>),
     HashKv(i64, oneshot::Sender<Result<(i64, u32, i64), EtcdError>>),
     StateDigest(oneshot::Sender<(i64, u64)>),
     ClientSnapshot(oneshot::Sender<(i64, Vec<u8>)>),
@@ -77,6 +78,14 @@ impl NodeHandle {
     pub async fn status(&self) -> Option<NodeStatus> {
         let (sender, receiver) = oneshot::channel();
         self.commands.send(Command::Status(sender)).await.ok()?;
+        receiver.await.ok()
+    }
+
+    /// etcd's MemberList as this member knows it (served locally, as etcd 3.4), with the
+    /// member's status for the header.
+    pub async fn member_list(&self) -> Option<(NodeStatus, Vec<crate::pb::etcdserverpb::Member>)> {
+        let (sender, receiver) = oneshot::channel();
+        self.commands.send(Command::MemberList(sender)).await.ok()?;
         receiver.await.ok()
     }
 
@@ -311,6 +320,9 @@ fn run_command(core: &mut NodeCore, hub: &mut WatchHub, command: Command, now_ms
         Command::Request(request, responder) => core.submit(request, responder, now_ms),
         Command::Status(responder) => {
             let _ = responder.send(core.status());
+        }
+        Command::MemberList(responder) => {
+            let _ = responder.send((core.status(), core.member_list()));
         }
         Command::HashKv(revision, responder) => {
             let _ = responder.send(core.hash_kv(revision));

@@ -88,6 +88,11 @@ impl Cluster {
             }
             config.max_wals = settings.max_wals.max(1);
             config.corrupt_check_interval_ms = settings.corrupt_check_interval_ms;
+            // Names and URLs the member publishes through raft (what MemberList shows).
+            config.name = format!("m{index}");
+            config.peer_urls = vec![format!("http://m{index}:2380")];
+            config.client_urls = vec![format!("http://m{index}:2379")];
+            config.initial_peer_urls = member_ids.iter().enumerate().map(|(i, id)| (*id, vec![format!("http://m{i}:2380")])).collect();
             config.max_snapshots = 2;
             config.planted_bug = options.planted_bug.as_deref().map(|name| {
                 detcd_node::consensus::PlantedBug::parse(name).unwrap_or_else(|| panic!("unknown planted bug {name:?}"))

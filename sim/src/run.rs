@@ -169,6 +169,7 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
         let _ = watcher.await;
     }
     let lease_liveness = check_lease_liveness(&cluster, &options, leases_abandoned_ms).await;
+    let member_list = check_member_lists(&cluster).await;
     world.event("phase", None, "done".into());
 
     let history = world.history();
@@ -201,6 +202,7 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     verdicts.push(("lease-linearizable".into(), lease_checker::check_lease_linearizable(&lease_record)));
     verdicts.push(("lease-atomic".into(), lease_checker::check_lease_atomicity(&lease_record, &watch_record.authoritative)));
     verdicts.push(("lease-liveness".into(), lease_liveness));
+    verdicts.push(("member-list".into(), member_list));
     let (episodes, corrupt_alarms) = world.corruption_record();
     verdicts.push(("corruption-detected".into(), check_corruption_detected(&episodes, &corrupt_alarms, scenario.node.corrupt_check_interval_ms)));
     verdicts.push(("nospace-respected".into(), alarm_checker::check_nospace_respected(&world.nospace_transitions(), &watch_record.authoritative)));
@@ -275,6 +277,38 @@ fn check_corruption_detected(episodes: &[(u64, u64, Option<u64>)], alarms: &[(u6
         }
     }
     Verdict::Ok
+}
+
+/// After healing, every member lists every member, started, with the name and URLs it
+/// published through raft — the same list everywhere.
+async fn check_member_lists(cluster: &Cluster) -> Verdict {
+    const MEMBER_LIST_BOUND_MS: u64 = 5_000;
+    let due_ms = cluster.world.now_ms() + MEMBER_LIST_BOUND_MS;
+    let last = loop {
+        let mut lists = Vec::new();
+        for slot in &cluster.members {
+            let list = match slot.handle() {
+                Some((handle, _)) => tokio::time::timeout(Duration::from_millis(500), handle.member_list()).await.ok().flatten().map(|(_, members)| members),
+                None => None,
+            };
+            lists.push(list);
+        }
+        let expected: Vec<(u64, String, Vec<String>)> = cluster.members.iter().map(|m| (m.member_id, format!("m{}", m.index), vec![format!("http://m{}:2379", m.index)])).collect();
+        let mut expected = expected;
+        expected.sort();
+        let shown: Vec<Option<Vec<(u64, String, Vec<String>)>>> = lists
+            .iter()
+            .map(|list| list.as_ref().map(|members| members.iter().map(|m| (m.id, m.name.clone(), m.client_ur_ls.clone())).collect()))
+            .collect();
+        if shown.iter().all(|list| list.as_ref() == Some(&expected)) {
+            return Verdict::Ok;
+        }
+        if cluster.world.now_ms() >= due_ms {
+            break format!("{shown:?}, expected {expected:?} on every member");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    Verdict::Violation { check: "member-list".into(), detail: format!("member lists did not converge within {MEMBER_LIST_BOUND_MS} ms: {last}"), ops: vec![] }
 }
 
 /// After every lease client stopped (at `abandoned_ms`) and the cluster healed, every

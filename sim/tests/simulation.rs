@@ -110,6 +110,9 @@ fn the_canary_finds_planted_bugs() {
         // The corruption check (issue 12): bad RAM in a follower must raise its CORRUPT
         // alarm within the bound.
         ("corrupt-check-ignores-mismatch", "memory-corruption", 20),
+        // Member lists (issue 11): what members publish through raft is the same
+        // everywhere.
+        ("member-attributes-applied-locally-only", "leader-crash-loop", 20),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);

@@ -228,3 +228,51 @@ fn a_killed_member_restarts_from_its_data_dir_and_catches_up() {
     let restarted = caught_up_within(&rt);
     assert!(restarted.is_some(), "member 2 recovers its state from its own data dir; log: {}", cluster.log(2));
 }
+
+/// `etcdctl member list` in etcd's three forms (every member started, with the name
+/// and URLs it published through raft, in id order), `--endpoints` given as URLs, the
+/// `--cluster` commands that dial the members' published client URLs, and a clear
+/// error for membership changes, which detcd does not do yet.
+#[test]
+fn member_list_and_cluster_wide_commands() {
+    let mut cluster = Cluster::start(3, &[]);
+    let rt = runtime();
+    wait_writable(&rt, &mut cluster, 0);
+    let mut expected: Vec<String> = (0..3)
+        .map(|i| {
+            let member = &cluster.members[i];
+            let id = rt.block_on(member_id_of(&member.endpoint()));
+            format!("{id:016x}, started, {}, http://127.0.0.1:{}, http://127.0.0.1:{}, false", member.name, member.peer_port, member.client_port)
+        })
+        .collect();
+    expected.sort();
+    // Every member publishes itself shortly after it starts.
+    let url = format!("http://{}", cluster.members[1].endpoint());
+    let listed = wait_for(Duration::from_secs(10), || {
+        let out = etcdctl(&url, &["member", "list"], None);
+        (out.stdout.lines().map(str::to_string).collect::<Vec<_>>() == expected).then_some(out)
+    });
+    assert!(listed.is_some(), "member list never showed {expected:?}: {:?}", etcdctl(&url, &["member", "list"], None));
+
+    let table = etcdctl(&url, &["member", "list", "-w", "table"], None).stdout;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 7, "{table}");
+    assert!(lines[1].contains("|        ID        | STATUS  | NAME |"), "{table}");
+    assert!(lines[1].ends_with("| IS LEARNER |"), "{table}");
+    let json: serde_json::Value = serde_json::from_str(&etcdctl(&url, &["member", "list", "-w", "json"], None).stdout).expect("json");
+    let members = json["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3);
+    assert!(members.iter().all(|m| m["clientURLs"].as_array().is_some_and(|urls| urls.len() == 1)), "{json}");
+    assert!(json["header"]["revision"].is_null(), "no revision in a member list header, as etcd: {json}");
+
+    // --cluster dials every member's published client URL.
+    let status = etcdctl(&url, &["endpoint", "status", "--cluster"], None);
+    assert_eq!((status.code, status.stdout.lines().count()), (0, 3), "{status:?}");
+    let health = etcdctl(&url, &["endpoint", "health", "--cluster"], None);
+    // (etcdctl 3.4 prints health to stderr.)
+    assert_eq!(health.stderr.lines().filter(|l| l.contains("is healthy")).count(), 3, "{health:?}");
+
+    let add = etcdctl(&url, &["member", "add", "m9", "--peer-urls", "http://127.0.0.1:1"], None);
+    assert_ne!(add.code, 0);
+    assert!(add.stderr.contains("membership changes (member add, remove, update, promote) are not supported yet"), "{add:?}");
+}

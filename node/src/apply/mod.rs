@@ -32,6 +32,14 @@ pub const APPLIED_REQUEST_IDS_PER_PROPOSER_MAX: usize = 8192;
 /// Version byte in front of the state machine's snapshot encoding (4: without the
 /// corruption check's hash reports; still read).
 pub const STATE_ENCODING_VERSION: u8 = 5;
+/// A member's name and URLs, as it published them through raft.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAttributes {
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+}
+
 /// Hash checks whose reports are kept for comparison (the oldest go first).
 pub const HASH_CHECKS_KEPT_MAX: usize = 16;
 /// Reports kept per hash check.
@@ -81,6 +89,8 @@ pub enum Response {
     LeaseLeases(LeaseLeasesResponse),
     /// The leader's own checkpoint proposals (no client waits for it).
     LeaseCheckpoint(LeaseCheckpointResponse),
+    /// A member's own proposal no client waits for (hash reports, member attributes).
+    Internal,
     Alarm(AlarmResponse),
 }
 
@@ -100,6 +110,7 @@ impl Response {
             Response::LeaseTimeToLive(r) => r.header = header,
             Response::LeaseLeases(r) => r.header = header,
             Response::LeaseCheckpoint(r) => r.header = header,
+            Response::Internal => {}
             Response::Alarm(r) => r.header = header,
         }
     }
@@ -186,6 +197,8 @@ pub struct StateMachine {
     /// once a majority of voters agree, their hash. A member whose report differs from
     /// it gets a CORRUPT alarm.
     hash_checks: BTreeMap<(i64, i64), HashCheckState>,
+    /// What each member published about itself after it started, by member id.
+    members: BTreeMap<u64, MemberAttributes>,
     /// Bugs planted in the state machine (simulator builds only).
     #[cfg(madsim)]
     planted: StatePlantedBugs,
@@ -210,6 +223,9 @@ pub struct StatePlantedBugs {
     pub duplicates_applied: bool,
     /// `corrupt-check-ignores-mismatch`.
     pub corrupt_check_ignores_mismatch: bool,
+    /// `member-attributes-applied-locally-only`: this member's id (it applies only its
+    /// own attributes).
+    pub members_published_locally_only: Option<u64>,
 }
 
 /// Whether a replicated request changes keys or leases (refused under CORRUPT, as etcd's
@@ -255,6 +271,7 @@ impl StateMachine {
             applied_requests: AppliedRequests::default(),
             alarms: BTreeSet::new(),
             hash_checks: BTreeMap::new(),
+            members: BTreeMap::new(),
             #[cfg(madsim)]
             planted: StatePlantedBugs::default(),
         }
@@ -309,6 +326,12 @@ impl StateMachine {
         for (member_id, alarm) in &self.alarms {
             hasher.update(&member_id.to_le_bytes()).update(&alarm.to_le_bytes());
         }
+        for (member_id, attributes) in &self.members {
+            hasher.update(&member_id.to_le_bytes()).update(attributes.name.as_bytes());
+            for url in attributes.peer_urls.iter().chain(&attributes.client_urls) {
+                hasher.update(&[0]).update(url.as_bytes());
+            }
+        }
         hasher.finish()
     }
 
@@ -354,6 +377,11 @@ impl StateMachine {
         }
         let result = self.apply_op(op, &mut events, &mut lease_changes);
         Applied { answer: Some((internal.proposer, internal.request_id, result)), events, lease_changes, invalid: false, hash_to_report: None }
+    }
+
+    /// What each member published about itself, by member id.
+    pub fn members(&self) -> &BTreeMap<u64, MemberAttributes> {
+        &self.members
     }
 
     /// Whether a CORRUPT alarm is active: every write is refused.
@@ -482,7 +510,16 @@ impl StateMachine {
             internal_request::Op::HashCheck(_) => unreachable!("hash checks are answered in apply"),
             internal_request::Op::HashReport(report) => {
                 self.apply_hash_report(&report);
-                Ok(Response::LeaseCheckpoint(LeaseCheckpointResponse::default()))
+                Ok(Response::Internal)
+            }
+            internal_request::Op::PublishMember(member) => {
+                #[cfg(madsim)]
+                if self.planted.members_published_locally_only.is_some_and(|own| own != member.id) {
+                    return Ok(Response::Internal);
+                }
+                let attributes = MemberAttributes { name: member.name, peer_urls: member.peer_ur_ls, client_urls: member.client_ur_ls };
+                self.members.insert(member.id, attributes);
+                Ok(Response::Internal)
             }
             internal_request::Op::LeaseCheckpoint(checkpoint) => {
                 for one in &checkpoint.checkpoints {
@@ -520,7 +557,7 @@ impl StateMachine {
     /// The bytes a raft snapshot carries: a version byte, then the state.
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = vec![STATE_ENCODING_VERSION];
-        bincode::serialize_into(&mut bytes, &(self.mvcc.encode(), &self.applied_requests, &self.alarms, &self.hash_checks))
+        bincode::serialize_into(&mut bytes, &(self.mvcc.encode(), &self.applied_requests, &self.alarms, &self.hash_checks, &self.members))
             .expect("state encodes");
         bytes
     }
@@ -528,12 +565,13 @@ impl StateMachine {
     /// Restores the state from [`StateMachine::encode`]'s bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         type Version4 = (Vec<u8>, AppliedRequests, BTreeSet<(u64, i32)>);
-        type Version5 = (Vec<u8>, AppliedRequests, BTreeSet<(u64, i32)>, BTreeMap<(i64, i64), HashCheckState>);
-        let (mvcc_bytes, applied_requests, alarms, hash_checks): Version5 = match bytes.first() {
+        type Version5 =
+            (Vec<u8>, AppliedRequests, BTreeSet<(u64, i32)>, BTreeMap<(i64, i64), HashCheckState>, BTreeMap<u64, MemberAttributes>);
+        let (mvcc_bytes, applied_requests, alarms, hash_checks, members): Version5 = match bytes.first() {
             Some(&STATE_ENCODING_VERSION) => bincode::deserialize(&bytes[1..]).map_err(|e| e.to_string())?,
             Some(4) => {
                 let (mvcc, applied, alarms): Version4 = bincode::deserialize(&bytes[1..]).map_err(|e| e.to_string())?;
-                (mvcc, applied, alarms, BTreeMap::new())
+                (mvcc, applied, alarms, BTreeMap::new(), BTreeMap::new())
             }
             Some(other) => return Err(format!("state encoding version {other} is not {STATE_ENCODING_VERSION}")),
             None => return Err("empty state".into()),
@@ -543,6 +581,7 @@ impl StateMachine {
             applied_requests,
             alarms,
             hash_checks,
+            members,
             #[cfg(madsim)]
             planted: StatePlantedBugs::default(),
         })

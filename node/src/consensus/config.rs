@@ -22,6 +22,13 @@ pub struct NodeConfig {
     pub cluster_id: u64,
     /// Member ids of the cluster's first voters (used only when the data dir is new).
     pub initial_voters: Vec<u64>,
+    /// This member's name and URLs, which it publishes through raft once it started
+    /// (what MemberList shows), and the first members' peer URLs (`--initial-cluster`),
+    /// shown for a member that has not published yet.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub initial_peer_urls: std::collections::BTreeMap<u64, Vec<String>>,
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
     pub snapshot_count: u64,
@@ -69,6 +76,10 @@ impl NodeConfig {
             member_id,
             cluster_id,
             initial_voters,
+            name: String::new(),
+            peer_urls: Vec::new(),
+            client_urls: Vec::new(),
+            initial_peer_urls: std::collections::BTreeMap::new(),
             heartbeat_interval_ms: 100,
             election_timeout_ms: 1000,
             snapshot_count: 100_000,

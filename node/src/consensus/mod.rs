@@ -141,6 +141,8 @@ pub struct NodeCore {
     /// Hash reports to propose at the next tick (proposing while a Ready is handled
     /// would give a follower messages raft does not expect after `advance`).
     hash_reports_to_propose: Vec<crate::pb::detcdpb::HashReport>,
+    /// When this member next (re)publishes its attributes, if they are not in yet.
+    next_publish_ms: u64,
 }
 
 /// Revisions the change feed holds before its consumer drains it; beyond this the feed
@@ -276,6 +278,7 @@ impl NodeCore {
             next_corrupt_check_ms: 0,
             last_corrupt_check: None,
             hash_reports_to_propose: Vec::new(),
+            next_publish_ms: 0,
         };
         #[cfg(madsim)]
         {
@@ -323,6 +326,7 @@ impl NodeCore {
             tombstone_compacted_at_its_revision: self.planted(PlantedBug::TombstoneCompactedAtItsRevision),
             duplicates_applied: self.planted(PlantedBug::DuplicateProposalsApplied),
             corrupt_check_ignores_mismatch: self.planted(PlantedBug::CorruptCheckIgnoresMismatch),
+            members_published_locally_only: self.planted(PlantedBug::MemberAttributesAppliedLocallyOnly).then_some(self.config.member_id),
         }
     }
 
@@ -354,6 +358,69 @@ impl NodeCore {
         self.expire_leases(self.env.clock.now_ms());
         self.auto_compact(self.env.clock.now_ms());
         self.check_for_corruption(self.env.clock.now_ms());
+        self.publish_member(self.env.clock.now_ms());
+    }
+
+    /// What this member publishes about itself.
+    fn own_attributes(&self) -> crate::apply::MemberAttributes {
+        crate::apply::MemberAttributes {
+            name: self.config.name.clone(),
+            peer_urls: self.config.peer_urls.clone(),
+            client_urls: self.config.client_urls.clone(),
+        }
+    }
+
+    /// Publishes this member's name and URLs through raft until the replicated member
+    /// list holds them (once per start, as etcd publishes its attributes).
+    fn publish_member(&mut self, now_ms: u64) {
+        if self.config.name.is_empty() || now_ms < self.next_publish_ms || self.raw.raft.leader_id == raft::INVALID_ID {
+            return;
+        }
+        let own = self.own_attributes();
+        if self.state.members().get(&self.config.member_id) == Some(&own) {
+            return;
+        }
+        self.next_publish_ms = now_ms + self.config.election_timeout_ms.max(1);
+        let member = crate::pb::etcdserverpb::Member {
+            id: self.config.member_id,
+            name: own.name,
+            peer_ur_ls: own.peer_urls,
+            client_ur_ls: own.client_urls,
+            is_learner: false,
+        };
+        self.propose_internal(internal_request::Op::PublishMember(member));
+    }
+
+    /// etcd's MemberList: every voter and learner of the current configuration, in id
+    /// order, with what it published (a member that has not published yet shows its
+    /// `--initial-cluster` peer URLs and no name, as etcd shows an unstarted member).
+    pub fn member_list(&self) -> Vec<crate::pb::etcdserverpb::Member> {
+        let conf = self.raw.raft.prs().conf();
+        let voters: std::collections::BTreeSet<u64> = conf.voters().ids().iter().collect();
+        let learners: std::collections::BTreeSet<u64> = conf.learners().iter().copied().collect();
+        voters
+            .iter()
+            .map(|id| (*id, false))
+            .chain(learners.iter().map(|id| (*id, true)))
+            .map(|(id, is_learner)| match self.state.members().get(&id) {
+                Some(published) => crate::pb::etcdserverpb::Member {
+                    id,
+                    name: published.name.clone(),
+                    peer_ur_ls: published.peer_urls.clone(),
+                    client_ur_ls: published.client_urls.clone(),
+                    is_learner,
+                },
+                None => crate::pb::etcdserverpb::Member {
+                    id,
+                    peer_ur_ls: self.config.initial_peer_urls.get(&id).cloned().unwrap_or_default(),
+                    is_learner,
+                    ..Default::default()
+                },
+            })
+            .map(|member| (member.id, member))
+            .collect::<std::collections::BTreeMap<u64, _>>()
+            .into_values()
+            .collect()
     }
 
     /// The leader asks every member, through raft, to hash its key space at the current

@@ -75,10 +75,12 @@ pub enum PlantedBug {
     SnapshotSkipsLeasedKeys,
     /// The corruption check compares hashes but raises nothing when they differ.
     CorruptCheckIgnoresMismatch,
+    /// A member applies only its own published attributes: member lists differ.
+    MemberAttributesAppliedLocallyOnly,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 25] = [
+    pub const ALL: [PlantedBug; 26] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -104,6 +106,7 @@ impl PlantedBug {
         PlantedBug::DuplicateProposalsApplied,
         PlantedBug::SnapshotSkipsLeasedKeys,
         PlantedBug::CorruptCheckIgnoresMismatch,
+        PlantedBug::MemberAttributesAppliedLocallyOnly,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -133,6 +136,7 @@ impl PlantedBug {
             PlantedBug::DuplicateProposalsApplied => "duplicate-proposals-applied",
             PlantedBug::SnapshotSkipsLeasedKeys => "snapshot-skips-leased-keys",
             PlantedBug::CorruptCheckIgnoresMismatch => "corrupt-check-ignores-mismatch",
+            PlantedBug::MemberAttributesAppliedLocallyOnly => "member-attributes-applied-locally-only",
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+mod cluster;
 mod http;
 mod kv;
 mod lease;
@@ -12,11 +13,13 @@ mod watch;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Status};
 
+pub use self::cluster::ClusterService;
 pub use self::kv::KvService;
 pub use self::lease::LeaseService;
 pub use self::maintenance::{MaintenanceService, SERVER_VERSION};
 pub use self::watch::WatchService;
 use crate::errors::{EtcdError, GrpcCode};
+use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
@@ -57,7 +60,8 @@ pub async fn serve(incoming: TcpIncoming, node: NodeHandle, max_request_bytes: u
     let routes = tonic::service::Routes::new(kv)
         .add_service(watch)
         .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
-        .add_service(maintenance);
+        .add_service(maintenance)
+        .add_service(ClusterServer::new(ClusterService { node: node.clone() }));
     let router = http::add_routes(routes.into_axum_router(), node);
     tonic::transport::Server::builder()
         // etcd allows any number of streams per connection (grpc's MaxConcurrentStreams
