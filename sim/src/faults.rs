@@ -293,9 +293,12 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
                 let flip = rng.gen_bool(0.5).then(|| rng.gen());
                 slot.data_disk.fail_next_reads(count, flip);
                 world.event("fault", Some(victim), format!("data disk: the next {count} reads {}", if flip.is_some() { "return a flipped byte" } else { "fail" }));
-            } else {
+            } else if can_take_down {
+                // The WAL is read only at start: restart the member into the fault.
                 slot.wal_disk.fail_next_reads(count, None);
                 world.event("fault", Some(victim), format!("WAL disk: the next {count} reads fail"));
+                cluster.kill(victim, "restarted to read its WAL");
+                cluster.restart(victim);
             }
             vec![Heal::ReadFaults(victim)]
         }
