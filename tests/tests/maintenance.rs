@@ -159,7 +159,15 @@ fn health_and_version_over_http_and_endpoint_health() {
     // etcdctl 3.4 prints the health line on stderr.
     let health = etcdctl(&endpoint, &["endpoint", "health"], None).stderr;
     assert!(health.starts_with(&format!("{endpoint} is healthy: successfully committed proposal: took = ")), "{health}");
-    // Without a quorum the member has no leader: unhealthy, 503.
+    // etcd 3.5's probes.
+    assert_eq!(curl(&format!("http://{endpoint}/livez")), ("ok\n".to_string(), "200".to_string()));
+    assert_eq!(curl(&format!("http://{endpoint}/readyz")), ("ok\n".to_string(), "200".to_string()));
+    assert_eq!(
+        curl(&format!("http://{endpoint}/readyz?verbose")),
+        ("[+]data_corruption ok\n[+]serializable_read ok\n[+]linearizable_read ok\nok\n".to_string(), "200".to_string())
+    );
+    // Without a quorum the member has no leader: unhealthy, 503; not ready (no
+    // linearizable read), still live (it serves its own state).
     cluster.kill_member(0);
     cluster.kill_member(2);
     let unhealthy = wait_for(Duration::from_secs(15), || {
@@ -167,6 +175,10 @@ fn health_and_version_over_http_and_endpoint_health() {
         (answer.1 == "503").then_some(answer.0)
     });
     assert_eq!(unhealthy.as_deref(), Some(r#"{"health":"false"}"#));
+    let (ready, code) = curl(&format!("http://{endpoint}/readyz"));
+    assert_eq!(code, "503");
+    assert!(ready.contains("[-]linearizable_read failed: ") && ready.ends_with("readyz check failed\n"), "{ready:?}");
+    assert_eq!(curl(&format!("http://{endpoint}/livez")), ("ok\n".to_string(), "200".to_string()));
 }
 
 /// `etcdctl snapshot save` against detcd, `detcd snapshot status` in etcd's three forms,
