@@ -125,9 +125,7 @@ pub fn restore(bytes: &[u8], plan: &RestorePlan, data_disk: Arc<dyn Disk>, wal_d
     SnapshotStore::new(data_disk).save(&snapshot).map_err(|e| e.to_string())?;
     let (mut wal, _) = Wal::open(wal_disk, RESTORED_INDEX, WAL_SEGMENT_BYTES_MAX).map_err(|e| e.to_string())?;
     wal.append_snapshot_mark(RESTORED_INDEX, RESTORED_TERM).map_err(|e| e.to_string())?;
-    let mut hard_state = HardState::default();
-    hard_state.term = RESTORED_TERM;
-    hard_state.commit = RESTORED_INDEX;
+    let hard_state = HardState { term: RESTORED_TERM, commit: RESTORED_INDEX, ..Default::default() };
     wal.append_hard_state(&hard_state).map_err(|e| e.to_string())?;
     wal.sync().map_err(|e| e.to_string())?;
     Ok(status)
