@@ -276,3 +276,39 @@ fn member_list_and_cluster_wide_commands() {
     assert_ne!(add.code, 0);
     assert!(add.stderr.contains("membership changes (member add, remove, update, promote) are not supported yet"), "{add:?}");
 }
+
+/// etcd's Lock service through the `etcd-client` crate: the second locker waits until
+/// the first unlocks, each holds a key `name/<lease>`, and a lock whose lease is revoked
+/// is released.
+#[test]
+fn the_lock_service_serialises_lockers() {
+    use etcd_client::LockOptions;
+    let mut cluster = Cluster::start(3, &[]);
+    let rt = runtime();
+    wait_writable(&rt, &mut cluster, 0);
+    let (first_endpoint, second_endpoint) = (cluster.members[0].endpoint(), cluster.members[1].endpoint());
+    rt.block_on(async {
+        let mut first = connect(&first_endpoint).await;
+        let mut second = connect(&second_endpoint).await;
+        let first_lease = first.lease_grant(30, None).await.expect("grant").id();
+        let held = first.lock("mylock", Some(LockOptions::new().with_lease(first_lease))).await.expect("lock");
+        assert_eq!(held.key(), format!("mylock/{first_lease:x}").as_bytes());
+        let second_lease = second.lease_grant(30, None).await.expect("grant").id();
+        let mut waiter = second.clone();
+        let waiting = tokio::spawn(async move { waiter.lock("mylock", Some(LockOptions::new().with_lease(second_lease))).await });
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(!waiting.is_finished(), "the second locker must wait while the first holds the lock");
+        first.unlock(held.key()).await.expect("unlock");
+        let got = tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("the waiter gets the lock").expect("task").expect("lock");
+        assert_eq!(got.key(), format!("mylock/{second_lease:x}").as_bytes());
+        // A third locker waits on the second, whose lease is then revoked.
+        let third_lease = first.lease_grant(30, None).await.expect("grant").id();
+        let mut third = first.clone();
+        let waiting = tokio::spawn(async move { third.lock("mylock", Some(LockOptions::new().with_lease(third_lease))).await });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!waiting.is_finished());
+        second.lease_revoke(second_lease).await.expect("revoke");
+        let got = tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("released by the revoke").expect("task").expect("lock");
+        assert_eq!(got.key(), format!("mylock/{third_lease:x}").as_bytes());
+    });
+}

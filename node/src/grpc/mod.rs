@@ -7,6 +7,7 @@ mod cluster;
 mod http;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
 mod watch;
 
@@ -16,6 +17,7 @@ use tonic::{Code, Status};
 pub use self::cluster::ClusterService;
 pub use self::kv::KvService;
 pub use self::lease::LeaseService;
+pub use self::lock::LockService;
 pub use self::maintenance::{MaintenanceService, SERVER_VERSION};
 pub use self::watch::WatchService;
 use crate::errors::{EtcdError, GrpcCode};
@@ -24,6 +26,7 @@ use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::pb::etcdserverpb::watch_server::WatchServer;
+use crate::pb::v3lockpb::lock_server::LockServer;
 use crate::server::NodeHandle;
 
 /// Room for gRPC framing above `--max-request-bytes` (etcd allows the same 512 KiB).
@@ -61,7 +64,8 @@ pub async fn serve(incoming: TcpIncoming, node: NodeHandle, max_request_bytes: u
         .add_service(watch)
         .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
         .add_service(maintenance)
-        .add_service(ClusterServer::new(ClusterService { node: node.clone() }));
+        .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
+        .add_service(LockServer::new(LockService { node: node.clone() }));
     let router = http::add_routes(routes.into_axum_router(), node);
     tonic::transport::Server::builder()
         // etcd allows any number of streams per connection (grpc's MaxConcurrentStreams
