@@ -3,7 +3,7 @@
 //! The simulator build (`--cfg madsim`) needs only the messages, not the gRPC service.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/kv.proto", "proto/rpc.proto", "proto/detcd.proto", "proto/v3lock.proto"];
+    let protos = ["proto/kv.proto", "proto/rpc.proto", "proto/detcd.proto", "proto/v3lock.proto", "proto/v3election.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

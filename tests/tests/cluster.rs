@@ -312,3 +312,46 @@ fn the_lock_service_serialises_lockers() {
         assert_eq!(got.key(), format!("mylock/{third_lease:x}").as_bytes());
     });
 }
+
+/// etcd's Election service through the `etcd-client` crate: the first campaigner leads,
+/// a second waits; Leader and Observe follow proclaimed values; resigning hands over.
+#[test]
+fn the_election_service_elects_proclaims_and_hands_over() {
+    use etcd_client::{ProclaimOptions, ResignOptions};
+    let mut cluster = Cluster::start(3, &[]);
+    let rt = runtime();
+    wait_writable(&rt, &mut cluster, 0);
+    let (first_endpoint, second_endpoint) = (cluster.members[0].endpoint(), cluster.members[2].endpoint());
+    rt.block_on(async {
+        let mut first = connect(&first_endpoint).await;
+        let mut second = connect(&second_endpoint).await;
+        let first_lease = first.lease_grant(30, None).await.expect("grant").id();
+        let elected = first.campaign("myelection", "candidate-a", first_lease).await.expect("campaign");
+        let leader_key = elected.leader().expect("leader key").clone();
+        assert_eq!(leader_key.key(), format!("myelection/{first_lease:x}").as_bytes());
+        let leader_value = |response: etcd_client::LeaderResponse| response.kv().map(|kv| kv.value().to_vec());
+        assert_eq!(leader_value(second.leader("myelection").await.expect("leader")), Some(b"candidate-a".to_vec()));
+        let mut observer = second.observe("myelection").await.expect("observe");
+        let seen = observer.message().await.expect("observe").expect("a leader");
+        assert_eq!(seen.kv().map(|kv| kv.value().to_vec()), Some(b"candidate-a".to_vec()));
+
+        let second_lease = second.lease_grant(30, None).await.expect("grant").id();
+        let mut waiter = second.clone();
+        let waiting = tokio::spawn(async move { waiter.campaign("myelection", "candidate-b", second_lease).await });
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(!waiting.is_finished(), "the second campaigner waits while the first leads");
+
+        first.proclaim("candidate-a2", Some(ProclaimOptions::new().with_leader(leader_key.clone()))).await.expect("proclaim");
+        let seen = tokio::time::timeout(Duration::from_secs(5), observer.message()).await.expect("observed").expect("stream").expect("a leader");
+        assert_eq!(seen.kv().map(|kv| kv.value().to_vec()), Some(b"candidate-a2".to_vec()));
+
+        first.resign(Some(ResignOptions::new().with_leader(leader_key.clone()))).await.expect("resign");
+        let handed = tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("the waiter is elected").expect("task").expect("campaign");
+        assert_eq!(handed.leader().expect("leader key").key(), format!("myelection/{second_lease:x}").as_bytes());
+        let seen = tokio::time::timeout(Duration::from_secs(5), observer.message()).await.expect("observed").expect("stream").expect("a leader");
+        assert_eq!(seen.kv().map(|kv| kv.value().to_vec()), Some(b"candidate-b".to_vec()));
+        // The old leader can no longer proclaim.
+        let refused = first.proclaim("late", Some(ProclaimOptions::new().with_leader(leader_key))).await.expect_err("not leader any more");
+        assert!(refused.to_string().contains("election: not leader"), "{refused}");
+    });
+}

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 mod cluster;
+mod election;
 mod http;
 mod kv;
 mod lease;
@@ -15,6 +16,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Status};
 
 pub use self::cluster::ClusterService;
+pub use self::election::ElectionService;
 pub use self::kv::KvService;
 pub use self::lease::LeaseService;
 pub use self::lock::LockService;
@@ -26,6 +28,7 @@ use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::pb::etcdserverpb::watch_server::WatchServer;
+use crate::pb::v3electionpb::election_server::ElectionServer;
 use crate::pb::v3lockpb::lock_server::LockServer;
 use crate::server::NodeHandle;
 
@@ -65,7 +68,8 @@ pub async fn serve(incoming: TcpIncoming, node: NodeHandle, max_request_bytes: u
         .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
         .add_service(maintenance)
         .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
-        .add_service(LockServer::new(LockService { node: node.clone() }));
+        .add_service(LockServer::new(LockService { node: node.clone() }))
+        .add_service(ElectionServer::new(ElectionService { node: node.clone() }));
     let router = http::add_routes(routes.into_axum_router(), node);
     tonic::transport::Server::builder()
         // etcd allows any number of streams per connection (grpc's MaxConcurrentStreams
