@@ -11,6 +11,7 @@ pub mod env;
 pub mod errors;
 pub mod ids;
 pub mod mvcc;
+pub mod recipes;
 pub mod server;
 pub mod storage;
 pub mod validate;

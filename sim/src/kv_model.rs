@@ -372,6 +372,49 @@ pub fn check_snapshots(record: &WatchRecord, snapshots: &[SavedSnapshot]) -> (St
     findings.verdict()
 }
 
+/// One acquisition of a lock by a lock client.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct LockHold {
+    pub client: u64,
+    pub member: usize,
+    pub key: String,
+    /// The create revision of the client's key.
+    pub create_revision: i64,
+    /// The revision at which the member confirmed no older key was left.
+    pub acquired_revision: i64,
+    pub acquired_ms: u64,
+}
+
+/// Mutual exclusion, in the store: when a lock was acquired, the holder's key existed
+/// with its create revision and no key under the lock's prefix was older.
+pub fn check_locks(record: &WatchRecord, holds: &[LockHold], prefix: &str) -> (String, Verdict) {
+    let mut findings = Findings::new("lock-exclusive");
+    let mut ignored = Findings::new("kv-model-record");
+    let model = build(&record.authoritative, &mut ignored);
+    let end = String::from_utf8_lossy(&detcd_node::recipes::prefix_end(prefix.as_bytes())).into_owned();
+    for hold in holds {
+        let at = hold.acquired_revision;
+        let live = model.live_in_range_at(prefix, &end, at);
+        match live.iter().find(|(key, _)| *key == hold.key) {
+            Some((_, own)) if own.create_revision == hold.create_revision => {}
+            _ => findings.add(
+                format!("client {} held {} (created at revision {}) from revision {at}, where that key did not exist", hold.client, hold.key, hold.create_revision),
+                &[],
+            ),
+        }
+        if let Some((older, life)) = live.iter().find(|(_, life)| life.create_revision < hold.create_revision) {
+            findings.add(
+                format!(
+                    "client {} took the lock with {} (created at revision {}) at revision {at}, while {older} (created at revision {}) still held it",
+                    hold.client, hold.key, hold.create_revision, life.create_revision
+                ),
+                &[],
+            );
+        }
+    }
+    findings.verdict()
+}
+
 /// Unknown-outcome writes settled from the record: (took effect, never applied).
 pub fn settle_unknown_writes(history: &History, record: &WatchRecord) -> (u64, u64) {
     let applied: std::collections::BTreeSet<(&str, &str)> =

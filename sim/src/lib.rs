@@ -30,6 +30,8 @@ pub mod lease_workload;
 #[cfg(madsim)]
 pub mod liveness;
 #[cfg(madsim)]
+pub mod lock_workload;
+#[cfg(madsim)]
 pub mod maintenance_workload;
 #[cfg(madsim)]
 pub mod net;

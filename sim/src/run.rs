@@ -28,6 +28,7 @@ use crate::report::RunReport;
 use crate::scenario::{DiskKind, FaultKind, Options, Scenario};
 use crate::alarm_checker;
 use crate::lease_checker;
+use crate::lock_workload::{run_lock_client, LOCK_NAME};
 use crate::maintenance_workload::{run_backup_client, run_operator};
 use crate::lease_workload::{run_lease_client, LEASE_TTL_SECS_MAX};
 use crate::report::EXPECTED_FINDING_PREFIX;
@@ -140,6 +141,12 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
             options.seed,
         ));
     }
+    let skip_wait = options.planted_bug.as_deref() == Some("lock-skips-the-wait");
+    let mut lock_clients = Vec::new();
+    for client in 0..scenario.workload.lock_clients as u64 {
+        let timeout_ms = scenario.workload.client_timeout_ms;
+        lock_clients.push(tokio::spawn(run_lock_client(client, cluster.clone(), stop.clone(), timeout_ms, options.seed, skip_wait)));
+    }
     let mut clients = Vec::new();
     for client in 0..options.clients as u64 {
         clients.push(tokio::spawn(run_client(client, cluster.clone(), scenario.clone(), stop.clone(), options.seed)));
@@ -151,6 +158,9 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
         let _ = client.await;
     }
     for client in lease_clients {
+        let _ = client.await;
+    }
+    for client in lock_clients {
         let _ = client.await;
     }
     // Nobody renews a lease from here on.
@@ -187,6 +197,7 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     let watch_record = world.watch_record();
     verdicts.extend(kv_model::check_kv_model(&history, &watch_record, KEY_PREFIX, KEY_PREFIX_END));
     verdicts.push(kv_model::check_snapshots(&watch_record, &world.snapshots()));
+    verdicts.push(kv_model::check_locks(&watch_record, &world.lock_holds(), &format!("{LOCK_NAME}/")));
     verdicts.extend(check_watches(&watch_record));
     let lease_record = world.lease_record();
     let skews_clocks = options.swarm_enabled.contains(&FaultKind::ClockSkew) || scenario.faults.timeline.iter().any(|f| f.fault == FaultKind::ClockSkew);

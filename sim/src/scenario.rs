@@ -90,6 +90,9 @@ pub struct Workload {
     /// Every this many simulated ms (±50%) a backup client saves a client snapshot
     /// (`Maintenance.Snapshot`) from a random member (0: never).
     pub backup_interval_ms: u64,
+    /// Lock clients: each takes the lock `lock` with a short lease through etcd's lock
+    /// recipe, holds it, then unlocks, revokes or abandons it.
+    pub lock_clients: usize,
 }
 
 impl Default for Workload {
@@ -113,6 +116,7 @@ impl Default for Workload {
             lease_clients: 1,
             maintenance_interval_ms: 0,
             backup_interval_ms: 5000,
+            lock_clients: 2,
         }
     }
 }

@@ -53,6 +53,8 @@ struct WorldState {
     coverage: BTreeMap<String, u64>,
     /// Client snapshots the backup client saved.
     snapshots: Vec<crate::kv_model::SavedSnapshot>,
+    /// Every lock acquisition of the lock clients.
+    lock_holds: Vec<crate::kv_model::LockHold>,
     /// Members whose memory the memory-corruption fault damaged, since when (until they
     /// restart): their applied changes, state digests and snapshots are not the cluster's.
     memory_corrupted: BTreeMap<u64, u64>,
@@ -120,6 +122,7 @@ impl World {
                 coverage: BTreeMap::new(),
                 last_recovery: BTreeMap::new(),
                 snapshots: Vec::new(),
+                lock_holds: Vec::new(),
                 memory_corrupted: BTreeMap::new(),
                 corruption_episodes: Vec::new(),
                 corrupt_alarms: BTreeMap::new(),
@@ -150,6 +153,17 @@ impl World {
         let mut state = self.lock();
         Self::mix(&mut state, format!("backup|{}|{}|{}|{}", saved.member, saved.revision, saved.kvs.len(), saved.error.is_some()).as_bytes());
         state.snapshots.push(saved);
+    }
+
+    pub fn record_lock_hold(&self, hold: crate::kv_model::LockHold) {
+        let mut state = self.lock();
+        Self::mix(&mut state, format!("lock|{}|{}|{}|{}", hold.client, hold.key, hold.create_revision, hold.acquired_revision).as_bytes());
+        *state.coverage.entry("locks acquired".into()).or_default() += 1;
+        state.lock_holds.push(hold);
+    }
+
+    pub fn lock_holds(&self) -> Vec<crate::kv_model::LockHold> {
+        self.lock().lock_holds.clone()
     }
 
     pub fn snapshots(&self) -> Vec<crate::kv_model::SavedSnapshot> {

@@ -113,6 +113,8 @@ fn the_canary_finds_planted_bugs() {
         // Member lists (issue 11): what members publish through raft is the same
         // everywhere.
         ("member-attributes-applied-locally-only", "leader-crash-loop", 20),
+        // Locks (issue 13): every acquisition is checked for exclusion in the store.
+        ("lock-skips-the-wait", "leader-crash-loop", 20),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);

@@ -77,10 +77,13 @@ pub enum PlantedBug {
     CorruptCheckIgnoresMismatch,
     /// A member applies only its own published attributes: member lists differ.
     MemberAttributesAppliedLocallyOnly,
+    /// The lock recipe takes the lock as soon as its key exists, without waiting for
+    /// older keys to go (planted in the simulator's lock clients, which run the recipe).
+    LockSkipsTheWait,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 26] = [
+    pub const ALL: [PlantedBug; 27] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -107,6 +110,7 @@ impl PlantedBug {
         PlantedBug::SnapshotSkipsLeasedKeys,
         PlantedBug::CorruptCheckIgnoresMismatch,
         PlantedBug::MemberAttributesAppliedLocallyOnly,
+        PlantedBug::LockSkipsTheWait,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -137,6 +141,7 @@ impl PlantedBug {
             PlantedBug::SnapshotSkipsLeasedKeys => "snapshot-skips-leased-keys",
             PlantedBug::CorruptCheckIgnoresMismatch => "corrupt-check-ignores-mismatch",
             PlantedBug::MemberAttributesAppliedLocallyOnly => "member-attributes-applied-locally-only",
+            PlantedBug::LockSkipsTheWait => "lock-skips-the-wait",
         }
     }
 

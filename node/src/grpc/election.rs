@@ -9,8 +9,9 @@ use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::lock::{create_key, header, owner_key, prefix_end, prefix_of, wait_for_turn};
+use super::lock::recipe_status;
 use super::to_status;
+use crate::recipes::{create_key, owner_key, prefix_end, prefix_of, wait_for_turn};
 use crate::errors::EtcdError;
 use crate::pb::etcdserverpb::{
     compare, range_request, request_op, watch_request, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
@@ -35,7 +36,11 @@ pub struct ElectionService {
 }
 
 fn not_leader() -> Status {
-    Status::unknown("election: not leader")
+    recipe_status(crate::recipes::RecipeError::NotLeader)
+}
+
+async fn header(node: &NodeHandle) -> Result<crate::pb::etcdserverpb::ResponseHeader, Status> {
+    crate::recipes::header(node).await.map_err(recipe_status)
 }
 
 /// Runs `op` if `leader`'s key still has the create revision it was elected with.
@@ -125,7 +130,7 @@ impl Election for ElectionService {
         }
         let prefix = prefix_of(&name);
         let key = owner_key(&prefix, lease);
-        let (rev, existing) = create_key(&self.node, &key, lease, &value).await?;
+        let (rev, existing) = create_key(&self.node, &key, lease, &value).await.map_err(recipe_status)?;
         let leader = LeaderKey { name, key: key.clone(), rev, lease };
         if existing.is_some_and(|held| held != value) {
             // A campaign resumed with another value proclaims it (as etcd's recipe).
@@ -134,7 +139,7 @@ impl Election for ElectionService {
         }
         if let Err(waiting_failed) = wait_for_turn(&self.node, &prefix, rev).await {
             let _ = self.node.delete_range(DeleteRangeRequest { key, ..Default::default() }).await;
-            return Err(waiting_failed);
+            return Err(recipe_status(waiting_failed));
         }
         Ok(Response::new(CampaignResponse { header: Some(header(&self.node).await?), leader: Some(leader) }))
     }
@@ -151,7 +156,7 @@ impl Election for ElectionService {
         let name = request.into_inner().name;
         match current_leader(&self.node, &name).await? {
             (Some(kv), _) => Ok(Response::new(LeaderResponse { header: Some(header(&self.node).await?), kv: Some(kv) })),
-            (None, _) => Err(Status::unknown("election: no leader")),
+            (None, _) => Err(recipe_status(crate::recipes::RecipeError::NoLeader)),
         }
     }
 
