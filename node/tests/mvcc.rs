@@ -449,7 +449,7 @@ fn a_hash_that_differs_from_the_majority_raises_a_corrupt_alarm_and_writes_stop(
         state.apply(&InternalRequest { proposer, request_id: next_id, op: Some(op) }.encode_to_vec())
     };
     apply(&mut state, 1, internal_request::Op::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() }));
-    let checked = apply(&mut state, 1, internal_request::Op::HashCheck(HashCheck { revision: 2, leader_id: 1, voters: 3 }));
+    let checked = apply(&mut state, 1, internal_request::Op::HashCheck(HashCheck { revision: 2, leader_id: 1, voters: 3, nonce: 9 }));
     let report = checked.hash_to_report.expect("the revision is covered");
     assert_eq!((report.revision, report.hash), (2, state.mvcc().hash_kv(2)));
     let corrupt_members = |state: &detcd_node::StateMachine| -> Vec<u64> {

@@ -193,10 +193,10 @@ pub struct StateMachine {
     /// Active alarms: (member that raised it, `AlarmType`). While NOSPACE is among them,
     /// writes that add data are refused (etcd's capped applier).
     alarms: BTreeSet<(u64, i32)>,
-    /// The corruption check, per (revision, compaction point) checked: the reports and,
+    /// The corruption check, per (revision, compaction point, nonce) checked: the reports and,
     /// once a majority of voters agree, their hash. A member whose report differs from
     /// it gets a CORRUPT alarm.
-    hash_checks: BTreeMap<(i64, i64), HashCheckState>,
+    hash_checks: BTreeMap<(i64, i64, u64), HashCheckState>,
     /// What each member published about itself after it started, by member id.
     members: BTreeMap<u64, MemberAttributes>,
     /// Bugs planted in the state machine (simulator builds only).
@@ -360,7 +360,7 @@ impl StateMachine {
             // compaction is another check (the history kept differs).
             let compact_revision = self.mvcc.compact_revision();
             self.hash_checks
-                .entry((check.revision, compact_revision))
+                .entry((check.revision, compact_revision, check.nonce))
                 .or_insert_with(|| HashCheckState { voters: check.voters.max(1), ..HashCheckState::default() });
             while self.hash_checks.len() > HASH_CHECKS_KEPT_MAX {
                 self.hash_checks.pop_first();
@@ -372,6 +372,7 @@ impl StateMachine {
                 member_id: 0,
                 hash: mvcc.hash_kv(check.revision),
                 compact_revision,
+                nonce: check.nonce,
             });
             return Applied { hash_to_report, ..Applied::default() };
         }
@@ -396,7 +397,7 @@ impl StateMachine {
     /// member's second report for a check (a replay after restart) and reports for a
     /// check no longer kept are ignored.
     fn apply_hash_report(&mut self, report: &crate::pb::detcdpb::HashReport) {
-        let Some(check) = self.hash_checks.get_mut(&(report.revision, report.compact_revision)) else { return };
+        let Some(check) = self.hash_checks.get_mut(&(report.revision, report.compact_revision, report.nonce)) else { return };
         if check.reports.iter().any(|(member, _)| *member == report.member_id) || check.reports.len() >= HASH_REPORTS_PER_CHECK_MAX {
             return;
         }
@@ -566,7 +567,7 @@ impl StateMachine {
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         type Version4 = (Vec<u8>, AppliedRequests, BTreeSet<(u64, i32)>);
         type Version5 =
-            (Vec<u8>, AppliedRequests, BTreeSet<(u64, i32)>, BTreeMap<(i64, i64), HashCheckState>, BTreeMap<u64, MemberAttributes>);
+            (Vec<u8>, AppliedRequests, BTreeSet<(u64, i32)>, BTreeMap<(i64, i64, u64), HashCheckState>, BTreeMap<u64, MemberAttributes>);
         let (mvcc_bytes, applied_requests, alarms, hash_checks, members): Version5 = match bytes.first() {
             Some(&STATE_ENCODING_VERSION) => bincode::deserialize(&bytes[1..]).map_err(|e| e.to_string())?,
             Some(4) => {

@@ -134,10 +134,8 @@ pub struct NodeCore {
     auto_compactor: auto_compaction::AutoCompactor,
     /// When the leader next checkpoints lease TTLs (member clock, ms).
     next_lease_checkpoint_ms: u64,
-    /// When the leader next runs the corruption check, and what it checked last
-    /// (revision, compaction point).
+    /// When the leader next runs the corruption check.
     next_corrupt_check_ms: u64,
-    last_corrupt_check: Option<(i64, i64)>,
     /// Hash reports to propose at the next tick (proposing while a Ready is handled
     /// would give a follower messages raft does not expect after `advance`).
     hash_reports_to_propose: Vec<crate::pb::detcdpb::HashReport>,
@@ -276,7 +274,6 @@ impl NodeCore {
             auto_compactor: auto_compaction::AutoCompactor::new(auto_compaction_mode),
             next_lease_checkpoint_ms: 0,
             next_corrupt_check_ms: 0,
-            last_corrupt_check: None,
             hash_reports_to_propose: Vec::new(),
             next_publish_ms: 0,
         };
@@ -437,15 +434,12 @@ impl NodeCore {
             // A new leader waits one interval: its followers may still be catching up.
             self.next_corrupt_check_ms = now_ms + interval_ms;
         }
-        let mvcc = self.state.mvcc();
-        let checked = (mvcc.current_revision(), mvcc.compact_revision());
-        // Nothing changed since the last check: nothing to compare.
-        if now_ms >= self.next_corrupt_check_ms && self.last_corrupt_check != Some(checked) {
+        if now_ms >= self.next_corrupt_check_ms {
             self.next_corrupt_check_ms = now_ms + interval_ms;
-            self.last_corrupt_check = Some(checked);
-            let revision = checked.0;
+            let revision = self.state.mvcc().current_revision();
+            let nonce = self.rng.gen();
             let voters = u32::try_from(self.raw.raft.prs().conf().voters().ids().len()).unwrap_or(u32::MAX);
-            let check = crate::pb::detcdpb::HashCheck { revision, leader_id: self.config.member_id, voters };
+            let check = crate::pb::detcdpb::HashCheck { revision, leader_id: self.config.member_id, voters, nonce };
             self.propose_internal(internal_request::Op::HashCheck(check));
         }
     }
