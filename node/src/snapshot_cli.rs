@@ -89,8 +89,17 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
+/// The file's bytes, read through the production disk of the `env` layer.
 fn read(file: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(file).map_err(|e| format!("open {file}: {e}"))
+    use crate::env::Disk as _;
+    let path = std::path::Path::new(file);
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| format!("open {file}: not a file name"))?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if !dir.is_dir() {
+        return Err(format!("open {file}: no such directory"));
+    }
+    let disk = FsDisk::open(dir).map_err(|e| format!("open {file}: {e}"))?;
+    disk.read(name).map_err(|e| format!("open {file}: {e}"))
 }
 
 fn status(file: &str, write_out: OutputFormat) -> Result<(), String> {
