@@ -165,12 +165,27 @@ fn build(record: &BTreeMap<i64, Vec<WatchedEvent>>, findings: &mut Findings) -> 
     model
 }
 
+/// The key space the members' change record describes, rebuilt once per run and
+/// shared by every check against it (history, saved snapshots, locks).
+pub struct KeySpace {
+    model: Model,
+    /// What rebuilding found wrong with the record itself (`kv-model-record`).
+    record_verdict: (String, Verdict),
+}
+
+impl KeySpace {
+    pub fn build(record: &WatchRecord) -> KeySpace {
+        let mut findings = Findings::new("kv-model-record");
+        let model = build(&record.authoritative, &mut findings);
+        KeySpace { model, record_verdict: findings.verdict() }
+    }
+}
+
 /// Checks `history` against the key space the members' `record` describes. Keys in
 /// `[workload_start, workload_end)` belong to the history's clients alone: every change
 /// on them must come from one of its operations.
-pub fn check_kv_model(history: &History, record: &WatchRecord, workload_start: &str, workload_end: &str) -> Vec<(String, Verdict)> {
-    let mut record_findings = Findings::new("kv-model-record");
-    let model = build(&record.authoritative, &mut record_findings);
+pub fn check_kv_model(history: &History, record: &WatchRecord, space: &KeySpace, workload_start: &str, workload_end: &str) -> Vec<(String, Verdict)> {
+    let model = &space.model;
     let applied_seq = |revision: i64| record.first_applied_seq.get(&revision).copied();
     let mut writes = Findings::new("kv-model-writes");
     let mut reads = Findings::new("kv-model-reads");
@@ -312,7 +327,7 @@ pub fn check_kv_model(history: &History, record: &WatchRecord, workload_start: &
             }
         }
     }
-    vec![record_findings.verdict(), writes.verdict(), reads.verdict()]
+    vec![space.record_verdict.clone(), writes.verdict(), reads.verdict()]
 }
 
 /// A client snapshot a backup client saved during the run, as restore would read it.
@@ -332,10 +347,9 @@ pub struct SavedSnapshot {
 
 /// Every saved snapshot reads back, holds what its header says, and holds exactly the
 /// key space at its revision: every key, value, mod and create revision and version.
-pub fn check_snapshots(record: &WatchRecord, snapshots: &[SavedSnapshot]) -> (String, Verdict) {
+pub fn check_snapshots(space: &KeySpace, snapshots: &[SavedSnapshot]) -> (String, Verdict) {
     let mut findings = Findings::new("snapshot-consistent");
-    let mut ignored = Findings::new("kv-model-record");
-    let model = build(&record.authoritative, &mut ignored);
+    let model = &space.model;
     for saved in snapshots {
         if let Some(error) = &saved.error {
             findings.add(format!("the snapshot m{} saved at {} ms does not read back: {error}", saved.member, saved.at_ms), &[]);
@@ -387,10 +401,9 @@ pub struct LockHold {
 
 /// Mutual exclusion, in the store: when a lock was acquired, the holder's key existed
 /// with its create revision and no key under the lock's prefix was older.
-pub fn check_locks(record: &WatchRecord, holds: &[LockHold], prefix: &str) -> (String, Verdict) {
+pub fn check_locks(space: &KeySpace, holds: &[LockHold], prefix: &str) -> (String, Verdict) {
     let mut findings = Findings::new("lock-exclusive");
-    let mut ignored = Findings::new("kv-model-record");
-    let model = build(&record.authoritative, &mut ignored);
+    let model = &space.model;
     let end = String::from_utf8_lossy(&detcd_node::recipes::prefix_end(prefix.as_bytes())).into_owned();
     for hold in holds {
         let at = hold.acquired_revision;
@@ -531,7 +544,7 @@ mod tests {
     }
 
     fn violations(history: &History, record: &WatchRecord) -> Vec<String> {
-        check_kv_model(history, record, "k", "l")
+        check_kv_model(history, record, &KeySpace::build(record), "k", "l")
             .into_iter()
             .filter_map(|(name, verdict)| match verdict {
                 Verdict::Violation { detail, .. } => Some(format!("{name}: {detail}")),

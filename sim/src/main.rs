@@ -808,7 +808,10 @@ fn check_command(path: &Path) -> ExitCode {
     verdicts.push(("revision-monotonic".into(), checker::check_revisions_monotonic(&history)));
     // A whole run report also holds the members' change record: check the model too.
     match load_change_record(path) {
-        Ok(Some(record)) => verdicts.extend(detcd_sim::kv_model::check_kv_model(&history, &record, KEY_PREFIX, KEY_PREFIX_END)),
+        Ok(Some(record)) => {
+            let key_space = detcd_sim::kv_model::KeySpace::build(&record);
+            verdicts.extend(detcd_sim::kv_model::check_kv_model(&history, &record, &key_space, KEY_PREFIX, KEY_PREFIX_END));
+        }
         Ok(None) => {}
         Err(e) => {
             eprintln!("detcd-sim: {}: {e}", path.display());

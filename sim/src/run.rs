@@ -195,9 +195,10 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     verdicts.push(("serializable-reads".into(), checker::check_serializable_reads(&history)));
     verdicts.push(("revision-monotonic".into(), checker::check_revisions_monotonic(&history)));
     let watch_record = world.watch_record();
-    verdicts.extend(kv_model::check_kv_model(&history, &watch_record, KEY_PREFIX, KEY_PREFIX_END));
-    verdicts.push(kv_model::check_snapshots(&watch_record, &world.snapshots()));
-    verdicts.push(kv_model::check_locks(&watch_record, &world.lock_holds(), &format!("{LOCK_NAME}/")));
+    let key_space = kv_model::KeySpace::build(&watch_record);
+    verdicts.extend(kv_model::check_kv_model(&history, &watch_record, &key_space, KEY_PREFIX, KEY_PREFIX_END));
+    verdicts.push(kv_model::check_snapshots(&key_space, &world.snapshots()));
+    verdicts.push(kv_model::check_locks(&key_space, &world.lock_holds(), &format!("{LOCK_NAME}/")));
     verdicts.extend(check_watches(&watch_record));
     let lease_record = world.lease_record();
     let skews_clocks = options.swarm_enabled.contains(&FaultKind::ClockSkew) || scenario.faults.timeline.iter().any(|f| f.fault == FaultKind::ClockSkew);
