@@ -464,6 +464,27 @@ pub enum Heal {
     Clock(usize),
 }
 
+/// Restores the WAL byte `corrupt_wal_record` flipped on member `i`, if one is flipped.
+pub fn undo_wal_damage(cluster: &Cluster, i: usize) -> bool {
+    let slot = &cluster.members[i];
+    let Some((segment, offset)) = slot.corrupted.lock().expect("slot lock").take() else { return false };
+    slot.wal_disk.corrupt_byte(&segment, offset);
+    cluster.world.event("heal", Some(i), format!("restored byte {offset} of {segment}"));
+    true
+}
+
+/// Restores the snapshot-file byte `corrupt_snapshot_file` flipped on member `i`, if one
+/// is flipped and the file is still there (snapshot files are written once: if it is
+/// there it is the same file).
+pub fn undo_snapshot_damage(cluster: &Cluster, i: usize) -> bool {
+    let slot = &cluster.members[i];
+    let Some((file, offset)) = slot.snapshot_damaged.lock().expect("slot lock").take() else { return false };
+    if slot.data_disk.corrupt_byte(&file, offset) {
+        cluster.world.event("heal", Some(i), format!("restored byte {offset} of {file}"));
+    }
+    true
+}
+
 pub fn heal(cluster: &Cluster, heal: &Heal) {
     match heal {
         Heal::Restart(i) => {
@@ -493,23 +514,13 @@ pub fn heal(cluster: &Cluster, heal: &Heal) {
             cluster.restart(*i);
         }
         Heal::RepairCorruption(i) => {
-            let slot = &cluster.members[*i];
-            if let Some((segment, offset)) = slot.corrupted.lock().expect("slot lock").take() {
-                slot.wal_disk.corrupt_byte(&segment, offset);
-                cluster.world.event("heal", Some(*i), format!("restored byte {offset} of {segment}"));
+            if undo_wal_damage(cluster, *i) {
                 cluster.restart(*i);
             }
         }
         Heal::RepairSnapshot(i) => {
-            let slot = &cluster.members[*i];
-            if let Some((file, offset)) = slot.snapshot_damaged.lock().expect("slot lock").take() {
-                // Snapshot files are written once: if it is still there it is the same file.
-                if slot.data_disk.corrupt_byte(&file, offset) {
-                    cluster.world.event("heal", Some(*i), format!("restored byte {offset} of {file}"));
-                }
-                if slot.down.load(Ordering::SeqCst) {
-                    cluster.restart(*i);
-                }
+            if undo_snapshot_damage(cluster, *i) && cluster.members[*i].down.load(Ordering::SeqCst) {
+                cluster.restart(*i);
             }
         }
         Heal::DataDisk(i) => {

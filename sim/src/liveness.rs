@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::checker::Verdict;
 use crate::cluster::Cluster;
-use crate::faults::{heal, Heal};
+use crate::faults::{heal, undo_snapshot_damage, undo_wal_damage, Heal};
 use crate::history::{OpKind, Outcome};
 use crate::scenario::Options;
 use crate::workload::perform;
@@ -22,15 +22,8 @@ pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
         // Clear every disk fault first, then restart what is down once: a restart on a
         // disk still failing would only stop again.
         let slot = &cluster.members[i];
-        if let Some((segment, offset)) = slot.corrupted.lock().expect("slot lock").take() {
-            slot.wal_disk.corrupt_byte(&segment, offset);
-            cluster.world.event("heal", Some(i), format!("restored byte {offset} of {segment}"));
-        }
-        if let Some((file, offset)) = slot.snapshot_damaged.lock().expect("slot lock").take() {
-            if slot.data_disk.corrupt_byte(&file, offset) {
-                cluster.world.event("heal", Some(i), format!("restored byte {offset} of {file}"));
-            }
-        }
+        undo_wal_damage(cluster, i);
+        undo_snapshot_damage(cluster, i);
         for disk in [&slot.wal_disk, &slot.data_disk] {
             disk.set_capacity_bytes(None);
             disk.fail_next_reads(0, None);
