@@ -85,6 +85,7 @@ mod production {
             )),
             clock: Arc::new(RuntimeClock::new()),
             observer: Arc::new(NoObserver),
+            worker: Arc::new(detcd_node::env::BlockingPool),
             seed: production_seed(member_id),
         };
         let max_request_bytes = config.node.max_request_bytes;

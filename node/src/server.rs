@@ -14,7 +14,7 @@ use raft::eraftpb::Message;
 
 use crate::apply::{Request, Response};
 use crate::consensus::{FatalError, NodeConfig, NodeCore, NodeStatus};
-use crate::env::Env;
+use crate::env::{Env, Worker};
 use crate::errors::EtcdError;
 use crate::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
@@ -90,7 +90,7 @@ impl NodeHandle {
     }
 
     /// etcd's HashKV on this member: (revision covered, hash, compaction point). Walks
-    /// the whole store on the member's loop.
+    /// a frozen copy of the whole store on the env's worker, not on the member's loop.
     pub async fn hash_kv(&self, revision: i64) -> Result<(i64, u32, i64), EtcdError> {
         let (sender, receiver) = oneshot::channel();
         self.commands.send(Command::HashKv(revision, sender)).await.map_err(|_| EtcdError::Stopped)?;
@@ -272,7 +272,7 @@ impl Node {
                     None => return Ok(()),
                 },
                 command = commands.recv() => match command {
-                    Some(command) => run_command(&mut core, &mut hub, command, clock.now_ms()),
+                    Some(command) => run_command(&mut core, &mut hub, env.worker.as_ref(), command, clock.now_ms()),
                     None => return Ok(()),
                 },
             }
@@ -285,7 +285,7 @@ impl Node {
             let now_ms = clock.now_ms();
             for _ in 0..COMMAND_DRAIN_MAX {
                 match commands.try_recv() {
-                    Ok(command) => run_command(&mut core, &mut hub, command, now_ms),
+                    Ok(command) => run_command(&mut core, &mut hub, env.worker.as_ref(), command, now_ms),
                     Err(_) => break,
                 }
             }
@@ -309,7 +309,7 @@ fn publish_changes(core: &mut NodeCore, hub: &mut WatchHub) {
     hub.sync_step(core.state().mvcc(), &header);
 }
 
-fn run_command(core: &mut NodeCore, hub: &mut WatchHub, command: Command, now_ms: u64) {
+fn run_command(core: &mut NodeCore, hub: &mut WatchHub, worker: &dyn Worker, command: Command, now_ms: u64) {
     match command {
         Command::WatchOpen(sender, reply) => {
             let _ = reply.send(hub.open_stream(sender));
@@ -324,14 +324,23 @@ fn run_command(core: &mut NodeCore, hub: &mut WatchHub, command: Command, now_ms
         Command::MemberList(responder) => {
             let _ = responder.send((core.status(), core.member_list()));
         }
-        Command::HashKv(revision, responder) => {
-            let _ = responder.send(core.hash_kv(revision));
-        }
+        // Walks of the whole store run on the worker over a frozen copy.
+        Command::HashKv(revision, responder) => match core.hash_kv_job(revision) {
+            Ok(job) => worker.run(Box::new(move || {
+                let _ = responder.send(Ok(job.run()));
+            })),
+            Err(error) => {
+                let _ = responder.send(Err(error));
+            }
+        },
         Command::StateDigest(responder) => {
             let _ = responder.send(core.state_digest());
         }
         Command::ClientSnapshot(responder) => {
-            let _ = responder.send(core.client_snapshot());
+            let (revision, frozen) = core.client_snapshot_state();
+            worker.run(Box::new(move || {
+                let _ = responder.send((revision, crate::storage::client_snapshot::encode(&frozen)));
+            }));
         }
         Command::Defragment(responder) => {
             core.defragment();

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use detcd_node::{NodeConfig, NodeCore, Request, Response};
 use detcd_node::env::mem_disk::MemDisk;
-use detcd_node::env::{Env, NoObserver, Role, RuntimeClock, Transport};
+use detcd_node::env::{Env, InlineWorker, NoObserver, Role, RuntimeClock, Transport};
 use detcd_node::errors::EtcdError;
 use detcd_node::FatalError;
 use detcd_node::pb::detcdpb::{internal_request, InternalRequest};
@@ -32,7 +32,7 @@ const MEMBER: u64 = 7;
 
 /// A member's world in tests: in-memory disks, the given transport, tokio's clock.
 fn test_env(wal_disk: Arc<MemDisk>, data_disk: Arc<MemDisk>, transport: Arc<dyn Transport>, seed: u64) -> Env {
-    Env { wal_disk, data_disk, transport, clock: Arc::new(RuntimeClock::new()), observer: Arc::new(NoObserver), seed }
+    Env { wal_disk, data_disk, transport, clock: Arc::new(RuntimeClock::new()), observer: Arc::new(NoObserver), worker: Arc::new(InlineWorker), seed }
 }
 
 fn open(disks: &Disks) -> NodeCore {
@@ -401,7 +401,7 @@ fn a_damaged_newest_snapshot_the_wal_no_longer_reaches_is_a_clean_error() {
         snapshot.mut_metadata().index = index;
         snapshot.mut_metadata().term = 1;
         snapshot.mut_metadata().mut_conf_state().set_voters(vec![MEMBER]);
-        files.save(&snapshot).expect("save");
+        files.save(snapshot.get_metadata(), snapshot.get_data()).expect("save");
     }
     let (mut wal, _) = Wal::open(disks.wal.clone(), 0, 1 << 20).expect("wal");
     wal.append_snapshot_mark(10, 1).expect("mark");

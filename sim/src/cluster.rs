@@ -177,13 +177,15 @@ impl Cluster {
 
 pub async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNet>, config: NodeConfig, run_seed: u64) {
     let incarnation = slot.incarnation.fetch_add(1, Ordering::SeqCst) + 1;
+    let member_seed = run_seed ^ slot.member_id.rotate_left(17) ^ incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let env = Env {
         wal_disk: slot.wal_disk.clone(),
         data_disk: slot.data_disk.clone(),
         transport: net.transport(slot.member_id),
         clock: slot.clock.clone(),
         observer: world.clone(),
-        seed: run_seed ^ slot.member_id.rotate_left(17) ^ incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        worker: Arc::new(crate::worker::SimWorker::new(member_seed, world.clone())),
+        seed: member_seed,
     };
     let corrupted = slot.corrupted.lock().expect("slot lock").clone();
     // An armed fsync failure may hit the sync that opening the WAL does: refusing to

@@ -45,3 +45,5 @@ pub mod watch_workload;
 pub mod workload;
 #[cfg(madsim)]
 pub mod world;
+#[cfg(madsim)]
+pub mod worker;

@@ -115,6 +115,9 @@ fn the_canary_finds_planted_bugs() {
         ("member-attributes-applied-locally-only", "leader-crash-loop", 20),
         // Locks (issue 13): every acquisition is checked for exclusion in the store.
         ("lock-skips-the-wait", "leader-crash-loop", 20),
+        // Snapshots off the loop (issue 10): the job must write the state frozen at its
+        // index, not the live store — state digests after every index say so.
+        ("snapshot-not-frozen", "canary-crash-points", 20),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);

@@ -46,7 +46,7 @@ pub use self::proposals::Responder;
 use self::proposals::{PendingRequest, Proposals};
 use self::read_index::ReadIndex;
 use self::lease_clock::{LeaseClock, LEASE_TTL_SECS_MAX};
-use self::snapshotter::Snapshotter;
+use self::snapshotter::{SnapshotSaved, Snapshotter};
 use crate::apply::{Request, Response, StateMachine};
 use crate::env::{Env, NodeEvent, Role};
 use crate::errors::EtcdError;
@@ -102,6 +102,19 @@ fn role_of(state: StateRole) -> Role {
     }
 }
 
+/// A frozen copy of the store to hash at a revision, see [`NodeCore::hash_kv_job`].
+pub struct HashKvJob {
+    revision: i64,
+    store: crate::mvcc::Mvcc,
+}
+
+impl HashKvJob {
+    /// (revision covered, hash, compaction point).
+    pub fn run(self) -> (i64, u32, i64) {
+        (self.revision, self.store.hash_kv(self.revision), self.store.compact_revision())
+    }
+}
+
 /// The member's consensus loop. See the module documentation.
 pub struct NodeCore {
     config: NodeConfig,
@@ -128,6 +141,11 @@ pub struct NodeCore {
     /// A snapshot was installed since the consumer last looked: the revisions it jumped
     /// over are not in the feed.
     change_feed_gap: bool,
+    /// Where snapshot jobs report back, and where the loop picks their results up.
+    snapshots_saved: (std::sync::mpsc::Sender<SnapshotSaved>, std::sync::mpsc::Receiver<SnapshotSaved>),
+    /// Planted bug `snapshot-not-frozen`: a started snapshot whose state is read later.
+    #[cfg(madsim)]
+    late_snapshot_job: Option<snapshotter::SnapshotJob>,
     lease_clock: LeaseClock,
     /// The most the store held since the last defragment (see `NodeStatus::db_size_bytes`).
     db_size_high_water_bytes: u64,
@@ -269,6 +287,9 @@ impl NodeCore {
             invalid_entries_applied: 0,
             change_feed: None,
             change_feed_gap: false,
+            snapshots_saved: std::sync::mpsc::channel(),
+            #[cfg(madsim)]
+            late_snapshot_job: None,
             lease_clock: LeaseClock::default(),
             db_size_high_water_bytes: 0,
             auto_compactor: auto_compaction::AutoCompactor::new(auto_compaction_mode),
@@ -961,13 +982,45 @@ impl NodeCore {
         }
     }
 
+    /// Finishes an own snapshot whose job is done, then starts the next one if due: a
+    /// frozen copy of the state goes to the env's worker, which encodes and writes it
+    /// while this loop goes on (see `snapshotter`).
     fn maybe_snapshot(&mut self) -> Result<(), FatalError> {
+        #[cfg(madsim)]
+        if let Some(mut job) = self.late_snapshot_job.take() {
+            job.read_live_state_for_planted_bug(&self.state);
+            return self.run_snapshot_job(job);
+        }
+        if let Ok(saved) = self.snapshots_saved.1.try_recv() {
+            self.snapshotter.finish_own(saved, &self.storage, &mut self.wal)?;
+        }
         if !self.snapshotter.is_due(self.applied_index) {
             return Ok(());
         }
         let term = self.storage.entry_term(self.applied_index)?;
         let conf_state = self.raw.raft.prs().conf().to_conf_state();
-        self.snapshotter.save_own(self.applied_index, term, conf_state, &self.state, &self.storage, &mut self.wal)
+        #[allow(unused_mut)]
+        let mut job = self.snapshotter.begin_own(self.applied_index, term, conf_state, &self.state);
+        #[cfg(madsim)]
+        if self.planted(PlantedBug::SnapshotNotFrozen) {
+            // Held back until a later turn has applied more, then read from the live state.
+            self.late_snapshot_job = Some(job);
+            return Ok(());
+        }
+        self.run_snapshot_job(job)
+    }
+
+    fn run_snapshot_job(&mut self, job: snapshotter::SnapshotJob) -> Result<(), FatalError> {
+        let done = self.snapshots_saved.0.clone();
+        self.env.worker.run(Box::new(move || {
+            // The member may have stopped meanwhile; then nobody waits for the result.
+            let _ = done.send(job.run());
+        }));
+        // A worker that ran the job at once (tests) is answered in the same turn.
+        if let Ok(saved) = self.snapshots_saved.1.try_recv() {
+            self.snapshotter.finish_own(saved, &self.storage, &mut self.wal)?;
+        }
+        Ok(())
     }
 
     /// A summary of the member's state. Cheap: no walk over the store.
@@ -1000,21 +1053,23 @@ impl NodeCore {
         self.state.corrupt_memory_for_simulation(prefix)
     }
 
-    /// A client snapshot (`Maintenance.Snapshot`) of this member's applied state, with
-    /// its revision. Encodes the whole store on the loop (a copy-on-write store would
-    /// move this off it: see the performance issue's stall figures).
-    pub fn client_snapshot(&self) -> (i64, Vec<u8>) {
+    /// A frozen copy of this member's applied state for a client snapshot
+    /// (`Maintenance.Snapshot`), with its revision: cheap (copy-on-write), so the caller
+    /// encodes it away from the loop (`storage::client_snapshot::encode`).
+    pub fn client_snapshot_state(&self) -> (i64, StateMachine) {
         let revision = self.state.mvcc().current_revision();
         #[cfg(madsim)]
         if self.planted(PlantedBug::SnapshotSkipsLeasedKeys) {
-            return (revision, crate::storage::client_snapshot::encode(&self.state.with_leased_keys_deleted()));
+            return (revision, self.state.with_leased_keys_deleted());
         }
-        (revision, crate::storage::client_snapshot::encode(&self.state))
+        (revision, self.state.clone())
     }
 
-    /// revision it covers and the compaction point; etcd's errors for a compacted or
-    /// future revision. Served from this member's state (as etcd's: not linearizable).
-    pub fn hash_kv(&self, revision: i64) -> Result<(i64, u32, i64), EtcdError> {
+    /// etcd's HashKV, in two halves: this checks the revision (etcd's errors for a
+    /// compacted or future one; 0 is the current revision) and hands out a frozen copy
+    /// of the store to hash away from the loop with [`HashKvJob::run`]. Served from this
+    /// member's state (as etcd's: not linearizable).
+    pub fn hash_kv_job(&self, revision: i64) -> Result<HashKvJob, EtcdError> {
         let mvcc = self.state.mvcc();
         let revision = if revision <= 0 { mvcc.current_revision() } else { revision };
         if revision > mvcc.current_revision() {
@@ -1023,7 +1078,12 @@ impl NodeCore {
         if revision < mvcc.compact_revision() {
             return Err(EtcdError::Compacted);
         }
-        Ok((revision, mvcc.hash_kv(revision), mvcc.compact_revision()))
+        Ok(HashKvJob { revision, store: mvcc.clone() })
+    }
+
+    /// [`NodeCore::hash_kv_job`] run at once, on the loop (tests).
+    pub fn hash_kv(&self, revision: i64) -> Result<(i64, u32, i64), EtcdError> {
+        self.hash_kv_job(revision).map(HashKvJob::run)
     }
 
     /// A digest of the whole replicated state at the current revision — keys with their

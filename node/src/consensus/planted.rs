@@ -80,10 +80,14 @@ pub enum PlantedBug {
     /// The lock recipe takes the lock as soon as its key exists, without waiting for
     /// older keys to go (planted in the simulator's lock clients, which run the recipe).
     LockSkipsTheWait,
+    /// An own snapshot's state is read when its job runs, not frozen when it starts (a
+    /// background writer sharing the live store): the file labelled index N holds the
+    /// entries applied after N as well.
+    SnapshotNotFrozen,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 27] = [
+    pub const ALL: [PlantedBug; 28] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -111,6 +115,7 @@ impl PlantedBug {
         PlantedBug::CorruptCheckIgnoresMismatch,
         PlantedBug::MemberAttributesAppliedLocallyOnly,
         PlantedBug::LockSkipsTheWait,
+        PlantedBug::SnapshotNotFrozen,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -142,6 +147,7 @@ impl PlantedBug {
             PlantedBug::CorruptCheckIgnoresMismatch => "corrupt-check-ignores-mismatch",
             PlantedBug::MemberAttributesAppliedLocallyOnly => "member-attributes-applied-locally-only",
             PlantedBug::LockSkipsTheWait => "lock-skips-the-wait",
+            PlantedBug::SnapshotNotFrozen => "snapshot-not-frozen",
         }
     }
 

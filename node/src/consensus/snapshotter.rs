@@ -1,7 +1,10 @@
 //! Every crash-ordering rule of snapshots, in one place.
 //!
-//! Taking a snapshot of this member's own state:
-//! 1. the snapshot file is made durable (temp file, sync, rename);
+//! Taking a snapshot of this member's own state happens in two halves, so that the
+//! raft loop never stops for it: [`Snapshotter::begin_own`] takes a frozen copy of the
+//! state (copy-on-write: a pointer per chunk of keys) into a [`SnapshotJob`] that runs
+//! on the env's worker, and [`Snapshotter::finish_own`] completes it on the loop:
+//! 1. the snapshot file is made durable (temp file, sync, rename) — by the job;
 //! 2. only then the in-memory raft log drops entries behind it (keeping
 //!    `snapshot_catchup_entries` for slow followers);
 //! 3. only then WAL segments wholly covered by it are released;
@@ -19,11 +22,12 @@
 
 use std::sync::Arc;
 
-use raft::eraftpb::{ConfState, Snapshot};
+use raft::eraftpb::{ConfState, Snapshot, SnapshotMetadata};
 
 use super::fatal::FatalError;
 use crate::apply::StateMachine;
 use crate::storage::wal::Wal;
+use crate::env::DiskError;
 use crate::storage::{NodeStorage, SnapshotStore};
 
 /// See the module documentation.
@@ -36,6 +40,8 @@ pub struct Snapshotter {
     #[cfg(madsim)]
     pub save_errors_ignored: bool,
     last_snapshot_index: u64,
+    /// The index of the own snapshot whose job is running, if one is.
+    in_flight_index: Option<u64>,
     snapshot_count: u64,
     catchup_entries: u64,
     max_wals: usize,
@@ -55,6 +61,7 @@ impl Snapshotter {
         Self {
             files,
             last_snapshot_index,
+            in_flight_index: None,
             snapshot_count,
             catchup_entries,
             max_wals,
@@ -70,47 +77,65 @@ impl Snapshotter {
         self.last_snapshot_index
     }
 
-    /// Whether `snapshot_count` entries were applied since the last snapshot.
+    /// Whether `snapshot_count` entries were applied since the last snapshot and none
+    /// is being written.
     pub fn is_due(&self, applied_index: u64) -> bool {
-        applied_index >= self.last_snapshot_index + self.snapshot_count
+        self.in_flight_index.is_none() && applied_index >= self.last_snapshot_index + self.snapshot_count
     }
 
-    /// Takes a snapshot of `state` at `applied_index` (see the module documentation).
-    pub fn save_own(
+    /// Starts a snapshot of `state` at `applied_index`: the job holds a frozen copy of
+    /// the state and writes the file away from the loop (see the module documentation).
+    pub fn begin_own(
         &mut self,
         applied_index: u64,
         applied_term: u64,
         conf_state: ConfState,
         state: &StateMachine,
-        storage: &NodeStorage,
-        wal: &mut Wal,
-    ) -> Result<(), FatalError> {
+    ) -> SnapshotJob {
         assert!(applied_index > self.last_snapshot_index, "snapshots move forward");
-        let mut snapshot = Snapshot::default();
-        snapshot.set_data(state.encode().into());
-        let metadata = snapshot.mut_metadata();
+        assert!(self.in_flight_index.is_none(), "one own snapshot at a time");
+        self.in_flight_index = Some(applied_index);
+        let mut metadata = SnapshotMetadata::default();
         metadata.index = applied_index;
         metadata.term = applied_term;
         metadata.set_conf_state(conf_state);
+        SnapshotJob {
+            files: self.files.clone(),
+            metadata,
+            state: state.clone(),
+            #[cfg(madsim)]
+            without_sync: self.release_before_sync,
+        }
+    }
+
+    /// Completes a snapshot whose job finished: steps 2–4 of the module documentation.
+    /// A file that could not be made durable stops the member. A snapshot overtaken by
+    /// one received from the leader meanwhile changes nothing but the purge.
+    pub fn finish_own(&mut self, saved: SnapshotSaved, storage: &NodeStorage, wal: &mut Wal) -> Result<(), FatalError> {
+        let index = saved.metadata.index;
+        assert_eq!(self.in_flight_index.take(), Some(index), "finishing the snapshot that was started");
         #[cfg(madsim)]
-        if self.release_before_sync {
-            // The planted misordering: segments go before the snapshot is durable.
-            let name = self.files.save_without_sync(&snapshot)?;
-            storage.set_snapshot(&snapshot, applied_index.saturating_sub(self.catchup_entries).max(1))?;
-            self.last_snapshot_index = applied_index;
-            wal.release(applied_index, self.max_wals)?;
-            self.files.sync_file(&name)?;
+        let saved_result = if self.save_errors_ignored { saved.result.or(Ok(None)) } else { saved.result };
+        #[cfg(not(madsim))]
+        let saved_result = saved.result;
+        #[cfg_attr(not(madsim), allow(unused_variables))]
+        let unsynced_name = saved_result?;
+        if index <= self.last_snapshot_index {
             self.files.purge(self.max_snapshots)?;
             return Ok(());
         }
-        let saved = self.files.save(&snapshot);
-        #[cfg(madsim)]
-        let saved = if self.save_errors_ignored { Ok(()) } else { saved };
-        saved?;
-        let compact_index = applied_index.saturating_sub(self.catchup_entries).max(1);
+        let mut snapshot = Snapshot::default();
+        snapshot.set_metadata(saved.metadata);
+        let compact_index = index.saturating_sub(self.catchup_entries).max(1);
         storage.set_snapshot(&snapshot, compact_index)?;
-        self.last_snapshot_index = applied_index;
-        wal.release(applied_index, self.max_wals)?;
+        self.last_snapshot_index = index;
+        wal.release(index, self.max_wals)?;
+        #[cfg(madsim)]
+        if let Some(name) = unsynced_name {
+            // The planted misordering (`release-before-snapshot-sync`): the file is made
+            // durable only after the WAL segments it replaces are gone.
+            self.files.sync_file(&name)?;
+        }
         self.files.purge(self.max_snapshots)?;
         Ok(())
     }
@@ -126,11 +151,51 @@ impl Snapshotter {
         let index = snapshot.get_metadata().index;
         let term = snapshot.get_metadata().term;
         let state = StateMachine::decode(snapshot.get_data()).map_err(FatalError::Snapshot)?;
-        self.files.save(snapshot)?;
+        self.files.save(snapshot.get_metadata(), snapshot.get_data())?;
         wal.append_snapshot_mark(index, term)?;
         storage.apply_snapshot(snapshot)?;
         self.last_snapshot_index = index;
         self.files.purge(self.max_snapshots)?;
         Ok(state)
+    }
+}
+
+/// A snapshot of this member's own state, ready to be encoded and written away from the
+/// loop: a frozen copy of the state and the raft metadata it carries.
+pub struct SnapshotJob {
+    files: Arc<SnapshotStore>,
+    metadata: SnapshotMetadata,
+    state: StateMachine,
+    /// Planted bug `release-before-snapshot-sync`: write and rename without syncing.
+    #[cfg(madsim)]
+    without_sync: bool,
+}
+
+/// What a [`SnapshotJob`] did: the metadata it was for, and `Ok` once the file is
+/// durable (`Ok(Some(name))`: written but not yet synced, planted bug only).
+pub struct SnapshotSaved {
+    metadata: SnapshotMetadata,
+    result: Result<Option<String>, DiskError>,
+}
+
+impl SnapshotJob {
+    /// Planted bug `snapshot-not-frozen`: the state the job writes is replaced by a later
+    /// one, as if the writer had read the live store.
+    #[cfg(madsim)]
+    pub fn read_live_state_for_planted_bug(&mut self, live: &StateMachine) {
+        self.state = live.clone();
+    }
+
+    /// Encodes the state and writes the file (temp, sync, rename).
+    pub fn run(self) -> SnapshotSaved {
+        let data = self.state.encode();
+        drop(self.state);
+        #[cfg(madsim)]
+        if self.without_sync {
+            let result = self.files.save_without_sync(&self.metadata, &data).map(Some);
+            return SnapshotSaved { metadata: self.metadata, result };
+        }
+        let result = self.files.save(&self.metadata, &data).map(|()| None);
+        SnapshotSaved { metadata: self.metadata, result }
     }
 }

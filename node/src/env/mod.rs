@@ -88,6 +88,38 @@ pub trait Transport: Send + Sync {
     fn send(&self, messages: Vec<Message>) -> Vec<u64>;
 }
 
+/// Runs blocking jobs away from the member's loop: encoding and writing a snapshot of a
+/// frozen copy of the store, hashing it, streaming it to a client. The job owns what it
+/// needs and reports its result itself (through a channel it holds).
+///
+/// Production: tokio's blocking pool ([`BlockingPool`]). The simulator: a task that first
+/// waits a seeded, simulated while, so the loop goes on applying (and faults strike)
+/// while the job runs. [`InlineWorker`] runs the job at once, for tests that drive the
+/// core by hand.
+pub trait Worker: Send + Sync {
+    fn run(&self, job: Box<dyn FnOnce() + Send>);
+}
+
+/// Tokio's blocking thread pool (production).
+#[cfg(not(madsim))]
+pub struct BlockingPool;
+
+#[cfg(not(madsim))]
+impl Worker for BlockingPool {
+    fn run(&self, job: Box<dyn FnOnce() + Send>) {
+        drop(tokio::task::spawn_blocking(job));
+    }
+}
+
+/// Runs every job on the caller's stack before returning.
+pub struct InlineWorker;
+
+impl Worker for InlineWorker {
+    fn run(&self, job: Box<dyn FnOnce() + Send>) {
+        job();
+    }
+}
+
 /// The member's view of time.
 ///
 /// `now_ms` is monotonic milliseconds since an arbitrary origin, as this member
@@ -197,6 +229,8 @@ pub struct Env {
     pub transport: Arc<dyn Transport>,
     pub clock: Arc<dyn Clock>,
     pub observer: Arc<dyn Observer>,
+    /// Where blocking jobs run (see [`Worker`]).
+    pub worker: Arc<dyn Worker>,
     /// Seed of the member's only source of randomness (a ChaCha generator).
     pub seed: u64,
 }

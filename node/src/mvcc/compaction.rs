@@ -25,19 +25,24 @@ impl Mvcc {
         #[cfg(not(madsim))]
         let tombstone_kept_at = revision;
         let mut freed_bytes = 0u64;
-        self.keys.retain(|key, records| {
-            let position = records.partition_point(|r| r.mod_revision <= revision);
-            // Keep the newest record at or below the compaction point, unless it is a
-            // tombstone older than the compaction point.
-            let keep_from = match position {
-                0 => 0,
-                p if records[p - 1].tombstone && records[p - 1].mod_revision < tombstone_kept_at => p,
-                p => p - 1,
-            };
-            freed_bytes += records[..keep_from].iter().map(|r| record_bytes(key, r)).sum::<u64>();
-            records.drain(..keep_from);
-            !records.is_empty()
-        });
+        // Records a key drops: everything before the newest record at or below the
+        // compaction point, and that one too if it is a tombstone older than the point.
+        let keep_from = |records: &[super::KeyRecord]| match records.partition_point(|r| r.mod_revision <= revision) {
+            0 => 0,
+            p if records[p - 1].tombstone && records[p - 1].mod_revision < tombstone_kept_at => p,
+            p => p - 1,
+        };
+        // Only chunks holding a key with something to drop are visited (and copied if a
+        // frozen view still shares them).
+        self.keys.retain_where(
+            |_, records| keep_from(records) > 0,
+            |key, records| {
+                let drop_count = keep_from(records);
+                freed_bytes += records[..drop_count].iter().map(|r| record_bytes(key, r)).sum::<u64>();
+                records.drain(..drop_count);
+                !records.is_empty()
+            },
+        );
         self.size_bytes -= freed_bytes;
         self.compact_revision = revision;
         Ok(())

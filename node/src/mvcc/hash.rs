@@ -8,7 +8,7 @@ impl Mvcc {
     pub fn hash_kv(&self, revision: i64) -> u32 {
         let revision = if revision <= 0 { self.current_revision } else { revision };
         let mut hasher = crc32fast::Hasher::new();
-        for (key, records) in &self.keys {
+        for (key, records) in self.keys.iter() {
             for record in records.iter().filter(|r| r.mod_revision <= revision) {
                 hasher.update(key);
                 hasher.update(&record.mod_revision.to_le_bytes());

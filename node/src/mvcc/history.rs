@@ -43,7 +43,7 @@ impl Mvcc {
                 let previous = position.checked_sub(1).map(|p| &records[p]).filter(|p| !p.tombstone);
                 let prev_kv = previous.map(|p| p.to_key_value(key));
                 let event = if record.tombstone {
-                    let kv = KeyValue { key: key.clone(), mod_revision: record.mod_revision, ..Default::default() };
+                    let kv = KeyValue { key: key.to_vec(), mod_revision: record.mod_revision, ..Default::default() };
                     Event { r#type: EventType::Delete as i32, kv: Some(kv), prev_kv }
                 } else {
                     Event { r#type: EventType::Put as i32, kv: Some(record.to_key_value(key)), prev_kv }

@@ -22,14 +22,13 @@
 //! as watch events, for watchers catching up).
 
 mod compaction;
+pub(crate) mod cow_map;
 mod hash;
 mod history;
 pub mod lease;
 mod range;
 mod txn;
 mod write;
-
-use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -53,7 +52,9 @@ pub(crate) struct KeyRecord {
 /// The key space with its history.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mvcc {
-    keys: BTreeMap<Vec<u8>, Vec<KeyRecord>>,
+    /// Key → history; cheap to clone (copy-on-write chunks), so a frozen copy of the
+    /// store can be encoded or hashed off the raft loop.
+    keys: cow_map::CowMap<Vec<KeyRecord>>,
     current_revision: i64,
     compact_revision: i64,
     /// What [`Mvcc::approximate_bytes`] reports, kept up to date by every write and
@@ -135,7 +136,7 @@ impl Mvcc {
     /// An empty store at revision 1, as a new etcd cluster starts.
     pub fn new() -> Self {
         Self {
-            keys: BTreeMap::new(),
+            keys: cow_map::CowMap::default(),
             current_revision: 1,
             compact_revision: 0,
             size_bytes: 0,
@@ -179,7 +180,8 @@ impl Mvcc {
     fn assert_invariants(&self) {
         assert!(self.current_revision >= 1, "revision starts at 1");
         assert!(self.compact_revision <= self.current_revision, "compaction beyond current revision");
-        for (key, records) in &self.keys {
+        self.keys.assert_invariants();
+        for (key, records) in self.keys.iter() {
             if let Some(live) = records.last().filter(|r| !r.tombstone && r.lease != 0) {
                 let attached = self.lessor.get(live.lease).is_some_and(|lease| lease.keys.contains(key));
                 assert!(attached, "a live key's lease exists and lists the key");
@@ -218,12 +220,12 @@ impl Mvcc {
     /// Gives memory back after compaction: every key's history and value buffers are
     /// shrunk to fit (etcd's defragment rewrites its file for the same reason).
     pub fn defragment(&mut self) {
-        for records in self.keys.values_mut() {
+        self.keys.for_each_value_mut(|records| {
             records.shrink_to_fit();
             for record in records.iter_mut() {
                 record.value.shrink_to_fit();
             }
-        }
+        });
     }
 
     /// A digest of the live key space (every live key's newest record), kept up to
@@ -250,14 +252,14 @@ impl Mvcc {
     /// digest follows, as the hardware would not tell). The key, if one was found.
     #[cfg(madsim)]
     pub fn corrupt_live_value_for_simulation(&mut self, prefix: &[u8]) -> Option<Vec<u8>> {
-        let (key, records) = self.keys.iter_mut().find(|(key, records)| {
+        let (key, records) = self.keys.find_mut(|key, records| {
             key.starts_with(prefix) && records.last().is_some_and(|r| !r.tombstone && !r.value.is_empty())
         })?;
         let record = records.last_mut().expect("found above");
         let before = live_record_digest(key, record);
         record.value[0] ^= 0x20;
         self.live_digest ^= before ^ live_record_digest(key, record);
-        Some(key.clone())
+        Some(key.to_vec())
     }
 
     /// Key records kept, history included.

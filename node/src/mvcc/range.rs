@@ -2,9 +2,8 @@
 //! filters, limit, keys only, count only).
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
-use std::ops::Bound;
 
+use super::cow_map::CowMap;
 use super::{key_range, visible_at, KeyRange, KeyRecord, Mvcc};
 use crate::errors::EtcdError;
 use crate::pb::etcdserverpb::{range_request, RangeRequest, RangeResponse};
@@ -12,20 +11,16 @@ use crate::pb::mvccpb::KeyValue;
 
 /// The keys of `keys` inside `range`, in key order (no copies).
 pub(crate) fn keys_in<'s>(
-    keys: &'s BTreeMap<Vec<u8>, Vec<KeyRecord>>,
-    range: &KeyRange<'_>,
-) -> Box<dyn Iterator<Item = (&'s Vec<u8>, &'s Vec<KeyRecord>)> + 's> {
+    keys: &'s CowMap<Vec<KeyRecord>>,
+    range: &KeyRange<'s>,
+) -> Box<dyn Iterator<Item = (&'s [u8], &'s Vec<KeyRecord>)> + 's> {
     if range.single {
         return Box::new(keys.get_key_value(range.start).into_iter());
     }
     if range.end.is_some_and(|end| end <= range.start) {
         return Box::new(std::iter::empty());
     }
-    let upper = match range.end {
-        Some(end) => Bound::Excluded(end.to_vec()),
-        None => Bound::Unbounded,
-    };
-    Box::new(keys.range::<Vec<u8>, _>((Bound::Included(range.start.to_vec()), upper)))
+    Box::new(keys.range(range.start, range.end))
 }
 
 impl Mvcc {

@@ -22,7 +22,7 @@
 
 use std::sync::Arc;
 
-use raft::eraftpb::{ConfState, HardState, Snapshot};
+use raft::eraftpb::{ConfState, HardState, SnapshotMetadata};
 
 use super::wal::{Wal, WAL_SEGMENT_BYTES_MAX};
 use super::{MemberMeta, SnapshotStore};
@@ -114,15 +114,13 @@ pub fn restore(bytes: &[u8], plan: &RestorePlan, data_disk: Arc<dyn Disk>, wal_d
     let state = decode(bytes)?;
     let meta = MemberMeta { cluster_id: plan.cluster_id, member_id: plan.member_id, initial_voters: plan.voters.clone() };
     meta.save(data_disk.as_ref()).map_err(|e| e.to_string())?;
-    let mut snapshot = Snapshot::default();
-    snapshot.set_data(state.encode().into());
-    let metadata = snapshot.mut_metadata();
+    let mut metadata = SnapshotMetadata::default();
     metadata.index = RESTORED_INDEX;
     metadata.term = RESTORED_TERM;
     let mut conf_state = ConfState::default();
     conf_state.set_voters(plan.voters.clone());
     metadata.set_conf_state(conf_state);
-    SnapshotStore::new(data_disk).save(&snapshot).map_err(|e| e.to_string())?;
+    SnapshotStore::new(data_disk).save(&metadata, &state.encode()).map_err(|e| e.to_string())?;
     let (mut wal, _) = Wal::open(wal_disk, RESTORED_INDEX, WAL_SEGMENT_BYTES_MAX).map_err(|e| e.to_string())?;
     wal.append_snapshot_mark(RESTORED_INDEX, RESTORED_TERM).map_err(|e| e.to_string())?;
     let hard_state = HardState { term: RESTORED_TERM, commit: RESTORED_INDEX, ..Default::default() };

@@ -9,22 +9,31 @@
 use std::sync::Arc;
 
 use protobuf::Message as _;
-use raft::eraftpb::Snapshot;
+use raft::eraftpb::{Snapshot, SnapshotMetadata};
 
 use crate::env::{Disk, DiskError};
 
 const SNAP_DIR: &str = "snap";
+/// Bytes handed to the disk per append when a snapshot file is written.
+const SNAPSHOT_WRITE_BYTES_MAX: usize = 1 << 20;
 
-/// A snapshot's file name, its temporary name, and its bytes (CRC, then the body).
-fn encode_snapshot_file(snapshot: &Snapshot) -> (String, String, Vec<u8>) {
-    let meta = snapshot.get_metadata();
-    let name = snapshot_name(meta.term, meta.index);
-    let temp = format!("{name}.tmp");
-    let body = snapshot.write_to_bytes().expect("snapshot encodes");
-    let mut bytes = Vec::with_capacity(body.len() + 4);
-    bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    bytes.extend_from_slice(&body);
-    (name, temp, bytes)
+/// The protobuf `eraftpb.Snapshot` around `data`, in pieces, so that the state's bytes
+/// (the bulk of the file) are written as they are, never copied into a second buffer:
+/// the bytes before the data (field 1's tag and length), and the metadata field after
+/// it. Decodes with `Snapshot::parse_from_bytes` like any other encoding.
+fn snapshot_body_around(metadata: &SnapshotMetadata, data: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut before = Vec::with_capacity(11);
+    let mut stream = protobuf::CodedOutputStream::vec(&mut before);
+    stream.write_tag(1, protobuf::wire_format::WireType::WireTypeLengthDelimited).expect("encodes to memory");
+    stream.write_raw_varint64(data.len() as u64).expect("encodes to memory");
+    stream.flush().expect("encodes to memory");
+    drop(stream);
+    let mut after = Vec::new();
+    let mut stream = protobuf::CodedOutputStream::vec(&mut after);
+    stream.write_message(2, metadata).expect("metadata encodes");
+    stream.flush().expect("encodes to memory");
+    drop(stream);
+    (before, after)
 }
 
 /// A snapshot file's content, if its CRC and encoding check out.
@@ -83,22 +92,38 @@ impl SnapshotStore {
         decode_snapshot_file(bytes)
     }
 
-    /// Writes a snapshot durably (temp file, sync, rename).
-    pub fn save(&self, snapshot: &Snapshot) -> Result<(), DiskError> {
-        let (name, temp, bytes) = encode_snapshot_file(snapshot);
+    /// Writes the temp file of a snapshot (CRC, then the body) without syncing it, and
+    /// returns its final and temporary names.
+    fn write_temp(&self, metadata: &SnapshotMetadata, data: &[u8]) -> Result<(String, String), DiskError> {
+        let name = snapshot_name(metadata.term, metadata.index);
+        let temp = format!("{name}.tmp");
+        let (before, after) = snapshot_body_around(metadata, data);
+        let mut crc = crc32fast::Hasher::new();
+        for piece in [&before[..], data, &after[..]] {
+            crc.update(piece);
+        }
         self.disk.create(&temp)?;
-        self.disk.append(&temp, &bytes)?;
+        self.disk.append(&temp, &crc.finalize().to_le_bytes())?;
+        self.disk.append(&temp, &before)?;
+        for piece in data.chunks(SNAPSHOT_WRITE_BYTES_MAX) {
+            self.disk.append(&temp, piece)?;
+        }
+        self.disk.append(&temp, &after)?;
+        Ok((name, temp))
+    }
+
+    /// Writes a snapshot durably (temp file, sync, rename).
+    pub fn save(&self, metadata: &SnapshotMetadata, data: &[u8]) -> Result<(), DiskError> {
+        let (name, temp) = self.write_temp(metadata, data)?;
         self.disk.sync(&temp)?;
         self.disk.rename(&temp, &name)
     }
 
     /// Planted bug `release-before-snapshot-sync` (simulator builds only): writes and
-    /// renames the file without syncing it; [`SnapshotStore::sync_unsynced`] syncs later.
+    /// renames the file without syncing it; [`SnapshotStore::sync_file`] syncs later.
     #[cfg(madsim)]
-    pub fn save_without_sync(&self, snapshot: &Snapshot) -> Result<String, DiskError> {
-        let (name, temp, bytes) = encode_snapshot_file(snapshot);
-        self.disk.create(&temp)?;
-        self.disk.append(&temp, &bytes)?;
+    pub fn save_without_sync(&self, metadata: &SnapshotMetadata, data: &[u8]) -> Result<String, DiskError> {
+        let (name, temp) = self.write_temp(metadata, data)?;
         self.disk.rename(&temp, &name)?;
         Ok(name)
     }
