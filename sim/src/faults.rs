@@ -271,6 +271,12 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
         FaultKind::CorruptSnapshotFile => {
             let (Some(&victim), true) = (followers.choose(rng), can_take_down) else { return vec![] };
             let slot = &cluster.members[victim];
+            // One damage at a time per member: its heal undoes exactly that flip (a second
+            // flip before the heal would stay behind, unrecorded — found when members
+            // began falling back to their older snapshot file and running on).
+            if slot.snapshot_damaged.lock().expect("slot lock").is_some() {
+                return vec![];
+            }
             let newest = slot.data_disk.files().into_iter().filter(|(name, len)| name.ends_with(".snap") && *len > 0).last();
             let Some((file, len)) = newest else { return vec![] };
             let offset = rng.gen_range(0..len);

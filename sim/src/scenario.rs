@@ -138,7 +138,8 @@ pub struct NodeSettings {
     /// every `auto_compaction_interval_ms` by the leader.
     pub auto_compaction_retain_revisions: i64,
     pub auto_compaction_interval_ms: u64,
-    /// `--max-wals`: WAL segments kept behind the newest snapshot.
+    /// `--max-wals` (accepted as etcd's; members keep only the WAL segments their kept
+    /// snapshot files need, see the node's `snapshotter`).
     pub max_wals: usize,
     /// `--experimental-corrupt-check-time` in ms (0: off).
     pub corrupt_check_interval_ms: u64,

@@ -556,35 +556,58 @@ impl StateMachine {
     }
 
     /// The bytes a raft snapshot carries: a version byte, then the state.
+    ///
+    /// The layout is bincode's of `(Vec<u8>, ...)` with the store's own encoding as the
+    /// first element; it is written in place (length, then the store straight into the
+    /// one buffer, sized beforehand), never through a nested copy.
     pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = vec![STATE_ENCODING_VERSION];
-        bincode::serialize_into(&mut bytes, &(self.mvcc.encode(), &self.applied_requests, &self.alarms, &self.hash_checks, &self.members))
-            .expect("state encodes");
+        let rest = (&self.applied_requests, &self.alarms, &self.hash_checks, &self.members);
+        let store_len = self.mvcc.encoded_len();
+        let rest_len = usize::try_from(bincode::serialized_size(&rest).expect("state sizes")).expect("fits in memory");
+        let total_len = 1 + 8 + store_len + rest_len;
+        let mut bytes = Vec::with_capacity(total_len);
+        bytes.push(STATE_ENCODING_VERSION);
+        bytes.extend_from_slice(&(store_len as u64).to_le_bytes());
+        self.mvcc.encode_into(&mut bytes);
+        bincode::serialize_into(&mut bytes, &rest).expect("state encodes");
+        assert_eq!(bytes.len(), total_len, "the state's encoding has the length computed for it");
         bytes
     }
 
     /// Restores the state from [`StateMachine::encode`]'s bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         type Version4 = (Vec<u8>, AppliedRequests, BTreeSet<(u64, i32)>);
-        type Version5 =
-            (Vec<u8>, AppliedRequests, BTreeSet<(u64, i32)>, BTreeMap<(i64, i64, u64), HashCheckState>, BTreeMap<u64, MemberAttributes>);
+        // The store's bytes are borrowed from `bytes`, not copied.
+        type Version5<'a> =
+            (&'a [u8], AppliedRequests, BTreeSet<(u64, i32)>, BTreeMap<(i64, i64, u64), HashCheckState>, BTreeMap<u64, MemberAttributes>);
         let (mvcc_bytes, applied_requests, alarms, hash_checks, members): Version5 = match bytes.first() {
             Some(&STATE_ENCODING_VERSION) => bincode::deserialize(&bytes[1..]).map_err(|e| e.to_string())?,
             Some(4) => {
                 let (mvcc, applied, alarms): Version4 = bincode::deserialize(&bytes[1..]).map_err(|e| e.to_string())?;
-                (mvcc, applied, alarms, BTreeMap::new(), BTreeMap::new())
+                let store = Mvcc::decode(&mvcc)?;
+                return Ok(Self::from_parts(store, applied, alarms, BTreeMap::new(), BTreeMap::new()));
             }
             Some(other) => return Err(format!("state encoding version {other} is not {STATE_ENCODING_VERSION}")),
             None => return Err("empty state".into()),
         };
-        Ok(Self {
-            mvcc: Mvcc::decode(&mvcc_bytes)?,
+        Ok(Self::from_parts(Mvcc::decode(mvcc_bytes)?, applied_requests, alarms, hash_checks, members))
+    }
+
+    fn from_parts(
+        mvcc: Mvcc,
+        applied_requests: AppliedRequests,
+        alarms: BTreeSet<(u64, i32)>,
+        hash_checks: BTreeMap<(i64, i64, u64), HashCheckState>,
+        members: BTreeMap<u64, MemberAttributes>,
+    ) -> Self {
+        Self {
+            mvcc,
             applied_requests,
             alarms,
             hash_checks,
             members,
             #[cfg(madsim)]
             planted: StatePlantedBugs::default(),
-        })
+        }
     }
 }

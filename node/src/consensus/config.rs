@@ -32,7 +32,10 @@ pub struct NodeConfig {
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
     pub snapshot_count: u64,
+    /// `--max-wals`, accepted as etcd's; a member never keeps more WAL than its kept
+    /// snapshots need (see `snapshotter`), which is fewer segments than etcd keeps.
     pub max_wals: usize,
+    /// `--max-snapshots`; at most `snapshotter::SNAPSHOT_FILES_KEPT_MAX` are kept.
     pub max_snapshots: usize,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,

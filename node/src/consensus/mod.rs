@@ -258,7 +258,6 @@ impl NodeCore {
             snapshot_index,
             config.snapshot_count,
             config.snapshot_catchup_entries,
-            config.max_wals,
             config.max_snapshots,
         );
         #[cfg(madsim)]

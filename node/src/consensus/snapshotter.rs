@@ -7,8 +7,16 @@
 //! 1. the snapshot file is made durable (temp file, sync, rename) — by the job;
 //! 2. only then the in-memory raft log drops entries behind it (keeping
 //!    `snapshot_catchup_entries` for slow followers);
-//! 3. only then WAL segments wholly covered by it are released;
-//! 4. last, snapshot files beyond `max_snapshots` are purged.
+//! 3. only then snapshot files beyond the newest [`SNAPSHOT_FILES_KEPT_MAX`] (or fewer,
+//!    `max_snapshots`) are purged;
+//! 4. last, WAL segments wholly covered by the *oldest* snapshot file kept are released:
+//!    the WAL still reaches back to every snapshot kept, so a start that finds the newest
+//!    one damaged falls back to the older one and replays from there.
+//!
+//! Why at most two files and no WAL beyond them (etcd keeps `--max-snapshots` and
+//! `--max-wals` files, 5 each): a detcd snapshot file holds the whole store, where etcd's
+//! holds raft metadata beside one bbolt file. Two full copies plus the WAL since the
+//! older one keep a member of a million keys below etcd's data-dir size; five would not.
 //!
 //! Installing a snapshot received from the leader:
 //! 1. its data is decoded first — bad data is refused before anything is written;
@@ -44,9 +52,12 @@ pub struct Snapshotter {
     in_flight_index: Option<u64>,
     snapshot_count: u64,
     catchup_entries: u64,
-    max_wals: usize,
-    max_snapshots: usize,
+    /// Snapshot files kept: `max_snapshots`, at most [`SNAPSHOT_FILES_KEPT_MAX`].
+    snapshot_files_kept: usize,
 }
+
+/// Whole-store snapshot files a member keeps (see the module documentation).
+pub const SNAPSHOT_FILES_KEPT_MAX: usize = 2;
 
 impl Snapshotter {
     pub fn new(
@@ -54,7 +65,6 @@ impl Snapshotter {
         last_snapshot_index: u64,
         snapshot_count: u64,
         catchup_entries: u64,
-        max_wals: usize,
         max_snapshots: usize,
     ) -> Self {
         assert!(snapshot_count > 0, "snapshot_count must be positive");
@@ -64,8 +74,7 @@ impl Snapshotter {
             in_flight_index: None,
             snapshot_count,
             catchup_entries,
-            max_wals,
-            max_snapshots,
+            snapshot_files_kept: max_snapshots.clamp(1, SNAPSHOT_FILES_KEPT_MAX),
             #[cfg(madsim)]
             release_before_sync: false,
             #[cfg(madsim)]
@@ -121,7 +130,7 @@ impl Snapshotter {
         #[cfg_attr(not(madsim), allow(unused_variables))]
         let unsynced_name = saved_result?;
         if index <= self.last_snapshot_index {
-            self.files.purge(self.max_snapshots)?;
+            self.files.purge(self.snapshot_files_kept)?;
             return Ok(());
         }
         let mut snapshot = Snapshot::default();
@@ -129,14 +138,16 @@ impl Snapshotter {
         let compact_index = index.saturating_sub(self.catchup_entries).max(1);
         storage.set_snapshot(&snapshot, compact_index)?;
         self.last_snapshot_index = index;
-        wal.release(index, self.max_wals)?;
         #[cfg(madsim)]
         if let Some(name) = unsynced_name {
-            // The planted misordering (`release-before-snapshot-sync`): the file is made
-            // durable only after the WAL segments it replaces are gone.
+            // The planted misordering (`release-before-snapshot-sync`): the WAL segments
+            // the new file covers go before the file is durable.
+            wal.release(index, 1)?;
             self.files.sync_file(&name)?;
         }
-        self.files.purge(self.max_snapshots)?;
+        self.files.purge(self.snapshot_files_kept)?;
+        let oldest_kept_index = self.files.oldest_index()?.map_or(index, |oldest| oldest.min(index));
+        wal.release(oldest_kept_index, 1)?;
         Ok(())
     }
 
@@ -155,7 +166,7 @@ impl Snapshotter {
         wal.append_snapshot_mark(index, term)?;
         storage.apply_snapshot(snapshot)?;
         self.last_snapshot_index = index;
-        self.files.purge(self.max_snapshots)?;
+        self.files.purge(self.snapshot_files_kept)?;
         Ok(state)
     }
 }

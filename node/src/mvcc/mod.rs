@@ -114,12 +114,17 @@ pub(crate) fn key_range<'a>(key: &'a [u8], range_end: &'a [u8]) -> KeyRange<'a> 
 
 impl KeyRecord {
     fn to_key_value(&self, key: &[u8]) -> KeyValue {
+        self.to_key_value_shaped(key, true)
+    }
+
+    /// As etcd returns it; `with_value: false` for keys-only reads (no value copied).
+    fn to_key_value_shaped(&self, key: &[u8], with_value: bool) -> KeyValue {
         KeyValue {
             key: key.to_vec(),
             create_revision: self.create_revision,
             mod_revision: self.mod_revision,
             version: self.version,
-            value: self.value.clone(),
+            value: if with_value { self.value.clone() } else { Vec::new() },
             lease: self.lease,
         }
     }
@@ -165,7 +170,20 @@ impl Mvcc {
 
     /// The store's bytes, for a raft snapshot.
     pub fn encode(&self) -> Vec<u8> {
-        bincode::serialize(self).expect("mvcc state encodes")
+        let mut bytes = Vec::with_capacity(self.encoded_len());
+        self.encode_into(&mut bytes);
+        bytes
+    }
+
+    /// The length of [`Mvcc::encode`]'s bytes (a walk of the store, no copy).
+    pub fn encoded_len(&self) -> usize {
+        usize::try_from(bincode::serialized_size(self).expect("mvcc state sizes")).expect("fits in memory")
+    }
+
+    /// Appends [`Mvcc::encode`]'s bytes to `bytes`, which should have room for them:
+    /// a store of a million keys is never copied into a growing buffer.
+    pub fn encode_into(&self, bytes: &mut Vec<u8>) {
+        bincode::serialize_into(bytes, self).expect("mvcc state encodes")
     }
 
     /// Restores a store from snapshot bytes.

@@ -45,6 +45,24 @@ impl Mvcc {
         if request.count_only && !filtered {
             return Ok(RangeResponse { header: None, kvs: Vec::new(), more: false, count: self.count_live(&range, revision) });
         }
+        let target = range_request::SortTarget::try_from(request.sort_target).unwrap_or(range_request::SortTarget::Key);
+        let mut order = range_request::SortOrder::try_from(request.sort_order).unwrap_or(range_request::SortOrder::None);
+        if target != range_request::SortTarget::Key && order == range_request::SortOrder::None {
+            order = range_request::SortOrder::Ascend;
+        }
+        // The common shape — key order, a limit, no filters (etcdctl's paging, a prefix
+        // read of a big store): count without copying, copy only what is returned.
+        let key_order = target == range_request::SortTarget::Key && order != range_request::SortOrder::Descend;
+        if !filtered && !request.count_only && request.limit > 0 && key_order {
+            let count = self.count_live(&range, revision);
+            let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
+            let kvs: Vec<KeyValue> = keys_in(&self.keys, &range)
+                .filter_map(|(key, records)| visible_at(records, revision).map(|r| r.to_key_value_shaped(key, !request.keys_only)))
+                .take(limit)
+                .collect();
+            let more = count > kvs.len() as i64;
+            return Ok(RangeResponse { header: None, kvs, more, count });
+        }
         let mut kvs = self.collect(&range, revision);
         let count = kvs.len() as i64;
         if request.count_only {
@@ -56,11 +74,6 @@ impl Mvcc {
                 && (request.min_create_revision == 0 || kv.create_revision >= request.min_create_revision)
                 && (request.max_create_revision == 0 || kv.create_revision <= request.max_create_revision)
         });
-        let target = range_request::SortTarget::try_from(request.sort_target).unwrap_or(range_request::SortTarget::Key);
-        let mut order = range_request::SortOrder::try_from(request.sort_order).unwrap_or(range_request::SortOrder::None);
-        if target != range_request::SortTarget::Key && order == range_request::SortOrder::None {
-            order = range_request::SortOrder::Ascend;
-        }
         if order != range_request::SortOrder::None {
             let by = |a: &KeyValue, b: &KeyValue| -> Ordering {
                 match target {

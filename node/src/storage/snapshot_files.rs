@@ -161,6 +161,11 @@ impl SnapshotStore {
         Ok(LoadedSnapshot { snapshot: None, skipped_damaged })
     }
 
+    /// The index of the oldest snapshot file (intact or not), if there is one.
+    pub fn oldest_index(&self) -> Result<Option<u64>, DiskError> {
+        Ok(self.disk.list(SNAP_DIR)?.iter().filter_map(|name| snapshot_index_of(name)).min())
+    }
+
     /// Keeps the newest `keep_max` snapshot files, removes older ones and stray temps.
     pub fn purge(&self, keep_max: usize) -> Result<(), DiskError> {
         let names = self.disk.list(SNAP_DIR)?;

@@ -10,6 +10,17 @@
 //!   (put issued → event received, from a timestamp in the value), and, given the
 //!   server's pids, its memory per idle watcher.
 //!
+//! - `get` / `get-serializable`: point reads of keys a `put` run wrote (linearizable,
+//!   or served by the member that gets them);
+//! - `txn`: compare the key's mod revision, then put (etcd's usual CAS shape);
+//! - `delete`: deletes of single keys;
+//! - `range`: one client reading `--range-keys` keys (keys only) per request, `--total`
+//!   requests — the long-read figure of the scale benchmark.
+//!
+//! With `--server-pids` it reports the servers' CPU per operation (user + system time
+//! from /proc) and whether other processes used the CPU meanwhile (`noisy=1` when they
+//! took more than a tenth of one core: the figures of that run are suspect).
+//!
 //! Requests are bounded in count and in time; it talks only to the endpoints given
 //! (use loopback addresses).
 
@@ -51,10 +62,13 @@ struct Args {
     /// Watch mode: streams sharing one connection.
     #[arg(long, default_value_t = 10)]
     streams_per_connection: usize,
-    /// Watch mode: server process ids whose resident memory is read before and after
-    /// the watchers are created (comma-separated).
+    /// Server process ids (comma-separated): their CPU time per operation is reported;
+    /// in watch mode, their resident memory before and after the watchers are created.
     #[arg(long, default_value = "")]
     server_pids: String,
+    /// Range mode: keys read per request.
+    #[arg(long, default_value_t = 100_000)]
+    range_keys: i64,
 }
 
 /// Resident memory of a process in KiB (Linux), 0 if unknown.
@@ -65,6 +79,47 @@ fn rss_kib(pid: u32) -> u64 {
             status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// User + system CPU time of a process in clock ticks (1/100 s on Linux), 0 if unknown.
+fn cpu_ticks(pid: &str) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// Busy clock ticks of the whole machine (every CPU), from /proc/stat.
+fn machine_busy_ticks() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else { return 0 };
+    let Some(line) = stat.lines().next() else { return 0 };
+    let values: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...: busy is all but idle and iowait.
+    values.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum()
+}
+
+/// CPU accounting around one run: the servers', this tool's and the machine's.
+struct CpuSample {
+    servers: u64,
+    own: u64,
+    machine: u64,
+}
+
+fn cpu_sample(pids: &[String]) -> CpuSample {
+    CpuSample { servers: pids.iter().map(|p| cpu_ticks(p)).sum(), own: cpu_ticks("self"), machine: machine_busy_ticks() }
+}
+
+/// `server_cpu_us_per_op=… other_cpu_pct=… noisy=0|1` for a run of `ops` operations.
+fn cpu_report(before: &CpuSample, after: &CpuSample, ops: usize, elapsed: Duration, with_servers: bool) -> String {
+    const TICK_US: f64 = 10_000.0;
+    let servers = after.servers.saturating_sub(before.servers);
+    let own = after.own.saturating_sub(before.own);
+    let other = after.machine.saturating_sub(before.machine).saturating_sub(servers + own);
+    let other_pct = other as f64 * TICK_US / elapsed.as_micros().max(1) as f64 * 100.0;
+    let per_op = if with_servers { servers as f64 * TICK_US / ops.max(1) as f64 } else { 0.0 };
+    format!("server_cpu_us_per_op={per_op:.1} other_cpu_pct={other_pct:.1} noisy={}", u8::from(with_servers && other_pct > 10.0))
 }
 
 fn total_rss_kib(pids: &[u32]) -> u64 {
@@ -191,15 +246,20 @@ async fn main() {
     let endpoints: Vec<String> = args.endpoints.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     assert!(!endpoints.is_empty(), "--endpoints must name at least one endpoint");
     match args.mode.as_str() {
-        "put" | "lease-grant" | "keep-alive" => {}
+        "put" | "get" | "get-serializable" | "txn" | "delete" | "range" | "lease-grant" | "keep-alive" => {}
         "watch" => return run_watch(&args, &endpoints).await,
-        other => panic!("--mode must be put, lease-grant, keep-alive or watch, not {other:?}"),
+        other => panic!(
+            "--mode must be put, get, get-serializable, txn, delete, range, lease-grant, keep-alive or watch, not {other:?}"
+        ),
     }
+    let server_pids: Vec<String> = args.server_pids.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
+    let range_keys = args.range_keys;
     let mode = args.mode.clone();
     let clients = args.clients.max(1);
     let per_client = args.total.div_ceil(clients);
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     let value = vec![b'x'; args.value_bytes];
+    let cpu_before = cpu_sample(&server_pids);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for client_index in 0..clients {
@@ -237,6 +297,27 @@ async fn main() {
                         }
                         None => false,
                     },
+                    "get" | "get-serializable" | "txn" | "delete" => {
+                        use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
+                        // A key another client is not hitting at the same moment.
+                        let key = format!("load/{:08}", (client_index * per_client + n * 7919) % key_space);
+                        match mode.as_str() {
+                            "get" => client.get(key, None).await.is_ok(),
+                            "get-serializable" => client.get(key, Some(GetOptions::new().with_serializable())).await.is_ok(),
+                            "txn" => {
+                                let txn = Txn::new()
+                                    .when([Compare::mod_revision(key.clone(), CompareOp::Less, i64::MAX)])
+                                    .and_then([TxnOp::put(key, value.clone(), None)]);
+                                client.txn(txn).await.is_ok()
+                            }
+                            _ => client.delete(key, None).await.is_ok(),
+                        }
+                    }
+                    "range" => {
+                        use etcd_client::GetOptions;
+                        let options = GetOptions::new().with_prefix().with_keys_only().with_limit(range_keys);
+                        client.get("load/", Some(options)).await.is_ok_and(|r| r.kvs().len() as i64 == range_keys.min(r.count()))
+                    }
                     _ => {
                         let key = format!("load/{:08}", (client_index * per_client + n) % key_space);
                         client.put(key, value.clone(), None).await.is_ok()
@@ -260,9 +341,10 @@ async fn main() {
         }
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_report(&cpu_before, &cpu_sample(&server_pids), latencies.len(), elapsed, !server_pids.is_empty());
     latencies.sort_unstable();
     println!(
-        "mode={} clients={} puts={} errors={} seconds={:.2} puts_per_s={:.0} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} max_ms={:.2}",
+        "mode={} clients={} puts={} errors={} seconds={:.2} puts_per_s={:.0} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} max_ms={:.2} {cpu}",
         args.mode,
         clients,
         latencies.len(),

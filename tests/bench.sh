@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# The side-by-side benchmark: detcd and etcd 3.4 (Debian's etcd-server, installed when
+# missing), the same flags, on loopback, driven by the same load tool (tests/src/bin/
+# detcd-load.rs, an etcd-client program), in alternating rounds in one invocation.
+#
+#   tests/bench.sh matrix [rounds=3] [members="1 3"] [clients="1 16 64 256"] [workloads]
+#     Per round and server: a fresh cluster, a 10k-key space written once, then each
+#     workload (put, get, get-serializable, txn, delete; 16 B keys, 256 B values) at each
+#     client count (one connection per client). Reports ops/s, p50/p99/p99.9/max latency
+#     and server CPU per operation (all members, from /proc), the median over rounds and
+#     its spread (min-max), and the ratio detcd/etcd per cell. A run in which other
+#     processes used more than a tenth of a core is marked noisy (*).
+#
+#   tests/bench.sh scale [keys=1000000] [members=1]
+#     Loads `keys` distinct keys (256 B values, 64 clients) into a fresh cluster of each
+#     server, and reports the longest request during the load, requests failed, peak
+#     and steady resident memory (all members), data-dir size, the time one 100k-key
+#     range (keys only) takes, and the restart time of the first member after kill -9
+#     (until it answers a put), with its peak memory while starting.
+#
+# Results go to standard output and to reports/bench-<mode>-<date>.json. Stops
+# everything it starts; ports stay below the ephemeral range.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE=${1:-matrix}
+source tests/bench-common.sh
+ensure_etcd
+ROOT=$(mktemp -d /tmp/detcd-bench.XXXXXX)
+PIDS=()
+cleanup() { for pid in "${PIDS[@]:-}"; do kill -9 "$pid" 2>/dev/null || true; done; rm -rf "$ROOT"; }
+trap cleanup EXIT
+LOAD=./target/release/detcd-load
+mkdir -p reports
+
+# start_member SERVER INDEX MEMBERS BASE DIR: starts one member of a cluster (appends PIDS).
+start_member() {
+  local binary=./target/release/detcd cluster="" i
+  [ "$1" = etcd ] && binary=etcd
+  for i in $(seq 0 $(($3-1))); do cluster+="m$i=http://127.0.0.1:$(($4+10*i+1)),"; done
+  cluster=${cluster%,}
+  local port=$(($4+10*$2))
+  "$binary" --name "m$2" --data-dir "$5-m$2" \
+    --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
+    --listen-peer-urls "http://127.0.0.1:$((port+1))" --initial-advertise-peer-urls "http://127.0.0.1:$((port+1))" \
+    --initial-cluster "$cluster" --initial-cluster-token "bench-$4" >>"$5-m$2.log" 2>&1 &
+  PIDS+=($!)
+}
+start_cluster() { # SERVER MEMBERS BASE DIR
+  local i
+  for i in $(seq 0 $(($2-1))); do start_member "$1" "$i" "$2" "$3" "$4"; done
+  wait_ready "$3" "$1" "$4-m0.log"
+}
+stop_cluster() { for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; PIDS=(); }
+endpoints_of() { local e="" i; for i in $(seq 0 $(($1-1))); do e+="127.0.0.1:$(($2+10*i)),"; done; echo "${e%,}"; }
+pids_csv() { local IFS=,; echo "${PIDS[*]}"; }
+status_kib() { awk -v f="$2:" '$1==f {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+sum_status_kib() { local f=$1 total=0 pid; shift; for pid in "$@"; do total=$((total + $(status_kib "$pid" "$f"))); done; echo "$total"; }
+spread() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else printf "%s-%s", a[1], a[NR]}'; }
+machine() { echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), etcd $(etcd --version 2>/dev/null | awk '/etcd Version/ {print $3}')"; }
+
+run_matrix() {
+  local rounds=${1:-3} members_list=${2:-"1 3"} clients_list=${3:-"1 16 64 256"} workloads=${4:-"put get get-serializable txn delete"}
+  local json="reports/bench-matrix-$(date -u +%F).json" round_id=0 out server members clients workload round ops
+  declare -A OPS P50 P99 P999 MAX CPU NOISY
+  echo "# $(date -u +%F) $(machine); $rounds rounds, servers alternating"
+  printf "%-7s %-17s %-7s %-6s %9s %8s %8s %8s %9s %8s\n" members workload clients server ops/s p50_ms p99_ms p999_ms max_ms cpu_us/op
+  for members in $members_list; do
+    for round in $(seq 1 "$rounds"); do
+      # Alternate which server goes first, so neither always runs on a warmer machine.
+      local order="detcd etcd"; [ $((round % 2)) -eq 0 ] && order="etcd detcd"
+      for server in $order; do
+        round_id=$((round_id+1))
+        local base=$((20000 + (round_id % 50) * 200))
+        start_cluster "$server" "$members" "$base" "$ROOT/$server-$round_id"
+        local endpoints; endpoints=$(endpoints_of "$members" "$base")
+        "$LOAD" --mode put --endpoints "$endpoints" --clients 64 --total 10000 --key-space 10000 >/dev/null
+        for workload in $workloads; do
+          for clients in $clients_list; do
+            ops=$(( clients == 1 ? 2000 : 20000 ))
+            out=$("$LOAD" --mode "$workload" --endpoints "$endpoints" --clients "$clients" --total "$ops" --key-space 10000 \
+              --max-seconds 60 --server-pids "$(pids_csv)")
+            local cell="$members|$workload|$clients|$server"
+            OPS[$cell]+="$(field "$out" puts_per_s) "; P50[$cell]+="$(field "$out" p50_ms) "; P99[$cell]+="$(field "$out" p99_ms) "
+            P999[$cell]+="$(field "$out" p999_ms) "; MAX[$cell]+="$(field "$out" max_ms) "; CPU[$cell]+="$(field "$out" server_cpu_us_per_op) "
+            [ "$(field "$out" noisy)" = 1 ] && NOISY[$cell]=1
+            [ "$(field "$out" errors)" = 0 ] || echo "warning: $server $workload x$clients had $(field "$out" errors) errors"
+            printf "%-7s %-17s %-7s %-6s %9s %8s %8s %8s %9s %8s%s\n" "$members" "$workload" "$clients" "$server" \
+              "$(field "$out" puts_per_s)" "$(field "$out" p50_ms)" "$(field "$out" p99_ms)" "$(field "$out" p999_ms)" \
+              "$(field "$out" max_ms)" "$(field "$out" server_cpu_us_per_op)" "$([ "$(field "$out" noisy)" = 1 ] && echo ' *')"
+          done
+        done
+        stop_cluster
+      done
+    done
+  done
+  echo
+  echo "# medians over $rounds rounds (spread min-max); ratio = detcd/etcd (ops/s: higher is better; p99, cpu: lower is better)"
+  printf "%-7s %-17s %-7s %19s %19s %6s %8s %8s %6s %7s %7s %6s\n" members workload clients "detcd ops/s" "etcd ops/s" ratio \
+    d_p99 e_p99 ratio d_cpu e_cpu ratio
+  local first=1
+  echo "{\"date\": \"$(date -u +%FT%TZ)\", \"machine\": \"$(machine)\", \"rounds\": $rounds, \"cells\": [" >"$json"
+  for members in $members_list; do for workload in $workloads; do for clients in $clients_list; do
+    local d="$members|$workload|$clients|detcd" e="$members|$workload|$clients|etcd"
+    local dops eops dp99 ep99 dcpu ecpu
+    dops=$(echo ${OPS[$d]} | tr ' ' '\n' | median); eops=$(echo ${OPS[$e]} | tr ' ' '\n' | median)
+    dp99=$(echo ${P99[$d]} | tr ' ' '\n' | median); ep99=$(echo ${P99[$e]} | tr ' ' '\n' | median)
+    dcpu=$(echo ${CPU[$d]} | tr ' ' '\n' | median); ecpu=$(echo ${CPU[$e]} | tr ' ' '\n' | median)
+    printf "%-7s %-17s %-7s %19s %19s %6s %8s %8s %6s %7s %7s %6s%s\n" "$members" "$workload" "$clients" \
+      "$dops ($(echo ${OPS[$d]} | tr ' ' '\n' | spread))" "$eops ($(echo ${OPS[$e]} | tr ' ' '\n' | spread))" "$(ratio "$dops" "$eops")" \
+      "$dp99" "$ep99" "$(ratio "$dp99" "$ep99")" "$dcpu" "$ecpu" "$(ratio "$dcpu" "$ecpu")" \
+      "$([ -n "${NOISY[$d]:-}${NOISY[$e]:-}" ] && echo ' *noisy')"
+    [ $first = 1 ] || echo "," >>"$json"; first=0
+    printf '{"members": %s, "workload": "%s", "clients": %s, "detcd": {"ops_per_s": [%s], "p50_ms": [%s], "p99_ms": [%s], "p999_ms": [%s], "max_ms": [%s], "cpu_us_per_op": [%s]}, "etcd": {"ops_per_s": [%s], "p50_ms": [%s], "p99_ms": [%s], "p999_ms": [%s], "max_ms": [%s], "cpu_us_per_op": [%s]}, "noisy": %s}' \
+      "$members" "$workload" "$clients" \
+      "$(echo ${OPS[$d]} | tr ' ' ',')" "$(echo ${P50[$d]} | tr ' ' ',')" "$(echo ${P99[$d]} | tr ' ' ',')" "$(echo ${P999[$d]} | tr ' ' ',')" "$(echo ${MAX[$d]} | tr ' ' ',')" "$(echo ${CPU[$d]} | tr ' ' ',')" \
+      "$(echo ${OPS[$e]} | tr ' ' ',')" "$(echo ${P50[$e]} | tr ' ' ',')" "$(echo ${P99[$e]} | tr ' ' ',')" "$(echo ${P999[$e]} | tr ' ' ',')" "$(echo ${MAX[$e]} | tr ' ' ',')" "$(echo ${CPU[$e]} | tr ' ' ',')" \
+      "$([ -n "${NOISY[$d]:-}${NOISY[$e]:-}" ] && echo true || echo false)" >>"$json"
+  done; done; done
+  echo "]}" >>"$json"
+  echo "results: $json"
+}
+
+run_scale() {
+  local keys=${1:-1000000} members=${2:-1} json="reports/bench-scale-$(date -u +%F).json" server first=1 round_id=0
+  echo "# $(date -u +%F) $(machine); $keys keys of 256 B into $members member(s), 64 clients"
+  printf "%-6s %9s %8s %8s %8s %7s %10s %10s %9s %9s %10s %10s\n" server puts/s p99_ms max_ms failed \
+    "" peak_MiB steady_MiB data_MiB range_ms restart_s restart_MiB
+  echo "{\"date\": \"$(date -u +%FT%TZ)\", \"machine\": \"$(machine)\", \"keys\": $keys, \"members\": $members, \"servers\": [" >"$json"
+  for server in detcd etcd; do
+    round_id=$((round_id+1))
+    local base=$((24000 + round_id * 200)) dir="$ROOT/scale-$server"
+    start_cluster "$server" "$members" "$base" "$dir"
+    local endpoints out; endpoints=$(endpoints_of "$members" "$base")
+    out=$("$LOAD" --mode put --endpoints "$endpoints" --clients 64 --total "$keys" --key-space "$keys" --max-seconds 1800 \
+      --server-pids "$(pids_csv)")
+    local peak steady data range
+    peak=$(sum_status_kib VmHWM "${PIDS[@]}")
+    sleep 5
+    steady=$(sum_status_kib VmRSS "${PIDS[@]}")
+    data=$(du -sk "$dir"-m* 2>/dev/null | awk '{s+=$1} END {print s}')
+    range=$("$LOAD" --mode range --endpoints "${endpoints%%,*}" --clients 1 --total 5 --range-keys 100000 | tr ' ' '\n' | sed -n 's/^p50_ms=//p')
+    # Restart the first member after kill -9: time until it answers a put again.
+    local first_pid=${PIDS[0]}
+    kill -9 "$first_pid"; wait "$first_pid" 2>/dev/null || true
+    local started restart restart_peak
+    started=$(date +%s.%N)
+    start_member "$server" 0 "$members" "$base" "$dir"
+    wait_ready "$base" "$server" "$dir-m0.log"
+    restart=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b-a}')
+    restart_peak=$(status_kib "${PIDS[-1]}" VmHWM)
+    stop_cluster
+    printf "%-6s %9s %8s %8s %8s %7s %10s %10s %9s %9s %10s %10s\n" "$server" "$(field "$out" puts_per_s)" "$(field "$out" p99_ms)" \
+      "$(field "$out" max_ms)" "$(field "$out" errors)" "" "$((peak/1024))" "$((steady/1024))" "$((data/1024))" "$range" "$restart" "$((restart_peak/1024))"
+    [ $first = 1 ] || echo "," >>"$json"; first=0
+    printf '{"server": "%s", "puts_per_s": %s, "p99_ms": %s, "max_ms": %s, "failed": %s, "peak_rss_kib": %s, "steady_rss_kib": %s, "data_dir_kib": %s, "range_100k_ms": %s, "restart_s": %s, "restart_peak_rss_kib": %s, "server_cpu_us_per_op": %s}' \
+      "$server" "$(field "$out" puts_per_s)" "$(field "$out" p99_ms)" "$(field "$out" max_ms)" "$(field "$out" errors)" "$peak" "$steady" "$data" \
+      "${range:-0}" "$restart" "$restart_peak" "$(field "$out" server_cpu_us_per_op)" >>"$json"
+  done
+  echo "]}" >>"$json"
+  echo "results: $json"
+}
+
+case "$MODE" in
+  matrix) shift || true; run_matrix "$@" ;;
+  scale) shift || true; run_scale "$@" ;;
+  *) echo "usage: tests/bench.sh matrix [rounds] [members] [clients] [workloads] | scale [keys] [members]"; exit 2 ;;
+esac
