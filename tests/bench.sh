@@ -18,6 +18,7 @@
 #     range (keys only) takes, and the restart time of the first member after kill -9
 #     (until it answers a put), with its peak memory while starting.
 #
+# SERVERS="detcd" runs one side only (for iterating; a comparison needs both).
 # Results go to standard output and to reports/bench-<mode>-<date>.json. Stops
 # everything it starts; ports stay below the ephemeral range.
 set -euo pipefail
@@ -126,7 +127,7 @@ run_scale() {
   printf "%-6s %9s %8s %8s %8s %7s %10s %10s %9s %9s %10s %10s\n" server puts/s p99_ms max_ms failed \
     "" peak_MiB steady_MiB data_MiB range_ms restart_s restart_MiB
   echo "{\"date\": \"$(date -u +%FT%TZ)\", \"machine\": \"$(machine)\", \"keys\": $keys, \"members\": $members, \"servers\": [" >"$json"
-  for server in detcd etcd; do
+  for server in ${SERVERS:-detcd etcd}; do
     round_id=$((round_id+1))
     local base=$((24000 + round_id * 200)) dir="$ROOT/scale-$server"
     start_cluster "$server" "$members" "$base" "$dir"

@@ -185,6 +185,32 @@ pub struct Applied {
     pub hash_to_report: Option<crate::pb::detcdpb::HashReport>,
 }
 
+/// See [`StateMachine::encoding`].
+pub struct StateEncoding<'a> {
+    state: &'a StateMachine,
+    store_len: usize,
+    total_len: usize,
+}
+
+impl crate::storage::SnapshotData for StateEncoding<'_> {
+    fn len(&self) -> usize {
+        self.total_len
+    }
+
+    fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let state = self.state;
+        let rest = (&state.applied_requests, &state.alarms, &state.hash_checks, &state.members);
+        let to_io = |e: bincode::Error| match *e {
+            bincode::ErrorKind::Io(e) => e,
+            other => std::io::Error::other(other.to_string()),
+        };
+        out.write_all(&[STATE_ENCODING_VERSION])?;
+        out.write_all(&(self.store_len as u64).to_le_bytes())?;
+        bincode::serialize_into(&mut *out, &state.mvcc).map_err(to_io)?;
+        bincode::serialize_into(&mut *out, &rest).map_err(to_io)
+    }
+}
+
 /// Everything replicated. See the module documentation.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StateMachine {
@@ -561,17 +587,21 @@ impl StateMachine {
     /// first element; it is written in place (length, then the store straight into the
     /// one buffer, sized beforehand), never through a nested copy.
     pub fn encode(&self) -> Vec<u8> {
+        use crate::storage::SnapshotData;
+        let encoding = self.encoding();
+        let mut bytes = Vec::with_capacity(encoding.total_len);
+        encoding.write_to(&mut bytes).expect("encodes to memory");
+        assert_eq!(bytes.len(), encoding.total_len, "the state's encoding has the length computed for it");
+        bytes
+    }
+
+    /// [`StateMachine::encode`]'s bytes as [`SnapshotData`]: sized once, then written
+    /// to any writer (a snapshot file is hashed, then written, without holding them).
+    pub fn encoding(&self) -> StateEncoding<'_> {
         let rest = (&self.applied_requests, &self.alarms, &self.hash_checks, &self.members);
         let store_len = self.mvcc.encoded_len();
         let rest_len = usize::try_from(bincode::serialized_size(&rest).expect("state sizes")).expect("fits in memory");
-        let total_len = 1 + 8 + store_len + rest_len;
-        let mut bytes = Vec::with_capacity(total_len);
-        bytes.push(STATE_ENCODING_VERSION);
-        bytes.extend_from_slice(&(store_len as u64).to_le_bytes());
-        self.mvcc.encode_into(&mut bytes);
-        bincode::serialize_into(&mut bytes, &rest).expect("state encodes");
-        assert_eq!(bytes.len(), total_len, "the state's encoding has the length computed for it");
-        bytes
+        StateEncoding { state: self, store_len, total_len: 1 + 8 + store_len + rest_len }
     }
 
     /// Restores the state from [`StateMachine::encode`]'s bytes.

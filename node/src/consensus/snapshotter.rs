@@ -162,7 +162,7 @@ impl Snapshotter {
         let index = snapshot.get_metadata().index;
         let term = snapshot.get_metadata().term;
         let state = StateMachine::decode(snapshot.get_data()).map_err(FatalError::Snapshot)?;
-        self.files.save(snapshot.get_metadata(), snapshot.get_data())?;
+        self.files.save(snapshot.get_metadata(), &snapshot.get_data())?;
         wal.append_snapshot_mark(index, term)?;
         storage.apply_snapshot(snapshot)?;
         self.last_snapshot_index = index;
@@ -199,8 +199,7 @@ impl SnapshotJob {
 
     /// Encodes the state and writes the file (temp, sync, rename).
     pub fn run(self) -> SnapshotSaved {
-        let data = self.state.encode();
-        drop(self.state);
+        let data = self.state.encoding();
         #[cfg(madsim)]
         if self.without_sync {
             let result = self.files.save_without_sync(&self.metadata, &data).map(Some);

@@ -16,16 +16,124 @@ use crate::env::{Disk, DiskError};
 const SNAP_DIR: &str = "snap";
 /// Bytes handed to the disk per append when a snapshot file is written.
 const SNAPSHOT_WRITE_BYTES_MAX: usize = 1 << 20;
+/// A snapshot file being written is synced every this many bytes: the kernel then
+/// writes it back in slices instead of one flush of the whole store at the end, which
+/// would make the WAL's fsyncs on the same device wait behind it.
+const SNAPSHOT_SYNC_EVERY_BYTES: usize = 16 << 20;
+
+/// What a snapshot file carries as its data: its exact length, and the bytes, written
+/// to `out` as often as asked (always the same bytes).
+pub trait SnapshotData {
+    fn len(&self) -> usize;
+    fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()>;
+}
+
+impl SnapshotData for &[u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+
+    fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        out.write_all(self)
+    }
+}
+
+/// Counts and hashes what is written to it.
+struct CrcWriter {
+    hasher: crc32fast::Hasher,
+    bytes: usize,
+}
+
+impl std::io::Write for CrcWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.hasher.update(buf);
+        self.bytes += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Appends what is written to it to one file, in [`SNAPSHOT_WRITE_BYTES_MAX`] pieces,
+/// syncing every [`SNAPSHOT_SYNC_EVERY_BYTES`]. A disk error is kept to be returned as
+/// itself (the writer's caller sees only an `io::Error`).
+struct DiskAppender<'a> {
+    disk: &'a dyn Disk,
+    path: &'a str,
+    buffer: Vec<u8>,
+    bytes: usize,
+    unsynced_bytes: usize,
+    error: Option<DiskError>,
+}
+
+impl<'a> DiskAppender<'a> {
+    fn new(disk: &'a dyn Disk, path: &'a str) -> Self {
+        Self { disk, path, buffer: Vec::new(), bytes: 0, unsynced_bytes: 0, error: None }
+    }
+
+    fn push(&mut self) -> Result<(), DiskError> {
+        if !self.buffer.is_empty() {
+            self.disk.append(self.path, &self.buffer)?;
+            self.unsynced_bytes += self.buffer.len();
+            self.buffer.clear();
+        }
+        if self.unsynced_bytes >= SNAPSHOT_SYNC_EVERY_BYTES {
+            self.disk.sync(self.path)?;
+            self.unsynced_bytes = 0;
+        }
+        Ok(())
+    }
+
+    /// Appends what is still buffered; the disk's own error if one struck.
+    fn finish(&mut self, written: std::io::Result<()>) -> Result<(), DiskError> {
+        if let Some(error) = self.error.take() {
+            return Err(error);
+        }
+        written.map_err(|e| DiskError::Io { path: self.path.to_string(), detail: format!("encoding: {e}") })?;
+        if !self.buffer.is_empty() {
+            self.disk.append(self.path, &self.buffer)?;
+            self.buffer.clear();
+        }
+        Ok(())
+    }
+}
+
+impl std::io::Write for DiskAppender<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.error.is_some() {
+            return Err(std::io::Error::other("the disk failed"));
+        }
+        if self.buffer.capacity() == 0 {
+            self.buffer.reserve_exact(SNAPSHOT_WRITE_BYTES_MAX);
+        }
+        let taken = buf.len().min(SNAPSHOT_WRITE_BYTES_MAX - self.buffer.len());
+        self.buffer.extend_from_slice(&buf[..taken]);
+        self.bytes += taken;
+        if self.buffer.len() == SNAPSHOT_WRITE_BYTES_MAX {
+            if let Err(error) = self.push() {
+                self.error = Some(error);
+                return Err(std::io::Error::other("the disk failed"));
+            }
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// The protobuf `eraftpb.Snapshot` around `data`, in pieces, so that the state's bytes
 /// (the bulk of the file) are written as they are, never copied into a second buffer:
 /// the bytes before the data (field 1's tag and length), and the metadata field after
 /// it. Decodes with `Snapshot::parse_from_bytes` like any other encoding.
-fn snapshot_body_around(metadata: &SnapshotMetadata, data: &[u8]) -> (Vec<u8>, Vec<u8>) {
+fn snapshot_body_around(metadata: &SnapshotMetadata, data_len: usize) -> (Vec<u8>, Vec<u8>) {
     let mut before = Vec::with_capacity(11);
     let mut stream = protobuf::CodedOutputStream::vec(&mut before);
     stream.write_tag(1, protobuf::wire_format::WireType::WireTypeLengthDelimited).expect("encodes to memory");
-    stream.write_raw_varint64(data.len() as u64).expect("encodes to memory");
+    stream.write_raw_varint64(data_len as u64).expect("encodes to memory");
     stream.flush().expect("encodes to memory");
     drop(stream);
     let mut after = Vec::new();
@@ -93,27 +201,31 @@ impl SnapshotStore {
     }
 
     /// Writes the temp file of a snapshot (CRC, then the body) without syncing it, and
-    /// returns its final and temporary names.
-    fn write_temp(&self, metadata: &SnapshotMetadata, data: &[u8]) -> Result<(String, String), DiskError> {
+    /// returns its final and temporary names. The data is produced twice — once into
+    /// the CRC, once onto the disk — so a big state is never held encoded in memory.
+    fn write_temp(&self, metadata: &SnapshotMetadata, data: &dyn SnapshotData) -> Result<(String, String), DiskError> {
         let name = snapshot_name(metadata.term, metadata.index);
         let temp = format!("{name}.tmp");
-        let (before, after) = snapshot_body_around(metadata, data);
-        let mut crc = crc32fast::Hasher::new();
-        for piece in [&before[..], data, &after[..]] {
-            crc.update(piece);
-        }
+        let data_len = data.len();
+        let (before, after) = snapshot_body_around(metadata, data_len);
+        let mut crc = CrcWriter { hasher: crc32fast::Hasher::new(), bytes: 0 };
+        crc.hasher.update(&before);
+        data.write_to(&mut crc).map_err(|e| DiskError::Io { path: temp.clone(), detail: format!("encoding: {e}") })?;
+        assert_eq!(crc.bytes, data_len, "snapshot data is as long as it said");
+        crc.hasher.update(&after);
         self.disk.create(&temp)?;
-        self.disk.append(&temp, &crc.finalize().to_le_bytes())?;
+        self.disk.append(&temp, &crc.hasher.finalize().to_le_bytes())?;
         self.disk.append(&temp, &before)?;
-        for piece in data.chunks(SNAPSHOT_WRITE_BYTES_MAX) {
-            self.disk.append(&temp, piece)?;
-        }
+        let mut appender = DiskAppender::new(self.disk.as_ref(), &temp);
+        let written = data.write_to(&mut appender);
+        appender.finish(written)?;
+        assert_eq!(appender.bytes, data_len, "snapshot data wrote what it hashed");
         self.disk.append(&temp, &after)?;
         Ok((name, temp))
     }
 
     /// Writes a snapshot durably (temp file, sync, rename).
-    pub fn save(&self, metadata: &SnapshotMetadata, data: &[u8]) -> Result<(), DiskError> {
+    pub fn save(&self, metadata: &SnapshotMetadata, data: &dyn SnapshotData) -> Result<(), DiskError> {
         let (name, temp) = self.write_temp(metadata, data)?;
         self.disk.sync(&temp)?;
         self.disk.rename(&temp, &name)
@@ -122,7 +234,7 @@ impl SnapshotStore {
     /// Planted bug `release-before-snapshot-sync` (simulator builds only): writes and
     /// renames the file without syncing it; [`SnapshotStore::sync_file`] syncs later.
     #[cfg(madsim)]
-    pub fn save_without_sync(&self, metadata: &SnapshotMetadata, data: &[u8]) -> Result<String, DiskError> {
+    pub fn save_without_sync(&self, metadata: &SnapshotMetadata, data: &dyn SnapshotData) -> Result<String, DiskError> {
         let (name, temp) = self.write_temp(metadata, data)?;
         self.disk.rename(&temp, &name)?;
         Ok(name)
@@ -186,3 +298,51 @@ impl SnapshotStore {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use raft::eraftpb::SnapshotMetadata;
+
+    use super::SnapshotStore;
+    use crate::env::mem_disk::MemDisk;
+    use crate::env::DiskError;
+
+    fn metadata(index: u64) -> SnapshotMetadata {
+        let mut metadata = SnapshotMetadata::default();
+        metadata.index = index;
+        metadata.term = 3;
+        metadata
+    }
+
+    /// A state bigger than several write pieces and sync slices is written in slices
+    /// (synced along the way, not in one flush at the end) and reads back whole.
+    #[test]
+    fn a_big_snapshot_is_written_in_synced_slices_and_reads_back() {
+        let disk = Arc::new(MemDisk::new());
+        let store = SnapshotStore::new(disk.clone());
+        let data: Vec<u8> = (0..40u32 << 20).map(|i| (i % 251) as u8).collect();
+        let syncs_before = disk.syncs();
+        store.save(&metadata(7), &data.as_slice()).expect("saved");
+        assert!(disk.syncs() - syncs_before >= 3, "40 MiB synced in slices, then as a whole");
+        let loaded = store.load(3, 7).expect("loads");
+        assert_eq!(loaded.get_metadata().index, 7);
+        assert!(loaded.get_data() == data.as_slice(), "the data reads back unchanged");
+    }
+
+    /// A disk that fills half-way leaves no snapshot file, only a temp the next purge
+    /// removes, and the error is the disk's own.
+    #[test]
+    fn a_disk_full_half_way_leaves_no_snapshot() {
+        let disk = Arc::new(MemDisk::new());
+        let store = SnapshotStore::new(disk.clone());
+        disk.set_capacity_bytes(Some(20 << 20));
+        let data = vec![7u8; 30 << 20];
+        let error = store.save(&metadata(9), &data.as_slice()).expect_err("disk full");
+        assert!(matches!(error, DiskError::NoSpace { .. }), "{error:?}");
+        assert!(disk.files().iter().all(|(name, _)| name.ends_with(".tmp")), "{:?}", disk.files());
+        store.purge(2).expect("purged");
+        assert!(disk.files().is_empty(), "{:?}", disk.files());
+    }
+}
