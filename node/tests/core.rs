@@ -401,7 +401,7 @@ fn a_damaged_newest_snapshot_the_wal_no_longer_reaches_is_a_clean_error() {
         snapshot.mut_metadata().index = index;
         snapshot.mut_metadata().term = 1;
         snapshot.mut_metadata().mut_conf_state().set_voters(vec![MEMBER]);
-        files.save(snapshot.get_metadata(), &snapshot.get_data()).expect("save");
+        files.save(snapshot.get_metadata(), &snapshot.get_data(), detcd_node::storage::SnapshotWriter::Received).expect("save");
     }
     let (mut wal, _) = Wal::open(disks.wal.clone(), 0, 1 << 20).expect("wal");
     wal.append_snapshot_mark(10, 1).expect("mark");

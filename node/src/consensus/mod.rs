@@ -102,6 +102,9 @@ fn role_of(state: StateRole) -> Role {
     }
 }
 
+/// Log entries an own snapshot lets go of per loop turn (see `NodeStorage::compact_step`).
+pub const LOG_COMPACT_ENTRIES_PER_TURN_MAX: u64 = 4096;
+
 /// A frozen copy of the store to hash at a revision, see [`NodeCore::hash_kv_job`].
 pub struct HashKvJob {
     revision: i64,
@@ -143,6 +146,8 @@ pub struct NodeCore {
     change_feed_gap: bool,
     /// Where snapshot jobs report back, and where the loop picks their results up.
     snapshots_saved: (std::sync::mpsc::Sender<SnapshotSaved>, std::sync::mpsc::Receiver<SnapshotSaved>),
+    /// Where removal jobs report a disk error.
+    removals_failed: (std::sync::mpsc::Sender<crate::env::DiskError>, std::sync::mpsc::Receiver<crate::env::DiskError>),
     /// Planted bug `snapshot-not-frozen`: a started snapshot whose state is read later.
     #[cfg(madsim)]
     late_snapshot_job: Option<snapshotter::SnapshotJob>,
@@ -196,6 +201,7 @@ impl NodeCore {
         #[cfg(madsim)]
         files.plant_crc_unchecked(config.planted_bug == Some(PlantedBug::SnapshotCrcUnchecked));
         let files = Arc::new(files);
+        files.remove_stray_temps()?;
         let loaded = files.load_newest()?;
         let snapshot = loaded.snapshot;
         let snapshot_index = snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
@@ -287,6 +293,7 @@ impl NodeCore {
             change_feed: None,
             change_feed_gap: false,
             snapshots_saved: std::sync::mpsc::channel(),
+            removals_failed: std::sync::mpsc::channel(),
             #[cfg(madsim)]
             late_snapshot_job: None,
             lease_clock: LeaseClock::default(),
@@ -985,14 +992,13 @@ impl NodeCore {
     /// frozen copy of the state goes to the env's worker, which encodes and writes it
     /// while this loop goes on (see `snapshotter`).
     fn maybe_snapshot(&mut self) -> Result<(), FatalError> {
+        self.storage.compact_step(LOG_COMPACT_ENTRIES_PER_TURN_MAX)?;
         #[cfg(madsim)]
         if let Some(mut job) = self.late_snapshot_job.take() {
             job.read_live_state_for_planted_bug(&self.state);
             return self.run_snapshot_job(job);
         }
-        if let Ok(saved) = self.snapshots_saved.1.try_recv() {
-            self.snapshotter.finish_own(saved, &self.storage, &mut self.wal)?;
-        }
+        self.finish_snapshot_if_saved()?;
         if !self.snapshotter.is_due(self.applied_index) {
             return Ok(());
         }
@@ -1016,8 +1022,24 @@ impl NodeCore {
             let _ = done.send(job.run());
         }));
         // A worker that ran the job at once (tests) is answered in the same turn.
-        if let Ok(saved) = self.snapshots_saved.1.try_recv() {
-            self.snapshotter.finish_own(saved, &self.storage, &mut self.wal)?;
+        self.finish_snapshot_if_saved()
+    }
+
+    /// Completes an own snapshot whose job reported back (and removes the files it made
+    /// useless, on the worker); a removal that failed earlier stops the member now.
+    fn finish_snapshot_if_saved(&mut self) -> Result<(), FatalError> {
+        if let Ok(error) = self.removals_failed.1.try_recv() {
+            return Err(error.into());
+        }
+        let Ok(saved) = self.snapshots_saved.1.try_recv() else { return Ok(()) };
+        let removals = self.snapshotter.finish_own(saved, &self.storage, &mut self.wal)?;
+        if !removals.is_empty() {
+            let failed = self.removals_failed.0.clone();
+            self.env.worker.run(Box::new(move || {
+                if let Err(error) = removals.run() {
+                    let _ = failed.send(error);
+                }
+            }));
         }
         Ok(())
     }

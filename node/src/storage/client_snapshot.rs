@@ -120,7 +120,7 @@ pub fn restore(bytes: &[u8], plan: &RestorePlan, data_disk: Arc<dyn Disk>, wal_d
     let mut conf_state = ConfState::default();
     conf_state.set_voters(plan.voters.clone());
     metadata.set_conf_state(conf_state);
-    SnapshotStore::new(data_disk).save(&metadata, &state.encoding()).map_err(|e| e.to_string())?;
+    SnapshotStore::new(data_disk).save(&metadata, &state.encoding(), crate::storage::SnapshotWriter::Restore).map_err(|e| e.to_string())?;
     let (mut wal, _) = Wal::open(wal_disk, RESTORED_INDEX, WAL_SEGMENT_BYTES_MAX).map_err(|e| e.to_string())?;
     wal.append_snapshot_mark(RESTORED_INDEX, RESTORED_TERM).map_err(|e| e.to_string())?;
     let hard_state = HardState { term: RESTORED_TERM, commit: RESTORED_INDEX, ..Default::default() };

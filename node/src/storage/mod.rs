@@ -18,4 +18,4 @@ pub mod wal;
 
 pub use member_meta::MemberMeta;
 pub use raft_storage::NodeStorage;
-pub use snapshot_files::{LoadedSnapshot, SnapshotData, SnapshotStore};
+pub use snapshot_files::{LoadedSnapshot, SnapshotData, SnapshotStore, Writer as SnapshotWriter};

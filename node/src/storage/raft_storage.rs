@@ -18,6 +18,8 @@ pub struct NodeStorage {
     /// The latest snapshot without its data (index 0: none yet).
     latest_snapshot: Arc<Mutex<Snapshot>>,
     snapshots: Arc<SnapshotStore>,
+    /// Where [`NodeStorage::compact_step`] is heading: the log's first index once done.
+    compact_target: Arc<Mutex<u64>>,
 }
 
 /// `snapshot` with its data dropped.
@@ -60,7 +62,7 @@ impl NodeStorage {
             hard_state.term = hard_state.term.max(snapshot_meta.term);
             log.wl().set_hardstate(hard_state);
         }
-        Ok(Self { log, latest_snapshot: Arc::new(Mutex::new(latest)), snapshots })
+        Ok(Self { log, latest_snapshot: Arc::new(Mutex::new(latest)), snapshots, compact_target: Arc::new(Mutex::new(0)) })
     }
 
     pub fn append(&self, entries: &[Entry]) -> raft::Result<()> {
@@ -88,11 +90,26 @@ impl NodeStorage {
         Ok(())
     }
 
-    /// Records a snapshot this member made (its file is durable) and drops log entries
-    /// before `compact_index`.
-    pub fn set_snapshot(&self, snapshot: &Snapshot, compact_index: u64) -> raft::Result<()> {
+    /// Records a snapshot this member made (its file is durable); log entries before
+    /// `compact_index` are dropped by later [`NodeStorage::compact_step`]s.
+    pub fn set_snapshot(&self, snapshot: &Snapshot, compact_index: u64) {
         *self.latest_snapshot.lock().expect("snapshot lock") = metadata_only(snapshot);
-        self.log.wl().compact(compact_index)
+        let mut target = self.compact_target.lock().expect("compact lock");
+        *target = (*target).max(compact_index);
+    }
+
+    /// Drops at most `entries_max` log entries towards the compaction point the latest
+    /// own snapshot set: freeing a hundred thousand entries at once stopped the loop for
+    /// tens of milliseconds, a bounded step per turn does not.
+    pub fn compact_step(&self, entries_max: u64) -> raft::Result<()> {
+        let target = *self.compact_target.lock().expect("compact lock");
+        let first = self.log.first_index()?;
+        if target <= first {
+            return Ok(());
+        }
+        let last = self.log.last_index()?;
+        let step_to = target.min(first + entries_max).min(last + 1);
+        self.log.wl().compact(step_to)
     }
 
     pub fn latest_snapshot_index(&self) -> u64 {

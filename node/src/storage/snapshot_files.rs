@@ -21,6 +21,27 @@ const SNAPSHOT_WRITE_BYTES_MAX: usize = 1 << 20;
 /// would make the WAL's fsyncs on the same device wait behind it.
 const SNAPSHOT_SYNC_EVERY_BYTES: usize = 16 << 20;
 
+/// Who writes a snapshot file (its temp file is named after the writer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writer {
+    /// This member's own snapshot job.
+    Own,
+    /// A snapshot received from the leader.
+    Received,
+    /// `detcd snapshot restore`.
+    Restore,
+}
+
+impl Writer {
+    fn tag(self) -> &'static str {
+        match self {
+            Writer::Own => "own",
+            Writer::Received => "received",
+            Writer::Restore => "restore",
+        }
+    }
+}
+
 /// What a snapshot file carries as its data: its exact length, and the bytes, written
 /// to `out` as often as asked (always the same bytes).
 pub trait SnapshotData {
@@ -203,9 +224,11 @@ impl SnapshotStore {
     /// Writes the temp file of a snapshot (CRC, then the body) without syncing it, and
     /// returns its final and temporary names. The data is produced twice — once into
     /// the CRC, once onto the disk — so a big state is never held encoded in memory.
-    fn write_temp(&self, metadata: &SnapshotMetadata, data: &dyn SnapshotData) -> Result<(String, String), DiskError> {
+    fn write_temp(&self, metadata: &SnapshotMetadata, data: &dyn SnapshotData, writer: Writer) -> Result<(String, String), DiskError> {
         let name = snapshot_name(metadata.term, metadata.index);
-        let temp = format!("{name}.tmp");
+        // Each writer its own temp name: this member's own snapshot job and a snapshot
+        // received from the leader may be written at the same index at the same time.
+        let temp = format!("{name}.{}.tmp", writer.tag());
         let data_len = data.len();
         let (before, after) = snapshot_body_around(metadata, data_len);
         let mut crc = CrcWriter { hasher: crc32fast::Hasher::new(), bytes: 0 };
@@ -225,8 +248,8 @@ impl SnapshotStore {
     }
 
     /// Writes a snapshot durably (temp file, sync, rename).
-    pub fn save(&self, metadata: &SnapshotMetadata, data: &dyn SnapshotData) -> Result<(), DiskError> {
-        let (name, temp) = self.write_temp(metadata, data)?;
+    pub fn save(&self, metadata: &SnapshotMetadata, data: &dyn SnapshotData, writer: Writer) -> Result<(), DiskError> {
+        let (name, temp) = self.write_temp(metadata, data, writer)?;
         self.disk.sync(&temp)?;
         self.disk.rename(&temp, &name)
     }
@@ -235,7 +258,7 @@ impl SnapshotStore {
     /// renames the file without syncing it; [`SnapshotStore::sync_file`] syncs later.
     #[cfg(madsim)]
     pub fn save_without_sync(&self, metadata: &SnapshotMetadata, data: &dyn SnapshotData) -> Result<String, DiskError> {
-        let (name, temp) = self.write_temp(metadata, data)?;
+        let (name, temp) = self.write_temp(metadata, data, Writer::Own)?;
         self.disk.rename(&temp, &name)?;
         Ok(name)
     }
@@ -273,28 +296,49 @@ impl SnapshotStore {
         Ok(LoadedSnapshot { snapshot: None, skipped_damaged })
     }
 
-    /// The index of the oldest snapshot file (intact or not), if there is one.
-    pub fn oldest_index(&self) -> Result<Option<u64>, DiskError> {
-        Ok(self.disk.list(SNAP_DIR)?.iter().filter_map(|name| snapshot_index_of(name)).min())
+    /// The index of the oldest snapshot file (intact or not) that is not among
+    /// `to_be_removed`, if there is one.
+    pub fn oldest_index_after(&self, to_be_removed: &[String]) -> Result<Option<u64>, DiskError> {
+        Ok(self
+            .disk
+            .list(SNAP_DIR)?
+            .iter()
+            .filter(|name| !to_be_removed.contains(&format!("{SNAP_DIR}/{name}")))
+            .filter_map(|name| snapshot_index_of(name))
+            .min())
     }
 
     /// Keeps the newest `keep_max` snapshot files, removes older ones and stray temps.
     pub fn purge(&self, keep_max: usize) -> Result<(), DiskError> {
-        let names = self.disk.list(SNAP_DIR)?;
-        let mut snapshots: Vec<(u64, String)> = Vec::new();
-        for name in names {
-            match snapshot_index_of(&name) {
-                Some(index) => snapshots.push((index, name)),
-                None if name.ends_with(".tmp") => self.disk.remove(&format!("{SNAP_DIR}/{name}"))?,
-                None => {}
-            }
+        for name in self.purge_plan(keep_max)? {
+            self.disk.remove(&name)?;
         }
+        Ok(())
+    }
+
+    /// The snapshot files [`SnapshotStore::purge`] would remove (oldest first), for a
+    /// caller that removes them away from the loop. Temp files are never in it: one may
+    /// be a snapshot being written right now.
+    pub fn purge_plan(&self, keep_max: usize) -> Result<Vec<String>, DiskError> {
+        let mut snapshots: Vec<(u64, String)> =
+            self.disk.list(SNAP_DIR)?.into_iter().filter_map(|name| snapshot_index_of(&name).map(|index| (index, name))).collect();
         snapshots.sort();
         let excess = snapshots.len().saturating_sub(keep_max.max(1));
-        for (_, name) in snapshots.into_iter().take(excess) {
+        Ok(snapshots.into_iter().take(excess).map(|(_, name)| format!("{SNAP_DIR}/{name}")).collect())
+    }
+
+    /// Removes temp files a crash left behind. Only at start-up, before any snapshot is
+    /// being written.
+    pub fn remove_stray_temps(&self) -> Result<(), DiskError> {
+        for name in self.disk.list(SNAP_DIR)?.into_iter().filter(|name| name.ends_with(".tmp")) {
             self.disk.remove(&format!("{SNAP_DIR}/{name}"))?;
         }
         Ok(())
+    }
+
+    /// The data disk (for removals run away from the loop).
+    pub fn disk(&self) -> Arc<dyn Disk> {
+        self.disk.clone()
     }
 }
 
@@ -324,7 +368,7 @@ mod tests {
         let store = SnapshotStore::new(disk.clone());
         let data: Vec<u8> = (0..40u32 << 20).map(|i| (i % 251) as u8).collect();
         let syncs_before = disk.syncs();
-        store.save(&metadata(7), &data.as_slice()).expect("saved");
+        store.save(&metadata(7), &data.as_slice(), super::Writer::Own).expect("saved");
         assert!(disk.syncs() - syncs_before >= 3, "40 MiB synced in slices, then as a whole");
         let loaded = store.load(3, 7).expect("loads");
         assert_eq!(loaded.get_metadata().index, 7);
@@ -339,10 +383,10 @@ mod tests {
         let store = SnapshotStore::new(disk.clone());
         disk.set_capacity_bytes(Some(20 << 20));
         let data = vec![7u8; 30 << 20];
-        let error = store.save(&metadata(9), &data.as_slice()).expect_err("disk full");
+        let error = store.save(&metadata(9), &data.as_slice(), super::Writer::Received).expect_err("disk full");
         assert!(matches!(error, DiskError::NoSpace { .. }), "{error:?}");
         assert!(disk.files().iter().all(|(name, _)| name.ends_with(".tmp")), "{:?}", disk.files());
-        store.purge(2).expect("purged");
+        store.remove_stray_temps().expect("removed");
         assert!(disk.files().is_empty(), "{:?}", disk.files());
     }
 }

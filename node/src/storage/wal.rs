@@ -471,17 +471,31 @@ impl Wal {
     /// Removes segments whose entries are all covered by a durable snapshot at
     /// `snapshot_index`, oldest first, while more than `keep_max` segments remain.
     pub fn release(&mut self, snapshot_index: u64, keep_max: usize) -> Result<usize, WalError> {
-        let mut released = 0;
+        let released = self.detach_released(snapshot_index, keep_max);
+        for name in &released {
+            self.disk.remove(name)?;
+        }
+        Ok(released.len())
+    }
+
+    /// As [`Wal::release`], but the segments are only dropped from the WAL: their names
+    /// are returned for the caller to remove from the disk (away from the loop). Until
+    /// then they are stale files a restart passes over (they end before the snapshot).
+    pub fn detach_released(&mut self, snapshot_index: u64, keep_max: usize) -> Vec<String> {
+        let mut released = Vec::new();
         while self.segments.len() > keep_max.max(1) {
             let releasable = self.segments.get(1).is_some_and(|next| next.first_index <= snapshot_index + 1);
             if !releasable {
                 break;
             }
-            let oldest = self.segments.remove(0);
-            self.disk.remove(&oldest.name)?;
-            released += 1;
+            released.push(self.segments.remove(0).name);
         }
-        Ok(released)
+        released
+    }
+
+    /// The disk the WAL lives on (for removals run away from the loop).
+    pub fn disk(&self) -> std::sync::Arc<dyn Disk> {
+        self.disk.clone()
     }
 
     /// Names of the segments, oldest first.
