@@ -1,15 +1,16 @@
 //! Checks of a history: linearizability of the key-value operations, what serializable
 //! reads promise, and that revisions seen by clients never go backwards.
 //!
-//! Linearizability uses the Wing–Gong/Lowe search with memoised (linearized set, state)
-//! pairs, split per key (every operation touches one key, so the history is linearizable
+//! Linearizability uses the Wing–Gong/Lowe search (as Porcupine runs it: events in a
+//! linked list, lifted and restored; see [`check_key`]) with memoised (linearized set,
+//! state) pairs, split per key (every operation touches one key, so the history is linearizable
 //! iff each key's sub-history is). Unknown-outcome writes have no completion: they may
 //! be placed anywhere after their invocation, or nowhere. Each key gets a budget of
 //! search steps; running out gives `Unknown`, never a wrong verdict.
 //! The search uses an explicit stack (no recursion) and only ordered or
 //! membership-only collections, so it is deterministic.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -39,28 +40,54 @@ impl Verdict {
     }
 }
 
-/// The register every key is: absent or holding a value.
-type State = Option<String>;
+/// What one operation does to the register a key is, with values interned (`u32`), so
+/// that a search step compares integers and copies nothing.
+#[derive(Clone, Copy)]
+enum Step {
+    Put { value: u32 },
+    /// A read that saw `read` (`None`: absent).
+    Get { read: Option<u32> },
+    /// `deleted`: how many keys it reported deleting, when its outcome is known.
+    Delete { deleted: Option<bool> },
+    /// `succeeded`, when its outcome is known.
+    Cas { expected: Option<u32>, value: u32, succeeded: Option<bool> },
+}
 
-/// Applies `op` to `state`; `None` if the op's observed result is impossible there.
-fn step(state: &State, op: &Op) -> Option<State> {
-    let known = op.outcome == Outcome::Ok;
-    match &op.kind {
-        OpKind::Put { value, .. } => Some(Some(value.clone())),
-        OpKind::Get { .. } => (op.read_value == *state).then(|| state.clone()),
-        OpKind::Range { .. } => unreachable!("multi-key reads are not split per key"),
-        OpKind::Delete { .. } => {
-            if known && op.deleted != i64::from(state.is_some()) {
-                return None;
-            }
-            Some(None)
+/// The register's state: absent, or holding an interned value.
+type State = Option<u32>;
+
+impl Step {
+    fn of(op: &Op, intern: &mut impl FnMut(&str) -> u32) -> Step {
+        let known = op.outcome == Outcome::Ok;
+        match &op.kind {
+            OpKind::Put { value, .. } => Step::Put { value: intern(value) },
+            OpKind::Get { .. } => Step::Get { read: op.read_value.as_deref().map(&mut *intern) },
+            OpKind::Delete { .. } => Step::Delete { deleted: known.then_some(op.deleted > 0) },
+            OpKind::Cas { expected, value, .. } => Step::Cas {
+                expected: expected.as_deref().map(&mut *intern),
+                value: intern(value),
+                succeeded: known.then_some(op.succeeded),
+            },
+            OpKind::Range { .. } => unreachable!("multi-key reads are not split per key"),
         }
-        OpKind::Cas { expected, value, .. } => {
-            let holds = state == expected;
-            if known && op.succeeded != holds {
-                return None;
+    }
+
+    /// The state after this op; `None` if its observed result is impossible in `state`.
+    fn apply(self, state: State) -> Option<State> {
+        match self {
+            Step::Put { value } => Some(Some(value)),
+            Step::Get { read } => (read == state).then_some(state),
+            Step::Delete { deleted } => match deleted {
+                Some(deleted) if deleted != state.is_some() => None,
+                _ => Some(None),
+            },
+            Step::Cas { expected, value, succeeded } => {
+                let holds = state == expected;
+                if succeeded.is_some_and(|s| s != holds) {
+                    return None;
+                }
+                Some(if holds { Some(value) } else { state })
             }
-            Some(if holds { Some(value.clone()) } else { state.clone() })
         }
     }
 }
@@ -75,99 +102,146 @@ impl Bits {
     fn get(&self, i: usize) -> bool {
         self.0[i / 64] & (1 << (i % 64)) != 0
     }
-    fn with(&self, i: usize) -> Self {
-        let mut bits = self.clone();
-        bits.0[i / 64] |= 1 << (i % 64);
-        bits
-    }
-    fn count(&self) -> u32 {
-        self.0.iter().map(|w| w.count_ones()).sum()
+    fn flip(&mut self, i: usize) {
+        self.0[i / 64] ^= 1 << (i % 64);
     }
 }
 
-/// Checks one key's operations (already filtered: no failed ops, no serializable or
-/// unknown reads).
-fn check_key(key: &str, ops: &[&Op]) -> Verdict {
-    const NEVER: u64 = u64::MAX;
-    let complete: Vec<u64> = ops.iter().map(|op| op.complete_seq.unwrap_or(NEVER)).collect();
-    let required = complete.iter().filter(|c| **c != NEVER).count() as u32;
-    let required_mask: Vec<bool> = complete.iter().map(|c| *c != NEVER).collect();
+/// A fixed pseudo-random 64-bit value per op index (splitmix64): the Zobrist hash of a
+/// set of linearized ops is the XOR of its members' values, updated in O(1) per step.
+fn zobrist(i: usize) -> u64 {
+    let mut z = (i as u64).wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
 
-    struct Frame {
-        linearized: Bits,
-        state: State,
-        next_candidate: usize,
+/// Checks one key's operations (already filtered: no failed ops, no serializable or
+/// unknown reads), sorted by invocation.
+///
+/// The search is Lowe's refinement of Wing–Gong, as Porcupine runs it: the call and
+/// return events of every op sit in one doubly-linked list in time order; linearizing an
+/// op lifts its two events out of the list (restored on backtrack, "dancing links"), so
+/// the candidates for the next place are the calls before the first return still in
+/// the list — found by walking from the head, never by rescanning every op. Visited
+/// (linearized set, state) pairs are memoised under a Zobrist hash of the set, kept up
+/// to date in O(1) per step; the bitset itself is copied only into the memo, to rule out
+/// hash collisions. An op of unknown outcome returns "at infinity": it may take effect
+/// anywhere after its call or not at all (placed last, it changes no observed result).
+fn check_key(key: &str, ops: &[&Op]) -> Verdict {
+    const NIL: usize = usize::MAX;
+    let n = ops.len();
+    let mut interned: HashMap<String, u32> = HashMap::new();
+    let mut intern = |value: &str| -> u32 {
+        let next = interned.len() as u32;
+        *interned.entry(value.to_string()).or_insert(next)
+    };
+    let steps: Vec<Step> = ops.iter().map(|op| Step::of(op, &mut intern)).collect();
+    let required: Vec<bool> = ops.iter().map(|op| op.complete_seq.is_some()).collect();
+    let required_count = required.iter().filter(|r| **r).count();
+
+    // Events: 2i is op i's call, 2i+1 its return; in time order (unknown returns last).
+    let mut order: Vec<(u64, usize)> = Vec::with_capacity(2 * n);
+    for (i, op) in ops.iter().enumerate() {
+        order.push((op.invoke_seq, 2 * i));
+        order.push((op.complete_seq.unwrap_or(u64::MAX), 2 * i + 1));
     }
-    let mut seen: HashSet<(Bits, State)> = HashSet::new();
-    let mut stack = vec![Frame { linearized: Bits::new(ops.len()), state: None, next_candidate: 0 }];
-    let mut steps = 0u64;
-    let mut deepest: (u32, Bits) = (0, Bits::new(ops.len()));
-    while let Some(frame) = stack.last_mut() {
-        steps += 1;
-        if steps > SEARCH_STEPS_PER_KEY_MAX {
-            return Verdict::Unknown {
-                check: "linearizability".into(),
-                detail: format!("key {key:?}: search budget of {SEARCH_STEPS_PER_KEY_MAX} steps exhausted over {} ops", ops.len()),
-            };
+    order.sort_unstable();
+    // The list: node 2n is the head sentinel.
+    let head = 2 * n;
+    let mut next = vec![NIL; 2 * n + 1];
+    let mut prev = vec![NIL; 2 * n + 1];
+    let mut last = head;
+    for &(_, event) in &order {
+        next[last] = event;
+        prev[event] = last;
+        last = event;
+    }
+    let unlink = |next: &mut Vec<usize>, prev: &mut Vec<usize>, e: usize| {
+        let (p, q) = (prev[e], next[e]);
+        next[p] = q;
+        if q != NIL {
+            prev[q] = p;
         }
-        let required_done = (0..ops.len()).filter(|i| required_mask[*i] && frame.linearized.get(*i)).count() as u32;
-        if required_done == required {
+    };
+    let relink = |next: &mut Vec<usize>, prev: &mut Vec<usize>, e: usize| {
+        let (p, q) = (prev[e], next[e]);
+        next[p] = e;
+        if q != NIL {
+            prev[q] = e;
+        }
+    };
+
+    let mut linearized = Bits::new(n);
+    let mut linearized_hash = 0u64;
+    let mut linearized_count = 0usize;
+    let mut required_done = 0usize;
+    let mut state: State = None;
+    let mut memo: HashMap<(u64, State), Vec<Bits>> = HashMap::new();
+    // (call event lifted, state before it) for every op placed so far, in order.
+    let mut placed: Vec<(usize, State)> = Vec::new();
+    let mut deepest: (usize, Bits) = (0, Bits::new(n));
+    let mut search_steps = 0u64;
+    let mut event = next[head];
+    loop {
+        if required_done == required_count {
             return Verdict::Ok;
         }
-        if frame.linearized.count() > deepest.0 {
-            deepest = (frame.linearized.count(), frame.linearized.clone());
+        search_steps += 1;
+        if search_steps > SEARCH_STEPS_PER_KEY_MAX {
+            return Verdict::Unknown {
+                check: "linearizability".into(),
+                detail: format!("key {key:?}: search budget of {SEARCH_STEPS_PER_KEY_MAX} steps exhausted over {n} ops"),
+            };
         }
-        // The earliest completion among unlinearized ops bounds what may go next.
-        let mut first = (NEVER, usize::MAX);
-        let mut second = NEVER;
-        for (i, c) in complete.iter().enumerate() {
-            if frame.linearized.get(i) {
-                continue;
-            }
-            if *c < first.0 {
-                second = first.0;
-                first = (*c, i);
-            } else if *c < second {
-                second = *c;
-            }
-        }
-        let mut pushed = None;
-        for i in frame.next_candidate..ops.len() {
-            if frame.linearized.get(i) {
-                continue;
-            }
-            let bound = if i == first.1 { second } else { first.0 };
-            if ops[i].invoke_seq > bound {
-                // Ops are sorted by invocation: no later one can go next either.
-                break;
-            }
-            if let Some(state) = step(&frame.state, ops[i]) {
-                let linearized = frame.linearized.with(i);
-                if seen.insert((linearized.clone(), state.clone())) {
-                    pushed = Some((i, Frame { linearized, state, next_candidate: 0 }));
-                    break;
+        assert!(event != NIL, "the list always ends with a return event");
+        let op = event / 2;
+        if event % 2 == 0 {
+            // A call: try to place its op next.
+            if let Some(after) = steps[op].apply(state) {
+                let hash = linearized_hash ^ zobrist(op);
+                linearized.flip(op);
+                let seen = memo.entry((hash, after)).or_default();
+                if seen.contains(&linearized) {
+                    linearized.flip(op);
+                } else {
+                    seen.push(linearized.clone());
+                    placed.push((event, state));
+                    state = after;
+                    linearized_hash = hash;
+                    linearized_count += 1;
+                    required_done += usize::from(required[op]);
+                    if linearized_count > deepest.0 {
+                        deepest = (linearized_count, linearized.clone());
+                    }
+                    unlink(&mut next, &mut prev, event);
+                    unlink(&mut next, &mut prev, event + 1);
+                    event = next[head];
+                    continue;
                 }
             }
-        }
-        match pushed {
-            Some((i, next)) => {
-                frame.next_candidate = i + 1;
-                stack.push(next);
-            }
-            None => {
-                stack.pop();
-            }
+            event = next[event];
+        } else {
+            // A return whose op is not placed: everything placed since must move.
+            let Some((call, before)) = placed.pop() else { break };
+            let undone = call / 2;
+            relink(&mut next, &mut prev, call + 1);
+            relink(&mut next, &mut prev, call);
+            linearized.flip(undone);
+            linearized_hash ^= zobrist(undone);
+            linearized_count -= 1;
+            required_done -= usize::from(required[undone]);
+            state = before;
+            event = next[call];
         }
     }
     // Report the required ops that the deepest attempt could not place.
-    let mut stuck: Vec<&Op> = (0..ops.len()).filter(|i| required_mask[*i] && !deepest.1.get(*i)).map(|i| ops[i]).collect();
+    let mut stuck: Vec<&Op> = (0..n).filter(|i| required[*i] && !deepest.1.get(*i)).map(|i| ops[i]).collect();
     stuck.sort_by_key(|op| op.complete_seq);
     let mut involved: Vec<u64> = stuck.iter().take(3).map(|op| op.id).collect();
     let mut detail = format!(
         "key {key:?}: no linearization of its {} operations; after placing {} of them, none of ops {:?} fits",
-        ops.len(),
-        deepest.0,
-        involved
+        n, deepest.0, involved
     );
     if let Some((why, ops_named)) = stuck.iter().find_map(|read| explain_read(ops, read)) {
         detail.push_str(&format!(". {why}"));

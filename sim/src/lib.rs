@@ -14,6 +14,7 @@ pub mod lease_checker;
 pub mod lease_history;
 pub mod report;
 pub mod scenario;
+pub mod synthetic;
 pub mod watch_checker;
 pub mod watch_history;
 
