@@ -1,33 +1,174 @@
-//! Criterion benchmarks of the pure parts of a member: MVCC writes and reads, WAL record
-//! encoding. Run with `cargo bench -p detcd-node`.
+//! Criterion benchmarks of the hot paths of a member (issue 10): MVCC put, range, txn and
+//! compaction; the state machine's apply of a batch of committed entries; snapshot
+//! encoding and decoding, and the copy-on-write clone that lets a snapshot be taken
+//! without stopping the loop; WAL append + sync of a batch (in memory, and on the real
+//! disk with fdatasync). Run with `cargo bench -p detcd-node`.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use detcd_node::apply::StateMachine;
+use detcd_node::env::mem_disk::MemDisk;
+use detcd_node::env::Disk;
 use detcd_node::mvcc::Mvcc;
-use detcd_node::pb::etcdserverpb::{PutRequest, RangeRequest};
+use detcd_node::pb::detcdpb::{internal_request, InternalRequest};
+use detcd_node::pb::etcdserverpb::{
+    compare, request_op, CompactionRequest, Compare, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
+use detcd_node::storage::wal::Wal;
+use prost::Message as _;
+use raft::eraftpb::Entry;
 
-fn mvcc_put(c: &mut Criterion) {
-    c.bench_function("mvcc_put_1k_keys", |b| {
+const VALUE_BYTES: usize = 256;
+
+fn key(n: u64) -> Vec<u8> {
+    format!("key{n:08}").into_bytes()
+}
+
+fn put_request(n: u64) -> PutRequest {
+    PutRequest { key: key(n), value: vec![7; VALUE_BYTES], ..Default::default() }
+}
+
+fn store_of(keys: u64) -> Mvcc {
+    let mut store = Mvcc::new();
+    for n in 0..keys {
+        store.put(&put_request(n)).expect("put");
+    }
+    store
+}
+
+fn state_of(keys: u64) -> StateMachine {
+    let mut state = StateMachine::new();
+    for n in 0..keys {
+        let request = InternalRequest { proposer: 1, request_id: n + 1, op: Some(internal_request::Op::Put(put_request(n))) };
+        state.apply(&request.encode_to_vec());
+    }
+    state
+}
+
+fn mvcc(c: &mut Criterion) {
+    c.bench_function("mvcc put, 1k keys", |b| {
         let mut store = Mvcc::new();
         let mut n = 0u64;
         b.iter(|| {
             n += 1;
-            let request = PutRequest { key: format!("key{}", n % 1000).into_bytes(), value: vec![7; 64], ..Default::default() };
-            store.put(&request).expect("put");
+            store.put(&put_request(n % 1000)).expect("put");
         });
     });
-}
-
-fn mvcc_range(c: &mut Criterion) {
-    let mut store = Mvcc::new();
-    for n in 0..10_000u64 {
-        let request = PutRequest { key: format!("key{n:05}").into_bytes(), value: vec![7; 64], ..Default::default() };
-        store.put(&request).expect("put");
-    }
-    c.bench_function("mvcc_range_prefix_100_of_10k", |b| {
-        let request = RangeRequest { key: b"key001".to_vec(), range_end: b"key002".to_vec(), ..Default::default() };
+    let store = store_of(10_000);
+    c.bench_function("mvcc range 100 of 10k keys", |b| {
+        let request = RangeRequest { key: key(1000), range_end: key(1100), ..Default::default() };
         b.iter(|| store.range(&request).expect("range"));
     });
+    c.bench_function("mvcc txn compare mod_revision + put, 10k keys", |b| {
+        let mut store = store_of(10_000);
+        let mut n = 0u64;
+        b.iter(|| {
+            n += 1;
+            let k = key(n % 10_000);
+            let request = TxnRequest {
+                compare: vec![Compare {
+                    result: compare::CompareResult::Less as i32,
+                    target: compare::CompareTarget::Mod as i32,
+                    key: k.clone(),
+                    target_union: Some(compare::TargetUnion::ModRevision(i64::MAX)),
+                    ..Default::default()
+                }],
+                success: vec![RequestOp {
+                    request: Some(request_op::Request::RequestPut(PutRequest { key: k, value: vec![9; VALUE_BYTES], ..Default::default() })),
+                }],
+                failure: vec![],
+            };
+            store.txn(&request).expect("txn");
+        });
+    });
+    let mut group = c.benchmark_group("mvcc compaction");
+    group.sample_size(10);
+    group.bench_function("compact 100k keys x 2 versions", |b| {
+        b.iter_batched(
+            || {
+                let mut store = store_of(100_000);
+                for n in 0..100_000 {
+                    store.put(&put_request(n)).expect("put");
+                }
+                store
+            },
+            |mut store| {
+                let revision = store.current_revision();
+                store.compact(&CompactionRequest { revision, physical: false }).expect("compact");
+                store
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    group.finish();
 }
 
-criterion_group!(benches, mvcc_put, mvcc_range);
+fn state_machine(c: &mut Criterion) {
+    c.bench_function("apply a batch of 100 committed puts", |b| {
+        let mut state = StateMachine::new();
+        let mut id = 0u64;
+        b.iter(|| {
+            for _ in 0..100 {
+                id += 1;
+                let request = InternalRequest { proposer: 1, request_id: id, op: Some(internal_request::Op::Put(put_request(id % 10_000))) };
+                state.apply(&request.encode_to_vec());
+            }
+        });
+    });
+    let mut group = c.benchmark_group("snapshot");
+    group.sample_size(10);
+    let state = state_of(100_000);
+    group.bench_function("clone (copy-on-write) of 100k keys", |b| b.iter(|| state.clone()));
+    group.bench_function("encode 100k keys", |b| b.iter(|| state.encode()));
+    let bytes = state.encode();
+    group.bench_function("decode 100k keys", |b| b.iter(|| StateMachine::decode(&bytes).expect("decodes")));
+    group.finish();
+}
+
+fn wal(c: &mut Criterion) {
+    let batch: Vec<Entry> = (1..=64u64)
+        .map(|index| {
+            let mut entry = Entry::default();
+            entry.index = index;
+            entry.term = 1;
+            entry.data = vec![7u8; 300].into();
+            entry
+        })
+        .collect();
+    let mut next_batch = |index: &mut u64| -> Vec<Entry> {
+        batch
+            .iter()
+            .map(|e| {
+                *index += 1;
+                let mut entry = e.clone();
+                entry.index = *index;
+                entry
+            })
+            .collect()
+    };
+    c.bench_function("wal append + sync of 64 entries (memory disk)", |b| {
+        let disk: Arc<dyn Disk> = Arc::new(MemDisk::new());
+        let (mut wal, _) = Wal::open(disk, 0, 64 << 20).expect("wal");
+        let mut index = 0u64;
+        b.iter(|| {
+            wal.append_entries(&next_batch(&mut index)).expect("append");
+            wal.sync().expect("sync");
+        });
+    });
+    let dir = std::env::temp_dir().join(format!("detcd-bench-wal-{}", std::process::id()));
+    let disk: Arc<dyn Disk> = Arc::new(detcd_node::env::fs_disk::FsDisk::open(&dir).expect("disk"));
+    let (mut wal, _) = Wal::open(disk, 0, 64 << 20).expect("wal");
+    let mut index = 0u64;
+    c.bench_function("wal append + fdatasync of 64 entries (real disk)", |b| {
+        b.iter(|| {
+            wal.append_entries(&next_batch(&mut index)).expect("append");
+            wal.sync().expect("sync");
+        });
+    });
+    drop(wal);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, mvcc, state_machine, wal);
 criterion_main!(benches);
