@@ -450,7 +450,7 @@ fn a_hash_that_differs_from_the_majority_raises_a_corrupt_alarm_and_writes_stop(
     };
     apply(&mut state, 1, internal_request::Op::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() }));
     let checked = apply(&mut state, 1, internal_request::Op::HashCheck(HashCheck { revision: 2, leader_id: 1, voters: 3, nonce: 9 }));
-    let report = checked.hash_to_report.expect("the revision is covered");
+    let report = checked.hash_to_report.expect("the revision is covered").run();
     assert_eq!((report.revision, report.hash), (2, state.mvcc().hash_kv(2)));
     let corrupt_members = |state: &detcd_node::StateMachine| -> Vec<u64> {
         state.alarms().iter().filter(|a| a.alarm == AlarmType::Corrupt as i32).map(|a| a.member_id).collect()

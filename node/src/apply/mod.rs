@@ -179,10 +179,33 @@ pub struct Applied {
     pub events: Vec<Event>,
     /// The entry was not a valid request and changed nothing (the same on every member).
     pub invalid: bool,
-    /// A hash check: this member's hash of its key space at that revision with the
-    /// compaction point then, which the member reports back through raft (`None` if
-    /// the revision is compacted away).
-    pub hash_to_report: Option<crate::pb::detcdpb::HashReport>,
+    /// A hash check: what this member must hash and report back through raft (`None`
+    /// if the revision is compacted away). The walk is left to the caller, to run on a
+    /// frozen copy away from the loop ([`HashToReport::run`]).
+    pub hash_to_report: Option<HashToReport>,
+}
+
+/// A hash the corruption check asked for: a frozen (copy-on-write) copy of the store
+/// at the check's revision, and what the report must name.
+#[derive(Debug)]
+pub struct HashToReport {
+    store: Mvcc,
+    revision: i64,
+    compact_revision: i64,
+    nonce: u64,
+}
+
+impl HashToReport {
+    /// Walks the store: the report, to be sent with this member's id filled in.
+    pub fn run(self) -> crate::pb::detcdpb::HashReport {
+        crate::pb::detcdpb::HashReport {
+            revision: self.revision,
+            member_id: 0,
+            hash: self.store.hash_kv(self.revision),
+            compact_revision: self.compact_revision,
+            nonce: self.nonce,
+        }
+    }
 }
 
 /// See [`StateMachine::encoding`].
@@ -393,10 +416,9 @@ impl StateMachine {
             }
             let mvcc = &self.mvcc;
             let covered = check.revision >= compact_revision && check.revision <= mvcc.current_revision();
-            let hash_to_report = covered.then(|| crate::pb::detcdpb::HashReport {
+            let hash_to_report = covered.then(|| HashToReport {
+                store: mvcc.clone(),
                 revision: check.revision,
-                member_id: 0,
-                hash: mvcc.hash_kv(check.revision),
                 compact_revision,
                 nonce: check.nonce,
             });

@@ -159,9 +159,13 @@ pub struct NodeCore {
     next_lease_checkpoint_ms: u64,
     /// When the leader next runs the corruption check.
     next_corrupt_check_ms: u64,
-    /// Hash reports to propose at the next tick (proposing while a Ready is handled
-    /// would give a follower messages raft does not expect after `advance`).
-    hash_reports_to_propose: Vec<crate::pb::detcdpb::HashReport>,
+    /// Hash reports computed on the worker, proposed at the next tick (proposing while a
+    /// Ready is handled would give a follower messages raft does not expect after
+    /// `advance`); at most `HASH_REPORTS_PENDING_MAX` per tick.
+    hash_reports_done: (
+        std::sync::mpsc::Sender<crate::pb::detcdpb::HashReport>,
+        std::sync::mpsc::Receiver<crate::pb::detcdpb::HashReport>,
+    ),
     /// When this member next (re)publishes its attributes, if they are not in yet.
     next_publish_ms: u64,
 }
@@ -301,7 +305,7 @@ impl NodeCore {
             auto_compactor: auto_compaction::AutoCompactor::new(auto_compaction_mode),
             next_lease_checkpoint_ms: 0,
             next_corrupt_check_ms: 0,
-            hash_reports_to_propose: Vec::new(),
+            hash_reports_done: std::sync::mpsc::channel(),
             next_publish_ms: 0,
         };
         #[cfg(madsim)]
@@ -450,7 +454,8 @@ impl NodeCore {
     /// The leader asks every member, through raft, to hash its key space at the current
     /// revision (see `apply::StateMachine::apply_hash_report`).
     fn check_for_corruption(&mut self, now_ms: u64) {
-        for report in std::mem::take(&mut self.hash_reports_to_propose) {
+        for _ in 0..HASH_REPORTS_PENDING_MAX {
+            let Ok(report) = self.hash_reports_done.1.try_recv() else { break };
             self.propose_internal(internal_request::Op::HashReport(report));
         }
         let interval_ms = self.config.corrupt_check_interval_ms;
@@ -929,10 +934,14 @@ impl NodeCore {
         let corrupt_before = self.state.corrupt();
         let compacted_before = self.state.mvcc().compact_revision();
         let applied = self.state.apply(data);
-        if let Some(report) = applied.hash_to_report {
-            if self.hash_reports_to_propose.len() < HASH_REPORTS_PENDING_MAX {
-                self.hash_reports_to_propose.push(crate::pb::detcdpb::HashReport { member_id: self.config.member_id, ..report });
-            }
+        if let Some(job) = applied.hash_to_report {
+            // The walk runs on the worker over the frozen copy; the report comes back
+            // through the channel and is proposed at a later tick.
+            let done = self.hash_reports_done.0.clone();
+            let member_id = self.config.member_id;
+            self.env.worker.run(Box::new(move || {
+                let _ = done.send(crate::pb::detcdpb::HashReport { member_id, ..job.run() });
+            }));
         }
         if self.state.corrupt() != corrupt_before {
             let members = self.state.alarms().iter().filter(|a| a.alarm == crate::pb::etcdserverpb::AlarmType::Corrupt as i32).map(|a| a.member_id).collect();
