@@ -472,3 +472,42 @@ fn a_hash_that_differs_from_the_majority_raises_a_corrupt_alarm_and_writes_stop(
     // The check state and the alarm travel in snapshots.
     assert_eq!(detcd_node::StateMachine::decode(&state.encode()).expect("decode"), state);
 }
+
+/// A compaction applied on a member's loop removes what it drops in steps: until the
+/// last step, hashes, reads and history are exactly those of a store compacted at once.
+#[test]
+fn compaction_removed_in_steps_looks_like_compaction_at_once() {
+    let mut store = Mvcc::new();
+    for round in 0..5u32 {
+        for n in 0..300u32 {
+            let key = format!("k{n:04}").into_bytes();
+            if (n + round) % 7 == 0 {
+                store.delete_range(&detcd_node::pb::etcdserverpb::DeleteRangeRequest { key, ..Default::default() });
+            } else {
+                store.put(&PutRequest { key, value: vec![round as u8; 8], ..Default::default() }).expect("put");
+            }
+        }
+    }
+    let revision = store.current_revision() - 400;
+    let mut at_once = store.clone();
+    at_once.compact(&CompactionRequest { revision, physical: false }).expect("compact");
+    let mut stepped = store.clone();
+    stepped.compact_deferred(&CompactionRequest { revision, physical: false }).expect("compact");
+    let all = RangeRequest { key: b"k".to_vec(), range_end: b"l".to_vec(), ..Default::default() };
+    let mut steps = 0;
+    loop {
+        assert_eq!(stepped.hash_kv(0), at_once.hash_kv(0), "hash after {steps} steps");
+        assert_eq!(stepped.hash_kv(revision), at_once.hash_kv(revision));
+        assert_eq!(stepped.range(&all), at_once.range(&all));
+        assert_eq!(stepped.range(&RangeRequest { revision, ..all.clone() }), at_once.range(&RangeRequest { revision, ..all.clone() }));
+        assert_eq!(stepped.history(b"k", b"l", revision, 100_000).map(|h| h.events), at_once.history(b"k", b"l", revision, 100_000).map(|h| h.events));
+        if !stepped.compact_step(50) {
+            break;
+        }
+        steps += 1;
+    }
+    assert!(steps >= 3, "a 300-key store in windows of 50 takes several steps ({steps})");
+    assert_eq!(stepped, at_once, "every dropped record removed in the end");
+    assert_eq!(stepped.approximate_bytes(), at_once.approximate_bytes());
+    assert_eq!(stepped.approximate_bytes(), stepped.count_bytes());
+}

@@ -94,6 +94,9 @@ impl Cluster {
             config.client_urls = vec![format!("http://m{index}:2379")];
             config.initial_peer_urls = member_ids.iter().enumerate().map(|(i, id)| (*id, vec![format!("http://m{i}:2380")])).collect();
             config.max_snapshots = 2;
+            // Compacted records are removed two keys per loop turn: removal spans turns
+            // in the simulator's small key spaces, as it does in a big store.
+            config.compaction_keys_per_turn_max = 2;
             config.planted_bug = options.planted_bug.as_deref().map(|name| {
                 detcd_node::consensus::PlantedBug::parse(name).unwrap_or_else(|| panic!("unknown planted bug {name:?}"))
             });

@@ -118,6 +118,9 @@ fn the_canary_finds_planted_bugs() {
         // Snapshots off the loop (issue 10): the job must write the state frozen at its
         // index, not the live store — state digests after every index say so.
         ("snapshot-not-frozen", "canary-crash-points", 20),
+        // Compaction removes what it drops in steps on each member's own loop: a hash
+        // that counts what is not removed yet raises CORRUPT on healthy members.
+        ("hash-counts-compacted-records", "memory-corruption", 30),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);

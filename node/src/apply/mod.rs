@@ -268,6 +268,8 @@ pub struct StatePlantedBugs {
     pub lease_ttl_extra_secs: i64,
     /// `tombstone-compacted-at-its-revision`.
     pub tombstone_compacted_at_its_revision: bool,
+    /// `hash-counts-compacted-records`.
+    pub hash_counts_compacted_records: bool,
     /// `duplicate-proposals-applied`.
     pub duplicates_applied: bool,
     /// `corrupt-check-ignores-mismatch`.
@@ -330,6 +332,7 @@ impl StateMachine {
     pub fn plant(&mut self, planted: StatePlantedBugs) {
         self.planted = planted;
         self.mvcc.plant(planted.create_revision_survives_delete, planted.tombstone_compacted_at_its_revision);
+        self.mvcc.hash_counts_compacted_records = planted.hash_counts_compacted_records;
     }
 
     pub fn mvcc(&self) -> &Mvcc {
@@ -582,12 +585,19 @@ impl StateMachine {
             }
             internal_request::Op::Txn(txn) => self.mvcc.apply_txn(&txn, events).map(Response::Txn),
             internal_request::Op::Compaction(compaction) => {
-                self.mvcc.compact(&compaction).map(|()| Response::Compact(CompactionResponse::default()))
+                // Removal of what it drops happens in steps on the loop (`compact_step`).
+                self.mvcc.compact_deferred(&compaction).map(|()| Response::Compact(CompactionResponse::default()))
             }
         }
     }
 
     /// See [`Mvcc::defragment`]: memory only, no change to the replicated state.
+    /// Removes records the compaction point dropped from at most `keys_max` keys (see
+    /// `mvcc::compaction`); whether work remains.
+    pub fn compact_step(&mut self, keys_max: usize) -> bool {
+        self.mvcc.compact_step(keys_max)
+    }
+
     pub fn defragment(&mut self) {
         self.mvcc.defragment();
     }

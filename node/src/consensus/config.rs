@@ -67,6 +67,8 @@ pub struct NodeConfig {
     pub corrupt_check_interval_ms: u64,
     /// Applied entries kept in memory behind a snapshot for slow followers.
     pub snapshot_catchup_entries: u64,
+    /// Keys whose compacted records are removed per loop turn (see `mvcc::compaction`).
+    pub compaction_keys_per_turn_max: usize,
     /// Simulator builds only: a bug to plant in this member.
     #[cfg(madsim)]
     pub planted_bug: Option<PlantedBug>,
@@ -95,6 +97,7 @@ impl NodeConfig {
             uncommitted_bytes_max: UNCOMMITTED_BYTES_MAX,
             wal_segment_bytes_max: crate::storage::wal::WAL_SEGMENT_BYTES_MAX,
             snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES,
+            compaction_keys_per_turn_max: super::COMPACTION_KEYS_PER_TURN_MAX,
             watch_progress_notify_interval_ms: 10 * 60 * 1000,
             quota_backend_bytes: QUOTA_BACKEND_BYTES_DEFAULT,
             auto_compaction: super::auto_compaction::AutoCompaction::Off,

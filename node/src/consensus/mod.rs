@@ -102,6 +102,10 @@ fn role_of(state: StateRole) -> Role {
     }
 }
 
+/// Keys whose compacted records are removed per loop turn (see `mvcc::compaction`):
+/// about a millisecond's work.
+pub const COMPACTION_KEYS_PER_TURN_MAX: usize = 16_384;
+
 /// Log entries an own snapshot lets go of per loop turn (see `NodeStorage::compact_step`).
 pub const LOG_COMPACT_ENTRIES_PER_TURN_MAX: u64 = 4096;
 
@@ -352,6 +356,7 @@ impl NodeCore {
             create_revision_survives_delete: self.planted(PlantedBug::CreateRevisionSurvivesDelete),
             lease_ttl_extra_secs: i64::from(self.planted(PlantedBug::LeaseTtlDiffersBetweenMembers) && self.config.member_id % 2 == 1),
             tombstone_compacted_at_its_revision: self.planted(PlantedBug::TombstoneCompactedAtItsRevision),
+            hash_counts_compacted_records: self.planted(PlantedBug::HashCountsCompactedRecords),
             duplicates_applied: self.planted(PlantedBug::DuplicateProposalsApplied),
             corrupt_check_ignores_mismatch: self.planted(PlantedBug::CorruptCheckIgnoresMismatch),
             members_published_locally_only: self.planted(PlantedBug::MemberAttributesAppliedLocallyOnly).then_some(self.config.member_id),
@@ -700,6 +705,25 @@ impl NodeCore {
 
     fn serve_read(&mut self, read: PendingRequest) {
         let header = self.header();
+        if let Request::Range(range) = &read.request {
+            if is_large_range(range) {
+                // A read that may copy a large part of the store runs on the worker over
+                // a frozen copy of the store as applied now (copy-on-write: cheap), so
+                // the loop does not stop for it.
+                let store = self.state.mvcc().clone();
+                let range = range.clone();
+                let responder = read.responder;
+                self.env.worker.run(Box::new(move || {
+                    let result = store.range(&range).map(|response| {
+                        let mut response = Response::Range(response);
+                        response.set_header(header);
+                        response
+                    });
+                    let _ = responder.send(result);
+                }));
+                return;
+            }
+        }
         let result = match &read.request {
             Request::LeaseTimeToLive(_) | Request::LeaseLeases(_) => Ok(self.read_leases(&read.request)),
             request => self.state.read(request),
@@ -1002,6 +1026,7 @@ impl NodeCore {
     /// while this loop goes on (see `snapshotter`).
     fn maybe_snapshot(&mut self) -> Result<(), FatalError> {
         self.storage.compact_step(LOG_COMPACT_ENTRIES_PER_TURN_MAX)?;
+        self.state.compact_step(self.config.compaction_keys_per_turn_max);
         #[cfg(madsim)]
         if let Some(mut job) = self.late_snapshot_job.take() {
             job.read_live_state_for_planted_bug(&self.state);
@@ -1169,6 +1194,14 @@ impl NodeCore {
 }
 
 /// Whether a request is served as a read (never replicated).
+/// Keys a range may return and still be served on the loop; beyond (or without a
+/// limit, over more than one key) it is served on the worker.
+pub const RANGE_ON_LOOP_KEYS_MAX: i64 = 1000;
+
+fn is_large_range(range: &crate::pb::etcdserverpb::RangeRequest) -> bool {
+    !range.range_end.is_empty() && (range.limit <= 0 || range.limit > RANGE_ON_LOOP_KEYS_MAX)
+}
+
 fn is_read(request: &Request) -> bool {
     match request {
         Request::Range(_) | Request::LeaseTimeToLive(_) | Request::LeaseLeases(_) => true,

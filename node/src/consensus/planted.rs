@@ -84,10 +84,13 @@ pub enum PlantedBug {
     /// background writer sharing the live store): the file labelled index N holds the
     /// entries applied after N as well.
     SnapshotNotFrozen,
+    /// `hash_kv` counts records a compaction dropped but the member has not removed yet
+    /// (removal runs in steps on each member's own loop): healthy members' hashes differ.
+    HashCountsCompactedRecords,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 28] = [
+    pub const ALL: [PlantedBug; 29] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -116,6 +119,7 @@ impl PlantedBug {
         PlantedBug::MemberAttributesAppliedLocallyOnly,
         PlantedBug::LockSkipsTheWait,
         PlantedBug::SnapshotNotFrozen,
+        PlantedBug::HashCountsCompactedRecords,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -148,6 +152,7 @@ impl PlantedBug {
             PlantedBug::MemberAttributesAppliedLocallyOnly => "member-attributes-applied-locally-only",
             PlantedBug::LockSkipsTheWait => "lock-skips-the-wait",
             PlantedBug::SnapshotNotFrozen => "snapshot-not-frozen",
+            PlantedBug::HashCountsCompactedRecords => "hash-counts-compacted-records",
         }
     }
 

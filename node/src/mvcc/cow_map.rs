@@ -28,8 +28,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Entries per chunk before it splits. Small enough that the first write to a chunk a
 /// snapshot still shares copies little (64 keys and their histories), large enough that
-/// a clone of a million-key map is ~16k pointers.
-pub(crate) const CHUNK_ENTRIES_MAX: usize = 64;
+/// a clone of a million-key map is ~16k pointers. Simulator builds use 4, so that the
+/// simulator's small key spaces span many chunks (splits, windows of compaction steps).
+pub(crate) const CHUNK_ENTRIES_MAX: usize = if cfg!(madsim) { 4 } else { 64 };
 
 #[derive(Clone)]
 struct Chunk<V> {
@@ -260,25 +261,38 @@ impl<V: Clone> CowMap<V> {
     }
 
     /// Calls `keep` on every entry `touches` says yes to, letting it change the value,
-    /// and removes the entry if it returns false. Only chunks holding such an entry are
-    /// copied if shared: a compaction that changes a few keys copies a few chunks.
-    pub fn retain_where(
+    /// and removes the entry if it returns false — over a window: the chunks from the one
+    /// holding `start` on, until at least `keys_max` keys were looked at. Only chunks
+    /// holding such an entry are copied if shared: a compaction that changes a few keys
+    /// copies a few chunks. The first key after the window
+    /// (where the next call starts), or `None` once the last chunk was done.
+    pub fn retain_where_from(
         &mut self,
+        start: &[u8],
+        keys_max: usize,
         touches: impl Fn(&[u8], &V) -> bool,
         mut keep: impl FnMut(&[u8], &mut V) -> bool,
-    ) {
-        let mut removed = 0;
-        for chunk in &mut self.chunks {
-            if !chunk.entries.iter().any(|(key, value)| touches(key, value)) {
-                continue;
+    ) -> Option<Vec<u8>> {
+        let mut chunk = self.chunks.partition_point(|chunk| chunk.last_key() < start);
+        let mut looked_at = 0usize;
+        let mut removed = 0usize;
+        while chunk < self.chunks.len() && looked_at < keys_max {
+            let shared = &self.chunks[chunk];
+            looked_at += shared.entries.len();
+            if shared.entries.iter().any(|(key, value)| touches(key, value)) {
+                let entries = &mut Arc::make_mut(&mut self.chunks[chunk]).entries;
+                let before = entries.len();
+                entries.retain_mut(|(key, value)| !touches(key, value) || keep(key, value));
+                removed += before - entries.len();
+                if entries.is_empty() {
+                    self.chunks.remove(chunk);
+                    continue;
+                }
             }
-            let entries = &mut Arc::make_mut(chunk).entries;
-            let before = entries.len();
-            entries.retain_mut(|(key, value)| !touches(key, value) || keep(key, value));
-            removed += before - entries.len();
+            chunk += 1;
         }
-        self.chunks.retain(|chunk| !chunk.entries.is_empty());
         self.len -= removed;
+        self.chunks.get(chunk).map(|next| next.entries[0].0.to_vec())
     }
 
     /// Lets `change` rewrite every value (copies every shared chunk).
@@ -414,8 +428,13 @@ mod tests {
                         }
                     }
                     7 => {
+                        // In windows of a few keys, as compaction steps run.
                         let cut = rng.gen_range(0..step.max(1));
-                        map.retain_where(|_, v| *v < cut, |_, v| *v % 3 != 0);
+                        let window = rng.gen_range(1..200);
+                        let mut start = Vec::new();
+                        while let Some(next) = map.retain_where_from(&start, window, |_, v| *v < cut, |_, v| *v % 3 != 0) {
+                            start = next;
+                        }
                         model.retain(|_, v| *v >= cut || *v % 3 != 0);
                     }
                     8 => frozen.push((map.clone(), model.clone())),

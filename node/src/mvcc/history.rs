@@ -35,12 +35,14 @@ impl Mvcc {
         let mut found: Vec<(i64, u32, Event)> = Vec::new();
         for (key, records) in keys_in(&self.keys, &key_range(key, range_end)) {
             let first = records.partition_point(|r| r.mod_revision < from);
+            // Records compaction dropped (removed yet or not) are no one's previous value.
+            let kept_from = self.compacted_prefix(records);
             for position in first..records.len() {
                 let record = &records[position];
                 if record.mod_revision > through {
                     break;
                 }
-                let previous = position.checked_sub(1).map(|p| &records[p]).filter(|p| !p.tombstone);
+                let previous = position.checked_sub(1).filter(|p| *p >= kept_from).map(|p| &records[p]).filter(|p| !p.tombstone);
                 let prev_kv = previous.map(|p| p.to_key_value(key));
                 let event = if record.tombstone {
                     let kv = KeyValue { key: key.to_vec(), mod_revision: record.mod_revision, ..Default::default() };

@@ -68,6 +68,9 @@ pub struct Mvcc {
     live_digest: u64,
     /// Leases and the keys attached to them.
     lessor: lease::Lessor,
+    /// How far the removal of compacted records got (see `compaction`). Not encoded.
+    #[serde(skip)]
+    compaction_progress: compaction::CompactionProgress,
     /// Planted bug `create-revision-survives-delete` (simulator builds only).
     #[cfg(madsim)]
     #[serde(skip)]
@@ -76,6 +79,10 @@ pub struct Mvcc {
     #[cfg(madsim)]
     #[serde(skip)]
     pub(crate) tombstone_compacted_at_its_revision: bool,
+    /// Planted bug `hash-counts-compacted-records` (simulator builds only).
+    #[cfg(madsim)]
+    #[serde(skip)]
+    pub(crate) hash_counts_compacted_records: bool,
 }
 
 /// Per-record overhead counted in the database size besides key and value bytes.
@@ -147,10 +154,13 @@ impl Mvcc {
             size_bytes: 0,
             live_digest: 0,
             lessor: lease::Lessor::default(),
+            compaction_progress: compaction::CompactionProgress::default(),
             #[cfg(madsim)]
             create_revision_survives_delete: false,
             #[cfg(madsim)]
             tombstone_compacted_at_its_revision: false,
+            #[cfg(madsim)]
+            hash_counts_compacted_records: false,
         }
     }
 
@@ -191,6 +201,11 @@ impl Mvcc {
         let mut store: Mvcc = bincode::deserialize(bytes).map_err(|e| e.to_string())?;
         store.size_bytes = store.count_bytes();
         store.live_digest = store.count_live_digest();
+        // Records a compaction dropped may have been encoded before their removal:
+        // visit every key once more.
+        if store.compact_revision > 0 {
+            store.compaction_progress.0 = Some(Vec::new());
+        }
         store.assert_invariants();
         Ok(store)
     }
@@ -238,6 +253,7 @@ impl Mvcc {
     /// Gives memory back after compaction: every key's history and value buffers are
     /// shrunk to fit (etcd's defragment rewrites its file for the same reason).
     pub fn defragment(&mut self) {
+        while self.compact_step(usize::MAX) {}
         self.keys.for_each_value_mut(|records| {
             records.shrink_to_fit();
             for record in records.iter_mut() {
