@@ -15,7 +15,8 @@
 #     Loads `keys` distinct keys (256 B values, 64 clients) into a fresh cluster of each
 #     server, and reports the longest request during the load, requests failed, peak
 #     and steady resident memory (all members), data-dir size, the time one 100k-key
-#     range (keys only) takes, and the restart time of the first member after kill -9
+#     range (keys only) takes, the longest put of 16 clients while the whole store is
+#     compacted, and the restart time of the first member after kill -9
 #     (until it answers a put), with its peak memory while starting.
 #
 # SERVERS="detcd" runs one side only (for iterating; a comparison needs both).
@@ -124,8 +125,8 @@ run_matrix() {
 run_scale() {
   local keys=${1:-1000000} members=${2:-1} json="reports/bench-scale-$(date -u +%F).json" server first=1 round_id=0
   echo "# $(date -u +%F) $(machine); $keys keys of 256 B into $members member(s), 64 clients"
-  printf "%-6s %9s %8s %8s %8s %7s %10s %10s %9s %9s %10s %10s\n" server puts/s p99_ms max_ms failed \
-    "" peak_MiB steady_MiB data_MiB range_ms restart_s restart_MiB
+  printf "%-6s %9s %8s %8s %8s %10s %10s %9s %9s %11s %10s %10s\n" server puts/s p99_ms max_ms failed \
+    peak_MiB steady_MiB data_MiB range_ms compact_max restart_s restart_MiB
   echo "{\"date\": \"$(date -u +%FT%TZ)\", \"machine\": \"$(machine)\", \"keys\": $keys, \"members\": $members, \"servers\": [" >"$json"
   for server in ${SERVERS:-detcd etcd}; do
     round_id=$((round_id+1))
@@ -140,6 +141,15 @@ run_scale() {
     steady=$(sum_status_kib VmRSS "${PIDS[@]}")
     data=$(du -sk "$dir"-m* 2>/dev/null | awk '{s+=$1} END {print s}')
     range=$("$LOAD" --mode range --endpoints "${endpoints%%,*}" --clients 1 --total 5 --range-keys 100000 | tr ' ' '\n' | sed -n 's/^p50_ms=//p')
+    # Compaction of the whole store while 16 clients put: the longest put meanwhile.
+    local compact_out revision
+    revision=$(ETCDCTL_API=3 etcdctl --endpoints="${endpoints%%,*}" endpoint status -w json | sed -E 's/.*"revision":([0-9]+).*/\1/')
+    "$LOAD" --mode put --endpoints "$endpoints" --clients 16 --total 40000 --key-space 10000 >"$dir-compact-load.txt" &
+    local load_pid=$!
+    sleep 0.5
+    ETCDCTL_API=3 etcdctl --endpoints="${endpoints%%,*}" compact "$revision" >/dev/null
+    wait "$load_pid"
+    compact_out=$(cat "$dir-compact-load.txt")
     # Restart the first member after kill -9: time until it answers a put again.
     local first_pid=${PIDS[0]}
     kill -9 "$first_pid"; wait "$first_pid" 2>/dev/null || true
@@ -150,12 +160,13 @@ run_scale() {
     restart=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b-a}')
     restart_peak=$(status_kib "${PIDS[-1]}" VmHWM)
     stop_cluster
-    printf "%-6s %9s %8s %8s %8s %7s %10s %10s %9s %9s %10s %10s\n" "$server" "$(field "$out" puts_per_s)" "$(field "$out" p99_ms)" \
-      "$(field "$out" max_ms)" "$(field "$out" errors)" "" "$((peak/1024))" "$((steady/1024))" "$((data/1024))" "$range" "$restart" "$((restart_peak/1024))"
+    printf "%-6s %9s %8s %8s %8s %10s %10s %9s %9s %11s %10s %10s\n" "$server" "$(field "$out" puts_per_s)" "$(field "$out" p99_ms)" \
+      "$(field "$out" max_ms)" "$(field "$out" errors)" "$((peak/1024))" "$((steady/1024))" "$((data/1024))" "$range" \
+      "$(field "$compact_out" max_ms)" "$restart" "$((restart_peak/1024))"
     [ $first = 1 ] || echo "," >>"$json"; first=0
-    printf '{"server": "%s", "puts_per_s": %s, "p99_ms": %s, "max_ms": %s, "failed": %s, "peak_rss_kib": %s, "steady_rss_kib": %s, "data_dir_kib": %s, "range_100k_ms": %s, "restart_s": %s, "restart_peak_rss_kib": %s, "server_cpu_us_per_op": %s}' \
+    printf '{"server": "%s", "puts_per_s": %s, "p99_ms": %s, "max_ms": %s, "failed": %s, "peak_rss_kib": %s, "steady_rss_kib": %s, "data_dir_kib": %s, "range_100k_ms": %s, "restart_s": %s, "restart_peak_rss_kib": %s, "server_cpu_us_per_op": %s, "max_ms_while_compacting": %s}' \
       "$server" "$(field "$out" puts_per_s)" "$(field "$out" p99_ms)" "$(field "$out" max_ms)" "$(field "$out" errors)" "$peak" "$steady" "$data" \
-      "${range:-0}" "$restart" "$restart_peak" "$(field "$out" server_cpu_us_per_op)" >>"$json"
+      "${range:-0}" "$restart" "$restart_peak" "$(field "$out" server_cpu_us_per_op)" "$(field "$compact_out" max_ms)" >>"$json"
   done
   echo "]}" >>"$json"
   echo "results: $json"
