@@ -59,8 +59,13 @@ mod production {
     }
 
     pub async fn run(config: ServerConfig) -> Result<(), String> {
-        let data_disk = FsDisk::open(format!("{}/member", config.data_dir)).map_err(|e| e.to_string())?;
-        let wal_disk = FsDisk::open(&config.wal_dir).map_err(|e| e.to_string())?;
+        let metrics = detcd_node::grpc::metrics::Metrics::new();
+        let data_metrics = metrics.clone();
+        let data_disk = FsDisk::open(format!("{}/member", config.data_dir))
+            .map_err(|e| e.to_string())?
+            .with_sync_observer(move |took| data_metrics.record_data_fsync(took));
+        let wal_metrics = metrics.clone();
+        let wal_disk = FsDisk::open(&config.wal_dir).map_err(|e| e.to_string())?.with_sync_observer(move |took| wal_metrics.record_wal_fsync(took));
         let initialised = MemberMeta::load(&data_disk).map_err(|e| e.to_string())?.is_some();
         if config.initial_cluster_state == "existing" && !initialised {
             return Err(
@@ -101,8 +106,9 @@ mod production {
             let socket = resolved.next().ok_or_else(|| format!("client address {addr} resolves to nothing"))?;
             let incoming = detcd_node::grpc::bind(socket).map_err(|e| format!("listen on client address {addr}: {e}"))?;
             let handle = handle.clone();
+            let metrics = metrics.clone();
             tokio::spawn(async move {
-                if let Err(e) = detcd_node::grpc::serve(incoming, handle, max_request_bytes).await {
+                if let Err(e) = detcd_node::grpc::serve(incoming, handle, max_request_bytes, metrics).await {
                     eprintln!("detcd: client listener {socket} stopped: {e}");
                     std::process::exit(1);
                 }

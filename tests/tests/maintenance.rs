@@ -181,6 +181,59 @@ fn health_and_version_over_http_and_endpoint_health() {
     assert_eq!(curl(&format!("http://{endpoint}/livez")), ("ok\n".to_string(), "200".to_string()));
 }
 
+/// `/metrics` serves Prometheus text with etcd's metric names: leader, proposals, the
+/// database size and keys from the member's status, WAL fsync latencies, and gRPC calls
+/// counted by method and code (a refused call with its code).
+#[test]
+fn metrics_use_etcds_names_and_follow_the_member() {
+    let mut cluster = Cluster::start(3, &[]);
+    let rt = runtime();
+    wait_writable(&rt, &mut cluster, 0);
+    let endpoint = cluster.members[0].endpoint();
+    for i in 0..5 {
+        let put = etcdctl(&endpoint, &["put", &format!("metric-key-{i}"), "v"], None);
+        assert_eq!(put.code, 0, "{}", put.stderr);
+    }
+    // A put with an empty key is refused with InvalidArgument.
+    let refused = etcdctl(&endpoint, &["put", "", "v"], None);
+    assert_ne!(refused.code, 0);
+    let (text, code) = curl(&format!("http://{endpoint}/metrics"));
+    assert_eq!(code, "200");
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+    };
+    assert_eq!(value("etcd_server_has_leader"), 1.0);
+    assert!(value("etcd_server_leader_changes_seen_total") >= 1.0);
+    assert!(value("etcd_server_proposals_committed_total") >= 5.0);
+    assert!(value("etcd_server_proposals_applied_total") >= 5.0);
+    assert_eq!(value("etcd_server_proposals_pending"), 0.0);
+    assert!(value("etcd_debugging_mvcc_keys_total") >= 5.0);
+    assert!(value("etcd_mvcc_db_total_size_in_bytes") > 0.0);
+    assert!(value("etcd_disk_wal_fsync_duration_seconds_count") >= 5.0, "every put was synced");
+    assert!(text.contains("# TYPE etcd_disk_wal_fsync_duration_seconds histogram"));
+    assert!(
+        text.lines().any(|l| l.starts_with("grpc_server_handled_total{") && l.contains(r#"grpc_method="Put""#) && l.contains(r#"grpc_code="OK""#)),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("grpc_server_handled_total{") && l.contains(r#"grpc_method="Put""#) && l.contains(r#"grpc_code="InvalidArgument""#)),
+        "{text}"
+    );
+    // Without a quorum: no leader.
+    let follower_endpoint = cluster.members[1].endpoint();
+    cluster.kill_member(0);
+    cluster.kill_member(2);
+    let leaderless = wait_for(Duration::from_secs(15), || {
+        let (text, _) = curl(&format!("http://{follower_endpoint}/metrics"));
+        text.lines().any(|l| l == "etcd_server_has_leader 0").then_some(())
+    });
+    assert!(leaderless.is_some(), "etcd_server_has_leader fell to 0");
+}
+
 /// `etcdctl snapshot save` against detcd, `detcd snapshot status` in etcd's three forms,
 /// `detcd snapshot restore` into a new three-member cluster holding the same data (and
 /// revisions), and a damaged file refused without writing anything.

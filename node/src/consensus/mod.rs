@@ -86,6 +86,15 @@ pub struct NodeStatus {
     pub invalid_entries_applied: u64,
     /// Active alarms: (member that raised it, `AlarmType` number).
     pub alarms: Vec<(u64, i32)>,
+    /// Times this member saw the leader change to another member (etcd's
+    /// `leader_changes_seen_total`).
+    pub leader_changes_seen: u64,
+    /// Client proposals waiting for commit now, and failed so far (timed out or the
+    /// leader lost).
+    pub proposals_pending: u64,
+    pub proposals_failed: u64,
+    /// Live keys in the store.
+    pub live_keys: u64,
 }
 
 /// Hash reports (corruption check) waiting for the next tick to be proposed.
@@ -138,6 +147,7 @@ pub struct NodeCore {
     reads: ReadIndex,
     last_role: Option<(Role, u64, u64)>,
     fsyncs: u64,
+    leader_changes_seen: u64,
     entries_persisted: u64,
     peer_messages_refused: u64,
     invalid_entries_applied: u64,
@@ -296,6 +306,7 @@ impl NodeCore {
             last_role: None,
             fsyncs: 0,
             entries_persisted: 0,
+            leader_changes_seen: 0,
             peer_messages_refused: 0,
             invalid_entries_applied: 0,
             change_feed: None,
@@ -888,6 +899,9 @@ impl NodeCore {
     fn note_role(&mut self, role: Role, leader_id: u64) {
         let term = self.raw.raft.term;
         let previous_leader = self.last_role.map(|(_, leader, _)| leader);
+        if leader_id != raft::INVALID_ID && previous_leader != Some(leader_id) {
+            self.leader_changes_seen += 1;
+        }
         if previous_leader.is_some_and(|previous| previous != leader_id && previous != raft::INVALID_ID) {
             self.on_leader_lost();
         }
@@ -1097,6 +1111,10 @@ impl NodeCore {
             peer_messages_refused: self.peer_messages_refused,
             invalid_entries_applied: self.invalid_entries_applied,
             alarms: self.state.alarms().iter().map(|a| (a.member_id, a.alarm)).collect(),
+            leader_changes_seen: self.leader_changes_seen,
+            proposals_pending: self.proposals.len() as u64,
+            proposals_failed: self.proposals.failed_total(),
+            live_keys: self.state.mvcc().live_keys(),
         }
     }
 

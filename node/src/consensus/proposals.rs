@@ -32,6 +32,9 @@ impl PendingRequest {
 pub struct Proposals {
     by_id: BTreeMap<u64, PendingRequest>,
     bytes: usize,
+    /// Proposals failed so far (timed out, or the leader was lost): etcd's
+    /// `proposals_failed_total`.
+    failed_total: u64,
 }
 
 impl Proposals {
@@ -45,6 +48,10 @@ impl Proposals {
 
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    pub fn failed_total(&self) -> u64 {
+        self.failed_total
     }
 
     /// A fresh non-zero id not in use.
@@ -74,6 +81,7 @@ impl Proposals {
         let expired: Vec<u64> = self.by_id.iter().filter(|(_, p)| p.deadline_ms <= now_ms).map(|(id, _)| *id).collect();
         for id in expired {
             self.remove(id).expect("expired id listed above").fail(EtcdError::Timeout);
+            self.failed_total += 1;
         }
     }
 
@@ -81,6 +89,7 @@ impl Proposals {
     pub fn fail_all(&mut self, error: EtcdError) {
         for (_, pending) in std::mem::take(&mut self.by_id) {
             pending.fail(error.clone());
+            self.failed_total += 1;
         }
         self.bytes = 0;
     }

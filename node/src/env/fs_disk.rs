@@ -19,6 +19,8 @@ pub struct FsDisk {
     open_files: Mutex<BTreeMap<String, File>>,
     /// Set by the first failed sync; every later write fails with it.
     poisoned_by: Mutex<Option<String>>,
+    /// Told how long every successful sync took (the `/metrics` fsync histograms).
+    sync_observer: Option<Box<dyn Fn(std::time::Duration) + Send + Sync>>,
 }
 
 impl FsDisk {
@@ -26,7 +28,13 @@ impl FsDisk {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, DiskError> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(|e| io_error(&root.display().to_string(), &e))?;
-        Ok(Self { root, open_files: Mutex::new(BTreeMap::new()), poisoned_by: Mutex::new(None) })
+        Ok(Self { root, open_files: Mutex::new(BTreeMap::new()), poisoned_by: Mutex::new(None), sync_observer: None })
+    }
+
+    /// Reports the duration of every successful sync to `observe`.
+    pub fn with_sync_observer(mut self, observe: impl Fn(std::time::Duration) + Send + Sync + 'static) -> Self {
+        self.sync_observer = Some(Box::new(observe));
+        self
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -131,6 +139,7 @@ impl Disk for FsDisk {
     fn sync(&self, name: &str) -> Result<(), DiskError> {
         self.check_poisoned(name)?;
         let open_files = self.open_files.lock().expect("open files lock");
+        let started = std::time::Instant::now();
         let result = match open_files.get(name) {
             Some(file) => file.sync_data(),
             None => File::open(self.path(name)).and_then(|f| f.sync_data()),
@@ -139,6 +148,9 @@ impl Disk for FsDisk {
             let error = io_error(name, &e);
             *self.poisoned_by.lock().expect("disk poison lock") = Some(error.to_string());
             return Err(error);
+        }
+        if let Some(observe) = &self.sync_observer {
+            observe(started.elapsed());
         }
         Ok(())
     }

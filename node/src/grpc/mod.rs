@@ -10,6 +10,7 @@ mod kv;
 mod lease;
 mod lock;
 mod maintenance;
+pub mod metrics;
 mod watch;
 
 use tonic::transport::server::TcpIncoming;
@@ -55,7 +56,12 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpIncoming> {
 }
 
 /// Serves the client API on a bound listener until the process ends.
-pub async fn serve(incoming: TcpIncoming, node: NodeHandle, max_request_bytes: usize) -> Result<(), tonic::transport::Error> {
+pub async fn serve(
+    incoming: TcpIncoming,
+    node: NodeHandle,
+    max_request_bytes: usize,
+    metrics: std::sync::Arc<metrics::Metrics>,
+) -> Result<(), tonic::transport::Error> {
     let kv = KvServer::new(KvService { node: node.clone() })
         .max_decoding_message_size(max_request_bytes + GRPC_OVERHEAD_BYTES)
         .max_encoding_message_size(usize::MAX);
@@ -70,7 +76,7 @@ pub async fn serve(incoming: TcpIncoming, node: NodeHandle, max_request_bytes: u
         .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
         .add_service(LockServer::new(LockService { node: node.clone() }))
         .add_service(ElectionServer::new(ElectionService { node: node.clone() }));
-    let router = http::add_routes(routes.into_axum_router(), node);
+    let router = metrics::add_routes(http::add_routes(routes.into_axum_router(), node.clone()), node, metrics);
     tonic::transport::Server::builder()
         // etcd allows any number of streams per connection (grpc's MaxConcurrentStreams
         // is math.MaxUint32): clients multiplex thousands of watches on one connection.

@@ -22,9 +22,11 @@ impl Mvcc {
         let previous = records.last().filter(|r| !r.tombstone).map(|p| p.to_key_value(key));
         if let Some(live) = records.last().filter(|r| !r.tombstone) {
             self.live_digest ^= live_record_digest(key, live);
+            self.live_keys -= 1;
         }
         if !record.tombstone {
             self.live_digest ^= live_record_digest(key, &record);
+            self.live_keys += 1;
         }
         let added = record_bytes(key, &record);
         match records.last_mut() {
