@@ -121,12 +121,33 @@ mod production {
             config.node.cluster_id,
             config.advertise_client_urls.join(",")
         );
-        // Keep `inbox` alive for the peer listeners; the node stops only on a fatal error.
-        let result = node.run().await;
+        // Keep `inbox` alive for the peer listeners; the node stops on a fatal error, or
+        // when SIGTERM or SIGINT asks it to. Stopping between two loop turns is safe at
+        // any moment: nothing is acknowledged before it is durable.
+        let result = tokio::select! {
+            result = node.run() => result,
+            signal = shutdown_signal() => {
+                eprintln!("detcd: received {signal} signal, shutting down...");
+                Ok(())
+            }
+        };
         drop(inbox);
         match result {
             Ok(()) => Ok(()),
             Err(fatal) => Err(format!("member stopped: {fatal}")),
+        }
+    }
+
+    /// Waits for SIGTERM or SIGINT; the signal's name as etcd prints it. If the handlers
+    /// cannot be installed, never returns (the default dispositions stay).
+    async fn shutdown_signal() -> &'static str {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = terminate.recv() => "terminated",
+            _ = interrupt.recv() => "interrupt",
         }
     }
 }

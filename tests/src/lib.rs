@@ -143,6 +143,23 @@ impl Cluster {
         self.members[i].process = Some(child);
     }
 
+    /// Sends SIGTERM to member `i` and waits for it to exit (at most `timeout`; then it is
+    /// SIGKILLed and `None` returned).
+    pub fn terminate_member(&mut self, i: usize, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.members[i].process.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// SIGKILLs member `i` (no chance to flush anything).
     pub fn kill_member(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].process.take() {
