@@ -33,6 +33,10 @@ pub struct Flags {
     /// List of this member's client URLs to advertise to the public.
     #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS")]
     pub advertise_client_urls: Option<String>,
+    /// List of additional URLs to listen on that will respond to both the /metrics and
+    /// the /health endpoints.
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", default_value = "")]
+    pub listen_metrics_urls: String,
     /// List of URLs to listen on for peer traffic.
     #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380")]
     pub listen_peer_urls: String,
@@ -163,6 +167,8 @@ pub struct ServerConfig {
     pub advertise_client_urls: Vec<String>,
     /// `host:port` to bind for peers.
     pub listen_peer_addrs: Vec<String>,
+    /// `host:port` to bind for `/metrics` and `/health` only (`--listen-metrics-urls`).
+    pub listen_metrics_addrs: Vec<String>,
     /// Every first member: name → (member id, `host:port` of its first peer URL).
     pub members: BTreeMap<String, (u64, String)>,
     pub node: NodeConfig,
@@ -324,6 +330,11 @@ impl Flags {
             listen_client_addrs,
             advertise_client_urls: advertise_client_urls.split(',').map(|s| s.trim().to_string()).collect(),
             listen_peer_addrs,
+            listen_metrics_addrs: if self.listen_metrics_urls.trim().is_empty() {
+                Vec::new()
+            } else {
+                parse_url_list("listen-metrics-urls", &self.listen_metrics_urls)?
+            },
             members,
             node,
             initial_cluster_state: self.initial_cluster_state.clone(),

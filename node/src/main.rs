@@ -114,6 +114,21 @@ mod production {
                 }
             });
         }
+        for addr in &config.listen_metrics_addrs {
+            let socket = tokio::net::lookup_host(addr.as_str())
+                .await
+                .map_err(|e| format!("resolve metrics address {addr}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("metrics address {addr} resolves to nothing"))?;
+            let incoming = detcd_node::grpc::bind(socket).map_err(|e| format!("listen on metrics address {addr}: {e}"))?;
+            let (handle, metrics, addr) = (handle.clone(), metrics.clone(), addr.clone());
+            tokio::spawn(async move {
+                if let Err(e) = detcd_node::grpc::serve_metrics(incoming, handle, metrics).await {
+                    eprintln!("detcd: metrics listener {addr} stopped: {e}");
+                    std::process::exit(1);
+                }
+            });
+        }
         eprintln!(
             "detcd: member {} ({:016x}) of cluster {:016x} serving clients on {}",
             config.name,

@@ -114,6 +114,11 @@ impl Cluster {
 
     /// (Re)starts member `i` from its data dir.
     pub fn start_member(&mut self, i: usize) {
+        self.start_member_with(i, &[]);
+    }
+
+    /// (Re)starts member `i` from its data dir with `more_args` after the cluster's.
+    pub fn start_member_with(&mut self, i: usize, more_args: &[&str]) {
         let binary = detcd_binary();
         let member = &self.members[i];
         assert!(member.process.is_none(), "member {i} already runs");
@@ -136,6 +141,7 @@ impl Cluster {
             .arg("--initial-cluster-token")
             .arg(CLUSTER_TOKEN)
             .args(&self.extra_args)
+            .args(more_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

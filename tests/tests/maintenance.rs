@@ -186,7 +186,12 @@ fn health_and_version_over_http_and_endpoint_health() {
 /// counted by method and code (a refused call with its code).
 #[test]
 fn metrics_use_etcds_names_and_follow_the_member() {
-    let mut cluster = Cluster::start(3, &[]);
+    // Every member also serves /metrics and /health on its own metrics port.
+    let metrics_ports: Vec<u16> = (0..3).map(|_| detcd_tests::free_port()).collect();
+    let mut cluster = Cluster::prepare(3, &[]);
+    for (i, port) in metrics_ports.iter().enumerate() {
+        cluster.start_member_with(i, &["--listen-metrics-urls", &format!("http://127.0.0.1:{port}")]);
+    }
     let rt = runtime();
     wait_writable(&rt, &mut cluster, 0);
     let endpoint = cluster.members[0].endpoint();
@@ -232,6 +237,11 @@ fn metrics_use_etcds_names_and_follow_the_member() {
         text.lines().any(|l| l == "etcd_server_has_leader 0").then_some(())
     });
     assert!(leaderless.is_some(), "etcd_server_has_leader fell to 0");
+    let metrics_endpoint = format!("127.0.0.1:{}", metrics_ports[1]);
+    let (text, code) = curl(&format!("http://{metrics_endpoint}/metrics"));
+    assert_eq!(code, "200");
+    assert!(text.lines().any(|l| l == "etcd_server_has_leader 0"), "{text}");
+    assert_eq!(curl(&format!("http://{metrics_endpoint}/health")), (r#"{"health":"false"}"#.to_string(), "503".to_string()));
 }
 
 /// SIGTERM stops a member at once with etcd's line and exit status 0; it starts again

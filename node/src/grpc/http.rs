@@ -109,6 +109,11 @@ pub fn add_routes(router: axum::Router, node: NodeHandle) -> axum::Router {
         .route("/version", get(move || std::future::ready(json(StatusCode::OK, version.clone()))))
 }
 
+/// Adds `/health` alone (for the metrics listener).
+pub fn add_health_route(router: axum::Router, node: NodeHandle) -> axum::Router {
+    router.route("/health", get(move || health(node.clone())))
+}
+
 /// The cluster version etcd reports: major.minor of the server version.
 fn cluster_version() -> String {
     SERVER_VERSION.rsplit_once('.').map_or(SERVER_VERSION, |(major_minor, _)| major_minor).to_string()

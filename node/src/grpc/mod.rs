@@ -50,6 +50,20 @@ pub fn to_status(error: EtcdError) -> Status {
     Status::new(code, error.message())
 }
 
+/// Serves `/metrics` and `/health` alone on a bound listener (`--listen-metrics-urls`).
+pub async fn serve_metrics(
+    incoming: TcpIncoming,
+    node: NodeHandle,
+    metrics: std::sync::Arc<metrics::Metrics>,
+) -> Result<(), tonic::transport::Error> {
+    let router = metrics::add_routes(http::add_health_route(axum::Router::new(), node.clone()), node, metrics);
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(tonic::service::Routes::from(router))
+        .serve_with_incoming(incoming)
+        .await
+}
+
 /// Binds the client address now, so a busy port fails start-up instead of a later task.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpIncoming> {
     Ok(TcpIncoming::bind(addr)?.with_nodelay(Some(true)))
