@@ -14,6 +14,7 @@ pub enum GrpcCode {
     FailedPrecondition,
     Unavailable,
     DataLoss,
+    DeadlineExceeded,
 }
 
 /// A request that failed, as etcd reports it.
@@ -38,6 +39,12 @@ pub enum EtcdError {
     Stopped,
     TooManyRequests,
     Corrupt,
+    /// MoveLeader sent to a member that is not the leader.
+    NotLeader,
+    /// MoveLeader to a member that is not a voter of the cluster.
+    BadLeaderTransferee,
+    /// MoveLeader: the target did not become leader in time.
+    LeaderTransferTimeout,
 }
 
 impl EtcdError {
@@ -62,6 +69,9 @@ impl EtcdError {
             EtcdError::Stopped => "etcdserver: server stopped",
             EtcdError::TooManyRequests => "etcdserver: too many requests",
             EtcdError::Corrupt => "etcdserver: corrupt cluster",
+            EtcdError::NotLeader => "etcdserver: not leader",
+            EtcdError::BadLeaderTransferee => "etcdserver: bad leader transferee",
+            EtcdError::LeaderTransferTimeout => "etcdserver: request timed out, leader transfer took too long",
         }
     }
 
@@ -82,6 +92,8 @@ impl EtcdError {
                 GrpcCode::Unavailable
             }
             EtcdError::Corrupt => GrpcCode::DataLoss,
+            EtcdError::NotLeader | EtcdError::BadLeaderTransferee => GrpcCode::FailedPrecondition,
+            EtcdError::LeaderTransferTimeout => GrpcCode::DeadlineExceeded,
         }
     }
 

@@ -42,6 +42,7 @@ enum Command {
     StateDigest(oneshot::Sender<(i64, u64)>),
     ClientSnapshot(oneshot::Sender<(i64, Vec<u8>)>),
     Defragment(oneshot::Sender<()>),
+    MoveLeader(u64, oneshot::Sender<Result<(), EtcdError>>),
     Campaign,
     #[cfg(madsim)]
     CorruptMemory(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
@@ -127,6 +128,14 @@ impl NodeHandle {
         let (sender, receiver) = oneshot::channel();
         self.commands.send(Command::CorruptMemory(prefix.to_vec(), sender)).await.ok()?;
         receiver.await.ok().flatten()
+    }
+
+    /// etcd's MoveLeader, sent to this member (which must be the leader): `Ok` once the
+    /// target leads.
+    pub async fn move_leader(&self, target: u64) -> Result<(), EtcdError> {
+        let (sender, receiver) = oneshot::channel();
+        self.commands.send(Command::MoveLeader(target, sender)).await.map_err(|_| EtcdError::Stopped)?;
+        receiver.await.map_err(|_| EtcdError::Stopped)?
     }
 
     /// Asks the member to start an election now.
@@ -347,6 +356,7 @@ fn run_command(core: &mut NodeCore, hub: &mut WatchHub, worker: &dyn Worker, com
             let _ = responder.send(());
         }
         Command::Campaign => core.campaign(),
+        Command::MoveLeader(target, answer) => core.move_leader(target, answer, now_ms),
         #[cfg(madsim)]
         Command::CorruptMemory(prefix, responder) => {
             let _ = responder.send(core.corrupt_memory_for_simulation(&prefix));

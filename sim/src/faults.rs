@@ -66,6 +66,27 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
             }
             vec![Heal::Restart(leader)]
         }
+        FaultKind::MoveLeader => {
+            let Some(leader) = leader else { return vec![] };
+            let targets: Vec<usize> = running.iter().copied().filter(|i| *i != leader).collect();
+            let (Some(&target), Some((handle, _))) = (targets.choose(rng), cluster.members[leader].handle()) else { return vec![] };
+            let target_id = cluster.members[target].member_id;
+            let terms_before = world.leaders_by_term().keys().next_back().copied().unwrap_or(0);
+            world.event("fault", Some(leader), format!("operator: move leadership to m{target}"));
+            let (world, handle) = (world.clone(), handle.clone());
+            // Answered within the request timeout; the chaos goes on meanwhile.
+            drop(madsim::task::spawn(async move {
+                let answer = handle.move_leader(target_id).await;
+                world.count(&format!("move leader: {}", if answer.is_ok() { "done" } else { "refused or timed out" }));
+                if answer.is_ok() {
+                    let led = world.leaders_by_term().range(terms_before..).any(|(_, id)| *id == target_id);
+                    if !led {
+                        world.violation("move-leader", format!("MoveLeader to m{target} answered success, but m{target} led no term since it was asked"));
+                    }
+                }
+            }));
+            vec![]
+        }
         FaultKind::CrashRandom => {
             let (Some(&victim), true) = (running.choose(rng), can_take_down) else { return vec![] };
             cluster.kill(victim, "random member");

@@ -247,6 +247,9 @@ pub enum FaultKind {
     /// disarms the alarm. Scenarios with it take no snapshots, so the damage never
     /// reaches the disk.
     MemoryCorruption,
+    /// An operator moves leadership (etcd's MoveLeader) from the leader to a random
+    /// running voter; an answer of success must come only once the target leads.
+    MoveLeader,
     /// A member's next few reads go wrong — I/O errors on either disk, or a silently
     /// flipped byte read from its data disk (a latent sector error): sending a snapshot
     /// must retry, and a start may refuse but never load damaged bytes.

@@ -121,6 +121,8 @@ fn the_canary_finds_planted_bugs() {
         // Compaction removes what it drops in steps on each member's own loop: a hash
         // that counts what is not removed yet raises CORRUPT on healthy members.
         ("hash-counts-compacted-records", "memory-corruption", 30),
+        // MoveLeader (issue 11): a success must mean the target led.
+        ("move-leader-answers-at-once", "move-leader", 20),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);

@@ -355,3 +355,37 @@ fn the_election_service_elects_proclaims_and_hands_over() {
         assert!(refused.to_string().contains("election: not leader"), "{refused}");
     });
 }
+
+/// `etcdctl move-leader`: leadership moves to the named voter (etcd's line), writes go on
+/// under the new leader, and a member that is not in the cluster is refused with etcd's
+/// error.
+#[test]
+fn move_leader_hands_leadership_to_a_voter() {
+    let mut cluster = Cluster::start(3, &[]);
+    let rt = runtime();
+    wait_writable(&rt, &mut cluster, 0);
+    let all = cluster.endpoints().join(",");
+    let statuses = || -> Vec<(u64, u64)> {
+        let status = etcdctl(&cluster.endpoints().join(","), &["endpoint", "status", "-w", "json"], None);
+        let parsed: serde_json::Value = serde_json::from_str(&status.stdout).expect("status json");
+        parsed
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|s| (s["Status"]["header"]["member_id"].as_u64().expect("id"), s["Status"]["leader"].as_u64().expect("leader")))
+            .collect()
+    };
+    let before = statuses();
+    let leader = before[0].1;
+    let target = before.iter().map(|(id, _)| *id).find(|id| *id != leader).expect("a follower");
+    let moved = etcdctl(&all, &["move-leader", &format!("{target:x}")], None);
+    assert_eq!(moved.code, 0, "{}", moved.stderr);
+    assert_eq!(moved.stdout.trim(), format!("Leadership transferred from {leader:x} to {target:x}"));
+    let now_led = wait_for(Duration::from_secs(5), || statuses().iter().all(|(_, l)| *l == target).then_some(()));
+    assert!(now_led.is_some(), "every member follows {target:x}: {:?}", statuses());
+    let put = etcdctl(&all, &["put", "after-move", "v"], None);
+    assert_eq!(put.code, 0, "{}", put.stderr);
+    let refused = etcdctl(&all, &["move-leader", "123456"], None);
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("etcdserver: bad leader transferee"), "{}", refused.stderr);
+}

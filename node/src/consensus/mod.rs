@@ -158,6 +158,8 @@ pub struct NodeCore {
     /// A snapshot was installed since the consumer last looked: the revisions it jumped
     /// over are not in the feed.
     change_feed_gap: bool,
+    /// A MoveLeader waiting for its target to lead: (target, deadline, answer).
+    leader_transfer: Option<(u64, u64, tokio::sync::oneshot::Sender<Result<(), EtcdError>>)>,
     /// Where snapshot jobs report back, and where the loop picks their results up.
     snapshots_saved: (std::sync::mpsc::Sender<SnapshotSaved>, std::sync::mpsc::Receiver<SnapshotSaved>),
     /// Where removal jobs report a disk error.
@@ -312,6 +314,7 @@ impl NodeCore {
             change_feed: None,
             change_feed_gap: false,
             snapshots_saved: std::sync::mpsc::channel(),
+            leader_transfer: None,
             removals_failed: std::sync::mpsc::channel(),
             #[cfg(madsim)]
             late_snapshot_job: None,
@@ -403,6 +406,7 @@ impl NodeCore {
         self.auto_compact(self.env.clock.now_ms());
         self.check_for_corruption(self.env.clock.now_ms());
         self.publish_member(self.env.clock.now_ms());
+        self.check_leader_transfer(self.env.clock.now_ms());
     }
 
     /// What this member publishes about itself.
@@ -872,6 +876,7 @@ impl NodeCore {
         self.raw.advance_apply();
 
         self.serve_ready_reads();
+        self.check_leader_transfer(self.env.clock.now_ms());
         self.maybe_snapshot()?;
         Ok(())
     }
@@ -1172,6 +1177,52 @@ impl NodeCore {
     pub fn defragment(&mut self) {
         self.state.defragment();
         self.db_size_high_water_bytes = self.state.mvcc().approximate_bytes();
+    }
+
+    /// etcd's MoveLeader: this member (the leader) hands leadership to `target`, a voter;
+    /// `answer` gets `Ok` once this member sees `target` lead, or etcd's errors: not the
+    /// leader, a target that is not a voter, no transfer within the request timeout.
+    /// raft-rs catches the target up first and stops taking proposals meanwhile.
+    pub fn move_leader(&mut self, target: u64, answer: tokio::sync::oneshot::Sender<Result<(), EtcdError>>, now_ms: u64) {
+        if self.raw.raft.state != StateRole::Leader {
+            let _ = answer.send(Err(EtcdError::NotLeader));
+            return;
+        }
+        if !self.raw.raft.prs().conf().voters().contains(target) {
+            let _ = answer.send(Err(EtcdError::BadLeaderTransferee));
+            return;
+        }
+        if target == self.config.member_id {
+            let _ = answer.send(Ok(()));
+            return;
+        }
+        if self.leader_transfer.is_some() {
+            let _ = answer.send(Err(EtcdError::TooManyRequests));
+            return;
+        }
+        self.raw.transfer_leader(target);
+        #[cfg(madsim)]
+        if self.planted(PlantedBug::MoveLeaderAnswersAtOnce) {
+            let _ = answer.send(Ok(()));
+            return;
+        }
+        self.leader_transfer = Some((target, now_ms + self.config.request_timeout_ms, answer));
+    }
+
+    /// Answers a pending MoveLeader once its target leads, or when its time is up.
+    fn check_leader_transfer(&mut self, now_ms: u64) {
+        let Some((target, deadline_ms, _)) = &self.leader_transfer else { return };
+        let (target, deadline_ms) = (*target, *deadline_ms);
+        let result = if self.raw.raft.leader_id == target {
+            Ok(())
+        } else if now_ms >= deadline_ms {
+            Err(EtcdError::LeaderTransferTimeout)
+        } else {
+            return;
+        };
+        if let Some((_, _, answer)) = self.leader_transfer.take() {
+            let _ = answer.send(result);
+        }
     }
 
     /// Makes this member start a real election now, skipping pre-vote (the simulator's

@@ -87,10 +87,13 @@ pub enum PlantedBug {
     /// `hash_kv` counts records a compaction dropped but the member has not removed yet
     /// (removal runs in steps on each member's own loop): healthy members' hashes differ.
     HashCountsCompactedRecords,
+    /// MoveLeader answers success as soon as the transfer is started, not once the
+    /// target leads.
+    MoveLeaderAnswersAtOnce,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 29] = [
+    pub const ALL: [PlantedBug; 30] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -120,6 +123,7 @@ impl PlantedBug {
         PlantedBug::LockSkipsTheWait,
         PlantedBug::SnapshotNotFrozen,
         PlantedBug::HashCountsCompactedRecords,
+        PlantedBug::MoveLeaderAnswersAtOnce,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -153,6 +157,7 @@ impl PlantedBug {
             PlantedBug::LockSkipsTheWait => "lock-skips-the-wait",
             PlantedBug::SnapshotNotFrozen => "snapshot-not-frozen",
             PlantedBug::HashCountsCompactedRecords => "hash-counts-compacted-records",
+            PlantedBug::MoveLeaderAnswersAtOnce => "move-leader-answers-at-once",
         }
     }
 

@@ -10,7 +10,7 @@ use crate::errors::EtcdError;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::{
     AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, ResponseHeader,
-    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
 use crate::server::NodeHandle;
 
@@ -49,6 +49,13 @@ impl Maintenance for MaintenanceService {
             db_size_in_use: i64::try_from(status.db_size_in_use_bytes).unwrap_or(i64::MAX),
             is_learner: false,
         }))
+    }
+
+    /// etcd's MoveLeader (`etcdctl move-leader`, which sends it to the leader).
+    async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.node.move_leader(request.into_inner().target_id).await.map_err(to_status)?;
+        let status = self.node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
+        Ok(Response::new(MoveLeaderResponse { header: Some(header_of(&status, status.revision)) }))
     }
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {

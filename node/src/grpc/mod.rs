@@ -46,6 +46,7 @@ pub fn to_status(error: EtcdError) -> Status {
         GrpcCode::FailedPrecondition => Code::FailedPrecondition,
         GrpcCode::Unavailable => Code::Unavailable,
         GrpcCode::DataLoss => Code::DataLoss,
+        GrpcCode::DeadlineExceeded => Code::DeadlineExceeded,
     };
     Status::new(code, error.message())
 }
