@@ -448,24 +448,7 @@ mod tests {
     use crate::history::{History, Op, OpKind, Outcome};
 
     fn op(id: u64, kind: OpKind, invoke: u64, complete: Option<u64>, outcome: Outcome) -> Op {
-        Op {
-            id,
-            client: id,
-            member: 1,
-            incarnation: 0,
-            kind,
-            outcome,
-            invoke_seq: invoke,
-            complete_seq: complete,
-            invoke_ms: invoke,
-            complete_ms: complete,
-            read_value: None,
-            read_kvs: Vec::new(),
-            deleted: 0,
-            succeeded: false,
-            revision: 0,
-            error: None,
-        }
+        Op { outcome, complete_seq: complete, complete_ms: complete, ..Op::invoked(id, id, 1, 0, kind, invoke, invoke) }
     }
 
     fn put(id: u64, v: &str, i: u64, c: u64) -> Op {

@@ -106,6 +106,30 @@ pub struct Op {
     pub error: Option<String>,
 }
 
+impl Op {
+    /// An op just invoked: outcome unknown, no completion, no results yet.
+    pub fn invoked(id: u64, client: u64, member: u64, incarnation: u64, kind: OpKind, invoke_seq: u64, invoke_ms: u64) -> Op {
+        Op {
+            id,
+            client,
+            member,
+            incarnation,
+            kind,
+            outcome: Outcome::Unknown,
+            invoke_seq,
+            complete_seq: None,
+            invoke_ms,
+            complete_ms: None,
+            read_value: None,
+            read_kvs: Vec::new(),
+            deleted: 0,
+            succeeded: false,
+            revision: 0,
+            error: None,
+        }
+    }
+}
+
 /// A run's operations, in invocation order.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct History {
@@ -156,24 +180,7 @@ mod tests {
     use super::*;
 
     fn op(id: u64, outcome: Outcome, invoke_seq: u64, complete_seq: Option<u64>) -> Op {
-        Op {
-            id,
-            client: 0,
-            member: 1,
-            incarnation: 1,
-            kind: OpKind::Get { key: "k".into(), serializable: false },
-            outcome,
-            invoke_seq,
-            complete_seq,
-            invoke_ms: 0,
-            complete_ms: None,
-            read_value: None,
-            read_kvs: Vec::new(),
-            deleted: 0,
-            succeeded: false,
-            revision: 0,
-            error: None,
-        }
+        Op { outcome, complete_seq, ..Op::invoked(id, 0, 1, 1, OpKind::Get { key: "k".into(), serializable: false }, invoke_seq, 0) }
     }
 
     #[test]

@@ -63,24 +63,8 @@ pub fn history(shape: Shape, seed: u64) -> History {
                         OpKind::Cas { key, expected, value }
                     }
                 };
-                let op = Op {
-                    id: invoked as u64,
-                    client: client_of[process],
-                    member: 0,
-                    incarnation: 1,
-                    kind,
-                    outcome: Outcome::Ok,
-                    invoke_seq: seq,
-                    complete_seq: None,
-                    invoke_ms: seq,
-                    complete_ms: None,
-                    read_value: None,
-                    read_kvs: Vec::new(),
-                    deleted: 0,
-                    succeeded: false,
-                    revision: 0,
-                    error: None,
-                };
+                let mut op = Op::invoked(invoked as u64, client_of[process], 0, 1, kind, seq, seq);
+                op.outcome = Outcome::Ok;
                 invoked += 1;
                 in_flight[process] = Some(InFlight { op, took_effect: false });
             }

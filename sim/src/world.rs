@@ -229,24 +229,7 @@ impl World {
         let mut state = self.lock();
         state.seq += 1;
         let id = state.history.ops.len() as u64;
-        let op = Op {
-            id,
-            client,
-            member,
-            incarnation,
-            kind,
-            outcome: Outcome::Unknown,
-            invoke_seq: state.seq,
-            complete_seq: None,
-            invoke_ms: now,
-            complete_ms: None,
-            read_value: None,
-            read_kvs: Vec::new(),
-            deleted: 0,
-            succeeded: false,
-            revision: 0,
-            error: None,
-        };
+        let op = Op::invoked(id, client, member, incarnation, kind, state.seq, now);
         let line = format!("invoke|{now}|{id}|{client}|{member}|{:?}", op.kind);
         Self::mix(&mut state, line.as_bytes());
         state.history.ops.push(op);
