@@ -252,7 +252,7 @@ impl NodeCore {
         };
         let snapshot_term = snapshot.as_ref().map_or(0, |s| s.get_metadata().term);
         let storage =
-            NodeStorage::recover(conf_state, snapshot.as_ref(), &replayed.entries, replayed.hard_state, files.clone())?;
+            NodeStorage::recover(conf_state, snapshot.as_ref(), &replayed.entries, replayed.hard_state, files.clone(), env.worker.clone())?;
         drop(snapshot);
 
         let raft_config = raft::Config {

@@ -1,7 +1,10 @@
 //! [`NodeStorage`]: the `raft` crate's `Storage` for this member — raft-rs's
 //! `MemStorage` for the log (mirroring the WAL) plus the latest snapshot's metadata.
 //! The snapshot's data is not kept in memory a second time: when raft needs to send a
-//! snapshot, it is read back from its file.
+//! snapshot, it is read back from its file — by a job on the env's worker (a store-sized
+//! file read on the loop would stop the leader for as long); raft is told the snapshot
+//! is temporarily unavailable meanwhile and asks again, and the loaded copy is handed
+//! over once, then dropped.
 
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +23,12 @@ pub struct NodeStorage {
     snapshots: Arc<SnapshotStore>,
     /// Where [`NodeStorage::compact_step`] is heading: the log's first index once done.
     compact_target: Arc<Mutex<u64>>,
+    /// Runs the file reads raft's `snapshot()` asks for.
+    worker: Arc<dyn crate::env::Worker>,
+    /// The snapshot a read job loaded, waiting for raft to ask again; and whether a read
+    /// job is running.
+    loaded: Arc<Mutex<Option<Snapshot>>>,
+    loading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// `snapshot` with its data dropped.
@@ -38,6 +47,7 @@ impl NodeStorage {
         entries: &[Entry],
         hard_state: Option<HardState>,
         snapshots: Arc<SnapshotStore>,
+        worker: Arc<dyn crate::env::Worker>,
     ) -> raft::Result<Self> {
         let log = MemStorage::new();
         let latest = match snapshot {
@@ -62,7 +72,15 @@ impl NodeStorage {
             hard_state.term = hard_state.term.max(snapshot_meta.term);
             log.wl().set_hardstate(hard_state);
         }
-        Ok(Self { log, latest_snapshot: Arc::new(Mutex::new(latest)), snapshots, compact_target: Arc::new(Mutex::new(0)) })
+        Ok(Self {
+            log,
+            latest_snapshot: Arc::new(Mutex::new(latest)),
+            snapshots,
+            compact_target: Arc::new(Mutex::new(0)),
+            worker,
+            loaded: Arc::new(Mutex::new(None)),
+            loading: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        })
     }
 
     pub fn append(&self, entries: &[Entry]) -> raft::Result<()> {
@@ -148,16 +166,30 @@ impl Storage for NodeStorage {
         self.log.last_index()
     }
 
-    /// The latest snapshot, read back from its file (raft asks only to send it to a
-    /// follower that is too far behind). If the file cannot be read, raft tries later.
+    /// The latest snapshot, read back from its file by a job on the worker (raft asks
+    /// only to send it to a follower that is too far behind): the first ask starts the
+    /// read and is told "temporarily unavailable"; an ask after the job finished gets it.
+    /// If the file cannot be read, raft tries later and the read is started again.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        use std::sync::atomic::Ordering;
+        let unavailable = || Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         let latest = self.latest_snapshot.lock().expect("snapshot lock").get_metadata().clone();
         if latest.index < request_index || latest.index == 0 {
-            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+            return unavailable();
         }
-        match self.snapshots.load(latest.term, latest.index) {
-            Ok(snapshot) => Ok(snapshot),
-            Err(_) => Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)),
+        let ready = self.loaded.lock().expect("loaded lock").take();
+        if let Some(snapshot) = ready.filter(|s| s.get_metadata().index == latest.index && s.get_metadata().term == latest.term) {
+            return Ok(snapshot);
         }
+        if !self.loading.swap(true, Ordering::SeqCst) {
+            let (files, loaded, loading) = (self.snapshots.clone(), self.loaded.clone(), self.loading.clone());
+            self.worker.run(Box::new(move || {
+                if let Ok(snapshot) = files.load(latest.term, latest.index) {
+                    *loaded.lock().expect("loaded lock") = Some(snapshot);
+                }
+                loading.store(false, Ordering::SeqCst);
+            }));
+        }
+        unavailable()
     }
 }
