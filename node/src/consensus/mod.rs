@@ -1159,11 +1159,6 @@ impl NodeCore {
         Ok(HashKvJob { revision, store: mvcc.clone() })
     }
 
-    /// [`NodeCore::hash_kv_job`] run at once, on the loop (tests).
-    pub fn hash_kv(&self, revision: i64) -> Result<(i64, u32, i64), EtcdError> {
-        self.hash_kv_job(revision).map(HashKvJob::run)
-    }
-
     /// A digest of the whole replicated state at the current revision — keys with their
     /// history and leases — for convergence checks.
     pub fn state_digest(&self) -> (i64, u64) {
