@@ -95,6 +95,10 @@ pub struct Flags {
     pub experimental_lease_checkpoint_interval: String,
     /// How often the leader checks every member's key space for corruption (0s: never).
     /// A member whose hash differs gets a CORRUPT alarm, and writes are refused.
+    /// Refuse membership changes that would leave fewer started voters than a quorum.
+    #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub strict_reconfig_check: bool,
+
     #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", default_value = "0s")]
     pub experimental_corrupt_check_time: String,
 }
@@ -315,6 +319,7 @@ impl Flags {
         node.corrupt_check_interval_ms = parse_duration_ms(&self.experimental_corrupt_check_time)
             .map_err(|e| format!("--experimental-corrupt-check-time: {e}"))?;
         node.lease_checkpoint_enabled = self.experimental_enable_lease_checkpoint;
+        node.strict_reconfig_check = self.strict_reconfig_check;
         node.lease_checkpoint_interval_ms = parse_duration_ms(&self.experimental_lease_checkpoint_interval)
             .map_err(|e| format!("--experimental-lease-checkpoint-interval: {e}"))?;
         if node.lease_checkpoint_interval_ms == 0 {

@@ -45,6 +45,26 @@ pub enum EtcdError {
     BadLeaderTransferee,
     /// MoveLeader: the target did not become leader in time.
     LeaderTransferTimeout,
+    /// Membership: a member with these peer URLs exists already.
+    PeerUrlExists,
+    /// Membership: no such member.
+    MemberNotFound,
+    /// Membership: peer URLs that are not `http(s)://host:port`.
+    MemberBadUrls,
+    /// Membership: promote of a member that is not a learner.
+    MemberNotLearner,
+    /// Membership: promote of a learner that has not caught up with the leader.
+    LearnerNotReady,
+    /// Membership: a second learner (etcd allows one).
+    TooManyLearners,
+    /// Membership (strict reconfiguration check): the change would leave fewer started
+    /// voters than a quorum.
+    NotEnoughStartedMembers,
+    /// Membership: another change is still being applied, or the cluster cannot take
+    /// the change now.
+    Unhealthy,
+    /// Membership: the id of a removed member (ids are never reused).
+    MemberIdRemoved,
 }
 
 impl EtcdError {
@@ -72,6 +92,15 @@ impl EtcdError {
             EtcdError::NotLeader => "etcdserver: not leader",
             EtcdError::BadLeaderTransferee => "etcdserver: bad leader transferee",
             EtcdError::LeaderTransferTimeout => "etcdserver: request timed out, leader transfer took too long",
+            EtcdError::PeerUrlExists => "etcdserver: Peer URLs already exists",
+            EtcdError::MemberNotFound => "etcdserver: member not found",
+            EtcdError::MemberBadUrls => "etcdserver: given member URLs are invalid",
+            EtcdError::MemberNotLearner => "etcdserver: can only promote a learner member",
+            EtcdError::LearnerNotReady => "etcdserver: can only promote a learner member which is in sync with leader",
+            EtcdError::TooManyLearners => "etcdserver: too many learner members in cluster",
+            EtcdError::NotEnoughStartedMembers => "etcdserver: re-configuration failed due to not enough started members",
+            EtcdError::Unhealthy => "etcdserver: unhealthy cluster",
+            EtcdError::MemberIdRemoved => "etcdserver: ID removed",
         }
     }
 
@@ -94,6 +123,15 @@ impl EtcdError {
             EtcdError::Corrupt => GrpcCode::DataLoss,
             EtcdError::NotLeader | EtcdError::BadLeaderTransferee => GrpcCode::FailedPrecondition,
             EtcdError::LeaderTransferTimeout => GrpcCode::DeadlineExceeded,
+            EtcdError::MemberBadUrls => GrpcCode::InvalidArgument,
+            EtcdError::MemberNotFound => GrpcCode::NotFound,
+            EtcdError::PeerUrlExists
+            | EtcdError::MemberNotLearner
+            | EtcdError::LearnerNotReady
+            | EtcdError::TooManyLearners
+            | EtcdError::NotEnoughStartedMembers
+            | EtcdError::MemberIdRemoved => GrpcCode::FailedPrecondition,
+            EtcdError::Unhealthy => GrpcCode::Unavailable,
         }
     }
 

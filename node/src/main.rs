@@ -38,7 +38,6 @@ fn main() {
 
 #[cfg(not(madsim))]
 mod production {
-    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     use detcd_node::config::ServerConfig;
@@ -66,28 +65,32 @@ mod production {
             .with_sync_observer(move |took| data_metrics.record_data_fsync(took));
         let wal_metrics = metrics.clone();
         let wal_disk = FsDisk::open(&config.wal_dir).map_err(|e| e.to_string())?.with_sync_observer(move |took| wal_metrics.record_wal_fsync(took));
-        let initialised = MemberMeta::load(&data_disk).map_err(|e| e.to_string())?.is_some();
-        if config.initial_cluster_state == "existing" && !initialised {
-            return Err(
-                "--initial-cluster-state=existing needs a data dir of a member already in the cluster; \
-                 adding members (member add) is not supported by detcd yet"
-                    .to_string(),
-            );
+        let mut config = config;
+        match (MemberMeta::load(&data_disk).map_err(|e| e.to_string())?, config.initial_cluster_state.as_str()) {
+            // A member that joined a running cluster keeps the identity it was given
+            // (etcd ignores --initial-cluster once the data dir exists).
+            (Some(meta), "existing") => {
+                config.node.member_id = meta.member_id;
+                config.node.cluster_id = meta.cluster_id;
+            }
+            (Some(_), _) => {}
+            (None, "existing") => {
+                let (cluster_id, member_id, members) = join_existing(&config).await?;
+                config.node.member_id = member_id;
+                config.node.cluster_id = cluster_id;
+                config.node.initial_voters = Vec::new();
+                // Whom to answer until the leader's snapshot brings the member table.
+                config.node.initial_peer_urls = members.into_iter().map(|m| (m.id, m.peer_ur_ls)).collect();
+            }
+            (None, _) => {}
         }
         let member_id = config.node.member_id;
-        let peers: BTreeMap<u64, String> = config
-            .members
-            .values()
-            .filter(|(id, _)| *id != member_id)
-            .map(|(id, addr)| (*id, addr.clone()))
-            .collect();
+        let transport = Arc::new(TcpTransport::start(tcp::PeerIdentity { cluster_id: config.node.cluster_id, member_id }));
+        let directory = transport.directory();
         let env = Env {
             wal_disk: Arc::new(wal_disk),
             data_disk: Arc::new(data_disk),
-            transport: Arc::new(TcpTransport::start(
-                tcp::PeerIdentity { cluster_id: config.node.cluster_id, member_id },
-                peers,
-            )),
+            transport,
             clock: Arc::new(RuntimeClock::new()),
             observer: Arc::new(NoObserver),
             worker: Arc::new(detcd_node::env::BlockingPool),
@@ -95,9 +98,8 @@ mod production {
         };
         let max_request_bytes = config.node.max_request_bytes;
         let (node, handle, inbox) = Node::open(config.node.clone(), env).map_err(|e| e.to_string())?;
-        let known_members: Vec<u64> = config.members.values().map(|(id, _)| *id).filter(|id| *id != member_id).collect();
         for addr in &config.listen_peer_addrs {
-            tcp::listen(addr, config.node.cluster_id, known_members.clone(), inbox.clone()).await.map_err(|e| format!("listen on peer address {addr}: {e}"))?;
+            tcp::listen(addr, config.node.cluster_id, directory.clone(), inbox.clone()).await.map_err(|e| format!("listen on peer address {addr}: {e}"))?;
         }
         for addr in &config.listen_client_addrs {
             let mut resolved = tokio::net::lookup_host(addr.as_str())
@@ -151,6 +153,44 @@ mod production {
             Ok(()) => Ok(()),
             Err(fatal) => Err(format!("member stopped: {fatal}")),
         }
+    }
+
+    /// Attempts to reach a member of the running cluster when joining it.
+    const JOIN_ATTEMPTS_MAX: u32 = 50;
+    const JOIN_RETRY_DELAY_MS: u64 = 200;
+
+    /// `--initial-cluster-state existing` on an empty data dir: asks the other members of
+    /// `--initial-cluster` (on their peer URLs) for the member list, and finds this member
+    /// in it by its advertised peer URLs — it must have been added (`etcdctl member
+    /// add`) first. Returns (cluster id, member id, members).
+    async fn join_existing(config: &ServerConfig) -> Result<(u64, u64, Vec<detcd_node::pb::etcdserverpb::Member>), String> {
+        let own_urls: std::collections::BTreeSet<&String> = config.node.peer_urls.iter().collect();
+        let peers: Vec<&String> = config.members.iter().filter(|(name, _)| **name != config.name).map(|(_, (_, addr))| addr).collect();
+        if peers.is_empty() {
+            return Err("--initial-cluster-state=existing needs --initial-cluster to name the cluster's current members".to_string());
+        }
+        let mut last_error = String::new();
+        for _ in 0..JOIN_ATTEMPTS_MAX {
+            for addr in &peers {
+                match tcp::query_members(addr).await {
+                    Ok((cluster_id, members)) => {
+                        let found = members.iter().find(|m| m.peer_ur_ls.iter().collect::<std::collections::BTreeSet<_>>() == own_urls);
+                        return match found {
+                            Some(member) => Ok((cluster_id, member.id, members.clone())),
+                            None => Err(format!(
+                                "the cluster {cluster_id:016x} has no member with peer URLs {:?}; add it first (etcdctl member add {} --peer-urls={})",
+                                config.node.peer_urls,
+                                config.name,
+                                config.node.peer_urls.join(",")
+                            )),
+                        };
+                    }
+                    Err(e) => last_error = e,
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(JOIN_RETRY_DELAY_MS)).await;
+        }
+        Err(format!("could not reach any member of --initial-cluster to join the cluster: {last_error}"))
     }
 
     /// Waits for SIGTERM or SIGINT; the signal's name as etcd prints it. If the handlers

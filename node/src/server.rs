@@ -130,6 +130,15 @@ impl NodeHandle {
         receiver.await.ok().flatten()
     }
 
+    /// A membership change (etcd's MemberAdd, MemberRemove, MemberUpdate, MemberPromote):
+    /// the member as the applied change left it (an added member with its new id).
+    pub async fn change_membership(&self, request: crate::apply::MemberRequest) -> Result<crate::pb::etcdserverpb::Member, EtcdError> {
+        match self.call(Request::Member(request)).await? {
+            Response::Member(member) => Ok(member),
+            other => panic!("a membership change answered with {other:?}"),
+        }
+    }
+
     /// etcd's MoveLeader, sent to this member (which must be the leader): `Ok` once the
     /// target leads.
     pub async fn move_leader(&self, target: u64) -> Result<(), EtcdError> {

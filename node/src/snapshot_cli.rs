@@ -138,8 +138,7 @@ fn restore(file: &str, flags: &[String]) -> Result<(), String> {
     let bytes = read(file)?;
     // Checked before anything is created.
     client_snapshot::decode(&bytes)?;
-    let voters: Vec<u64> = config.members.values().map(|(id, _)| *id).collect();
-    let plan = RestorePlan { cluster_id: config.node.cluster_id, member_id: config.node.member_id, voters };
+    let plan = RestorePlan { cluster_id: config.node.cluster_id, member_id: config.node.member_id, members: config.node.initial_peer_urls.clone() };
     let data_disk = FsDisk::open(format!("{}/member", config.data_dir)).map_err(|e| e.to_string())?;
     let wal_disk = FsDisk::open(&config.wal_dir).map_err(|e| e.to_string())?;
     let status = client_snapshot::restore(&bytes, &plan, Arc::new(data_disk), Arc::new(wal_disk))?;

@@ -119,6 +119,43 @@ impl Cluster {
 
     /// (Re)starts member `i` from its data dir with `more_args` after the cluster's.
     pub fn start_member_with(&mut self, i: usize, more_args: &[&str]) {
+        let initial_cluster = self.initial_cluster.clone();
+        self.spawn_member(i, &initial_cluster, more_args);
+    }
+
+    /// A new member's name, ports and data dir (not started): index of the slot.
+    pub fn add_member_slot(&mut self) -> usize {
+        let i = self.members.len();
+        self.members.push(Member {
+            name: format!("m{i}"),
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir: self.root.join(format!("m{i}.etcd")),
+            process: None,
+        });
+        i
+    }
+
+    /// Starts member `i` to join the running cluster (`--initial-cluster-state
+    /// existing`) with the `--initial-cluster` `etcdctl member add` printed for it.
+    pub fn start_joining_member(&mut self, i: usize, initial_cluster: &str) {
+        self.spawn_member(i, initial_cluster, &["--initial-cluster-state", "existing"]);
+    }
+
+    /// Waits (at most `timeout`) for member `i` to exit on its own; its exit status.
+    pub fn wait_member_exit(&mut self, i: usize, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.members[i].process.as_mut().map(|c| c.try_wait()) {
+                self.members[i].process = None;
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn spawn_member(&mut self, i: usize, initial_cluster: &str, more_args: &[&str]) {
         let binary = detcd_binary();
         let member = &self.members[i];
         assert!(member.process.is_none(), "member {i} already runs");
@@ -137,7 +174,7 @@ impl Cluster {
             .arg("--initial-advertise-peer-urls")
             .arg(format!("http://127.0.0.1:{}", member.peer_port))
             .arg("--initial-cluster")
-            .arg(&self.initial_cluster)
+            .arg(initial_cluster)
             .arg("--initial-cluster-token")
             .arg(CLUSTER_TOKEN)
             .args(&self.extra_args)

@@ -30,14 +30,23 @@ use crate::pb::mvccpb::Event;
 /// (the network may deliver a forwarded proposal twice, and raft would commit both).
 pub const APPLIED_REQUEST_IDS_PER_PROPOSER_MAX: usize = 8192;
 /// Version byte in front of the state machine's snapshot encoding (4: without the
-/// corruption check's hash reports; still read).
-pub const STATE_ENCODING_VERSION: u8 = 5;
-/// A member's name and URLs, as it published them through raft.
+/// corruption check's hash reports; 5: without the removed members; both still read).
+pub const STATE_ENCODING_VERSION: u8 = 6;
+/// A member's name and URLs: the peer URLs from the configuration change that added it
+/// (or the initial cluster), name and client URLs once it published them through raft.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberAttributes {
     pub name: String,
     pub peer_urls: Vec<String>,
     pub client_urls: Vec<String>,
+}
+
+/// What a raft configuration change does to the replicated member table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberTableChange {
+    Added { id: u64, peer_urls: Vec<String> },
+    Removed { id: u64 },
+    Promoted { id: u64 },
 }
 
 /// Hash checks whose reports are kept for comparison (the oldest go first).
@@ -72,6 +81,19 @@ pub enum Request {
     LeaseLeases(LeaseLeasesRequest),
     /// GET is served from this member's state; ACTIVATE/DEACTIVATE go through raft.
     Alarm(AlarmRequest),
+    /// A change of the cluster's membership (etcd's Cluster service).
+    Member(MemberRequest),
+}
+
+/// A membership change. Add, remove and promote are raft configuration changes
+/// (proposed by the consensus loop, which owns raft's configuration); update changes
+/// only the replicated member table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberRequest {
+    Add { peer_urls: Vec<String>, is_learner: bool },
+    Remove { id: u64 },
+    Update { id: u64, peer_urls: Vec<String> },
+    Promote { id: u64 },
 }
 
 /// The answer to a [`Request`], with its header filled in.
@@ -92,6 +114,9 @@ pub enum Response {
     /// A member's own proposal no client waits for (hash reports, member attributes).
     Internal,
     Alarm(AlarmResponse),
+    /// A membership change was applied: the member it added, removed, updated or
+    /// promoted, as it is now.
+    Member(crate::pb::etcdserverpb::Member),
 }
 
 impl Response {
@@ -110,7 +135,7 @@ impl Response {
             Response::LeaseTimeToLive(r) => r.header = header,
             Response::LeaseLeases(r) => r.header = header,
             Response::LeaseCheckpoint(r) => r.header = header,
-            Response::Internal => {}
+            Response::Internal | Response::Member(_) => {}
             Response::Alarm(r) => r.header = header,
         }
     }
@@ -128,6 +153,13 @@ impl Request {
             Request::LeaseRevoke(r) => Some(internal_request::Op::LeaseRevoke(*r)),
             Request::LeaseKeepAlive(k) => Some(internal_request::Op::LeaseRenew(*k)),
             Request::Alarm(a) if a.action != alarm_request::AlarmAction::Get as i32 => Some(internal_request::Op::Alarm(*a)),
+            Request::Member(MemberRequest::Update { id, peer_urls }) => Some(internal_request::Op::UpdateMember(crate::pb::etcdserverpb::Member {
+                id: *id,
+                peer_ur_ls: peer_urls.clone(),
+                ..Default::default()
+            })),
+            // Configuration changes are not normal entries (see `MemberRequest`).
+            Request::Member(_) => None,
             Request::Range(_) | Request::LeaseTimeToLive(_) | Request::LeaseLeases(_) | Request::Alarm(_) => None,
         }
     }
@@ -183,6 +215,8 @@ pub struct Applied {
     /// if the revision is compacted away). The walk is left to the caller, to run on a
     /// frozen copy away from the loop ([`HashToReport::run`]).
     pub hash_to_report: Option<HashToReport>,
+    /// The member table may have changed (a member published itself or was updated).
+    pub members_changed: bool,
 }
 
 /// A hash the corruption check asked for: a frozen (copy-on-write) copy of the store
@@ -222,7 +256,7 @@ impl crate::storage::SnapshotData for StateEncoding<'_> {
 
     fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
         let state = self.state;
-        let rest = (&state.applied_requests, &state.alarms, &state.hash_checks, &state.members);
+        let rest = (&state.applied_requests, &state.alarms, &state.hash_checks, &state.members, &state.removed_members);
         let to_io = |e: bincode::Error| match *e {
             bincode::ErrorKind::Io(e) => e,
             other => std::io::Error::other(other.to_string()),
@@ -246,8 +280,12 @@ pub struct StateMachine {
     /// once a majority of voters agree, their hash. A member whose report differs from
     /// it gets a CORRUPT alarm.
     hash_checks: BTreeMap<(i64, i64, u64), HashCheckState>,
-    /// What each member published about itself after it started, by member id.
+    /// Every member of the configuration, by member id: peer URLs from the change that
+    /// added it, name and client URLs once it published them.
     members: BTreeMap<u64, MemberAttributes>,
+    /// Members removed from the cluster: their ids are never used again, and what they
+    /// publish or send is refused.
+    removed_members: BTreeSet<u64>,
     /// Bugs planted in the state machine (simulator builds only).
     #[cfg(madsim)]
     planted: StatePlantedBugs,
@@ -323,9 +361,42 @@ impl StateMachine {
             alarms: BTreeSet::new(),
             hash_checks: BTreeMap::new(),
             members: BTreeMap::new(),
+            removed_members: BTreeSet::new(),
             #[cfg(madsim)]
             planted: StatePlantedBugs::default(),
         }
+    }
+
+    /// The member table of a new cluster (bootstrap, restore): these members with their
+    /// peer URLs, nobody removed.
+    pub fn set_initial_members(&mut self, peer_urls_by_member: &BTreeMap<u64, Vec<String>>) {
+        self.members = peer_urls_by_member
+            .iter()
+            .map(|(id, peer_urls)| (*id, MemberAttributes { peer_urls: peer_urls.clone(), ..MemberAttributes::default() }))
+            .collect();
+        self.removed_members.clear();
+    }
+
+    /// A raft configuration change was applied (the consensus loop applied it to raft
+    /// first): the member table follows. Adding a member records its peer URLs (a
+    /// learner promoted keeps its entry); removing one forgets it for good.
+    pub fn apply_member_change(&mut self, change: &MemberTableChange) {
+        match change {
+            MemberTableChange::Added { id, peer_urls } => {
+                assert!(!self.removed_members.contains(id), "a removed member id is never added again (checked before proposing)");
+                self.members.entry(*id).or_default().peer_urls = peer_urls.clone();
+            }
+            MemberTableChange::Removed { id } => {
+                self.members.remove(id);
+                self.removed_members.insert(*id);
+            }
+            MemberTableChange::Promoted { .. } => {}
+        }
+    }
+
+    /// Ids of members removed from the cluster.
+    pub fn removed_members(&self) -> &BTreeSet<u64> {
+        &self.removed_members
     }
 
     #[cfg(madsim)]
@@ -384,6 +455,9 @@ impl StateMachine {
                 hasher.update(&[0]).update(url.as_bytes());
             }
         }
+        for member_id in &self.removed_members {
+            hasher.update(&[1]).update(&member_id.to_le_bytes());
+        }
         hasher.finish()
     }
 
@@ -427,11 +501,19 @@ impl StateMachine {
             });
             return Applied { hash_to_report, ..Applied::default() };
         }
+        let members_changed = matches!(op, internal_request::Op::PublishMember(_) | internal_request::Op::UpdateMember(_));
         let result = self.apply_op(op, &mut events, &mut lease_changes);
-        Applied { answer: Some((internal.proposer, internal.request_id, result)), events, lease_changes, invalid: false, hash_to_report: None }
+        Applied {
+            answer: Some((internal.proposer, internal.request_id, result)),
+            events,
+            lease_changes,
+            invalid: false,
+            hash_to_report: None,
+            members_changed,
+        }
     }
 
-    /// What each member published about itself, by member id.
+    /// Every member of the configuration and what it published, by member id.
     pub fn members(&self) -> &BTreeMap<u64, MemberAttributes> {
         &self.members
     }
@@ -569,9 +651,27 @@ impl StateMachine {
                 if self.planted.members_published_locally_only.is_some_and(|own| own != member.id) {
                     return Ok(Response::Internal);
                 }
+                // A removed member's late publication is refused: it is gone for good.
+                if self.removed_members.contains(&member.id) {
+                    return Ok(Response::Internal);
+                }
                 let attributes = MemberAttributes { name: member.name, peer_urls: member.peer_ur_ls, client_urls: member.client_ur_ls };
                 self.members.insert(member.id, attributes);
                 Ok(Response::Internal)
+            }
+            internal_request::Op::UpdateMember(update) => {
+                let Some(attributes) = self.members.get_mut(&update.id) else { return Err(EtcdError::MemberNotFound) };
+                if update.peer_ur_ls.is_empty() {
+                    return Err(EtcdError::MemberBadUrls);
+                }
+                attributes.peer_urls = update.peer_ur_ls.clone();
+                Ok(Response::Member(crate::pb::etcdserverpb::Member {
+                    id: update.id,
+                    name: attributes.name.clone(),
+                    peer_ur_ls: attributes.peer_urls.clone(),
+                    client_ur_ls: attributes.client_urls.clone(),
+                    is_learner: false,
+                }))
             }
             internal_request::Op::LeaseCheckpoint(checkpoint) => {
                 for one in &checkpoint.checkpoints {
@@ -630,7 +730,7 @@ impl StateMachine {
     /// [`StateMachine::encode`]'s bytes as [`SnapshotData`]: sized once, then written
     /// to any writer (a snapshot file is hashed, then written, without holding them).
     pub fn encoding(&self) -> StateEncoding<'_> {
-        let rest = (&self.applied_requests, &self.alarms, &self.hash_checks, &self.members);
+        let rest = (&self.applied_requests, &self.alarms, &self.hash_checks, &self.members, &self.removed_members);
         let store_len = self.mvcc.encoded_len();
         let rest_len = usize::try_from(bincode::serialized_size(&rest).expect("state sizes")).expect("fits in memory");
         StateEncoding { state: self, store_len, total_len: 1 + 8 + store_len + rest_len }
@@ -642,17 +742,29 @@ impl StateMachine {
         // The store's bytes are borrowed from `bytes`, not copied.
         type Version5<'a> =
             (&'a [u8], AppliedRequests, BTreeSet<(u64, i32)>, BTreeMap<(i64, i64, u64), HashCheckState>, BTreeMap<u64, MemberAttributes>);
-        let (mvcc_bytes, applied_requests, alarms, hash_checks, members): Version5 = match bytes.first() {
+        type Version6<'a> = (
+            &'a [u8],
+            AppliedRequests,
+            BTreeSet<(u64, i32)>,
+            BTreeMap<(i64, i64, u64), HashCheckState>,
+            BTreeMap<u64, MemberAttributes>,
+            BTreeSet<u64>,
+        );
+        let (mvcc_bytes, applied_requests, alarms, hash_checks, members, removed): Version6 = match bytes.first() {
             Some(&STATE_ENCODING_VERSION) => bincode::deserialize(&bytes[1..]).map_err(|e| e.to_string())?,
+            Some(5) => {
+                let (mvcc, applied, alarms, checks, members): Version5 = bincode::deserialize(&bytes[1..]).map_err(|e| e.to_string())?;
+                (mvcc, applied, alarms, checks, members, BTreeSet::new())
+            }
             Some(4) => {
                 let (mvcc, applied, alarms): Version4 = bincode::deserialize(&bytes[1..]).map_err(|e| e.to_string())?;
                 let store = Mvcc::decode(&mvcc)?;
-                return Ok(Self::from_parts(store, applied, alarms, BTreeMap::new(), BTreeMap::new()));
+                return Ok(Self::from_parts(store, applied, alarms, BTreeMap::new(), BTreeMap::new(), BTreeSet::new()));
             }
             Some(other) => return Err(format!("state encoding version {other} is not {STATE_ENCODING_VERSION}")),
             None => return Err("empty state".into()),
         };
-        Ok(Self::from_parts(Mvcc::decode(mvcc_bytes)?, applied_requests, alarms, hash_checks, members))
+        Ok(Self::from_parts(Mvcc::decode(mvcc_bytes)?, applied_requests, alarms, hash_checks, members, removed))
     }
 
     fn from_parts(
@@ -661,6 +773,7 @@ impl StateMachine {
         alarms: BTreeSet<(u64, i32)>,
         hash_checks: BTreeMap<(i64, i64, u64), HashCheckState>,
         members: BTreeMap<u64, MemberAttributes>,
+        removed_members: BTreeSet<u64>,
     ) -> Self {
         Self {
             mvcc,
@@ -668,6 +781,7 @@ impl StateMachine {
             alarms,
             hash_checks,
             members,
+            removed_members,
             #[cfg(madsim)]
             planted: StatePlantedBugs::default(),
         }

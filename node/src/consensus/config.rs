@@ -69,6 +69,9 @@ pub struct NodeConfig {
     pub snapshot_catchup_entries: u64,
     /// Keys whose compacted records are removed per loop turn (see `mvcc::compaction`).
     pub compaction_keys_per_turn_max: usize,
+    /// Refuse a membership change that would leave fewer started voters than a quorum
+    /// (`--strict-reconfig-check`, etcd's default true).
+    pub strict_reconfig_check: bool,
     /// Simulator builds only: a bug to plant in this member.
     #[cfg(madsim)]
     pub planted_bug: Option<PlantedBug>,
@@ -104,6 +107,7 @@ impl NodeConfig {
             lease_checkpoint_enabled: false,
             lease_checkpoint_interval_ms: 5 * 60 * 1000,
             corrupt_check_interval_ms: 0,
+            strict_reconfig_check: true,
             #[cfg(madsim)]
             planted_bug: None,
         }

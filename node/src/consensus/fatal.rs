@@ -12,6 +12,8 @@ pub enum FatalError {
     Snapshot(String),
     /// The data dir belongs to another member or cluster.
     WrongDataDir(String),
+    /// This member applied its own removal from the cluster.
+    Removed,
 }
 
 impl std::fmt::Display for FatalError {
@@ -22,6 +24,7 @@ impl std::fmt::Display for FatalError {
             FatalError::Raft(e) => write!(f, "raft: {e}"),
             FatalError::Snapshot(e) => write!(f, "snapshot: {e}"),
             FatalError::WrongDataDir(e) => write!(f, "data dir: {e}"),
+            FatalError::Removed => write!(f, "the member has been permanently removed from the cluster"),
         }
     }
 }

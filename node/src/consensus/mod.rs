@@ -22,6 +22,7 @@ pub mod auto_compaction;
 pub mod config;
 pub mod fatal;
 pub mod lease_clock;
+pub mod membership;
 pub mod peer_messages;
 #[cfg(madsim)]
 pub mod planted;
@@ -32,10 +33,9 @@ pub mod snapshotter;
 use std::sync::Arc;
 
 use prost::Message as _;
-use protobuf::Message as _;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType};
+use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole};
 
 pub use self::config::NodeConfig;
@@ -95,6 +95,8 @@ pub struct NodeStatus {
     pub proposals_failed: u64,
     /// Live keys in the store.
     pub live_keys: u64,
+    /// This member is a learner (receives the log, does not vote).
+    pub is_learner: bool,
 }
 
 /// Hash reports (corruption check) waiting for the next tick to be proposed.
@@ -205,14 +207,31 @@ impl NodeCore {
                 }
                 meta
             }
-            None => {
-                let meta = MemberMeta {
-                    cluster_id: config.cluster_id,
-                    member_id: config.member_id,
-                    initial_voters: config.initial_voters.clone(),
-                };
+            None if config.initial_voters.is_empty() => {
+                // Joining a running cluster: no configuration until the leader's
+                // snapshot brings one (with this member in it).
+                let meta = MemberMeta { cluster_id: config.cluster_id, member_id: config.member_id, initial_voters: Vec::new() };
                 meta.save(env.data_disk.as_ref())?;
                 meta
+            }
+            None => {
+                // A first member of a new cluster: the first configuration and member
+                // table as a snapshot at index 1 (see `write_first_state`).
+                assert!(config.initial_voters.contains(&config.member_id), "a first member is one of the first voters");
+                let members = config
+                    .initial_voters
+                    .iter()
+                    .map(|id| (*id, config.initial_peer_urls.get(id).cloned().unwrap_or_default()))
+                    .collect();
+                let plan = crate::storage::client_snapshot::RestorePlan { cluster_id: config.cluster_id, member_id: config.member_id, members };
+                crate::storage::client_snapshot::write_first_state(
+                    &mut StateMachine::new(),
+                    &plan,
+                    env.data_disk.clone(),
+                    env.wal_disk.clone(),
+                    config.wal_segment_bytes_max,
+                )?;
+                MemberMeta::load(env.data_disk.as_ref())?.expect("the identity was just written")
             }
         };
 
@@ -332,6 +351,7 @@ impl NodeCore {
             core.state.plant(core.state_planted_bugs());
         }
         core.override_election_timeout();
+        core.tell_transport_peers();
         // The only voter needs nobody's vote: lead at once instead of after a timeout.
         let voters = core.raw.raft.prs().conf().voters().ids();
         if voters.len() == 1 && voters.contains(core.config.member_id) {
@@ -604,6 +624,8 @@ impl NodeCore {
             }
         }
         match &pending.request {
+            Request::Member(crate::apply::MemberRequest::Update { .. }) => self.propose(pending),
+            Request::Member(_) => self.propose_member_change(pending),
             Request::Range(range) if range.serializable => self.serve_read(pending),
             request if is_read(request) => self.reads.push(pending),
             _ => self.propose(pending),
@@ -670,6 +692,7 @@ impl NodeCore {
             Request::Txn(t) => validate::check_txn(t, self.config.max_txn_ops),
             Request::LeaseGrant(g) if g.ttl > LEASE_TTL_SECS_MAX => Err(EtcdError::LeaseTtlTooLarge),
             Request::LeaseGrant(g) if g.id < 0 => Err(EtcdError::LeaseNotFound),
+            Request::Member(m) => self.check_member_request(m),
             Request::Compact(_)
             | Request::Alarm(_)
             | Request::LeaseGrant(_)
@@ -802,6 +825,7 @@ impl NodeCore {
                 feed.clear();
             }
             self.lease_clock.retain_existing(self.state.mvcc().leases());
+            self.tell_transport_peers();
             self.observe(NodeEvent::SnapshotInstalled {
                 index: snapshot.get_metadata().index,
                 term: snapshot.get_metadata().term,
@@ -950,17 +974,14 @@ impl NodeCore {
                         self.apply_request(entry.index, &entry.data);
                     }
                 }
-                EntryType::EntryConfChange => {
-                    let mut change = ConfChange::default();
-                    change.merge_from_bytes(&entry.data).map_err(|e| FatalError::Raft(e.to_string()))?;
-                    let conf_state = self.raw.apply_conf_change(&change)?;
-                    self.storage.set_conf_state(conf_state);
-                }
-                EntryType::EntryConfChangeV2 => {
-                    let mut change = ConfChangeV2::default();
-                    change.merge_from_bytes(&entry.data).map_err(|e| FatalError::Raft(e.to_string()))?;
-                    let conf_state = self.raw.apply_conf_change(&change)?;
-                    self.storage.set_conf_state(conf_state);
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    let v2 = entry.get_entry_type() == EntryType::EntryConfChangeV2;
+                    let applied = self.apply_conf_change_entry(entry.index, &entry.data, v2);
+                    if applied == Err(FatalError::Removed) {
+                        // Applied all the same: a restart replays it and stops again.
+                        self.applied_index = entry.index;
+                    }
+                    applied?;
                 }
             }
             self.applied_index = entry.index;
@@ -1000,6 +1021,9 @@ impl NodeCore {
         self.db_size_high_water_bytes = self.db_size_high_water_bytes.max(self.state.mvcc().approximate_bytes());
         if applied.invalid {
             self.invalid_entries_applied += 1;
+        }
+        if applied.members_changed {
+            self.tell_transport_peers();
         }
         if !applied.lease_changes.is_empty() {
             let now_ms = self.env.clock.now_ms();
@@ -1052,7 +1076,10 @@ impl NodeCore {
             return self.run_snapshot_job(job);
         }
         self.finish_snapshot_if_saved()?;
-        if !self.snapshotter.is_due(self.applied_index) {
+        // A member added since the latest snapshot needs one that has it (see
+        // `NodeStorage::snapshot`); if one is being written, raft asks again later.
+        let fresh_wanted = self.storage.take_fresh_snapshot_wanted() && self.snapshotter.can_begin(self.applied_index);
+        if !fresh_wanted && !self.snapshotter.is_due(self.applied_index) {
             return Ok(());
         }
         let term = self.storage.entry_term(self.applied_index)?;
@@ -1120,6 +1147,7 @@ impl NodeCore {
             proposals_pending: self.proposals.len() as u64,
             proposals_failed: self.proposals.failed_total(),
             live_keys: self.state.mvcc().live_keys(),
+            is_learner: self.raw.raft.prs().conf().learners().contains(&self.config.member_id),
         }
     }
 
@@ -1289,5 +1317,6 @@ fn request_size_bytes(request: &Request) -> usize {
         Request::LeaseTimeToLive(t) => t.encoded_len(),
         Request::LeaseLeases(l) => l.encoded_len(),
         Request::Alarm(a) => a.encoded_len(),
+        Request::Member(_) => 64,
     }
 }

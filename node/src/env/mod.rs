@@ -86,6 +86,22 @@ pub trait Transport: Send + Sync {
     /// of whose messages were dropped at once — no route, a full queue — so that raft
     /// can be told they are unreachable. Losses further along go unreported.
     fn send(&self, messages: Vec<Message>) -> Vec<u64>;
+
+    /// The cluster's members changed (or the member started): whom to reach at which
+    /// peer URLs, who is a learner, and who was removed (never to be accepted again).
+    /// Called by the loop with the applied member table. A transport that routes by
+    /// member id alone (the simulator's) may ignore it.
+    fn set_peers(&self, _peers: &PeerDirectory) {}
+}
+
+/// The applied member table as the transport needs it (see [`Transport::set_peers`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerDirectory {
+    /// Every member of the configuration (this one included): peer URLs, and whether it
+    /// is a learner.
+    pub members: std::collections::BTreeMap<u64, (Vec<String>, bool)>,
+    /// Members removed from the cluster.
+    pub removed: std::collections::BTreeSet<u64>,
 }
 
 /// Runs blocking jobs away from the member's loop: encoding and writing a snapshot of a
@@ -201,6 +217,8 @@ pub enum NodeEvent {
     /// The entry at `index` made the NOSPACE alarm active (or cleared it), with the store
     /// at `revision`.
     NoSpace { index: u64, active: bool, revision: i64 },
+    /// The configuration change at `index` was applied: the voters and learners after it.
+    ConfChanged { index: u64, voters: Vec<u64>, learners: Vec<u64> },
 }
 
 /// A member's raft role, as shown to observers and in status.

@@ -8,12 +8,23 @@
 //!
 //! Every connection starts with a handshake: the magic `detcdpr1`, the cluster id and
 //! the sender's member id (little-endian `u64`s). The listener closes a connection from
-//! another cluster or from a member it does not know before reading any message, so a
-//! stray process cannot inject raft messages. A frame's body is read as it arrives: a
-//! peer that claims a huge length makes the reader allocate only what it really sends.
+//! another cluster or from a member it does not know (or that was removed) before
+//! reading any message, so a stray process cannot inject raft messages. A frame's body
+//! is read as it arrives: a peer that claims a huge length makes the reader allocate
+//! only what it really sends.
+//!
+//! The peers follow the applied member table (`Transport::set_peers`): a member added
+//! gets a writer, a removed one loses it and is refused from then on. A connection that
+//! opens with the magic `detcdmq1` instead asks who the members are (a member joining
+//! with `--initial-cluster-state existing` learns its id and the cluster id this way,
+//! as etcd asks its peers' `/members`): it is answered with one frame holding an
+//! `etcdserverpb.MemberListResponse` and closed.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+
+use prost::Message as _;
 
 use protobuf::Message as _;
 use raft::eraftpb::Message;
@@ -21,7 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::Transport;
+use super::{PeerDirectory, Transport};
 
 /// Messages queued for one peer before new ones are dropped.
 pub const PEER_QUEUE_MESSAGES_MAX: usize = 4096;
@@ -35,6 +46,10 @@ pub const PEER_RECONNECT_DELAY_MS: u64 = 100;
 pub const PEER_ACCEPT_RETRY_DELAY_MS: u64 = 100;
 /// First bytes of every peer connection.
 pub const PEER_HANDSHAKE_MAGIC: &[u8; 8] = b"detcdpr1";
+/// First bytes of a membership query.
+pub const MEMBERS_QUERY_MAGIC: &[u8; 8] = b"detcdmq1";
+/// Largest membership answer a joining member reads.
+pub const MEMBERS_ANSWER_BYTES_MAX: usize = 1 << 20;
 const PEER_HANDSHAKE_BYTES: usize = 8 + 8 + 8;
 
 /// Who is talking on a peer connection, and to which cluster.
@@ -64,32 +79,66 @@ pub fn check_handshake(bytes: &[u8; PEER_HANDSHAKE_BYTES], cluster_id: u64) -> R
     Ok(u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")))
 }
 
+/// `host:port` of a peer URL (`http://host:port`).
+pub fn addr_of_peer_url(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"))?;
+    let addr = rest.trim_end_matches('/');
+    (!addr.is_empty() && !addr.contains('/')).then(|| addr.to_string())
+}
+
+/// Who the listener accepts and what a membership query is told: the applied member
+/// table, shared by the transport (which updates it) and the listeners.
+pub type SharedDirectory = Arc<RwLock<PeerDirectory>>;
+
 /// Outbound side: one queue and writer task per peer.
 pub struct TcpTransport {
-    queues: BTreeMap<u64, mpsc::Sender<Message>>,
+    identity: PeerIdentity,
+    /// Per peer: the address its writer dials, and its queue.
+    queues: Mutex<BTreeMap<u64, (String, mpsc::Sender<Message>)>>,
+    directory: SharedDirectory,
 }
 
 impl TcpTransport {
-    /// Starts a writer task for every peer (`member id -> host:port`); each connection
-    /// introduces itself as `identity`.
-    pub fn start(identity: PeerIdentity, peer_addrs: BTreeMap<u64, String>) -> Self {
-        let mut queues = BTreeMap::new();
-        for (member_id, addr) in peer_addrs {
-            let (sender, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
-            tokio::spawn(run_peer_writer(identity, addr, receiver));
-            queues.insert(member_id, sender);
-        }
-        Self { queues }
+    /// A transport that introduces itself as `identity`; its peers come with the first
+    /// `set_peers` (the member calls it when it opens).
+    pub fn start(identity: PeerIdentity) -> Self {
+        Self { identity, queues: Mutex::new(BTreeMap::new()), directory: SharedDirectory::default() }
+    }
+
+    /// The member table the listeners check connections against.
+    pub fn directory(&self) -> SharedDirectory {
+        self.directory.clone()
     }
 }
 
 impl Transport for TcpTransport {
+    fn set_peers(&self, peers: &PeerDirectory) {
+        let mut queues = self.queues.lock().expect("queues lock");
+        let wanted: BTreeMap<u64, String> = peers
+            .members
+            .iter()
+            .filter(|(id, _)| **id != self.identity.member_id)
+            .filter_map(|(id, (urls, _))| urls.iter().find_map(|u| addr_of_peer_url(u)).map(|addr| (*id, addr)))
+            .collect();
+        // Dropping a queue ends its writer (and its connection).
+        queues.retain(|id, (addr, _)| wanted.get(id) == Some(addr));
+        for (id, addr) in wanted {
+            queues.entry(id).or_insert_with(|| {
+                let (sender, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
+                tokio::spawn(run_peer_writer(self.identity, addr.clone(), receiver));
+                (addr, sender)
+            });
+        }
+        *self.directory.write().expect("directory lock") = peers.clone();
+    }
+
     fn send(&self, messages: Vec<Message>) -> Vec<u64> {
+        let queues = self.queues.lock().expect("queues lock");
         let mut unreachable = Vec::new();
         for message in messages {
             let to = message.to;
             // A full queue means the peer is far behind or gone: drop, raft retries.
-            let queued = self.queues.get(&to).is_some_and(|queue| queue.try_send(message).is_ok());
+            let queued = queues.get(&to).is_some_and(|(_, queue)| queue.try_send(message).is_ok());
             if !queued && !unreachable.contains(&to) {
                 unreachable.push(to);
             }
@@ -139,14 +188,9 @@ async fn run_peer_writer(identity: PeerIdentity, addr: String, mut queue: mpsc::
     }
 }
 
-/// Accepts peer connections on `addr` from members of `cluster_id` listed in
-/// `known_members`, and forwards every decoded message to `inbox`.
-pub async fn listen(
-    addr: &str,
-    cluster_id: u64,
-    known_members: Vec<u64>,
-    inbox: mpsc::Sender<Message>,
-) -> std::io::Result<()> {
+/// Accepts peer connections on `addr` from members of `cluster_id` in `directory` (not
+/// removed), and forwards every decoded message to `inbox`; answers membership queries.
+pub async fn listen(addr: &str, cluster_id: u64, directory: SharedDirectory, inbox: mpsc::Sender<Message>) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     tokio::spawn(async move {
         loop {
@@ -158,7 +202,7 @@ pub async fn listen(
                 }
             };
             let _ = stream.set_nodelay(true);
-            tokio::spawn(run_peer_reader(stream, cluster_id, known_members.clone(), inbox.clone()));
+            tokio::spawn(run_peer_reader(stream, cluster_id, directory.clone(), inbox.clone()));
         }
     });
     Ok(())
@@ -174,14 +218,57 @@ async fn read_frame_body<R: AsyncReadExt + Unpin>(reader: &mut R, len: usize, bo
     Ok(())
 }
 
-async fn run_peer_reader(stream: TcpStream, cluster_id: u64, known_members: Vec<u64>, inbox: mpsc::Sender<Message>) {
+/// The membership answer: the cluster id and every member with its peer URLs.
+fn members_answer(cluster_id: u64, directory: &PeerDirectory) -> Vec<u8> {
+    use crate::pb::etcdserverpb::{Member, MemberListResponse, ResponseHeader};
+    let members = directory
+        .members
+        .iter()
+        .map(|(id, (peer_urls, is_learner))| Member { id: *id, peer_ur_ls: peer_urls.clone(), is_learner: *is_learner, ..Member::default() })
+        .collect();
+    let answer = MemberListResponse { header: Some(ResponseHeader { cluster_id, ..ResponseHeader::default() }), members };
+    let body = answer.encode_to_vec();
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// Asks the member at `addr` (`host:port` of its peer URL) who the members are:
+/// (cluster id, members with their peer URLs).
+pub async fn query_members(addr: &str) -> Result<(u64, Vec<crate::pb::etcdserverpb::Member>), String> {
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect to {addr}: {e}"))?;
+    let mut query = [0u8; PEER_HANDSHAKE_BYTES];
+    query[0..8].copy_from_slice(MEMBERS_QUERY_MAGIC);
+    stream.write_all(&query).await.map_err(|e| format!("ask {addr}: {e}"))?;
+    let mut len_bytes = [0u8; 4];
+    stream.read_exact(&mut len_bytes).await.map_err(|e| format!("read the answer of {addr}: {e}"))?;
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    if len > MEMBERS_ANSWER_BYTES_MAX {
+        return Err(format!("{addr} answered with {len} bytes"));
+    }
+    let mut body = Vec::new();
+    read_frame_body(&mut stream, len, &mut body).await.map_err(|e| format!("read the answer of {addr}: {e}"))?;
+    let answer = crate::pb::etcdserverpb::MemberListResponse::decode(body.as_slice()).map_err(|e| format!("{addr} answered: {e}"))?;
+    Ok((answer.header.map_or(0, |h| h.cluster_id), answer.members))
+}
+
+async fn run_peer_reader(stream: TcpStream, cluster_id: u64, directory: SharedDirectory, inbox: mpsc::Sender<Message>) {
     let mut reader = tokio::io::BufReader::new(stream);
     let mut handshake = [0u8; PEER_HANDSHAKE_BYTES];
     if reader.read_exact(&mut handshake).await.is_err() {
         return;
     }
+    if &handshake[0..8] == MEMBERS_QUERY_MAGIC {
+        let answer = members_answer(cluster_id, &directory.read().expect("directory lock"));
+        let _ = reader.get_mut().write_all(&answer).await;
+        return;
+    }
+    let known = |from: u64| {
+        let directory = directory.read().expect("directory lock");
+        directory.members.contains_key(&from) && !directory.removed.contains(&from)
+    };
     let from = match check_handshake(&handshake, cluster_id) {
-        Ok(from) if known_members.contains(&from) => from,
+        Ok(from) if known(from) => from,
         Ok(from) => {
             eprintln!("detcd: refused a peer connection from unknown member {from:016x}");
             return;

@@ -47,7 +47,7 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: status.applied_index,
             errors: status.alarms.iter().map(|(member_id, alarm)| alarm_text(*member_id, *alarm)).collect(),
             db_size_in_use: i64::try_from(status.db_size_in_use_bytes).unwrap_or(i64::MAX),
-            is_learner: false,
+            is_learner: status.is_learner,
         }))
     }
 

@@ -20,6 +20,7 @@
 //! member restored from the same file with the same member list starts from the same
 //! state; the first election happens in term 2.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use raft::eraftpb::{ConfState, HardState, SnapshotMetadata};
@@ -98,35 +99,57 @@ pub fn status(bytes: &[u8]) -> Result<SnapshotStatus, String> {
     })
 }
 
-/// The new cluster a restored member belongs to.
+/// The new cluster a restored (or bootstrapped) member belongs to: its ids and every
+/// first voter with its peer URLs.
 #[derive(Clone, Debug)]
 pub struct RestorePlan {
     pub cluster_id: u64,
     pub member_id: u64,
-    pub voters: Vec<u64>,
+    pub members: BTreeMap<u64, Vec<String>>,
 }
 
 /// Writes one restored member's disks (both must be empty). The caller checked that
 /// the data dir did not exist.
 pub fn restore(bytes: &[u8], plan: &RestorePlan, data_disk: Arc<dyn Disk>, wal_disk: Arc<dyn Disk>) -> Result<SnapshotStatus, String> {
-    assert!(plan.voters.contains(&plan.member_id), "a restored member is one of the new voters");
     let status = status(bytes)?;
-    let state = decode(bytes)?;
-    let meta = MemberMeta { cluster_id: plan.cluster_id, member_id: plan.member_id, initial_voters: plan.voters.clone() };
-    meta.save(data_disk.as_ref()).map_err(|e| e.to_string())?;
+    let mut state = decode(bytes)?;
+    write_first_state(&mut state, plan, data_disk, wal_disk, WAL_SEGMENT_BYTES_MAX).map_err(|e| e.to_string())?;
+    Ok(status)
+}
+
+/// Writes a member's first durable state: `state` (its member table replaced by the
+/// plan's) as a raft snapshot at index 1, term 1, whose configuration is the plan's
+/// voters; a WAL that starts from it; the member's identity last. A new cluster starts
+/// this way too (with an empty state), so a member added later never needs an entry
+/// before index 2: the leader catches it up with a snapshot, which carries the member
+/// table and configuration (raft's log alone would not). A crash part-way leaves no
+/// identity, and the next start writes everything again (each step is idempotent).
+pub fn write_first_state(
+    state: &mut StateMachine,
+    plan: &RestorePlan,
+    data_disk: Arc<dyn Disk>,
+    wal_disk: Arc<dyn Disk>,
+    wal_segment_bytes_max: u64,
+) -> Result<(), crate::consensus::FatalError> {
+    assert!(plan.members.contains_key(&plan.member_id), "a first member is one of the first voters");
+    state.set_initial_members(&plan.members);
     let mut metadata = SnapshotMetadata::default();
     metadata.index = RESTORED_INDEX;
     metadata.term = RESTORED_TERM;
     let mut conf_state = ConfState::default();
-    conf_state.set_voters(plan.voters.clone());
+    conf_state.set_voters(plan.members.keys().copied().collect());
     metadata.set_conf_state(conf_state);
-    SnapshotStore::new(data_disk).save(&metadata, &state.encoding(), crate::storage::SnapshotWriter::Restore).map_err(|e| e.to_string())?;
-    let (mut wal, _) = Wal::open(wal_disk, RESTORED_INDEX, WAL_SEGMENT_BYTES_MAX).map_err(|e| e.to_string())?;
-    wal.append_snapshot_mark(RESTORED_INDEX, RESTORED_TERM).map_err(|e| e.to_string())?;
-    let hard_state = HardState { term: RESTORED_TERM, commit: RESTORED_INDEX, ..Default::default() };
-    wal.append_hard_state(&hard_state).map_err(|e| e.to_string())?;
-    wal.sync().map_err(|e| e.to_string())?;
-    Ok(status)
+    SnapshotStore::new(data_disk.clone()).save(&metadata, &state.encoding(), crate::storage::SnapshotWriter::Restore)?;
+    let (mut wal, replayed) = Wal::open(wal_disk, RESTORED_INDEX, wal_segment_bytes_max)?;
+    if replayed.hard_state.is_none() {
+        wal.append_snapshot_mark(RESTORED_INDEX, RESTORED_TERM)?;
+        let hard_state = HardState { term: RESTORED_TERM, commit: RESTORED_INDEX, ..Default::default() };
+        wal.append_hard_state(&hard_state)?;
+        wal.sync()?;
+    }
+    let meta = MemberMeta { cluster_id: plan.cluster_id, member_id: plan.member_id, initial_voters: plan.members.keys().copied().collect() };
+    meta.save(data_disk.as_ref())?;
+    Ok(())
 }
 
 /// etcd's human size (go-humanize `Bytes`): SI units, "20 kB".
@@ -181,14 +204,18 @@ mod tests {
         let bytes = encode(&state);
         let data = Arc::new(MemDisk::new());
         let wal = Arc::new(MemDisk::new());
-        let plan = RestorePlan { cluster_id: 7, member_id: 2, voters: vec![1, 2, 3] };
+        let members: BTreeMap<u64, Vec<String>> = [1u64, 2, 3].iter().map(|id| (*id, vec![format!("http://m{id}:2380")])).collect();
+        let plan = RestorePlan { cluster_id: 7, member_id: 2, members: members.clone() };
         restore(&bytes, &plan, data.clone(), wal.clone()).expect("restore");
         let meta = MemberMeta::load(data.as_ref()).expect("load").expect("meta written");
         assert_eq!((meta.cluster_id, meta.member_id, meta.initial_voters), (7, 2, vec![1, 2, 3]));
         let loaded = SnapshotStore::new(data).load_newest().expect("load").snapshot.expect("a snapshot");
         assert_eq!((loaded.get_metadata().index, loaded.get_metadata().term), (RESTORED_INDEX, RESTORED_TERM));
         assert_eq!(loaded.get_metadata().get_conf_state().get_voters(), &[1, 2, 3]);
-        assert_eq!(StateMachine::decode(loaded.get_data()).expect("state"), state);
+        // The data of the snapshot, the member table of the new cluster.
+        let mut expected = state;
+        expected.set_initial_members(&members);
+        assert_eq!(StateMachine::decode(loaded.get_data()).expect("state"), expected);
         let (_, replayed) = Wal::open(wal, RESTORED_INDEX, WAL_SEGMENT_BYTES_MAX).expect("wal");
         assert_eq!(replayed.snapshot_mark_index, RESTORED_INDEX);
         assert_eq!(replayed.hard_state.map(|h| (h.term, h.commit)), Some((RESTORED_TERM, RESTORED_INDEX)));

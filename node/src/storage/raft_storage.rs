@@ -29,6 +29,9 @@ pub struct NodeStorage {
     /// job is running.
     loaded: Arc<Mutex<Option<Snapshot>>>,
     loading: Arc<std::sync::atomic::AtomicBool>,
+    /// raft asked for a snapshot for a member the latest one's configuration does not
+    /// have (it was added after): the loop must take a fresh one.
+    fresh_snapshot_wanted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// `snapshot` with its data dropped.
@@ -80,6 +83,7 @@ impl NodeStorage {
             worker,
             loaded: Arc::new(Mutex::new(None)),
             loading: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            fresh_snapshot_wanted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 
@@ -130,6 +134,12 @@ impl NodeStorage {
         self.log.wl().compact(step_to)
     }
 
+    /// Whether raft asked for a snapshot the latest one cannot serve (see
+    /// `fresh_snapshot_wanted`); asking clears it.
+    pub fn take_fresh_snapshot_wanted(&self) -> bool {
+        self.fresh_snapshot_wanted.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn latest_snapshot_index(&self) -> u64 {
         self.latest_snapshot.lock().expect("snapshot lock").get_metadata().index
     }
@@ -170,11 +180,22 @@ impl Storage for NodeStorage {
     /// only to send it to a follower that is too far behind): the first ask starts the
     /// read and is told "temporarily unavailable"; an ask after the job finished gets it.
     /// If the file cannot be read, raft tries later and the read is started again.
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    ///
+    /// A member added after the latest snapshot is not in its configuration, and raft
+    /// would refuse it there (a member must find itself in a snapshot's configuration):
+    /// the loop is asked for a fresh snapshot, and raft hears "temporarily unavailable"
+    /// until that one exists.
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         use std::sync::atomic::Ordering;
         let unavailable = || Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         let latest = self.latest_snapshot.lock().expect("snapshot lock").get_metadata().clone();
         if latest.index < request_index || latest.index == 0 {
+            return unavailable();
+        }
+        let conf = latest.get_conf_state();
+        let has_to = conf.get_voters().iter().chain(conf.get_learners()).chain(conf.get_voters_outgoing()).chain(conf.get_learners_next()).any(|id| *id == to);
+        if !has_to {
+            self.fresh_snapshot_wanted.store(true, Ordering::SeqCst);
             return unavailable();
         }
         let ready = self.loaded.lock().expect("loaded lock").take();

@@ -1,0 +1,316 @@
+//! Membership changes: etcd's Cluster service on top of raft's configuration changes.
+//!
+//! Add, remove and promote are raft `ConfChangeV2`s with one change each (so raft never
+//! needs joint consensus for them), carrying a `MemberChange` context: the proposer and
+//! request id (to answer the waiting client) and the member with its peer URLs. Update
+//! is a normal replicated request (raft has no notion of URLs). When a change is
+//! applied, raft's configuration, the replicated member table (`apply`), the transport's
+//! peers and the answer to the client change in that order, on every member alike.
+//!
+//! Before proposing, a change is checked against the applied configuration as etcd's
+//! cluster checks it: valid and unused peer URLs, known (and never removed) ids, at most
+//! [`LEARNERS_MAX`] learners, a learner promoted only once it caught up, one change at a
+//! time, and — with `strict_reconfig_check` — no change that would leave fewer started
+//! voters than a quorum. A committed change that raft refuses anyway (two members
+//! proposed conflicting changes) changes nothing, on every member alike.
+//!
+//! A member that applies its own removal stops (`FatalError::Removed`); the others
+//! forget it for good (its id is never reused, the transport refuses it).
+
+use std::collections::BTreeSet;
+
+use prost::Message as _;
+use protobuf::Message as _;
+use rand::Rng;
+use raft::eraftpb::{ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2};
+use raft::StateRole;
+
+use super::proposals::PendingRequest;
+use super::{FatalError, NodeCore};
+use crate::apply::{MemberRequest, MemberTableChange, Request, Response};
+use crate::env::{NodeEvent, PeerDirectory};
+use crate::errors::EtcdError;
+use crate::pb::detcdpb::MemberChange;
+use crate::pb::etcdserverpb::Member;
+
+/// Learners a cluster may have at once (etcd's `maxLearners`).
+pub const LEARNERS_MAX: usize = 1;
+/// A learner may be promoted once its log reaches this share of the leader's (etcd's
+/// `readyPercent`).
+pub const LEARNER_READY_PERCENT: u64 = 90;
+/// Peer URLs a member may have.
+pub const MEMBER_PEER_URLS_MAX: usize = 16;
+
+/// Whether `url` is `http(s)://host:port` with a numeric port.
+fn is_valid_peer_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else { return false };
+    let Some((host, port)) = rest.rsplit_once(':') else { return false };
+    !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
+fn check_peer_urls(peer_urls: &[String]) -> Result<(), EtcdError> {
+    if peer_urls.is_empty() || peer_urls.len() > MEMBER_PEER_URLS_MAX || !peer_urls.iter().all(|u| is_valid_peer_url(u)) {
+        return Err(EtcdError::MemberBadUrls);
+    }
+    Ok(())
+}
+
+fn quorum(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
+impl NodeCore {
+    fn voters(&self) -> BTreeSet<u64> {
+        self.raw.raft.prs().conf().voters().ids().iter().collect()
+    }
+
+    fn learners(&self) -> BTreeSet<u64> {
+        self.raw.raft.prs().conf().learners().iter().copied().collect()
+    }
+
+    /// A voter counts as started once it published its name; on the leader it must also
+    /// have been heard from recently (raft's `recent_active`).
+    fn is_started(&self, id: u64) -> bool {
+        let published = self.state.members().get(&id).is_some_and(|m| !m.name.is_empty()) || id == self.config.member_id;
+        if self.raw.raft.state != StateRole::Leader || id == self.config.member_id {
+            return published;
+        }
+        published && self.raw.raft.prs().get(id).is_some_and(|p| p.recent_active)
+    }
+
+    /// etcd's checks before a membership change is proposed.
+    pub(super) fn check_member_request(&self, request: &MemberRequest) -> Result<(), EtcdError> {
+        let voters = self.voters();
+        let learners = self.learners();
+        let strict = self.config.strict_reconfig_check;
+        let url_in_use = |urls: &[String], except: Option<u64>| {
+            self.state.members().iter().any(|(id, m)| Some(*id) != except && m.peer_urls.iter().any(|u| urls.contains(u)))
+        };
+        let known = |id: u64| {
+            if voters.contains(&id) || learners.contains(&id) {
+                Ok(())
+            } else if self.state.removed_members().contains(&id) {
+                Err(EtcdError::MemberIdRemoved)
+            } else {
+                Err(EtcdError::MemberNotFound)
+            }
+        };
+        let started_voters = |except: Option<u64>| voters.iter().filter(|id| Some(**id) != except && self.is_started(**id)).count();
+        match request {
+            MemberRequest::Add { peer_urls, is_learner } => {
+                check_peer_urls(peer_urls)?;
+                if url_in_use(peer_urls, None) {
+                    return Err(EtcdError::PeerUrlExists);
+                }
+                if *is_learner && learners.len() >= LEARNERS_MAX {
+                    return Err(EtcdError::TooManyLearners);
+                }
+                // The new voter is not started: the others must still make a quorum —
+                // except when growing a single member to two (etcd allows it: the way to
+                // grow a cluster restored from a snapshot).
+                let one_to_two = voters.len() == 1 && started_voters(None) == 1;
+                if !is_learner && strict && !one_to_two && started_voters(None) < quorum(voters.len() + 1) {
+                    return Err(EtcdError::NotEnoughStartedMembers);
+                }
+            }
+            MemberRequest::Remove { id } => {
+                known(*id)?;
+                if voters.contains(id) {
+                    if voters.len() == 1 {
+                        // raft cannot remove its last voter.
+                        return Err(EtcdError::NotEnoughStartedMembers);
+                    }
+                    if strict && started_voters(Some(*id)) < quorum(voters.len() - 1) {
+                        return Err(EtcdError::NotEnoughStartedMembers);
+                    }
+                }
+            }
+            MemberRequest::Update { id, peer_urls } => {
+                check_peer_urls(peer_urls)?;
+                known(*id)?;
+                if url_in_use(peer_urls, Some(*id)) {
+                    return Err(EtcdError::PeerUrlExists);
+                }
+            }
+            MemberRequest::Promote { id } => {
+                known(*id)?;
+                if voters.contains(id) {
+                    return Err(EtcdError::MemberNotLearner);
+                }
+                // Only the leader knows how far a learner got (etcd forwards promote to
+                // the leader; detcd answers "not leader" and the client retries there).
+                if self.raw.raft.state != StateRole::Leader {
+                    return Err(EtcdError::NotLeader);
+                }
+                let leader_match = self.raw.raft.raft_log.last_index();
+                let learner_match = self.raw.raft.prs().get(*id).map_or(0, |p| p.matched);
+                if learner_match * 100 < leader_match * LEARNER_READY_PERCENT {
+                    return Err(EtcdError::LearnerNotReady);
+                }
+                if strict && started_voters(None) < quorum(voters.len() + 1) {
+                    return Err(EtcdError::NotEnoughStartedMembers);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A fresh member id: random (from the member's seeded generator) mixed with the
+    /// peer URLs, never 0 and never one the cluster has or had.
+    fn new_member_id(&mut self, peer_urls: &[String]) -> u64 {
+        let mut hasher = crate::digest::Fnv64::default();
+        for url in peer_urls {
+            hasher.update(url.as_bytes()).update(&[0]);
+        }
+        let urls_hash = hasher.finish();
+        loop {
+            let candidate = urls_hash ^ self.rng.gen::<u64>();
+            let taken = self.state.members().contains_key(&candidate)
+                || self.state.removed_members().contains(&candidate)
+                || self.raw.raft.prs().conf().voters().contains(candidate)
+                || self.raw.raft.prs().conf().learners().contains(&candidate);
+            if candidate != 0 && !taken {
+                return candidate;
+            }
+        }
+    }
+
+    /// Proposes an add, remove or promote (already checked) as a raft configuration
+    /// change; the client is answered when it is applied.
+    pub(super) fn propose_member_change(&mut self, pending: PendingRequest) {
+        let Request::Member(request) = &pending.request else { panic!("not a membership change: {:?}", pending.request) };
+        if self.raw.raft.leader_id == raft::INVALID_ID {
+            pending.fail(EtcdError::NoLeader);
+            return;
+        }
+        if self.raw.raft.has_pending_conf() {
+            // raft takes one configuration change at a time.
+            pending.fail(EtcdError::Unhealthy);
+            return;
+        }
+        let (change_type, member) = match request.clone() {
+            MemberRequest::Add { peer_urls, is_learner } => {
+                let id = self.new_member_id(&peer_urls);
+                let change_type = if is_learner { ConfChangeType::AddLearnerNode } else { ConfChangeType::AddNode };
+                (change_type, Member { id, peer_ur_ls: peer_urls, is_learner, ..Member::default() })
+            }
+            MemberRequest::Remove { id } => (ConfChangeType::RemoveNode, Member { id, ..Member::default() }),
+            MemberRequest::Promote { id } => {
+                let peer_urls = self.state.members().get(&id).map(|m| m.peer_urls.clone()).unwrap_or_default();
+                (ConfChangeType::AddNode, Member { id, peer_ur_ls: peer_urls, ..Member::default() })
+            }
+            MemberRequest::Update { .. } => panic!("an update is a normal request, not a configuration change"),
+        };
+        let request_id = self.proposals.new_id(&mut self.rng);
+        let context = MemberChange { proposer: self.config.member_id, request_id, member: Some(member.clone()) };
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(change_type);
+        single.node_id = member.id;
+        let mut change = ConfChangeV2::default();
+        change.set_changes(vec![single].into());
+        change.set_context(context.encode_to_vec().into());
+        match self.raw.propose_conf_change(Vec::new(), change) {
+            Ok(()) => self.proposals.insert(request_id, pending),
+            Err(raft::Error::ProposalDropped) if self.raw.raft.state == StateRole::Leader => pending.fail(EtcdError::Unhealthy),
+            Err(_) => pending.fail(EtcdError::NoLeader),
+        }
+    }
+
+    /// Applies a committed configuration change entry (v1 or v2 bytes).
+    pub(super) fn apply_conf_change_entry(&mut self, index: u64, data: &[u8], v2: bool) -> Result<(), FatalError> {
+        let change = if v2 {
+            let mut change = ConfChangeV2::default();
+            change.merge_from_bytes(data).map_err(|e| FatalError::Raft(e.to_string()))?;
+            change
+        } else {
+            let mut change = ConfChange::default();
+            change.merge_from_bytes(data).map_err(|e| FatalError::Raft(e.to_string()))?;
+            // A v1 change as the one-change v2 it is.
+            let mut single = ConfChangeSingle::default();
+            single.set_change_type(change.get_change_type());
+            single.node_id = change.node_id;
+            let mut v2 = ConfChangeV2::default();
+            v2.set_changes(vec![single].into());
+            v2.set_context(change.get_context().to_vec().into());
+            v2
+        };
+        let context = MemberChange::decode(change.get_context()).ok();
+        let answer_to = context.as_ref().filter(|c| c.proposer == self.config.member_id).map(|c| c.request_id);
+        let member = context.and_then(|c| c.member).unwrap_or_default();
+        let learners_before = self.learners();
+        // Work out the table changes first: a change raft or the table cannot take
+        // changes nothing, on every member alike (they all see the same state).
+        let mut table_changes = Vec::new();
+        for single in change.get_changes() {
+            let id = single.node_id;
+            let table_change = match single.get_change_type() {
+                ConfChangeType::AddNode if learners_before.contains(&id) => MemberTableChange::Promoted { id },
+                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                    if self.state.removed_members().contains(&id) || member.id != id {
+                        table_changes.clear();
+                        break;
+                    }
+                    MemberTableChange::Added { id, peer_urls: member.peer_ur_ls.clone() }
+                }
+                ConfChangeType::RemoveNode => MemberTableChange::Removed { id },
+            };
+            table_changes.push(table_change);
+        }
+        let refused = table_changes.len() != change.get_changes().len() && !change.get_changes().is_empty();
+        let conf_state = if refused { None } else { self.raw.apply_conf_change(&change).ok() };
+        let Some(conf_state) = conf_state else {
+            self.invalid_entries_applied += 1;
+            if let Some(pending) = answer_to.and_then(|id| self.proposals.remove(id)) {
+                pending.fail(EtcdError::Unhealthy);
+            }
+            return Ok(());
+        };
+        self.storage.set_conf_state(conf_state.clone());
+        for table_change in &table_changes {
+            self.state.apply_member_change(table_change);
+        }
+        self.tell_transport_peers();
+        self.observe(NodeEvent::ConfChanged { index, voters: conf_state.get_voters().to_vec(), learners: conf_state.get_learners().to_vec() });
+        if let Some(pending) = answer_to.and_then(|id| self.proposals.remove(id)) {
+            let id = member.id;
+            let changed = Member { is_learner: self.learners().contains(&id), ..self.member_entry(id).unwrap_or(member) };
+            let _ = pending.responder.send(Ok(Response::Member(changed)));
+        }
+        if table_changes.iter().any(|c| *c == MemberTableChange::Removed { id: self.config.member_id }) {
+            return Err(FatalError::Removed);
+        }
+        Ok(())
+    }
+
+    /// One member as etcd lists it, if the configuration has it.
+    fn member_entry(&self, id: u64) -> Option<Member> {
+        let attributes = self.state.members().get(&id)?;
+        Some(Member {
+            id,
+            name: attributes.name.clone(),
+            peer_ur_ls: attributes.peer_urls.clone(),
+            client_ur_ls: attributes.client_urls.clone(),
+            is_learner: self.learners().contains(&id),
+        })
+    }
+
+    /// Hands the applied member table to the transport.
+    pub(super) fn tell_transport_peers(&mut self) {
+        let learners = self.learners();
+        let mut directory = PeerDirectory { removed: self.state.removed_members().clone(), ..PeerDirectory::default() };
+        // A member that joined a running cluster knows nobody until the leader's snapshot
+        // arrives, except the members it was told of when it joined.
+        let mut ids: BTreeSet<u64> = self.voters().union(&learners).copied().collect();
+        if self.state.members().is_empty() {
+            ids.extend(self.config.initial_peer_urls.keys());
+        }
+        for id in &ids {
+            let peer_urls = match self.state.members().get(id) {
+                Some(attributes) => attributes.peer_urls.clone(),
+                None => self.config.initial_peer_urls.get(id).cloned().unwrap_or_default(),
+            };
+            directory.members.insert(*id, (peer_urls, learners.contains(id)));
+        }
+        self.env.transport.set_peers(&directory);
+    }
+}

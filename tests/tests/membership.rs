@@ -1,0 +1,143 @@
+//! Membership changes with the real `etcdctl`: grow a one-member cluster to three with
+//! `member add` + members started with `--initial-cluster-state existing`, add a learner
+//! and promote it, replace a member (remove, then add a fresh one on an empty data dir)
+//! while writes go on, and check every acknowledged write on every member afterwards.
+
+use std::time::Duration;
+
+use detcd_tests::{etcdctl, wait_for, Cluster};
+
+/// `etcdctl member add` and the `ETCD_INITIAL_CLUSTER` it printed for the new member.
+fn member_add(endpoints: &str, name: &str, peer_url: &str, learner: bool) -> (u64, String) {
+    let mut args = vec!["member", "add", name, "--peer-urls", peer_url];
+    if learner {
+        args.push("--learner");
+    }
+    let added = etcdctl(endpoints, &args, None);
+    assert_eq!(added.code, 0, "member add {name}: {}", added.stderr);
+    let first = added.stdout.lines().next().expect("a first line");
+    // "Member 8e9e05c52164694d added to cluster cdf818194e3a8c32"
+    let words: Vec<&str> = first.split_whitespace().collect();
+    assert_eq!((words[0], words[2], words[3], words[4]), ("Member", "added", "to", "cluster"), "{first}");
+    let id = u64::from_str_radix(words[1], 16).expect("hex id");
+    let initial_cluster = added
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("ETCD_INITIAL_CLUSTER line")
+        .to_string();
+    assert!(added.stdout.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""), "{}", added.stdout);
+    assert!(initial_cluster.contains(&format!("{name}={peer_url}")), "{initial_cluster}");
+    (id, initial_cluster)
+}
+
+fn put(endpoints: &str, key: &str) {
+    let done = wait_for(Duration::from_secs(10), || (etcdctl(endpoints, &["put", key, "v"], None).code == 0).then_some(()));
+    assert!(done.is_some(), "put {key} never succeeded");
+}
+
+/// The keys under `k/` member `endpoint` has (a serializable read of its own state).
+fn keys_on(endpoint: &str) -> Vec<String> {
+    let got = etcdctl(endpoint, &["get", "k/", "--prefix", "--keys-only", "--consistency=s"], None);
+    got.stdout.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+}
+
+fn member_list_json(endpoints: &str) -> serde_json::Value {
+    let listed = etcdctl(endpoints, &["member", "list", "-w", "json"], None);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    serde_json::from_str(&listed.stdout).expect("member list json")
+}
+
+/// Writes `count` more keys through any running member.
+fn write(cluster: &Cluster, written: &mut Vec<String>, count: usize) {
+    for _ in 0..count {
+        let key = format!("k/{:04}", written.len());
+        put(&cluster.endpoints().join(","), &key);
+        written.push(key);
+    }
+}
+
+#[test]
+fn grow_promote_and_replace_members_while_writing() {
+    let mut cluster = Cluster::start(1, &[]);
+    let first = cluster.members[0].endpoint();
+    let mut written = Vec::new();
+    write(&cluster, &mut written, 5);
+
+    // Grow 1 -> 3: add, then start each new member against the running cluster.
+    for _ in 0..2 {
+        let i = cluster.add_member_slot();
+        let peer_url = format!("http://127.0.0.1:{}", cluster.members[i].peer_port);
+        let (_, initial_cluster) = member_add(&first, &cluster.members[i].name.clone(), &peer_url, false);
+        cluster.start_joining_member(i, &initial_cluster);
+        let endpoint = cluster.members[i].endpoint();
+        let caught_up = wait_for(Duration::from_secs(20), || (keys_on(&endpoint).len() >= written.len()).then_some(()));
+        assert!(caught_up.is_some(), "member {i} never caught up\n{}", cluster.diagnostics());
+        write(&cluster, &mut written, 5);
+    }
+    let listed = member_list_json(&first);
+    assert_eq!(listed["members"].as_array().expect("members").len(), 3, "{listed}");
+
+    // Errors as etcd's.
+    let taken = format!("http://127.0.0.1:{}", cluster.members[1].peer_port);
+    let duplicate = etcdctl(&first, &["member", "add", "again", "--peer-urls", &taken], None);
+    assert!(duplicate.stderr.contains("etcdserver: Peer URLs already exists"), "{}", duplicate.stderr);
+    let unknown = etcdctl(&first, &["member", "remove", "1234"], None);
+    assert!(unknown.stderr.contains("etcdserver: member not found"), "{}", unknown.stderr);
+    let bad_url = etcdctl(&first, &["member", "add", "bad", "--peer-urls", "ftp://x"], None);
+    assert_ne!(bad_url.code, 0);
+
+    // A learner: it receives the log, then is promoted once caught up.
+    let learner = cluster.add_member_slot();
+    let learner_url = format!("http://127.0.0.1:{}", cluster.members[learner].peer_port);
+    let (learner_id, initial_cluster) = member_add(&first, &cluster.members[learner].name.clone(), &learner_url, true);
+    cluster.start_joining_member(learner, &initial_cluster);
+    let listed = member_list_json(&first);
+    let as_learner = listed["members"].as_array().expect("members").iter().find(|m| m["ID"].as_u64() == Some(learner_id)).cloned();
+    assert_eq!(as_learner.as_ref().and_then(|m| m["isLearner"].as_bool()), Some(true), "{listed}");
+    let voter = etcdctl(&first, &["member", "promote", &format!("{:x}", listed["header"]["member_id"].as_u64().expect("id"))], None);
+    assert!(voter.stderr.contains("etcdserver: can only promote a learner member"), "{}", voter.stderr);
+    let all = cluster.endpoints().join(",");
+    let promoted = wait_for(Duration::from_secs(20), || {
+        // Only the leader knows whether the learner caught up: ask every member.
+        cluster.endpoints().iter().any(|e| etcdctl(e, &["member", "promote", &format!("{learner_id:x}")], None).code == 0).then_some(())
+    });
+    assert!(promoted.is_some(), "the learner was never promoted\n{}", cluster.diagnostics());
+    let listed = member_list_json(&all);
+    assert!(listed["members"].as_array().expect("members").iter().all(|m| m["isLearner"].as_bool() != Some(true)), "{listed}");
+    write(&cluster, &mut written, 5);
+
+    // Replace member 1: remove it (it stops), add a fresh member on an empty data dir.
+    let removed_id = listed["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["name"].as_str() == Some("m1"))
+        .and_then(|m| m["ID"].as_u64())
+        .expect("m1 listed");
+    let removed = etcdctl(&first, &["member", "remove", &format!("{removed_id:x}")], None);
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    assert_eq!(removed.stdout.trim().lines().next(), Some(format!("Member {removed_id:16x} removed from cluster {:16x}", listed["header"]["cluster_id"].as_u64().expect("cluster")).as_str()));
+    let exited = cluster.wait_member_exit(1, Duration::from_secs(10));
+    assert!(exited.is_some(), "the removed member still runs\n{}", cluster.diagnostics());
+    assert!(cluster.log(1).contains("permanently removed"), "{}", cluster.log(1));
+    write(&cluster, &mut written, 5);
+    let fresh = cluster.add_member_slot();
+    let fresh_url = format!("http://127.0.0.1:{}", cluster.members[fresh].peer_port);
+    let (_, initial_cluster) = member_add(&first, &cluster.members[fresh].name.clone(), &fresh_url, false);
+    cluster.start_joining_member(fresh, &initial_cluster);
+    write(&cluster, &mut written, 5);
+
+    // Every acknowledged write on every member; the member list agrees everywhere.
+    for endpoint in cluster.endpoints() {
+        let converged = wait_for(Duration::from_secs(20), || (keys_on(&endpoint) == written).then_some(()));
+        assert!(converged.is_some(), "{endpoint} has {:?}, not {written:?}\n{}", keys_on(&endpoint), cluster.diagnostics());
+        let listed = wait_for(Duration::from_secs(10), || {
+            let listed = member_list_json(&endpoint);
+            let names: Vec<String> = listed["members"].as_array()?.iter().filter_map(|m| m["name"].as_str().map(str::to_string)).collect();
+            (names.len() == 4 && !names.contains(&"m1".to_string()) && names.iter().all(|n| !n.is_empty())).then_some(names)
+        });
+        assert!(listed.is_some(), "{endpoint} lists {}", member_list_json(&endpoint));
+    }
+}
