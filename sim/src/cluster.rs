@@ -18,7 +18,14 @@ use crate::world::World;
 /// One member as the harness sees it across crashes and restarts.
 pub struct MemberSlot {
     pub index: usize,
-    pub member_id: u64,
+    /// The member in this slot now: a replaced member's slot holds the new member (same
+    /// name and URLs, new id, blank disks).
+    member_id: AtomicU64,
+    /// How the member in this slot is started (changes when the slot is replaced).
+    config: Mutex<NodeConfig>,
+    /// The member was removed from the cluster and its replacement is not running yet:
+    /// nothing restarts it, and it counts in no check.
+    pub retired: AtomicBool,
     pub wal_disk: Arc<MemDisk>,
     pub data_disk: Arc<MemDisk>,
     pub clock: Arc<SimClock>,
@@ -41,6 +48,14 @@ impl MemberSlot {
     pub fn handle(&self) -> Option<(NodeHandle, u64)> {
         self.running.lock().expect("slot lock").clone()
     }
+
+    pub fn member_id(&self) -> u64 {
+        self.member_id.load(Ordering::SeqCst)
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
+    }
 }
 
 pub struct Cluster {
@@ -55,9 +70,12 @@ impl Cluster {
         let runtime = madsim::runtime::Handle::current();
         let mut members = Vec::new();
         for (index, member_id) in member_ids.iter().copied().enumerate() {
+            let slot_config = Mutex::new(NodeConfig::with_defaults(member_id, cluster_id, member_ids.to_vec()));
             let slot = Arc::new(MemberSlot {
                 index,
-                member_id,
+                member_id: AtomicU64::new(member_id),
+                config: slot_config,
+                retired: AtomicBool::new(false),
                 wal_disk: Arc::new(MemDisk::new()),
                 data_disk: Arc::new(MemDisk::new()),
                 clock: Arc::new(SimClock::new()),
@@ -100,6 +118,7 @@ impl Cluster {
             config.planted_bug = options.planted_bug.as_deref().map(|name| {
                 detcd_node::consensus::PlantedBug::parse(name).unwrap_or_else(|| panic!("unknown planted bug {name:?}"))
             });
+            *slot.config.lock().expect("slot lock") = config;
             let seed = options.seed;
             let init_slot = slot.clone();
             let init_world = world.clone();
@@ -111,7 +130,7 @@ impl Cluster {
                     let slot = init_slot.clone();
                     let world = init_world.clone();
                     let net = init_net.clone();
-                    let config = config.clone();
+                    let config = slot.config.lock().expect("slot lock").clone();
                     async move { run_member(slot, world, net, config, seed).await }
                 })
                 .build();
@@ -127,7 +146,7 @@ impl Cluster {
     }
 
     pub fn down_count(&self) -> usize {
-        self.members.iter().filter(|m| m.down.load(Ordering::SeqCst) || m.paused.load(Ordering::SeqCst)).count()
+        self.members.iter().filter(|m| m.down.load(Ordering::SeqCst) || m.paused.load(Ordering::SeqCst) || m.is_retired()).count()
     }
 
     /// How many members may be down at once and the cluster still have a quorum.
@@ -146,6 +165,10 @@ impl Cluster {
 
     pub fn restart(&self, index: usize) {
         let slot = &self.members[index];
+        if slot.is_retired() {
+            // Removed from the cluster: it stays down until its replacement starts.
+            return;
+        }
         madsim::runtime::Handle::current().restart(self.madsim_id(index));
         slot.down.store(false, Ordering::SeqCst);
         slot.paused.store(false, Ordering::SeqCst);
@@ -166,6 +189,30 @@ impl Cluster {
         statuses
     }
 
+    /// Replaces the member in slot `index` (already removed from the cluster and
+    /// stopped) by member `new_id` on blank disks, joining the running cluster whose
+    /// members are `peer_urls` (as a member started with `--initial-cluster-state
+    /// existing`): same name and URLs, new identity.
+    pub fn replace(&self, index: usize, new_id: u64, peer_urls: std::collections::BTreeMap<u64, Vec<String>>) {
+        let slot = &self.members[index];
+        assert!(slot.handle().is_none(), "a member is replaced only once stopped");
+        slot.wal_disk.replace_with_blank();
+        slot.data_disk.replace_with_blank();
+        {
+            let mut config = slot.config.lock().expect("slot lock");
+            config.member_id = new_id;
+            config.initial_voters = Vec::new();
+            config.initial_peer_urls = peer_urls;
+        }
+        slot.member_id.store(new_id, Ordering::SeqCst);
+        *slot.corrupted.lock().expect("slot lock") = None;
+        *slot.snapshot_damaged.lock().expect("slot lock") = None;
+        self.world.register_member(new_id, index);
+        slot.retired.store(false, Ordering::SeqCst);
+        self.world.event("heal", Some(index), format!("replaced by a new member {new_id:016x} on blank disks"));
+        self.restart(index);
+    }
+
     /// The member that is leader in the highest term, if any.
     pub async fn leader(&self) -> Option<usize> {
         let statuses = self.statuses().await;
@@ -180,11 +227,11 @@ impl Cluster {
 
 pub async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNet>, config: NodeConfig, run_seed: u64) {
     let incarnation = slot.incarnation.fetch_add(1, Ordering::SeqCst) + 1;
-    let member_seed = run_seed ^ slot.member_id.rotate_left(17) ^ incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let member_seed = run_seed ^ slot.member_id().rotate_left(17) ^ incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let env = Env {
         wal_disk: slot.wal_disk.clone(),
         data_disk: slot.data_disk.clone(),
-        transport: net.transport(slot.member_id),
+        transport: net.transport(slot.member_id()),
         clock: slot.clock.clone(),
         observer: world.clone(),
         worker: Arc::new(crate::worker::SimWorker::new(member_seed, world.clone())),
@@ -217,14 +264,14 @@ pub async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNe
                 );
             }
             if let Some((file, offset)) = &snapshot_damaged {
-                if world.last_recovery(slot.member_id).is_none_or(|(_, passed_over)| passed_over == 0) {
+                if world.last_recovery(slot.member_id()).is_none_or(|(_, passed_over)| passed_over == 0) {
                     world.violation(
                         "corruption-detected",
                         format!("m{} started without passing over {file}, whose byte {offset} was flipped: it loaded a damaged snapshot", slot.index),
                     );
                 }
             }
-            net.register(slot.member_id, inbox);
+            net.register(slot.member_id(), inbox);
             *slot.running.lock().expect("slot lock") = Some((handle, incarnation));
             world.event("member", Some(slot.index), format!("started (incarnation {incarnation})"));
             match (CatchPanic(Box::pin(node.run()))).await {

@@ -30,7 +30,7 @@ pub const PEER_RECONNECT_DELAY_MS: u64 = 100;
 /// Injects one fault; returns what must be undone when it is healed.
 pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8Rng, options: &Options) -> Vec<Heal> {
     let n = cluster.members.len();
-    let ids: Vec<u64> = cluster.members.iter().map(|m| m.member_id).collect();
+    let ids: Vec<u64> = cluster.members.iter().map(|m| m.member_id()).collect();
     let can_take_down = cluster.down_count() < cluster.attrition_max();
     let running: Vec<usize> = (0..n).filter(|i| !cluster.members[*i].down.load(Ordering::SeqCst) && !cluster.members[*i].paused.load(Ordering::SeqCst)).collect();
     let leader = cluster.leader().await;
@@ -55,7 +55,7 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
                 others.shuffle(rng);
                 let voters = others.split_off(others.len().min(2));
                 if let Some(&voter) = voters.first().filter(|_| rng.gen_bool(0.5)) {
-                    world.arm_crash_after_vote(cluster.members[voter].member_id);
+                    world.arm_crash_after_vote(cluster.members[voter].member_id());
                     world.event("fault", Some(voter), "armed: crash right after its next vote".into());
                 }
                 for i in others {
@@ -70,7 +70,7 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
             let Some(leader) = leader else { return vec![] };
             let targets: Vec<usize> = running.iter().copied().filter(|i| *i != leader).collect();
             let (Some(&target), Some((handle, _))) = (targets.choose(rng), cluster.members[leader].handle()) else { return vec![] };
-            let target_id = cluster.members[target].member_id;
+            let target_id = cluster.members[target].member_id();
             let terms_before = world.leaders_by_term().keys().next_back().copied().unwrap_or(0);
             world.event("fault", Some(leader), format!("operator: move leadership to m{target}"));
             let (world, handle) = (world.clone(), handle.clone());
@@ -197,7 +197,7 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
         }
         FaultKind::CrashAfterVote => {
             let (Some(&victim), true) = (followers.choose(rng), can_take_down) else { return vec![] };
-            world.arm_crash_after_vote(cluster.members[victim].member_id);
+            world.arm_crash_after_vote(cluster.members[victim].member_id());
             world.event("fault", Some(victim), "armed: crash right after its next vote".into());
             vec![Heal::Restart(victim)]
         }
@@ -207,7 +207,7 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
         }
         FaultKind::CrashAfterPersist => {
             let (Some(leader), true) = (leader, can_take_down) else { return vec![] };
-            world.arm_crash_after_persist(cluster.members[leader].member_id);
+            world.arm_crash_after_persist(cluster.members[leader].member_id());
             world.event("fault", Some(leader), "armed: crash right after its next WAL sync, before replying".into());
             vec![Heal::Restart(leader)]
         }
@@ -331,7 +331,7 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
         }
         FaultKind::MemoryCorruption => {
             // One damaged member at a time: the check finds a minority that differs.
-            let any_damaged = cluster.members.iter().any(|m| world.is_memory_corrupted(m.member_id));
+            let any_damaged = cluster.members.iter().any(|m| world.is_memory_corrupted(m.member_id()));
             let (Some(&victim), true, false) = (followers.choose(rng), can_take_down, any_damaged) else { return vec![] };
             let Some((handle, _)) = cluster.members[victim].handle() else { return vec![] };
             // A key of the fault's own, written through the victim (answered once the
@@ -342,7 +342,7 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
                 return vec![];
             }
             // Marked first: the member may apply (and report) more before the call returns.
-            let member_id = cluster.members[victim].member_id;
+            let member_id = cluster.members[victim].member_id();
             world.memory_corrupted(member_id);
             if handle.corrupt_memory_for_simulation(key.as_bytes()).await.is_none() {
                 world.memory_corruption_aborted(member_id);
@@ -573,7 +573,7 @@ pub fn heal(cluster: &Cluster, heal: &Heal) {
         }
         Heal::MemoryCorruption(i) => {
             let slot = &cluster.members[*i];
-            if cluster.world.is_memory_corrupted(slot.member_id) {
+            if cluster.world.is_memory_corrupted(slot.member_id()) {
                 if !slot.down.load(Ordering::SeqCst) {
                     cluster.kill(*i, "restarted to rebuild its memory from disk");
                 }
@@ -581,7 +581,7 @@ pub fn heal(cluster: &Cluster, heal: &Heal) {
             }
             let disarmer = cluster.world.clone();
             let members: Vec<Option<detcd_node::NodeHandle>> = cluster.members.iter().map(|m| m.handle().map(|(h, _)| h)).collect();
-            let member_id = slot.member_id;
+            let member_id = slot.member_id();
             tokio::spawn(async move {
                 crate::maintenance_workload::disarm_corrupt(&members, member_id).await;
                 disarmer.event("heal", None, format!("CORRUPT alarm of {member_id:016x} disarmed"));

@@ -45,7 +45,7 @@ async fn perform(
     let member = rng.gen_range(0..cluster.members.len());
     let slot = &cluster.members[member];
     let world = &cluster.world;
-    let id = world.lease_invoke(client, lease, kind.clone(), slot.member_id);
+    let id = world.lease_invoke(client, lease, kind.clone(), slot.member_id());
     let Some((handle, _)) = slot.handle() else {
         world.lease_complete(id, Outcome::Fail, lease, 0, Some("member is down".into()));
         return None;

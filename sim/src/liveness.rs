@@ -30,7 +30,7 @@ pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
             disk.disarm_sync_fault();
         }
         slot.clock.stop_drift();
-        if cluster.world.is_memory_corrupted(slot.member_id) && !slot.down.load(Ordering::SeqCst) {
+        if cluster.world.is_memory_corrupted(slot.member_id()) && !slot.down.load(Ordering::SeqCst) {
             cluster.kill(i, "restarted to rebuild its memory from disk");
         }
         if slot.down.load(Ordering::SeqCst) {

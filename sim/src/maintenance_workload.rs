@@ -51,7 +51,7 @@ pub async fn run_backup_client(cluster: Arc<Cluster>, interval_ms: u64, stop: Ar
         let running: Vec<usize> = (0..cluster.members.len()).filter(|i| cluster.members[*i].handle().is_some()).collect();
         let Some(&member) = running.choose(&mut rng) else { continue };
         let Some((handle, _)) = cluster.members[member].handle() else { continue };
-        if cluster.world.is_memory_corrupted(cluster.members[member].member_id) {
+        if cluster.world.is_memory_corrupted(cluster.members[member].member_id()) {
             // Its memory is not the cluster's state; the corruption check's business.
             continue;
         }

@@ -305,7 +305,7 @@ async fn check_member_lists(cluster: &Cluster) -> Verdict {
             };
             lists.push(list);
         }
-        let expected: Vec<(u64, String, Vec<String>)> = cluster.members.iter().map(|m| (m.member_id, format!("m{}", m.index), vec![format!("http://m{}:2379", m.index)])).collect();
+        let expected: Vec<(u64, String, Vec<String>)> = cluster.members.iter().map(|m| (m.member_id(), format!("m{}", m.index), vec![format!("http://m{}:2379", m.index)])).collect();
         let mut expected = expected;
         expected.sort();
         let shown: Vec<Option<Vec<(u64, String, Vec<String>)>>> = lists

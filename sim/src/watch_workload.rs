@@ -95,7 +95,7 @@ async fn run_segment(cluster: &Cluster, chain: &mut ChainSpec, member: usize, st
         filters: chain.filters.clone(),
         ..Default::default()
     };
-    cluster.world.watch_segment(chain.id, slot.member_id, incarnation, chain.next);
+    cluster.world.watch_segment(chain.id, slot.member_id(), incarnation, chain.next);
     if stream.request(WatchRequest { request_union: Some(watch_request::RequestUnion::CreateRequest(create)) }).await.is_err() {
         cluster.world.watch_segment_ended(chain.id, "member stopped before the create request");
         return SegmentEnd::Resume;

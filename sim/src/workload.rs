@@ -101,7 +101,7 @@ pub async fn perform(
     let world = &cluster.world;
     let handle = slot.handle();
     let incarnation = handle.as_ref().map_or(0, |(_, inc)| *inc);
-    let id = world.invoke(client, slot.member_id, incarnation, kind.clone());
+    let id = world.invoke(client, slot.member_id(), incarnation, kind.clone());
     let Some((handle, _)) = handle else {
         world.complete(id, Outcome::Fail, |op| op.error = Some("member is down".into()));
         return (None, Outcome::Fail);

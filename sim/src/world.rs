@@ -29,6 +29,11 @@ struct Invariants {
     state_diverged: bool,
     /// Indexes already reported as changed (each is reported once).
     changed_indexes: BTreeSet<u64>,
+    /// The configuration (voters, learners) each configuration change left, by index:
+    /// every member that applies the index must arrive at the same one.
+    conf_after: BTreeMap<u64, (Vec<u64>, Vec<u64>)>,
+    /// Members removed from the configuration, with the index that removed them.
+    removed_at: BTreeMap<u64, u64>,
     violations: Vec<Verdict>,
 }
 
@@ -113,7 +118,16 @@ impl World {
                 seq: 0,
                 timeline: Vec::new(),
                 history: History::default(),
-                invariants: Invariants::default(),
+                invariants: Invariants {
+                    // The first configuration: every first member a voter (the snapshot at
+                    // index 1 every first member starts from).
+                    conf_after: BTreeMap::from([(1, ({
+                        let mut voters = member_ids.to_vec();
+                        voters.sort_unstable();
+                        voters
+                    }, Vec::new()))]),
+                    ..Invariants::default()
+                },
                 member_index: member_ids.iter().enumerate().map(|(i, id)| (*id, i)).collect(),
                 watches: WatchRecord::default(),
                 diverged_revisions: BTreeSet::new(),
@@ -216,6 +230,11 @@ impl World {
     }
 
     /// Adds an event to the timeline and the hash.
+    /// A new member took slot `index` (a replaced member).
+    pub fn register_member(&self, member_id: u64, index: usize) {
+        self.lock().member_index.insert(member_id, index);
+    }
+
     pub fn event(&self, kind: &str, member: Option<usize>, detail: String) {
         let at_ms = self.now_ms();
         let mut state = self.lock();
@@ -445,6 +464,12 @@ impl Observer for World {
             }
             NodeEvent::Applied { index, term, digest, state_digest } => {
                 Self::mix(&mut state, format!("applied|{member_id}|{index}|{term}|{digest}|{state_digest:?}").as_bytes());
+                // A removed member is out of the cluster: nothing after its removal is
+                // committed with it, so it cannot apply it.
+                if let Some(removed) = state.invariants.removed_at.get(&member_id).copied().filter(|removed| index > *removed) {
+                    let detail = format!("{member_id:016x} applied index {index} although index {removed} removed it from the cluster");
+                    state.invariants.violations.push(Verdict::Violation { check: "removed-member-stays-out".into(), detail, ops: vec![] });
+                }
                 // A member with damaged memory is not the cluster's state (the corruption
                 // check must catch it instead).
                 let state_digest = state_digest.filter(|_| !state.memory_corrupted.contains_key(&member_id));
@@ -533,6 +558,25 @@ impl Observer for World {
                 Self::mix(&mut state, format!("lease|{member_id}|{change:?}").as_bytes());
                 if let detcd_node::apply::LeaseChange::Ended { id, expired, revision } = change {
                     state.leases.ends.entry(id).or_insert(LeaseEnd { at_ms, revision, expired });
+                }
+            }
+            NodeEvent::ConfChanged { index, voters, learners } => {
+                Self::mix(&mut state, format!("conf|{member_id}|{index}|{voters:?}|{learners:?}").as_bytes());
+                *state.coverage.entry("membership: configuration changes applied".into()).or_default() += 1;
+                match state.invariants.conf_after.get(&index).cloned() {
+                    None => {
+                        let before: BTreeSet<u64> = state.invariants.conf_after.range(..index).next_back().map(|(_, (v, l))| v.iter().chain(l).copied().collect()).unwrap_or_default();
+                        let after: BTreeSet<u64> = voters.iter().chain(&learners).copied().collect();
+                        for gone in before.difference(&after) {
+                            state.invariants.removed_at.entry(*gone).or_insert(index);
+                        }
+                        state.invariants.conf_after.insert(index, (voters, learners));
+                    }
+                    Some(first) if first != (voters.clone(), learners.clone()) => {
+                        let detail = format!("the configuration change at index {index} left voters {:?} learners {:?} on one member but voters {voters:?} learners {learners:?} on {member_id:016x}", first.0, first.1);
+                        state.invariants.violations.push(Verdict::Violation { check: "configuration-identical-everywhere".into(), detail, ops: vec![] });
+                    }
+                    Some(_) => {}
                 }
             }
             NodeEvent::NoSpace { index, active, revision } => {

@@ -17,10 +17,76 @@ pub fn check_peer_message(message: &Message) -> Result<(), String> {
         return Err("a proposal without entries".into());
     }
     for entry in &message.entries {
-        if entry.get_entry_type() != EntryType::EntryNormal {
-            return Err("a forwarded configuration change (membership changes are not proposed by peers)".into());
+        match entry.get_entry_type() {
+            EntryType::EntryNormal => {
+                decode_internal(&entry.data).map_err(|e| format!("a forwarded proposal that {e}"))?;
+            }
+            EntryType::EntryConfChangeV2 => check_member_change(&entry.data)?,
+            EntryType::EntryConfChange => return Err("a forwarded v1 configuration change (detcd proposes v2 only)".into()),
         }
-        decode_internal(&entry.data).map_err(|e| format!("a forwarded proposal that {e}"))?;
     }
     Ok(())
+}
+
+/// A forwarded membership change is what `consensus::membership` proposes: one change,
+/// with a context naming the member it changes.
+fn check_member_change(data: &[u8]) -> Result<(), String> {
+    use prost::Message as _;
+    use protobuf::Message as _;
+    let mut change = raft::eraftpb::ConfChangeV2::default();
+    change.merge_from_bytes(data).map_err(|e| format!("a forwarded configuration change that does not decode: {e}"))?;
+    let [single] = change.get_changes() else {
+        return Err(format!("a forwarded configuration change of {} changes (detcd proposes one at a time)", change.get_changes().len()));
+    };
+    let context = crate::pb::detcdpb::MemberChange::decode(change.get_context())
+        .map_err(|e| format!("a forwarded configuration change whose context does not decode: {e}"))?;
+    if context.member.as_ref().map(|m| m.id) != Some(single.node_id) || single.node_id == 0 {
+        return Err("a forwarded configuration change whose context names another member".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+    use protobuf::Message as _;
+    use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, Entry};
+
+    use super::*;
+    use crate::pb::detcdpb::MemberChange;
+    use crate::pb::etcdserverpb::Member;
+
+    fn proposal_of(changes: &[(u64, ConfChangeType)], context_member: u64) -> Message {
+        let mut change = ConfChangeV2::default();
+        let singles: Vec<ConfChangeSingle> = changes
+            .iter()
+            .map(|(id, kind)| {
+                let mut single = ConfChangeSingle::default();
+                single.set_change_type(*kind);
+                single.node_id = *id;
+                single
+            })
+            .collect();
+        change.set_changes(singles.into());
+        let context = MemberChange { proposer: 1, request_id: 2, member: Some(Member { id: context_member, ..Member::default() }) };
+        change.set_context(context.encode_to_vec().into());
+        let mut entry = Entry::default();
+        entry.set_entry_type(EntryType::EntryConfChangeV2);
+        entry.data = change.write_to_bytes().expect("encodes").into();
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgPropose);
+        message.entries = vec![entry].into();
+        message
+    }
+
+    #[test]
+    fn a_forwarded_membership_change_must_be_one_change_naming_its_member() {
+        assert_eq!(check_peer_message(&proposal_of(&[(7, ConfChangeType::AddNode)], 7)), Ok(()));
+        assert!(check_peer_message(&proposal_of(&[(7, ConfChangeType::AddNode)], 8)).is_err());
+        assert!(check_peer_message(&proposal_of(&[(7, ConfChangeType::AddNode), (8, ConfChangeType::RemoveNode)], 7)).is_err());
+        assert!(check_peer_message(&proposal_of(&[], 7)).is_err());
+        let mut garbage = proposal_of(&[(7, ConfChangeType::AddNode)], 7);
+        garbage.entries[0].data = vec![0xff, 0xff, 0xff].into();
+        assert!(check_peer_message(&garbage).is_err());
+    }
 }

@@ -116,6 +116,12 @@ impl MemDisk {
         Self::default()
     }
 
+    /// A blank disk in place of this one (a machine replaced by a new one): no files, no
+    /// faults, no limits.
+    pub fn replace_with_blank(&self) {
+        *self.lock() = MemDiskState::default();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, MemDiskState> {
         self.state.lock().expect("mem disk lock")
     }
