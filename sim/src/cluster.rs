@@ -60,6 +60,8 @@ impl MemberSlot {
 
 pub struct Cluster {
     pub members: Vec<Arc<MemberSlot>>,
+    /// An operator is replacing a member (`membership_workload`): one at a time.
+    pub replacing: AtomicBool,
     pub net: Arc<SimNet>,
     pub world: Arc<World>,
     pub good_links: LinkQuality,
@@ -138,7 +140,7 @@ impl Cluster {
             members.push(slot);
         }
         let good_links = LinkQuality::good(options.message_delay_ms_max);
-        Cluster { members, net, world, good_links }
+        Cluster { members, replacing: AtomicBool::new(false), net, world, good_links }
     }
 
     pub fn madsim_id(&self, index: usize) -> madsim::task::NodeId {

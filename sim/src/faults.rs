@@ -87,6 +87,21 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
             }));
             vec![]
         }
+        FaultKind::ReplaceMember => {
+            // One replacement at a time, and only while the others can make a quorum.
+            if !can_take_down || cluster.replacing.swap(true, Ordering::SeqCst) {
+                return vec![];
+            }
+            let victim = if rng.gen_bool(0.3) { leader } else { running.choose(rng).copied() };
+            let Some(victim) = victim else {
+                cluster.replacing.store(false, Ordering::SeqCst);
+                return vec![];
+            };
+            let as_learner = rng.gen_bool(0.5);
+            world.event("fault", Some(victim), format!("operator: replace m{victim} (remove it, add a new {} on blank disks)", if as_learner { "learner" } else { "voter" }));
+            drop(madsim::task::spawn(crate::membership_workload::replace_member(cluster.clone(), victim, as_learner)));
+            vec![]
+        }
         FaultKind::CrashRandom => {
             let (Some(&victim), true) = (running.choose(rng), can_take_down) else { return vec![] };
             cluster.kill(victim, "random member");

@@ -35,6 +35,8 @@ pub mod lock_workload;
 #[cfg(madsim)]
 pub mod maintenance_workload;
 #[cfg(madsim)]
+pub mod membership_workload;
+#[cfg(madsim)]
 pub mod net;
 #[cfg(madsim)]
 pub mod run;

@@ -298,14 +298,14 @@ async fn check_member_lists(cluster: &Cluster) -> Verdict {
     let due_ms = cluster.world.now_ms() + MEMBER_LIST_BOUND_MS;
     let last = loop {
         let mut lists = Vec::new();
-        for slot in &cluster.members {
+        for slot in cluster.members.iter().filter(|m| !m.is_retired()) {
             let list = match slot.handle() {
                 Some((handle, _)) => tokio::time::timeout(Duration::from_millis(500), handle.member_list()).await.ok().flatten().map(|(_, members)| members),
                 None => None,
             };
             lists.push(list);
         }
-        let expected: Vec<(u64, String, Vec<String>)> = cluster.members.iter().map(|m| (m.member_id(), format!("m{}", m.index), vec![format!("http://m{}:2379", m.index)])).collect();
+        let expected: Vec<(u64, String, Vec<String>)> = cluster.members.iter().filter(|m| !m.is_retired()).map(|m| (m.member_id(), format!("m{}", m.index), vec![format!("http://m{}:2379", m.index)])).collect();
         let mut expected = expected;
         expected.sort();
         let shown: Vec<Option<Vec<(u64, String, Vec<String>)>>> = lists

@@ -250,6 +250,11 @@ pub enum FaultKind {
     /// An operator moves leadership (etcd's MoveLeader) from the leader to a random
     /// running voter; an answer of success must come only once the target leads.
     MoveLeader,
+    /// An operator replaces a member (the leader, sometimes): removes it from the
+    /// cluster (MemberRemove), then adds a new member (as a voter, or as a learner it
+    /// promotes once caught up) and starts it on blank disks under the same name and
+    /// URLs, joining the running cluster. The chaos goes on meanwhile.
+    ReplaceMember,
     /// A member's next few reads go wrong — I/O errors on either disk, or a silently
     /// flipped byte read from its data disk (a latent sector error): sending a snapshot
     /// must retry, and a start may refuse but never load damaged bytes.

@@ -123,6 +123,11 @@ fn the_canary_finds_planted_bugs() {
         ("hash-counts-compacted-records", "memory-corruption", 30),
         // MoveLeader (issue 11): a success must mean the target led.
         ("move-leader-answers-at-once", "move-leader", 20),
+        // Membership changes (issue 11): a member added after the latest snapshot must
+        // be caught up from a snapshot that has it; the member table must survive
+        // snapshots (state digests after every index compare it).
+        ("snapshot-predates-new-member", "canary-membership", 20),
+        ("member-table-not-in-snapshot", "replace-member", 20),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);

@@ -256,7 +256,8 @@ impl crate::storage::SnapshotData for StateEncoding<'_> {
 
     fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
         let state = self.state;
-        let rest = (&state.applied_requests, &state.alarms, &state.hash_checks, &state.members, &state.removed_members);
+        let (members, removed_members) = state.encoded_member_table();
+        let rest = (&state.applied_requests, &state.alarms, &state.hash_checks, members, removed_members);
         let to_io = |e: bincode::Error| match *e {
             bincode::ErrorKind::Io(e) => e,
             other => std::io::Error::other(other.to_string()),
@@ -315,6 +316,8 @@ pub struct StatePlantedBugs {
     /// `member-attributes-applied-locally-only`: this member's id (it applies only its
     /// own attributes).
     pub members_published_locally_only: Option<u64>,
+    /// `member-table-not-in-snapshot`.
+    pub member_table_not_in_snapshot: bool,
 }
 
 /// Whether a replicated request changes keys or leases (refused under CORRUPT, as etcd's
@@ -392,6 +395,17 @@ impl StateMachine {
             }
             MemberTableChange::Promoted { .. } => {}
         }
+    }
+
+    /// The member table as snapshots carry it.
+    fn encoded_member_table(&self) -> (&BTreeMap<u64, MemberAttributes>, &BTreeSet<u64>) {
+        #[cfg(madsim)]
+        if self.planted.member_table_not_in_snapshot {
+            static NO_MEMBERS: BTreeMap<u64, MemberAttributes> = BTreeMap::new();
+            static NONE_REMOVED: BTreeSet<u64> = BTreeSet::new();
+            return (&NO_MEMBERS, &NONE_REMOVED);
+        }
+        (&self.members, &self.removed_members)
     }
 
     /// Ids of members removed from the cluster.
@@ -730,7 +744,8 @@ impl StateMachine {
     /// [`StateMachine::encode`]'s bytes as [`SnapshotData`]: sized once, then written
     /// to any writer (a snapshot file is hashed, then written, without holding them).
     pub fn encoding(&self) -> StateEncoding<'_> {
-        let rest = (&self.applied_requests, &self.alarms, &self.hash_checks, &self.members, &self.removed_members);
+        let (members, removed_members) = self.encoded_member_table();
+        let rest = (&self.applied_requests, &self.alarms, &self.hash_checks, members, removed_members);
         let store_len = self.mvcc.encoded_len();
         let rest_len = usize::try_from(bincode::serialized_size(&rest).expect("state sizes")).expect("fits in memory");
         StateEncoding { state: self, store_len, total_len: 1 + 8 + store_len + rest_len }

@@ -270,7 +270,10 @@ impl NodeCore {
             self.state.apply_member_change(table_change);
         }
         self.tell_transport_peers();
-        self.observe(NodeEvent::ConfChanged { index, voters: conf_state.get_voters().to_vec(), learners: conf_state.get_learners().to_vec() });
+        let (mut voters, mut learners) = (conf_state.get_voters().to_vec(), conf_state.get_learners().to_vec());
+        voters.sort_unstable();
+        learners.sort_unstable();
+        self.observe(NodeEvent::ConfChanged { index, voters, learners });
         if let Some(pending) = answer_to.and_then(|id| self.proposals.remove(id)) {
             let id = member.id;
             let changed = Member { is_learner: self.learners().contains(&id), ..self.member_entry(id).unwrap_or(member) };

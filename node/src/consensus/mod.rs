@@ -270,8 +270,13 @@ impl NodeCore {
             None => StateMachine::new(),
         };
         let snapshot_term = snapshot.as_ref().map_or(0, |s| s.get_metadata().term);
-        let storage =
+        #[allow(unused_mut)]
+        let mut storage =
             NodeStorage::recover(conf_state, snapshot.as_ref(), &replayed.entries, replayed.hard_state, files.clone(), env.worker.clone())?;
+        #[cfg(madsim)]
+        {
+            storage.planted_snapshot_predates_new_member = config.planted_bug == Some(PlantedBug::SnapshotPredatesNewMember);
+        }
         drop(snapshot);
 
         let raft_config = raft::Config {
@@ -394,6 +399,7 @@ impl NodeCore {
             duplicates_applied: self.planted(PlantedBug::DuplicateProposalsApplied),
             corrupt_check_ignores_mismatch: self.planted(PlantedBug::CorruptCheckIgnoresMismatch),
             members_published_locally_only: self.planted(PlantedBug::MemberAttributesAppliedLocallyOnly).then_some(self.config.member_id),
+            member_table_not_in_snapshot: self.planted(PlantedBug::MemberTableNotInSnapshot),
         }
     }
 

@@ -90,10 +90,17 @@ pub enum PlantedBug {
     /// MoveLeader answers success as soon as the transfer is started, not once the
     /// target leads.
     MoveLeaderAnswersAtOnce,
+    /// The leader sends a member the latest snapshot even when that snapshot predates
+    /// the member's addition (its configuration does not have it): raft on the new
+    /// member refuses it, and the member never catches up.
+    SnapshotPredatesNewMember,
+    /// The replicated member table is left out of snapshots: a member that starts from
+    /// one (installed, or its own after a restart) has another member table.
+    MemberTableNotInSnapshot,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 30] = [
+    pub const ALL: [PlantedBug; 32] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -124,6 +131,8 @@ impl PlantedBug {
         PlantedBug::SnapshotNotFrozen,
         PlantedBug::HashCountsCompactedRecords,
         PlantedBug::MoveLeaderAnswersAtOnce,
+        PlantedBug::SnapshotPredatesNewMember,
+        PlantedBug::MemberTableNotInSnapshot,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -158,6 +167,8 @@ impl PlantedBug {
             PlantedBug::SnapshotNotFrozen => "snapshot-not-frozen",
             PlantedBug::HashCountsCompactedRecords => "hash-counts-compacted-records",
             PlantedBug::MoveLeaderAnswersAtOnce => "move-leader-answers-at-once",
+            PlantedBug::SnapshotPredatesNewMember => "snapshot-predates-new-member",
+            PlantedBug::MemberTableNotInSnapshot => "member-table-not-in-snapshot",
         }
     }
 

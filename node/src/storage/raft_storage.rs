@@ -32,6 +32,9 @@ pub struct NodeStorage {
     /// raft asked for a snapshot for a member the latest one's configuration does not
     /// have (it was added after): the loop must take a fresh one.
     fresh_snapshot_wanted: Arc<std::sync::atomic::AtomicBool>,
+    /// Planted bug `snapshot-predates-new-member` (simulator builds only).
+    #[cfg(madsim)]
+    pub planted_snapshot_predates_new_member: bool,
 }
 
 /// `snapshot` with its data dropped.
@@ -84,6 +87,8 @@ impl NodeStorage {
             loaded: Arc::new(Mutex::new(None)),
             loading: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             fresh_snapshot_wanted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            #[cfg(madsim)]
+            planted_snapshot_predates_new_member: false,
         })
     }
 
@@ -193,7 +198,12 @@ impl Storage for NodeStorage {
             return unavailable();
         }
         let conf = latest.get_conf_state();
-        let has_to = conf.get_voters().iter().chain(conf.get_learners()).chain(conf.get_voters_outgoing()).chain(conf.get_learners_next()).any(|id| *id == to);
+        #[allow(unused_mut)]
+        let mut has_to = conf.get_voters().iter().chain(conf.get_learners()).chain(conf.get_voters_outgoing()).chain(conf.get_learners_next()).any(|id| *id == to);
+        #[cfg(madsim)]
+        if self.planted_snapshot_predates_new_member {
+            has_to = true;
+        }
         if !has_to {
             self.fresh_snapshot_wanted.store(true, Ordering::SeqCst);
             return unavailable();
