@@ -65,6 +65,8 @@ pub enum EtcdError {
     Unhealthy,
     /// Membership: the id of a removed member (ids are never reused).
     MemberIdRemoved,
+    /// A learner serves only serializable reads and status.
+    NotSupportedForLearner,
 }
 
 impl EtcdError {
@@ -101,6 +103,7 @@ impl EtcdError {
             EtcdError::NotEnoughStartedMembers => "etcdserver: re-configuration failed due to not enough started members",
             EtcdError::Unhealthy => "etcdserver: unhealthy cluster",
             EtcdError::MemberIdRemoved => "etcdserver: ID removed",
+            EtcdError::NotSupportedForLearner => "etcdserver: rpc not supported for learner",
         }
     }
 
@@ -131,7 +134,7 @@ impl EtcdError {
             | EtcdError::TooManyLearners
             | EtcdError::NotEnoughStartedMembers
             | EtcdError::MemberIdRemoved => GrpcCode::FailedPrecondition,
-            EtcdError::Unhealthy => GrpcCode::Unavailable,
+            EtcdError::Unhealthy | EtcdError::NotSupportedForLearner => GrpcCode::Unavailable,
         }
     }
 

@@ -96,6 +96,13 @@ fn grow_promote_and_replace_members_while_writing() {
     let listed = member_list_json(&first);
     let as_learner = listed["members"].as_array().expect("members").iter().find(|m| m["ID"].as_u64() == Some(learner_id)).cloned();
     assert_eq!(as_learner.as_ref().and_then(|m| m["isLearner"].as_bool()), Some(true), "{listed}");
+    // A learner serves serializable reads only, as etcd's.
+    let learner_endpoint = cluster.members[learner].endpoint();
+    let refused = wait_for(Duration::from_secs(20), || {
+        let put = etcdctl(&learner_endpoint, &["put", "on-learner", "v"], None);
+        put.stderr.contains("etcdserver: rpc not supported for learner").then_some(put)
+    });
+    assert!(refused.is_some(), "a learner accepted a write\n{}", cluster.diagnostics());
     let voter = etcdctl(&first, &["member", "promote", &format!("{:x}", listed["header"]["member_id"].as_u64().expect("id"))], None);
     assert!(voter.stderr.contains("etcdserver: can only promote a learner member"), "{}", voter.stderr);
     let all = cluster.endpoints().join(",");
@@ -123,6 +130,21 @@ fn grow_promote_and_replace_members_while_writing() {
     assert!(exited.is_some(), "the removed member still runs\n{}", cluster.diagnostics());
     assert!(cluster.log(1).contains("permanently removed"), "{}", cluster.log(1));
     write(&cluster, &mut written, 5);
+    // Started again on its old data dir, the removed member stops again.
+    cluster.start_member(1);
+    let exited = cluster.wait_member_exit(1, Duration::from_secs(10));
+    assert!(exited.is_some_and(|status| !status.success()), "the removed member rejoined\n{}", cluster.diagnostics());
+    let removed_again = etcdctl(&first, &["member", "remove", &format!("{removed_id:x}")], None);
+    assert!(removed_again.stderr.contains("etcdserver: ID removed"), "{}", removed_again.stderr);
+    // MemberUpdate: new peer URLs for a member (here: its own again, plus a second).
+    let m0_id = listed["members"].as_array().expect("members").iter().find(|m| m["name"].as_str() == Some("m0")).and_then(|m| m["ID"].as_u64()).expect("m0 listed");
+    let m0_url = format!("http://127.0.0.1:{}", cluster.members[0].peer_port);
+    let both = format!("{m0_url},http://localhost:{}", cluster.members[0].peer_port);
+    let updated = etcdctl(&first, &["member", "update", &format!("{m0_id:x}"), "--peer-urls", &both], None);
+    assert_eq!(updated.code, 0, "{}", updated.stderr);
+    assert!(updated.stdout.starts_with(&format!("Member {m0_id:16x} updated in cluster")), "{}", updated.stdout);
+    let peer_urls = member_list_json(&first)["members"].as_array().expect("members").iter().find(|m| m["ID"].as_u64() == Some(m0_id)).map(|m| m["peerURLs"].clone());
+    assert_eq!(peer_urls, Some(serde_json::json!([m0_url, format!("http://localhost:{}", cluster.members[0].peer_port)])));
     let fresh = cluster.add_member_slot();
     let fresh_url = format!("http://127.0.0.1:{}", cluster.members[fresh].peer_port);
     let (_, initial_cluster) = member_add(&first, &cluster.members[fresh].name.clone(), &fresh_url, false);

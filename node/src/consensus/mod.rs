@@ -691,6 +691,12 @@ impl NodeCore {
     }
 
     fn check(&self, request: &Request) -> Result<(), EtcdError> {
+        // As etcd: a learner serves serializable reads (and status, member list) only;
+        // membership changes may be sent to any member.
+        let serializable_read = matches!(request, Request::Range(range) if range.serializable);
+        if !serializable_read && !matches!(request, Request::Member(_)) && self.raw.raft.prs().conf().learners().contains(&self.config.member_id) {
+            return Err(EtcdError::NotSupportedForLearner);
+        }
         match request {
             Request::Range(r) => validate::check_range(r),
             Request::Put(p) => validate::check_put(p),
@@ -806,6 +812,9 @@ impl NodeCore {
     /// persist → send → apply → advance. Returns an error only for a failure that
     /// must stop the member (it could not make raft state durable).
     pub fn handle_ready(&mut self) -> Result<(), FatalError> {
+        if self.env.transport.removed_from_cluster() {
+            return Err(FatalError::Removed);
+        }
         if !self.raw.has_ready() {
             self.serve_ready_reads();
             return Ok(());

@@ -92,6 +92,11 @@ pub trait Transport: Send + Sync {
     /// Called by the loop with the applied member table. A transport that routes by
     /// member id alone (the simulator's) may ignore it.
     fn set_peers(&self, _peers: &PeerDirectory) {}
+
+    /// Whether a peer told this member it was removed from the cluster (it stops).
+    fn removed_from_cluster(&self) -> bool {
+        false
+    }
 }
 
 /// The applied member table as the transport needs it (see [`Transport::set_peers`]).

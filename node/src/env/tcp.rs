@@ -48,6 +48,10 @@ pub const PEER_ACCEPT_RETRY_DELAY_MS: u64 = 100;
 pub const PEER_HANDSHAKE_MAGIC: &[u8; 8] = b"detcdpr1";
 /// First bytes of a membership query.
 pub const MEMBERS_QUERY_MAGIC: &[u8; 8] = b"detcdmq1";
+/// What a member writes back, then closes, to a connection from a member removed from
+/// the cluster (etcd answers such a member's messages with "410 Gone"): the removed
+/// member stops.
+pub const PEER_REMOVED_NOTICE: &[u8; 8] = b"detcdrm1";
 /// Largest membership answer a joining member reads.
 pub const MEMBERS_ANSWER_BYTES_MAX: usize = 1 << 20;
 const PEER_HANDSHAKE_BYTES: usize = 8 + 8 + 8;
@@ -96,13 +100,15 @@ pub struct TcpTransport {
     /// Per peer: the address its writer dials, and its queue.
     queues: Mutex<BTreeMap<u64, (String, mpsc::Sender<Message>)>>,
     directory: SharedDirectory,
+    /// A peer said this member was removed from the cluster.
+    removed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TcpTransport {
     /// A transport that introduces itself as `identity`; its peers come with the first
     /// `set_peers` (the member calls it when it opens).
     pub fn start(identity: PeerIdentity) -> Self {
-        Self { identity, queues: Mutex::new(BTreeMap::new()), directory: SharedDirectory::default() }
+        Self { identity, queues: Mutex::new(BTreeMap::new()), directory: SharedDirectory::default(), removed: Arc::default() }
     }
 
     /// The member table the listeners check connections against.
@@ -125,11 +131,15 @@ impl Transport for TcpTransport {
         for (id, addr) in wanted {
             queues.entry(id).or_insert_with(|| {
                 let (sender, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
-                tokio::spawn(run_peer_writer(self.identity, addr.clone(), receiver));
+                tokio::spawn(run_peer_writer(self.identity, addr.clone(), receiver, self.removed.clone()));
                 (addr, sender)
             });
         }
         *self.directory.write().expect("directory lock") = peers.clone();
+    }
+
+    fn removed_from_cluster(&self) -> bool {
+        self.removed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn send(&self, messages: Vec<Message>) -> Vec<u64> {
@@ -155,10 +165,10 @@ fn encode_frame(message: &Message, buffer: &mut Vec<u8>) {
     buffer.extend_from_slice(&body);
 }
 
-async fn run_peer_writer(identity: PeerIdentity, addr: String, mut queue: mpsc::Receiver<Message>) {
+async fn run_peer_writer(identity: PeerIdentity, addr: String, mut queue: mpsc::Receiver<Message>, removed: Arc<std::sync::atomic::AtomicBool>) {
     let mut buffer = Vec::new();
     loop {
-        let mut stream = match TcpStream::connect(&addr).await {
+        let stream = match TcpStream::connect(&addr).await {
             Ok(stream) => stream,
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(PEER_RECONNECT_DELAY_MS)).await;
@@ -168,9 +178,18 @@ async fn run_peer_writer(identity: PeerIdentity, addr: String, mut queue: mpsc::
             }
         };
         let _ = stream.set_nodelay(true);
+        let (mut from_peer, mut stream) = stream.into_split();
         if stream.write_all(&encode_handshake(identity)).await.is_err() {
             continue;
         }
+        // The peer says nothing on this connection unless this member was removed.
+        let removed = removed.clone();
+        tokio::spawn(async move {
+            let mut notice = [0u8; 8];
+            if from_peer.read_exact(&mut notice).await.is_ok() && &notice == PEER_REMOVED_NOTICE {
+                removed.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
         loop {
             let Some(first) = queue.recv().await else { return };
             buffer.clear();
@@ -267,8 +286,14 @@ async fn run_peer_reader(stream: TcpStream, cluster_id: u64, directory: SharedDi
         let directory = directory.read().expect("directory lock");
         directory.members.contains_key(&from) && !directory.removed.contains(&from)
     };
+    let removed = |from: u64| directory.read().expect("directory lock").removed.contains(&from);
     let from = match check_handshake(&handshake, cluster_id) {
         Ok(from) if known(from) => from,
+        Ok(from) if removed(from) => {
+            eprintln!("detcd: refused a peer connection from removed member {from:016x}");
+            let _ = reader.get_mut().write_all(PEER_REMOVED_NOTICE).await;
+            return;
+        }
         Ok(from) => {
             eprintln!("detcd: refused a peer connection from unknown member {from:016x}");
             return;
