@@ -95,7 +95,10 @@ fn the_canary_finds_planted_bugs() {
         // Disk faults beyond the WAL and correlated failures (issue 9): each planted bug
         // in the code path its fault reaches.
         ("follower-acks-before-fsync", "correlated-failures", 20),
-        ("snapshot-save-error-ignored", "disk-faults", 20),
+        // Rarer since a new cluster starts from a snapshot at index 1 (membership, issue
+        // 11): with an older snapshot file always kept, one failed save loses nothing; it
+        // takes two in a row (first found at seed 28 of 100).
+        ("snapshot-save-error-ignored", "disk-faults", 60),
         ("snapshot-crc-unchecked", "disk-faults", 20),
         ("wal-read-error-is-empty", "disk-faults", 150),
         // Found by the simulator in detcd (nospace seed 44) — the bug etcd fixed in
