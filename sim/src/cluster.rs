@@ -71,13 +71,15 @@ impl Cluster {
     pub fn start(options: &Options, scenario: &Scenario, world: Arc<World>, net: Arc<SimNet>, member_ids: &[u64], cluster_id: u64) -> Cluster {
         let runtime = madsim::runtime::Handle::current();
         let mut members = Vec::new();
-        for (index, member_id) in member_ids.iter().copied().enumerate() {
+        // Spare slots hold no member (id 0) until an operator adds one (`replace`).
+        let slot_ids = member_ids.iter().copied().chain(std::iter::repeat_n(0, scenario.spare_members));
+        for (index, member_id) in slot_ids.enumerate() {
             let slot_config = Mutex::new(NodeConfig::with_defaults(member_id, cluster_id, member_ids.to_vec()));
             let slot = Arc::new(MemberSlot {
                 index,
                 member_id: AtomicU64::new(member_id),
                 config: slot_config,
-                retired: AtomicBool::new(false),
+                retired: AtomicBool::new(member_id == 0),
                 wal_disk: Arc::new(MemDisk::new()),
                 data_disk: Arc::new(MemDisk::new()),
                 clock: Arc::new(SimClock::new()),
@@ -113,6 +115,9 @@ impl Cluster {
             config.peer_urls = vec![format!("http://m{index}:2380")];
             config.client_urls = vec![format!("http://m{index}:2379")];
             config.initial_peer_urls = member_ids.iter().enumerate().map(|(i, id)| (*id, vec![format!("http://m{i}:2380")])).collect();
+            if member_id == 0 {
+                config.initial_voters = Vec::new();
+            }
             config.max_snapshots = 2;
             // Compacted records are removed two keys per loop turn: removal spans turns
             // in the simulator's small key spaces, as it does in a big store.
@@ -133,7 +138,12 @@ impl Cluster {
                     let world = init_world.clone();
                     let net = init_net.clone();
                     let config = slot.config.lock().expect("slot lock").clone();
-                    async move { run_member(slot, world, net, config, seed).await }
+                    async move {
+                        // A spare slot starts nothing until a member is added into it.
+                        if !slot.is_retired() {
+                            run_member(slot, world, net, config, seed).await;
+                        }
+                    }
                 })
                 .build();
             *slot.madsim_node.lock().expect("slot lock") = Some(node);
@@ -147,14 +157,20 @@ impl Cluster {
         self.members[index].madsim_node.lock().expect("slot lock").as_ref().expect("node built").id()
     }
 
+    /// Members down or paused (a free slot holds no member: not counted).
     pub fn down_count(&self) -> usize {
-        self.members.iter().filter(|m| m.down.load(Ordering::SeqCst) || m.paused.load(Ordering::SeqCst) || m.is_retired()).count()
+        self.members.iter().filter(|m| !m.is_retired() && (m.down.load(Ordering::SeqCst) || m.paused.load(Ordering::SeqCst))).count()
+    }
+
+    /// Slots that hold a member of the cluster now.
+    pub fn member_count(&self) -> usize {
+        self.members.iter().filter(|m| !m.is_retired()).count()
     }
 
     /// How many members may be down at once and the cluster still have a quorum.
     pub fn attrition_max(&self) -> usize {
         // A single member may go down (the cluster is unavailable meanwhile).
-        ((self.members.len() - 1) / 2).max(1)
+        (self.member_count().saturating_sub(1) / 2).max(1)
     }
 
     pub fn kill(&self, index: usize, reason: &str) {

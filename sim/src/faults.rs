@@ -32,7 +32,10 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
     let n = cluster.members.len();
     let ids: Vec<u64> = cluster.members.iter().map(|m| m.member_id()).collect();
     let can_take_down = cluster.down_count() < cluster.attrition_max();
-    let running: Vec<usize> = (0..n).filter(|i| !cluster.members[*i].down.load(Ordering::SeqCst) && !cluster.members[*i].paused.load(Ordering::SeqCst)).collect();
+    // Slots that hold a member of the cluster (a free slot holds none).
+    let members: Vec<usize> = (0..n).filter(|i| !cluster.members[*i].is_retired()).collect();
+    let running: Vec<usize> =
+        members.iter().copied().filter(|i| !cluster.members[*i].down.load(Ordering::SeqCst) && !cluster.members[*i].paused.load(Ordering::SeqCst)).collect();
     let leader = cluster.leader().await;
     let followers: Vec<usize> = running.iter().copied().filter(|i| Some(*i) != leader).collect();
     let world = &cluster.world;
@@ -87,19 +90,31 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
             }));
             vec![]
         }
-        FaultKind::ReplaceMember => {
-            // One replacement at a time, and only while the others can make a quorum.
-            if !can_take_down || cluster.replacing.swap(true, Ordering::SeqCst) {
+        FaultKind::ReplaceMember | FaultKind::AddMember | FaultKind::RemoveMember => {
+            use crate::membership_workload::{operate, MembershipOperation};
+            // One membership operation at a time; a removal only while the others can
+            // make a quorum and at least three members are in the cluster.
+            let free_slots: Vec<usize> = (0..n).filter(|i| cluster.members[*i].is_retired()).collect();
+            let victim = if rng.gen_bool(0.3) { leader } else { running.choose(rng).copied() };
+            let as_learner = rng.gen_bool(0.5);
+            let operation = match fault {
+                FaultKind::ReplaceMember => victim.filter(|_| can_take_down).map(|victim| MembershipOperation::Replace { victim, as_learner }),
+                FaultKind::AddMember => free_slots.choose(rng).map(|slot| MembershipOperation::Add { slot: *slot, as_learner }),
+                _ => victim.filter(|_| can_take_down && cluster.member_count() >= 3).map(|victim| MembershipOperation::Remove { victim }),
+            };
+            let Some(operation) = operation else { return vec![] };
+            if cluster.replacing.swap(true, Ordering::SeqCst) {
                 return vec![];
             }
-            let victim = if rng.gen_bool(0.3) { leader } else { running.choose(rng).copied() };
-            let Some(victim) = victim else {
-                cluster.replacing.store(false, Ordering::SeqCst);
-                return vec![];
+            let (slot, what) = match operation {
+                MembershipOperation::Replace { victim, as_learner } => {
+                    (victim, format!("operator: replace m{victim} (remove it, add a new {} on blank disks)", if as_learner { "learner" } else { "voter" }))
+                }
+                MembershipOperation::Add { slot, as_learner } => (slot, format!("operator: add a {} as m{slot}", if as_learner { "learner" } else { "voter" })),
+                MembershipOperation::Remove { victim } => (victim, format!("operator: remove m{victim}")),
             };
-            let as_learner = rng.gen_bool(0.5);
-            world.event("fault", Some(victim), format!("operator: replace m{victim} (remove it, add a new {} on blank disks)", if as_learner { "learner" } else { "voter" }));
-            drop(madsim::task::spawn(crate::membership_workload::replace_member(cluster.clone(), victim, as_learner)));
+            world.event("fault", Some(slot), what);
+            drop(madsim::task::spawn(operate(cluster.clone(), operation)));
             vec![]
         }
         FaultKind::CrashRandom => {
@@ -122,21 +137,21 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
             vec![Heal::Restart(victim)]
         }
         FaultKind::IsolateOne => {
-            let victim = rng.gen_range(0..n);
+            let Some(victim) = (!members.is_empty()).then(|| members[rng.gen_range(0..members.len())]) else { return vec![] };
             let others: Vec<u64> = ids.iter().copied().filter(|id| *id != ids[victim]).collect();
             cluster.net.partition(&[ids[victim]], &others);
             world.event("fault", Some(victim), "isolated".into());
             vec![Heal::Network]
         }
         FaultKind::PartitionLeaderMinority | FaultKind::PartitionMajorityMinority => {
-            let mut order: Vec<usize> = (0..n).collect();
+            let mut order: Vec<usize> = members.clone();
             order.shuffle(rng);
             if fault == FaultKind::PartitionLeaderMinority {
                 let Some(leader) = leader else { return vec![] };
                 order.retain(|i| *i != leader);
                 order.insert(0, leader);
             }
-            let minority_size = ((n - 1) / 2).max(1);
+            let minority_size = ((order.len().max(1) - 1) / 2).max(1);
             let minority: Vec<u64> = order[..minority_size].iter().map(|i| ids[*i]).collect();
             let majority: Vec<u64> = order[minority_size..].iter().map(|i| ids[*i]).collect();
             cluster.net.partition(&minority, &majority);
@@ -147,7 +162,7 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
             if n < 3 {
                 return vec![];
             }
-            let mut order: Vec<usize> = (0..n).collect();
+            let mut order: Vec<usize> = members.clone();
             order.shuffle(rng);
             let bridge = order[0];
             let rest = &order[1..];
@@ -157,8 +172,8 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
             vec![Heal::Network]
         }
         FaultKind::PartitionAsymmetric => {
-            let a = leader.unwrap_or_else(|| rng.gen_range(0..n));
-            let others: Vec<usize> = (0..n).filter(|i| *i != a).collect();
+            let Some(a) = leader.or_else(|| (!members.is_empty()).then(|| members[rng.gen_range(0..members.len())])) else { return vec![] };
+            let others: Vec<usize> = members.iter().copied().filter(|i| *i != a).collect();
             let Some(&b) = others.choose(rng) else { return vec![] };
             // b hears nothing from a; a still hears b.
             cluster.net.cut(ids[a], ids[b]);
@@ -408,7 +423,7 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
             vec![]
         }
         FaultKind::ClockSkew => {
-            let victim = rng.gen_range(0..n);
+            let Some(victim) = (!members.is_empty()).then(|| members[rng.gen_range(0..members.len())]) else { return vec![] };
             let jump_ms = rng.gen_range(0..=options.clock_jump_ms_max);
             let drift = if options.clock_drift_ppm_max == 0 { 0 } else { rng.gen_range(-options.clock_drift_ppm_max..=options.clock_drift_ppm_max) };
             cluster.members[victim].clock.skew(jump_ms, drift);

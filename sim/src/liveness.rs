@@ -71,6 +71,7 @@ pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
             ops: vec![],
         };
     }
+    crate::membership_workload::settle(cluster).await;
     let mut last = Vec::new();
     for _ in 0..LIVENESS_POLLS_MAX {
         let statuses = cluster.statuses().await;

@@ -51,46 +51,106 @@ async fn change_until(cluster: &Cluster, request: MemberRequest, what: &str, don
     None
 }
 
-/// Replaces the member in slot `victim` (see the module documentation). Runs as its own
-/// task; `cluster.replacing` is set while it runs.
-pub async fn replace_member(cluster: Arc<Cluster>, victim: usize, as_learner: bool) {
+/// Removes the member in slot `victim` from the cluster and stops it; its slot is free
+/// afterwards. Whether the removal was seen applied.
+async fn remove_member(cluster: &Cluster, victim: usize) -> bool {
     let slot = cluster.members[victim].clone();
     let old_id = slot.member_id();
-    let world = cluster.world.clone();
-    let removed = change_until(&cluster, MemberRequest::Remove { id: old_id }, "remove", |members| members.iter().all(|m| m.id != old_id)).await;
-    let Some(members) = removed else {
-        world.event("fault", Some(victim), "operator: gave up removing it".into());
-        cluster.replacing.store(false, Ordering::SeqCst);
-        return;
-    };
+    let removed = change_until(cluster, MemberRequest::Remove { id: old_id }, "remove", |members| members.iter().all(|m| m.id != old_id)).await;
+    if removed.is_none() {
+        cluster.world.event("fault", Some(victim), "operator: gave up removing it".into());
+        return false;
+    }
     // The removed member stops on its own once it applies its removal; a member cut off
     // from the cluster may never learn of it, so the operator stops it too.
     slot.retired.store(true, Ordering::SeqCst);
     if slot.handle().is_some() || !slot.down.load(Ordering::SeqCst) {
         cluster.kill(victim, "removed from the cluster");
     }
-    let peer_url = format!("http://m{victim}:2380");
+    cluster.world.count("membership: members removed");
+    true
+}
+
+/// Adds a new member (a voter, or a learner then promoted) into free slot `index`,
+/// under the slot's name and URLs, and starts it on blank disks.
+async fn add_member(cluster: &Cluster, index: usize, as_learner: bool) -> bool {
+    let peer_url = format!("http://m{index}:2380");
     let with_url = |members: &[Member]| members.iter().find(|m| m.peer_ur_ls.contains(&peer_url)).map(|m| m.id);
     let add = MemberRequest::Add { peer_urls: vec![peer_url.clone()], is_learner: as_learner };
-    let added = change_until(&cluster, add, if as_learner { "add learner" } else { "add voter" }, |members| with_url(members).is_some()).await;
-    drop(members);
+    let added = change_until(cluster, add, if as_learner { "add learner" } else { "add voter" }, |members| with_url(members).is_some()).await;
     let Some(members) = added else {
-        world.event("fault", Some(victim), "operator: gave up adding its replacement".into());
-        cluster.replacing.store(false, Ordering::SeqCst);
-        return;
+        cluster.world.event("fault", Some(index), "operator: gave up adding a member here".into());
+        return false;
     };
     let new_id = with_url(&members).expect("checked above");
     let peers: BTreeMap<u64, Vec<String>> = members.iter().map(|m| (m.id, m.peer_ur_ls.clone())).collect();
-    cluster.replace(victim, new_id, peers);
-    world.count("membership: members replaced");
+    cluster.replace(index, new_id, peers);
+    cluster.world.count("membership: members added");
     if as_learner {
-        let promoted = change_until(&cluster, MemberRequest::Promote { id: new_id }, "promote", |members| {
+        let promoted = change_until(cluster, MemberRequest::Promote { id: new_id }, "promote", |members| {
             members.iter().any(|m| m.id == new_id && !m.is_learner)
         })
         .await;
         if promoted.is_some() {
-            world.count("membership: learners promoted");
+            cluster.world.count("membership: learners promoted");
+        }
+    }
+    true
+}
+
+/// What an operator does (see the module documentation). Runs as its own task;
+/// `cluster.replacing` is set while it runs and cleared at the end.
+#[derive(Clone, Copy, Debug)]
+pub enum MembershipOperation {
+    /// Remove the member in the slot, then add a new one into it.
+    Replace { victim: usize, as_learner: bool },
+    Add { slot: usize, as_learner: bool },
+    Remove { victim: usize },
+}
+
+pub async fn operate(cluster: Arc<Cluster>, operation: MembershipOperation) {
+    match operation {
+        MembershipOperation::Replace { victim, as_learner } => {
+            if remove_member(&cluster, victim).await && add_member(&cluster, victim, as_learner).await {
+                cluster.world.count("membership: members replaced");
+            }
+        }
+        MembershipOperation::Add { slot, as_learner } => {
+            add_member(&cluster, slot, as_learner).await;
+        }
+        MembershipOperation::Remove { victim } => {
+            remove_member(&cluster, victim).await;
         }
     }
     cluster.replacing.store(false, Ordering::SeqCst);
+}
+
+/// Before the final checks, the operator settles what an unanswered call left behind,
+/// from the leader's member list: a member removed after the operator gave up is
+/// stopped and its slot freed; a member added after the operator gave up is started in
+/// the slot its peer URL names.
+pub async fn settle(cluster: &Cluster) {
+    let Some(members) = member_list(cluster).await else { return };
+    for (index, slot) in cluster.members.iter().enumerate() {
+        let listed = members.iter().find(|m| m.peer_ur_ls.contains(&format!("http://m{index}:2380")));
+        match (slot.is_retired(), listed) {
+            (false, Some(member)) if member.id != slot.member_id() => {
+                // Cannot happen: a slot's URL names one member at a time.
+                cluster.world.event("fault", Some(index), format!("operator: slot holds {:016x} but the list has {:016x}", slot.member_id(), member.id));
+            }
+            (false, None) => {
+                slot.retired.store(true, Ordering::SeqCst);
+                if slot.handle().is_some() || !slot.down.load(Ordering::SeqCst) {
+                    cluster.kill(index, "removed from the cluster (settled after the run)");
+                }
+                cluster.world.count("membership: removals settled after the run");
+            }
+            (true, Some(member)) => {
+                let peers: BTreeMap<u64, Vec<String>> = members.iter().map(|m| (m.id, m.peer_ur_ls.clone())).collect();
+                cluster.replace(index, member.id, peers);
+                cluster.world.count("membership: additions settled after the run");
+            }
+            _ => {}
+        }
+    }
 }

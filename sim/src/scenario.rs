@@ -19,6 +19,10 @@ pub struct Scenario {
     pub description: String,
     #[serde(default = "default_members")]
     pub members: usize,
+    /// Slots for members an operator may add during the run (`add_member`): the
+    /// cluster can grow to `members + spare_members`.
+    #[serde(default)]
+    pub spare_members: usize,
     /// Length of the chaos phase in simulated milliseconds.
     pub duration_ms: u64,
     /// After the chaos phase every fault is healed; the cluster must converge within this.
@@ -255,6 +259,12 @@ pub enum FaultKind {
     /// promotes once caught up) and starts it on blank disks under the same name and
     /// URLs, joining the running cluster. The chaos goes on meanwhile.
     ReplaceMember,
+    /// An operator adds a member into a free slot (a spare, or one a removal freed): a
+    /// voter, or a learner promoted once caught up, started on blank disks.
+    AddMember,
+    /// An operator removes a member (the leader, sometimes) while at least three are
+    /// in the cluster: it stops, and its slot is free for a later `add_member`.
+    RemoveMember,
     /// A member's next few reads go wrong — I/O errors on either disk, or a silently
     /// flipped byte read from its data disk (a latent sector error): sending a snapshot
     /// must retry, and a start may refuse but never load damaged bytes.
@@ -392,6 +402,9 @@ impl Scenario {
         let scenario: Scenario = toml::from_str(text).map_err(|e| e.to_string())?;
         if scenario.members == 0 || scenario.members > 7 {
             return Err(format!("members must be 1..=7, not {}", scenario.members));
+        }
+        if scenario.members + scenario.spare_members > 7 {
+            return Err(format!("members + spare_members must be at most 7, not {}", scenario.members + scenario.spare_members));
         }
         if scenario.workload.clients == 0 || scenario.workload.keys == 0 {
             return Err("workload needs at least one client and one key".to_string());

@@ -32,8 +32,11 @@ struct Invariants {
     /// The configuration (voters, learners) each configuration change left, by index:
     /// every member that applies the index must arrive at the same one.
     conf_after: BTreeMap<u64, (Vec<u64>, Vec<u64>)>,
-    /// Members removed from the configuration, with the index that removed them.
-    removed_at: BTreeMap<u64, u64>,
+    /// Members that applied their own removal: per member, the history sequence
+    /// numbers from that moment to the end of that incarnation (a restarted member that
+    /// has not re-applied its removal yet does not know of it). In between it must
+    /// answer no client.
+    left_seqs: BTreeMap<u64, Vec<(u64, u64)>>,
     violations: Vec<Verdict>,
 }
 
@@ -284,9 +287,25 @@ impl World {
         self.lock().hash
     }
 
-    /// Raft invariant violations seen so far.
+    /// Raft invariant violations seen so far, and the membership check over the
+    /// history: a member that applied its own removal answers no client request
+    /// invoked after that (etcd: a removed member serves nothing).
     pub fn invariant_violations(&self) -> Vec<Verdict> {
-        self.lock().invariants.violations.clone()
+        let state = self.lock();
+        let mut violations = state.invariants.violations.clone();
+        let left_when = |op: &crate::history::Op| {
+            let intervals = state.invariants.left_seqs.get(&op.member)?;
+            intervals.iter().find(|(from, to)| op.invoke_seq > *from && op.invoke_seq < *to).map(|(from, _)| *from)
+        };
+        let served_after_leaving = state.history.ops.iter().filter(|op| op.outcome == crate::history::Outcome::Ok).find_map(|op| Some((op, left_when(op)?)));
+        if let Some((op, left)) = served_after_leaving {
+            let detail = format!(
+                "{:016x} answered op {} (invoked at seq {}) although it had applied its own removal at seq {left}",
+                op.member, op.id, op.invoke_seq
+            );
+            violations.push(Verdict::Violation { check: "removed-member-serves-nothing".into(), detail, ops: vec![op.id] });
+        }
+        violations
     }
 
     /// Terms in which someone campaigned but nobody became leader.
@@ -464,12 +483,6 @@ impl Observer for World {
             }
             NodeEvent::Applied { index, term, digest, state_digest } => {
                 Self::mix(&mut state, format!("applied|{member_id}|{index}|{term}|{digest}|{state_digest:?}").as_bytes());
-                // A removed member is out of the cluster: nothing after its removal is
-                // committed with it, so it cannot apply it.
-                if let Some(removed) = state.invariants.removed_at.get(&member_id).copied().filter(|removed| index > *removed) {
-                    let detail = format!("{member_id:016x} applied index {index} although index {removed} removed it from the cluster");
-                    state.invariants.violations.push(Verdict::Violation { check: "removed-member-stays-out".into(), detail, ops: vec![] });
-                }
                 // A member with damaged memory is not the cluster's state (the corruption
                 // check must catch it instead).
                 let state_digest = state_digest.filter(|_| !state.memory_corrupted.contains_key(&member_id));
@@ -562,15 +575,17 @@ impl Observer for World {
             }
             NodeEvent::ConfChanged { index, voters, learners } => {
                 Self::mix(&mut state, format!("conf|{member_id}|{index}|{voters:?}|{learners:?}").as_bytes());
+                if !voters.contains(&member_id) && !learners.contains(&member_id) {
+                    let seq = state.seq;
+                    let intervals = state.invariants.left_seqs.entry(member_id).or_default();
+                    if intervals.last().is_none_or(|(_, to)| *to != u64::MAX) {
+                        intervals.push((seq, u64::MAX));
+                    }
+                }
                 *state.coverage.entry("membership: configuration changes applied".into()).or_default() += 1;
                 match state.invariants.conf_after.get(&index).cloned() {
                     None => {
-                        let before: BTreeSet<u64> = state.invariants.conf_after.range(..index).next_back().map(|(_, (v, l))| v.iter().chain(l).copied().collect()).unwrap_or_default();
-                        let after: BTreeSet<u64> = voters.iter().chain(&learners).copied().collect();
-                        for gone in before.difference(&after) {
-                            state.invariants.removed_at.entry(*gone).or_insert(index);
-                        }
-                        state.invariants.conf_after.insert(index, (voters, learners));
+                        state.invariants.conf_after.insert(index, (voters.clone(), learners.clone()));
                     }
                     Some(first) if first != (voters.clone(), learners.clone()) => {
                         let detail = format!("the configuration change at index {index} left voters {:?} learners {:?} on one member but voters {voters:?} learners {learners:?} on {member_id:016x}", first.0, first.1);
@@ -596,6 +611,10 @@ impl Observer for World {
                 Self::mix(&mut state, format!("recovered|{at_ms}|{member_id}|{torn_tail_cut}|{damaged_snapshots_skipped}").as_bytes());
                 *state.coverage.entry("member starts".into()).or_default() += 1;
                 state.last_recovery.insert(member_id, (torn_tail_cut, damaged_snapshots_skipped));
+                let seq = state.seq;
+                if let Some(open) = state.invariants.left_seqs.get_mut(&member_id).and_then(|i| i.last_mut()).filter(|(_, to)| *to == u64::MAX) {
+                    open.1 = seq;
+                }
                 // A restart rebuilds memory from the disk (the scenarios that damage
                 // memory take no snapshot, so the disk never saw the damage).
                 if state.memory_corrupted.remove(&member_id).is_some() {

@@ -131,6 +131,9 @@ fn the_canary_finds_planted_bugs() {
         // snapshots (state digests after every index compare it).
         ("snapshot-predates-new-member", "canary-membership", 20),
         ("member-table-not-in-snapshot", "replace-member", 20),
+        // A member that applied its own removal answers no client (checked against
+        // every op invoked after that moment, per incarnation).
+        ("removed-member-keeps-serving", "canary-membership", 20),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);

@@ -14,8 +14,18 @@
 //! voters than a quorum. A committed change that raft refuses anyway (two members
 //! proposed conflicting changes) changes nothing, on every member alike.
 //!
-//! A member that applies its own removal stops (`FatalError::Removed`); the others
-//! forget it for good (its id is never reused, the transport refuses it).
+//! A member that applies its own removal leaves: it answers no client from then on
+//! (requests waiting fail with "server stopped", new ones are refused). A removed
+//! leader steps down at once (raft-rs cannot lead a configuration without itself; the
+//! append that committed the removal already told the others its commit index, as raft
+//! broadcasts commits while a configuration change is pending). The member keeps raft
+//! running — it still votes, so
+//! the remaining members can elect a leader even before they know the removal is
+//! committed (a follower of a two-member cluster needs that vote) — until it has seen
+//! another leader, for at least [`REMOVED_MEMBER_STOP_DELAY_TICKS`] and at most
+//! [`REMOVED_MEMBER_STAY_TICKS_MAX`] heartbeats (etcd's `stopWithDelay`), then stops
+//! (`FatalError::Removed`). The others forget it for good (its id is never reused, the
+//! transport refuses it).
 
 use std::collections::BTreeSet;
 
@@ -38,6 +48,10 @@ pub const LEARNERS_MAX: usize = 1;
 /// A learner may be promoted once its log reaches this share of the leader's (etcd's
 /// `readyPercent`).
 pub const LEARNER_READY_PERCENT: u64 = 90;
+/// Heartbeats a member that applied its own removal keeps raft running before it stops.
+pub const REMOVED_MEMBER_STOP_DELAY_TICKS: u64 = 10;
+/// ... and at most, if it never sees another leader.
+pub const REMOVED_MEMBER_STAY_TICKS_MAX: u64 = 100;
 /// Peer URLs a member may have.
 pub const MEMBER_PEER_URLS_MAX: usize = 16;
 
@@ -280,9 +294,42 @@ impl NodeCore {
             let _ = pending.responder.send(Ok(Response::Member(changed)));
         }
         if table_changes.iter().any(|c| *c == MemberTableChange::Removed { id: self.config.member_id }) {
-            return Err(FatalError::Removed);
+            self.leave();
         }
         Ok(())
+    }
+
+    /// This member applied its own removal: it answers no client any more and stops
+    /// after [`REMOVED_MEMBER_STOP_DELAY_TICKS`].
+    fn leave(&mut self) {
+        if self.leaving_until_tick.is_some() {
+            return;
+        }
+        self.leaving_until_tick = Some(self.ticks + REMOVED_MEMBER_STOP_DELAY_TICKS);
+        // Their outcome is unknown: entries proposed may still commit without us.
+        self.proposals.fail_all(EtcdError::Stopped);
+        self.reads.fail_all(EtcdError::Stopped);
+        if self.raw.raft.state == StateRole::Leader {
+            // No message here: raft-rs forbids a non-leader's messages between a Ready
+            // and its advance.
+            let term = self.raw.raft.term;
+            self.raw.raft.become_follower(term, raft::INVALID_ID);
+        }
+    }
+
+    /// Whether this member left the cluster (applied its own removal).
+    pub(super) fn is_leaving(&self) -> bool {
+        self.leaving_until_tick.is_some()
+    }
+
+    /// Whether a member that left has run out its stop delay, or a peer said it was
+    /// removed: it must stop now.
+    pub(super) fn must_stop_removed(&self) -> bool {
+        let other_leader = self.raw.raft.leader_id != raft::INVALID_ID && self.raw.raft.leader_id != self.config.member_id;
+        let stay_over = self.leaving_until_tick.is_some_and(|until| {
+            (self.ticks >= until && other_leader) || self.ticks >= until + REMOVED_MEMBER_STAY_TICKS_MAX - REMOVED_MEMBER_STOP_DELAY_TICKS
+        });
+        stay_over || self.env.transport.removed_from_cluster()
     }
 
     /// One member as etcd lists it, if the configuration has it.

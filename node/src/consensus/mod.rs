@@ -186,6 +186,9 @@ pub struct NodeCore {
     ),
     /// When this member next (re)publishes its attributes, if they are not in yet.
     next_publish_ms: u64,
+    /// This member applied its own removal: the tick at which it stops (see
+    /// `membership`).
+    leaving_until_tick: Option<u64>,
 }
 
 /// Revisions the change feed holds before its consumer drains it; beyond this the feed
@@ -349,6 +352,7 @@ impl NodeCore {
             next_corrupt_check_ms: 0,
             hash_reports_done: std::sync::mpsc::channel(),
             next_publish_ms: 0,
+            leaving_until_tick: None,
         };
         #[cfg(madsim)]
         {
@@ -595,6 +599,16 @@ impl NodeCore {
     /// Accepts a client request. The answer goes to `responder` now (bad input,
     /// serializable reads) or once the request is committed and applied, or read-indexed.
     pub fn submit(&mut self, #[allow(unused_mut)] mut request: Request, responder: Responder, now_ms: u64) {
+        #[allow(unused_mut)]
+        let mut refuse_as_removed = self.is_leaving();
+        #[cfg(madsim)]
+        if self.planted(PlantedBug::RemovedMemberKeepsServing) {
+            refuse_as_removed = false;
+        }
+        if refuse_as_removed {
+            let _ = responder.send(Err(EtcdError::Stopped));
+            return;
+        }
         if let Err(error) = self.check(&request) {
             let _ = responder.send(Err(error));
             return;
@@ -812,7 +826,7 @@ impl NodeCore {
     /// persist → send → apply → advance. Returns an error only for a failure that
     /// must stop the member (it could not make raft state durable).
     pub fn handle_ready(&mut self) -> Result<(), FatalError> {
-        if self.env.transport.removed_from_cluster() {
+        if self.must_stop_removed() {
             return Err(FatalError::Removed);
         }
         if !self.raw.has_ready() {
@@ -991,12 +1005,7 @@ impl NodeCore {
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     let v2 = entry.get_entry_type() == EntryType::EntryConfChangeV2;
-                    let applied = self.apply_conf_change_entry(entry.index, &entry.data, v2);
-                    if applied == Err(FatalError::Removed) {
-                        // Applied all the same: a restart replays it and stops again.
-                        self.applied_index = entry.index;
-                    }
-                    applied?;
+                    self.apply_conf_change_entry(entry.index, &entry.data, v2)?;
                 }
             }
             self.applied_index = entry.index;

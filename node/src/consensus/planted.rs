@@ -97,10 +97,12 @@ pub enum PlantedBug {
     /// The replicated member table is left out of snapshots: a member that starts from
     /// one (installed, or its own after a restart) has another member table.
     MemberTableNotInSnapshot,
+    /// A member that applied its own removal goes on serving clients until it stops.
+    RemovedMemberKeepsServing,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 32] = [
+    pub const ALL: [PlantedBug; 33] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -133,6 +135,7 @@ impl PlantedBug {
         PlantedBug::MoveLeaderAnswersAtOnce,
         PlantedBug::SnapshotPredatesNewMember,
         PlantedBug::MemberTableNotInSnapshot,
+        PlantedBug::RemovedMemberKeepsServing,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -169,6 +172,7 @@ impl PlantedBug {
             PlantedBug::MoveLeaderAnswersAtOnce => "move-leader-answers-at-once",
             PlantedBug::SnapshotPredatesNewMember => "snapshot-predates-new-member",
             PlantedBug::MemberTableNotInSnapshot => "member-table-not-in-snapshot",
+            PlantedBug::RemovedMemberKeepsServing => "removed-member-keeps-serving",
         }
     }
 

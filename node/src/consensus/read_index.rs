@@ -173,6 +173,16 @@ impl ReadIndex {
         }
     }
 
+    /// Fails every read waiting here (the member is leaving the cluster).
+    pub fn fail_all(&mut self, error: EtcdError) {
+        let in_flight = std::mem::take(&mut self.in_flight).into_values().flat_map(|batch| batch.reads);
+        let ready = std::mem::take(&mut self.ready).into_iter().map(|(_, read)| read);
+        for read in std::mem::take(&mut self.unissued).into_iter().chain(in_flight).chain(ready) {
+            read.fail(error.clone());
+        }
+        self.bytes = 0;
+    }
+
     /// The leader this member knew is gone: reads in flight ask the new leader.
     pub fn on_leader_lost(&mut self) {
         for (_, batch) in std::mem::take(&mut self.in_flight) {
