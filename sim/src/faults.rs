@@ -241,7 +241,7 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
             world.event("fault", Some(leader), "armed: crash right after its next WAL sync, before replying".into());
             vec![Heal::Restart(leader)]
         }
-        FaultKind::CorruptWalRecord => {
+        FaultKind::CorruptWalRecord | FaultKind::ReplaceCorruptedMember => {
             let (Some(&victim), true) = (followers.choose(rng), can_take_down) else { return vec![] };
             let slot = &cluster.members[victim];
             let Some((segment, offset)) = choose_wal_damage(slot, rng) else { return vec![] };
@@ -250,6 +250,18 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
             *slot.corrupted.lock().expect("slot lock") = Some((segment.clone(), offset));
             world.event("fault", Some(victim), format!("flipped byte {offset} of {segment}; restarting it must fail"));
             cluster.restart(victim);
+            if fault == FaultKind::ReplaceCorruptedMember && !cluster.replacing.swap(true, Ordering::SeqCst) {
+                use crate::membership_workload::{operate, MembershipOperation};
+                let as_learner = rng.gen_bool(0.5);
+                let wait_ms = rng.gen_range(200..=2000);
+                world.event("fault", Some(victim), format!("operator: replace m{victim}, whose disk lost data, in {wait_ms} ms"));
+                let cluster = cluster.clone();
+                drop(madsim::task::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                    operate(cluster, MembershipOperation::Replace { victim, as_learner }).await;
+                }));
+                return vec![];
+            }
             vec![Heal::RepairCorruption(victim)]
         }
         FaultKind::PowerLossMidIo => {

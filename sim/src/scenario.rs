@@ -265,6 +265,10 @@ pub enum FaultKind {
     /// An operator removes a member (the leader, sometimes) while at least three are
     /// in the cluster: it stops, and its slot is free for a later `add_member`.
     RemoveMember,
+    /// `corrupt_wal_record`, healed the way an operator heals a member whose disk lost
+    /// data: it is replaced (removed, a new member added on a blank disk in its place)
+    /// instead of having its byte restored.
+    ReplaceCorruptedMember,
     /// A member's next few reads go wrong — I/O errors on either disk, or a silently
     /// flipped byte read from its data disk (a latent sector error): sending a snapshot
     /// must retry, and a start may refuse but never load damaged bytes.

@@ -103,6 +103,9 @@ fn grow_promote_and_replace_members_while_writing() {
         put.stderr.contains("etcdserver: rpc not supported for learner").then_some(put)
     });
     assert!(refused.is_some(), "a learner accepted a write\n{}", cluster.diagnostics());
+    let status = etcdctl(&learner_endpoint, &["endpoint", "status", "-w", "json"], None);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status json");
+    assert_eq!(status[0]["Status"]["isLearner"].as_bool(), Some(true), "{status}");
     let voter = etcdctl(&first, &["member", "promote", &format!("{:x}", listed["header"]["member_id"].as_u64().expect("id"))], None);
     assert!(voter.stderr.contains("etcdserver: can only promote a learner member"), "{}", voter.stderr);
     let all = cluster.endpoints().join(",");

@@ -1,7 +1,8 @@
 //! etcd's `Cluster` service: MemberList from the member's view of the configuration and
 //! what each member published through raft; MemberAdd, MemberRemove, MemberUpdate and
 //! MemberPromote through the consensus loop (`consensus::membership`), answered once
-//! the change is applied here, with the member list after it.
+//! the change is applied here, with the member list after it. A linearizable MemberList
+//! (etcd 3.5) first waits for this member to catch up with the leader's commit index.
 
 use tonic::{Request, Response, Status};
 
@@ -30,7 +31,13 @@ impl ClusterService {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn member_list(&self, _request: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
+    async fn member_list(&self, request: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
+        if request.into_inner().linearizable {
+            // etcd 3.5's linearizable member list: this member first catches up with
+            // the leader's commit index (a linearizable read does exactly that).
+            let probe = crate::pb::etcdserverpb::RangeRequest { key: vec![0], ..Default::default() };
+            self.node.range(probe).await.map_err(to_status)?;
+        }
         let (header, members) = self.members().await?;
         Ok(Response::new(MemberListResponse { header: Some(header), members }))
     }
