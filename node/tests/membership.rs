@@ -1,0 +1,202 @@
+//! Membership changes driven through the core directly (no runtime, no network): the
+//! test delivers every message by hand, so each step is deterministic.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use detcd_node::apply::MemberRequest;
+use detcd_node::env::mem_disk::MemDisk;
+use detcd_node::env::{Env, InlineWorker, NoObserver, Role, RuntimeClock, Transport};
+use detcd_node::errors::EtcdError;
+use detcd_node::pb::etcdserverpb::{Member, PutRequest, RangeRequest};
+use detcd_node::{FatalError, NodeConfig, NodeCore, Request, Response};
+use raft::eraftpb::Message;
+use tokio::sync::oneshot;
+
+/// A transport that keeps what a member sends, for the test to deliver.
+#[derive(Default)]
+struct Wire {
+    sent: Mutex<Vec<Message>>,
+}
+
+impl Transport for Wire {
+    fn send(&self, messages: Vec<Message>) -> Vec<u64> {
+        self.sent.lock().expect("wire").extend(messages);
+        Vec::new()
+    }
+}
+
+struct Running {
+    core: NodeCore,
+    wire: Arc<Wire>,
+}
+
+fn open_member(id: u64, voters: Vec<u64>) -> Running {
+    let wire = Arc::new(Wire::default());
+    let env = Env {
+        wal_disk: Arc::new(MemDisk::new()),
+        data_disk: Arc::new(MemDisk::new()),
+        transport: wire.clone(),
+        clock: Arc::new(RuntimeClock::new()),
+        observer: Arc::new(NoObserver),
+        worker: Arc::new(InlineWorker),
+        seed: id,
+    };
+    let mut config = NodeConfig::with_defaults(id, 99, voters);
+    config.snapshot_count = 1000;
+    // A member counts as started (strict reconfiguration check) once it published this.
+    config.name = format!("m{id}");
+    config.peer_urls = vec![format!("http://m{id}:2380")];
+    Running { core: NodeCore::open(config, env).expect("open"), wire }
+}
+
+/// One round: every member handles its Ready (a member that stops for having been
+/// removed is taken out and named), then every message is delivered.
+fn pump(members: &mut BTreeMap<u64, Running>) -> Vec<u64> {
+    let mut in_flight = Vec::new();
+    let mut stopped = Vec::new();
+    for (id, member) in members.iter_mut() {
+        member.core.issue_reads();
+        match member.core.handle_ready() {
+            Ok(()) => {}
+            Err(FatalError::Removed) => stopped.push(*id),
+            Err(other) => panic!("member {id} stopped: {other}"),
+        }
+        in_flight.extend(member.wire.take());
+    }
+    for id in &stopped {
+        members.remove(id);
+    }
+    for message in in_flight {
+        if let Some(member) = members.get_mut(&message.to) {
+            member.core.step(message);
+        }
+    }
+    stopped
+}
+
+impl Wire {
+    fn take(&self) -> Vec<Message> {
+        std::mem::take(&mut *self.sent.lock().expect("wire"))
+    }
+}
+
+fn leader_of(members: &BTreeMap<u64, Running>) -> Option<u64> {
+    members.values().map(|m| m.core.status()).filter(|s| s.role == Role::Leader).max_by_key(|s| s.term).map(|s| s.member_id)
+}
+
+/// Ticks and pumps until `done` holds (bounded).
+fn run_until(members: &mut BTreeMap<u64, Running>, now_ms: &mut u64, what: &str, mut done: impl FnMut(&BTreeMap<u64, Running>) -> bool) {
+    for _ in 0..2000 {
+        if done(members) {
+            return;
+        }
+        *now_ms += 100;
+        for member in members.values_mut() {
+            member.core.tick(*now_ms);
+        }
+        for _ in 0..5 {
+            pump(members);
+        }
+    }
+    panic!("never: {what}");
+}
+
+/// Submits `request` to member `to` and pumps until it is answered.
+fn call(members: &mut BTreeMap<u64, Running>, to: u64, request: Request, now_ms: u64) -> Result<Response, EtcdError> {
+    let (sender, mut receiver) = oneshot::channel();
+    members.get_mut(&to).expect("member").core.submit(request, sender, now_ms);
+    for _ in 0..200 {
+        if let Ok(answer) = receiver.try_recv() {
+            return answer;
+        }
+        pump(members);
+    }
+    panic!("no answer");
+}
+
+fn change(members: &mut BTreeMap<u64, Running>, to: u64, request: MemberRequest, now_ms: u64) -> Result<Member, EtcdError> {
+    call(members, to, Request::Member(request), now_ms).map(|response| match response {
+        Response::Member(member) => member,
+        other => panic!("a membership change answered {other:?}"),
+    })
+}
+
+fn put(members: &mut BTreeMap<u64, Running>, to: u64, key: &str, now_ms: u64) {
+    let request = Request::Put(PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() });
+    call(members, to, request, now_ms).expect("put");
+}
+
+fn keys_on(member: &mut Running) -> usize {
+    let (sender, mut receiver) = oneshot::channel();
+    let request = Request::Range(RangeRequest { key: vec![0], range_end: vec![0], serializable: true, ..Default::default() });
+    member.core.submit(request, sender, 0);
+    match receiver.try_recv().expect("served at once").expect("range") {
+        Response::Range(range) => range.kvs.len(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_member_added_later_joins_from_a_fresh_snapshot_and_a_removed_leader_leaves() {
+    let mut members: BTreeMap<u64, Running> = (1..=3).map(|id| (id, open_member(id, vec![1, 2, 3]))).collect();
+    let mut now_ms = 0;
+    members.get_mut(&1).expect("member 1").core.campaign();
+    run_until(&mut members, &mut now_ms, "member 1 leads and everyone published", |m| {
+        leader_of(m) == Some(1) && m.values().all(|member| member.core.member_list().iter().all(|listed| !listed.name.is_empty()))
+    });
+    for i in 0..10 {
+        put(&mut members, 1, &format!("k{i}"), now_ms);
+    }
+
+    // etcd's refusals.
+    let voter = change(&mut members, 1, MemberRequest::Promote { id: 2 }, now_ms);
+    assert_eq!(voter.unwrap_err(), EtcdError::MemberNotLearner);
+    let unknown = change(&mut members, 1, MemberRequest::Remove { id: 77 }, now_ms);
+    assert_eq!(unknown.unwrap_err(), EtcdError::MemberNotFound);
+    let bad = change(&mut members, 1, MemberRequest::Add { peer_urls: vec!["ftp://x".into()], is_learner: false }, now_ms);
+    assert_eq!(bad.unwrap_err(), EtcdError::MemberBadUrls);
+
+    // A learner: added through a follower (raft forwards it), refused twice.
+    let learner = change(&mut members, 2, MemberRequest::Add { peer_urls: vec!["http://m4:2380".into()], is_learner: true }, now_ms).expect("added");
+    assert!(learner.is_learner && learner.id != 0);
+    let again = change(&mut members, 1, MemberRequest::Add { peer_urls: vec!["http://m4:2380".into()], is_learner: true }, now_ms);
+    assert_eq!(again.unwrap_err(), EtcdError::PeerUrlExists);
+    let second = change(&mut members, 1, MemberRequest::Add { peer_urls: vec!["http://m5:2380".into()], is_learner: true }, now_ms);
+    assert_eq!(second.unwrap_err(), EtcdError::TooManyLearners);
+
+    // The new member starts with no configuration; its log would start at index 2, so
+    // the leader must send it a snapshot that has it (the first one, at index 1, does
+    // not: the leader takes a fresh one).
+    members.insert(learner.id, open_member(learner.id, Vec::new()));
+    let leader_applied = members[&1].core.status().applied_index;
+    run_until(&mut members, &mut now_ms, "the learner catches up", |m| m[&learner.id].core.status().applied_index >= leader_applied);
+    assert_eq!(keys_on(members.get_mut(&learner.id).expect("learner")), 10);
+    assert!(members[&learner.id].core.status().is_learner);
+    let refused = call(&mut members, learner.id, Request::Put(PutRequest { key: b"x".to_vec(), ..Default::default() }), now_ms);
+    assert_eq!(refused.unwrap_err(), EtcdError::NotSupportedForLearner);
+    let promoted = change(&mut members, 1, MemberRequest::Promote { id: learner.id }, now_ms).expect("promoted");
+    assert!(!promoted.is_learner);
+    assert!(members.values().all(|m| m.core.member_list().len() == 4));
+
+    // Remove the leader itself: it leaves (answers nobody), steps down, and stops once
+    // another leader is elected; the other three go on with every write.
+    let removed = change(&mut members, 1, MemberRequest::Remove { id: 1 }, now_ms);
+    assert!(removed.is_ok(), "{removed:?}");
+    let late = call(&mut members, 1, Request::Put(PutRequest { key: b"late".to_vec(), ..Default::default() }), now_ms);
+    assert_eq!(late.unwrap_err(), EtcdError::Stopped);
+    run_until(&mut members, &mut now_ms, "the removed leader stops and another leads", |m| !m.contains_key(&1) && leader_of(m).is_some());
+    let leader = leader_of(&members).expect("a leader");
+    put(&mut members, leader, "after", now_ms);
+    run_until(&mut members, &mut now_ms, "every member has every key", |m| {
+        let applied = m[&leader].core.status().applied_index;
+        m.values().all(|member| member.core.status().applied_index >= applied)
+    });
+    for member in members.values_mut() {
+        assert_eq!(keys_on(member), 11);
+        assert_eq!(member.core.member_list().iter().map(|m| m.id).filter(|id| *id == 1).count(), 0);
+    }
+    // Its id is gone for good.
+    let again = change(&mut members, leader, MemberRequest::Remove { id: 1 }, now_ms);
+    assert_eq!(again.unwrap_err(), EtcdError::MemberIdRemoved);
+}
