@@ -19,6 +19,14 @@
 #     compacted, and the restart time of the first member after kill -9
 #     (until it answers a put), with its peak memory while starting.
 #
+#   tests/bench.sh join [bytes=1073741824] [value_bytes=65536]
+#     Membership: loads `bytes` of values (distinct keys, 16 clients) into a one-member
+#     cluster of each server, then `etcdctl member add` + a new member started with
+#     --initial-cluster-state existing on an empty data dir, and reports the time from
+#     the add until the new member holds the leader's revision (it is caught up from a
+#     snapshot of the whole store), the peak memory of each member meanwhile, and the
+#     new member's data-dir size. Both servers get --quota-backend-bytes 8 GiB.
+#
 # SERVERS="detcd" runs one side only (for iterating; a comparison needs both).
 # Results go to standard output and to reports/bench-<mode>-<date>.json. Stops
 # everything it starts; ports stay below the ephemeral range.
@@ -41,7 +49,8 @@ start_member() {
   for i in $(seq 0 $(($3-1))); do cluster+="m$i=http://127.0.0.1:$(($4+10*i+1)),"; done
   cluster=${cluster%,}
   local port=$(($4+10*$2))
-  "$binary" --name "m$2" --data-dir "$5-m$2" \
+  # shellcheck disable=SC2086 # EXTRA_FLAGS holds several flags
+  "$binary" --name "m$2" --data-dir "$5-m$2" ${EXTRA_FLAGS:-} \
     --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
     --listen-peer-urls "http://127.0.0.1:$((port+1))" --initial-advertise-peer-urls "http://127.0.0.1:$((port+1))" \
     --initial-cluster "$cluster" --initial-cluster-token "bench-$4" >>"$5-m$2.log" 2>&1 &
@@ -172,8 +181,55 @@ run_scale() {
   echo "results: $json"
 }
 
+# revision_of ENDPOINT: the store revision a member reports (etcdctl's JSON status).
+revision_of() {
+  ETCDCTL_API=3 etcdctl --dial-timeout=1s --command-timeout=5s --endpoints="$1" endpoint status -w json 2>/dev/null \
+    | sed -nE 's/.*"revision":([0-9]+).*/\1/p'
+}
+
+run_join() {
+  local bytes=${1:-1073741824} value_bytes=${2:-65536} json="reports/bench-join-$(date -u +%F).json" server first=1 round_id=0
+  local keys=$((bytes / value_bytes))
+  echo "# $(date -u +%F) $(machine); $keys keys of $value_bytes B into one member, then a second member joins"
+  printf "%-6s %9s %9s %12s %12s %12s\n" server load_s join_s leader_MiB joiner_MiB joiner_data_MiB
+  echo "{\"date\": \"$(date -u +%FT%TZ)\", \"machine\": \"$(machine)\", \"bytes\": $bytes, \"value_bytes\": $value_bytes, \"servers\": [" >"$json"
+  for server in ${SERVERS:-detcd etcd}; do
+    round_id=$((round_id+1))
+    local base=$((25000 + round_id * 200)) dir="$ROOT/join-$server"
+    EXTRA_FLAGS="--quota-backend-bytes 8589934592" start_cluster "$server" 1 "$base" "$dir"
+    local loaded_at load_start; load_start=$(date +%s.%N)
+    "$LOAD" --mode put --endpoints "127.0.0.1:$base" --clients 16 --total "$keys" --key-space "$keys" \
+      --value-bytes "$value_bytes" --max-seconds 1800 >"$dir-load.txt"
+    loaded_at=$(date +%s.%N)
+    local target; target=$(revision_of "127.0.0.1:$base")
+    local added_at; added_at=$(date +%s.%N)
+    ETCDCTL_API=3 etcdctl --endpoints="127.0.0.1:$base" member add m1 --peer-urls="http://127.0.0.1:$((base+11))" >"$dir-add.txt"
+    EXTRA_FLAGS="--quota-backend-bytes 8589934592 --initial-cluster-state existing" start_member "$server" 1 2 "$base" "$dir"
+    local joined="" i
+    for i in $(seq 1 3000); do
+      [ "$(revision_of "127.0.0.1:$((base+10))")" = "$target" ] && { joined=$(date +%s.%N); break; }
+      sleep 0.1
+    done
+    [ -n "$joined" ] || { echo "$server: the new member did not catch up; logs:"; tail -5 "$dir-m0.log" "$dir-m1.log"; exit 1; }
+    local leader_peak joiner_peak joiner_data
+    leader_peak=$(status_kib "${PIDS[0]}" VmHWM); joiner_peak=$(status_kib "${PIDS[1]}" VmHWM)
+    joiner_data=$(du -sk "$dir-m1" | awk '{print $1}')
+    stop_cluster
+    local load_s join_s
+    load_s=$(awk -v a="$load_start" -v b="$loaded_at" 'BEGIN {printf "%.1f", b-a}')
+    join_s=$(awk -v a="$added_at" -v b="$joined" 'BEGIN {printf "%.2f", b-a}')
+    printf "%-6s %9s %9s %12s %12s %12s\n" "$server" "$load_s" "$join_s" "$((leader_peak/1024))" "$((joiner_peak/1024))" "$((joiner_data/1024))"
+    [ $first = 1 ] || echo "," >>"$json"; first=0
+    printf '{"server": "%s", "load_s": %s, "join_s": %s, "leader_peak_rss_kib": %s, "joiner_peak_rss_kib": %s, "joiner_data_dir_kib": %s}' \
+      "$server" "$load_s" "$join_s" "$leader_peak" "$joiner_peak" "$joiner_data" >>"$json"
+  done
+  echo "]}" >>"$json"
+  echo "results: $json"
+}
+
 case "$MODE" in
   matrix) shift || true; run_matrix "$@" ;;
   scale) shift || true; run_scale "$@" ;;
-  *) echo "usage: tests/bench.sh matrix [rounds] [members] [clients] [workloads] | scale [keys] [members]"; exit 2 ;;
+  join) shift || true; run_join "$@" ;;
+  *) echo "usage: tests/bench.sh matrix [rounds] [members] [clients] [workloads] | scale [keys] [members] | join [bytes] [value_bytes]"; exit 2 ;;
 esac
