@@ -1101,9 +1101,22 @@ impl NodeCore {
         }
         self.finish_snapshot_if_saved()?;
         // A member added since the latest snapshot needs one that has it (see
-        // `NodeStorage::snapshot`); if one is being written, raft asks again later.
-        let fresh_wanted = self.storage.take_fresh_snapshot_wanted() && self.snapshotter.can_begin(self.applied_index);
-        if !fresh_wanted && !self.snapshotter.is_due(self.applied_index) {
+        // `NodeStorage::snapshot`): made in memory on the worker, not as a file.
+        if self.storage.take_fresh_snapshot_wanted() {
+            let term = self.storage.entry_term(self.applied_index)?;
+            let mut metadata = raft::eraftpb::SnapshotMetadata::default();
+            metadata.index = self.applied_index;
+            metadata.term = term;
+            metadata.set_conf_state(self.raw.raft.prs().conf().to_conf_state());
+            let (state, storage) = (self.state.clone(), self.storage.clone());
+            self.env.worker.run(Box::new(move || {
+                let mut snapshot = raft::eraftpb::Snapshot::default();
+                snapshot.set_metadata(metadata);
+                snapshot.data = state.encode().into();
+                storage.set_fresh(snapshot);
+            }));
+        }
+        if !self.snapshotter.is_due(self.applied_index) {
             return Ok(());
         }
         let term = self.storage.entry_term(self.applied_index)?;

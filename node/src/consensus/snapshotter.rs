@@ -92,11 +92,6 @@ impl Snapshotter {
         self.in_flight_index.is_none() && applied_index >= self.last_snapshot_index + self.snapshot_count
     }
 
-    /// Whether a snapshot could be begun now at `applied_index` (none is being written
-    /// and it would be newer than the last), whether due or not.
-    pub fn can_begin(&self, applied_index: u64) -> bool {
-        self.in_flight_index.is_none() && applied_index > self.last_snapshot_index
-    }
 
     /// Starts a snapshot of `state` at `applied_index`: the job holds a frozen copy of
     /// the state and writes the file away from the loop (see the module documentation).

@@ -160,17 +160,27 @@ impl Transport for TcpTransport {
     }
 }
 
-fn encode_frame(message: &Message, buffer: &mut Vec<u8>) {
+/// A frame body at least this large (a snapshot) is written from its own buffer after
+/// the batch before it, not copied into the batch.
+pub const PEER_DIRECT_WRITE_BYTES_MIN: usize = 1 << 20;
+
+/// Appends `message`'s frame to `buffer`, or only its length when the body is large:
+/// then the body is returned, to be written right after the buffer.
+fn encode_frame(message: &Message, buffer: &mut Vec<u8>) -> Option<Vec<u8>> {
     let body = message.write_to_bytes().expect("encoding a raft message cannot fail");
     let Ok(len) = u32::try_from(body.len()) else {
         // Larger than a frame can say (a snapshot of a store over 4 GiB): dropped, as
         // the network drops messages; raft hears of the snapshot's failure no sooner
         // than a lost one.
         eprintln!("detcd: dropped a {}-byte raft message to {:016x}: larger than a peer frame", body.len(), message.to);
-        return;
+        return None;
     };
     buffer.extend_from_slice(&len.to_le_bytes());
+    if body.len() >= PEER_DIRECT_WRITE_BYTES_MIN {
+        return Some(body);
+    }
     buffer.extend_from_slice(&body);
+    None
 }
 
 async fn run_peer_writer(identity: PeerIdentity, addr: String, mut queue: mpsc::Receiver<Message>, removed: Arc<std::sync::atomic::AtomicBool>) {
@@ -201,15 +211,23 @@ async fn run_peer_writer(identity: PeerIdentity, addr: String, mut queue: mpsc::
         loop {
             let Some(first) = queue.recv().await else { return };
             buffer.clear();
-            encode_frame(&first, &mut buffer);
+            let mut large_body = encode_frame(&first, &mut buffer);
             for _ in 1..PEER_BATCH_MESSAGES_MAX {
+                if large_body.is_some() {
+                    break;
+                }
                 match queue.try_recv() {
-                    Ok(message) => encode_frame(&message, &mut buffer),
+                    Ok(message) => large_body = encode_frame(&message, &mut buffer),
                     Err(_) => break,
                 }
             }
             if stream.write_all(&buffer).await.is_err() {
                 break;
+            }
+            if let Some(body) = large_body {
+                if stream.write_all(&body).await.is_err() {
+                    break;
+                }
             }
         }
     }

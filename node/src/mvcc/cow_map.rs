@@ -352,7 +352,7 @@ impl<V: Serialize> Serialize for CowMap<V> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.len))?;
         for (key, value) in self.iter() {
-            map.serialize_entry(key, value)?;
+            map.serialize_entry(&super::byte_strings::AsBytes(key), value)?;
         }
         map.end()
     }
@@ -369,8 +369,8 @@ impl<'de, V: Deserialize<'de> + Clone> Visitor<'de> for CowMapVisitor<V> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
         let mut error = None;
-        let entries = std::iter::from_fn(|| match access.next_entry::<Vec<u8>, V>() {
-            Ok(entry) => entry,
+        let entries = std::iter::from_fn(|| match access.next_entry::<super::byte_strings::ByteString, V>() {
+            Ok(entry) => entry.map(|(key, value)| (key.0, value)),
             Err(e) => {
                 error = Some(e);
                 None

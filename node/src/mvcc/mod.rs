@@ -21,6 +21,7 @@
 //! checks, then execution), [`compaction`], [`hash`], and [`history`] (past changes
 //! as watch events, for watchers catching up).
 
+pub(crate) mod byte_strings;
 mod compaction;
 pub(crate) mod cow_map;
 mod hash;
@@ -45,6 +46,7 @@ pub(crate) struct KeyRecord {
     create_revision: i64,
     version: i64,
     lease: i64,
+    #[serde(with = "byte_strings")]
     value: Vec<u8>,
     tombstone: bool,
 }
