@@ -21,8 +21,10 @@
 //! broadcasts commits while a configuration change is pending). The member keeps raft
 //! running — it still votes, so
 //! the remaining members can elect a leader even before they know the removal is
-//! committed (a follower of a two-member cluster needs that vote) — until it has seen
-//! another leader, for at least [`REMOVED_MEMBER_STOP_DELAY_TICKS`] and at most
+//! committed (a follower of a two-member cluster needs that vote, and its ack of the
+//! new leader's first entry) — a removed leader until another leader has committed past
+//! the removal, a removed follower (whose leader knows) not longer than needed: for at
+//! least [`REMOVED_MEMBER_STOP_DELAY_TICKS`] and at most
 //! [`REMOVED_MEMBER_STAY_TICKS_MAX`] heartbeats (etcd's `stopWithDelay`), then stops
 //! (`FatalError::Removed`). The others forget it for good (its id is never reused, the
 //! transport refuses it).
@@ -294,18 +296,20 @@ impl NodeCore {
             let _ = pending.responder.send(Ok(Response::Member(changed)));
         }
         if table_changes.iter().any(|c| *c == MemberTableChange::Removed { id: self.config.member_id }) {
-            self.leave();
+            self.leave(index);
         }
         Ok(())
     }
 
     /// This member applied its own removal: it answers no client any more and stops
     /// after [`REMOVED_MEMBER_STOP_DELAY_TICKS`].
-    fn leave(&mut self) {
+    fn leave(&mut self, removal_index: u64) {
         if self.leaving_until_tick.is_some() {
             return;
         }
         self.leaving_until_tick = Some(self.ticks + REMOVED_MEMBER_STOP_DELAY_TICKS);
+        self.leaving_removal_index = removal_index;
+        self.leaving_was_leader = self.raw.raft.state == StateRole::Leader;
         // Their outcome is unknown: entries proposed may still commit without us.
         self.proposals.fail_all(EtcdError::Stopped);
         self.reads.fail_all(EtcdError::Stopped);
@@ -325,9 +329,15 @@ impl NodeCore {
     /// Whether a member that left has run out its stop delay, or a peer said it was
     /// removed: it must stop now.
     pub(super) fn must_stop_removed(&self) -> bool {
+        // Another leader committed past the removal: the others know it is committed
+        // (in a cluster of two, that leader needed this member's vote and its ack).
         let other_leader = self.raw.raft.leader_id != raft::INVALID_ID && self.raw.raft.leader_id != self.config.member_id;
+        let committed_past = self.raw.raft.raft_log.committed > self.leaving_removal_index;
+        // A removed follower learned of the commit from a leader, who goes on: it may go.
+        let others_know = !self.leaving_was_leader || (other_leader && committed_past);
         let stay_over = self.leaving_until_tick.is_some_and(|until| {
-            (self.ticks >= until && other_leader) || self.ticks >= until + REMOVED_MEMBER_STAY_TICKS_MAX - REMOVED_MEMBER_STOP_DELAY_TICKS
+            (self.ticks >= until && others_know)
+                || self.ticks >= until + REMOVED_MEMBER_STAY_TICKS_MAX - REMOVED_MEMBER_STOP_DELAY_TICKS
         });
         stay_over || self.env.transport.removed_from_cluster()
     }

@@ -189,6 +189,9 @@ pub struct NodeCore {
     /// This member applied its own removal: the tick at which it stops (see
     /// `membership`).
     leaving_until_tick: Option<u64>,
+    /// ... the index of the entry that removed it, and whether it was leading then.
+    leaving_removal_index: u64,
+    leaving_was_leader: bool,
 }
 
 /// Revisions the change feed holds before its consumer drains it; beyond this the feed
@@ -353,6 +356,8 @@ impl NodeCore {
             hash_reports_done: std::sync::mpsc::channel(),
             next_publish_ms: 0,
             leaving_until_tick: None,
+            leaving_removal_index: 0,
+            leaving_was_leader: false,
         };
         #[cfg(madsim)]
         {
@@ -1288,7 +1293,9 @@ impl NodeCore {
     /// Makes this member start a real election now, skipping pre-vote (the simulator's
     /// split-vote fault: several members doing this at one instant split the vote).
     pub fn campaign(&mut self) {
-        if self.raw.raft.state != StateRole::Leader {
+        // Only a voter campaigns (a learner, a removed member or one that has not
+        // received its configuration yet cannot lead; raft-rs would panic leading).
+        if self.raw.raft.state != StateRole::Leader && self.raw.raft.promotable() {
             self.raw.raft.campaign(raft::CAMPAIGN_ELECTION);
         }
         self.override_election_timeout();
