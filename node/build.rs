@@ -10,7 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let simulator_build = std::env::var_os("CARGO_CFG_MADSIM").is_some();
     let descriptors = protox::compile(protos, ["proto"])?;
     tonic_prost_build::configure()
-        .build_client(false)
+        // One client: a follower forwards MemberPromote to the leader (etcd does too).
+        .build_client(!simulator_build)
         .build_server(!simulator_build)
         .compile_fds(descriptors)?;
     Ok(())

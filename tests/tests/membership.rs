@@ -109,16 +109,43 @@ fn grow_promote_and_replace_members_while_writing() {
     let voter = etcdctl(&first, &["member", "promote", &format!("{:x}", listed["header"]["member_id"].as_u64().expect("id"))], None);
     assert!(voter.stderr.contains("etcdserver: can only promote a learner member"), "{}", voter.stderr);
     let all = cluster.endpoints().join(",");
-    let promoted = wait_for(Duration::from_secs(20), || {
-        // Only the leader knows whether the learner caught up: ask every member.
-        cluster.endpoints().iter().any(|e| etcdctl(e, &["member", "promote", &format!("{learner_id:x}")], None).code == 0).then_some(())
-    });
+    // Sent to a follower: it asks the leader, which alone knows whether the learner
+    // caught up (etcd's forwarding).
+    let follower = (0..cluster.members.len())
+        .filter(|i| *i != learner)
+        .map(|i| cluster.members[i].endpoint())
+        .find(|e| {
+            let status = etcdctl(e, &["endpoint", "status", "-w", "json"], None);
+            let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap_or_default();
+            status[0]["Status"]["leader"].as_u64().is_some_and(|l| l != status[0]["Status"]["header"]["member_id"].as_u64().unwrap_or(l))
+        })
+        .expect("a follower");
+    let promoted = wait_for(Duration::from_secs(20), || (etcdctl(&follower, &["member", "promote", &format!("{learner_id:x}")], None).code == 0).then_some(()));
     assert!(promoted.is_some(), "the learner was never promoted\n{}", cluster.diagnostics());
     let listed = member_list_json(&all);
     assert!(listed["members"].as_array().expect("members").iter().all(|m| m["isLearner"].as_bool() != Some(true)), "{listed}");
     write(&cluster, &mut written, 5);
 
-    // Replace member 1: remove it (it stops), add a fresh member on an empty data dir.
+    // Replace member 1: remove it (it stops), add a fresh member on an empty data dir —
+    // while a client writes without pause through members 0 and 2.
+    let stop_writer = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer_endpoints = format!("{},{}", cluster.members[0].endpoint(), cluster.members[2].endpoint());
+    let writer = {
+        let stop = stop_writer.clone();
+        std::thread::spawn(move || {
+            let mut acknowledged = Vec::new();
+            for n in 0.. {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let key = format!("k/bg-{n:05}");
+                if etcdctl(&writer_endpoints, &["put", &key, "v"], None).code == 0 {
+                    acknowledged.push(key);
+                }
+            }
+            acknowledged
+        })
+    };
     let removed_id = listed["members"]
         .as_array()
         .expect("members")
@@ -153,10 +180,18 @@ fn grow_promote_and_replace_members_while_writing() {
     let (_, initial_cluster) = member_add(&first, &cluster.members[fresh].name.clone(), &fresh_url, false);
     cluster.start_joining_member(fresh, &initial_cluster);
     write(&cluster, &mut written, 5);
+    stop_writer.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acknowledged = writer.join().expect("writer");
+    assert!(acknowledged.len() >= 5, "the writer got {} writes through", acknowledged.len());
+    written.extend(acknowledged);
+    written.sort();
 
     // Every acknowledged write on every member; the member list agrees everywhere.
     for endpoint in cluster.endpoints() {
-        let converged = wait_for(Duration::from_secs(20), || (keys_on(&endpoint) == written).then_some(()));
+        // Every acknowledged write; beyond them only writes of the background client
+        // whose answer was lost (their outcome is unknown).
+        let has_all = |keys: &[String]| written.iter().all(|k| keys.contains(k)) && keys.iter().all(|k| written.contains(k) || k.starts_with("k/bg-"));
+        let converged = wait_for(Duration::from_secs(20), || has_all(&keys_on(&endpoint)).then_some(()));
         assert!(converged.is_some(), "{endpoint} has {:?}, not {written:?}\n{}", keys_on(&endpoint), cluster.diagnostics());
         let listed = wait_for(Duration::from_secs(10), || {
             let listed = member_list_json(&endpoint);

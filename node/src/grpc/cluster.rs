@@ -29,6 +29,33 @@ impl ClusterService {
     }
 }
 
+/// How long a follower waits for the leader when it forwards a MemberPromote.
+pub const PROMOTE_FORWARD_TIMEOUT_MS: u64 = 5000;
+
+impl ClusterService {
+    /// Sends a MemberPromote to the leader's client URL (as it published it) and passes
+    /// its answer on.
+    async fn promote_on_leader(&self, request: MemberPromoteRequest) -> Result<Response<MemberPromoteResponse>, Status> {
+        use crate::pb::etcdserverpb::cluster_client::ClusterClient;
+        let (status, members) = self.node.member_list().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
+        if status.leader_id == 0 {
+            return Err(to_status(EtcdError::NoLeader));
+        }
+        let url = members
+            .iter()
+            .find(|m| m.id == status.leader_id)
+            .and_then(|m| m.client_ur_ls.first().cloned())
+            .ok_or_else(|| to_status(EtcdError::NotLeader))?;
+        let forward = async move {
+            let mut client = ClusterClient::connect(url.clone()).await.map_err(|e| Status::unavailable(format!("etcdserver: cannot reach the leader at {url}: {e}")))?;
+            client.member_promote(request).await
+        };
+        tokio::time::timeout(std::time::Duration::from_millis(PROMOTE_FORWARD_TIMEOUT_MS), forward)
+            .await
+            .map_err(|_| to_status(EtcdError::Timeout))?
+    }
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_list(&self, request: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
@@ -66,8 +93,13 @@ impl Cluster for ClusterService {
     }
 
     async fn member_promote(&self, request: Request<MemberPromoteRequest>) -> Result<Response<MemberPromoteResponse>, Status> {
-        let change = MemberRequest::Promote { id: request.into_inner().id };
-        self.node.change_membership(change).await.map_err(to_status)?;
+        let request = request.into_inner();
+        match self.node.change_membership(MemberRequest::Promote { id: request.id }).await {
+            Ok(_) => {}
+            // Only the leader knows whether the learner caught up: ask it, as etcd does.
+            Err(EtcdError::NotLeader) => return self.promote_on_leader(request).await,
+            Err(error) => return Err(to_status(error)),
+        }
         let (header, members) = self.members().await?;
         Ok(Response::new(MemberPromoteResponse { header: Some(header), members }))
     }
