@@ -370,6 +370,11 @@ impl StateMachine {
         }
     }
 
+    /// A state holding `store` and nothing else replicated (a migration from etcd).
+    pub fn from_store(store: Mvcc) -> Self {
+        Self { mvcc: store, ..Self::new() }
+    }
+
     /// The member table of a new cluster (bootstrap, restore): these members with their
     /// peer URLs, nobody removed.
     pub fn set_initial_members(&mut self, peer_urls_by_member: &BTreeMap<u64, Vec<String>>) {

@@ -211,7 +211,6 @@ impl<V> CowMap<V> {
 }
 
 impl<V: Clone> CowMap<V> {
-    #[cfg(test)]
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
         let (chunk, entry) = self.locate(key)?;
         Some(&mut Arc::make_mut(&mut self.chunks[chunk]).entries[entry].1)

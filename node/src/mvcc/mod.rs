@@ -26,6 +26,7 @@ mod compaction;
 pub(crate) mod cow_map;
 mod hash;
 mod history;
+pub mod import;
 pub mod lease;
 mod range;
 mod txn;

@@ -55,11 +55,15 @@ pub fn encode(state: &StateMachine) -> Vec<u8> {
     bytes
 }
 
-/// The state a client snapshot holds, if the file checks out.
+/// The state a client snapshot holds, if the file checks out: detcd's own, or one saved
+/// from etcd (a bbolt database, see `etcd_snapshot`).
 pub fn decode(bytes: &[u8]) -> Result<StateMachine, String> {
+    if super::etcd_snapshot::is_etcd_snapshot(bytes) {
+        return super::etcd_snapshot::read(bytes).map(|(state, _)| state);
+    }
     let header = CLIENT_SNAPSHOT_MAGIC.len() + LEN_BYTES;
     if bytes.len() < CLIENT_SNAPSHOT_MAGIC.len() || &bytes[..CLIENT_SNAPSHOT_MAGIC.len()] != CLIENT_SNAPSHOT_MAGIC {
-        return Err("not a detcd snapshot file (saved from etcd? a bbolt file is not read yet)".into());
+        return Err("not a snapshot file (neither detcd's nor etcd's)".into());
     }
     if bytes.len() < header + SHA256_BYTES || (bytes.len() - SHA256_BYTES) % PADDING_MULTIPLE_BYTES != 0 {
         return Err(format!("snapshot file is truncated or damaged: {} bytes", bytes.len()));
@@ -195,7 +199,7 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[40] ^= 1;
         assert!(decode(&flipped).unwrap_err().contains("checksum mismatch"));
-        assert!(decode(b"\x00\x01sqlite or bbolt").unwrap_err().contains("not a detcd snapshot"));
+        assert!(decode(b"\x00\x01sqlite or bbolt").unwrap_err().contains("not a snapshot file"));
     }
 
     #[test]

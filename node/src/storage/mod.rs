@@ -10,7 +10,9 @@
 //! The crash-ordering rules that tie them together (snapshot file before WAL mark,
 //! WAL mark before segment release, purge last) live in `consensus::snapshotter`.
 
+pub mod bbolt;
 pub mod client_snapshot;
+pub mod etcd_snapshot;
 pub mod member_meta;
 pub mod raft_storage;
 pub mod snapshot_files;
