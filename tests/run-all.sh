@@ -8,13 +8,15 @@
 #     determinism check (each seed run twice, trace hashes compared) on every 10th seed;
 #  4. power lost at every write of one member's WAL and data disk, one run each;
 #  5. the seeds of sim/regressions.toml, which once exposed real bugs.
-# Installs what it needs (Debian: etcd-client, protobuf-compiler, chromium, curl) when missing.
+# Installs what it needs (Debian: etcd-client, etcd-server — the migration test restores
+# a real etcd's snapshot —, protobuf-compiler, chromium, curl) when missing.
 # DETCD_SIM_SEEDS=A..B changes the sweep's seed range (default 0..200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_packages=()
 command -v etcdctl >/dev/null 2>&1 || need_packages+=(etcd-client)
+command -v etcd >/dev/null 2>&1 || need_packages+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || need_packages+=(protobuf-compiler)
 command -v chromium >/dev/null 2>&1 || need_packages+=(chromium)
 command -v curl >/dev/null 2>&1 || need_packages+=(curl)
