@@ -99,6 +99,11 @@ pub struct Flags {
     #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub strict_reconfig_check: bool,
 
+    /// Before serving clients, compare this member's hash with its peers' at the same
+    /// revision, and refuse to start if one differs.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub experimental_initial_corrupt_check: bool,
+
     #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", default_value = "0s")]
     pub experimental_corrupt_check_time: String,
 }
@@ -177,6 +182,8 @@ pub struct ServerConfig {
     pub members: BTreeMap<String, (u64, String)>,
     pub node: NodeConfig,
     pub initial_cluster_state: String,
+    /// `--experimental-initial-corrupt-check`.
+    pub initial_corrupt_check: bool,
 }
 
 /// Parses `http://host:port` into `host:port`.
@@ -343,6 +350,7 @@ impl Flags {
             members,
             node,
             initial_cluster_state: self.initial_cluster_state.clone(),
+            initial_corrupt_check: self.experimental_initial_corrupt_check,
         })
     }
 }

@@ -98,8 +98,21 @@ mod production {
         };
         let max_request_bytes = config.node.max_request_bytes;
         let (node, handle, inbox) = Node::open(config.node.clone(), env).map_err(|e| e.to_string())?;
+        let node_run = node.run();
+        tokio::pin!(node_run);
         for addr in &config.listen_peer_addrs {
             tcp::listen(addr, config.node.cluster_id, directory.clone(), inbox.clone()).await.map_err(|e| format!("listen on peer address {addr}: {e}"))?;
+        }
+        if config.initial_corrupt_check {
+            // Peers must reach this member meanwhile: its loop runs during the check.
+            let checked = tokio::select! {
+                stopped = &mut node_run => return stopped.map_err(|fatal| format!("member stopped: {fatal}")),
+                checked = detcd_node::grpc::initial_check::check_with_peers(&handle) => checked,
+            };
+            match checked {
+                Ok(summary) => eprintln!("detcd: {summary}"),
+                Err(inconsistency) => return Err(format!("initial corruption check: {inconsistency}")),
+            }
         }
         for addr in &config.listen_client_addrs {
             let mut resolved = tokio::net::lookup_host(addr.as_str())
@@ -142,7 +155,7 @@ mod production {
         // when SIGTERM or SIGINT asks it to. Stopping between two loop turns is safe at
         // any moment: nothing is acknowledged before it is durable.
         let result = tokio::select! {
-            result = node.run() => result,
+            result = node_run => result,
             signal = shutdown_signal() => {
                 eprintln!("detcd: received {signal} signal, shutting down...");
                 Ok(())

@@ -674,8 +674,12 @@ impl StateMachine {
                 if self.removed_members.contains(&member.id) {
                     return Ok(Response::Internal);
                 }
-                let attributes = MemberAttributes { name: member.name, peer_urls: member.peer_ur_ls, client_urls: member.client_ur_ls };
-                self.members.insert(member.id, attributes);
+                // etcd's split: a member publishes its name and client URLs; its peer URLs
+                // belong to the configuration (added with it, changed by MemberUpdate) and
+                // are taken from the publication only for a member the table lacks.
+                let attributes = self.members.entry(member.id).or_insert_with(|| MemberAttributes { peer_urls: member.peer_ur_ls, ..MemberAttributes::default() });
+                attributes.name = member.name;
+                attributes.client_urls = member.client_ur_ls;
                 Ok(Response::Internal)
             }
             internal_request::Op::UpdateMember(update) => {

@@ -460,7 +460,9 @@ impl NodeCore {
             return;
         }
         let own = self.own_attributes();
-        if self.state.members().get(&self.config.member_id) == Some(&own) {
+        // Peer URLs are the configuration's (MemberUpdate changes them), not published.
+        let published = self.state.members().get(&self.config.member_id).is_some_and(|m| m.name == own.name && m.client_urls == own.client_urls);
+        if published {
             return;
         }
         self.next_publish_ms = now_ms + self.config.election_timeout_ms.max(1);

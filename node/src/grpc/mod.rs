@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 mod cluster;
 mod election;
 mod http;
+pub mod initial_check;
 mod kv;
 mod lease;
 mod lock;
