@@ -26,6 +26,12 @@ pub struct MemberSlot {
     /// The member was removed from the cluster and its replacement is not running yet:
     /// nothing restarts it, and it counts in no check.
     pub retired: AtomicBool,
+    /// The peer URLs the member list must show for this slot's member: its own, or what
+    /// an operator's MemberUpdate set (and saw applied).
+    pub expected_peer_urls: Mutex<Vec<String>>,
+    /// An update of those the operator gave up on: it may still apply (settled from the
+    /// member list before the final checks).
+    pub unsettled_peer_urls: Mutex<Option<Vec<String>>>,
     pub wal_disk: Arc<MemDisk>,
     pub data_disk: Arc<MemDisk>,
     pub clock: Arc<SimClock>,
@@ -80,6 +86,8 @@ impl Cluster {
                 member_id: AtomicU64::new(member_id),
                 config: slot_config,
                 retired: AtomicBool::new(member_id == 0),
+                expected_peer_urls: Mutex::new(vec![format!("http://m{index}:2380")]),
+                unsettled_peer_urls: Mutex::new(None),
                 wal_disk: Arc::new(MemDisk::new()),
                 data_disk: Arc::new(MemDisk::new()),
                 clock: Arc::new(SimClock::new()),
@@ -226,6 +234,8 @@ impl Cluster {
         *slot.corrupted.lock().expect("slot lock") = None;
         *slot.snapshot_damaged.lock().expect("slot lock") = None;
         self.world.register_member(new_id, index);
+        *slot.expected_peer_urls.lock().expect("slot lock") = vec![format!("http://m{index}:2380")];
+        *slot.unsettled_peer_urls.lock().expect("slot lock") = None;
         slot.retired.store(false, Ordering::SeqCst);
         self.world.event("heal", Some(index), format!("replaced by a new member {new_id:016x} on blank disks"));
         self.restart(index);

@@ -90,7 +90,7 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
             }));
             vec![]
         }
-        FaultKind::ReplaceMember | FaultKind::AddMember | FaultKind::RemoveMember => {
+        FaultKind::ReplaceMember | FaultKind::AddMember | FaultKind::RemoveMember | FaultKind::UpdateMember => {
             use crate::membership_workload::{operate, MembershipOperation};
             // One membership operation at a time; a removal only while the others can
             // make a quorum and at least three members are in the cluster.
@@ -100,6 +100,7 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
             let operation = match fault {
                 FaultKind::ReplaceMember => victim.filter(|_| can_take_down).map(|victim| MembershipOperation::Replace { victim, as_learner }),
                 FaultKind::AddMember => free_slots.choose(rng).map(|slot| MembershipOperation::Add { slot: *slot, as_learner }),
+                FaultKind::UpdateMember => running.choose(rng).map(|slot| MembershipOperation::Update { slot: *slot }),
                 _ => victim.filter(|_| can_take_down && cluster.member_count() >= 3).map(|victim| MembershipOperation::Remove { victim }),
             };
             let Some(operation) = operation else { return vec![] };
@@ -112,6 +113,7 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
                 }
                 MembershipOperation::Add { slot, as_learner } => (slot, format!("operator: add a {} as m{slot}", if as_learner { "learner" } else { "voter" })),
                 MembershipOperation::Remove { victim } => (victim, format!("operator: remove m{victim}")),
+                MembershipOperation::Update { slot } => (slot, format!("operator: change m{slot}'s peer URLs")),
             };
             world.event("fault", Some(slot), what);
             drop(madsim::task::spawn(operate(cluster.clone(), operation)));

@@ -98,6 +98,28 @@ async fn add_member(cluster: &Cluster, index: usize, as_learner: bool) -> bool {
     true
 }
 
+/// Changes the peer URLs of the member in `slot`: its own URL plus an alias, or its own
+/// alone again. Once the leader's list shows them, the final member list must too.
+async fn update_member(cluster: &Cluster, slot: usize) {
+    let id = cluster.members[slot].member_id();
+    let own = format!("http://m{slot}:2380");
+    let current = cluster.members[slot].expected_peer_urls.lock().expect("slot lock").clone();
+    let wanted = if current.len() == 1 { vec![own, format!("http://m{slot}-alias:2380")] } else { vec![own] };
+    let update = MemberRequest::Update { id, peer_urls: wanted.clone() };
+    let applied = change_until(cluster, update, "update", |members| members.iter().any(|m| m.id == id && m.peer_ur_ls == wanted)).await;
+    if cluster.members[slot].member_id() != id {
+        return;
+    }
+    let unsettled = if applied.is_some() {
+        *cluster.members[slot].expected_peer_urls.lock().expect("slot lock") = wanted;
+        cluster.world.count("membership: peer URLs updated");
+        None
+    } else {
+        Some(wanted)
+    };
+    *cluster.members[slot].unsettled_peer_urls.lock().expect("slot lock") = unsettled;
+}
+
 /// What an operator does (see the module documentation). Runs as its own task;
 /// `cluster.replacing` is set while it runs and cleared at the end.
 #[derive(Clone, Copy, Debug)]
@@ -106,6 +128,8 @@ pub enum MembershipOperation {
     Replace { victim: usize, as_learner: bool },
     Add { slot: usize, as_learner: bool },
     Remove { victim: usize },
+    /// Toggle an alias peer URL of the member in the slot.
+    Update { slot: usize },
 }
 
 pub async fn operate(cluster: Arc<Cluster>, operation: MembershipOperation) {
@@ -121,6 +145,9 @@ pub async fn operate(cluster: Arc<Cluster>, operation: MembershipOperation) {
         MembershipOperation::Remove { victim } => {
             remove_member(&cluster, victim).await;
         }
+        MembershipOperation::Update { slot } => {
+            update_member(&cluster, slot).await;
+        }
     }
     cluster.replacing.store(false, Ordering::SeqCst);
 }
@@ -133,6 +160,13 @@ pub async fn settle(cluster: &Cluster) {
     let Some(members) = member_list(cluster).await else { return };
     for (index, slot) in cluster.members.iter().enumerate() {
         let listed = members.iter().find(|m| m.peer_ur_ls.contains(&format!("http://m{index}:2380")));
+        // An update given up on that applied after all.
+        if let Some(wanted) = slot.unsettled_peer_urls.lock().expect("slot lock").take() {
+            if listed.is_some_and(|m| m.id == slot.member_id() && m.peer_ur_ls == wanted) {
+                *slot.expected_peer_urls.lock().expect("slot lock") = wanted;
+                cluster.world.count("membership: updates settled after the run");
+            }
+        }
         match (slot.is_retired(), listed) {
             (false, Some(member)) if member.id != slot.member_id() => {
                 // Cannot happen: a slot's URL names one member at a time.

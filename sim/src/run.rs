@@ -305,12 +305,17 @@ async fn check_member_lists(cluster: &Cluster) -> Verdict {
             };
             lists.push(list);
         }
-        let expected: Vec<(u64, String, Vec<String>)> = cluster.members.iter().filter(|m| !m.is_retired()).map(|m| (m.member_id(), format!("m{}", m.index), vec![format!("http://m{}:2379", m.index)])).collect();
-        let mut expected = expected;
-        expected.sort();
-        let shown: Vec<Option<Vec<(u64, String, Vec<String>)>>> = lists
+        type Listed = (u64, String, Vec<String>, Vec<String>);
+        let mut expected: Vec<Listed> = cluster
+            .members
             .iter()
-            .map(|list| list.as_ref().map(|members| members.iter().map(|m| (m.id, m.name.clone(), m.client_ur_ls.clone())).collect()))
+            .filter(|m| !m.is_retired())
+            .map(|m| (m.member_id(), format!("m{}", m.index), vec![format!("http://m{}:2379", m.index)], m.expected_peer_urls.lock().expect("slot lock").clone()))
+            .collect();
+        expected.sort();
+        let shown: Vec<Option<Vec<Listed>>> = lists
+            .iter()
+            .map(|list| list.as_ref().map(|members| members.iter().map(|m| (m.id, m.name.clone(), m.client_ur_ls.clone(), m.peer_ur_ls.clone())).collect()))
             .collect();
         if shown.iter().all(|list| list.as_ref() == Some(&expected)) {
             return Verdict::Ok;

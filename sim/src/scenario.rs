@@ -269,6 +269,9 @@ pub enum FaultKind {
     /// data: it is replaced (removed, a new member added on a blank disk in its place)
     /// instead of having its byte restored.
     ReplaceCorruptedMember,
+    /// An operator changes a member's peer URLs (MemberUpdate): adds an alias URL, or
+    /// drops it again. The member list must show the last update applied.
+    UpdateMember,
     /// A member's next few reads go wrong — I/O errors on either disk, or a silently
     /// flipped byte read from its data disk (a latent sector error): sending a snapshot
     /// must retry, and a start may refuse but never load damaged bytes.

@@ -134,6 +134,9 @@ fn the_canary_finds_planted_bugs() {
         // A member that applied its own removal answers no client (checked against
         // every op invoked after that moment, per incarnation).
         ("removed-member-keeps-serving", "canary-membership", 20),
+        // Found by the end-to-end test, then planted: a member's own publication must not
+        // revert a MemberUpdate of its peer URLs.
+        ("publish-overwrites-peer-urls", "canary-membership", 20),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);

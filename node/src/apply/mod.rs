@@ -318,6 +318,8 @@ pub struct StatePlantedBugs {
     pub members_published_locally_only: Option<u64>,
     /// `member-table-not-in-snapshot`.
     pub member_table_not_in_snapshot: bool,
+    /// `publish-overwrites-peer-urls`.
+    pub publish_overwrites_peer_urls: bool,
 }
 
 /// Whether a replicated request changes keys or leases (refused under CORRUPT, as etcd's
@@ -677,7 +679,13 @@ impl StateMachine {
                 // etcd's split: a member publishes its name and client URLs; its peer URLs
                 // belong to the configuration (added with it, changed by MemberUpdate) and
                 // are taken from the publication only for a member the table lacks.
+                #[cfg(madsim)]
+                let published_peer_urls = member.peer_ur_ls.clone();
                 let attributes = self.members.entry(member.id).or_insert_with(|| MemberAttributes { peer_urls: member.peer_ur_ls, ..MemberAttributes::default() });
+                #[cfg(madsim)]
+                if self.planted.publish_overwrites_peer_urls {
+                    attributes.peer_urls = published_peer_urls;
+                }
                 attributes.name = member.name;
                 attributes.client_urls = member.client_ur_ls;
                 Ok(Response::Internal)

@@ -409,6 +409,7 @@ impl NodeCore {
             corrupt_check_ignores_mismatch: self.planted(PlantedBug::CorruptCheckIgnoresMismatch),
             members_published_locally_only: self.planted(PlantedBug::MemberAttributesAppliedLocallyOnly).then_some(self.config.member_id),
             member_table_not_in_snapshot: self.planted(PlantedBug::MemberTableNotInSnapshot),
+            publish_overwrites_peer_urls: self.planted(PlantedBug::PublishOverwritesPeerUrls),
         }
     }
 
@@ -461,7 +462,12 @@ impl NodeCore {
         }
         let own = self.own_attributes();
         // Peer URLs are the configuration's (MemberUpdate changes them), not published.
-        let published = self.state.members().get(&self.config.member_id).is_some_and(|m| m.name == own.name && m.client_urls == own.client_urls);
+        #[allow(unused_mut)]
+        let mut published = self.state.members().get(&self.config.member_id).is_some_and(|m| m.name == own.name && m.client_urls == own.client_urls);
+        #[cfg(madsim)]
+        if self.planted(PlantedBug::PublishOverwritesPeerUrls) {
+            published = self.state.members().get(&self.config.member_id) == Some(&own);
+        }
         if published {
             return;
         }

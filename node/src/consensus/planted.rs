@@ -99,10 +99,14 @@ pub enum PlantedBug {
     MemberTableNotInSnapshot,
     /// A member that applied its own removal goes on serving clients until it stops.
     RemovedMemberKeepsServing,
+    /// A member's publication of its attributes carries its peer URLs too and overwrites
+    /// the configuration's (the old behaviour, found by the end-to-end test: a
+    /// MemberUpdate was reverted by the member's next publication).
+    PublishOverwritesPeerUrls,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 33] = [
+    pub const ALL: [PlantedBug; 34] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -136,6 +140,7 @@ impl PlantedBug {
         PlantedBug::SnapshotPredatesNewMember,
         PlantedBug::MemberTableNotInSnapshot,
         PlantedBug::RemovedMemberKeepsServing,
+        PlantedBug::PublishOverwritesPeerUrls,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -173,6 +178,7 @@ impl PlantedBug {
             PlantedBug::SnapshotPredatesNewMember => "snapshot-predates-new-member",
             PlantedBug::MemberTableNotInSnapshot => "member-table-not-in-snapshot",
             PlantedBug::RemovedMemberKeepsServing => "removed-member-keeps-serving",
+            PlantedBug::PublishOverwritesPeerUrls => "publish-overwrites-peer-urls",
         }
     }
 
