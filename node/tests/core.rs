@@ -1,8 +1,10 @@
 //! The member's core driven directly, with no runtime or network: time is an argument,
 //! the disk is the in-memory twin that knows what is durable.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use detcd_node::{NodeConfig, NodeCore, Request, Response};
 use detcd_node::env::mem_disk::MemDisk;
@@ -14,6 +16,8 @@ use detcd_node::pb::etcdserverpb::{PutRequest, RangeRequest};
 use prost::Message as _;
 use raft::eraftpb::{Entry, Message, MessageType};
 use tokio::sync::oneshot;
+
+use common::Wire;
 
 struct NoPeers;
 
@@ -133,24 +137,6 @@ fn a_proposal_delivered_twice_is_applied_once() {
     assert_eq!(core.status().revision, before + 1, "two copies of one request change the store once");
 }
 
-/// A transport that keeps what a member sends, for the test to deliver (or not).
-#[derive(Default)]
-struct Wire {
-    sent: Mutex<Vec<Message>>,
-}
-
-impl Transport for Wire {
-    fn send(&self, messages: Vec<Message>) -> Vec<u64> {
-        self.sent.lock().expect("wire").extend(messages);
-        Vec::new()
-    }
-}
-
-impl Wire {
-    fn take(&self) -> Vec<Message> {
-        std::mem::take(&mut *self.sent.lock().expect("wire"))
-    }
-}
 
 struct Member {
     core: NodeCore,

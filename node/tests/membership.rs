@@ -1,30 +1,21 @@
 //! Membership changes driven through the core directly (no runtime, no network): the
 //! test delivers every message by hand, so each step is deterministic.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use detcd_node::apply::MemberRequest;
 use detcd_node::env::mem_disk::MemDisk;
-use detcd_node::env::{Env, InlineWorker, NoObserver, Role, RuntimeClock, Transport};
+use detcd_node::env::{Env, InlineWorker, NoObserver, Role, RuntimeClock};
 use detcd_node::errors::EtcdError;
 use detcd_node::pb::etcdserverpb::{Member, PutRequest, RangeRequest};
 use detcd_node::{FatalError, NodeConfig, NodeCore, Request, Response};
-use raft::eraftpb::Message;
 use tokio::sync::oneshot;
 
-/// A transport that keeps what a member sends, for the test to deliver.
-#[derive(Default)]
-struct Wire {
-    sent: Mutex<Vec<Message>>,
-}
+use common::Wire;
 
-impl Transport for Wire {
-    fn send(&self, messages: Vec<Message>) -> Vec<u64> {
-        self.sent.lock().expect("wire").extend(messages);
-        Vec::new()
-    }
-}
 
 struct Running {
     core: NodeCore,
@@ -75,11 +66,6 @@ fn pump(members: &mut BTreeMap<u64, Running>) -> Vec<u64> {
     stopped
 }
 
-impl Wire {
-    fn take(&self) -> Vec<Message> {
-        std::mem::take(&mut *self.sent.lock().expect("wire"))
-    }
-}
 
 fn leader_of(members: &BTreeMap<u64, Running>) -> Option<u64> {
     members.values().map(|m| m.core.status()).filter(|s| s.role == Role::Leader).max_by_key(|s| s.term).map(|s| s.member_id)
