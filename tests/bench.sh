@@ -11,13 +11,18 @@
 #     its spread (min-max), and the ratio detcd/etcd per cell. A run in which other
 #     processes used more than a tenth of a core is marked noisy (*).
 #
-#   tests/bench.sh scale [keys=1000000] [members=1]
-#     Loads `keys` distinct keys (256 B values, 64 clients) into a fresh cluster of each
+#   tests/bench.sh scale [keys=1000000] [members=1] [value_bytes=256]
+#     Loads `keys` distinct keys (`value_bytes` values, 64 clients) into a fresh cluster of each
 #     server, and reports the longest request during the load, requests failed, peak
 #     and steady resident memory (all members), data-dir size, the time one 100k-key
 #     range (keys only) takes, the longest put of 16 clients while the whole store is
 #     compacted, and the restart time of the first member after kill -9
 #     (until it answers a put), with its peak memory while starting.
+#
+#   tests/bench.sh dbsize [keys=100000]
+#     DB SIZE and in-use (etcdctl endpoint status) of one member after writing `keys`
+#     keys twice (256 B values, so half the records are history), after compacting to
+#     the current revision, and after defragmenting.
 #
 #   tests/bench.sh join [bytes=1073741824] [value_bytes=65536]
 #     Membership: loads `bytes` of values (distinct keys, 16 clients) into a one-member
@@ -132,17 +137,17 @@ run_matrix() {
 }
 
 run_scale() {
-  local keys=${1:-1000000} members=${2:-1} json="reports/bench-scale-$(date -u +%F).json" server first=1 round_id=0
-  echo "# $(date -u +%F) $(machine); $keys keys of 256 B into $members member(s), 64 clients"
+  local keys=${1:-1000000} members=${2:-1} value_bytes=${3:-256} json="reports/bench-scale-$(date -u +%F).json" server first=1 round_id=0
+  echo "# $(date -u +%F) $(machine); $keys keys of $value_bytes B into $members member(s), 64 clients; --quota-backend-bytes 8 GiB"
   printf "%-6s %9s %8s %8s %8s %10s %10s %9s %9s %11s %10s %10s\n" server puts/s p99_ms max_ms failed \
     peak_MiB steady_MiB data_MiB range_ms compact_max restart_s restart_MiB
   echo "{\"date\": \"$(date -u +%FT%TZ)\", \"machine\": \"$(machine)\", \"keys\": $keys, \"members\": $members, \"servers\": [" >"$json"
   for server in ${SERVERS:-detcd etcd}; do
     round_id=$((round_id+1))
     local base=$((24000 + round_id * 200)) dir="$ROOT/scale-$server"
-    start_cluster "$server" "$members" "$base" "$dir"
+    EXTRA_FLAGS="--quota-backend-bytes 8589934592" start_cluster "$server" "$members" "$base" "$dir"
     local endpoints out; endpoints=$(endpoints_of "$members" "$base")
-    out=$("$LOAD" --mode put --endpoints "$endpoints" --clients 64 --total "$keys" --key-space "$keys" --max-seconds 1800 \
+    out=$("$LOAD" --mode put --endpoints "$endpoints" --clients 64 --total "$keys" --key-space "$keys" --value-bytes "$value_bytes" --max-seconds 1800 \
       --server-pids "$(pids_csv)")
     local peak steady data range
     peak=$(sum_status_kib VmHWM "${PIDS[@]}")
@@ -164,7 +169,7 @@ run_scale() {
     kill -9 "$first_pid"; wait "$first_pid" 2>/dev/null || true
     local started restart restart_peak
     started=$(date +%s.%N)
-    start_member "$server" 0 "$members" "$base" "$dir"
+    EXTRA_FLAGS="--quota-backend-bytes 8589934592" start_member "$server" 0 "$members" "$base" "$dir"
     wait_ready "$base" "$server" "$dir-m0.log"
     restart=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b-a}')
     restart_peak=$(status_kib "${PIDS[-1]}" VmHWM)
@@ -185,6 +190,35 @@ run_scale() {
 revision_of() {
   ETCDCTL_API=3 etcdctl --dial-timeout=1s --command-timeout=5s --endpoints="$1" endpoint status -w json 2>/dev/null \
     | sed -nE 's/.*"revision":([0-9]+).*/\1/p'
+}
+
+# db_sizes ENDPOINT: "DB SIZE in-use" in bytes (etcdctl's JSON status).
+db_sizes() {
+  ETCDCTL_API=3 etcdctl --endpoints="$1" endpoint status -w json | sed -nE 's/.*"dbSize":([0-9]+).*"dbSizeInUse":([0-9]+).*/\1 \2/p'
+}
+
+run_dbsize() {
+  local keys=${1:-100000} server round_id=0
+  echo "# $(date -u +%F) $(machine); $keys keys of 256 B written twice into one member"
+  printf "%-6s %14s %14s %14s %14s %14s %14s\n" server written_MB in_use_MB compacted_MB in_use_MB defragged_MB in_use_MB
+  for server in ${SERVERS:-detcd etcd}; do
+    round_id=$((round_id+1))
+    local base=$((26000 + round_id * 200)) dir="$ROOT/dbsize-$server"
+    start_cluster "$server" 1 "$base" "$dir"
+    local e="127.0.0.1:$base"
+    "$LOAD" --mode put --endpoints "$e" --clients 16 --total $((2 * keys)) --key-space "$keys" --max-seconds 1800 >/dev/null
+    local written compacted defragged revision
+    written=$(db_sizes "$e")
+    revision=$(revision_of "$e")
+    ETCDCTL_API=3 etcdctl --endpoints="$e" compact "$revision" >/dev/null
+    sleep 2
+    compacted=$(db_sizes "$e")
+    ETCDCTL_API=3 etcdctl --endpoints="$e" defrag >/dev/null
+    defragged=$(db_sizes "$e")
+    stop_cluster
+    # shellcheck disable=SC2086 # each holds two numbers
+    printf "%-6s %14s %14s %14s %14s %14s %14s\n" "$server" $(echo $written $compacted $defragged | awk '{for (i=1;i<=NF;i++) printf "%.1f ", $i/1e6}')
+  done
 }
 
 run_join() {
@@ -231,5 +265,6 @@ case "$MODE" in
   matrix) shift || true; run_matrix "$@" ;;
   scale) shift || true; run_scale "$@" ;;
   join) shift || true; run_join "$@" ;;
-  *) echo "usage: tests/bench.sh matrix [rounds] [members] [clients] [workloads] | scale [keys] [members] | join [bytes] [value_bytes]"; exit 2 ;;
+  dbsize) shift || true; run_dbsize "$@" ;;
+  *) echo "usage: tests/bench.sh matrix [rounds] [members] [clients] [workloads] | scale [keys] [members] | join [bytes] [value_bytes] | dbsize [keys]"; exit 2 ;;
 esac

@@ -844,7 +844,11 @@ impl NodeCore {
         }
         if !self.raw.has_ready() {
             self.serve_ready_reads();
-            return Ok(());
+            // Work spread over loop turns (compaction's removal, log compaction, a
+            // finished snapshot job) goes on while the member is idle too: a compaction
+            // applied just before the writes stopped gave its memory back only at the
+            // next write.
+            return self.maybe_snapshot();
         }
         let mut ready = self.raw.ready();
 
