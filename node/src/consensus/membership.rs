@@ -23,8 +23,9 @@
 //! the remaining members can elect a leader even before they know the removal is
 //! committed (a follower of a two-member cluster needs that vote, and its ack of the
 //! new leader's first entry) — a removed leader until another leader has committed past
-//! the removal, a removed follower (whose leader knows) not longer than needed: for at
-//! least [`REMOVED_MEMBER_STOP_DELAY_TICKS`] and at most
+//! the removal, and so does a member that learned of its removal from its own WAL at
+//! restart (whoever committed it may be gone); a removed follower told by its leader
+//! goes as soon as the delay is over (that leader knows): for at least [`REMOVED_MEMBER_STOP_DELAY_TICKS`] and at most
 //! [`REMOVED_MEMBER_STAY_TICKS_MAX`] heartbeats (etcd's `stopWithDelay`), then stops
 //! (`FatalError::Removed`). The others forget it for good (its id is never reused, the
 //! transport refuses it).
@@ -309,7 +310,11 @@ impl NodeCore {
         }
         self.leaving_until_tick = Some(self.ticks + REMOVED_MEMBER_STOP_DELAY_TICKS);
         self.leaving_removal_index = removal_index;
-        self.leaving_was_leader = self.raw.raft.state == StateRole::Leader;
+        // A removed leader, or a member that learned of its removal from its own disk
+        // (the leader that committed it may be gone, and the others may not know it is
+        // committed), waits for a successor; a follower told by its leader in this
+        // incarnation does not (that leader knows).
+        self.leaving_needs_successor = self.raw.raft.state == StateRole::Leader || removal_index <= self.recovered_commit_index;
         // Their outcome is unknown: entries proposed may still commit without us.
         self.proposals.fail_all(EtcdError::Stopped);
         self.reads.fail_all(EtcdError::Stopped);
@@ -332,9 +337,12 @@ impl NodeCore {
         // Another leader committed past the removal: the others know it is committed
         // (in a cluster of two, that leader needed this member's vote and its ack).
         let other_leader = self.raw.raft.leader_id != raft::INVALID_ID && self.raw.raft.leader_id != self.config.member_id;
-        let committed_past = self.raw.raft.raft_log.committed > self.leaving_removal_index;
+        // ... in its own term: a commit index from this member's disk, or from a leader
+        // that is gone, says nothing about what the current leader knows.
+        let committed = self.raw.raft.raft_log.committed;
+        let committed_past = committed > self.leaving_removal_index && self.raw.raft.raft_log.term(committed).is_ok_and(|term| term == self.raw.raft.term);
         // A removed follower learned of the commit from a leader, who goes on: it may go.
-        let others_know = !self.leaving_was_leader || (other_leader && committed_past);
+        let others_know = !self.leaving_needs_successor || (other_leader && committed_past);
         let stay_over = self.leaving_until_tick.is_some_and(|until| {
             (self.ticks >= until && others_know)
                 || self.ticks >= until + REMOVED_MEMBER_STAY_TICKS_MAX - REMOVED_MEMBER_STOP_DELAY_TICKS

@@ -191,7 +191,9 @@ pub struct NodeCore {
     leaving_until_tick: Option<u64>,
     /// ... the index of the entry that removed it, and whether it was leading then.
     leaving_removal_index: u64,
-    leaving_was_leader: bool,
+    leaving_needs_successor: bool,
+    /// The commit index this incarnation found on its disk.
+    recovered_commit_index: u64,
 }
 
 /// Revisions the change feed holds before its consumer drains it; beyond this the feed
@@ -357,7 +359,8 @@ impl NodeCore {
             next_publish_ms: 0,
             leaving_until_tick: None,
             leaving_removal_index: 0,
-            leaving_was_leader: false,
+            leaving_needs_successor: false,
+            recovered_commit_index: 0,
         };
         #[cfg(madsim)]
         {
@@ -365,6 +368,7 @@ impl NodeCore {
             core.state.plant(core.state_planted_bugs());
         }
         core.override_election_timeout();
+        core.recovered_commit_index = core.raw.raft.raft_log.committed;
         core.tell_transport_peers();
         // The only voter needs nobody's vote: lead at once instead of after a timeout.
         let voters = core.raw.raft.prs().conf().voters().ids();
@@ -554,7 +558,13 @@ impl NodeCore {
 
     /// Whether this member decides lease expiry now: the leader only.
     fn decides_lease_expiry(&self) -> bool {
-        self.lease_clock.is_leader() && self.raw.raft.state == StateRole::Leader
+        // A new leader acts on leases only once it applied an entry of its own term:
+        // until then its state may lack an expiry or revoke an earlier leader committed
+        // (the simulator found a keep-alive answered by a restarted leader 14 ms into its
+        // term for a lease whose expiry was committed before it crashed).
+        self.lease_clock.is_leader()
+            && self.raw.raft.state == StateRole::Leader
+            && self.raw.raft.raft_log.term(self.applied_index).is_ok_and(|term| term == self.raw.raft.term)
     }
 
     /// The leader proposes a revoke for every lease that expired on its clock (bounded
