@@ -437,7 +437,11 @@ fn elect_a_successor(members: &mut BTreeMap<u64, Member>) -> u64 {
         pump(members, |_| true);
         pump(members, |_| true);
         if let Some(leader) = leader_of(members) {
-            pump(members, |_| true);
+            // Until the new leader applied the first entry of its term (it acts on
+            // leases only then).
+            for _ in 0..5 {
+                pump(members, |_| true);
+            }
             return leader;
         }
     }
