@@ -292,8 +292,8 @@ impl NodeCore {
         learners.sort_unstable();
         self.observe(NodeEvent::ConfChanged { index, voters, learners });
         if let Some(pending) = answer_to.and_then(|id| self.proposals.remove(id)) {
-            let id = member.id;
-            let changed = Member { is_learner: self.learners().contains(&id), ..self.member_entry(id).unwrap_or(member) };
+            // A removed member is in the table no more: answered as the change named it.
+            let changed = if self.state.members().contains_key(&member.id) { self.listed_member(member.id, &self.learners()) } else { member };
             let _ = pending.responder.send(Ok(Response::Member(changed)));
         }
         if table_changes.iter().any(|c| *c == MemberTableChange::Removed { id: self.config.member_id }) {
@@ -350,16 +350,34 @@ impl NodeCore {
         stay_over || self.env.transport.removed_from_cluster()
     }
 
-    /// One member as etcd lists it, if the configuration has it.
-    fn member_entry(&self, id: u64) -> Option<Member> {
-        let attributes = self.state.members().get(&id)?;
-        Some(Member {
-            id,
-            name: attributes.name.clone(),
-            peer_ur_ls: attributes.peer_urls.clone(),
-            client_ur_ls: attributes.client_urls.clone(),
-            is_learner: self.learners().contains(&id),
-        })
+    /// One member as etcd lists it: what the member table holds (a member the table
+    /// lacks — only before a joining member's first snapshot, or in a data dir older
+    /// than the table — shows its `--initial-cluster` peer URLs and no name, as etcd
+    /// shows an unstarted member).
+    fn listed_member(&self, id: u64, learners: &BTreeSet<u64>) -> Member {
+        match self.state.members().get(&id) {
+            Some(attributes) => Member {
+                id,
+                name: attributes.name.clone(),
+                peer_ur_ls: attributes.peer_urls.clone(),
+                client_ur_ls: attributes.client_urls.clone(),
+                is_learner: learners.contains(&id),
+            },
+            None => Member {
+                id,
+                peer_ur_ls: self.config.initial_peer_urls.get(&id).cloned().unwrap_or_default(),
+                is_learner: learners.contains(&id),
+                ..Member::default()
+            },
+        }
+    }
+
+    /// etcd's MemberList: every voter and learner of the current configuration, in id
+    /// order.
+    pub fn member_list(&self) -> Vec<Member> {
+        let learners = self.learners();
+        let ids: BTreeSet<u64> = self.voters().union(&learners).copied().collect();
+        ids.iter().map(|id| self.listed_member(*id, &learners)).collect()
     }
 
     /// Hands the applied member table to the transport.
@@ -373,11 +391,8 @@ impl NodeCore {
             ids.extend(self.config.initial_peer_urls.keys());
         }
         for id in &ids {
-            let peer_urls = match self.state.members().get(id) {
-                Some(attributes) => attributes.peer_urls.clone(),
-                None => self.config.initial_peer_urls.get(id).cloned().unwrap_or_default(),
-            };
-            directory.members.insert(*id, (peer_urls, learners.contains(id)));
+            let listed = self.listed_member(*id, &learners);
+            directory.members.insert(*id, (listed.peer_ur_ls, listed.is_learner));
         }
         self.env.transport.set_peers(&directory);
     }

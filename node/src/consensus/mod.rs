@@ -486,38 +486,6 @@ impl NodeCore {
         self.propose_internal(internal_request::Op::PublishMember(member));
     }
 
-    /// etcd's MemberList: every voter and learner of the current configuration, in id
-    /// order, with what it published (a member that has not published yet shows its
-    /// `--initial-cluster` peer URLs and no name, as etcd shows an unstarted member).
-    pub fn member_list(&self) -> Vec<crate::pb::etcdserverpb::Member> {
-        let conf = self.raw.raft.prs().conf();
-        let voters: std::collections::BTreeSet<u64> = conf.voters().ids().iter().collect();
-        let learners: std::collections::BTreeSet<u64> = conf.learners().iter().copied().collect();
-        voters
-            .iter()
-            .map(|id| (*id, false))
-            .chain(learners.iter().map(|id| (*id, true)))
-            .map(|(id, is_learner)| match self.state.members().get(&id) {
-                Some(published) => crate::pb::etcdserverpb::Member {
-                    id,
-                    name: published.name.clone(),
-                    peer_ur_ls: published.peer_urls.clone(),
-                    client_ur_ls: published.client_urls.clone(),
-                    is_learner,
-                },
-                None => crate::pb::etcdserverpb::Member {
-                    id,
-                    peer_ur_ls: self.config.initial_peer_urls.get(&id).cloned().unwrap_or_default(),
-                    is_learner,
-                    ..Default::default()
-                },
-            })
-            .map(|member| (member.id, member))
-            .collect::<std::collections::BTreeMap<u64, _>>()
-            .into_values()
-            .collect()
-    }
-
     /// The leader asks every member, through raft, to hash its key space at the current
     /// revision (see `apply::StateMachine::apply_hash_report`).
     fn check_for_corruption(&mut self, now_ms: u64) {
