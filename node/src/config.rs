@@ -106,6 +106,16 @@ pub struct Flags {
 
     #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", default_value = "0s")]
     pub experimental_corrupt_check_time: String,
+
+    /// Specify 'zap' for structured logging or 'capnslog'.
+    #[arg(long, env = "ETCD_LOGGER", default_value = "capnslog")]
+    pub logger: String,
+    /// Configures log level. Only supports debug, info, warn, error, panic, or fatal.
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// 'default', 'stderr', 'stdout', or a comma-separated list of those and file paths.
+    #[arg(long, env = "ETCD_LOG_OUTPUTS", default_value = "default")]
+    pub log_outputs: String,
 }
 
 /// etcd's auto-compaction flags: `periodic` with a duration (`1h`, `30m`) or whole hours
@@ -184,6 +194,8 @@ pub struct ServerConfig {
     pub initial_cluster_state: String,
     /// `--experimental-initial-corrupt-check`.
     pub initial_corrupt_check: bool,
+    /// `--logger`, `--log-level`, `--log-outputs`.
+    pub log: crate::logging::LogConfig,
 }
 
 /// Parses `http://host:port` into `host:port`.
@@ -351,6 +363,7 @@ impl Flags {
             node,
             initial_cluster_state: self.initial_cluster_state.clone(),
             initial_corrupt_check: self.experimental_initial_corrupt_check,
+            log: crate::logging::parse_log_flags(&self.logger, &self.log_level, &self.log_outputs)?,
         })
     }
 }

@@ -22,6 +22,8 @@ pub mod config;
 #[cfg(not(madsim))]
 pub mod grpc;
 #[cfg(not(madsim))]
+pub mod logging;
+#[cfg(not(madsim))]
 pub mod snapshot_cli;
 
 /// Code generated from etcd's wire schema (`proto/`).

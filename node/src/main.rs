@@ -22,6 +22,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Err(message) = detcd_node::logging::install(&config.log) {
+        eprintln!("detcd: {message}");
+        std::process::exit(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -31,7 +35,7 @@ fn main() {
     };
     let result = runtime.block_on(production::run(config));
     if let Err(message) = result {
-        eprintln!("detcd: {message}");
+        tracing::error!("{message}");
         std::process::exit(1);
     }
 }
@@ -43,7 +47,7 @@ mod production {
     use detcd_node::config::ServerConfig;
     use detcd_node::env::fs_disk::FsDisk;
     use detcd_node::env::tcp::{self, TcpTransport};
-    use detcd_node::env::{Env, NoObserver, RuntimeClock};
+    use detcd_node::env::{Env, RuntimeClock};
     use detcd_node::storage::MemberMeta;
     use detcd_node::Node;
 
@@ -58,13 +62,27 @@ mod production {
     }
 
     pub async fn run(config: ServerConfig) -> Result<(), String> {
+        tracing::info!(
+            name = config.name.as_str(),
+            data_dir = config.data_dir.as_str(),
+            wal_dir = config.wal_dir.as_str(),
+            version = detcd_node::grpc::SERVER_VERSION,
+            "starting an etcd server"
+        );
         let metrics = detcd_node::grpc::metrics::Metrics::new();
         let data_metrics = metrics.clone();
-        let data_disk = FsDisk::open(format!("{}/member", config.data_dir))
-            .map_err(|e| e.to_string())?
-            .with_sync_observer(move |took| data_metrics.record_data_fsync(took));
+        let data_disk = FsDisk::open(format!("{}/member", config.data_dir)).map_err(|e| e.to_string())?.with_sync_observer(move |took| {
+            data_metrics.record_data_fsync(took);
+            detcd_node::logging::note_fsync(took, "data");
+        });
+        // Held until the process ends: a second process on the same directories is refused.
+        let _data_dir_lock = lock_dir(&format!("{}/member", config.data_dir))?;
         let wal_metrics = metrics.clone();
-        let wal_disk = FsDisk::open(&config.wal_dir).map_err(|e| e.to_string())?.with_sync_observer(move |took| wal_metrics.record_wal_fsync(took));
+        let wal_disk = FsDisk::open(&config.wal_dir).map_err(|e| e.to_string())?.with_sync_observer(move |took| {
+            wal_metrics.record_wal_fsync(took);
+            detcd_node::logging::note_fsync(took, "wal");
+        });
+        let _wal_dir_lock = lock_dir(&config.wal_dir)?;
         let mut config = config;
         match (MemberMeta::load(&data_disk).map_err(|e| e.to_string())?, config.initial_cluster_state.as_str()) {
             // A member that joined a running cluster keeps the identity it was given
@@ -92,7 +110,7 @@ mod production {
             data_disk: Arc::new(data_disk),
             transport,
             clock: Arc::new(RuntimeClock::new()),
-            observer: Arc::new(NoObserver),
+            observer: Arc::new(detcd_node::logging::LogObserver::new()),
             worker: Arc::new(detcd_node::env::BlockingPool),
             seed: production_seed(member_id),
         };
@@ -110,7 +128,7 @@ mod production {
                 checked = detcd_node::grpc::initial_check::check_with_peers(&handle) => checked,
             };
             match checked {
-                Ok(summary) => eprintln!("detcd: {summary}"),
+                Ok(summary) => tracing::info!("{summary}"),
                 Err(inconsistency) => return Err(format!("initial corruption check: {inconsistency}")),
             }
         }
@@ -124,7 +142,7 @@ mod production {
             let metrics = metrics.clone();
             tokio::spawn(async move {
                 if let Err(e) = detcd_node::grpc::serve(incoming, handle, max_request_bytes, metrics).await {
-                    eprintln!("detcd: client listener {socket} stopped: {e}");
+                    tracing::error!("client listener {socket} stopped: {e}");
                     std::process::exit(1);
                 }
             });
@@ -139,17 +157,17 @@ mod production {
             let (handle, metrics, addr) = (handle.clone(), metrics.clone(), addr.clone());
             tokio::spawn(async move {
                 if let Err(e) = detcd_node::grpc::serve_metrics(incoming, handle, metrics).await {
-                    eprintln!("detcd: metrics listener {addr} stopped: {e}");
+                    tracing::error!("metrics listener {addr} stopped: {e}");
                     std::process::exit(1);
                 }
             });
         }
-        eprintln!(
-            "detcd: member {} ({:016x}) of cluster {:016x} serving clients on {}",
-            config.name,
-            member_id,
-            config.node.cluster_id,
-            config.advertise_client_urls.join(",")
+        tracing::info!(
+            name = config.name.as_str(),
+            local_member_id = format!("{member_id:016x}").as_str(),
+            cluster_id = format!("{:016x}", config.node.cluster_id).as_str(),
+            advertise_client_urls = config.advertise_client_urls.join(",").as_str(),
+            "ready to serve client requests"
         );
         // Keep `inbox` alive for the peer listeners; the node stops on a fatal error, or
         // when SIGTERM or SIGINT asks it to. Stopping between two loop turns is safe at
@@ -157,7 +175,7 @@ mod production {
         let result = tokio::select! {
             result = node_run => result,
             signal = shutdown_signal() => {
-                eprintln!("detcd: received {signal} signal, shutting down...");
+                tracing::info!(signal, "received {signal} signal, shutting down...");
                 Ok(())
             }
         };
@@ -165,6 +183,23 @@ mod production {
         match result {
             Ok(()) => Ok(()),
             Err(fatal) => Err(format!("member stopped: {fatal}")),
+        }
+    }
+
+    /// Takes an exclusive lock on `dir/detcd.lock` (kept while the returned file is open):
+    /// two processes writing one WAL would destroy it.
+    fn lock_dir(dir: &str) -> Result<std::fs::File, String> {
+        let path = format!("{dir}/detcd.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open lock file {path}: {e}"))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(format!("{dir} is in use by another process (lock file {path} is held)")),
+            Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {path}: {e}")),
         }
     }
 

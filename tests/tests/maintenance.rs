@@ -463,3 +463,59 @@ fn the_initial_corruption_check_refuses_a_member_whose_data_differ() {
     assert!(passed.is_some(), "{}", cluster.log(0));
     assert!(cluster.log(0).contains("1 peer(s) compared"), "{}", cluster.log(0));
 }
+
+/// `--logger zap --log-outputs stderr,<file>`: every line in the file is one JSON object
+/// with etcd's keys, the start and the leader's election are there; a second process on
+/// the same data dir is refused while the first runs, and the first keeps serving.
+#[test]
+fn zap_logs_to_a_file_and_a_data_dir_serves_one_process() {
+    let mut cluster = Cluster::prepare(1, &["--logger", "zap"]);
+    let log_path = cluster.scratch_dir().join("zap.log");
+    let outputs = format!("stderr,{}", log_path.display());
+    cluster.start_member_with(0, &["--log-outputs", &outputs]);
+    let rt = runtime();
+    wait_writable(&rt, &mut cluster, 0);
+    let endpoint = cluster.members[0].endpoint();
+    let text = std::fs::read_to_string(&log_path).expect("the log file was written");
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    for line in &lines {
+        for key in ["level", "ts", "caller", "msg"] {
+            assert!(line.get(key).is_some_and(|v| v.is_string()), "no {key} in {line}");
+        }
+    }
+    let messages: Vec<&str> = lines.iter().filter_map(|l| l["msg"].as_str()).collect();
+    assert!(messages.contains(&"starting an etcd server"), "{messages:?}");
+    assert!(messages.contains(&"ready to serve client requests"), "{messages:?}");
+    assert!(messages.iter().any(|m| m.starts_with("elected leader ")), "{messages:?}");
+    let ready = lines.iter().find(|l| l["msg"] == "ready to serve client requests").expect("ready line");
+    assert_eq!(ready["level"], "info");
+    assert!(ready["local-member-id"].as_str().is_some_and(|id| id.len() == 16), "{ready}");
+
+    // The same data dir, other ports: refused at once, nothing of the first touched.
+    let data_dir = cluster.members[0].data_dir.display().to_string();
+    let (client, peer) = (detcd_tests::free_port(), detcd_tests::free_port());
+    let second = detcd(&[
+        "--name",
+        &cluster.members[0].name,
+        "--data-dir",
+        &data_dir,
+        "--listen-client-urls",
+        &format!("http://127.0.0.1:{client}"),
+        "--advertise-client-urls",
+        &format!("http://127.0.0.1:{client}"),
+        "--listen-peer-urls",
+        &format!("http://127.0.0.1:{peer}"),
+        "--initial-advertise-peer-urls",
+        &format!("http://127.0.0.1:{peer}"),
+        "--initial-cluster",
+        &format!("{}=http://127.0.0.1:{peer}", cluster.members[0].name),
+    ]);
+    assert_eq!(second.code, 1, "{second:?}");
+    assert!(second.stderr.contains("is in use by another process"), "{second:?}");
+    let put = etcdctl(&endpoint, &["put", "still", "serving"], None);
+    assert_eq!(put.code, 0, "{}", put.stderr);
+
+    // Bad flags: etcd's words, exit status 2.
+    let bad = detcd(&["--logger", "glog"]);
+    assert_eq!((bad.code, bad.stderr.trim()), (2, "detcd: unknown logger option \"glog\""));
+}

@@ -172,7 +172,7 @@ fn encode_frame(message: &Message, buffer: &mut Vec<u8>) -> Option<Vec<u8>> {
         // Larger than a frame can say (a snapshot of a store over 4 GiB): dropped, as
         // the network drops messages; raft hears of the snapshot's failure no sooner
         // than a lost one.
-        eprintln!("detcd: dropped a {}-byte raft message to {:016x}: larger than a peer frame", body.len(), message.to);
+        tracing::warn!("dropped a {}-byte raft message to {:016x}: larger than a peer frame", body.len(), message.to);
         return None;
     };
     buffer.extend_from_slice(&len.to_le_bytes());
@@ -316,16 +316,16 @@ async fn run_peer_reader(stream: TcpStream, cluster_id: u64, directory: SharedDi
     let from = match check_handshake(&handshake, cluster_id) {
         Ok(from) if known(from) => from,
         Ok(from) if removed(from) => {
-            eprintln!("detcd: refused a peer connection from removed member {from:016x}");
+            tracing::warn!("refused a peer connection from removed member {from:016x}");
             let _ = reader.get_mut().write_all(PEER_REMOVED_NOTICE).await;
             return;
         }
         Ok(from) => {
-            eprintln!("detcd: refused a peer connection from unknown member {from:016x}");
+            tracing::warn!("refused a peer connection from unknown member {from:016x}");
             return;
         }
         Err(reason) => {
-            eprintln!("detcd: refused a peer connection: {reason}");
+            tracing::warn!("refused a peer connection: {reason}");
             return;
         }
     };

@@ -38,7 +38,7 @@ pub async fn check_with_peers(node: &NodeHandle) -> Result<String, String> {
     let mut differing = Vec::new();
     for member in members.iter().filter(|m| m.id != status.member_id) {
         let Some(url) = member.client_ur_ls.first().cloned() else {
-            eprintln!("detcd: initial corruption check: peer {:016x} has not published a client URL; skipped", member.id);
+            tracing::warn!("initial corruption check: peer {:016x} has not published a client URL; skipped", member.id);
             continue;
         };
         let ask = async {
@@ -52,12 +52,12 @@ pub async fn check_with_peers(node: &NodeHandle) -> Result<String, String> {
                     differing.push(format!("{:016x} (hash {} at revision {revision})", member.id, answer.hash));
                 }
             }
-            Ok(Ok(answer)) => eprintln!(
-                "detcd: initial corruption check: peer {:016x} is compacted at {}, this member at {compact_revision}; skipped",
+            Ok(Ok(answer)) => tracing::warn!(
+                "initial corruption check: peer {:016x} is compacted at {}, this member at {compact_revision}; skipped",
                 member.id, answer.compact_revision
             ),
-            Ok(Err(error)) => eprintln!("detcd: initial corruption check: cannot fetch hash from peer {:016x} ({url}): {error}; skipped", member.id),
-            Err(_) => eprintln!("detcd: initial corruption check: peer {:016x} ({url}) did not answer in time; skipped", member.id),
+            Ok(Err(error)) => tracing::warn!("initial corruption check: cannot fetch hash from peer {:016x} ({url}): {error}; skipped", member.id),
+            Err(_) => tracing::warn!("initial corruption check: peer {:016x} ({url}) did not answer in time; skipped", member.id),
         }
     }
     if !differing.is_empty() {
