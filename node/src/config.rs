@@ -13,6 +13,7 @@ use crate::storage::wal::WAL_RECORD_BYTES_MAX;
 /// pass replay's length check.
 pub const MAX_REQUEST_BYTES_LIMIT: usize = WAL_RECORD_BYTES_MAX - 64 * 1024;
 use crate::ids;
+use crate::tls::TlsFiles;
 
 /// etcd-compatible member flags (each also read from its `ETCD_*` variable).
 #[derive(Parser, Debug, Clone)]
@@ -116,6 +117,34 @@ pub struct Flags {
     /// 'default', 'stderr', 'stdout', or a comma-separated list of those and file paths.
     #[arg(long, env = "ETCD_LOG_OUTPUTS", default_value = "default")]
     pub log_outputs: String,
+
+    /// Path to the client server TLS cert file.
+    #[arg(long, env = "ETCD_CERT_FILE", default_value = "")]
+    pub cert_file: String,
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "ETCD_KEY_FILE", default_value = "")]
+    pub key_file: String,
+    /// Path to the client server TLS trusted CA cert file.
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE", default_value = "")]
+    pub trusted_ca_file: String,
+    /// Enable client cert authentication.
+    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub client_cert_auth: bool,
+    /// Path to the peer server TLS cert file.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE", default_value = "")]
+    pub peer_cert_file: String,
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE", default_value = "")]
+    pub peer_key_file: String,
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE", default_value = "")]
+    pub peer_trusted_ca_file: String,
+    /// Enable peer client cert authentication.
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub peer_client_cert_auth: bool,
+    /// Allowed CN for inter peer authentication.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN", default_value = "")]
+    pub peer_cert_allowed_cn: String,
 }
 
 /// etcd's auto-compaction flags: `periodic` with a duration (`1h`, `30m`) or whole hours
@@ -182,13 +211,13 @@ pub struct ServerConfig {
     pub data_dir: String,
     pub wal_dir: String,
     /// `host:port` to bind for clients.
-    pub listen_client_addrs: Vec<String>,
+    pub listen_client_addrs: Vec<ListenAddr>,
     pub advertise_client_urls: Vec<String>,
     /// `host:port` to bind for peers.
-    pub listen_peer_addrs: Vec<String>,
+    pub listen_peer_addrs: Vec<ListenAddr>,
     /// `host:port` to bind for `/metrics` and `/health` only (`--listen-metrics-urls`).
-    pub listen_metrics_addrs: Vec<String>,
-    /// Every first member: name → (member id, `host:port` of its first peer URL).
+    pub listen_metrics_addrs: Vec<ListenAddr>,
+    /// Every first member: name → (member id, its first peer URL).
     pub members: BTreeMap<String, (u64, String)>,
     pub node: NodeConfig,
     pub initial_cluster_state: String,
@@ -196,14 +225,25 @@ pub struct ServerConfig {
     pub initial_corrupt_check: bool,
     /// `--logger`, `--log-level`, `--log-outputs`.
     pub log: crate::logging::LogConfig,
+    /// Client listeners with an `https://` URL (and `--listen-metrics-urls` ones).
+    pub client_tls: TlsFiles,
+    /// Peer listeners and connections with an `https://` URL.
+    pub peer_tls: TlsFiles,
 }
 
-/// Parses `http://host:port` into `host:port`.
+/// A `--listen-*` URL: the address to bind and whether it speaks TLS (`https://`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenAddr {
+    pub addr: String,
+    pub tls: bool,
+}
+
+/// Parses `http://host:port` or `https://host:port` into `host:port`.
 pub fn parse_url(url: &str) -> Result<String, String> {
-    let rest = if let Some(rest) = url.strip_prefix("http://") {
+    let rest = if let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) {
         rest
-    } else if url.starts_with("https://") || url.starts_with("unixs://") {
-        return Err(format!("{url:?}: TLS is not supported by detcd yet; use http://"));
+    } else if url.starts_with("unix://") || url.starts_with("unixs://") {
+        return Err(format!("{url:?}: unix sockets are not supported by detcd; use http:// or https://"));
     } else {
         return Err(format!("URL scheme must be http, https, unix, or unixs: {url}"));
     };
@@ -222,11 +262,20 @@ pub fn parse_url(url: &str) -> Result<String, String> {
 }
 
 fn parse_url_list(flag: &str, list: &str) -> Result<Vec<String>, String> {
+    Ok(parse_listen_urls(flag, list)?.into_iter().map(|listen| listen.addr).collect())
+}
+
+fn parse_listen_urls(flag: &str, list: &str) -> Result<Vec<ListenAddr>, String> {
     let urls: Vec<&str> = list.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
     if urls.is_empty() {
         return Err(format!("--{flag} must not be empty"));
     }
-    urls.iter().map(|u| parse_url(u).map_err(|e| format!("invalid value for --{flag}: {e}"))).collect()
+    urls.iter()
+        .map(|u| {
+            let addr = parse_url(u).map_err(|e| format!("invalid value for --{flag}: {e}"))?;
+            Ok(ListenAddr { addr, tls: u.starts_with("https://") })
+        })
+        .collect()
 }
 
 impl Flags {
@@ -273,9 +322,39 @@ impl Flags {
             (_, Some(advertise)) => advertise.clone(),
             (None, None) => "http://localhost:2379".to_string(),
         };
-        let listen_client_addrs = parse_url_list("listen-client-urls", &listen_client_urls)?;
+        let listen_client_addrs = parse_listen_urls("listen-client-urls", &listen_client_urls)?;
         parse_url_list("advertise-client-urls", &advertise_client_urls)?;
-        let listen_peer_addrs = parse_url_list("listen-peer-urls", &self.listen_peer_urls)?;
+        let listen_peer_addrs = parse_listen_urls("listen-peer-urls", &self.listen_peer_urls)?;
+        let client_tls = TlsFiles {
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            trusted_ca_file: self.trusted_ca_file.clone(),
+            client_cert_auth: self.client_cert_auth,
+            allowed_cn: String::new(),
+        };
+        let peer_tls = TlsFiles {
+            cert_file: self.peer_cert_file.clone(),
+            key_file: self.peer_key_file.clone(),
+            trusted_ca_file: self.peer_trusted_ca_file.clone(),
+            client_cert_auth: self.peer_client_cert_auth,
+            allowed_cn: self.peer_cert_allowed_cn.clone(),
+        };
+        for (client_url, listen) in listen_client_urls.split(',').map(str::trim).filter(|u| !u.is_empty()).zip(&listen_client_addrs) {
+            if listen.tls && (client_tls.cert_file.is_empty() || client_tls.key_file.is_empty()) {
+                return Err(format!("TLS key/cert (--cert-file, --key-file) must be provided for client url {client_url} with HTTPS scheme"));
+            }
+        }
+        for listen in &listen_peer_addrs {
+            if listen.tls && (peer_tls.cert_file.is_empty() || peer_tls.key_file.is_empty()) {
+                return Err(format!("cannot listen on TLS for {}: KeyFile and CertFile are not presented", listen.addr));
+            }
+        }
+        let peer_urls_https = self.initial_advertise_peer_urls.split(',').chain(self.initial_cluster.as_deref().unwrap_or("").split(','));
+        for url in peer_urls_https.map(|u| u.rsplit('=').next().unwrap_or("").trim()) {
+            if url.starts_with("https://") && !peer_tls.is_set() {
+                return Err(format!("peer URL {url} is https, but no peer TLS is configured (--peer-cert-file, --peer-key-file, --peer-trusted-ca-file)"));
+            }
+        }
         let advertise_peer_addrs = parse_url_list("initial-advertise-peer-urls", &self.initial_advertise_peer_urls)?;
 
         let initial_cluster = self
@@ -287,16 +366,17 @@ impl Flags {
             let (name, url) = item
                 .split_once('=')
                 .ok_or_else(|| format!("invalid value {item:?} in --initial-cluster: expected name=peer-url"))?;
-            let addr = parse_url(url).map_err(|e| format!("invalid value for --initial-cluster: {e}"))?;
+            parse_url(url).map_err(|e| format!("invalid value for --initial-cluster: {e}"))?;
             if members.contains_key(name) {
                 // A second URL for the same member: etcd allows it; the first one is used to dial.
                 continue;
             }
-            members.insert(name.to_string(), (ids::member_id(&self.initial_cluster_token, name), addr));
+            members.insert(name.to_string(), (ids::member_id(&self.initial_cluster_token, name), url.trim().to_string()));
         }
-        let Some((member_id, own_addr)) = members.get(&self.name).cloned() else {
+        let Some((member_id, own_url)) = members.get(&self.name).cloned() else {
             return Err(format!("couldn't find local name {:?} in the initial cluster configuration", self.name));
         };
+        let own_addr = parse_url(&own_url)?;
         if !advertise_peer_addrs.contains(&own_addr) {
             return Err(format!(
                 "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={}",
@@ -357,13 +437,15 @@ impl Flags {
             listen_metrics_addrs: if self.listen_metrics_urls.trim().is_empty() {
                 Vec::new()
             } else {
-                parse_url_list("listen-metrics-urls", &self.listen_metrics_urls)?
+                parse_listen_urls("listen-metrics-urls", &self.listen_metrics_urls)?
             },
             members,
             node,
             initial_cluster_state: self.initial_cluster_state.clone(),
             initial_corrupt_check: self.experimental_initial_corrupt_check,
             log: crate::logging::parse_log_flags(&self.logger, &self.log_level, &self.log_outputs)?,
+            client_tls,
+            peer_tls,
         })
     }
 }
@@ -419,7 +501,7 @@ mod tests {
         assert_eq!(config.name, "default");
         assert_eq!(config.data_dir, "default.etcd");
         assert_eq!(config.wal_dir, "default.etcd/member/wal");
-        assert_eq!(config.listen_client_addrs, vec!["localhost:2379"]);
+        assert_eq!(config.listen_client_addrs, vec![ListenAddr { addr: "localhost:2379".into(), tls: false }]);
         assert_eq!(config.node.heartbeat_interval_ms, 100);
         assert_eq!(config.node.election_timeout_ms, 1000);
         assert_eq!(config.node.snapshot_count, 100_000);

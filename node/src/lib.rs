@@ -24,6 +24,8 @@ pub mod grpc;
 #[cfg(not(madsim))]
 pub mod logging;
 #[cfg(not(madsim))]
+pub mod tls;
+#[cfg(not(madsim))]
 pub mod snapshot_cli;
 
 /// Code generated from etcd's wire schema (`proto/`).

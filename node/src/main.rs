@@ -49,6 +49,7 @@ mod production {
     use detcd_node::env::tcp::{self, TcpTransport};
     use detcd_node::env::{Env, RuntimeClock};
     use detcd_node::storage::MemberMeta;
+    use detcd_node::tls::PeerTls;
     use detcd_node::Node;
 
     /// The production seed for the member's generator. Production needs no
@@ -84,6 +85,12 @@ mod production {
         });
         let _wal_dir_lock = lock_dir(&config.wal_dir)?;
         let mut config = config;
+        detcd_node::tls::install_provider();
+        let peer_tls = if config.peer_tls.is_set() { Some(Arc::new(PeerTls::from_files(&config.peer_tls)?)) } else { None };
+        let client_tls = || detcd_node::tls::client_port_tls(&config.client_tls);
+        if config.client_tls.is_set() {
+            client_tls()?;
+        }
         match (MemberMeta::load(&data_disk).map_err(|e| e.to_string())?, config.initial_cluster_state.as_str()) {
             // A member that joined a running cluster keeps the identity it was given
             // (etcd ignores --initial-cluster once the data dir exists).
@@ -93,7 +100,7 @@ mod production {
             }
             (Some(_), _) => {}
             (None, "existing") => {
-                let (cluster_id, member_id, members) = join_existing(&config).await?;
+                let (cluster_id, member_id, members) = join_existing(&config, peer_tls.as_deref()).await?;
                 config.node.member_id = member_id;
                 config.node.cluster_id = cluster_id;
                 config.node.initial_voters = Vec::new();
@@ -103,7 +110,7 @@ mod production {
             (None, _) => {}
         }
         let member_id = config.node.member_id;
-        let transport = Arc::new(TcpTransport::start(tcp::PeerIdentity { cluster_id: config.node.cluster_id, member_id }));
+        let transport = Arc::new(TcpTransport::start(tcp::PeerIdentity { cluster_id: config.node.cluster_id, member_id }, peer_tls.clone()));
         let directory = transport.directory();
         let env = Env {
             wal_disk: Arc::new(wal_disk),
@@ -118,8 +125,10 @@ mod production {
         let (node, handle, inbox) = Node::open(config.node.clone(), env).map_err(|e| e.to_string())?;
         let node_run = node.run();
         tokio::pin!(node_run);
-        for addr in &config.listen_peer_addrs {
-            tcp::listen(addr, config.node.cluster_id, directory.clone(), inbox.clone()).await.map_err(|e| format!("listen on peer address {addr}: {e}"))?;
+        for listen in &config.listen_peer_addrs {
+            let addr = &listen.addr;
+            let tls = if listen.tls { peer_tls.clone() } else { None };
+            tcp::listen(addr, tls, config.node.cluster_id, directory.clone(), inbox.clone()).await.map_err(|e| format!("listen on peer address {addr}: {e}"))?;
         }
         if config.initial_corrupt_check {
             // Peers must reach this member meanwhile: its loop runs during the check.
@@ -132,7 +141,9 @@ mod production {
                 Err(inconsistency) => return Err(format!("initial corruption check: {inconsistency}")),
             }
         }
-        for addr in &config.listen_client_addrs {
+        for listen in &config.listen_client_addrs {
+            let addr = &listen.addr;
+            let tls = if listen.tls { Some(client_tls()?) } else { None };
             let mut resolved = tokio::net::lookup_host(addr.as_str())
                 .await
                 .map_err(|e| format!("resolve client address {addr}: {e}"))?;
@@ -141,13 +152,15 @@ mod production {
             let handle = handle.clone();
             let metrics = metrics.clone();
             tokio::spawn(async move {
-                if let Err(e) = detcd_node::grpc::serve(incoming, handle, max_request_bytes, metrics).await {
+                if let Err(e) = detcd_node::grpc::serve(incoming, tls, handle, max_request_bytes, metrics).await {
                     tracing::error!("client listener {socket} stopped: {e}");
                     std::process::exit(1);
                 }
             });
         }
-        for addr in &config.listen_metrics_addrs {
+        for listen in &config.listen_metrics_addrs {
+            let addr = &listen.addr;
+            let tls = if listen.tls { Some(client_tls()?) } else { None };
             let socket = tokio::net::lookup_host(addr.as_str())
                 .await
                 .map_err(|e| format!("resolve metrics address {addr}: {e}"))?
@@ -156,7 +169,7 @@ mod production {
             let incoming = detcd_node::grpc::bind(socket).map_err(|e| format!("listen on metrics address {addr}: {e}"))?;
             let (handle, metrics, addr) = (handle.clone(), metrics.clone(), addr.clone());
             tokio::spawn(async move {
-                if let Err(e) = detcd_node::grpc::serve_metrics(incoming, handle, metrics).await {
+                if let Err(e) = detcd_node::grpc::serve_metrics(incoming, tls, handle, metrics).await {
                     tracing::error!("metrics listener {addr} stopped: {e}");
                     std::process::exit(1);
                 }
@@ -211,7 +224,7 @@ mod production {
     /// `--initial-cluster` (on their peer URLs) for the member list, and finds this member
     /// in it by its advertised peer URLs — it must have been added (`etcdctl member
     /// add`) first. Returns (cluster id, member id, members).
-    async fn join_existing(config: &ServerConfig) -> Result<(u64, u64, Vec<detcd_node::pb::etcdserverpb::Member>), String> {
+    async fn join_existing(config: &ServerConfig, peer_tls: Option<&PeerTls>) -> Result<(u64, u64, Vec<detcd_node::pb::etcdserverpb::Member>), String> {
         let own_urls: std::collections::BTreeSet<&String> = config.node.peer_urls.iter().collect();
         let peers: Vec<&String> = config.members.iter().filter(|(name, _)| **name != config.name).map(|(_, (_, addr))| addr).collect();
         if peers.is_empty() {
@@ -220,7 +233,7 @@ mod production {
         let mut last_error = String::new();
         for _ in 0..JOIN_ATTEMPTS_MAX {
             for addr in &peers {
-                match tcp::query_members(addr).await {
+                match tcp::query_members(addr, peer_tls).await {
                     Ok((cluster_id, members)) => {
                         let found = members.iter().find(|m| m.peer_ur_ls.iter().collect::<std::collections::BTreeSet<_>>() == own_urls);
                         return match found {

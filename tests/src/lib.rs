@@ -67,6 +67,9 @@ pub struct Cluster {
     initial_cluster: String,
     root: PathBuf,
     extra_args: Vec<String>,
+    /// `http` or `https`, for the client and the peer URLs.
+    client_scheme: &'static str,
+    peer_scheme: &'static str,
 }
 
 impl Cluster {
@@ -82,6 +85,12 @@ impl Cluster {
     /// Names, ports and data dirs for `size` members, none started (a test may fill
     /// the data dirs first, e.g. with `detcd snapshot restore`).
     pub fn prepare(size: usize, extra_args: &[&str]) -> Cluster {
+        Cluster::prepare_with_schemes(size, extra_args, "http", "http")
+    }
+
+    /// As [`Cluster::prepare`], with `https` client and/or peer URLs (the TLS flags go in
+    /// `extra_args`).
+    pub fn prepare_with_schemes(size: usize, extra_args: &[&str], client_scheme: &'static str, peer_scheme: &'static str) -> Cluster {
         let root = std::env::temp_dir().join(format!("detcd-e2e-{}-{}", std::process::id(), free_port()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).expect("temp dir");
@@ -96,10 +105,10 @@ impl Cluster {
             .collect();
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .map(|m| format!("{}={peer_scheme}://127.0.0.1:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
-        Cluster { members, initial_cluster, root, extra_args: extra_args.iter().map(|s| s.to_string()).collect() }
+        Cluster { members, initial_cluster, root, extra_args: extra_args.iter().map(|s| s.to_string()).collect(), client_scheme, peer_scheme }
     }
 
     /// The `--initial-cluster` every member is started with.
@@ -166,13 +175,13 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&member.data_dir)
             .arg("--listen-client-urls")
-            .arg(format!("http://127.0.0.1:{}", member.client_port))
+            .arg(format!("{}://127.0.0.1:{}", self.client_scheme, member.client_port))
             .arg("--advertise-client-urls")
-            .arg(format!("http://127.0.0.1:{}", member.client_port))
+            .arg(format!("{}://127.0.0.1:{}", self.client_scheme, member.client_port))
             .arg("--listen-peer-urls")
-            .arg(format!("http://127.0.0.1:{}", member.peer_port))
+            .arg(format!("{}://127.0.0.1:{}", self.peer_scheme, member.peer_port))
             .arg("--initial-advertise-peer-urls")
-            .arg(format!("http://127.0.0.1:{}", member.peer_port))
+            .arg(format!("{}://127.0.0.1:{}", self.peer_scheme, member.peer_port))
             .arg("--initial-cluster")
             .arg(initial_cluster)
             .arg("--initial-cluster-token")

@@ -33,6 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::{PeerDirectory, Transport};
+use crate::tls::PeerTls;
 
 /// Messages queued for one peer before new ones are dropped.
 pub const PEER_QUEUE_MESSAGES_MAX: usize = 4096;
@@ -46,6 +47,8 @@ pub const PEER_FRAME_BYTES_MAX: usize = u32::MAX as usize;
 pub const PEER_RECONNECT_DELAY_MS: u64 = 100;
 /// Pause after a failed accept (e.g. out of file descriptors) before the next one.
 pub const PEER_ACCEPT_RETRY_DELAY_MS: u64 = 100;
+/// How long an accepted peer connection may take to complete its TLS handshake.
+pub const PEER_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 5000;
 /// First bytes of every peer connection.
 pub const PEER_HANDSHAKE_MAGIC: &[u8; 8] = b"detcdpr1";
 /// First bytes of a membership query.
@@ -96,11 +99,36 @@ pub fn addr_of_peer_url(url: &str) -> Option<String> {
 /// table, shared by the transport (which updates it) and the listeners.
 pub type SharedDirectory = Arc<RwLock<PeerDirectory>>;
 
+/// A peer connection: plain TCP, or TLS over it (an `https://` peer URL).
+pub trait PeerStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> PeerStream for S {}
+
+/// Where a peer is dialled: `host:port`, and whether over TLS (its URL is `https://`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PeerAddr {
+    addr: String,
+    tls: bool,
+}
+
+/// Dials `peer`: TCP with no delay, then TLS when its URL asks for it.
+async fn dial(peer: &PeerAddr, tls: Option<&PeerTls>) -> Result<Box<dyn PeerStream>, String> {
+    let stream = TcpStream::connect(&peer.addr).await.map_err(|e| format!("connect to {}: {e}", peer.addr))?;
+    let _ = stream.set_nodelay(true);
+    if !peer.tls {
+        return Ok(Box::new(stream));
+    }
+    let tls = tls.ok_or_else(|| format!("peer {} is https, but this member has no peer TLS configured", peer.addr))?;
+    let name = PeerTls::server_name(&peer.addr)?;
+    let stream = tls.connector.connect(name, stream).await.map_err(|e| format!("TLS handshake with {}: {e}", peer.addr))?;
+    Ok(Box::new(stream))
+}
+
 /// Outbound side: one queue and writer task per peer.
 pub struct TcpTransport {
     identity: PeerIdentity,
     /// Per peer: the address its writer dials, and its queue.
-    queues: Mutex<BTreeMap<u64, (String, mpsc::Sender<Message>)>>,
+    queues: Mutex<BTreeMap<u64, (PeerAddr, mpsc::Sender<Message>)>>,
+    tls: Option<Arc<PeerTls>>,
     directory: SharedDirectory,
     /// A peer said this member was removed from the cluster.
     removed: Arc<std::sync::atomic::AtomicBool>,
@@ -109,8 +137,8 @@ pub struct TcpTransport {
 impl TcpTransport {
     /// A transport that introduces itself as `identity`; its peers come with the first
     /// `set_peers` (the member calls it when it opens).
-    pub fn start(identity: PeerIdentity) -> Self {
-        Self { identity, queues: Mutex::new(BTreeMap::new()), directory: SharedDirectory::default(), removed: Arc::default() }
+    pub fn start(identity: PeerIdentity, tls: Option<Arc<PeerTls>>) -> Self {
+        Self { identity, queues: Mutex::new(BTreeMap::new()), tls, directory: SharedDirectory::default(), removed: Arc::default() }
     }
 
     /// The member table the listeners check connections against.
@@ -122,18 +150,20 @@ impl TcpTransport {
 impl Transport for TcpTransport {
     fn set_peers(&self, peers: &PeerDirectory) {
         let mut queues = self.queues.lock().expect("queues lock");
-        let wanted: BTreeMap<u64, String> = peers
+        let wanted: BTreeMap<u64, PeerAddr> = peers
             .members
             .iter()
             .filter(|(id, _)| **id != self.identity.member_id)
-            .filter_map(|(id, (urls, _))| urls.iter().find_map(|u| addr_of_peer_url(u)).map(|addr| (*id, addr)))
+            .filter_map(|(id, (urls, _))| {
+                urls.iter().find_map(|u| addr_of_peer_url(u).map(|addr| (*id, PeerAddr { addr, tls: u.starts_with("https://") })))
+            })
             .collect();
         // Dropping a queue ends its writer (and its connection).
         queues.retain(|id, (addr, _)| wanted.get(id) == Some(addr));
         for (id, addr) in wanted {
             queues.entry(id).or_insert_with(|| {
                 let (sender, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
-                tokio::spawn(run_peer_writer(self.identity, addr.clone(), receiver, self.removed.clone()));
+                tokio::spawn(run_peer_writer(self.identity, addr.clone(), self.tls.clone(), receiver, self.removed.clone()));
                 (addr, sender)
             });
         }
@@ -183,21 +213,34 @@ fn encode_frame(message: &Message, buffer: &mut Vec<u8>) -> Option<Vec<u8>> {
     None
 }
 
-async fn run_peer_writer(identity: PeerIdentity, addr: String, mut queue: mpsc::Receiver<Message>, removed: Arc<std::sync::atomic::AtomicBool>) {
+async fn run_peer_writer(
+    identity: PeerIdentity,
+    peer: PeerAddr,
+    tls: Option<Arc<PeerTls>>,
+    mut queue: mpsc::Receiver<Message>,
+    removed: Arc<std::sync::atomic::AtomicBool>,
+) {
     let mut buffer = Vec::new();
+    // The last dial error logged: a peer that stays down is logged once, not per retry.
+    let mut last_error = String::new();
     loop {
-        let stream = match TcpStream::connect(&addr).await {
+        let stream = match dial(&peer, tls.as_deref()).await {
             Ok(stream) => stream,
-            Err(_) => {
+            Err(error) => {
+                // A refused connection is a peer that is down; anything else (TLS) is worth a line.
+                if error != last_error && !error.contains("Connection refused") {
+                    tracing::warn!("cannot reach peer: {error}");
+                }
+                last_error = error;
                 tokio::time::sleep(Duration::from_millis(PEER_RECONNECT_DELAY_MS)).await;
                 // Drop what queued up while the peer was unreachable: it is stale now.
                 while queue.try_recv().is_ok() {}
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        let (mut from_peer, mut stream) = stream.into_split();
-        if stream.write_all(&encode_handshake(identity)).await.is_err() {
+        last_error.clear();
+        let (mut from_peer, mut stream) = tokio::io::split(stream);
+        if stream.write_all(&encode_handshake(identity)).await.is_err() || stream.flush().await.is_err() {
             continue;
         }
         // The peer says nothing on this connection unless this member was removed.
@@ -229,13 +272,25 @@ async fn run_peer_writer(identity: PeerIdentity, addr: String, mut queue: mpsc::
                     break;
                 }
             }
+            // TLS holds written records until flushed (plain TCP: nothing to do).
+            if stream.flush().await.is_err() {
+                break;
+            }
         }
     }
 }
 
 /// Accepts peer connections on `addr` from members of `cluster_id` in `directory` (not
 /// removed), and forwards every decoded message to `inbox`; answers membership queries.
-pub async fn listen(addr: &str, cluster_id: u64, directory: SharedDirectory, inbox: mpsc::Sender<Message>) -> std::io::Result<()> {
+/// With `tls`, every connection must complete a TLS handshake (and carry a certificate
+/// with `--peer-cert-allowed-cn`'s name when that is set) before a byte is read.
+pub async fn listen(
+    addr: &str,
+    tls: Option<Arc<PeerTls>>,
+    cluster_id: u64,
+    directory: SharedDirectory,
+    inbox: mpsc::Sender<Message>,
+) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     tokio::spawn(async move {
         loop {
@@ -247,7 +302,29 @@ pub async fn listen(addr: &str, cluster_id: u64, directory: SharedDirectory, inb
                 }
             };
             let _ = stream.set_nodelay(true);
-            tokio::spawn(run_peer_reader(stream, cluster_id, directory.clone(), inbox.clone()));
+            let (tls, directory, inbox) = (tls.clone(), directory.clone(), inbox.clone());
+            tokio::spawn(async move {
+                let stream: Box<dyn PeerStream> = match tls {
+                    None => Box::new(stream),
+                    Some(tls) => {
+                        let handshake = tokio::time::timeout(Duration::from_millis(PEER_TLS_HANDSHAKE_TIMEOUT_MS), tls.acceptor.accept(stream));
+                        let stream = match handshake.await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::warn!("refused a peer connection: TLS handshake failed: {e}");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                        if let Err(reason) = tls.check_peer_certificate(stream.get_ref().1.peer_certificates()) {
+                            tracing::warn!("refused a peer connection: {reason}");
+                            return;
+                        }
+                        Box::new(stream)
+                    }
+                };
+                run_peer_reader(stream, cluster_id, directory, inbox).await;
+            });
         }
     });
     Ok(())
@@ -280,11 +357,13 @@ fn members_answer(cluster_id: u64, directory: &PeerDirectory) -> Vec<u8> {
 
 /// Asks the member at `addr` (`host:port` of its peer URL) who the members are:
 /// (cluster id, members with their peer URLs).
-pub async fn query_members(addr: &str) -> Result<(u64, Vec<crate::pb::etcdserverpb::Member>), String> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect to {addr}: {e}"))?;
+pub async fn query_members(url: &str, tls: Option<&PeerTls>) -> Result<(u64, Vec<crate::pb::etcdserverpb::Member>), String> {
+    let addr = addr_of_peer_url(url).ok_or_else(|| format!("{url:?} is not a peer URL"))?;
+    let mut stream = dial(&PeerAddr { addr: addr.clone(), tls: url.starts_with("https://") }, tls).await?;
     let mut query = [0u8; PEER_HANDSHAKE_BYTES];
     query[0..8].copy_from_slice(MEMBERS_QUERY_MAGIC);
     stream.write_all(&query).await.map_err(|e| format!("ask {addr}: {e}"))?;
+    stream.flush().await.map_err(|e| format!("ask {addr}: {e}"))?;
     let mut len_bytes = [0u8; 4];
     stream.read_exact(&mut len_bytes).await.map_err(|e| format!("read the answer of {addr}: {e}"))?;
     let len = u32::from_le_bytes(len_bytes) as usize;
@@ -297,7 +376,7 @@ pub async fn query_members(addr: &str) -> Result<(u64, Vec<crate::pb::etcdserver
     Ok((answer.header.map_or(0, |h| h.cluster_id), answer.members))
 }
 
-async fn run_peer_reader(stream: TcpStream, cluster_id: u64, directory: SharedDirectory, inbox: mpsc::Sender<Message>) {
+async fn run_peer_reader(stream: Box<dyn PeerStream>, cluster_id: u64, directory: SharedDirectory, inbox: mpsc::Sender<Message>) {
     let mut reader = tokio::io::BufReader::new(stream);
     let mut handshake = [0u8; PEER_HANDSHAKE_BYTES];
     if reader.read_exact(&mut handshake).await.is_err() {
@@ -306,6 +385,7 @@ async fn run_peer_reader(stream: TcpStream, cluster_id: u64, directory: SharedDi
     if &handshake[0..8] == MEMBERS_QUERY_MAGIC {
         let answer = members_answer(cluster_id, &directory.read().expect("directory lock"));
         let _ = reader.get_mut().write_all(&answer).await;
+        let _ = reader.get_mut().flush().await;
         return;
     }
     let known = |from: u64| {
@@ -318,6 +398,7 @@ async fn run_peer_reader(stream: TcpStream, cluster_id: u64, directory: SharedDi
         Ok(from) if removed(from) => {
             tracing::warn!("refused a peer connection from removed member {from:016x}");
             let _ = reader.get_mut().write_all(PEER_REMOVED_NOTICE).await;
+            let _ = reader.get_mut().flush().await;
             return;
         }
         Ok(from) => {

@@ -55,15 +55,25 @@ pub fn to_status(error: EtcdError) -> Status {
 /// Serves `/metrics` and `/health` alone on a bound listener (`--listen-metrics-urls`).
 pub async fn serve_metrics(
     incoming: TcpIncoming,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     node: NodeHandle,
     metrics: std::sync::Arc<metrics::Metrics>,
 ) -> Result<(), tonic::transport::Error> {
     let router = metrics::add_routes(http::add_health_route(axum::Router::new(), node.clone()), node, metrics);
-    tonic::transport::Server::builder()
+    server_builder(tls)?
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(router))
         .serve_with_incoming(incoming)
         .await
+}
+
+/// A server builder, with TLS for an `https://` listener.
+fn server_builder(tls: Option<tonic::transport::ServerTlsConfig>) -> Result<tonic::transport::Server, tonic::transport::Error> {
+    let builder = tonic::transport::Server::builder();
+    match tls {
+        Some(tls) => builder.tls_config(tls),
+        None => Ok(builder),
+    }
 }
 
 /// Binds the client address now, so a busy port fails start-up instead of a later task.
@@ -74,6 +84,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpIncoming> {
 /// Serves the client API on a bound listener until the process ends.
 pub async fn serve(
     incoming: TcpIncoming,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     node: NodeHandle,
     max_request_bytes: usize,
     metrics: std::sync::Arc<metrics::Metrics>,
@@ -93,7 +104,7 @@ pub async fn serve(
         .add_service(LockServer::new(LockService { node: node.clone() }))
         .add_service(ElectionServer::new(ElectionService { node: node.clone() }));
     let router = metrics::add_routes(http::add_routes(routes.into_axum_router(), node.clone()), node, metrics);
-    tonic::transport::Server::builder()
+    server_builder(tls)?
         // etcd allows any number of streams per connection (grpc's MaxConcurrentStreams
         // is math.MaxUint32): clients multiplex thousands of watches on one connection.
         .max_concurrent_streams(u32::MAX)
