@@ -9,6 +9,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let simulator_build = std::env::var_os("CARGO_CFG_MADSIM").is_some();
     let descriptors = protox::compile(protos, ["proto"])?;
+    if !simulator_build {
+        // serde for etcd's messages, for the JSON gateway: proto field names as written
+        // (grpc-gateway's OrigName), 64-bit integers as strings, bytes as base64, enums
+        // by name, defaults left out; unknown fields ignored, as etcd's gateway does.
+        let encoded = prost::Message::encode_to_vec(&descriptors);
+        pbjson_build::Builder::new()
+            .register_descriptors(&encoded)?
+            .preserve_proto_field_names()
+            .ignore_unknown_fields()
+            .build(&[".etcdserverpb", ".mvccpb", ".v3lockpb", ".v3electionpb"])?;
+    }
     tonic_prost_build::configure()
         // One client: a follower forwards MemberPromote to the leader (etcd does too).
         .build_client(!simulator_build)

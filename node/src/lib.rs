@@ -32,18 +32,26 @@ pub mod snapshot_cli;
 pub mod pb {
     pub mod mvccpb {
         include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+        #[cfg(not(madsim))]
+        include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
     }
     pub mod etcdserverpb {
         include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+        #[cfg(not(madsim))]
+        include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
     }
     pub mod detcdpb {
         include!(concat!(env!("OUT_DIR"), "/detcdpb.rs"));
     }
     pub mod v3electionpb {
         include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
+        #[cfg(not(madsim))]
+        include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
     }
     pub mod v3lockpb {
         include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+        #[cfg(not(madsim))]
+        include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
     }
 }
 

@@ -383,3 +383,41 @@ pub async fn leader_index(cluster: &Cluster) -> usize {
     }
     panic!("no leader");
 }
+
+/// A real etcd on loopback, killed when dropped.
+pub struct Etcd {
+    child: Child,
+    pub endpoint: String,
+    _dir: std::path::PathBuf,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts Debian's `etcd` 3.4 as one member with its data under `dir`; waits until it
+/// accepts a write (at revision 3 then: one put and one delete of `__ready`).
+pub fn start_etcd(dir: &std::path::Path) -> Etcd {
+    let (client, peer) = (free_port(), free_port());
+    let log = std::fs::File::create(dir.join("etcd.log")).expect("log");
+    let child = Command::new("etcd")
+        .args(["--name", "e0", "--data-dir"])
+        .arg(dir.join("e0.etcd"))
+        .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}"), "--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}"), "--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args(["--initial-cluster", &format!("e0=http://127.0.0.1:{peer}")])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("etcd (Debian's etcd-server) is installed by tests/run-all.sh");
+    let endpoint = format!("127.0.0.1:{client}");
+    let etcd = Etcd { child, endpoint: endpoint.clone(), _dir: dir.to_path_buf() };
+    let up = wait_for(Duration::from_secs(20), || (etcdctl(&endpoint, &["put", "__ready", "1"], None).code == 0).then_some(()));
+    assert!(up.is_some(), "etcd did not start: {}", std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default());
+    assert_eq!(etcdctl(&endpoint, &["del", "__ready"], None).code, 0);
+    etcd
+}
+

@@ -3,45 +3,8 @@
 //! restore` into a new detcd cluster, which must serve the same keys, values,
 //! revisions, versions, leases, history and compaction point.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use detcd_tests::{detcd, etcdctl, free_port, runtime, wait_for, wait_writable, Cluster};
-
-/// A real etcd on loopback, killed when dropped.
-struct Etcd {
-    child: Child,
-    endpoint: String,
-    _dir: std::path::PathBuf,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_etcd(dir: &std::path::Path) -> Etcd {
-    let (client, peer) = (free_port(), free_port());
-    let log = std::fs::File::create(dir.join("etcd.log")).expect("log");
-    let child = Command::new("etcd")
-        .args(["--name", "e0", "--data-dir"])
-        .arg(dir.join("e0.etcd"))
-        .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}"), "--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
-        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}"), "--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args(["--initial-cluster", &format!("e0=http://127.0.0.1:{peer}")])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("etcd (Debian's etcd-server) is installed by tests/run-all.sh");
-    let endpoint = format!("127.0.0.1:{client}");
-    let etcd = Etcd { child, endpoint: endpoint.clone(), _dir: dir.to_path_buf() };
-    let up = wait_for(Duration::from_secs(20), || (etcdctl(&endpoint, &["put", "__ready", "1"], None).code == 0).then_some(()));
-    assert!(up.is_some(), "etcd did not start: {}", std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default());
-    assert_eq!(etcdctl(&endpoint, &["del", "__ready"], None).code, 0);
-    etcd
-}
+use detcd_tests::{detcd, etcdctl, free_port, runtime, start_etcd, wait_writable, Cluster};
 
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("json {e}: {out}"))

@@ -46,22 +46,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        let mut incoming = request.into_inner();
-        let node = self.node.clone();
-        let (sender, receiver) = tokio::sync::mpsc::channel(LEASE_KEEP_ALIVE_RESPONSES_MAX);
-        tokio::spawn(async move {
-            while let Some(Ok(keep_alive)) = incoming.next().await {
-                let answer = match node.lease_keep_alive(keep_alive).await {
-                    Err(error) if error.outcome_unknown() || error == EtcdError::NoLeader => continue,
-                    answer => answer.map_err(to_status),
-                };
-                let failed = answer.is_err();
-                if sender.send(answer).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(Response::new(Box::pin(keep_alive_answers(self.node.clone(), request.into_inner()))))
     }
 
     async fn lease_time_to_live(
@@ -74,4 +59,26 @@ impl Lease for LeaseService {
     async fn lease_leases(&self, request: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
         self.node.lease_leases(request.into_inner()).await.map(Response::new).map_err(to_status)
     }
+}
+
+/// The keep-alive stream's work, for gRPC and the JSON gateway alike: each request from
+/// `incoming` renews its lease and is answered in order (see `lease_keep_alive`).
+pub(super) fn keep_alive_answers<S>(node: NodeHandle, mut incoming: S) -> ReceiverStream<Result<LeaseKeepAliveResponse, Status>>
+where
+    S: Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Send + Unpin + 'static,
+{
+    let (sender, receiver) = tokio::sync::mpsc::channel(LEASE_KEEP_ALIVE_RESPONSES_MAX);
+    tokio::spawn(async move {
+        while let Some(Ok(keep_alive)) = incoming.next().await {
+            let answer = match node.lease_keep_alive(keep_alive).await {
+                Err(error) if error.outcome_unknown() || error == EtcdError::NoLeader => continue,
+                answer => answer.map_err(to_status),
+            };
+            let failed = answer.is_err();
+            if sender.send(answer).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(receiver)
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 mod cluster;
 mod election;
+mod gateway;
 mod http;
 pub mod initial_check;
 mod kv;
@@ -103,7 +104,8 @@ pub async fn serve(
         .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
         .add_service(LockServer::new(LockService { node: node.clone() }))
         .add_service(ElectionServer::new(ElectionService { node: node.clone() }));
-    let router = metrics::add_routes(http::add_routes(routes.into_axum_router(), node.clone()), node, metrics);
+    let router = gateway::add_routes(routes.into_axum_router(), node.clone(), max_request_bytes);
+    let router = metrics::add_routes(http::add_routes(router, node.clone()), node, metrics);
     server_builder(tls)?
         // etcd allows any number of streams per connection (grpc's MaxConcurrentStreams
         // is math.MaxUint32): clients multiplex thousands of watches on one connection.

@@ -20,6 +20,23 @@ use crate::pb::etcdserverpb::watch_server::Watch;
 use crate::pb::etcdserverpb::{WatchRequest, WatchResponse};
 use crate::server::NodeHandle;
 
+/// Opens a watch stream on the member's hub fed by `incoming` (for gRPC and the JSON
+/// gateway alike): the hub's responses.
+pub(super) async fn open_watch<S>(node: &NodeHandle, mut incoming: S) -> Result<tokio::sync::mpsc::Receiver<WatchResponse>, Status>
+where
+    S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
+{
+    let (requests, responses) = node.watch().await.map_err(to_status)?.split();
+    tokio::spawn(async move {
+        while let Some(Ok(request)) = incoming.next().await {
+            if requests.request(request).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(responses)
+}
+
 /// The Watch service.
 pub struct WatchService {
     pub(super) node: NodeHandle,
@@ -53,15 +70,7 @@ impl Watch for WatchService {
                 return Err(to_status(EtcdError::NoLeader));
             }
         }
-        let (requests, mut responses) = self.node.watch().await.map_err(to_status)?.split();
-        let mut incoming = request.into_inner();
-        tokio::spawn(async move {
-            while let Some(Ok(request)) = incoming.next().await {
-                if requests.request(request).await.is_err() {
-                    return;
-                }
-            }
-        });
+        let mut responses = open_watch(&self.node, request.into_inner()).await?;
         if !require_leader {
             return Ok(Response::new(Box::pin(ReceiverStream::new(responses).map(Ok))));
         }
