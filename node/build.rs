@@ -3,7 +3,7 @@
 //! The simulator build (`--cfg madsim`) needs only the messages, not the gRPC service.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/kv.proto", "proto/rpc.proto", "proto/detcd.proto", "proto/v3lock.proto", "proto/v3election.proto"];
+    let protos = ["proto/kv.proto", "proto/auth.proto", "proto/rpc.proto", "proto/detcd.proto", "proto/v3lock.proto", "proto/v3election.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
@@ -18,7 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .register_descriptors(&encoded)?
             .preserve_proto_field_names()
             .ignore_unknown_fields()
-            .build(&[".etcdserverpb", ".mvccpb", ".v3lockpb", ".v3electionpb"])?;
+            .build(&[".etcdserverpb", ".mvccpb", ".authpb", ".v3lockpb", ".v3electionpb"])?;
     }
     tonic_prost_build::configure()
         // One client: a follower forwards MemberPromote to the leader (etcd does too).

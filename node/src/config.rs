@@ -142,6 +142,17 @@ pub struct Flags {
     /// Enable peer client cert authentication.
     #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub peer_client_cert_auth: bool,
+    /// Specify auth token type and its options ('simple'; detcd's tokens are signed, see
+    /// the README) .
+    #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+    /// Time (in seconds) of the auth-token-ttl (accepted; detcd's tokens end with the
+    /// user's password, not by time).
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub auth_token_ttl: u64,
+    /// Specify bcrypt algorithm cost factor for auth password hashing.
+    #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
+    pub bcrypt_cost: u32,
     /// Allowed CN for inter peer authentication.
     #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN", default_value = "")]
     pub peer_cert_allowed_cn: String,
@@ -229,6 +240,8 @@ pub struct ServerConfig {
     pub client_tls: TlsFiles,
     /// Peer listeners and connections with an `https://` URL.
     pub peer_tls: TlsFiles,
+    /// `--bcrypt-cost`.
+    pub bcrypt_cost: u32,
 }
 
 /// A `--listen-*` URL: the address to bind and whether it speaks TLS (`https://`).
@@ -325,6 +338,18 @@ impl Flags {
         let listen_client_addrs = parse_listen_urls("listen-client-urls", &listen_client_urls)?;
         parse_url_list("advertise-client-urls", &advertise_client_urls)?;
         let listen_peer_addrs = parse_listen_urls("listen-peer-urls", &self.listen_peer_urls)?;
+        if self.bcrypt_cost < crate::grpc::BCRYPT_COST_MIN || self.bcrypt_cost > crate::grpc::BCRYPT_COST_MAX {
+            return Err(format!(
+                "invalid --bcrypt-cost {}: must be between {} and {}",
+                self.bcrypt_cost,
+                crate::grpc::BCRYPT_COST_MIN,
+                crate::grpc::BCRYPT_COST_MAX
+            ));
+        }
+        let auth_token_kind = self.auth_token.split(',').next().unwrap_or("");
+        if auth_token_kind != "simple" {
+            return Err(format!("unknown or unsupported --auth-token {:?}: detcd supports 'simple' (its tokens are signed; JWT is not supported)", self.auth_token));
+        }
         let client_tls = TlsFiles {
             cert_file: self.cert_file.clone(),
             key_file: self.key_file.clone(),
@@ -446,6 +471,7 @@ impl Flags {
             log: crate::logging::parse_log_flags(&self.logger, &self.log_level, &self.log_outputs)?,
             client_tls,
             peer_tls,
+            bcrypt_cost: self.bcrypt_cost,
         })
     }
 }

@@ -15,6 +15,8 @@ pub enum GrpcCode {
     Unavailable,
     DataLoss,
     DeadlineExceeded,
+    PermissionDenied,
+    Unauthenticated,
 }
 
 /// A request that failed, as etcd reports it.
@@ -67,6 +69,28 @@ pub enum EtcdError {
     MemberIdRemoved,
     /// A learner serves only serializable reads and status.
     NotSupportedForLearner,
+    /// Auth: AuthEnable without a `root` user.
+    RootUserNotExist,
+    /// Auth: AuthEnable while `root` lacks the `root` role.
+    RootRoleNotExist,
+    UserAlreadyExist,
+    /// Auth is enabled and the request carries no user (no token).
+    UserEmpty,
+    UserNotFound,
+    RoleAlreadyExist,
+    RoleNotFound,
+    RoleEmpty,
+    /// Authenticate: unknown user or wrong password.
+    AuthFailed,
+    PermissionDenied,
+    RoleNotGranted,
+    PermissionNotGranted,
+    AuthNotEnabled,
+    InvalidAuthToken,
+    /// Deleting `root`, or revoking the `root` role from it, while auth is enabled.
+    InvalidAuthMgmt,
+    /// The auth state changed between the request's permission check and its apply.
+    AuthOldRevision,
 }
 
 impl EtcdError {
@@ -104,6 +128,22 @@ impl EtcdError {
             EtcdError::Unhealthy => "etcdserver: unhealthy cluster",
             EtcdError::MemberIdRemoved => "etcdserver: ID removed",
             EtcdError::NotSupportedForLearner => "etcdserver: rpc not supported for learner",
+            EtcdError::RootUserNotExist => "etcdserver: root user does not exist",
+            EtcdError::RootRoleNotExist => "etcdserver: root user does not have root role",
+            EtcdError::UserAlreadyExist => "etcdserver: user name already exists",
+            EtcdError::UserEmpty => "etcdserver: user name is empty",
+            EtcdError::UserNotFound => "etcdserver: user name not found",
+            EtcdError::RoleAlreadyExist => "etcdserver: role name already exists",
+            EtcdError::RoleNotFound => "etcdserver: role name not found",
+            EtcdError::RoleEmpty => "etcdserver: role name is empty",
+            EtcdError::AuthFailed => "etcdserver: authentication failed, invalid user ID or password",
+            EtcdError::PermissionDenied => "etcdserver: permission denied",
+            EtcdError::RoleNotGranted => "etcdserver: role is not granted to the user",
+            EtcdError::PermissionNotGranted => "etcdserver: permission is not granted to the role",
+            EtcdError::AuthNotEnabled => "etcdserver: authentication is not enabled",
+            EtcdError::InvalidAuthToken => "etcdserver: invalid auth token",
+            EtcdError::InvalidAuthMgmt => "etcdserver: invalid auth management",
+            EtcdError::AuthOldRevision => "etcdserver: revision of auth store is old",
         }
     }
 
@@ -135,6 +175,20 @@ impl EtcdError {
             | EtcdError::NotEnoughStartedMembers
             | EtcdError::MemberIdRemoved => GrpcCode::FailedPrecondition,
             EtcdError::Unhealthy | EtcdError::NotSupportedForLearner => GrpcCode::Unavailable,
+            EtcdError::UserEmpty | EtcdError::RoleEmpty | EtcdError::AuthFailed | EtcdError::InvalidAuthMgmt | EtcdError::AuthOldRevision => {
+                GrpcCode::InvalidArgument
+            }
+            EtcdError::RootUserNotExist
+            | EtcdError::RootRoleNotExist
+            | EtcdError::UserAlreadyExist
+            | EtcdError::UserNotFound
+            | EtcdError::RoleAlreadyExist
+            | EtcdError::RoleNotFound
+            | EtcdError::RoleNotGranted
+            | EtcdError::PermissionNotGranted
+            | EtcdError::AuthNotEnabled => GrpcCode::FailedPrecondition,
+            EtcdError::PermissionDenied => GrpcCode::PermissionDenied,
+            EtcdError::InvalidAuthToken => GrpcCode::Unauthenticated,
         }
     }
 

@@ -5,6 +5,7 @@
 //! See ARCHITECTURE.md at the repository root for the map of modules and invariants.
 
 pub mod apply;
+pub mod auth;
 pub mod consensus;
 pub mod digest;
 pub mod env;
@@ -34,6 +35,11 @@ pub mod pb {
         include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
         #[cfg(not(madsim))]
         include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
+    }
+    pub mod authpb {
+        include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
+        #[cfg(not(madsim))]
+        include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
     }
     pub mod etcdserverpb {
         include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));

@@ -122,6 +122,7 @@ mod production {
             seed: production_seed(member_id),
         };
         let max_request_bytes = config.node.max_request_bytes;
+        let bcrypt_cost = config.bcrypt_cost;
         let (node, handle, inbox) = Node::open(config.node.clone(), env).map_err(|e| e.to_string())?;
         let node_run = node.run();
         tokio::pin!(node_run);
@@ -152,7 +153,7 @@ mod production {
             let handle = handle.clone();
             let metrics = metrics.clone();
             tokio::spawn(async move {
-                if let Err(e) = detcd_node::grpc::serve(incoming, tls, handle, max_request_bytes, metrics).await {
+                if let Err(e) = detcd_node::grpc::serve(incoming, tls, handle, max_request_bytes, bcrypt_cost, metrics).await {
                     tracing::error!("client listener {socket} stopped: {e}");
                     std::process::exit(1);
                 }

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use raft::eraftpb::Message;
 
-use crate::apply::{Request, Response};
+use crate::apply::{AuthRequest, AuthResponse, Request, Response};
 use crate::consensus::{FatalError, NodeConfig, NodeCore, NodeStatus};
 use crate::env::{Env, Worker};
 use crate::errors::EtcdError;
@@ -35,7 +35,8 @@ pub const INBOX_DRAIN_MESSAGES_MAX: usize = 512;
 pub const COMMAND_DRAIN_MAX: usize = 1024;
 
 enum Command {
-    Request(Request, oneshot::Sender<Result<Response, EtcdError>>),
+    Request(Request, Option<String>, oneshot::Sender<Result<Response, EtcdError>>),
+    Authorize(Option<String>, crate::auth::Needed, oneshot::Sender<Result<(), EtcdError>>),
     Status(oneshot::Sender<NodeStatus>),
     MemberList(oneshot::Sender<(NodeStatus, Vec<crate::pb::etcdserverpb::Member>)>),
     HashKv(i64, oneshot::Sender<Result<(i64, u32, i64), EtcdError>>),
@@ -47,7 +48,7 @@ enum Command {
     #[cfg(madsim)]
     CorruptMemory(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
     WatchOpen(mpsc::Sender<WatchResponse>, oneshot::Sender<Result<u64, EtcdError>>),
-    Watch(u64, WatchRequest),
+    Watch(u64, Option<String>, WatchRequest),
 }
 
 /// How clients (the gRPC front end, the simulator's workload) talk to a running member.
@@ -56,6 +57,8 @@ enum Command {
 pub struct NodeHandle {
     member_id: u64,
     commands: mpsc::Sender<Command>,
+    /// The client's auth token (etcd's `token` metadata), sent with every request.
+    token: Option<String>,
 }
 
 /// Where peers deliver raft messages to a running member.
@@ -66,9 +69,22 @@ impl NodeHandle {
         self.member_id
     }
 
+    /// This handle for a client that authenticated: its requests carry `token`.
+    pub fn with_token(&self, token: Option<String>) -> NodeHandle {
+        NodeHandle { token, ..self.clone() }
+    }
+
+    /// Whether this handle's client may do what `needed` says (the root role for
+    /// maintenance requests), on the member's applied auth state.
+    pub async fn authorize(&self, needed: crate::auth::Needed) -> Result<(), EtcdError> {
+        let (sender, receiver) = oneshot::channel();
+        self.commands.send(Command::Authorize(self.token.clone(), needed, sender)).await.map_err(|_| EtcdError::Stopped)?;
+        receiver.await.map_err(|_| EtcdError::Stopped)?
+    }
+
     async fn call(&self, request: Request) -> Result<Response, EtcdError> {
         let (sender, receiver) = oneshot::channel();
-        self.commands.try_send(Command::Request(request, sender)).map_err(|e| match e {
+        self.commands.try_send(Command::Request(request, self.token.clone(), sender)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => EtcdError::TooManyRequests,
             mpsc::error::TrySendError::Closed(_) => EtcdError::Stopped,
         })?;
@@ -160,7 +176,7 @@ impl NodeHandle {
         let (reply, opened) = oneshot::channel();
         self.commands.send(Command::WatchOpen(sender, reply)).await.map_err(|_| EtcdError::Stopped)?;
         let stream_id = opened.await.map_err(|_| EtcdError::Stopped)??;
-        Ok(WatchStream { requests: WatchRequests { stream_id, commands: self.commands.clone() }, responses })
+        Ok(WatchStream { requests: WatchRequests { stream_id, commands: self.commands.clone(), token: self.token.clone() }, responses })
     }
 }
 
@@ -197,17 +213,61 @@ typed_calls! {
     alarm(AlarmRequest) -> AlarmResponse = Alarm;
 }
 
+/// The Auth service's calls: each sends its request and unwraps the matching answer.
+macro_rules! auth_calls {
+    ($($(#[$doc:meta])* $name:ident($request:ty) -> $response:ty = $variant:ident;)*) => {
+        impl NodeHandle {
+            $(
+                $(#[$doc])*
+                pub async fn $name(&self, request: $request) -> Result<$response, EtcdError> {
+                    match self.call(Request::Auth(AuthRequest::$variant(request))).await? {
+                        Response::Auth(AuthResponse::$variant(response)) => Ok(response),
+                        other => unreachable!(concat!(stringify!($name), " answered with {:?}"), other),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+auth_calls! {
+    /// AuthEnable, with the secret that will sign tokens.
+    auth_enable(crate::pb::detcdpb::AuthEnable) -> crate::pb::etcdserverpb::AuthEnableResponse = Enable;
+    auth_disable(crate::pb::etcdserverpb::AuthDisableRequest) -> crate::pb::etcdserverpb::AuthDisableResponse = Disable;
+    auth_status(crate::pb::etcdserverpb::AuthStatusRequest) -> crate::pb::etcdserverpb::AuthStatusResponse = Status;
+    /// UserAdd: `hashed_password` filled (bcrypt), `password` ignored.
+    user_add(crate::pb::etcdserverpb::AuthUserAddRequest) -> crate::pb::etcdserverpb::AuthUserAddResponse = UserAdd;
+    user_get(crate::pb::etcdserverpb::AuthUserGetRequest) -> crate::pb::etcdserverpb::AuthUserGetResponse = UserGet;
+    user_list(crate::pb::etcdserverpb::AuthUserListRequest) -> crate::pb::etcdserverpb::AuthUserListResponse = UserList;
+    user_delete(crate::pb::etcdserverpb::AuthUserDeleteRequest) -> crate::pb::etcdserverpb::AuthUserDeleteResponse = UserDelete;
+    /// UserChangePassword: `hashed_password` filled (bcrypt), `password` ignored.
+    user_change_password(crate::pb::etcdserverpb::AuthUserChangePasswordRequest) -> crate::pb::etcdserverpb::AuthUserChangePasswordResponse = UserChangePassword;
+    user_grant_role(crate::pb::etcdserverpb::AuthUserGrantRoleRequest) -> crate::pb::etcdserverpb::AuthUserGrantRoleResponse = UserGrantRole;
+    user_revoke_role(crate::pb::etcdserverpb::AuthUserRevokeRoleRequest) -> crate::pb::etcdserverpb::AuthUserRevokeRoleResponse = UserRevokeRole;
+    role_add(crate::pb::etcdserverpb::AuthRoleAddRequest) -> crate::pb::etcdserverpb::AuthRoleAddResponse = RoleAdd;
+    role_get(crate::pb::etcdserverpb::AuthRoleGetRequest) -> crate::pb::etcdserverpb::AuthRoleGetResponse = RoleGet;
+    role_list(crate::pb::etcdserverpb::AuthRoleListRequest) -> crate::pb::etcdserverpb::AuthRoleListResponse = RoleList;
+    role_delete(crate::pb::etcdserverpb::AuthRoleDeleteRequest) -> crate::pb::etcdserverpb::AuthRoleDeleteResponse = RoleDelete;
+    role_grant_permission(crate::pb::etcdserverpb::AuthRoleGrantPermissionRequest) -> crate::pb::etcdserverpb::AuthRoleGrantPermissionResponse = RoleGrantPermission;
+    role_revoke_permission(crate::pb::etcdserverpb::AuthRoleRevokePermissionRequest) -> crate::pb::etcdserverpb::AuthRoleRevokePermissionResponse = RoleRevokePermission;
+    /// Authenticate, step one (linearizable): the user's password hash and token epoch.
+    auth_login_info(crate::pb::detcdpb::LoginInfoRequest) -> crate::pb::detcdpb::LoginInfo = LoginInfo;
+    /// Authenticate, step two: a token, if the token epoch is still the one checked.
+    auth_token(crate::pb::detcdpb::TokenRequest) -> crate::pb::etcdserverpb::AuthenticateResponse = Token;
+}
+
 /// Where a watch stream's requests go; cheap to clone.
 #[derive(Clone)]
 pub struct WatchRequests {
     stream_id: u64,
     commands: mpsc::Sender<Command>,
+    token: Option<String>,
 }
 
 impl WatchRequests {
     /// Sends one request on the stream (answered on the stream's responses).
     pub async fn request(&self, request: WatchRequest) -> Result<(), EtcdError> {
-        self.commands.send(Command::Watch(self.stream_id, request)).await.map_err(|_| EtcdError::Stopped)
+        self.commands.send(Command::Watch(self.stream_id, self.token.clone(), request)).await.map_err(|_| EtcdError::Stopped)
     }
 }
 
@@ -249,7 +309,7 @@ impl Node {
         let core = NodeCore::open(config, env.clone())?;
         let (inbox_sender, inbox) = mpsc::channel(PEER_INBOX_MESSAGES_MAX);
         let (command_sender, commands) = mpsc::channel(CLIENT_QUEUE_COMMANDS_MAX);
-        let handle = NodeHandle { member_id, commands: command_sender };
+        let handle = NodeHandle { member_id, commands: command_sender, token: None };
         Ok((Node { core, env, inbox, commands }, handle, inbox_sender))
     }
 
@@ -334,8 +394,22 @@ fn run_command(core: &mut NodeCore, hub: &mut WatchHub, worker: &dyn Worker, com
         }
         // Every change was published right after the Ready that applied it, so the hub
         // is current: nothing applied is pending here.
-        Command::Watch(stream_id, request) => hub.handle(stream_id, request, core.state().mvcc(), &core.current_header()),
-        Command::Request(request, responder) => core.submit(request, responder, now_ms),
+        Command::Watch(stream_id, token, request) => {
+            use crate::pb::etcdserverpb::watch_request::RequestUnion;
+            if let Some(RequestUnion::CreateRequest(create)) = &request.request_union {
+                // etcd checks read permission on the watched range when the watch is created.
+                let needed = crate::auth::Needed::Read { key: create.key.clone(), range_end: create.range_end.clone() };
+                if let Err(denied) = core.authorize(token.as_deref(), &[needed]) {
+                    hub.refuse_create(stream_id, create.watch_id, denied.message(), core.state().mvcc(), &core.current_header());
+                    return;
+                }
+            }
+            hub.handle(stream_id, request, core.state().mvcc(), &core.current_header())
+        }
+        Command::Request(request, token, responder) => core.submit_with_token(request, token.as_deref(), responder, now_ms),
+        Command::Authorize(token, needed, responder) => {
+            let _ = responder.send(core.authorize(token.as_deref(), &[needed]));
+        }
         Command::Status(responder) => {
             let _ = responder.send(core.status());
         }

@@ -23,15 +23,25 @@ use crate::pb::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
     LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
     PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+    AuthDisableRequest, AuthDisableResponse, AuthEnableResponse, AuthRoleAddRequest, AuthRoleAddResponse, AuthRoleDeleteRequest,
+    AuthRoleDeleteResponse, AuthRoleGetRequest, AuthRoleGetResponse, AuthRoleGrantPermissionRequest,
+    AuthRoleGrantPermissionResponse, AuthRoleListRequest, AuthRoleListResponse, AuthRoleRevokePermissionRequest,
+    AuthRoleRevokePermissionResponse, AuthStatusRequest, AuthStatusResponse, AuthUserAddRequest, AuthUserAddResponse,
+    AuthUserChangePasswordRequest, AuthUserChangePasswordResponse, AuthUserDeleteRequest, AuthUserDeleteResponse,
+    AuthUserGetRequest, AuthUserGetResponse, AuthUserGrantRoleRequest, AuthUserGrantRoleResponse, AuthUserListRequest,
+    AuthUserListResponse, AuthUserRevokeRoleRequest, AuthUserRevokeRoleResponse, AuthenticateResponse,
 };
+use crate::auth::{AuthStore, Needed};
+use crate::pb::detcdpb::AuthInfo;
 use crate::pb::mvccpb::Event;
 
 /// Request ids remembered per proposer to apply each client request at most once
 /// (the network may deliver a forwarded proposal twice, and raft would commit both).
 pub const APPLIED_REQUEST_IDS_PER_PROPOSER_MAX: usize = 8192;
 /// Version byte in front of the state machine's snapshot encoding (4: without the
-/// corruption check's hash reports; 5: without the removed members; both still read).
-pub const STATE_ENCODING_VERSION: u8 = 6;
+/// corruption check's hash reports; 5: without the removed members; 6: without auth;
+/// all still read).
+pub const STATE_ENCODING_VERSION: u8 = 7;
 /// A member's name and URLs: the peer URLs from the configuration change that added it
 /// (or the initial cluster), name and client URLs once it published them through raft.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +93,80 @@ pub enum Request {
     Alarm(AlarmRequest),
     /// A change of the cluster's membership (etcd's Cluster service).
     Member(MemberRequest),
+    /// etcd's Auth service (and the two steps of Authenticate).
+    Auth(AuthRequest),
+}
+
+/// An Auth service request. Changes go through raft; the rest are linearizable reads.
+/// Passwords arrive hashed (`hashedPassword`): bcrypt runs before the member sees them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AuthRequest {
+    Enable(crate::pb::detcdpb::AuthEnable),
+    Disable(AuthDisableRequest),
+    Status(AuthStatusRequest),
+    UserAdd(AuthUserAddRequest),
+    UserGet(AuthUserGetRequest),
+    UserList(AuthUserListRequest),
+    UserDelete(AuthUserDeleteRequest),
+    UserChangePassword(AuthUserChangePasswordRequest),
+    UserGrantRole(AuthUserGrantRoleRequest),
+    UserRevokeRole(AuthUserRevokeRoleRequest),
+    RoleAdd(AuthRoleAddRequest),
+    RoleGet(AuthRoleGetRequest),
+    RoleList(AuthRoleListRequest),
+    RoleDelete(AuthRoleDeleteRequest),
+    RoleGrantPermission(AuthRoleGrantPermissionRequest),
+    RoleRevokePermission(AuthRoleRevokePermissionRequest),
+    LoginInfo(crate::pb::detcdpb::LoginInfoRequest),
+    Token(crate::pb::detcdpb::TokenRequest),
+}
+
+/// The answer to an [`AuthRequest`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum AuthResponse {
+    Enable(AuthEnableResponse),
+    Disable(AuthDisableResponse),
+    Status(AuthStatusResponse),
+    UserAdd(AuthUserAddResponse),
+    UserGet(AuthUserGetResponse),
+    UserList(AuthUserListResponse),
+    UserDelete(AuthUserDeleteResponse),
+    UserChangePassword(AuthUserChangePasswordResponse),
+    UserGrantRole(AuthUserGrantRoleResponse),
+    UserRevokeRole(AuthUserRevokeRoleResponse),
+    RoleAdd(AuthRoleAddResponse),
+    RoleGet(AuthRoleGetResponse),
+    RoleList(AuthRoleListResponse),
+    RoleDelete(AuthRoleDeleteResponse),
+    RoleGrantPermission(AuthRoleGrantPermissionResponse),
+    RoleRevokePermission(AuthRoleRevokePermissionResponse),
+    LoginInfo(crate::pb::detcdpb::LoginInfo),
+    Token(AuthenticateResponse),
+}
+
+impl AuthResponse {
+    fn set_header(&mut self, header: Option<ResponseHeader>) {
+        match self {
+            AuthResponse::Enable(r) => r.header = header,
+            AuthResponse::Disable(r) => r.header = header,
+            AuthResponse::Status(r) => r.header = header,
+            AuthResponse::UserAdd(r) => r.header = header,
+            AuthResponse::UserGet(r) => r.header = header,
+            AuthResponse::UserList(r) => r.header = header,
+            AuthResponse::UserDelete(r) => r.header = header,
+            AuthResponse::UserChangePassword(r) => r.header = header,
+            AuthResponse::UserGrantRole(r) => r.header = header,
+            AuthResponse::UserRevokeRole(r) => r.header = header,
+            AuthResponse::RoleAdd(r) => r.header = header,
+            AuthResponse::RoleGet(r) => r.header = header,
+            AuthResponse::RoleList(r) => r.header = header,
+            AuthResponse::RoleDelete(r) => r.header = header,
+            AuthResponse::RoleGrantPermission(r) => r.header = header,
+            AuthResponse::RoleRevokePermission(r) => r.header = header,
+            AuthResponse::Token(r) => r.header = header,
+            AuthResponse::LoginInfo(_) => {}
+        }
+    }
 }
 
 /// A membership change. Add, remove and promote are raft configuration changes
@@ -117,6 +201,7 @@ pub enum Response {
     /// A membership change was applied: the member it added, removed, updated or
     /// promoted, as it is now.
     Member(crate::pb::etcdserverpb::Member),
+    Auth(AuthResponse),
 }
 
 impl Response {
@@ -137,6 +222,7 @@ impl Response {
             Response::LeaseCheckpoint(r) => r.header = header,
             Response::Internal | Response::Member(_) => {}
             Response::Alarm(r) => r.header = header,
+            Response::Auth(r) => r.set_header(header),
         }
     }
 }
@@ -160,9 +246,89 @@ impl Request {
             })),
             // Configuration changes are not normal entries (see `MemberRequest`).
             Request::Member(_) => None,
+            Request::Auth(auth) => auth.to_internal_op(),
             Request::Range(_) | Request::LeaseTimeToLive(_) | Request::LeaseLeases(_) | Request::Alarm(_) => None,
         }
     }
+}
+
+impl AuthRequest {
+    /// The replicated form of an auth change; `None` for an auth read.
+    fn to_internal_op(&self) -> Option<internal_request::Op> {
+        use internal_request::Op;
+        match self {
+            AuthRequest::Enable(r) => Some(Op::AuthEnable(r.clone())),
+            AuthRequest::Disable(r) => Some(Op::AuthDisable(*r)),
+            // The plain password never enters the log: only its hash.
+            AuthRequest::UserAdd(r) => Some(Op::AuthUserAdd(AuthUserAddRequest { password: String::new(), ..r.clone() })),
+            AuthRequest::UserDelete(r) => Some(Op::AuthUserDelete(r.clone())),
+            AuthRequest::UserChangePassword(r) => {
+                Some(Op::AuthUserChangePassword(AuthUserChangePasswordRequest { password: String::new(), ..r.clone() }))
+            }
+            AuthRequest::UserGrantRole(r) => Some(Op::AuthUserGrantRole(r.clone())),
+            AuthRequest::UserRevokeRole(r) => Some(Op::AuthUserRevokeRole(r.clone())),
+            AuthRequest::RoleAdd(r) => Some(Op::AuthRoleAdd(r.clone())),
+            AuthRequest::RoleDelete(r) => Some(Op::AuthRoleDelete(r.clone())),
+            AuthRequest::RoleGrantPermission(r) => Some(Op::AuthRoleGrantPermission(r.clone())),
+            AuthRequest::RoleRevokePermission(r) => Some(Op::AuthRoleRevokePermission(r.clone())),
+            AuthRequest::Status(_)
+            | AuthRequest::UserGet(_)
+            | AuthRequest::UserList(_)
+            | AuthRequest::RoleGet(_)
+            | AuthRequest::RoleList(_)
+            | AuthRequest::LoginInfo(_)
+            | AuthRequest::Token(_) => None,
+        }
+    }
+}
+
+/// What a replicated operation needs of its user when auth is enabled: `None` for the
+/// operations etcd does not check (compaction, lease grants and renewals) and for a
+/// member's own proposals (lease expiry and checkpoints, hash checks, publication).
+fn op_needs(op: &internal_request::Op, store: &Mvcc) -> Option<Result<Vec<Needed>, EtcdError>> {
+    use internal_request::Op;
+    let write = |key: &[u8], range_end: &[u8]| Needed::Write { key: key.to_vec(), range_end: range_end.to_vec() };
+    let read = |key: &[u8], range_end: &[u8]| Needed::Read { key: key.to_vec(), range_end: range_end.to_vec() };
+    Some(Ok(match op {
+        Op::Put(put) => {
+            let mut needed = vec![write(&put.key, &[])];
+            if put.prev_kv {
+                needed.push(read(&put.key, &[]));
+            }
+            needed
+        }
+        Op::DeleteRange(delete) => {
+            let mut needed = vec![write(&delete.key, &delete.range_end)];
+            if delete.prev_kv {
+                needed.push(read(&delete.key, &delete.range_end));
+            }
+            needed
+        }
+        Op::Txn(txn) => return Some(crate::auth::txn_needs(txn)),
+        // etcd: revoking a lease deletes its keys, so it needs write on each of them.
+        Op::LeaseRevoke(revoke) => store.leases().get(revoke.id).map(|lease| lease.keys.iter().map(|key| write(key, &[])).collect()).unwrap_or_default(),
+        Op::Alarm(_)
+        | Op::UpdateMember(_)
+        | Op::AuthEnable(_)
+        | Op::AuthDisable(_)
+        | Op::AuthUserAdd(_)
+        | Op::AuthUserDelete(_)
+        | Op::AuthUserChangePassword(_)
+        | Op::AuthUserGrantRole(_)
+        | Op::AuthUserRevokeRole(_)
+        | Op::AuthRoleAdd(_)
+        | Op::AuthRoleDelete(_)
+        | Op::AuthRoleGrantPermission(_)
+        | Op::AuthRoleRevokePermission(_) => vec![Needed::Admin],
+        Op::Compaction(_)
+        | Op::LeaseGrant(_)
+        | Op::LeaseRenew(_)
+        | Op::LeaseCheckpoint(_)
+        | Op::LeaseExpire(_)
+        | Op::HashCheck(_)
+        | Op::HashReport(_)
+        | Op::PublishMember(_) => return None,
+    }))
 }
 
 /// The most recent request ids applied per proposer: replicated state (it lives in
@@ -257,7 +423,7 @@ impl crate::storage::SnapshotData for StateEncoding<'_> {
     fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
         let state = self.state;
         let (members, removed_members) = state.encoded_member_table();
-        let rest = (&state.applied_requests, &state.alarms, &state.hash_checks, members, removed_members);
+        let rest = (&state.applied_requests, &state.alarms, &state.hash_checks, members, removed_members, &state.auth);
         let to_io = |e: bincode::Error| match *e {
             bincode::ErrorKind::Io(e) => e,
             other => std::io::Error::other(other.to_string()),
@@ -287,6 +453,8 @@ pub struct StateMachine {
     /// Members removed from the cluster: their ids are never used again, and what they
     /// publish or send is refused.
     removed_members: BTreeSet<u64>,
+    /// Users, roles and whether auth is enabled (`crate::auth`).
+    auth: AuthStore,
     /// Bugs planted in the state machine (simulator builds only).
     #[cfg(madsim)]
     planted: StatePlantedBugs,
@@ -320,6 +488,9 @@ pub struct StatePlantedBugs {
     pub member_table_not_in_snapshot: bool,
     /// `publish-overwrites-peer-urls`.
     pub publish_overwrites_peer_urls: bool,
+    /// `auth-checked-at-proposer-only`: applying a request skips its permission check
+    /// (the proposing member checked it against its own, possibly older, state).
+    pub auth_checked_at_proposer_only: bool,
 }
 
 /// Whether a replicated request changes keys or leases (refused under CORRUPT, as etcd's
@@ -367,6 +538,7 @@ impl StateMachine {
             hash_checks: BTreeMap::new(),
             members: BTreeMap::new(),
             removed_members: BTreeSet::new(),
+            auth: AuthStore::default(),
             #[cfg(madsim)]
             planted: StatePlantedBugs::default(),
         }
@@ -476,6 +648,7 @@ impl StateMachine {
                 hasher.update(&[0]).update(url.as_bytes());
             }
         }
+        self.auth.digest_into(&mut hasher);
         for member_id in &self.removed_members {
             hasher.update(&[1]).update(&member_id.to_le_bytes());
         }
@@ -523,7 +696,20 @@ impl StateMachine {
             return Applied { hash_to_report, ..Applied::default() };
         }
         let members_changed = matches!(op, internal_request::Op::PublishMember(_) | internal_request::Op::UpdateMember(_));
-        let result = self.apply_op(op, &mut events, &mut lease_changes);
+        #[allow(unused_mut)]
+        let mut check_at_apply = true;
+        #[cfg(madsim)]
+        if self.planted.auth_checked_at_proposer_only {
+            check_at_apply = false;
+        }
+        let permitted = match op_needs(&op, &self.mvcc) {
+            Some(needed) if check_at_apply => needed.and_then(|needed| self.auth.check(internal.auth.as_ref(), &needed)),
+            _ => Ok(()),
+        };
+        let result = match permitted {
+            Ok(()) => self.apply_op(op, &mut events, &mut lease_changes),
+            Err(denied) => Err(denied),
+        };
         Applied {
             answer: Some((internal.proposer, internal.request_id, result)),
             events,
@@ -704,6 +890,52 @@ impl StateMachine {
                     is_learner: false,
                 }))
             }
+            internal_request::Op::AuthEnable(enable) => {
+                self.auth.enable(&enable.token_secret)?;
+                Ok(Response::Auth(AuthResponse::Enable(AuthEnableResponse::default())))
+            }
+            internal_request::Op::AuthDisable(_) => {
+                self.auth.disable();
+                Ok(Response::Auth(AuthResponse::Disable(AuthDisableResponse::default())))
+            }
+            internal_request::Op::AuthUserAdd(add) => {
+                let no_password = add.options.is_some_and(|options| options.no_password);
+                self.auth.user_add(&add.name, &add.hashed_password, no_password)?;
+                Ok(Response::Auth(AuthResponse::UserAdd(AuthUserAddResponse::default())))
+            }
+            internal_request::Op::AuthUserDelete(delete) => {
+                self.auth.user_delete(&delete.name)?;
+                Ok(Response::Auth(AuthResponse::UserDelete(AuthUserDeleteResponse::default())))
+            }
+            internal_request::Op::AuthUserChangePassword(change) => {
+                self.auth.user_change_password(&change.name, &change.hashed_password)?;
+                Ok(Response::Auth(AuthResponse::UserChangePassword(AuthUserChangePasswordResponse::default())))
+            }
+            internal_request::Op::AuthUserGrantRole(grant) => {
+                self.auth.user_grant_role(&grant.user, &grant.role)?;
+                Ok(Response::Auth(AuthResponse::UserGrantRole(AuthUserGrantRoleResponse::default())))
+            }
+            internal_request::Op::AuthUserRevokeRole(revoke) => {
+                self.auth.user_revoke_role(&revoke.name, &revoke.role)?;
+                Ok(Response::Auth(AuthResponse::UserRevokeRole(AuthUserRevokeRoleResponse::default())))
+            }
+            internal_request::Op::AuthRoleAdd(add) => {
+                self.auth.role_add(&add.name)?;
+                Ok(Response::Auth(AuthResponse::RoleAdd(AuthRoleAddResponse::default())))
+            }
+            internal_request::Op::AuthRoleDelete(delete) => {
+                self.auth.role_delete(&delete.role)?;
+                Ok(Response::Auth(AuthResponse::RoleDelete(AuthRoleDeleteResponse::default())))
+            }
+            internal_request::Op::AuthRoleGrantPermission(grant) => {
+                let permission = grant.perm.clone().unwrap_or_default();
+                self.auth.role_grant_permission(&grant.name, &permission)?;
+                Ok(Response::Auth(AuthResponse::RoleGrantPermission(AuthRoleGrantPermissionResponse::default())))
+            }
+            internal_request::Op::AuthRoleRevokePermission(revoke) => {
+                self.auth.role_revoke_permission(&revoke.role, &revoke.key, &revoke.range_end)?;
+                Ok(Response::Auth(AuthResponse::RoleRevokePermission(AuthRoleRevokePermissionResponse::default())))
+            }
             internal_request::Op::LeaseCheckpoint(checkpoint) => {
                 for one in &checkpoint.checkpoints {
                     self.mvcc.lease_checkpoint(one.id, one.remaining_ttl);
@@ -740,8 +972,96 @@ impl StateMachine {
             // A txn without writes changes nothing: no revision, no event.
             Request::Txn(txn) => self.mvcc.txn(txn).map(Response::Txn),
             Request::Alarm(_) => Ok(Response::Alarm(AlarmResponse { header: None, alarms: self.alarms() })),
+            Request::Auth(auth) => self.read_auth(auth).map(Response::Auth),
             other => panic!("not a key-value read: {other:?}"),
         }
+    }
+
+    /// The auth reads (linearizable: served once ReadIndex caught up, like key reads).
+    fn read_auth(&self, request: &AuthRequest) -> Result<AuthResponse, EtcdError> {
+        use crate::pb::authpb::Permission;
+        let auth = &self.auth;
+        Ok(match request {
+            AuthRequest::Status(_) => {
+                AuthResponse::Status(AuthStatusResponse { header: None, enabled: auth.enabled(), auth_revision: auth.revision() })
+            }
+            AuthRequest::UserGet(get) => {
+                let user = auth.users().get(&get.name).ok_or(EtcdError::UserNotFound)?;
+                AuthResponse::UserGet(AuthUserGetResponse { header: None, roles: user.roles.iter().cloned().collect() })
+            }
+            AuthRequest::UserList(_) => AuthResponse::UserList(AuthUserListResponse { header: None, users: auth.users().keys().cloned().collect() }),
+            AuthRequest::RoleGet(get) => {
+                // etcd lists the root role although no one added it; it holds no key
+                // permissions (it may do everything).
+                let permissions = match auth.roles().get(&get.role) {
+                    Some(permissions) => permissions.iter().collect(),
+                    None if get.role == crate::auth::ROOT_ROLE => Vec::new(),
+                    None => return Err(EtcdError::RoleNotFound),
+                };
+                let perm = permissions
+                    .into_iter()
+                    .map(|p| Permission { perm_type: p.perm_type, key: p.key.clone(), range_end: p.range_end.clone() })
+                    .collect();
+                AuthResponse::RoleGet(AuthRoleGetResponse { header: None, perm })
+            }
+            AuthRequest::RoleList(_) => AuthResponse::RoleList(AuthRoleListResponse { header: None, roles: auth.roles().keys().cloned().collect() }),
+            AuthRequest::LoginInfo(login) => {
+                if !auth.enabled() {
+                    return Err(EtcdError::AuthNotEnabled);
+                }
+                let user = auth.users().get(&login.name).ok_or(EtcdError::AuthFailed)?;
+                AuthResponse::LoginInfo(crate::pb::detcdpb::LoginInfo {
+                    hashed_password: user.password_hash.clone(),
+                    no_password: user.no_password,
+                    token_epoch: user.token_epoch,
+                })
+            }
+            AuthRequest::Token(token) => {
+                AuthResponse::Token(AuthenticateResponse { header: None, token: auth.mint_token(&token.name, token.token_epoch)? })
+            }
+            other => panic!("not an auth read: {other:?}"),
+        })
+    }
+
+    /// Planted bug `auth-checked-at-proposer-only`: the check the applying members
+    /// should make, made once by the member taking the request, on its own state.
+    #[cfg(madsim)]
+    pub fn check_proposal_for_planted_bug(&self, auth: Option<&AuthInfo>, request: &Request) -> Result<(), EtcdError> {
+        match request.to_internal_op().and_then(|op| op_needs(&op, &self.mvcc)) {
+            Some(needed) => self.auth.check(auth, &needed?),
+            None => Ok(()),
+        }
+    }
+
+    /// The replicated auth state.
+    pub fn auth(&self) -> &AuthStore {
+        &self.auth
+    }
+
+    /// Whether `auth` may make this request now (reads, membership changes, admin
+    /// requests served without raft). Writes are checked again when applied.
+    pub fn check_request(&self, auth: Option<&AuthInfo>, request: &Request) -> Result<(), EtcdError> {
+        let read = |key: &[u8], range_end: &[u8]| Needed::Read { key: key.to_vec(), range_end: range_end.to_vec() };
+        let needed = match request {
+            Request::Range(range) => vec![read(&range.key, &range.range_end)],
+            Request::Txn(txn) => crate::auth::txn_needs(txn)?,
+            Request::Member(_) => vec![Needed::Admin],
+            Request::Auth(AuthRequest::UserGet(get)) if auth.is_some_and(|a| a.user == get.name) => Vec::new(),
+            Request::Auth(AuthRequest::RoleGet(get))
+                if auth.is_some_and(|a| self.auth.users().get(&a.user).is_some_and(|user| user.roles.contains(&get.role))) =>
+            {
+                Vec::new()
+            }
+            Request::Auth(AuthRequest::UserGet(_) | AuthRequest::UserList(_) | AuthRequest::RoleGet(_) | AuthRequest::RoleList(_)) => {
+                vec![Needed::Admin]
+            }
+            // Authenticate, auth status, leases, alarms: no permission (as etcd).
+            _ => return Ok(()),
+        };
+        if needed.is_empty() && auth.is_some_and(|a| !a.user.is_empty()) {
+            return Ok(());
+        }
+        self.auth.check(auth, &needed)
     }
 
     /// The bytes a raft snapshot carries: a version byte, then the state.
@@ -762,7 +1082,7 @@ impl StateMachine {
     /// to any writer (a snapshot file is hashed, then written, without holding them).
     pub fn encoding(&self) -> StateEncoding<'_> {
         let (members, removed_members) = self.encoded_member_table();
-        let rest = (&self.applied_requests, &self.alarms, &self.hash_checks, members, removed_members);
+        let rest = (&self.applied_requests, &self.alarms, &self.hash_checks, members, removed_members, &self.auth);
         let store_len = self.mvcc.encoded_len();
         let rest_len = usize::try_from(bincode::serialized_size(&rest).expect("state sizes")).expect("fits in memory");
         StateEncoding { state: self, store_len, total_len: 1 + 8 + store_len + rest_len }
@@ -782,21 +1102,34 @@ impl StateMachine {
             BTreeMap<u64, MemberAttributes>,
             BTreeSet<u64>,
         );
-        let (mvcc_bytes, applied_requests, alarms, hash_checks, members, removed): Version6 = match bytes.first() {
+        type Version7<'a> = (
+            &'a [u8],
+            AppliedRequests,
+            BTreeSet<(u64, i32)>,
+            BTreeMap<(i64, i64, u64), HashCheckState>,
+            BTreeMap<u64, MemberAttributes>,
+            BTreeSet<u64>,
+            AuthStore,
+        );
+        let (mvcc_bytes, applied_requests, alarms, hash_checks, members, removed, auth): Version7 = match bytes.first() {
             Some(&STATE_ENCODING_VERSION) => bincode::deserialize(&bytes[1..]).map_err(|e| e.to_string())?,
+            Some(6) => {
+                let (mvcc, applied, alarms, checks, members, removed): Version6 = bincode::deserialize(&bytes[1..]).map_err(|e| e.to_string())?;
+                (mvcc, applied, alarms, checks, members, removed, AuthStore::default())
+            }
             Some(5) => {
                 let (mvcc, applied, alarms, checks, members): Version5 = bincode::deserialize(&bytes[1..]).map_err(|e| e.to_string())?;
-                (mvcc, applied, alarms, checks, members, BTreeSet::new())
+                (mvcc, applied, alarms, checks, members, BTreeSet::new(), AuthStore::default())
             }
             Some(4) => {
                 let (mvcc, applied, alarms): Version4 = bincode::deserialize(&bytes[1..]).map_err(|e| e.to_string())?;
                 let store = Mvcc::decode(&mvcc)?;
-                return Ok(Self::from_parts(store, applied, alarms, BTreeMap::new(), BTreeMap::new(), BTreeSet::new()));
+                return Ok(Self::from_parts(store, applied, alarms, BTreeMap::new(), BTreeMap::new(), BTreeSet::new(), AuthStore::default()));
             }
             Some(other) => return Err(format!("state encoding version {other} is not {STATE_ENCODING_VERSION}")),
             None => return Err("empty state".into()),
         };
-        Ok(Self::from_parts(Mvcc::decode(mvcc_bytes)?, applied_requests, alarms, hash_checks, members, removed))
+        Ok(Self::from_parts(Mvcc::decode(mvcc_bytes)?, applied_requests, alarms, hash_checks, members, removed, auth))
     }
 
     fn from_parts(
@@ -806,6 +1139,7 @@ impl StateMachine {
         hash_checks: BTreeMap<(i64, i64, u64), HashCheckState>,
         members: BTreeMap<u64, MemberAttributes>,
         removed_members: BTreeSet<u64>,
+        auth: AuthStore,
     ) -> Self {
         Self {
             mvcc,
@@ -814,6 +1148,7 @@ impl StateMachine {
             hash_checks,
             members,
             removed_members,
+            auth,
             #[cfg(madsim)]
             planted: StatePlantedBugs::default(),
         }

@@ -414,6 +414,7 @@ impl NodeCore {
             members_published_locally_only: self.planted(PlantedBug::MemberAttributesAppliedLocallyOnly).then_some(self.config.member_id),
             member_table_not_in_snapshot: self.planted(PlantedBug::MemberTableNotInSnapshot),
             publish_overwrites_peer_urls: self.planted(PlantedBug::PublishOverwritesPeerUrls),
+            auth_checked_at_proposer_only: self.planted(PlantedBug::AuthCheckedAtProposerOnly),
         }
     }
 
@@ -563,7 +564,7 @@ impl NodeCore {
     /// if raft refuses it: the next tick proposes again.
     fn propose_internal(&mut self, op: internal_request::Op) {
         let request_id = self.proposals.new_id(&mut self.rng);
-        let internal = InternalRequest { proposer: self.config.member_id, request_id, op: Some(op) };
+        let internal = InternalRequest { proposer: self.config.member_id, request_id, op: Some(op), auth: None };
         let _ = self.raw.propose(Vec::new(), internal.encode_to_vec());
     }
 
@@ -589,7 +590,21 @@ impl NodeCore {
 
     /// Accepts a client request. The answer goes to `responder` now (bad input,
     /// serializable reads) or once the request is committed and applied, or read-indexed.
-    pub fn submit(&mut self, #[allow(unused_mut)] mut request: Request, responder: Responder, now_ms: u64) {
+    pub fn submit(&mut self, request: Request, responder: Responder, now_ms: u64) {
+        self.submit_with_token(request, None, responder, now_ms);
+    }
+
+    /// Whether the client with `token` may do what `needed` lists, on this member's
+    /// applied auth state (maintenance requests and watch creation, served without raft).
+    pub fn authorize(&self, token: Option<&str>, needed: &[crate::auth::Needed]) -> Result<(), EtcdError> {
+        let auth = self.state.auth().resolve(token)?;
+        self.state.auth().check(auth.as_ref(), needed)
+    }
+
+    /// [`NodeCore::submit`] for a client that sent an auth token (or none): the token is
+    /// resolved to its user here, on the state this member applied, and the request
+    /// carries that user and auth revision to be checked where it is served or applied.
+    pub fn submit_with_token(&mut self, #[allow(unused_mut)] mut request: Request, token: Option<&str>, responder: Responder, now_ms: u64) {
         #[allow(unused_mut)]
         let mut refuse_as_removed = self.is_leaving();
         #[cfg(madsim)]
@@ -603,6 +618,28 @@ impl NodeCore {
         if let Err(error) = self.check(&request) {
             let _ = responder.send(Err(error));
             return;
+        }
+        let auth = match self.state.auth().resolve(token) {
+            Ok(auth) => auth,
+            Err(error) => {
+                let _ = responder.send(Err(error));
+                return;
+            }
+        };
+        if matches!(request, Request::Member(_)) {
+            // Membership changes are raft configuration changes, not applied requests:
+            // their permission is checked here (and is refused without the root role).
+            if let Err(denied) = self.state.check_request(auth.as_ref(), &request) {
+                let _ = responder.send(Err(denied));
+                return;
+            }
+        }
+        #[cfg(madsim)]
+        if self.planted(PlantedBug::AuthCheckedAtProposerOnly) {
+            if let Err(denied) = self.state.check_proposal_for_planted_bug(auth.as_ref(), &request) {
+                let _ = responder.send(Err(denied));
+                return;
+            }
         }
         if let Request::LeaseGrant(grant) = &mut request {
             // The proposer fixes what every member must apply alike: the id (etcd's
@@ -622,7 +659,7 @@ impl NodeCore {
             return;
         }
         let deadline_ms = now_ms.saturating_add(self.config.request_timeout_ms);
-        let pending = PendingRequest { request, responder, deadline_ms, size_bytes };
+        let pending = PendingRequest { request, responder, deadline_ms, size_bytes, auth };
         #[cfg(madsim)]
         if self.planted(PlantedBug::LocalLinearizableRead) && is_read(&pending.request) {
             self.serve_read(pending);
@@ -710,6 +747,7 @@ impl NodeCore {
             Request::LeaseGrant(g) if g.ttl > LEASE_TTL_SECS_MAX => Err(EtcdError::LeaseTtlTooLarge),
             Request::LeaseGrant(g) if g.id < 0 => Err(EtcdError::LeaseNotFound),
             Request::Member(m) => self.check_member_request(m),
+            Request::Auth(_) => Ok(()),
             Request::Compact(_)
             | Request::Alarm(_)
             | Request::LeaseGrant(_)
@@ -723,7 +761,7 @@ impl NodeCore {
     fn propose(&mut self, pending: PendingRequest) {
         let op = pending.request.to_internal_op().expect("reads are never proposed");
         let request_id = self.proposals.new_id(&mut self.rng);
-        let internal = InternalRequest { proposer: self.config.member_id, request_id, op: Some(op) };
+        let internal = InternalRequest { proposer: self.config.member_id, request_id, op: Some(op), auth: pending.auth.clone() };
         let data = internal.encode_to_vec();
         if data.len() > self.config.max_request_bytes {
             pending.fail(EtcdError::RequestTooLarge);
@@ -760,6 +798,10 @@ impl NodeCore {
 
     fn serve_read(&mut self, read: PendingRequest) {
         let header = self.header();
+        if let Err(denied) = self.state.check_request(read.auth.as_ref(), &read.request) {
+            read.fail(denied);
+            return;
+        }
         if let Request::Range(range) = &read.request {
             if is_large_range(range) {
                 // A read that may copy a large part of the store runs on the worker over
@@ -1333,6 +1375,7 @@ fn is_read(request: &Request) -> bool {
         Request::Range(_) | Request::LeaseTimeToLive(_) | Request::LeaseLeases(_) => true,
         Request::Alarm(alarm) => alarm.action == crate::pb::etcdserverpb::alarm_request::AlarmAction::Get as i32,
         Request::Txn(txn) => validate::txn_is_read_only(txn),
+        Request::Auth(_) => request.to_internal_op().is_none(),
         _ => false,
     }
 }
@@ -1352,5 +1395,6 @@ fn request_size_bytes(request: &Request) -> usize {
         Request::LeaseLeases(l) => l.encoded_len(),
         Request::Alarm(a) => a.encoded_len(),
         Request::Member(_) => 64,
+        Request::Auth(_) => 256,
     }
 }

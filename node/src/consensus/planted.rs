@@ -103,10 +103,14 @@ pub enum PlantedBug {
     /// the configuration's (the old behaviour, found by the end-to-end test: a
     /// MemberUpdate was reverted by the member's next publication).
     PublishOverwritesPeerUrls,
+    /// Permissions are checked by the member that takes a request, against its own
+    /// applied auth state, and not again when the request is applied: a member behind a
+    /// revoke still lets the request through.
+    AuthCheckedAtProposerOnly,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 34] = [
+    pub const ALL: [PlantedBug; 35] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -141,6 +145,7 @@ impl PlantedBug {
         PlantedBug::MemberTableNotInSnapshot,
         PlantedBug::RemovedMemberKeepsServing,
         PlantedBug::PublishOverwritesPeerUrls,
+        PlantedBug::AuthCheckedAtProposerOnly,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -179,6 +184,7 @@ impl PlantedBug {
             PlantedBug::MemberTableNotInSnapshot => "member-table-not-in-snapshot",
             PlantedBug::RemovedMemberKeepsServing => "removed-member-keeps-serving",
             PlantedBug::PublishOverwritesPeerUrls => "publish-overwrites-peer-urls",
+            PlantedBug::AuthCheckedAtProposerOnly => "auth-checked-at-proposer-only",
         }
     }
 

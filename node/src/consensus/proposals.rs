@@ -18,6 +18,9 @@ pub struct PendingRequest {
     pub deadline_ms: u64,
     /// Encoded size, counted against the member's pending-bytes limit.
     pub size_bytes: usize,
+    /// The client's user and the auth revision it was resolved at (`None`: auth was
+    /// disabled when the request was taken).
+    pub auth: Option<crate::pb::detcdpb::AuthInfo>,
 }
 
 impl PendingRequest {

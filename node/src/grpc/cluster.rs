@@ -59,42 +59,47 @@ impl ClusterService {
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_list(&self, request: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
+        let node = super::client_node(&self.node, &request);
         if request.into_inner().linearizable {
             // etcd 3.5's linearizable member list: this member first catches up with
             // the leader's commit index (a linearizable read does exactly that).
-            let probe = crate::pb::etcdserverpb::RangeRequest { key: vec![0], ..Default::default() };
-            self.node.range(probe).await.map_err(to_status)?;
+            // (The auth status: a linearizable read that needs no permission.)
+            node.auth_status(crate::pb::etcdserverpb::AuthStatusRequest {}).await.map_err(to_status)?;
         }
         let (header, members) = self.members().await?;
         Ok(Response::new(MemberListResponse { header: Some(header), members }))
     }
 
     async fn member_add(&self, request: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
+        let node = super::client_node(&self.node, &request);
         let request = request.into_inner();
         let change = MemberRequest::Add { peer_urls: request.peer_ur_ls, is_learner: request.is_learner };
-        let member = self.node.change_membership(change).await.map_err(to_status)?;
+        let member = node.change_membership(change).await.map_err(to_status)?;
         let (header, members) = self.members().await?;
         Ok(Response::new(MemberAddResponse { header: Some(header), member: Some(member), members }))
     }
 
     async fn member_remove(&self, request: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
+        let node = super::client_node(&self.node, &request);
         let change = MemberRequest::Remove { id: request.into_inner().id };
-        self.node.change_membership(change).await.map_err(to_status)?;
+        node.change_membership(change).await.map_err(to_status)?;
         let (header, members) = self.members().await?;
         Ok(Response::new(MemberRemoveResponse { header: Some(header), members }))
     }
 
     async fn member_update(&self, request: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
+        let node = super::client_node(&self.node, &request);
         let request = request.into_inner();
         let change = MemberRequest::Update { id: request.id, peer_urls: request.peer_ur_ls };
-        self.node.change_membership(change).await.map_err(to_status)?;
+        node.change_membership(change).await.map_err(to_status)?;
         let (header, members) = self.members().await?;
         Ok(Response::new(MemberUpdateResponse { header: Some(header), members }))
     }
 
     async fn member_promote(&self, request: Request<MemberPromoteRequest>) -> Result<Response<MemberPromoteResponse>, Status> {
+        let node = super::client_node(&self.node, &request);
         let request = request.into_inner();
-        match self.node.change_membership(MemberRequest::Promote { id: request.id }).await {
+        match node.change_membership(MemberRequest::Promote { id: request.id }).await {
             Ok(_) => {}
             // Only the leader knows whether the learner caught up: ask it, as etcd does.
             Err(EtcdError::NotLeader) => return self.promote_on_leader(request).await,

@@ -124,38 +124,41 @@ async fn observe(node: NodeHandle, name: Vec<u8>, sender: tokio::sync::mpsc::Sen
 #[tonic::async_trait]
 impl Election for ElectionService {
     async fn campaign(&self, request: Request<CampaignRequest>) -> Result<Response<CampaignResponse>, Status> {
+        let node = super::client_node(&self.node, &request);
         let CampaignRequest { name, lease, value } = request.into_inner();
         if lease == 0 {
             return Err(to_status(EtcdError::LeaseNotFound));
         }
         let prefix = prefix_of(&name);
         let key = owner_key(&prefix, lease);
-        let (rev, existing) = create_key(&self.node, &key, lease, &value).await.map_err(recipe_status)?;
+        let (rev, existing) = create_key(&node, &key, lease, &value).await.map_err(recipe_status)?;
         let leader = LeaderKey { name, key: key.clone(), rev, lease };
         if existing.is_some_and(|held| held != value) {
             // A campaign resumed with another value proclaims it (as etcd's recipe).
             let put = PutRequest { key: key.clone(), value, lease, ..Default::default() };
-            as_leader(&self.node, &leader, request_op::Request::RequestPut(put)).await?;
+            as_leader(&node, &leader, request_op::Request::RequestPut(put)).await?;
         }
-        if let Err(waiting_failed) = wait_for_turn(&self.node, &prefix, rev).await {
-            let _ = self.node.delete_range(DeleteRangeRequest { key, ..Default::default() }).await;
+        if let Err(waiting_failed) = wait_for_turn(&node, &prefix, rev).await {
+            let _ = node.delete_range(DeleteRangeRequest { key, ..Default::default() }).await;
             return Err(recipe_status(waiting_failed));
         }
-        Ok(Response::new(CampaignResponse { header: Some(header(&self.node).await?), leader: Some(leader) }))
+        Ok(Response::new(CampaignResponse { header: Some(header(&node).await?), leader: Some(leader) }))
     }
 
     async fn proclaim(&self, request: Request<ProclaimRequest>) -> Result<Response<ProclaimResponse>, Status> {
+        let node = super::client_node(&self.node, &request);
         let ProclaimRequest { leader, value } = request.into_inner();
         let leader = leader.ok_or_else(not_leader)?;
         let put = PutRequest { key: leader.key.clone(), value, lease: leader.lease, ..Default::default() };
-        as_leader(&self.node, &leader, request_op::Request::RequestPut(put)).await?;
-        Ok(Response::new(ProclaimResponse { header: Some(header(&self.node).await?) }))
+        as_leader(&node, &leader, request_op::Request::RequestPut(put)).await?;
+        Ok(Response::new(ProclaimResponse { header: Some(header(&node).await?) }))
     }
 
     async fn leader(&self, request: Request<LeaderRequest>) -> Result<Response<LeaderResponse>, Status> {
+        let node = super::client_node(&self.node, &request);
         let name = request.into_inner().name;
-        match current_leader(&self.node, &name).await? {
-            (Some(kv), _) => Ok(Response::new(LeaderResponse { header: Some(header(&self.node).await?), kv: Some(kv) })),
+        match current_leader(&node, &name).await? {
+            (Some(kv), _) => Ok(Response::new(LeaderResponse { header: Some(header(&node).await?), kv: Some(kv) })),
             (None, _) => Err(recipe_status(crate::recipes::RecipeError::NoLeader)),
         }
     }
@@ -163,20 +166,22 @@ impl Election for ElectionService {
     type ObserveStream = LeaderResponses;
 
     async fn observe(&self, request: Request<LeaderRequest>) -> Result<Response<Self::ObserveStream>, Status> {
+        let node = super::client_node(&self.node, &request);
         let name = request.into_inner().name;
         let (sender, receiver) = tokio::sync::mpsc::channel(OBSERVE_RESPONSES_MAX);
-        tokio::spawn(observe(self.node.clone(), name, sender));
+        tokio::spawn(observe(node.clone(), name, sender));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
     async fn resign(&self, request: Request<ResignRequest>) -> Result<Response<ResignResponse>, Status> {
+        let node = super::client_node(&self.node, &request);
         let leader = request.into_inner().leader.ok_or_else(not_leader)?;
         let delete = DeleteRangeRequest { key: leader.key.clone(), ..Default::default() };
         // Resigning a key that is gone already is not an error (etcd's recipe).
-        match as_leader(&self.node, &leader, request_op::Request::RequestDeleteRange(delete)).await {
+        match as_leader(&node, &leader, request_op::Request::RequestDeleteRange(delete)).await {
             Err(status) if status.code() != tonic::Code::Unknown => return Err(status),
             _ => {}
         }
-        Ok(Response::new(ResignResponse { header: Some(header(&self.node).await?) }))
+        Ok(Response::new(ResignResponse { header: Some(header(&node).await?) }))
     }
 }

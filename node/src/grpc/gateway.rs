@@ -26,7 +26,8 @@ use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Status};
 
-use super::{ClusterService, ElectionService, KvService, LeaseService, LockService, MaintenanceService, GRPC_OVERHEAD_BYTES};
+use super::{AuthService, ClusterService, ElectionService, KvService, LeaseService, LockService, MaintenanceService, GRPC_OVERHEAD_BYTES};
+use crate::pb::etcdserverpb::auth_server::Auth;
 use crate::pb::etcdserverpb::cluster_server::Cluster;
 use crate::pb::etcdserverpb::kv_server::Kv;
 use crate::pb::etcdserverpb::lease_server::Lease;
@@ -94,8 +95,24 @@ fn parse_request<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status
     serde_json::from_slice(body).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
+/// The client's token, from the `Authorization` header (as etcd's gateway passes it on;
+/// a `Bearer ` prefix is taken off).
+fn token_of(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    Some(value.strip_prefix("Bearer ").unwrap_or(value).to_string())
+}
+
+/// A gRPC request carrying the HTTP request's token as the `token` metadata.
+fn grpc_request<T>(message: T, headers: &axum::http::HeaderMap) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(value) = token_of(headers).and_then(|token| token.parse().ok()) {
+        request.metadata_mut().insert("token", value);
+    }
+    request
+}
+
 /// One unary call: parse, call the service, answer.
-async fn unary<Req, Resp, F, Fut>(body: Bytes, call: F) -> HttpResponse
+async fn unary<Req, Resp, F, Fut>(headers: axum::http::HeaderMap, body: Bytes, call: F) -> HttpResponse
 where
     Req: DeserializeOwned + Default,
     Resp: Serialize,
@@ -106,7 +123,7 @@ where
         Ok(request) => request,
         Err(status) => return error_response(&status),
     };
-    match call(tonic::Request::new(request)).await {
+    match call(grpc_request(request, &headers)).await {
         Ok(answer) => json_body(StatusCode::OK, to_json(answer.get_ref())),
         Err(status) => error_response(&status),
     }
@@ -173,9 +190,9 @@ fn streamed_requests<T: DeserializeOwned + Send + 'static>(body: Body, body_byte
 macro_rules! unary_route {
     ($service:expr, $method:path) => {{
         let service = Arc::new($service);
-        post(move |body: Bytes| {
+        post(move |headers: axum::http::HeaderMap, body: Bytes| {
             let service = service.clone();
-            async move { unary(body, |request| async move { $method(&*service, request).await }).await }
+            async move { unary(headers, body, |request| async move { $method(&*service, request).await }).await }
         })
     }};
 }
@@ -184,14 +201,14 @@ macro_rules! unary_route {
 macro_rules! server_stream_route {
     ($service:expr, $method:path) => {{
         let service = Arc::new($service);
-        post(move |body: Bytes| {
+        post(move |headers: axum::http::HeaderMap, body: Bytes| {
             let service = service.clone();
             async move {
                 let request = match parse_request(&body) {
                     Ok(request) => request,
                     Err(status) => return error_response(&status),
                 };
-                match $method(&*service, tonic::Request::new(request)).await {
+                match $method(&*service, grpc_request(request, &headers)).await {
                     Ok(answers) => stream_response(answers.into_inner()),
                     Err(status) => error_response(&status),
                 }
@@ -201,7 +218,7 @@ macro_rules! server_stream_route {
 }
 
 /// Adds the gateway's routes (under `/v3/` and `/v3beta/`).
-pub fn add_routes(mut router: axum::Router, node: NodeHandle, max_request_bytes: usize) -> axum::Router {
+pub fn add_routes(mut router: axum::Router, node: NodeHandle, max_request_bytes: usize, bcrypt_cost: u32) -> axum::Router {
     let body_bytes_max = max_request_bytes + GRPC_OVERHEAD_BYTES;
     for prefix in ["/v3", "/v3beta"] {
         let kv = || KvService { node: node.clone() };
@@ -210,6 +227,7 @@ pub fn add_routes(mut router: axum::Router, node: NodeHandle, max_request_bytes:
         let cluster = || ClusterService { node: node.clone() };
         let lock = || LockService { node: node.clone() };
         let election = || ElectionService { node: node.clone() };
+        let auth = || AuthService { node: node.clone(), bcrypt_cost };
         let watch_node = node.clone();
         let keep_alive_node = node.clone();
         router = router
@@ -227,15 +245,15 @@ pub fn add_routes(mut router: axum::Router, node: NodeHandle, max_request_bytes:
             .route(&format!("{prefix}/kv/lease/leases"), unary_route!(lease(), Lease::lease_leases))
             .route(
                 &format!("{prefix}/lease/keepalive"),
-                post(move |body: Body| {
-                    let node = keep_alive_node.clone();
+                post(move |headers: axum::http::HeaderMap, body: Body| {
+                    let node = keep_alive_node.with_token(token_of(&headers));
                     async move { stream_response(super::lease::keep_alive_answers(node, streamed_requests(body, body_bytes_max))) }
                 }),
             )
             .route(
                 &format!("{prefix}/watch"),
-                post(move |body: Body| {
-                    let node = watch_node.clone();
+                post(move |headers: axum::http::HeaderMap, body: Body| {
+                    let node = watch_node.with_token(token_of(&headers));
                     async move {
                         match super::watch::open_watch(&node, streamed_requests(body, body_bytes_max)).await {
                             Ok(responses) => stream_response(ReceiverStream::new(responses).map(Ok)),
@@ -262,7 +280,24 @@ pub fn add_routes(mut router: axum::Router, node: NodeHandle, max_request_bytes:
             .route(&format!("{prefix}/election/proclaim"), unary_route!(election(), Election::proclaim))
             .route(&format!("{prefix}/election/leader"), unary_route!(election(), Election::leader))
             .route(&format!("{prefix}/election/resign"), unary_route!(election(), Election::resign))
-            .route(&format!("{prefix}/election/observe"), server_stream_route!(election(), Election::observe));
+            .route(&format!("{prefix}/election/observe"), server_stream_route!(election(), Election::observe))
+            .route(&format!("{prefix}/auth/enable"), unary_route!(auth(), Auth::auth_enable))
+            .route(&format!("{prefix}/auth/disable"), unary_route!(auth(), Auth::auth_disable))
+            .route(&format!("{prefix}/auth/status"), unary_route!(auth(), Auth::auth_status))
+            .route(&format!("{prefix}/auth/authenticate"), unary_route!(auth(), Auth::authenticate))
+            .route(&format!("{prefix}/auth/user/add"), unary_route!(auth(), Auth::user_add))
+            .route(&format!("{prefix}/auth/user/get"), unary_route!(auth(), Auth::user_get))
+            .route(&format!("{prefix}/auth/user/list"), unary_route!(auth(), Auth::user_list))
+            .route(&format!("{prefix}/auth/user/delete"), unary_route!(auth(), Auth::user_delete))
+            .route(&format!("{prefix}/auth/user/changepw"), unary_route!(auth(), Auth::user_change_password))
+            .route(&format!("{prefix}/auth/user/grant"), unary_route!(auth(), Auth::user_grant_role))
+            .route(&format!("{prefix}/auth/user/revoke"), unary_route!(auth(), Auth::user_revoke_role))
+            .route(&format!("{prefix}/auth/role/add"), unary_route!(auth(), Auth::role_add))
+            .route(&format!("{prefix}/auth/role/get"), unary_route!(auth(), Auth::role_get))
+            .route(&format!("{prefix}/auth/role/list"), unary_route!(auth(), Auth::role_list))
+            .route(&format!("{prefix}/auth/role/delete"), unary_route!(auth(), Auth::role_delete))
+            .route(&format!("{prefix}/auth/role/grant"), unary_route!(auth(), Auth::role_grant_permission))
+            .route(&format!("{prefix}/auth/role/revoke"), unary_route!(auth(), Auth::role_revoke_permission));
     }
     router.layer(axum::extract::DefaultBodyLimit::max(body_bytes_max))
 }

@@ -18,23 +18,28 @@ pub struct KvService {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        self.node.range(request.into_inner()).await.map(Response::new).map_err(to_status)
+        let node = super::client_node(&self.node, &request);
+        node.range(request.into_inner()).await.map(Response::new).map_err(to_status)
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        self.node.put(request.into_inner()).await.map(Response::new).map_err(to_status)
+        let node = super::client_node(&self.node, &request);
+        node.put(request.into_inner()).await.map(Response::new).map_err(to_status)
     }
 
     async fn delete_range(&self, request: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
-        self.node.delete_range(request.into_inner()).await.map(Response::new).map_err(to_status)
+        let node = super::client_node(&self.node, &request);
+        node.delete_range(request.into_inner()).await.map(Response::new).map_err(to_status)
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        self.node.txn(request.into_inner()).await.map(Response::new).map_err(to_status)
+        let node = super::client_node(&self.node, &request);
+        node.txn(request.into_inner()).await.map(Response::new).map_err(to_status)
     }
 
     async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
-        self.node.compact(request.into_inner()).await.map(Response::new).map_err(to_status)
+        let node = super::client_node(&self.node, &request);
+        node.compact(request.into_inner()).await.map(Response::new).map_err(to_status)
     }
 }
 

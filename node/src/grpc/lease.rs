@@ -28,11 +28,13 @@ type KeepAliveResponses = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveRespons
 #[tonic::async_trait]
 impl Lease for LeaseService {
     async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
-        self.node.lease_grant(request.into_inner()).await.map(Response::new).map_err(to_status)
+        let node = super::client_node(&self.node, &request);
+        node.lease_grant(request.into_inner()).await.map(Response::new).map_err(to_status)
     }
 
     async fn lease_revoke(&self, request: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
-        self.node.lease_revoke(request.into_inner()).await.map(Response::new).map_err(to_status)
+        let node = super::client_node(&self.node, &request);
+        node.lease_revoke(request.into_inner()).await.map(Response::new).map_err(to_status)
     }
 
     type LeaseKeepAliveStream = KeepAliveResponses;
@@ -46,18 +48,21 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        Ok(Response::new(Box::pin(keep_alive_answers(self.node.clone(), request.into_inner()))))
+        let node = super::client_node(&self.node, &request);
+        Ok(Response::new(Box::pin(keep_alive_answers(node.clone(), request.into_inner()))))
     }
 
     async fn lease_time_to_live(
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        self.node.lease_time_to_live(request.into_inner()).await.map(Response::new).map_err(to_status)
+        let node = super::client_node(&self.node, &request);
+        node.lease_time_to_live(request.into_inner()).await.map(Response::new).map_err(to_status)
     }
 
     async fn lease_leases(&self, request: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
-        self.node.lease_leases(request.into_inner()).await.map(Response::new).map_err(to_status)
+        let node = super::client_node(&self.node, &request);
+        node.lease_leases(request.into_inner()).await.map(Response::new).map_err(to_status)
     }
 }
 

@@ -29,21 +29,23 @@ pub(super) fn recipe_status(error: RecipeError) -> Status {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let node = super::client_node(&self.node, &request);
         let LockRequest { name, lease } = request.into_inner();
         let lease = if lease == 0 {
-            let granted = self.node.lease_grant(LeaseGrantRequest { ttl: LOCK_SESSION_TTL_SECS, id: 0 }).await.map_err(to_status)?;
+            let granted = node.lease_grant(LeaseGrantRequest { ttl: LOCK_SESSION_TTL_SECS, id: 0 }).await.map_err(to_status)?;
             granted.id
         } else {
             lease
         };
-        let held = recipes::lock(&self.node, &name, lease).await.map_err(recipe_status)?;
-        let header = recipes::header(&self.node).await.map_err(recipe_status)?;
+        let held = recipes::lock(&node, &name, lease).await.map_err(recipe_status)?;
+        let header = recipes::header(&node).await.map_err(recipe_status)?;
         Ok(Response::new(LockResponse { header: Some(header), key: held.key }))
     }
 
     async fn unlock(&self, request: Request<UnlockRequest>) -> Result<Response<UnlockResponse>, Status> {
+        let node = super::client_node(&self.node, &request);
         let key = request.into_inner().key;
-        let deleted = self.node.delete_range(DeleteRangeRequest { key, ..Default::default() }).await.map_err(to_status)?;
+        let deleted = node.delete_range(DeleteRangeRequest { key, ..Default::default() }).await.map_err(to_status)?;
         Ok(Response::new(UnlockResponse { header: deleted.header }))
     }
 }

@@ -30,7 +30,8 @@ pub struct MaintenanceService {
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        let status = self.node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
+        let node = super::client_node(&self.node, &_request);
+        let status = node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
         let db_size = i64::try_from(status.db_size_bytes).unwrap_or(i64::MAX);
         Ok(Response::new(StatusResponse {
             header: Some(ResponseHeader {
@@ -53,26 +54,33 @@ impl Maintenance for MaintenanceService {
 
     /// etcd's MoveLeader (`etcdctl move-leader`, which sends it to the leader).
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
-        self.node.move_leader(request.into_inner().target_id).await.map_err(to_status)?;
-        let status = self.node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
+        let node = super::client_node(&self.node, &request);
+        node.authorize(crate::auth::Needed::Admin).await.map_err(maintenance_auth_status)?;
+        node.move_leader(request.into_inner().target_id).await.map_err(to_status)?;
+        let status = node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
         Ok(Response::new(MoveLeaderResponse { header: Some(header_of(&status, status.revision)) }))
     }
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        let node = super::client_node(&self.node, &_request);
+        node.authorize(crate::auth::Needed::Admin).await.map_err(maintenance_auth_status)?;
         // The whole replicated state (keys with history, and leases), folded to 32 bits.
-        let (revision, digest) = self.node.state_digest().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
-        let status = self.node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
+        let (revision, digest) = node.state_digest().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
+        let status = node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
         let hash = ((digest >> 32) as u32) ^ (digest as u32).rotate_left(16);
         Ok(Response::new(HashResponse { header: Some(header_of(&status, revision)), hash }))
     }
 
     async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        self.node.alarm(request.into_inner()).await.map(Response::new).map_err(to_status)
+        let node = super::client_node(&self.node, &request);
+        node.alarm(request.into_inner()).await.map(Response::new).map_err(to_status)
     }
 
     async fn defragment(&self, _request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
-        self.node.defragment().await.map_err(to_status)?;
-        let status = self.node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
+        let node = super::client_node(&self.node, &_request);
+        node.authorize(crate::auth::Needed::Admin).await.map_err(maintenance_auth_status)?;
+        node.defragment().await.map_err(to_status)?;
+        let status = node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
         Ok(Response::new(DefragmentResponse { header: Some(header_of(&status, status.revision)) }))
     }
 
@@ -82,8 +90,10 @@ impl Maintenance for MaintenanceService {
     /// chunks; the file ends with its own checksum, so `etcdctl snapshot save` writes
     /// exactly what `detcd snapshot restore` checks.
     async fn snapshot(&self, _request: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
-        let (revision, bytes) = self.node.client_snapshot().await.map_err(to_status)?;
-        let status = self.node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
+        let node = super::client_node(&self.node, &_request);
+        node.authorize(crate::auth::Needed::Admin).await.map_err(maintenance_auth_status)?;
+        let (revision, bytes) = node.client_snapshot().await.map_err(to_status)?;
+        let status = node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
         let header = header_of(&status, revision);
         let total = bytes.len();
         let chunks: Vec<Result<SnapshotResponse, Status>> = bytes
@@ -97,8 +107,9 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        let (revision, hash, compact_revision) = self.node.hash_kv(request.into_inner().revision).await.map_err(to_status)?;
-        let status = self.node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
+        let node = super::client_node(&self.node, &request);
+        let (revision, hash, compact_revision) = node.hash_kv(request.into_inner().revision).await.map_err(to_status)?;
+        let status = node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
         Ok(Response::new(HashKvResponse { header: Some(header_of(&status, revision)), hash, compact_revision }))
     }
 }
@@ -111,4 +122,15 @@ fn alarm_text(member_id: u64, alarm: i32) -> String {
 
 fn header_of(status: &crate::consensus::NodeStatus, revision: i64) -> ResponseHeader {
     ResponseHeader { cluster_id: status.cluster_id, member_id: status.member_id, revision, raft_term: status.term }
+}
+
+/// etcd's maintenance server refuses with its auth package's own error (gRPC code
+/// Unknown, "auth: ..."), not the "etcdserver: ..." form the other services use.
+fn maintenance_auth_status(error: EtcdError) -> Status {
+    match error.message().strip_prefix("etcdserver: ") {
+        Some(reason) if matches!(error, EtcdError::PermissionDenied | EtcdError::UserEmpty | EtcdError::InvalidAuthToken) => {
+            Status::unknown(format!("auth: {reason}"))
+        }
+        _ => to_status(error),
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+mod auth;
 mod cluster;
 mod election;
 mod gateway;
@@ -18,6 +19,7 @@ mod watch;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Status};
 
+pub use self::auth::{AuthService, BCRYPT_COST_MAX, BCRYPT_COST_MIN};
 pub use self::cluster::ClusterService;
 pub use self::election::ElectionService;
 pub use self::kv::KvService;
@@ -26,6 +28,7 @@ pub use self::lock::LockService;
 pub use self::maintenance::{MaintenanceService, SERVER_VERSION};
 pub use self::watch::WatchService;
 use crate::errors::{EtcdError, GrpcCode};
+use crate::pb::etcdserverpb::auth_server::AuthServer;
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
@@ -49,6 +52,8 @@ pub fn to_status(error: EtcdError) -> Status {
         GrpcCode::Unavailable => Code::Unavailable,
         GrpcCode::DataLoss => Code::DataLoss,
         GrpcCode::DeadlineExceeded => Code::DeadlineExceeded,
+        GrpcCode::PermissionDenied => Code::PermissionDenied,
+        GrpcCode::Unauthenticated => Code::Unauthenticated,
     };
     Status::new(code, error.message())
 }
@@ -88,6 +93,7 @@ pub async fn serve(
     tls: Option<tonic::transport::ServerTlsConfig>,
     node: NodeHandle,
     max_request_bytes: usize,
+    bcrypt_cost: u32,
     metrics: std::sync::Arc<metrics::Metrics>,
 ) -> Result<(), tonic::transport::Error> {
     let kv = KvServer::new(KvService { node: node.clone() })
@@ -103,8 +109,9 @@ pub async fn serve(
         .add_service(maintenance)
         .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
         .add_service(LockServer::new(LockService { node: node.clone() }))
-        .add_service(ElectionServer::new(ElectionService { node: node.clone() }));
-    let router = gateway::add_routes(routes.into_axum_router(), node.clone(), max_request_bytes);
+        .add_service(ElectionServer::new(ElectionService { node: node.clone() }))
+        .add_service(AuthServer::new(AuthService { node: node.clone(), bcrypt_cost }));
+    let router = gateway::add_routes(routes.into_axum_router(), node.clone(), max_request_bytes, bcrypt_cost);
     let router = metrics::add_routes(http::add_routes(router, node.clone()), node, metrics);
     server_builder(tls)?
         // etcd allows any number of streams per connection (grpc's MaxConcurrentStreams
@@ -115,4 +122,13 @@ pub async fn serve(
         .add_routes(tonic::service::Routes::from(router))
         .serve_with_incoming(incoming)
         .await
+}
+
+/// The member handle for this call's client, carrying its auth token: etcd's `token`
+/// metadata (what etcd clients send), or `authorization` (what the JSON gateway passes
+/// on from the HTTP `Authorization` header).
+fn client_node<T>(node: &NodeHandle, request: &tonic::Request<T>) -> NodeHandle {
+    let metadata = request.metadata();
+    let token = metadata.get("token").or_else(|| metadata.get("authorization")).and_then(|v| v.to_str().ok()).map(str::to_string);
+    node.with_token(token)
 }

@@ -63,20 +63,21 @@ impl Watch for WatchService {
     type WatchStream = WatchResponses;
 
     async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
+        let node = super::client_node(&self.node, &request);
         let require_leader = requires_leader(&request);
         if require_leader {
-            let status = self.node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
+            let status = node.status().await.ok_or_else(|| to_status(EtcdError::Stopped))?;
             if status.leader_id == 0 {
                 return Err(to_status(EtcdError::NoLeader));
             }
         }
-        let mut responses = open_watch(&self.node, request.into_inner()).await?;
+        let mut responses = open_watch(&node, request.into_inner()).await?;
         if !require_leader {
             return Ok(Response::new(Box::pin(ReceiverStream::new(responses).map(Ok))));
         }
         // Forward the hub's responses, ending the stream if the leader stays gone.
         let (sender, outgoing) = tokio::sync::mpsc::channel(FORWARDED_RESPONSES_MAX);
-        let node = self.node.clone();
+        let node = node.clone();
         tokio::spawn(async move {
             let mut leaderless_checks = 0;
             let mut check = tokio::time::interval(std::time::Duration::from_millis(LEADER_CHECK_INTERVAL_MS));

@@ -229,6 +229,20 @@ impl WatchHub {
         }
     }
 
+    /// Refuses a create request with `reason` (etcd's permission check happens before
+    /// the hub sees the request).
+    pub fn refuse_create(&mut self, stream_id: u64, watch_id: i64, reason: &str, store: &Mvcc, base: &ResponseHeader) {
+        let response = WatchResponse {
+            header: header_at(base, store.current_revision()),
+            watch_id,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.to_string(),
+            ..Default::default()
+        };
+        self.send_control(stream_id, response);
+    }
+
     /// One request from a stream's client.
     pub fn handle(&mut self, stream_id: u64, request: WatchRequest, store: &Mvcc, base: &ResponseHeader) {
         match request.request_union {
