@@ -40,7 +40,7 @@ fn store_of(keys: u64) -> Mvcc {
 fn state_of(keys: u64) -> StateMachine {
     let mut state = StateMachine::new();
     for n in 0..keys {
-        let request = InternalRequest { proposer: 1, request_id: n + 1, op: Some(internal_request::Op::Put(put_request(n))) };
+        let request = InternalRequest { proposer: 1, request_id: n + 1, op: Some(internal_request::Op::Put(put_request(n))), auth: None };
         state.apply(&request.encode_to_vec());
     }
     state
@@ -111,7 +111,7 @@ fn state_machine(c: &mut Criterion) {
         b.iter(|| {
             for _ in 0..100 {
                 id += 1;
-                let request = InternalRequest { proposer: 1, request_id: id, op: Some(internal_request::Op::Put(put_request(id % 10_000))) };
+                let request = InternalRequest { proposer: 1, request_id: id, op: Some(internal_request::Op::Put(put_request(id % 10_000))), auth: None };
                 state.apply(&request.encode_to_vec());
             }
         });

@@ -120,6 +120,7 @@ fn a_proposal_delivered_twice_is_applied_once() {
         proposer: 12345,
         request_id: 42,
         op: Some(internal_request::Op::Put(PutRequest { key: "k".into(), value: "once".into(), ..Default::default() })),
+        auth: None,
     };
     let mut entry = Entry::default();
     entry.data = request.encode_to_vec().into();
@@ -301,7 +302,7 @@ fn a_bad_proposal_from_a_peer_is_refused_before_raft() {
     let mut core = open(&disks);
     become_leader(&mut core);
     let before = core.status();
-    for data in [b"not a request".to_vec(), InternalRequest { proposer: 5, request_id: 1, op: None }.encode_to_vec()] {
+    for data in [b"not a request".to_vec(), InternalRequest { proposer: 5, request_id: 1, op: None, auth: None }.encode_to_vec()] {
         let mut entry = Entry::default();
         entry.data = data.into();
         let mut proposal = Message::default();

@@ -419,7 +419,7 @@ fn an_expiry_decided_before_a_renewal_is_void() {
     use prost::Message as _;
     let mut state = detcd_node::StateMachine::new();
     let apply = |state: &mut detcd_node::StateMachine, request_id: u64, op: internal_request::Op| {
-        state.apply(&InternalRequest { proposer: 1, request_id, op: Some(op) }.encode_to_vec())
+        state.apply(&InternalRequest { proposer: 1, request_id, op: Some(op), auth: None }.encode_to_vec())
     };
     apply(&mut state, 1, internal_request::Op::LeaseGrant(LeaseGrantRequest { id: 5, ttl: 10 }));
     // The leader decides lease 5 expired (no renewal yet); a keep-alive overtakes it.
@@ -446,7 +446,7 @@ fn a_hash_that_differs_from_the_majority_raises_a_corrupt_alarm_and_writes_stop(
     let mut next_id = 0;
     let mut apply = |state: &mut detcd_node::StateMachine, proposer: u64, op: internal_request::Op| {
         next_id += 1;
-        state.apply(&InternalRequest { proposer, request_id: next_id, op: Some(op) }.encode_to_vec())
+        state.apply(&InternalRequest { proposer, request_id: next_id, op: Some(op), auth: None }.encode_to_vec())
     };
     apply(&mut state, 1, internal_request::Op::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() }));
     let checked = apply(&mut state, 1, internal_request::Op::HashCheck(HashCheck { revision: 2, leader_id: 1, voters: 3, nonce: 9 }));
