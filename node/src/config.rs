@@ -153,6 +153,12 @@ pub struct Flags {
     /// Specify bcrypt algorithm cost factor for auth password hashing.
     #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
     pub bcrypt_cost: u32,
+    /// Client TLS using generated certificates.
+    #[arg(long, env = "ETCD_AUTO_TLS", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub auto_tls: bool,
+    /// Peer TLS using generated certificates.
+    #[arg(long, env = "ETCD_PEER_AUTO_TLS", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub peer_auto_tls: bool,
     /// Allowed CN for inter peer authentication.
     #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN", default_value = "")]
     pub peer_cert_allowed_cn: String,
@@ -356,6 +362,7 @@ impl Flags {
             trusted_ca_file: self.trusted_ca_file.clone(),
             client_cert_auth: self.client_cert_auth,
             allowed_cn: String::new(),
+            auto: self.auto_tls,
         };
         let peer_tls = TlsFiles {
             cert_file: self.peer_cert_file.clone(),
@@ -363,14 +370,15 @@ impl Flags {
             trusted_ca_file: self.peer_trusted_ca_file.clone(),
             client_cert_auth: self.peer_client_cert_auth,
             allowed_cn: self.peer_cert_allowed_cn.clone(),
+            auto: self.peer_auto_tls,
         };
         for (client_url, listen) in listen_client_urls.split(',').map(str::trim).filter(|u| !u.is_empty()).zip(&listen_client_addrs) {
-            if listen.tls && (client_tls.cert_file.is_empty() || client_tls.key_file.is_empty()) {
+            if listen.tls && !client_tls.auto && (client_tls.cert_file.is_empty() || client_tls.key_file.is_empty()) {
                 return Err(format!("TLS key/cert (--cert-file, --key-file) must be provided for client url {client_url} with HTTPS scheme"));
             }
         }
         for listen in &listen_peer_addrs {
-            if listen.tls && (peer_tls.cert_file.is_empty() || peer_tls.key_file.is_empty()) {
+            if listen.tls && !peer_tls.auto && (peer_tls.cert_file.is_empty() || peer_tls.key_file.is_empty()) {
                 return Err(format!("cannot listen on TLS for {}: KeyFile and CertFile are not presented", listen.addr));
             }
         }

@@ -86,6 +86,15 @@ mod production {
         let _wal_dir_lock = lock_dir(&config.wal_dir)?;
         let mut config = config;
         detcd_node::tls::install_provider();
+        // --auto-tls / --peer-auto-tls: self-signed certificates for the listeners' hosts.
+        let hosts = |addrs: &[detcd_node::config::ListenAddr]| -> Vec<String> {
+            let mut hosts: Vec<String> = addrs.iter().map(|l| l.addr.rsplit_once(':').map_or(l.addr.clone(), |(h, _)| h.trim_matches(['[', ']']).to_string())).collect();
+            hosts.push("localhost".to_string());
+            hosts.dedup();
+            hosts
+        };
+        config.client_tls = config.client_tls.clone().with_auto_certificate(&format!("{}/fixtures/client", config.data_dir), &hosts(&config.listen_client_addrs))?;
+        config.peer_tls = config.peer_tls.clone().with_auto_certificate(&format!("{}/fixtures/peer", config.data_dir), &hosts(&config.listen_peer_addrs))?;
         let peer_tls = if config.peer_tls.is_set() { Some(Arc::new(PeerTls::from_files(&config.peer_tls)?)) } else { None };
         let client_tls = || detcd_node::tls::client_port_tls(&config.client_tls);
         if config.client_tls.is_set() {

@@ -25,12 +25,89 @@ pub struct TlsFiles {
     pub client_cert_auth: bool,
     /// Peers only: the common name a peer's certificate must carry (empty: any).
     pub allowed_cn: String,
+    /// `--auto-tls` / `--peer-auto-tls`: a self-signed certificate is made when none is
+    /// given, and peers do not verify each other's (as etcd: encryption without
+    /// authentication).
+    pub auto: bool,
 }
 
 impl TlsFiles {
     /// Whether a certificate was given at all (etcd: TLS is configured).
     pub fn is_set(&self) -> bool {
-        !self.cert_file.is_empty() || !self.key_file.is_empty()
+        !self.cert_file.is_empty() || !self.key_file.is_empty() || self.auto
+    }
+
+    /// With `auto` and no certificate given: makes (once) a self-signed certificate for
+    /// `hosts` in `dir` (etcd's `<data-dir>/fixtures/client` or `/peer`) and uses it.
+    pub fn with_auto_certificate(mut self, dir: &str, hosts: &[String]) -> Result<TlsFiles, String> {
+        if !self.auto || !self.cert_file.is_empty() {
+            return Ok(self);
+        }
+        let (cert_file, key_file) = (format!("{dir}/cert.pem"), format!("{dir}/key.pem"));
+        let exists = |path: &str| std::path::Path::new(path).exists();
+        if !(exists(&cert_file) && exists(&key_file)) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {dir}: {e}"))?;
+            let made = rcgen::generate_simple_self_signed(hosts.to_vec()).map_err(|e| format!("cannot make a self-signed certificate: {e}"))?;
+            write_private(&key_file, made.signing_key.serialize_pem().as_bytes())?;
+            std::fs::write(&cert_file, made.cert.pem()).map_err(|e| format!("cannot write {cert_file}: {e}"))?;
+        }
+        self.cert_file = cert_file;
+        self.key_file = key_file;
+        Ok(self)
+    }
+}
+
+/// Writes a private key readable by its owner only.
+fn write_private(path: &str, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot write {path}: {e}"))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| format!("cannot write {path}: {e}"))
+}
+
+/// `--peer-auto-tls`: a peer's self-signed certificate cannot be verified, so it is
+/// accepted (etcd's InsecureSkipVerify); the handshake's signatures are still checked.
+#[derive(Debug)]
+struct AnyServerCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -120,15 +197,16 @@ pub struct PeerTls {
 impl PeerTls {
     pub fn from_files(files: &TlsFiles) -> Result<PeerTls, String> {
         let server = server_config(files, &PEER_FLAGS)?;
-        if files.trusted_ca_file.is_empty() {
+        let builder = rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().map_err(|e| e.to_string())?;
+        let builder = if files.auto && files.trusted_ca_file.is_empty() {
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider())))
+        } else if files.trusted_ca_file.is_empty() {
             return Err(format!("--{} is required for peer TLS: members verify each other's certificates", PEER_FLAGS.ca));
-        }
-        let roots = read_roots(&files.trusted_ca_file, PEER_FLAGS.ca)?;
+        } else {
+            builder.with_root_certificates(read_roots(&files.trusted_ca_file, PEER_FLAGS.ca)?)
+        };
         // A member presents its peer certificate when it dials, too (etcd's peers do).
-        let client = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
+        let client = builder
             .with_client_auth_cert(read_certs(&files.cert_file, PEER_FLAGS.cert)?, read_key(&files.key_file, PEER_FLAGS.key)?)
             .map_err(|e| format!("--{} and --{} do not make a usable pair: {e}", PEER_FLAGS.cert, PEER_FLAGS.key))?;
         Ok(PeerTls {

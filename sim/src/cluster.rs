@@ -48,10 +48,20 @@ pub struct MemberSlot {
     /// A byte flipped in the member's newest snapshot file: (file, offset). At its next
     /// start it must pass over that file or refuse to start.
     pub snapshot_damaged: Mutex<Option<(String, usize)>>,
+    /// The token every client of the run sends once auth is enabled (the root user's;
+    /// shared by all slots): workloads other than the auth workload are unaware of auth.
+    pub client_token: Arc<Mutex<Option<String>>>,
 }
 
 impl MemberSlot {
+    /// The running incarnation's handle (sending the run's client token, if any).
     pub fn handle(&self) -> Option<(NodeHandle, u64)> {
+        let token = self.client_token.lock().expect("token lock").clone();
+        self.running.lock().expect("slot lock").clone().map(|(handle, incarnation)| (handle.with_token(token), incarnation))
+    }
+
+    /// The running incarnation's handle with no token (the auth workload's own clients).
+    pub fn handle_without_token(&self) -> Option<(NodeHandle, u64)> {
         self.running.lock().expect("slot lock").clone()
     }
 
@@ -77,6 +87,7 @@ impl Cluster {
     pub fn start(options: &Options, scenario: &Scenario, world: Arc<World>, net: Arc<SimNet>, member_ids: &[u64], cluster_id: u64) -> Cluster {
         let runtime = madsim::runtime::Handle::current();
         let mut members = Vec::new();
+        let client_token = Arc::new(Mutex::new(None));
         // Spare slots hold no member (id 0) until an operator adds one (`replace`).
         let slot_ids = member_ids.iter().copied().chain(std::iter::repeat_n(0, scenario.spare_members));
         for (index, member_id) in slot_ids.enumerate() {
@@ -98,6 +109,7 @@ impl Cluster {
                 paused: AtomicBool::new(false),
                 corrupted: Mutex::new(None),
                 snapshot_damaged: Mutex::new(None),
+                client_token: client_token.clone(),
             });
             let mut config = NodeConfig::with_defaults(member_id, cluster_id, member_ids.to_vec());
             let settings = &scenario.node;

@@ -7,6 +7,7 @@
 //! that need the simulated runtime build only with `--cfg madsim` (`cargo sim ...`).
 
 pub mod alarm_checker;
+pub mod auth_checker;
 pub mod checker;
 pub mod history;
 pub mod kv_model;
@@ -18,6 +19,8 @@ pub mod synthetic;
 pub mod watch_checker;
 pub mod watch_history;
 
+#[cfg(madsim)]
+pub mod auth_workload;
 #[cfg(madsim)]
 pub mod clock;
 #[cfg(madsim)]

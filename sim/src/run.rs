@@ -28,6 +28,7 @@ use crate::report::RunReport;
 use crate::scenario::{DiskKind, FaultKind, Options, Scenario};
 use crate::alarm_checker;
 use crate::lease_checker;
+use crate::auth_workload::{run_auth_client, run_auth_operator};
 use crate::lock_workload::{run_lock_client, LOCK_NAME};
 use crate::maintenance_workload::{run_backup_client, run_operator};
 use crate::lease_workload::{run_lease_client, LEASE_TTL_SECS_MAX};
@@ -147,6 +148,15 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
         let timeout_ms = scenario.workload.client_timeout_ms;
         lock_clients.push(tokio::spawn(run_lock_client(client, cluster.clone(), stop.clone(), timeout_ms, options.seed, skip_wait)));
     }
+    let mut auth_clients = Vec::new();
+    if scenario.workload.auth_clients > 0 {
+        let timeout_ms = scenario.workload.client_timeout_ms;
+        let enabled = Arc::new(AtomicBool::new(false));
+        auth_clients.push(tokio::spawn(run_auth_operator(cluster.clone(), stop.clone(), timeout_ms, options.seed, enabled.clone())));
+        for client in 0..scenario.workload.auth_clients as u64 {
+            auth_clients.push(tokio::spawn(run_auth_client(client, cluster.clone(), stop.clone(), timeout_ms, options.seed, enabled.clone())));
+        }
+    }
     let mut clients = Vec::new();
     for client in 0..options.clients as u64 {
         clients.push(tokio::spawn(run_client(client, cluster.clone(), scenario.clone(), stop.clone(), options.seed)));
@@ -161,6 +171,9 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
         let _ = client.await;
     }
     for client in lock_clients {
+        let _ = client.await;
+    }
+    for client in auth_clients {
         let _ = client.await;
     }
     // Nobody renews a lease from here on.
@@ -199,6 +212,7 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     verdicts.extend(kv_model::check_kv_model(&history, &watch_record, &key_space, KEY_PREFIX, KEY_PREFIX_END));
     verdicts.push(kv_model::check_snapshots(&key_space, &world.snapshots()));
     verdicts.push(kv_model::check_locks(&key_space, &world.lock_holds(), &format!("{LOCK_NAME}/")));
+    verdicts.push(("auth-revoke-respected".into(), crate::auth_checker::check_revokes_respected(&world.auth_record())));
     verdicts.extend(check_watches(&watch_record));
     let lease_record = world.lease_record();
     let skews_clocks = options.swarm_enabled.contains(&FaultKind::ClockSkew) || scenario.faults.timeline.iter().any(|f| f.fault == FaultKind::ClockSkew);

@@ -97,6 +97,10 @@ pub struct Workload {
     /// Lock clients: each takes the lock `lock` with a short lease through etcd's lock
     /// recipe, holds it, then unlocks, revokes or abandons it.
     pub lock_clients: usize,
+    /// Auth clients (0: auth stays disabled): an operator enables auth and alternates
+    /// revoking and granting a user's write permission while this many clients of that
+    /// user write (`auth_workload`); every other client sends root's token.
+    pub auth_clients: usize,
 }
 
 impl Default for Workload {
@@ -121,6 +125,7 @@ impl Default for Workload {
             maintenance_interval_ms: 0,
             backup_interval_ms: 5000,
             lock_clients: 2,
+            auth_clients: 0,
         }
     }
 }

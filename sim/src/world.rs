@@ -63,6 +63,8 @@ struct WorldState {
     snapshots: Vec<crate::kv_model::SavedSnapshot>,
     /// Every lock acquisition of the lock clients.
     lock_holds: Vec<crate::kv_model::LockHold>,
+    /// The auth workload's permission changes and permitted writes.
+    auth: crate::auth_checker::AuthRecord,
     /// Members whose memory the memory-corruption fault damaged, since when (until they
     /// restart): their applied changes, state digests and snapshots are not the cluster's.
     memory_corrupted: BTreeMap<u64, u64>,
@@ -140,6 +142,7 @@ impl World {
                 last_recovery: BTreeMap::new(),
                 snapshots: Vec::new(),
                 lock_holds: Vec::new(),
+                auth: crate::auth_checker::AuthRecord::default(),
                 memory_corrupted: BTreeMap::new(),
                 corruption_episodes: Vec::new(),
                 corrupt_alarms: BTreeMap::new(),
@@ -177,6 +180,39 @@ impl World {
         Self::mix(&mut state, format!("lock|{}|{}|{}|{}", hold.client, hold.key, hold.create_revision, hold.acquired_revision).as_bytes());
         *state.coverage.entry("locks acquired".into()).or_default() += 1;
         state.lock_holds.push(hold);
+    }
+
+    /// A point in the history's global order (for the auth workload's record).
+    pub fn auth_seq(&self, what: &str) -> u64 {
+        let mut state = self.lock();
+        state.seq += 1;
+        let seq = state.seq;
+        Self::mix(&mut state, format!("auth|{seq}|{what}").as_bytes());
+        seq
+    }
+
+    pub fn record_permission_change(&self, change: crate::auth_checker::PermissionChange) {
+        let mut state = self.lock();
+        Self::mix(&mut state, format!("permission|{}|{}|{}", change.granted, change.invoked_seq, change.completed_seq).as_bytes());
+        *state.coverage.entry(if change.granted { "auth: permission granted" } else { "auth: permission revoked" }.into()).or_default() += 1;
+        state.auth.changes.push(change);
+    }
+
+    pub fn record_permitted_write(&self, write: crate::auth_checker::PermittedWrite) {
+        let mut state = self.lock();
+        Self::mix(&mut state, format!("permitted|{}|{}|{}", write.client, write.key, write.revision).as_bytes());
+        *state.coverage.entry("auth: writes permitted".into()).or_default() += 1;
+        state.auth.writes.push(write);
+    }
+
+    pub fn record_write_refused(&self) {
+        let mut state = self.lock();
+        state.auth.refused += 1;
+        *state.coverage.entry("auth: writes refused".into()).or_default() += 1;
+    }
+
+    pub fn auth_record(&self) -> crate::auth_checker::AuthRecord {
+        self.lock().auth.clone()
     }
 
     pub fn lock_holds(&self) -> Vec<crate::kv_model::LockHold> {

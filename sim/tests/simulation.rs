@@ -139,6 +139,9 @@ fn the_canary_finds_planted_bugs() {
         // Found by the end-to-end test, then planted: a member's own publication must not
         // revert a MemberUpdate of its peer URLs.
         ("publish-overwrites-peer-urls", "canary-membership", 20),
+        // Auth (issue 13): a revoked permission binds every write applied after the
+        // revoke, whichever member took it.
+        ("auth-checked-at-proposer-only", "auth-revoke", 20),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);

@@ -181,3 +181,30 @@ fn tempdir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
+
+/// `--auto-tls --peer-auto-tls`: each member makes its own self-signed certificates
+/// (under `<data-dir>/fixtures`), peers speak TLS without verifying each other (as etcd),
+/// and clients connect with `--insecure-skip-tls-verify`.
+#[test]
+fn auto_tls_for_clients_and_peers() {
+    let mut cluster = Cluster::prepare_with_schemes(3, &["--auto-tls", "--peer-auto-tls"], "https", "https");
+    for i in 0..3 {
+        cluster.start_member(i);
+    }
+    let insecure = ["--insecure-skip-tls-verify", "--insecure-transport=false", "--dial-timeout=3s", "--command-timeout=5s"];
+    let with = |more: &[&str]| -> Vec<String> { insecure.iter().chain(more).map(|s| s.to_string()).collect() };
+    let e0 = cluster.members[0].endpoint();
+    let written = wait_for(Duration::from_secs(20), || {
+        let args = with(&["put", "auto-tls", "v1"]);
+        (etcdctl(&e0, &args.iter().map(String::as_str).collect::<Vec<_>>(), None).code == 0).then_some(())
+    });
+    assert!(written.is_some(), "{}", cluster.diagnostics());
+    let e2 = cluster.members[2].endpoint();
+    let args = with(&["get", "auto-tls", "--print-value-only"]);
+    let got = etcdctl(&e2, &args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert_eq!((got.code, got.stdout.trim()), (0, "v1"), "{got:?}");
+    for i in 0..3 {
+        let fixtures = cluster.members[i].data_dir.join("fixtures");
+        assert!(fixtures.join("client/cert.pem").exists() && fixtures.join("peer/key.pem").exists(), "{fixtures:?}");
+    }
+}
