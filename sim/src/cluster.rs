@@ -47,7 +47,9 @@ pub struct MemberSlot {
     pub corrupted: Mutex<Option<(String, usize)>>,
     /// A byte flipped in the member's newest snapshot file: (file, offset). At its next
     /// start it must pass over that file or refuse to start.
-    pub snapshot_damaged: Mutex<Option<(String, usize)>>,
+    /// The file is named with its id (`MemDisk::file_id`): a snapshot written again at
+    /// the same index replaces the damaged file, and the damage is gone with it.
+    pub snapshot_damaged: Mutex<Option<(String, usize, u64)>>,
     /// The token every client of the run sends once auth is enabled (the root user's;
     /// shared by all slots): workloads other than the auth workload are unaware of auth.
     pub client_token: Arc<Mutex<Option<String>>>,
@@ -284,8 +286,9 @@ pub async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNe
     // So may a start on a full disk, or one that read a damaged snapshot or saw a read fail.
     // The expectation holds while the damaged file is still the newest snapshot (a
     // later start may find a newer one written since).
-    let snapshot_damaged = slot.snapshot_damaged.lock().expect("slot lock").clone().filter(|(file, _)| {
-        slot.data_disk.files().into_iter().filter(|(name, _)| name.ends_with(".snap")).map(|(name, _)| name).last().as_ref() == Some(file)
+    let snapshot_damaged = slot.snapshot_damaged.lock().expect("slot lock").clone().filter(|(file, _, id)| {
+        slot.data_disk.file_id(file) == Some(*id)
+            && slot.data_disk.files().into_iter().filter(|(name, _)| name.ends_with(".snap")).map(|(name, _)| name).last().as_ref() == Some(file)
     });
     let read_faults_before = slot.wal_disk.read_faults_struck() + slot.data_disk.read_faults_struck();
     let opened = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Node::open(config, env))) {
@@ -303,7 +306,7 @@ pub async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNe
                     format!("m{} started although byte {offset} of {segment} was corrupted: the damage was skipped silently", slot.index),
                 );
             }
-            if let Some((file, offset)) = &snapshot_damaged {
+            if let Some((file, offset, _)) = &snapshot_damaged {
                 if world.last_recovery(slot.member_id()).is_none_or(|(_, passed_over)| passed_over == 0) {
                     world.violation(
                         "corruption-detected",

@@ -347,7 +347,8 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
             let offset = rng.gen_range(0..len);
             cluster.kill(victim, "stopped to damage its newest snapshot file");
             slot.data_disk.corrupt_byte(&file, offset);
-            *slot.snapshot_damaged.lock().expect("slot lock") = Some((file.clone(), offset));
+            let id = slot.data_disk.file_id(&file).expect("the file was just damaged");
+            *slot.snapshot_damaged.lock().expect("slot lock") = Some((file.clone(), offset, id));
             world.event("fault", Some(victim), format!("flipped byte {offset} of {file}; it must pass over that file or refuse to start"));
             cluster.restart(victim);
             vec![Heal::RepairSnapshot(victim)]
@@ -545,12 +546,14 @@ pub fn undo_wal_damage(cluster: &Cluster, i: usize) -> bool {
 }
 
 /// Restores the snapshot-file byte `corrupt_snapshot_file` flipped on member `i`, if one
-/// is flipped and the file is still there (snapshot files are written once: if it is
-/// there it is the same file).
+/// is flipped and the damaged file is still there — the same file: a member that fell
+/// back to an older snapshot may write the same index again, under the same name, and
+/// that file is whole (found by disk-faults seed 64, where restoring the byte damaged
+/// the new file).
 pub fn undo_snapshot_damage(cluster: &Cluster, i: usize) -> bool {
     let slot = &cluster.members[i];
-    let Some((file, offset)) = slot.snapshot_damaged.lock().expect("slot lock").take() else { return false };
-    if slot.data_disk.corrupt_byte(&file, offset) {
+    let Some((file, offset, id)) = slot.snapshot_damaged.lock().expect("slot lock").take() else { return false };
+    if slot.data_disk.file_id(&file) == Some(id) && slot.data_disk.corrupt_byte(&file, offset) {
         cluster.world.event("heal", Some(i), format!("restored byte {offset} of {file}"));
     }
     true

@@ -16,11 +16,16 @@ use super::{Disk, DiskError};
 struct MemFile {
     bytes: Vec<u8>,
     durable_len: usize,
+    /// Which file this is: set when it is created, kept through renames (a file
+    /// written again under the same name is another file).
+    id: u64,
 }
 
 #[derive(Debug, Default)]
 struct MemDiskState {
     files: BTreeMap<String, MemFile>,
+    /// The id the next created file gets.
+    next_file_id: u64,
     capacity_bytes: Option<u64>,
     fail_next_sync: bool,
     poisoned_by: Option<String>,
@@ -273,6 +278,12 @@ impl MemDisk {
     }
 
     /// Every file with its length, sorted by name.
+    /// Which file `path` is now (see `MemFile::id`): the harness tells a file it damaged
+    /// from one written again under the same name since.
+    pub fn file_id(&self, path: &str) -> Option<u64> {
+        self.lock().files.get(path).map(|file| file.id)
+    }
+
     pub fn files(&self) -> Vec<(String, usize)> {
         self.lock().files.iter().map(|(p, f)| (p.clone(), f.bytes.len())).collect()
     }
@@ -328,7 +339,9 @@ impl Disk for MemDisk {
         if let Strike::Now = state.strike() {
             return state.check_writable(path);
         }
-        state.files.insert(path.to_string(), MemFile::default());
+        state.next_file_id += 1;
+        let id = state.next_file_id;
+        state.files.insert(path.to_string(), MemFile { id, ..MemFile::default() });
         Ok(())
     }
 
