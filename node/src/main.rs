@@ -119,7 +119,11 @@ mod production {
             (None, _) => {}
         }
         let member_id = config.node.member_id;
-        let transport = Arc::new(TcpTransport::start(tcp::PeerIdentity { cluster_id: config.node.cluster_id, member_id }, peer_tls.clone()));
+        let round_trip_metrics = metrics.clone();
+        let transport = Arc::new(
+            TcpTransport::start(tcp::PeerIdentity { cluster_id: config.node.cluster_id, member_id }, peer_tls.clone())
+                .with_round_trip_observer(Arc::new(move |peer, took| round_trip_metrics.record_peer_round_trip(peer, took))),
+        );
         let directory = transport.directory();
         let env = Env {
             wal_disk: Arc::new(wal_disk),

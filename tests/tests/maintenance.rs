@@ -220,6 +220,14 @@ fn metrics_use_etcds_names_and_follow_the_member() {
     assert!(value("etcd_mvcc_db_total_size_in_bytes") > 0.0);
     assert!(value("etcd_disk_wal_fsync_duration_seconds_count") >= 5.0, "every put was synced");
     assert!(text.contains("# TYPE etcd_disk_wal_fsync_duration_seconds histogram"));
+    // Each peer connection is probed when it opens, then every few seconds: a round trip
+    // per peer, labelled with its id as etcd labels it.
+    let peers_timed = wait_for(Duration::from_secs(10), || {
+        let (text, _) = curl(&format!("http://{endpoint}/metrics"));
+        let timed = text.lines().filter(|l| l.starts_with("etcd_network_peer_round_trip_time_seconds_count{To=")).count();
+        (timed == 2).then_some(())
+    });
+    assert!(peers_timed.is_some(), "no round trip measured to both peers");
     assert!(
         text.lines().any(|l| l.starts_with("grpc_server_handled_total{") && l.contains(r#"grpc_method="Put""#) && l.contains(r#"grpc_code="OK""#)),
         "{text}"

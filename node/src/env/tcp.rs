@@ -47,6 +47,15 @@ pub const PEER_FRAME_BYTES_MAX: usize = u32::MAX as usize;
 pub const PEER_RECONNECT_DELAY_MS: u64 = 100;
 /// Pause after a failed accept (e.g. out of file descriptors) before the next one.
 pub const PEER_ACCEPT_RETRY_DELAY_MS: u64 = 100;
+/// How often a member probes each peer connection for its round-trip time.
+pub const PEER_PROBE_INTERVAL_MS: u64 = 5000;
+/// A probe is a frame of length 0 (no raft message is empty); the peer answers it with
+/// these 8 bytes on the same connection.
+pub const PEER_PROBE_ANSWER: &[u8; 8] = b"detcdpo1";
+
+/// Where measured round trips go: (peer id, round trip).
+pub type RoundTripObserver = Arc<dyn Fn(u64, Duration) + Send + Sync>;
+
 /// How long an accepted peer connection may take to complete its TLS handshake.
 pub const PEER_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 5000;
 /// First bytes of every peer connection.
@@ -132,13 +141,20 @@ pub struct TcpTransport {
     directory: SharedDirectory,
     /// A peer said this member was removed from the cluster.
     removed: Arc<std::sync::atomic::AtomicBool>,
+    round_trips: Option<RoundTripObserver>,
 }
 
 impl TcpTransport {
     /// A transport that introduces itself as `identity`; its peers come with the first
     /// `set_peers` (the member calls it when it opens).
     pub fn start(identity: PeerIdentity, tls: Option<Arc<PeerTls>>) -> Self {
-        Self { identity, queues: Mutex::new(BTreeMap::new()), tls, directory: SharedDirectory::default(), removed: Arc::default() }
+        Self { identity, queues: Mutex::new(BTreeMap::new()), tls, directory: SharedDirectory::default(), removed: Arc::default(), round_trips: None }
+    }
+
+    /// Probes every peer connection and reports its round trips to `observer`.
+    pub fn with_round_trip_observer(mut self, observer: RoundTripObserver) -> Self {
+        self.round_trips = Some(observer);
+        self
     }
 
     /// The member table the listeners check connections against.
@@ -163,7 +179,8 @@ impl Transport for TcpTransport {
         for (id, addr) in wanted {
             queues.entry(id).or_insert_with(|| {
                 let (sender, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
-                tokio::spawn(run_peer_writer(self.identity, addr.clone(), self.tls.clone(), receiver, self.removed.clone()));
+                let probe = self.round_trips.clone().map(|observer| (id, observer));
+                tokio::spawn(run_peer_writer(self.identity, addr.clone(), self.tls.clone(), receiver, self.removed.clone(), probe));
                 (addr, sender)
             });
         }
@@ -219,8 +236,11 @@ async fn run_peer_writer(
     tls: Option<Arc<PeerTls>>,
     mut queue: mpsc::Receiver<Message>,
     removed: Arc<std::sync::atomic::AtomicBool>,
+    probe: Option<(u64, RoundTripObserver)>,
 ) {
     let mut buffer = Vec::new();
+    let mut probe_timer = tokio::time::interval(Duration::from_millis(PEER_PROBE_INTERVAL_MS));
+    probe_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The last dial error logged: a peer that stays down is logged once, not per retry.
     let mut last_error = String::new();
     loop {
@@ -243,16 +263,40 @@ async fn run_peer_writer(
         if stream.write_all(&encode_handshake(identity)).await.is_err() || stream.flush().await.is_err() {
             continue;
         }
-        // The peer says nothing on this connection unless this member was removed.
+        // The peer answers probes on this connection, and tells this member if it was
+        // removed. (When the probe was sent: the answer's round trip.)
         let removed = removed.clone();
+        let probe_sent: Arc<Mutex<Option<std::time::Instant>>> = Arc::default();
+        let probe_answer = (probe.clone(), probe_sent.clone());
         tokio::spawn(async move {
             let mut notice = [0u8; 8];
-            if from_peer.read_exact(&mut notice).await.is_ok() && &notice == PEER_REMOVED_NOTICE {
-                removed.store(true, std::sync::atomic::Ordering::SeqCst);
+            while from_peer.read_exact(&mut notice).await.is_ok() {
+                if &notice == PEER_REMOVED_NOTICE {
+                    removed.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+                let sent = probe_answer.1.lock().expect("probe lock").take();
+                if let (PEER_PROBE_ANSWER, Some(sent), Some((peer, observer))) = (&notice, sent, &probe_answer.0) {
+                    observer(*peer, sent.elapsed());
+                }
             }
         });
         loop {
-            let Some(first) = queue.recv().await else { return };
+            let first = tokio::select! {
+                biased;
+                message = queue.recv() => match message {
+                    Some(message) => message,
+                    None => return,
+                },
+                _ = probe_timer.tick(), if probe.is_some() => {
+                    // A probe still unanswered is lost; the next one replaces it.
+                    *probe_sent.lock().expect("probe lock") = Some(std::time::Instant::now());
+                    if stream.write_all(&0u32.to_le_bytes()).await.is_err() || stream.flush().await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
             buffer.clear();
             let mut large_body = encode_frame(&first, &mut buffer);
             for _ in 1..PEER_BATCH_MESSAGES_MAX {
@@ -417,6 +461,14 @@ async fn run_peer_reader(stream: Box<dyn PeerStream>, cluster_id: u64, directory
             return;
         }
         let len = u32::from_le_bytes(len_bytes) as usize;
+        if len == 0 {
+            // A probe: answered at once, on this connection.
+            let writer = reader.get_mut();
+            if writer.write_all(PEER_PROBE_ANSWER).await.is_err() || writer.flush().await.is_err() {
+                return;
+            }
+            continue;
+        }
         if len > PEER_FRAME_BYTES_MAX {
             return;
         }

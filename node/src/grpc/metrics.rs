@@ -9,8 +9,8 @@
 //! middleware on the client port (`grpc_server_started_total`, `grpc_server_handled_total`
 //! — a stream is counted as handled when it opens, with the code it opened with).
 //!
-//! Not exported yet: `etcd_network_peer_round_trip_time_seconds` (the peer transport does
-//! not time round trips).
+//! `etcd_network_peer_round_trip_time_seconds` comes from the peer transport's probes
+//! (a probe frame on each outgoing peer connection every few seconds, answered on it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +24,8 @@ use crate::server::NodeHandle;
 pub struct Metrics {
     registry: Registry,
     wal_fsync_seconds: Histogram,
+    /// By peer (`To`, the peer's id in hex, as etcd labels it).
+    peer_round_trip_seconds: prometheus::HistogramVec,
     backend_commit_seconds: Histogram,
     grpc_started: IntCounterVec,
     grpc_handled: IntCounterVec,
@@ -64,6 +66,13 @@ impl Metrics {
             "etcd_disk_backend_commit_duration_seconds",
             "The latency distributions of commit called by backend (detcd: fsyncs of the data disk, where snapshots are made durable).",
         );
+        let peer_round_trip_seconds = prometheus::HistogramVec::new(
+            HistogramOpts::new("etcd_network_peer_round_trip_time_seconds", "Round-Trip-Time histogram between peers")
+                .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16).expect("valid buckets")),
+            &["To"],
+        )
+        .expect("valid histogram");
+        registry.register(Box::new(peer_round_trip_seconds.clone())).expect("registered once");
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let counter = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
             registry.register(Box::new(counter.clone())).expect("registered once");
@@ -87,11 +96,16 @@ impl Metrics {
                 (*name, gauge)
             })
             .collect();
-        Arc::new(Metrics { registry, wal_fsync_seconds, backend_commit_seconds, grpc_started, grpc_handled, from_status })
+        Arc::new(Metrics { registry, wal_fsync_seconds, peer_round_trip_seconds, backend_commit_seconds, grpc_started, grpc_handled, from_status })
     }
 
     pub fn record_wal_fsync(&self, took: Duration) {
         self.wal_fsync_seconds.observe(took.as_secs_f64());
+    }
+
+    /// One probe's round trip to `peer` (the peer transport measures them).
+    pub fn record_peer_round_trip(&self, peer: u64, took: Duration) {
+        self.peer_round_trip_seconds.with_label_values(&[&format!("{peer:x}")]).observe(took.as_secs_f64());
     }
 
     pub fn record_data_fsync(&self, took: Duration) {
