@@ -9,7 +9,8 @@
 #  4. power lost at every write of one member's WAL and data disk, one run each;
 #  5. the seeds of sim/regressions.toml, which once exposed real bugs.
 # Installs what it needs (Debian: etcd-client, etcd-server — the migration test restores
-# a real etcd's snapshot —, protobuf-compiler, chromium, curl) when missing.
+# a real etcd's snapshot, and the gateway and auth tests compare answers with it —,
+# protobuf-compiler, chromium, curl, openssl — the TLS tests make certificates) when missing.
 # DETCD_SIM_SEEDS=A..B changes the sweep's seed range (default 0..200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,7 @@ command -v etcd >/dev/null 2>&1 || need_packages+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || need_packages+=(protobuf-compiler)
 command -v chromium >/dev/null 2>&1 || need_packages+=(chromium)
 command -v curl >/dev/null 2>&1 || need_packages+=(curl)
+command -v openssl >/dev/null 2>&1 || need_packages+=(openssl)
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "installing ${need_packages[*]}"
   SUDO=""
