@@ -71,6 +71,17 @@ pub struct AuthStore {
     token_secret: Vec<u8>,
 }
 
+/// Who a client says it is: nothing, an auth token (etcd's `token` metadata), or the
+/// common name of the TLS client certificate the front end verified (etcd uses it as the
+/// user name when the request carries no token).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Credentials {
+    #[default]
+    None,
+    Token(String),
+    CertificateName(String),
+}
+
 /// What a request needs: a permission on a key range, or the root role.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Needed {
@@ -265,16 +276,18 @@ impl AuthStore {
     }
 
     /// Who a request comes from, as the member taking it stamps it: `None` when auth is
-    /// disabled (nothing is checked), an empty user when no token came (refused by the
-    /// checks with "user name is empty"), the token's user otherwise.
-    pub fn resolve(&self, token: Option<&str>) -> Result<Option<AuthInfo>, EtcdError> {
+    /// disabled (nothing is checked), an empty user when no credentials came (refused by
+    /// the checks with "user name is empty"), the token's user, or the certificate's
+    /// common name (a user of that name must exist to be permitted anything).
+    pub fn resolve(&self, credentials: &Credentials) -> Result<Option<AuthInfo>, EtcdError> {
         if !self.enabled {
             return Ok(None);
         }
-        let Some(token) = token else {
-            return Ok(Some(AuthInfo { user: String::new(), revision: self.revision }));
+        let user = match credentials {
+            Credentials::None => String::new(),
+            Credentials::Token(token) => self.verify_token(token).ok_or(EtcdError::InvalidAuthToken)?,
+            Credentials::CertificateName(name) => name.clone(),
         };
-        let user = self.verify_token(token).ok_or(EtcdError::InvalidAuthToken)?;
         Ok(Some(AuthInfo { user, revision: self.revision }))
     }
 
@@ -457,7 +470,7 @@ mod tests {
 
     fn alice(store: &AuthStore) -> AuthInfo {
         let token = store.mint_token("alice", store.users()["alice"].token_epoch).unwrap();
-        store.resolve(Some(&token)).unwrap().unwrap()
+        store.resolve(&Credentials::Token(token.clone())).unwrap().unwrap()
     }
 
     fn read(key: &[u8], end: &[u8]) -> Needed {
@@ -481,9 +494,9 @@ mod tests {
         assert_eq!(store.check(Some(&who), &[write(b"k2", b"k8")]), Err(EtcdError::PermissionDenied));
         assert_eq!(store.check(Some(&who), &[Needed::Admin]), Err(EtcdError::PermissionDenied));
         let root_token = store.mint_token("root", store.users()["root"].token_epoch).unwrap();
-        let root = store.resolve(Some(&root_token)).unwrap().unwrap();
+        let root = store.resolve(&Credentials::Token(root_token.clone())).unwrap().unwrap();
         assert_eq!(store.check(Some(&root), &[Needed::Admin, write(b"", &[0])]), Ok(()));
-        let nobody = store.resolve(None).unwrap().unwrap();
+        let nobody = store.resolve(&Credentials::None).unwrap().unwrap();
         assert_eq!(store.check(Some(&nobody), &[read(b"foo", b"")]), Err(EtcdError::UserEmpty));
     }
 
@@ -502,13 +515,13 @@ mod tests {
     fn tokens_are_signed_and_voided_by_a_password_change() {
         let mut store = store_with_alice();
         let token = store.mint_token("alice", store.users()["alice"].token_epoch).unwrap();
-        assert_eq!(store.resolve(Some(&token)).unwrap().unwrap().user, "alice");
+        assert_eq!(store.resolve(&Credentials::Token(token.clone())).unwrap().unwrap().user, "alice");
         // Another user's name with alice's signature: refused.
         let forged = format!("{}.{}", hex(b"root"), token.split_once('.').unwrap().1);
-        assert_eq!(store.resolve(Some(&forged)), Err(EtcdError::InvalidAuthToken));
-        assert_eq!(store.resolve(Some("garbage")), Err(EtcdError::InvalidAuthToken));
+        assert_eq!(store.resolve(&Credentials::Token(forged.clone())), Err(EtcdError::InvalidAuthToken));
+        assert_eq!(store.resolve(&Credentials::Token("garbage".into())), Err(EtcdError::InvalidAuthToken));
         store.user_change_password("alice", "h2").unwrap();
-        assert_eq!(store.resolve(Some(&token)), Err(EtcdError::InvalidAuthToken));
+        assert_eq!(store.resolve(&Credentials::Token(token.clone())), Err(EtcdError::InvalidAuthToken));
         // A token for the old epoch cannot be minted after the change either.
         assert_eq!(store.mint_token("alice", 3), Err(EtcdError::AuthFailed));
     }
@@ -528,6 +541,6 @@ mod tests {
         assert_eq!(store.user_add("", "h", false), Err(EtcdError::UserEmpty));
         assert_eq!(store.user_revoke_role("root", "nosuch"), Err(EtcdError::RoleNotGranted));
         store.disable();
-        assert_eq!(store.resolve(Some("anything")), Ok(None));
+        assert_eq!(store.resolve(&Credentials::Token("anything".into())), Ok(None));
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use raft::eraftpb::Message;
 
 use crate::apply::{AuthRequest, AuthResponse, Request, Response};
+use crate::auth::Credentials;
 use crate::consensus::{FatalError, NodeConfig, NodeCore, NodeStatus};
 use crate::env::{Env, Worker};
 use crate::errors::EtcdError;
@@ -35,8 +36,8 @@ pub const INBOX_DRAIN_MESSAGES_MAX: usize = 512;
 pub const COMMAND_DRAIN_MAX: usize = 1024;
 
 enum Command {
-    Request(Request, Option<String>, oneshot::Sender<Result<Response, EtcdError>>),
-    Authorize(Option<String>, crate::auth::Needed, oneshot::Sender<Result<(), EtcdError>>),
+    Request(Request, Credentials, oneshot::Sender<Result<Response, EtcdError>>),
+    Authorize(Credentials, crate::auth::Needed, oneshot::Sender<Result<(), EtcdError>>),
     Status(oneshot::Sender<NodeStatus>),
     MemberList(oneshot::Sender<(NodeStatus, Vec<crate::pb::etcdserverpb::Member>)>),
     HashKv(i64, oneshot::Sender<Result<(i64, u32, i64), EtcdError>>),
@@ -48,7 +49,7 @@ enum Command {
     #[cfg(madsim)]
     CorruptMemory(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
     WatchOpen(mpsc::Sender<WatchResponse>, oneshot::Sender<Result<u64, EtcdError>>),
-    Watch(u64, Option<String>, WatchRequest),
+    Watch(u64, Credentials, WatchRequest),
 }
 
 /// How clients (the gRPC front end, the simulator's workload) talk to a running member.
@@ -57,8 +58,9 @@ enum Command {
 pub struct NodeHandle {
     member_id: u64,
     commands: mpsc::Sender<Command>,
-    /// The client's auth token (etcd's `token` metadata), sent with every request.
-    token: Option<String>,
+    /// Who the client is (etcd's `token` metadata, or its certificate's name), sent with
+    /// every request.
+    credentials: Credentials,
 }
 
 /// Where peers deliver raft messages to a running member.
@@ -71,20 +73,25 @@ impl NodeHandle {
 
     /// This handle for a client that authenticated: its requests carry `token`.
     pub fn with_token(&self, token: Option<String>) -> NodeHandle {
-        NodeHandle { token, ..self.clone() }
+        self.with_credentials(token.map_or(Credentials::None, Credentials::Token))
+    }
+
+    /// This handle for a client with `credentials`.
+    pub fn with_credentials(&self, credentials: Credentials) -> NodeHandle {
+        NodeHandle { credentials, ..self.clone() }
     }
 
     /// Whether this handle's client may do what `needed` says (the root role for
     /// maintenance requests), on the member's applied auth state.
     pub async fn authorize(&self, needed: crate::auth::Needed) -> Result<(), EtcdError> {
         let (sender, receiver) = oneshot::channel();
-        self.commands.send(Command::Authorize(self.token.clone(), needed, sender)).await.map_err(|_| EtcdError::Stopped)?;
+        self.commands.send(Command::Authorize(self.credentials.clone(), needed, sender)).await.map_err(|_| EtcdError::Stopped)?;
         receiver.await.map_err(|_| EtcdError::Stopped)?
     }
 
     async fn call(&self, request: Request) -> Result<Response, EtcdError> {
         let (sender, receiver) = oneshot::channel();
-        self.commands.try_send(Command::Request(request, self.token.clone(), sender)).map_err(|e| match e {
+        self.commands.try_send(Command::Request(request, self.credentials.clone(), sender)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => EtcdError::TooManyRequests,
             mpsc::error::TrySendError::Closed(_) => EtcdError::Stopped,
         })?;
@@ -176,7 +183,7 @@ impl NodeHandle {
         let (reply, opened) = oneshot::channel();
         self.commands.send(Command::WatchOpen(sender, reply)).await.map_err(|_| EtcdError::Stopped)?;
         let stream_id = opened.await.map_err(|_| EtcdError::Stopped)??;
-        Ok(WatchStream { requests: WatchRequests { stream_id, commands: self.commands.clone(), token: self.token.clone() }, responses })
+        Ok(WatchStream { requests: WatchRequests { stream_id, commands: self.commands.clone(), credentials: self.credentials.clone() }, responses })
     }
 }
 
@@ -261,13 +268,13 @@ auth_calls! {
 pub struct WatchRequests {
     stream_id: u64,
     commands: mpsc::Sender<Command>,
-    token: Option<String>,
+    credentials: Credentials,
 }
 
 impl WatchRequests {
     /// Sends one request on the stream (answered on the stream's responses).
     pub async fn request(&self, request: WatchRequest) -> Result<(), EtcdError> {
-        self.commands.send(Command::Watch(self.stream_id, self.token.clone(), request)).await.map_err(|_| EtcdError::Stopped)
+        self.commands.send(Command::Watch(self.stream_id, self.credentials.clone(), request)).await.map_err(|_| EtcdError::Stopped)
     }
 }
 
@@ -309,7 +316,7 @@ impl Node {
         let core = NodeCore::open(config, env.clone())?;
         let (inbox_sender, inbox) = mpsc::channel(PEER_INBOX_MESSAGES_MAX);
         let (command_sender, commands) = mpsc::channel(CLIENT_QUEUE_COMMANDS_MAX);
-        let handle = NodeHandle { member_id, commands: command_sender, token: None };
+        let handle = NodeHandle { member_id, commands: command_sender, credentials: Credentials::None };
         Ok((Node { core, env, inbox, commands }, handle, inbox_sender))
     }
 
@@ -394,21 +401,21 @@ fn run_command(core: &mut NodeCore, hub: &mut WatchHub, worker: &dyn Worker, com
         }
         // Every change was published right after the Ready that applied it, so the hub
         // is current: nothing applied is pending here.
-        Command::Watch(stream_id, token, request) => {
+        Command::Watch(stream_id, credentials, request) => {
             use crate::pb::etcdserverpb::watch_request::RequestUnion;
             if let Some(RequestUnion::CreateRequest(create)) = &request.request_union {
                 // etcd checks read permission on the watched range when the watch is created.
                 let needed = crate::auth::Needed::Read { key: create.key.clone(), range_end: create.range_end.clone() };
-                if let Err(denied) = core.authorize(token.as_deref(), &[needed]) {
+                if let Err(denied) = core.authorize(&credentials, &[needed]) {
                     hub.refuse_create(stream_id, create.watch_id, denied.message(), core.state().mvcc(), &core.current_header());
                     return;
                 }
             }
             hub.handle(stream_id, request, core.state().mvcc(), &core.current_header())
         }
-        Command::Request(request, token, responder) => core.submit_with_token(request, token.as_deref(), responder, now_ms),
-        Command::Authorize(token, needed, responder) => {
-            let _ = responder.send(core.authorize(token.as_deref(), &[needed]));
+        Command::Request(request, credentials, responder) => core.submit_with_credentials(request, &credentials, responder, now_ms),
+        Command::Authorize(credentials, needed, responder) => {
+            let _ = responder.send(core.authorize(&credentials, &[needed]));
         }
         Command::Status(responder) => {
             let _ = responder.send(core.status());

@@ -104,6 +104,25 @@ fn client_tls_with_client_certificate_auth() {
     assert_ne!(plain.code, 0, "{plain:?}");
 
     assert_eq!(curl_tls(&format!("https://{endpoint}/health"), &certs, "client"), (r#"{"health":"true"}"#.to_string(), "200".to_string()));
+
+    // With auth enabled, a request without a token is the user its certificate names
+    // (the client certificate's CN is "alice"), as etcd.
+    for step in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["user", "add", "alice:alicepw"],
+        &["role", "add", "apps"],
+        &["role", "grant-permission", "apps", "--prefix=true", "readwrite", "app/"],
+        &["user", "grant-role", "alice", "apps"],
+        &["auth", "enable"],
+    ] {
+        let out = etcdctl_tls(&endpoint, &certs, Some("client"), step);
+        assert_eq!(out.code, 0, "{step:?}: {out:?}");
+    }
+    let permitted = etcdctl_tls(&endpoint, &certs, Some("client"), &["put", "app/by-certificate", "v"]);
+    assert_eq!(permitted.code, 0, "{permitted:?}");
+    let denied = etcdctl_tls(&endpoint, &certs, Some("client"), &["put", "elsewhere", "v"]);
+    assert!(denied.stderr.contains("etcdserver: permission denied"), "{denied:?}");
 }
 
 /// Three members whose peers speak mutual TLS (`https` peer URLs, `--peer-client-cert-

@@ -591,20 +591,27 @@ impl NodeCore {
     /// Accepts a client request. The answer goes to `responder` now (bad input,
     /// serializable reads) or once the request is committed and applied, or read-indexed.
     pub fn submit(&mut self, request: Request, responder: Responder, now_ms: u64) {
-        self.submit_with_token(request, None, responder, now_ms);
+        self.submit_with_credentials(request, &crate::auth::Credentials::None, responder, now_ms);
     }
 
     /// Whether the client with `token` may do what `needed` lists, on this member's
     /// applied auth state (maintenance requests and watch creation, served without raft).
-    pub fn authorize(&self, token: Option<&str>, needed: &[crate::auth::Needed]) -> Result<(), EtcdError> {
-        let auth = self.state.auth().resolve(token)?;
+    pub fn authorize(&self, credentials: &crate::auth::Credentials, needed: &[crate::auth::Needed]) -> Result<(), EtcdError> {
+        let auth = self.state.auth().resolve(credentials)?;
         self.state.auth().check(auth.as_ref(), needed)
     }
 
-    /// [`NodeCore::submit`] for a client that sent an auth token (or none): the token is
-    /// resolved to its user here, on the state this member applied, and the request
-    /// carries that user and auth revision to be checked where it is served or applied.
-    pub fn submit_with_token(&mut self, #[allow(unused_mut)] mut request: Request, token: Option<&str>, responder: Responder, now_ms: u64) {
+    /// [`NodeCore::submit`] for a client with credentials (an auth token, a certificate's
+    /// name, or none): they are resolved to a user here, on the state this member
+    /// applied, and the request carries that user and auth revision to be checked where
+    /// it is served or applied.
+    pub fn submit_with_credentials(
+        &mut self,
+        #[allow(unused_mut)] mut request: Request,
+        credentials: &crate::auth::Credentials,
+        responder: Responder,
+        now_ms: u64,
+    ) {
         #[allow(unused_mut)]
         let mut refuse_as_removed = self.is_leaving();
         #[cfg(madsim)]
@@ -619,7 +626,7 @@ impl NodeCore {
             let _ = responder.send(Err(error));
             return;
         }
-        let auth = match self.state.auth().resolve(token) {
+        let auth = match self.state.auth().resolve(credentials) {
             Ok(auth) => auth,
             Err(error) => {
                 let _ = responder.send(Err(error));

@@ -124,11 +124,20 @@ pub async fn serve(
         .await
 }
 
-/// The member handle for this call's client, carrying its auth token: etcd's `token`
-/// metadata (what etcd clients send), or `authorization` (what the JSON gateway passes
-/// on from the HTTP `Authorization` header).
+/// The member handle for this call's client, carrying its credentials: etcd's `token`
+/// metadata (what etcd clients send) or `authorization` (what the JSON gateway passes on
+/// from the HTTP `Authorization` header); without a token, the common name of the TLS
+/// client certificate tonic verified (`--client-cert-auth`), as etcd.
 fn client_node<T>(node: &NodeHandle, request: &tonic::Request<T>) -> NodeHandle {
+    use crate::auth::Credentials;
     let metadata = request.metadata();
     let token = metadata.get("token").or_else(|| metadata.get("authorization")).and_then(|v| v.to_str().ok()).map(str::to_string);
-    node.with_token(token)
+    let credentials = match token {
+        Some(token) => Credentials::Token(token),
+        None => request
+            .peer_certs()
+            .and_then(|certs| certs.first().and_then(|leaf| crate::tls::common_name(leaf)))
+            .map_or(Credentials::None, Credentials::CertificateName),
+    };
+    node.with_credentials(credentials)
 }
