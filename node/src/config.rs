@@ -159,9 +159,120 @@ pub struct Flags {
     /// Peer TLS using generated certificates.
     #[arg(long, env = "ETCD_PEER_AUTO_TLS", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub peer_auto_tls: bool,
+    /// Enable the raft Pre-Vote algorithm to prevent disruption when a node that has been
+    /// partitioned away rejoins the cluster.
+    #[arg(long, env = "ETCD_PRE_VOTE", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub pre_vote: bool,
+    /// Maximum concurrent streams that each client can open at a time.
+    #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX)]
+    pub max_concurrent_streams: u32,
+    /// Frequency duration of server-to-client ping to check if a connection is alive (0 to disable).
+    #[arg(long, env = "ETCD_GRPC_KEEPALIVE_INTERVAL", default_value = "2h")]
+    pub grpc_keepalive_interval: String,
+    /// Additional duration of wait before closing a non-responsive connection (0 to disable).
+    #[arg(long, env = "ETCD_GRPC_KEEPALIVE_TIMEOUT", default_value = "20s")]
+    pub grpc_keepalive_timeout: String,
+    /// Enable debug-level logging (same as --log-level=debug).
+    #[arg(long, env = "ETCD_DEBUG", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub debug: bool,
+    /// Set level of detail for exported metrics, specify 'extensive' to include server side
+    /// grpc histogram metrics (detcd exports the same set for both).
+    #[arg(long, env = "ETCD_METRICS", default_value = "basic")]
+    pub metrics: String,
+    /// Enable the v2 API (detcd serves only v3: true is refused).
+    #[arg(long, env = "ETCD_ENABLE_V2", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub enable_v2: bool,
+    /// Force to create a new one member cluster (not supported by detcd yet: refused).
+    #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub force_new_cluster: bool,
+    /// etcd flags taken so that etcd's command lines and environments start detcd
+    /// unchanged, with no effect here (each one set is named in a warning at start).
+    #[command(flatten)]
+    pub no_effect: NoEffectFlags,
+    /// TLS flags detcd does not implement yet: refused with a clear error when set.
+    #[command(flatten)]
+    pub unsupported_tls: UnsupportedTlsFlags,
     /// Allowed CN for inter peer authentication.
     #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN", default_value = "")]
     pub peer_cert_allowed_cn: String,
+}
+
+/// etcd flags accepted with no effect (see `Flags::no_effect`), with why.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct NoEffectFlags {
+    /// Enable runtime profiling data via HTTP server (detcd has no pprof endpoint).
+    #[arg(long, env = "ETCD_ENABLE_PPROF", num_args = 0..=1, default_missing_value = "true")]
+    pub enable_pprof: Option<String>,
+    /// Comma-separated white list of origins for CORS (detcd's HTTP endpoints send no CORS headers).
+    #[arg(long, env = "ETCD_CORS")]
+    pub cors: Option<String>,
+    /// Comma-separated acceptable hostnames from HTTP client requests.
+    #[arg(long, env = "ETCD_HOST_WHITELIST")]
+    pub host_whitelist: Option<String>,
+    /// Specify a particular log level for each etcd package (detcd: use --log-level).
+    #[arg(long, env = "ETCD_LOG_PACKAGE_LEVELS")]
+    pub log_package_levels: Option<String>,
+    /// Whether to fast-forward initial election ticks on boot (detcd: raft's own start).
+    #[arg(long, env = "ETCD_INITIAL_ELECTION_TICK_ADVANCE", num_args = 0..=1, default_missing_value = "true")]
+    pub initial_election_tick_advance: Option<String>,
+    /// Minimum interval duration that a client should wait before pinging server (not enforced by detcd).
+    #[arg(long, env = "ETCD_GRPC_KEEPALIVE_MIN_TIME")]
+    pub grpc_keepalive_min_time: Option<String>,
+    /// Time duration after which a warning is generated if applying a request takes more time.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_WARNING_APPLY_DURATION")]
+    pub experimental_warning_apply_duration: Option<String>,
+    /// Maximum number of keys removed per compaction batch (detcd removes compacted records in its own bounded steps).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_COMPACTION_BATCH_LIMIT")]
+    pub experimental_compaction_batch_limit: Option<String>,
+    /// BackendBatchInterval is the maximum time before commit the backend transaction (detcd has no bbolt backend).
+    #[arg(long, env = "ETCD_BACKEND_BATCH_INTERVAL")]
+    pub backend_batch_interval: Option<String>,
+    /// BackendBatchLimit is the maximum operations before commit the backend transaction (detcd has no bbolt backend).
+    #[arg(long, env = "ETCD_BACKEND_BATCH_LIMIT")]
+    pub backend_batch_limit: Option<String>,
+    /// The freelist type bbolt uses (detcd has no bbolt backend).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_BACKEND_BBOLT_FREELIST_TYPE")]
+    pub experimental_backend_bbolt_freelist_type: Option<String>,
+}
+
+impl NoEffectFlags {
+    /// The flags set, as `--name`.
+    fn set(&self) -> Vec<&'static str> {
+        let all = [
+            ("--enable-pprof", &self.enable_pprof),
+            ("--cors", &self.cors),
+            ("--host-whitelist", &self.host_whitelist),
+            ("--log-package-levels", &self.log_package_levels),
+            ("--initial-election-tick-advance", &self.initial_election_tick_advance),
+            ("--grpc-keepalive-min-time", &self.grpc_keepalive_min_time),
+            ("--experimental-warning-apply-duration", &self.experimental_warning_apply_duration),
+            ("--experimental-compaction-batch-limit", &self.experimental_compaction_batch_limit),
+            ("--backend-batch-interval", &self.backend_batch_interval),
+            ("--backend-batch-limit", &self.backend_batch_limit),
+            ("--experimental-backend-bbolt-freelist-type", &self.experimental_backend_bbolt_freelist_type),
+        ];
+        all.into_iter().filter(|(_, value)| value.is_some()).map(|(name, _)| name).collect()
+    }
+}
+
+/// etcd's TLS flags detcd does not implement yet (see `Flags::unsupported_tls`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct UnsupportedTlsFlags {
+    /// Path to the client certificate revocation list file.
+    #[arg(long, env = "ETCD_CLIENT_CRL_FILE")]
+    pub client_crl_file: Option<String>,
+    /// Path to the peer certificate revocation list file.
+    #[arg(long, env = "ETCD_PEER_CRL_FILE")]
+    pub peer_crl_file: Option<String>,
+    /// Comma-separated list of supported TLS cipher suites.
+    #[arg(long, env = "ETCD_CIPHER_SUITES")]
+    pub cipher_suites: Option<String>,
+    /// Allowed TLS hostname for client cert authentication.
+    #[arg(long, env = "ETCD_CLIENT_CERT_ALLOWED_HOSTNAME")]
+    pub client_cert_allowed_hostname: Option<String>,
+    /// Allowed TLS hostname for inter peer authentication.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_HOSTNAME")]
+    pub peer_cert_allowed_hostname: Option<String>,
 }
 
 /// etcd's auto-compaction flags: `periodic` with a duration (`1h`, `30m`) or whole hours
@@ -248,6 +359,10 @@ pub struct ServerConfig {
     pub peer_tls: TlsFiles,
     /// `--bcrypt-cost`.
     pub bcrypt_cost: u32,
+    /// `--max-concurrent-streams`, `--grpc-keepalive-interval`, `--grpc-keepalive-timeout`.
+    pub grpc: crate::grpc::GrpcSettings,
+    /// etcd flags set that have no effect in detcd (named in a warning at start).
+    pub no_effect_flags: Vec<&'static str>,
 }
 
 /// A `--listen-*` URL: the address to bind and whether it speaks TLS (`https://`).
@@ -352,6 +467,32 @@ impl Flags {
                 crate::grpc::BCRYPT_COST_MAX
             ));
         }
+        let unsupported = &self.unsupported_tls;
+        for (flag, value) in [
+            ("--client-crl-file", &unsupported.client_crl_file),
+            ("--peer-crl-file", &unsupported.peer_crl_file),
+            ("--cipher-suites", &unsupported.cipher_suites),
+            ("--client-cert-allowed-hostname", &unsupported.client_cert_allowed_hostname),
+            ("--peer-cert-allowed-hostname", &unsupported.peer_cert_allowed_hostname),
+        ] {
+            if value.as_deref().is_some_and(|v| !v.is_empty()) {
+                return Err(format!("{flag} is not supported by detcd yet"));
+            }
+        }
+        if self.enable_v2 {
+            return Err("--enable-v2: detcd serves the v3 API only".to_string());
+        }
+        if self.force_new_cluster {
+            return Err("--force-new-cluster is not supported by detcd yet (restore a snapshot into a new one-member cluster instead: detcd snapshot restore)".to_string());
+        }
+        if self.metrics != "basic" && self.metrics != "extensive" {
+            return Err(format!("unknown metrics option {:?}: must be 'basic' or 'extensive'", self.metrics));
+        }
+        let grpc_keepalive_interval_ms = parse_duration_ms(&self.grpc_keepalive_interval).map_err(|e| format!("--grpc-keepalive-interval: {e}"))?;
+        let grpc_keepalive_timeout_ms = parse_duration_ms(&self.grpc_keepalive_timeout).map_err(|e| format!("--grpc-keepalive-timeout: {e}"))?;
+        if self.max_concurrent_streams == 0 {
+            return Err("--max-concurrent-streams must be positive".to_string());
+        }
         let auth_token_kind = self.auth_token.split(',').next().unwrap_or("");
         if auth_token_kind != "simple" {
             return Err(format!("unknown or unsupported --auth-token {:?}: detcd supports 'simple' (its tokens are signed; JWT is not supported)", self.auth_token));
@@ -452,6 +593,7 @@ impl Flags {
             .map_err(|e| format!("--experimental-corrupt-check-time: {e}"))?;
         node.lease_checkpoint_enabled = self.experimental_enable_lease_checkpoint;
         node.strict_reconfig_check = self.strict_reconfig_check;
+        node.pre_vote = self.pre_vote;
         node.lease_checkpoint_interval_ms = parse_duration_ms(&self.experimental_lease_checkpoint_interval)
             .map_err(|e| format!("--experimental-lease-checkpoint-interval: {e}"))?;
         if node.lease_checkpoint_interval_ms == 0 {
@@ -476,10 +618,16 @@ impl Flags {
             node,
             initial_cluster_state: self.initial_cluster_state.clone(),
             initial_corrupt_check: self.experimental_initial_corrupt_check,
-            log: crate::logging::parse_log_flags(&self.logger, &self.log_level, &self.log_outputs)?,
+            log: crate::logging::parse_log_flags(&self.logger, if self.debug { "debug" } else { &self.log_level }, &self.log_outputs)?,
             client_tls,
             peer_tls,
             bcrypt_cost: self.bcrypt_cost,
+            grpc: crate::grpc::GrpcSettings {
+                max_concurrent_streams: self.max_concurrent_streams,
+                keepalive_interval_ms: grpc_keepalive_interval_ms,
+                keepalive_timeout_ms: grpc_keepalive_timeout_ms,
+            },
+            no_effect_flags: self.no_effect.set(),
         })
     }
 }

@@ -70,6 +70,9 @@ mod production {
             version = detcd_node::grpc::SERVER_VERSION,
             "starting an etcd server"
         );
+        for flag in &config.no_effect_flags {
+            tracing::warn!(flag, "{flag} is accepted for etcd compatibility and has no effect in detcd");
+        }
         let metrics = detcd_node::grpc::metrics::Metrics::new();
         let data_metrics = metrics.clone();
         let data_disk = FsDisk::open(format!("{}/member", config.data_dir)).map_err(|e| e.to_string())?.with_sync_observer(move |took| {
@@ -136,6 +139,7 @@ mod production {
         };
         let max_request_bytes = config.node.max_request_bytes;
         let bcrypt_cost = config.bcrypt_cost;
+        let grpc_settings = config.grpc;
         let (node, handle, inbox) = Node::open(config.node.clone(), env).map_err(|e| e.to_string())?;
         let node_run = node.run();
         tokio::pin!(node_run);
@@ -166,7 +170,7 @@ mod production {
             let handle = handle.clone();
             let metrics = metrics.clone();
             tokio::spawn(async move {
-                if let Err(e) = detcd_node::grpc::serve(incoming, tls, handle, max_request_bytes, bcrypt_cost, metrics).await {
+                if let Err(e) = detcd_node::grpc::serve(incoming, tls, handle, max_request_bytes, bcrypt_cost, grpc_settings, metrics).await {
                     tracing::error!("client listener {socket} stopped: {e}");
                     std::process::exit(1);
                 }

@@ -527,3 +527,46 @@ fn zap_logs_to_a_file_and_a_data_dir_serves_one_process() {
     let bad = detcd(&["--logger", "glog"]);
     assert_eq!((bad.code, bad.stderr.trim()), (2, "detcd: unknown logger option \"glog\""));
 }
+
+/// etcd's remaining flags: those detcd implements change what they say, those with no
+/// meaning here start the member with a warning naming them, the few not supported yet
+/// stop it with a clear error — so an etcd command line or environment starts detcd.
+#[test]
+fn etcds_other_flags_start_the_member_or_say_why_not() {
+    let mut cluster = Cluster::prepare(1, &[]);
+    cluster.start_member_with(
+        0,
+        &[
+            "--pre-vote=false",
+            "--max-concurrent-streams",
+            "1000",
+            "--grpc-keepalive-interval",
+            "30s",
+            "--grpc-keepalive-timeout",
+            "5s",
+            "--metrics",
+            "extensive",
+            "--enable-pprof",
+            "--cors",
+            "*",
+            "--experimental-compaction-batch-limit",
+            "500",
+            "--debug",
+        ],
+    );
+    let rt = runtime();
+    wait_writable(&rt, &mut cluster, 0);
+    let log = cluster.log(0);
+    for flag in ["--enable-pprof", "--cors", "--experimental-compaction-batch-limit"] {
+        assert!(log.contains(&format!("{flag} is accepted for etcd compatibility and has no effect in detcd")), "{flag}: {log}");
+    }
+    assert!(!log.contains("--metrics is accepted"), "{log}");
+    for (flags, error) in [
+        (&["--enable-v2"][..], "detcd: --enable-v2: detcd serves the v3 API only"),
+        (&["--client-crl-file", "/etc/crl.pem"], "detcd: --client-crl-file is not supported by detcd yet"),
+        (&["--metrics", "everything"], "detcd: unknown metrics option \"everything\": must be 'basic' or 'extensive'"),
+    ] {
+        let refused = detcd(flags);
+        assert_eq!((refused.code, refused.stderr.trim()), (2, error), "{flags:?}");
+    }
+}

@@ -72,6 +72,9 @@ pub struct NodeConfig {
     /// Refuse a membership change that would leave fewer started voters than a quorum
     /// (`--strict-reconfig-check`, etcd's default true).
     pub strict_reconfig_check: bool,
+    /// raft's pre-vote (`--pre-vote`): a partitioned member that rejoins does not
+    /// disturb the leader with a higher term. On by default (etcd 3.5's default).
+    pub pre_vote: bool,
     /// Simulator builds only: a bug to plant in this member.
     #[cfg(madsim)]
     pub planted_bug: Option<PlantedBug>,
@@ -108,6 +111,7 @@ impl NodeConfig {
             lease_checkpoint_interval_ms: 5 * 60 * 1000,
             corrupt_check_interval_ms: 0,
             strict_reconfig_check: true,
+            pre_vote: true,
             #[cfg(madsim)]
             planted_bug: None,
         }

@@ -296,7 +296,7 @@ impl NodeCore {
             max_inflight_msgs: 256,
             max_uncommitted_size: config.uncommitted_bytes_max,
             check_quorum: true,
-            pre_vote: true,
+            pre_vote: config.pre_vote,
             ..Default::default()
         };
         raft_config.validate()?;

@@ -73,6 +73,23 @@ pub async fn serve_metrics(
         .await
 }
 
+/// The client port's HTTP/2 settings, from etcd's flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrpcSettings {
+    /// `--max-concurrent-streams` (etcd's default: unlimited, `u32::MAX`).
+    pub max_concurrent_streams: u32,
+    /// `--grpc-keepalive-interval`: how often the server pings an idle connection (0: never).
+    pub keepalive_interval_ms: u64,
+    /// `--grpc-keepalive-timeout`: how long it waits for the ping's answer.
+    pub keepalive_timeout_ms: u64,
+}
+
+impl Default for GrpcSettings {
+    fn default() -> Self {
+        GrpcSettings { max_concurrent_streams: u32::MAX, keepalive_interval_ms: 2 * 3600 * 1000, keepalive_timeout_ms: 20_000 }
+    }
+}
+
 /// A server builder, with TLS for an `https://` listener.
 fn server_builder(tls: Option<tonic::transport::ServerTlsConfig>) -> Result<tonic::transport::Server, tonic::transport::Error> {
     let builder = tonic::transport::Server::builder();
@@ -94,6 +111,7 @@ pub async fn serve(
     node: NodeHandle,
     max_request_bytes: usize,
     bcrypt_cost: u32,
+    settings: GrpcSettings,
     metrics: std::sync::Arc<metrics::Metrics>,
 ) -> Result<(), tonic::transport::Error> {
     let kv = KvServer::new(KvService { node: node.clone() })
@@ -113,10 +131,14 @@ pub async fn serve(
         .add_service(AuthServer::new(AuthService { node: node.clone(), bcrypt_cost }));
     let router = gateway::add_routes(routes.into_axum_router(), node.clone(), max_request_bytes, bcrypt_cost);
     let router = metrics::add_routes(http::add_routes(router, node.clone()), node, metrics);
+    let keepalive = |ms: u64| (ms > 0).then(|| std::time::Duration::from_millis(ms));
     server_builder(tls)?
-        // etcd allows any number of streams per connection (grpc's MaxConcurrentStreams
-        // is math.MaxUint32): clients multiplex thousands of watches on one connection.
-        .max_concurrent_streams(u32::MAX)
+        // etcd allows any number of streams per connection by default (grpc's
+        // MaxConcurrentStreams is math.MaxUint32): clients multiplex thousands of
+        // watches on one connection.
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .http2_keepalive_interval(keepalive(settings.keepalive_interval_ms))
+        .http2_keepalive_timeout(keepalive(settings.keepalive_timeout_ms))
         // HTTP/1.1 for the plain HTTP endpoints (curl, load balancers).
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(router))
