@@ -139,8 +139,8 @@ run_matrix() {
 run_scale() {
   local keys=${1:-1000000} members=${2:-1} value_bytes=${3:-256} json="reports/bench-scale-$(date -u +%F).json" server first=1 round_id=0
   echo "# $(date -u +%F) $(machine); $keys keys of $value_bytes B into $members member(s), 64 clients; --quota-backend-bytes 8 GiB"
-  printf "%-6s %9s %8s %8s %8s %10s %10s %9s %9s %11s %10s %10s\n" server puts/s p99_ms max_ms failed \
-    peak_MiB steady_MiB data_MiB range_ms compact_max restart_s restart_MiB
+  printf "%-6s %9s %8s %8s %8s %10s %10s %9s %9s %11s %10s %10s %9s\n" server puts/s p99_ms max_ms failed \
+    peak_MiB steady_MiB data_MiB range_ms compact_max restart_s restart_MiB loop_max
   echo "{\"date\": \"$(date -u +%FT%TZ)\", \"machine\": \"$(machine)\", \"keys\": $keys, \"members\": $members, \"servers\": [" >"$json"
   for server in ${SERVERS:-detcd etcd}; do
     round_id=$((round_id+1))
@@ -164,6 +164,12 @@ run_scale() {
     ETCDCTL_API=3 etcdctl --endpoints="${endpoints%%,*}" compact "$revision" >/dev/null
     wait "$load_pid"
     compact_out=$(cat "$dir-compact-load.txt")
+    # detcd reports the longest turn of its loop (load, snapshots, the compaction above):
+    # how long it answered no peer and no client at most. etcd has no such figure.
+    local loop_max="-"
+    if [ "$server" = detcd ]; then
+      loop_max=$(curl -s "http://${endpoints%%,*}/metrics" | awk '$1 == "detcd_server_loop_turn_longest_seconds" {printf "%.0f", $2 * 1000}')
+    fi
     # Restart the first member after kill -9: time until it answers a put again.
     local first_pid=${PIDS[0]}
     kill -9 "$first_pid"; wait "$first_pid" 2>/dev/null || true
@@ -174,9 +180,9 @@ run_scale() {
     restart=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b-a}')
     restart_peak=$(status_kib "${PIDS[-1]}" VmHWM)
     stop_cluster
-    printf "%-6s %9s %8s %8s %8s %10s %10s %9s %9s %11s %10s %10s\n" "$server" "$(field "$out" puts_per_s)" "$(field "$out" p99_ms)" \
+    printf "%-6s %9s %8s %8s %8s %10s %10s %9s %9s %11s %10s %10s %9s\n" "$server" "$(field "$out" puts_per_s)" "$(field "$out" p99_ms)" \
       "$(field "$out" max_ms)" "$(field "$out" errors)" "$((peak/1024))" "$((steady/1024))" "$((data/1024))" "$range" \
-      "$(field "$compact_out" max_ms)" "$restart" "$((restart_peak/1024))"
+      "$(field "$compact_out" max_ms)" "$restart" "$((restart_peak/1024))" "$loop_max"
     [ $first = 1 ] || echo "," >>"$json"; first=0
     printf '{"server": "%s", "puts_per_s": %s, "p99_ms": %s, "max_ms": %s, "failed": %s, "peak_rss_kib": %s, "steady_rss_kib": %s, "data_dir_kib": %s, "range_100k_ms": %s, "restart_s": %s, "restart_peak_rss_kib": %s, "server_cpu_us_per_op": %s, "max_ms_while_compacting": %s}' \
       "$server" "$(field "$out" puts_per_s)" "$(field "$out" p99_ms)" "$(field "$out" max_ms)" "$(field "$out" errors)" "$peak" "$steady" "$data" \

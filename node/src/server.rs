@@ -361,6 +361,7 @@ impl Node {
                     None => return Ok(()),
                 },
             }
+            let turn_start_ms = clock.now_ms();
             for _ in 0..INBOX_DRAIN_MESSAGES_MAX {
                 match inbox.try_recv() {
                     Ok(message) => core.step(message),
@@ -377,6 +378,7 @@ impl Node {
             core.issue_reads();
             core.handle_ready()?;
             publish_changes(&mut core, &mut hub);
+            core.note_loop_turn(clock.now_ms().saturating_sub(turn_start_ms));
         }
     }
 }

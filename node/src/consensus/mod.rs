@@ -97,6 +97,10 @@ pub struct NodeStatus {
     pub live_keys: u64,
     /// This member is a learner (receives the log, does not vote).
     pub is_learner: bool,
+    /// The longest turn of the member's loop so far (from waking to the end of handling
+    /// raft's Ready and publishing to watchers), on the env's clock: how long the member
+    /// stopped answering peers and clients at most.
+    pub loop_turn_longest_ms: u64,
 }
 
 /// Hash reports (corruption check) waiting for the next tick to be proposed.
@@ -149,6 +153,7 @@ pub struct NodeCore {
     reads: ReadIndex,
     last_role: Option<(Role, u64, u64)>,
     fsyncs: u64,
+    loop_turn_longest_ms: u64,
     leader_changes_seen: u64,
     entries_persisted: u64,
     peer_messages_refused: u64,
@@ -341,6 +346,7 @@ impl NodeCore {
             fsyncs: 0,
             entries_persisted: 0,
             leader_changes_seen: 0,
+            loop_turn_longest_ms: 0,
             peer_messages_refused: 0,
             invalid_entries_applied: 0,
             change_feed: None,
@@ -592,6 +598,11 @@ impl NodeCore {
     /// serializable reads) or once the request is committed and applied, or read-indexed.
     pub fn submit(&mut self, request: Request, responder: Responder, now_ms: u64) {
         self.submit_with_credentials(request, &crate::auth::Credentials::None, responder, now_ms);
+    }
+
+    /// One turn of the member's loop took `took_ms` (see `NodeStatus::loop_turn_longest_ms`).
+    pub fn note_loop_turn(&mut self, took_ms: u64) {
+        self.loop_turn_longest_ms = self.loop_turn_longest_ms.max(took_ms);
     }
 
     /// Whether the client with `token` may do what `needed` lists, on this member's
@@ -1229,6 +1240,7 @@ impl NodeCore {
             proposals_failed: self.proposals.failed_total(),
             live_keys: self.state.mvcc().live_keys(),
             is_learner: self.raw.raft.prs().conf().learners().contains(&self.config.member_id),
+            loop_turn_longest_ms: self.loop_turn_longest_ms,
         }
     }
 

@@ -39,7 +39,7 @@ fn disk_buckets() -> Vec<f64> {
 }
 
 /// The status-derived metrics: name and help.
-const STATUS_METRICS: [(&str, &str); 10] = [
+const STATUS_METRICS: [(&str, &str); 11] = [
     ("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not."),
     ("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise."),
     ("etcd_server_leader_changes_seen_total", "The number of leader changes seen."),
@@ -50,6 +50,7 @@ const STATUS_METRICS: [(&str, &str); 10] = [
     ("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes."),
     ("etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes."),
     ("etcd_debugging_mvcc_keys_total", "Total number of keys."),
+    ("detcd_server_loop_turn_longest_seconds", "detcd: the longest turn of the member's loop so far (it answers no peer and no client meanwhile)."),
 ];
 
 impl Metrics {
@@ -135,6 +136,7 @@ impl Metrics {
                     "etcd_mvcc_db_total_size_in_bytes" => status.db_size_bytes as f64,
                     "etcd_mvcc_db_total_size_in_use_in_bytes" => status.db_size_in_use_bytes as f64,
                     "etcd_debugging_mvcc_keys_total" => status.live_keys as f64,
+                    "detcd_server_loop_turn_longest_seconds" => status.loop_turn_longest_ms as f64 / 1000.0,
                     other => unreachable!("no status metric {other}"),
                 }
             };
