@@ -184,9 +184,9 @@ run_scale() {
       "$(field "$out" max_ms)" "$(field "$out" errors)" "$((peak/1024))" "$((steady/1024))" "$((data/1024))" "$range" \
       "$(field "$compact_out" max_ms)" "$restart" "$((restart_peak/1024))" "$loop_max"
     [ $first = 1 ] || echo "," >>"$json"; first=0
-    printf '{"server": "%s", "puts_per_s": %s, "p99_ms": %s, "max_ms": %s, "failed": %s, "peak_rss_kib": %s, "steady_rss_kib": %s, "data_dir_kib": %s, "range_100k_ms": %s, "restart_s": %s, "restart_peak_rss_kib": %s, "server_cpu_us_per_op": %s, "max_ms_while_compacting": %s}' \
+    printf '{"server": "%s", "puts_per_s": %s, "p99_ms": %s, "max_ms": %s, "failed": %s, "peak_rss_kib": %s, "steady_rss_kib": %s, "data_dir_kib": %s, "range_100k_ms": %s, "restart_s": %s, "restart_peak_rss_kib": %s, "server_cpu_us_per_op": %s, "max_ms_while_compacting": %s, "loop_turn_longest_ms": "%s"}' \
       "$server" "$(field "$out" puts_per_s)" "$(field "$out" p99_ms)" "$(field "$out" max_ms)" "$(field "$out" errors)" "$peak" "$steady" "$data" \
-      "${range:-0}" "$restart" "$restart_peak" "$(field "$out" server_cpu_us_per_op)" "$(field "$compact_out" max_ms)" >>"$json"
+      "${range:-0}" "$restart" "$restart_peak" "$(field "$out" server_cpu_us_per_op)" "$(field "$compact_out" max_ms)" "$loop_max" >>"$json"
   done
   echo "]}" >>"$json"
   echo "results: $json"
