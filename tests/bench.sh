@@ -165,10 +165,11 @@ run_scale() {
     wait "$load_pid"
     compact_out=$(cat "$dir-compact-load.txt")
     # detcd reports the longest turn of its loop (load, snapshots, the compaction above):
-    # how long it answered no peer and no client at most. etcd has no such figure.
+    # how long it answered no peer and no client at most, as total/without the WAL fsync.
+    # etcd has no such figure.
     local loop_max="-"
     if [ "$server" = detcd ]; then
-      loop_max=$(curl -s "http://${endpoints%%,*}/metrics" | awk '$1 == "detcd_server_loop_turn_longest_seconds" {printf "%.0f", $2 * 1000}')
+      loop_max=$(curl -s "http://${endpoints%%,*}/metrics" | awk '$1 == "detcd_server_loop_turn_longest_seconds" {t = $2 * 1000} $1 == "detcd_server_loop_turn_longest_without_fsync_seconds" {n = $2 * 1000} END {printf "%.0f/%.0f", t, n}')
     fi
     # Restart the first member after kill -9: time until it answers a put again.
     local first_pid=${PIDS[0]}

@@ -101,6 +101,9 @@ pub struct NodeStatus {
     /// raft's Ready and publishing to watchers), on the env's clock: how long the member
     /// stopped answering peers and clients at most.
     pub loop_turn_longest_ms: u64,
+    /// The same without the turn's WAL fsync (the group commit every write waits for
+    /// anyway): the loop's own work — applying, snapshot and compaction steps, reads.
+    pub loop_turn_longest_without_sync_ms: u64,
 }
 
 /// Hash reports (corruption check) waiting for the next tick to be proposed.
@@ -154,6 +157,9 @@ pub struct NodeCore {
     last_role: Option<(Role, u64, u64)>,
     fsyncs: u64,
     loop_turn_longest_ms: u64,
+    loop_turn_longest_without_sync_ms: u64,
+    /// WAL sync time in the current loop turn.
+    turn_sync_ms: u64,
     leader_changes_seen: u64,
     entries_persisted: u64,
     peer_messages_refused: u64,
@@ -347,6 +353,8 @@ impl NodeCore {
             entries_persisted: 0,
             leader_changes_seen: 0,
             loop_turn_longest_ms: 0,
+            loop_turn_longest_without_sync_ms: 0,
+            turn_sync_ms: 0,
             peer_messages_refused: 0,
             invalid_entries_applied: 0,
             change_feed: None,
@@ -603,6 +611,8 @@ impl NodeCore {
     /// One turn of the member's loop took `took_ms` (see `NodeStatus::loop_turn_longest_ms`).
     pub fn note_loop_turn(&mut self, took_ms: u64) {
         self.loop_turn_longest_ms = self.loop_turn_longest_ms.max(took_ms);
+        let without_sync_ms = took_ms.saturating_sub(std::mem::take(&mut self.turn_sync_ms));
+        self.loop_turn_longest_without_sync_ms = self.loop_turn_longest_without_sync_ms.max(without_sync_ms);
     }
 
     /// Whether the client with `token` may do what `needed` lists, on this member's
@@ -941,9 +951,11 @@ impl NodeCore {
             must_sync = false;
         }
         if must_sync {
+            let sync_start_ms = self.env.clock.now_ms();
             if self.wal.sync()? {
                 self.fsyncs += 1;
             }
+            self.turn_sync_ms += self.env.clock.now_ms().saturating_sub(sync_start_ms);
             if let Some(hard_state) = ready.hs().filter(|hs| hs.vote != 0) {
                 self.observe(NodeEvent::VotePersisted { term: hard_state.term, vote: hard_state.vote });
             }
@@ -1241,6 +1253,7 @@ impl NodeCore {
             live_keys: self.state.mvcc().live_keys(),
             is_learner: self.raw.raft.prs().conf().learners().contains(&self.config.member_id),
             loop_turn_longest_ms: self.loop_turn_longest_ms,
+            loop_turn_longest_without_sync_ms: self.loop_turn_longest_without_sync_ms,
         }
     }
 

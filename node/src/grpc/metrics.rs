@@ -39,7 +39,7 @@ fn disk_buckets() -> Vec<f64> {
 }
 
 /// The status-derived metrics: name and help.
-const STATUS_METRICS: [(&str, &str); 11] = [
+const STATUS_METRICS: [(&str, &str); 12] = [
     ("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not."),
     ("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise."),
     ("etcd_server_leader_changes_seen_total", "The number of leader changes seen."),
@@ -51,6 +51,7 @@ const STATUS_METRICS: [(&str, &str); 11] = [
     ("etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes."),
     ("etcd_debugging_mvcc_keys_total", "Total number of keys."),
     ("detcd_server_loop_turn_longest_seconds", "detcd: the longest turn of the member's loop so far (it answers no peer and no client meanwhile)."),
+    ("detcd_server_loop_turn_longest_without_fsync_seconds", "detcd: the same, without the turn's WAL fsync."),
 ];
 
 impl Metrics {
@@ -137,6 +138,7 @@ impl Metrics {
                     "etcd_mvcc_db_total_size_in_use_in_bytes" => status.db_size_in_use_bytes as f64,
                     "etcd_debugging_mvcc_keys_total" => status.live_keys as f64,
                     "detcd_server_loop_turn_longest_seconds" => status.loop_turn_longest_ms as f64 / 1000.0,
+                    "detcd_server_loop_turn_longest_without_fsync_seconds" => status.loop_turn_longest_without_sync_ms as f64 / 1000.0,
                     other => unreachable!("no status metric {other}"),
                 }
             };
