@@ -421,3 +421,15 @@ pub fn start_etcd(dir: &std::path::Path) -> Etcd {
     etcd
 }
 
+
+/// etcdctl steps that set auth up: `root` (password `rootpw`) with the root role, `alice`
+/// (password `alicepw`) whose role `apps` may read and write under `app/`, then auth on.
+pub const AUTH_SETUP_ALICE_WRITES_APP: &[&[&str]] = &[
+    &["user", "add", "root:rootpw"],
+    &["user", "grant-role", "root", "root"],
+    &["user", "add", "alice:alicepw"],
+    &["role", "add", "apps"],
+    &["role", "grant-permission", "apps", "--prefix=true", "readwrite", "app/"],
+    &["user", "grant-role", "alice", "apps"],
+    &["auth", "enable"],
+];

@@ -120,15 +120,7 @@ fn tokens_work_on_every_member_watch_and_gateway_check_permissions() {
     let rt = runtime();
     wait_writable(&rt, &mut cluster, 0);
     let e0 = cluster.members[0].endpoint();
-    for step in [
-        &["user", "add", "root:rootpw"][..],
-        &["user", "grant-role", "root", "root"],
-        &["user", "add", "alice:alicepw"],
-        &["role", "add", "apps"],
-        &["role", "grant-permission", "apps", "--prefix=true", "readwrite", "app/"],
-        &["user", "grant-role", "alice", "apps"],
-        &["auth", "enable"],
-    ] {
+    for step in detcd_tests::AUTH_SETUP_ALICE_WRITES_APP {
         let out = etcdctl(&e0, step, None);
         assert_eq!(out.code, 0, "{step:?}: {out:?}");
     }

@@ -107,15 +107,7 @@ fn client_tls_with_client_certificate_auth() {
 
     // With auth enabled, a request without a token is the user its certificate names
     // (the client certificate's CN is "alice"), as etcd.
-    for step in [
-        &["user", "add", "root:rootpw"][..],
-        &["user", "grant-role", "root", "root"],
-        &["user", "add", "alice:alicepw"],
-        &["role", "add", "apps"],
-        &["role", "grant-permission", "apps", "--prefix=true", "readwrite", "app/"],
-        &["user", "grant-role", "alice", "apps"],
-        &["auth", "enable"],
-    ] {
+    for step in detcd_tests::AUTH_SETUP_ALICE_WRITES_APP {
         let out = etcdctl_tls(&endpoint, &certs, Some("client"), step);
         assert_eq!(out.code, 0, "{step:?}: {out:?}");
     }
