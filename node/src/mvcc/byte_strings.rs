@@ -18,6 +18,22 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>
     deserializer.deserialize_byte_buf(ByteStringVisitor)
 }
 
+/// `#[serde(with = "byte_strings::shared")]` for an `Arc<[u8]>` field (a value shared
+/// between a frozen copy of the store and the live one).
+pub mod shared {
+    use std::sync::Arc;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Arc<[u8]>, serializer: S) -> Result<S::Ok, S::Error> {
+        super::serialize(bytes, serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<[u8]>, D::Error> {
+        super::deserialize(deserializer).map(Arc::from)
+    }
+}
+
 /// A borrowed byte string that serializes as bytes.
 pub struct AsBytes<'a>(pub &'a [u8]);
 

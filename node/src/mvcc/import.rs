@@ -51,7 +51,7 @@ impl Mvcc {
                 return Err(format!("revision {}_{} has an empty key", record.main, record.sub));
             }
             let key_record = if record.tombstone {
-                KeyRecord { mod_revision: record.main, sub, create_revision: 0, version: 0, lease: 0, value: Vec::new(), tombstone: true }
+                KeyRecord { mod_revision: record.main, sub, create_revision: 0, version: 0, lease: 0, value: super::no_value(), tombstone: true }
             } else {
                 KeyRecord {
                     mod_revision: record.main,
@@ -59,7 +59,7 @@ impl Mvcc {
                     create_revision: record.kv.create_revision,
                     version: record.kv.version,
                     lease: record.kv.lease,
-                    value: record.kv.value.clone(),
+                    value: std::sync::Arc::from(record.kv.value.as_slice()),
                     tombstone: false,
                 }
             };

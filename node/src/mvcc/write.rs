@@ -63,7 +63,7 @@ impl Mvcc {
         let value = match (&previous, request.ignore_value) {
             (Some(previous), true) => previous.value.clone(),
             (None, true) => panic!("put with ignore_value on a missing key passed its check"),
-            (_, false) => request.value.clone(),
+            (_, false) => std::sync::Arc::from(request.value.as_slice()),
         };
         let lease = match (&previous, request.ignore_lease) {
             (Some(previous), true) => previous.lease,
@@ -111,7 +111,7 @@ impl Mvcc {
                 create_revision: 0,
                 version: 0,
                 lease: 0,
-                value: Vec::new(),
+                value: super::no_value(),
                 tombstone: true,
             };
             self.lessor.detach(kv.lease, &kv.key);
