@@ -29,8 +29,28 @@ pub mod shared {
         super::serialize(bytes, serializer)
     }
 
+    /// Straight into the shared allocation: one copy from the input (an owned `Vec`
+    /// first, then `Arc::from`, would copy every value twice at start-up).
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<[u8]>, D::Error> {
-        super::deserialize(deserializer).map(Arc::from)
+        deserializer.deserialize_bytes(SharedVisitor)
+    }
+
+    struct SharedVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for SharedVisitor {
+        type Value = Arc<[u8]>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Arc<[u8]>, E> {
+            Ok(Arc::from(bytes))
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Arc<[u8]>, A::Error> {
+            super::ByteStringVisitor.visit_seq(seq).map(Arc::from)
+        }
     }
 }
 
@@ -102,5 +122,18 @@ mod tests {
         assert_eq!(sequence, bytes);
         let back: AsByteString = bincode::deserialize(&sequence).expect("decodes");
         assert_eq!(back.value, value);
+        let shared: AsSharedBytes = bincode::deserialize(&sequence).expect("decodes");
+        assert_eq!(&shared.value[..], &value[..]);
+        assert_eq!(bincode::serialize(&shared).expect("encodes"), bytes);
+        // A format that writes bytes as a sequence (JSON) is read too.
+        let json = serde_json::to_string(&AsSequence { value: value.clone() }).expect("encodes");
+        let from_json: AsSharedBytes = serde_json::from_str(&json).expect("decodes");
+        assert_eq!(&from_json.value[..], &value[..]);
+    }
+
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct AsSharedBytes {
+        #[serde(with = "super::shared")]
+        value: std::sync::Arc<[u8]>,
     }
 }
