@@ -101,14 +101,17 @@ pub struct Mvcc {
 /// Per-record overhead counted in the database size besides key and value bytes.
 const RECORD_OVERHEAD_BYTES: u64 = 48;
 
-/// A digest of one live key: its name and every field of its newest record.
+/// A digest of one live key: its name and every field of its newest record. The value
+/// enters as its length and CRC-32 (SIMD-fast, and it changes with any damaged byte):
+/// FNV-1a byte by byte over every value was 17% of a 1 GiB member's restart, and a
+/// cost on every put.
 fn live_record_digest(key: &[u8], record: &KeyRecord) -> u64 {
     let mut hasher = crate::digest::Fnv64::default();
     hasher.update(&(key.len() as u64).to_le_bytes()).update(key);
     for field in [record.mod_revision, i64::from(record.sub), record.create_revision, record.version, record.lease] {
         hasher.update(&field.to_le_bytes());
     }
-    hasher.update(&record.value).finish()
+    hasher.update(&(record.value.len() as u64).to_le_bytes()).update(&crc32fast::hash(&record.value).to_le_bytes()).finish()
 }
 
 fn record_bytes(key: &[u8], record: &KeyRecord) -> u64 {
