@@ -4,6 +4,11 @@
 //! batches (everything queued is encoded into one buffer per write); inbound
 //! connections are accepted on the listen-peer-urls and decoded into the member's inbox.
 //! Framing: a little-endian `u32` length, then the protobuf-encoded `eraftpb.Message`.
+//! A snapshot goes in a frame of its own kind (length [`PEER_SNAPSHOT_FRAME_MARK`]): the
+//! message without its data, then the data, written from the snapshot's own buffer and
+//! read into the buffer the received message keeps — a snapshot is never copied to be
+//! sent or received (at 1 GiB of state the leader held three copies of it before, the
+//! new member two), and it may be larger than a `u32` frame.
 //! Raft tolerates loss, so a full queue or a broken connection drops messages.
 //!
 //! Every connection starts with a handshake: the magic `detcdpr1`, the cluster id and
@@ -27,7 +32,7 @@ use std::time::Duration;
 use prost::Message as _;
 
 use protobuf::Message as _;
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -39,10 +44,20 @@ use crate::tls::PeerTls;
 pub const PEER_QUEUE_MESSAGES_MAX: usize = 4096;
 /// Messages encoded into one write.
 pub const PEER_BATCH_MESSAGES_MAX: usize = 256;
-/// Largest frame accepted from a peer: a snapshot travels in one message, so this is
-/// the largest state a member can be caught up with (the frame length is a `u32`).
-/// Streaming snapshots in chunks would lift it (not done yet).
-pub const PEER_FRAME_BYTES_MAX: usize = u32::MAX as usize;
+/// Largest ordinary frame accepted from a peer (the frame length is a `u32`; its
+/// largest value marks a snapshot frame).
+pub const PEER_FRAME_BYTES_MAX: usize = u32::MAX as usize - 1;
+/// The frame length that announces a snapshot frame: then a `u32` length and the
+/// `MsgSnapshot` without its data, then a `u64` length and the data.
+pub const PEER_SNAPSHOT_FRAME_MARK: u32 = u32::MAX;
+/// Largest snapshot message without its data (metadata and the member configuration).
+pub const PEER_SNAPSHOT_HEADER_BYTES_MAX: usize = 16 << 20;
+/// Largest snapshot accepted from a peer (64 GiB; etcd's largest quota is 8 GiB). The
+/// frame is not the limit: a snapshot file (a protobuf message) holds at most 4 GiB.
+pub const PEER_SNAPSHOT_DATA_BYTES_MAX: u64 = 64 << 30;
+/// A reader's frame buffer larger than this after a frame is given back, not kept for
+/// the connection's life.
+pub const PEER_READ_BUFFER_KEPT_BYTES_MAX: usize = 4 << 20;
 /// Pause between reconnection attempts.
 pub const PEER_RECONNECT_DELAY_MS: u64 = 100;
 /// Pause after a failed accept (e.g. out of file descriptors) before the next one.
@@ -212,8 +227,12 @@ impl Transport for TcpTransport {
 pub const PEER_DIRECT_WRITE_BYTES_MIN: usize = 1 << 20;
 
 /// Appends `message`'s frame to `buffer`, or only its length when the body is large:
-/// then the body is returned, to be written right after the buffer.
-fn encode_frame(message: &Message, buffer: &mut Vec<u8>) -> Option<Vec<u8>> {
+/// then the body is returned, to be written right after the buffer. A large snapshot
+/// gets a snapshot frame (see [`encode_snapshot_frame`]).
+fn encode_frame(message: &Message, buffer: &mut Vec<u8>) -> Option<bytes::Bytes> {
+    if message.get_msg_type() == MessageType::MsgSnapshot && message.get_snapshot().data.len() >= PEER_DIRECT_WRITE_BYTES_MIN {
+        return encode_snapshot_frame(message, buffer);
+    }
     let body = message.write_to_bytes().expect("encoding a raft message cannot fail");
     let Ok(len) = u32::try_from(body.len()) else {
         // Larger than a frame can say (a snapshot of a store over 4 GiB): dropped, as
@@ -224,10 +243,55 @@ fn encode_frame(message: &Message, buffer: &mut Vec<u8>) -> Option<Vec<u8>> {
     };
     buffer.extend_from_slice(&len.to_le_bytes());
     if body.len() >= PEER_DIRECT_WRITE_BYTES_MIN {
-        return Some(body);
+        return Some(body.into());
     }
     buffer.extend_from_slice(&body);
     None
+}
+
+/// Appends a snapshot frame's mark and header (the message without its data) to
+/// `buffer`, and returns the data — a reference to the snapshot's own buffer — to be
+/// written right after it.
+fn encode_snapshot_frame(message: &Message, buffer: &mut Vec<u8>) -> Option<bytes::Bytes> {
+    let data = message.get_snapshot().data.clone();
+    let mut header = message.clone();
+    header.mut_snapshot().data = bytes::Bytes::new();
+    let header_body = header.write_to_bytes().expect("encoding a raft message cannot fail");
+    if header_body.len() > PEER_SNAPSHOT_HEADER_BYTES_MAX || data.len() as u64 > PEER_SNAPSHOT_DATA_BYTES_MAX {
+        // Dropped, as the network drops messages: raft hears of the snapshot's failure
+        // no sooner than a lost one.
+        tracing::warn!("dropped a snapshot of {} bytes to {:016x}: larger than a peer accepts", data.len(), message.to);
+        return None;
+    }
+    buffer.extend_from_slice(&PEER_SNAPSHOT_FRAME_MARK.to_le_bytes());
+    buffer.extend_from_slice(&(header_body.len() as u32).to_le_bytes());
+    buffer.extend_from_slice(&header_body);
+    buffer.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    Some(data)
+}
+
+/// Reads a snapshot frame after its mark: the message, then its data straight into the
+/// buffer the message keeps.
+async fn read_snapshot_frame<R: AsyncReadExt + Unpin>(reader: &mut R) -> Result<Message, String> {
+    let header_len = reader.read_u32_le().await.map_err(|e| e.to_string())? as usize;
+    if header_len > PEER_SNAPSHOT_HEADER_BYTES_MAX {
+        return Err(format!("a snapshot header of {header_len} bytes"));
+    }
+    let mut header = Vec::new();
+    read_frame_body(reader, header_len, &mut header).await.map_err(|e| e.to_string())?;
+    let mut message = Message::parse_from_bytes(&header).map_err(|e| e.to_string())?;
+    if message.get_msg_type() != MessageType::MsgSnapshot {
+        return Err(format!("a snapshot frame holding a {:?}", message.get_msg_type()));
+    }
+    let data_len = reader.read_u64_le().await.map_err(|e| e.to_string())?;
+    if data_len > PEER_SNAPSHOT_DATA_BYTES_MAX {
+        return Err(format!("a snapshot of {data_len} bytes"));
+    }
+    let mut data = Vec::new();
+    read_frame_body(reader, data_len as usize, &mut data).await.map_err(|e| e.to_string())?;
+    data.shrink_to_fit();
+    message.mut_snapshot().data = data.into();
+    Ok(message)
 }
 
 async fn run_peer_writer(
@@ -469,13 +533,27 @@ async fn run_peer_reader(stream: Box<dyn PeerStream>, cluster_id: u64, directory
             }
             continue;
         }
-        if len > PEER_FRAME_BYTES_MAX {
-            return;
-        }
-        if read_frame_body(&mut reader, len, &mut body).await.is_err() {
-            return;
-        }
-        let Ok(message) = Message::parse_from_bytes(&body) else { return };
+        let message = if len == PEER_SNAPSHOT_FRAME_MARK as usize {
+            match read_snapshot_frame(&mut reader).await {
+                Ok(message) => message,
+                Err(reason) => {
+                    tracing::warn!("closed the connection of peer {from:016x}: {reason}");
+                    return;
+                }
+            }
+        } else {
+            if len > PEER_FRAME_BYTES_MAX {
+                return;
+            }
+            if read_frame_body(&mut reader, len, &mut body).await.is_err() {
+                return;
+            }
+            let Ok(message) = Message::parse_from_bytes(&body) else { return };
+            if body.capacity() > PEER_READ_BUFFER_KEPT_BYTES_MAX {
+                body = Vec::new();
+            }
+            message
+        };
         // A member speaks only for itself.
         if message.from != from {
             return;
@@ -498,6 +576,61 @@ mod tests {
         let mut garbage = bytes;
         garbage[0] = b'x';
         assert!(check_handshake(&garbage, 7).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_travels_in_a_frame_of_its_own_without_a_copy() {
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgSnapshot);
+        (message.from, message.to, message.term) = (1, 2, 3);
+        message.mut_snapshot().mut_metadata().index = 77;
+        message.mut_snapshot().mut_metadata().mut_conf_state().voters = vec![1, 2];
+        let data: Vec<u8> = (0..PEER_DIRECT_WRITE_BYTES_MIN + 5).map(|i| (i % 251) as u8).collect();
+        message.mut_snapshot().data = data.clone().into();
+        let mut buffer = Vec::new();
+        let written = encode_frame(&message, &mut buffer).expect("the data is written from its own buffer");
+        assert_eq!(written.as_ptr(), message.get_snapshot().data.as_ptr(), "the snapshot's buffer itself, not a copy");
+        assert!(buffer.len() < 1024, "only the header is encoded: {} bytes", buffer.len());
+        let mut stream = buffer.clone();
+        stream.extend_from_slice(&written);
+        let mut reader: &[u8] = &stream;
+        assert_eq!(reader.read_u32_le().await.expect("mark"), PEER_SNAPSHOT_FRAME_MARK);
+        let received = read_snapshot_frame(&mut reader).await.expect("a whole snapshot frame");
+        assert_eq!(received, message);
+        assert!(reader.is_empty());
+        // Truncated anywhere: an error, never a message.
+        for cut in [5, buffer.len() - 3, buffer.len() + 10, stream.len() - 1] {
+            let mut reader: &[u8] = &stream[4..cut];
+            assert!(read_snapshot_frame(&mut reader).await.is_err(), "cut at {cut}");
+        }
+        // A small snapshot still goes in an ordinary frame.
+        message.mut_snapshot().data = vec![1, 2, 3].into();
+        let mut small = Vec::new();
+        assert!(encode_frame(&message, &mut small).is_none());
+        assert_eq!(u32::from_le_bytes(small[..4].try_into().expect("4 bytes")) as usize, small.len() - 4);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_frame_must_hold_a_snapshot_of_a_bounded_size() {
+        let mut append = Message::default();
+        append.set_msg_type(MessageType::MsgAppend);
+        let header = append.write_to_bytes().expect("encodes");
+        let mut stream = (header.len() as u32).to_le_bytes().to_vec();
+        stream.extend_from_slice(&header);
+        stream.extend_from_slice(&8u64.to_le_bytes());
+        stream.extend_from_slice(&[0; 8]);
+        let mut reader: &[u8] = &stream;
+        assert!(read_snapshot_frame(&mut reader).await.expect_err("not a snapshot").contains("MsgAppend"));
+        let mut snapshot = Message::default();
+        snapshot.set_msg_type(MessageType::MsgSnapshot);
+        let header = snapshot.write_to_bytes().expect("encodes");
+        let mut stream = (header.len() as u32).to_le_bytes().to_vec();
+        stream.extend_from_slice(&header);
+        stream.extend_from_slice(&(PEER_SNAPSHOT_DATA_BYTES_MAX + 1).to_le_bytes());
+        let mut reader: &[u8] = &stream;
+        assert!(read_snapshot_frame(&mut reader).await.expect_err("too large").contains("bytes"));
+        let mut reader: &[u8] = &((PEER_SNAPSHOT_HEADER_BYTES_MAX + 1) as u32).to_le_bytes();
+        assert!(read_snapshot_frame(&mut reader).await.is_err());
     }
 
     #[tokio::test]

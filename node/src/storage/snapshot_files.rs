@@ -166,12 +166,13 @@ fn snapshot_body_around(metadata: &SnapshotMetadata, data_len: usize) -> (Vec<u8
 }
 
 /// A snapshot file's content, if its CRC and encoding check out.
-fn decode_snapshot_file(bytes: &[u8]) -> Option<Snapshot> {
+fn decode_snapshot_file(bytes: bytes::Bytes) -> Option<Snapshot> {
     let crc = u32::from_le_bytes(bytes.get(0..4)?.try_into().ok()?);
     if crc32fast::hash(&bytes[4..]) != crc {
         return None;
     }
-    Snapshot::parse_from_bytes(&bytes[4..]).ok()
+    // The snapshot's data is a slice of the file's buffer, not a copy of it.
+    Snapshot::parse_from_carllerche_bytes(&bytes.slice(4..)).ok()
 }
 
 /// Snapshot files on the data disk.
@@ -213,12 +214,12 @@ impl SnapshotStore {
     }
 
     /// A snapshot file's content, if it checks out (see [`decode_snapshot_file`]).
-    fn decode(&self, bytes: &[u8]) -> Option<Snapshot> {
+    fn decode(&self, bytes: Vec<u8>) -> Option<Snapshot> {
         #[cfg(madsim)]
         if self.crc_unchecked {
             return Snapshot::parse_from_bytes(bytes.get(4..)?).ok();
         }
-        decode_snapshot_file(bytes)
+        decode_snapshot_file(bytes.into())
     }
 
     /// Writes the temp file of a snapshot (CRC, then the body) without syncing it, and
@@ -273,7 +274,7 @@ impl SnapshotStore {
     pub fn load(&self, term: u64, index: u64) -> Result<Snapshot, DiskError> {
         let name = snapshot_name(term, index);
         let bytes = self.disk.read(&name)?;
-        self.decode(&bytes).ok_or(DiskError::Corrupt { path: name, detail: "snapshot file fails its CRC".into() })
+        self.decode(bytes).ok_or(DiskError::Corrupt { path: name, detail: "snapshot file fails its CRC".into() })
     }
 
     /// Loads the newest snapshot whose CRC checks out.
@@ -288,7 +289,7 @@ impl SnapshotStore {
         let mut skipped_damaged = Vec::new();
         for (_, name) in names.into_iter().rev() {
             let bytes = self.disk.read(&name)?;
-            if let Some(snapshot) = self.decode(&bytes) {
+            if let Some(snapshot) = self.decode(bytes) {
                 return Ok(LoadedSnapshot { snapshot: Some(snapshot), skipped_damaged });
             }
             skipped_damaged.push(name);
