@@ -64,6 +64,15 @@ fn grow_promote_and_replace_members_while_writing() {
     let first = cluster.members[0].endpoint();
     let mut written = Vec::new();
     write(&cluster, &mut written, 5);
+    // Three values of 600 KiB: every joining member is caught up from a snapshot of
+    // over 1 MiB, which the peer transport sends in its snapshot frame.
+    let large = "x".repeat(600 * 1024);
+    for i in 0..3 {
+        let key = format!("k/large-{i}");
+        let out = etcdctl(&first, &["put", &key], Some(&large));
+        assert_eq!(out.code, 0, "put {key}: {}", out.stderr);
+        written.push(key);
+    }
 
     // Grow 1 -> 3: add, then start each new member against the running cluster.
     for _ in 0..2 {
@@ -74,6 +83,7 @@ fn grow_promote_and_replace_members_while_writing() {
         let endpoint = cluster.members[i].endpoint();
         let caught_up = wait_for(Duration::from_secs(20), || (keys_on(&endpoint).len() >= written.len()).then_some(()));
         assert!(caught_up.is_some(), "member {i} never caught up\n{}", cluster.diagnostics());
+        assert!(cluster.log(i).contains("applied snapshot"), "member {i} was caught up from a snapshot\n{}", cluster.log(i));
         write(&cluster, &mut written, 5);
     }
     let listed = member_list_json(&first);
