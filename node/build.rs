@@ -21,6 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build(&[".etcdserverpb", ".mvccpb", ".authpb", ".v3lockpb", ".v3electionpb"])?;
     }
     tonic_prost_build::configure()
+        // A put's value is `Bytes`: decoded from a log entry, it is a slice of the
+        // entry's buffer, which the store then shares with the raft log (see
+        // `mvcc::KeyRecord::value`).
+        .bytes(".etcdserverpb.PutRequest.value")
         // One client: a follower forwards MemberPromote to the leader (etcd does too).
         .build_client(!simulator_build)
         .build_server(!simulator_build)

@@ -26,7 +26,7 @@ fn key(n: u64) -> Vec<u8> {
 }
 
 fn put_request(n: u64) -> PutRequest {
-    PutRequest { key: key(n), value: vec![7; VALUE_BYTES], ..Default::default() }
+    PutRequest { key: key(n), value: vec![7; VALUE_BYTES].into(), ..Default::default() }
 }
 
 fn store_of(keys: u64) -> Mvcc {
@@ -41,7 +41,7 @@ fn state_of(keys: u64) -> StateMachine {
     let mut state = StateMachine::new();
     for n in 0..keys {
         let request = InternalRequest { proposer: 1, request_id: n + 1, op: Some(internal_request::Op::Put(put_request(n))), auth: None };
-        state.apply(&request.encode_to_vec());
+        state.apply(request.encode_to_vec().into());
     }
     state
 }
@@ -75,7 +75,7 @@ fn mvcc(c: &mut Criterion) {
                     ..Default::default()
                 }],
                 success: vec![RequestOp {
-                    request: Some(request_op::Request::RequestPut(PutRequest { key: k, value: vec![9; VALUE_BYTES], ..Default::default() })),
+                    request: Some(request_op::Request::RequestPut(PutRequest { key: k, value: vec![9; VALUE_BYTES].into(), ..Default::default() })),
                 }],
                 failure: vec![],
             };
@@ -112,7 +112,7 @@ fn state_machine(c: &mut Criterion) {
             for _ in 0..100 {
                 id += 1;
                 let request = InternalRequest { proposer: 1, request_id: id, op: Some(internal_request::Op::Put(put_request(id % 10_000))), auth: None };
-                state.apply(&request.encode_to_vec());
+                state.apply(request.encode_to_vec().into());
             }
         });
     });
@@ -136,7 +136,7 @@ fn wal(c: &mut Criterion) {
             entry
         })
         .collect();
-    let mut next_batch = |index: &mut u64| -> Vec<Entry> {
+    let next_batch = |index: &mut u64| -> Vec<Entry> {
         batch
             .iter()
             .map(|e| {

@@ -106,7 +106,7 @@ pub async fn create_key(node: &NodeHandle, key: &[u8], lease: i64, value: &[u8])
         target_union: Some(compare::TargetUnion::CreateRevision(0)),
         range_end: Vec::new(),
     };
-    let put = PutRequest { key: key.to_vec(), value: value.to_vec(), lease, ..Default::default() };
+    let put = PutRequest { key: key.to_vec(), value: value.to_vec().into(), lease, ..Default::default() };
     let put = RequestOp { request: Some(request_op::Request::RequestPut(put)) };
     let get = RequestOp { request: Some(request_op::Request::RequestRange(RangeRequest { key: key.to_vec(), ..Default::default() })) };
     let answer = node.txn(TxnRequest { compare: vec![absent], success: vec![put], failure: vec![get] }).await?;

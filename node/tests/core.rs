@@ -74,7 +74,7 @@ fn submit(core: &mut NodeCore, request: Request) -> Response {
 }
 
 fn put(key: &str, value: &str) -> Request {
-    Request::Put(PutRequest { key: key.into(), value: value.into(), ..Default::default() })
+    Request::Put(PutRequest { key: key.into(), value: value.as_bytes().to_vec().into(), ..Default::default() })
 }
 
 fn get(core: &mut NodeCore, key: &str) -> Option<Vec<u8>> {
@@ -321,7 +321,7 @@ fn a_bad_proposal_from_a_peer_is_refused_before_raft() {
     // Even if such bytes were committed (a peer from before validation existed), apply
     // skips them the same way on every member instead of panicking.
     let mut state = detcd_node::StateMachine::new();
-    let applied = state.apply(b"not a request");
+    let applied = state.apply(bytes::Bytes::from_static(b"not a request"));
     assert!(applied.invalid && applied.answer.is_none());
     assert_eq!(state, detcd_node::StateMachine::new());
 }

@@ -109,7 +109,7 @@ fn change(members: &mut BTreeMap<u64, Running>, to: u64, request: MemberRequest,
 }
 
 fn put(members: &mut BTreeMap<u64, Running>, to: u64, key: &str, now_ms: u64) {
-    let request = Request::Put(PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() });
+    let request = Request::Put(PutRequest { key: key.into(), value: bytes::Bytes::from_static(b"v"), ..Default::default() });
     call(members, to, request, now_ms).expect("put");
 }
 

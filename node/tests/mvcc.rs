@@ -9,7 +9,7 @@ use detcd_node::pb::etcdserverpb::{
 };
 
 fn put(store: &mut Mvcc, key: &str, value: &str) -> i64 {
-    store.put(&PutRequest { key: key.into(), value: value.into(), ..Default::default() }).expect("put");
+    store.put(&PutRequest { key: key.into(), value: value.as_bytes().to_vec().into(), ..Default::default() }).expect("put");
     store.current_revision()
 }
 
@@ -164,7 +164,7 @@ fn cmp(key: &str, target: compare::CompareTarget, result: compare::CompareResult
 }
 
 fn op_put(key: &str, value: &str) -> RequestOp {
-    RequestOp { request: Some(request_op::Request::RequestPut(PutRequest { key: key.into(), value: value.into(), ..Default::default() })) }
+    RequestOp { request: Some(request_op::Request::RequestPut(PutRequest { key: key.into(), value: value.as_bytes().to_vec().into(), ..Default::default() })) }
 }
 
 fn op_get(key: &str) -> RequestOp {
@@ -419,7 +419,7 @@ fn an_expiry_decided_before_a_renewal_is_void() {
     use prost::Message as _;
     let mut state = detcd_node::StateMachine::new();
     let apply = |state: &mut detcd_node::StateMachine, request_id: u64, op: internal_request::Op| {
-        state.apply(&InternalRequest { proposer: 1, request_id, op: Some(op), auth: None }.encode_to_vec())
+        state.apply(InternalRequest { proposer: 1, request_id, op: Some(op), auth: None }.encode_to_vec().into())
     };
     apply(&mut state, 1, internal_request::Op::LeaseGrant(LeaseGrantRequest { id: 5, ttl: 10 }));
     // The leader decides lease 5 expired (no renewal yet); a keep-alive overtakes it.
@@ -446,9 +446,9 @@ fn a_hash_that_differs_from_the_majority_raises_a_corrupt_alarm_and_writes_stop(
     let mut next_id = 0;
     let mut apply = |state: &mut detcd_node::StateMachine, proposer: u64, op: internal_request::Op| {
         next_id += 1;
-        state.apply(&InternalRequest { proposer, request_id: next_id, op: Some(op), auth: None }.encode_to_vec())
+        state.apply(InternalRequest { proposer, request_id: next_id, op: Some(op), auth: None }.encode_to_vec().into())
     };
-    apply(&mut state, 1, internal_request::Op::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() }));
+    apply(&mut state, 1, internal_request::Op::Put(PutRequest { key: b"k".to_vec(), value: bytes::Bytes::from_static(b"v"), ..Default::default() }));
     let checked = apply(&mut state, 1, internal_request::Op::HashCheck(HashCheck { revision: 2, leader_id: 1, voters: 3, nonce: 9 }));
     let report = checked.hash_to_report.expect("the revision is covered").run();
     assert_eq!((report.revision, report.hash), (2, state.mvcc().hash_kv(2)));
@@ -466,7 +466,7 @@ fn a_hash_that_differs_from_the_majority_raises_a_corrupt_alarm_and_writes_stop(
     // A replayed report of member 1, now healthy, changes nothing.
     apply(&mut state, 1, internal_request::Op::HashReport(HashReport { member_id: 1, ..report }));
     assert_eq!(corrupt_members(&state), vec![1]);
-    let refused = apply(&mut state, 2, internal_request::Op::Put(PutRequest { key: b"k".to_vec(), value: b"w".to_vec(), ..Default::default() }));
+    let refused = apply(&mut state, 2, internal_request::Op::Put(PutRequest { key: b"k".to_vec(), value: bytes::Bytes::from_static(b"w"), ..Default::default() }));
     assert!(matches!(refused.answer, Some((_, _, Err(EtcdError::Corrupt)))), "{:?}", refused.answer);
     assert_eq!(EtcdError::Corrupt.message(), "etcdserver: corrupt cluster");
     // The check state and the alarm travel in snapshots.
@@ -484,7 +484,7 @@ fn compaction_removed_in_steps_looks_like_compaction_at_once() {
             if (n + round) % 7 == 0 {
                 store.delete_range(&detcd_node::pb::etcdserverpb::DeleteRangeRequest { key, ..Default::default() });
             } else {
-                store.put(&PutRequest { key, value: vec![round as u8; 8], ..Default::default() }).expect("put");
+                store.put(&PutRequest { key, value: vec![round as u8; 8].into(), ..Default::default() }).expect("put");
             }
         }
     }

@@ -35,7 +35,7 @@ impl Fixture {
 
     fn put(&mut self, key: &str, value: &str) {
         let mut events = Vec::new();
-        self.store.apply_put(&PutRequest { key: key.into(), value: value.into(), ..Default::default() }, &mut events).expect("put");
+        self.store.apply_put(&PutRequest { key: key.into(), value: value.as_bytes().to_vec().into(), ..Default::default() }, &mut events).expect("put");
         self.publish(events);
     }
 
@@ -110,7 +110,7 @@ fn a_txn_is_one_response_in_the_order_it_was_made() {
     let (stream, mut rx) = f.stream(16);
     f.create(stream, WatchCreateRequest { prev_kv: true, ..prefix("t/") });
     f.put("t/z", "old");
-    let put = |k: &str, v: &str| RequestOp { request: Some(request_op::Request::RequestPut(PutRequest { key: k.into(), value: v.into(), ..Default::default() })) };
+    let put = |k: &str, v: &str| RequestOp { request: Some(request_op::Request::RequestPut(PutRequest { key: k.into(), value: v.as_bytes().to_vec().into(), ..Default::default() })) };
     let mut events = Vec::new();
     f.store.apply_txn(&TxnRequest { compare: vec![], success: vec![put("t/z", "new"), put("t/a", "1")], failure: vec![] }, &mut events).expect("txn");
     f.publish(events);

@@ -225,7 +225,7 @@ pub async fn run_auth_client(client: u64, cluster: Arc<Cluster>, stop: Arc<Atomi
         let Some((member, handle)) = some_member(&cluster, &mut rng, token.as_deref()) else { continue };
         let key = format!("{AUTH_PREFIX}{client}/{n}");
         let invoked_seq = cluster.world.auth_seq(&format!("invoke put {key}"));
-        let put = PutRequest { key: key.clone().into_bytes(), value: format!("{client}-{n}").into_bytes(), ..Default::default() };
+        let put = PutRequest { key: key.clone().into_bytes(), value: format!("{client}-{n}").into_bytes().into(), ..Default::default() };
         match tokio::time::timeout(timeout, handle.put(put)).await {
             Ok(Ok(answer)) => {
                 let completed_seq = cluster.world.auth_seq(&format!("done put {key}"));

@@ -382,7 +382,7 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
             // A key of the fault's own, written through the victim (answered once the
             // victim applied it), then damaged in its memory only.
             let key = format!("memtest-{}", rng.gen::<u32>());
-            let put = detcd_node::pb::etcdserverpb::PutRequest { key: key.clone().into_bytes(), value: b"payload".to_vec(), ..Default::default() };
+            let put = detcd_node::pb::etcdserverpb::PutRequest { key: key.clone().into_bytes(), value: b"payload".to_vec().into(), ..Default::default() };
             if !matches!(tokio::time::timeout(Duration::from_millis(2000), handle.put(put)).await, Ok(Ok(_))) {
                 return vec![];
             }

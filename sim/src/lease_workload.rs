@@ -82,7 +82,7 @@ async fn execute(handle: &NodeHandle, lease: i64, kind: &LeaseOpKind) -> Result<
             Ok((lease, 0))
         }
         LeaseOpKind::Put { key } => {
-            handle.put(PutRequest { key: key.clone().into_bytes(), value: b"leased".to_vec(), lease, ..Default::default() }).await?;
+            handle.put(PutRequest { key: key.clone().into_bytes(), value: b"leased".to_vec().into(), lease, ..Default::default() }).await?;
             Ok((lease, 0))
         }
         LeaseOpKind::TimeToLive => {

@@ -156,7 +156,7 @@ async fn execute(handle: &NodeHandle, kind: &OpKind) -> Result<Answer, EtcdError
     let revision_of = |header: Option<&detcd_node::pb::etcdserverpb::ResponseHeader>| header.map_or(0, |h| h.revision);
     match kind {
         OpKind::Put { key, value } => {
-            let response = handle.put(PutRequest { key: key.clone().into_bytes(), value: value.clone().into_bytes(), ..Default::default() }).await?;
+            let response = handle.put(PutRequest { key: key.clone().into_bytes(), value: value.clone().into_bytes().into(), ..Default::default() }).await?;
             Ok(Answer { read_value: None, read_kvs: Vec::new(), deleted: 0, succeeded: true, revision: revision_of(response.header.as_ref()) })
         }
         OpKind::Get { key, serializable } => {
@@ -193,7 +193,7 @@ async fn execute(handle: &NodeHandle, kind: &OpKind) -> Result<Answer, EtcdError
                 },
             };
             let put = RequestOp {
-                request: Some(request_op::Request::RequestPut(PutRequest { key: key.clone().into_bytes(), value: value.clone().into_bytes(), ..Default::default() })),
+                request: Some(request_op::Request::RequestPut(PutRequest { key: key.clone().into_bytes(), value: value.clone().into_bytes().into(), ..Default::default() })),
             };
             let response = handle.txn(TxnRequest { compare: vec![compare], success: vec![put], failure: Vec::new() }).await?;
             Ok(Answer { read_value: None, read_kvs: Vec::new(), deleted: 0, succeeded: response.succeeded, revision: revision_of(response.header.as_ref()) })

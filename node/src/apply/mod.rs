@@ -519,7 +519,17 @@ fn adds_data(op: &internal_request::Op) -> bool {
 
 /// Why a request's bytes cannot be a replicated request.
 pub fn decode_internal(data: &[u8]) -> Result<InternalRequest, String> {
-    let internal = InternalRequest::decode(data).map_err(|e| format!("does not decode: {e}"))?;
+    checked_internal(InternalRequest::decode(data))
+}
+
+/// [`decode_internal`] from a log entry's own buffer: a put's value is a slice of it,
+/// not a copy, so the store and the raft log share the value's bytes.
+pub fn decode_internal_shared(data: bytes::Bytes) -> Result<InternalRequest, String> {
+    checked_internal(InternalRequest::decode(data))
+}
+
+fn checked_internal(decoded: Result<InternalRequest, prost::DecodeError>) -> Result<InternalRequest, String> {
+    let internal = decoded.map_err(|e| format!("does not decode: {e}"))?;
     if internal.op.is_none() {
         return Err("holds no operation".into());
     }
@@ -658,8 +668,8 @@ impl StateMachine {
     /// Applies the bytes of one committed normal entry. Deterministic: the same bytes
     /// give the same state and output on every member. Bytes that are not a valid
     /// request (only a faulty peer could have proposed them) change nothing.
-    pub fn apply(&mut self, data: &[u8]) -> Applied {
-        let Ok(internal) = decode_internal(data) else {
+    pub fn apply(&mut self, data: bytes::Bytes) -> Applied {
+        let Ok(internal) = decode_internal_shared(data) else {
             return Applied { invalid: true, ..Applied::default() };
         };
         #[allow(unused_mut)]

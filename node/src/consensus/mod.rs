@@ -1084,11 +1084,11 @@ impl NodeCore {
         Ok(())
     }
 
-    fn apply_request(&mut self, index: u64, data: &[u8]) {
+    fn apply_request(&mut self, index: u64, data: &bytes::Bytes) {
         let no_space_before = self.state.no_space();
         let corrupt_before = self.state.corrupt();
         let compacted_before = self.state.mvcc().compact_revision();
-        let applied = self.state.apply(data);
+        let applied = self.state.apply(data.clone());
         if let Some(job) = applied.hash_to_report {
             // The walk runs on the worker over the frozen copy; the report comes back
             // through the channel and is proposed at a later tick.

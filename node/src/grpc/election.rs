@@ -135,7 +135,7 @@ impl Election for ElectionService {
         let leader = LeaderKey { name, key: key.clone(), rev, lease };
         if existing.is_some_and(|held| held != value) {
             // A campaign resumed with another value proclaims it (as etcd's recipe).
-            let put = PutRequest { key: key.clone(), value, lease, ..Default::default() };
+            let put = PutRequest { key: key.clone(), value: value.into(), lease, ..Default::default() };
             as_leader(&node, &leader, request_op::Request::RequestPut(put)).await?;
         }
         if let Err(waiting_failed) = wait_for_turn(&node, &prefix, rev).await {
@@ -149,7 +149,7 @@ impl Election for ElectionService {
         let node = super::client_node(&self.node, &request);
         let ProclaimRequest { leader, value } = request.into_inner();
         let leader = leader.ok_or_else(not_leader)?;
-        let put = PutRequest { key: leader.key.clone(), value, lease: leader.lease, ..Default::default() };
+        let put = PutRequest { key: leader.key.clone(), value: value.into(), lease: leader.lease, ..Default::default() };
         as_leader(&node, &leader, request_op::Request::RequestPut(put)).await?;
         Ok(Response::new(ProclaimResponse { header: Some(header(&node).await?) }))
     }

@@ -18,38 +18,36 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>
     deserializer.deserialize_byte_buf(ByteStringVisitor)
 }
 
-/// `#[serde(with = "byte_strings::shared")]` for an `Arc<[u8]>` field (a value shared
+/// `#[serde(with = "byte_strings::shared")]` for a `Bytes` field (a value shared
 /// between a frozen copy of the store and the live one).
 pub mod shared {
-    use std::sync::Arc;
-
+    use bytes::Bytes;
     use serde::{Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(bytes: &Arc<[u8]>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(bytes: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
         super::serialize(bytes, serializer)
     }
 
-    /// Straight into the shared allocation: one copy from the input (an owned `Vec`
-    /// first, then `Arc::from`, would copy every value twice at start-up).
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<[u8]>, D::Error> {
+    /// Straight into an allocation of the value's size: one copy from the input.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D::Error> {
         deserializer.deserialize_bytes(SharedVisitor)
     }
 
     struct SharedVisitor;
 
     impl<'de> serde::de::Visitor<'de> for SharedVisitor {
-        type Value = Arc<[u8]>;
+        type Value = Bytes;
 
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a byte string")
         }
 
-        fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Arc<[u8]>, E> {
-            Ok(Arc::from(bytes))
+        fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Bytes, E> {
+            Ok(Bytes::copy_from_slice(bytes))
         }
 
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Arc<[u8]>, A::Error> {
-            super::ByteStringVisitor.visit_seq(seq).map(Arc::from)
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Bytes, A::Error> {
+            super::ByteStringVisitor.visit_seq(seq).map(Bytes::from)
         }
     }
 }
@@ -134,6 +132,6 @@ mod tests {
     #[derive(Serialize, Deserialize, PartialEq, Debug)]
     struct AsSharedBytes {
         #[serde(with = "super::shared")]
-        value: std::sync::Arc<[u8]>,
+        value: bytes::Bytes,
     }
 }

@@ -59,7 +59,7 @@ impl Mvcc {
                     create_revision: record.kv.create_revision,
                     version: record.kv.version,
                     lease: record.kv.lease,
-                    value: std::sync::Arc::from(record.kv.value.as_slice()),
+                    value: bytes::Bytes::copy_from_slice(&record.kv.value),
                     tombstone: false,
                 }
             };

@@ -37,9 +37,10 @@ use serde::{Deserialize, Serialize};
 use crate::errors::EtcdError;
 use crate::pb::mvccpb::KeyValue;
 
-/// One version of one key. The value is shared (`Arc`): copying a record — what a
+/// One version of one key. The value is shared (`Bytes`): copying a record — what a
 /// write to a chunk a frozen copy still holds does for the chunk's 64 keys — copies no
-/// value bytes.
+/// value bytes; and a large value is a slice of the log entry that wrote it, so the
+/// raft log and the store hold its bytes once (see [`stored_value`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct KeyRecord {
     mod_revision: i64,
@@ -50,13 +51,28 @@ pub(crate) struct KeyRecord {
     version: i64,
     lease: i64,
     #[serde(with = "byte_strings::shared")]
-    value: std::sync::Arc<[u8]>,
+    value: bytes::Bytes,
     tombstone: bool,
 }
 
 /// The value of a tombstone (and of an empty put).
-fn no_value() -> std::sync::Arc<[u8]> {
-    std::sync::Arc::from(&[][..])
+fn no_value() -> bytes::Bytes {
+    bytes::Bytes::new()
+}
+
+/// Values at least this large are kept as the slice of the request they came in (for
+/// an applied entry: of the entry's buffer, which the raft log holds until compacted);
+/// smaller ones are copied into an allocation of their own, so that a small value does
+/// not keep a whole entry — key and request fields — alive for the key's life.
+pub const SHARED_VALUE_BYTES_MIN: usize = 1024;
+
+/// What the store keeps of a put's value (see [`SHARED_VALUE_BYTES_MIN`]).
+fn stored_value(value: &bytes::Bytes) -> bytes::Bytes {
+    if value.len() >= SHARED_VALUE_BYTES_MIN {
+        value.clone()
+    } else {
+        bytes::Bytes::copy_from_slice(value)
+    }
 }
 
 /// The key space with its history.
@@ -330,3 +346,31 @@ impl Mvcc {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+    use crate::apply::decode_internal_shared;
+    use crate::pb::detcdpb::{internal_request, InternalRequest};
+    use crate::pb::etcdserverpb::PutRequest;
+
+    /// A large value applied from a log entry is a slice of the entry's buffer (the raft
+    /// log and the store hold it once); a small one gets its own allocation.
+    #[test]
+    fn a_large_value_shares_the_entry_buffer_a_small_one_does_not() {
+        for (value_bytes, shared) in [(SHARED_VALUE_BYTES_MIN, true), (SHARED_VALUE_BYTES_MIN - 1, false)] {
+            let put = PutRequest { key: b"k".to_vec(), value: vec![7; value_bytes].into(), ..PutRequest::default() };
+            let request = InternalRequest { proposer: 1, request_id: 1, op: Some(internal_request::Op::Put(put)), auth: None };
+            let entry: bytes::Bytes = request.encode_to_vec().into();
+            let Some(internal_request::Op::Put(decoded)) = decode_internal_shared(entry.clone()).expect("decodes").op else {
+                panic!("a put")
+            };
+            let stored = stored_value(&decoded.value);
+            assert_eq!(stored, decoded.value);
+            let inside = entry.as_ptr_range().contains(&stored.as_ptr());
+            assert_eq!(inside, shared, "{value_bytes}-byte value inside the entry's buffer");
+        }
+    }
+}

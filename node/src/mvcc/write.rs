@@ -63,7 +63,7 @@ impl Mvcc {
         let value = match (&previous, request.ignore_value) {
             (Some(previous), true) => previous.value.clone(),
             (None, true) => panic!("put with ignore_value on a missing key passed its check"),
-            (_, false) => std::sync::Arc::from(request.value.as_slice()),
+            (_, false) => super::stored_value(&request.value),
         };
         let lease = match (&previous, request.ignore_lease) {
             (Some(previous), true) => previous.lease,

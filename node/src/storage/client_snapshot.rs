@@ -181,7 +181,7 @@ mod tests {
     fn state_with_keys(count: usize) -> StateMachine {
         let mut state = StateMachine::new();
         for i in 0..count {
-            state.mvcc_mut_for_tests().put(&PutRequest { key: format!("k{i}").into_bytes(), value: b"v".to_vec(), ..Default::default() }).expect("put");
+            state.mvcc_mut_for_tests().put(&PutRequest { key: format!("k{i}").into_bytes(), value: bytes::Bytes::from_static(b"v"), ..Default::default() }).expect("put");
         }
         state
     }
