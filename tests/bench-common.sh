@@ -11,8 +11,15 @@ ensure_etcd() {
   cargo build --release -q -p detcd-node --bin detcd -p detcd-tests --bin detcd-load
 }
 
-# wait_ready PORT NAME LOG: waits until a put on 127.0.0.1:PORT succeeds.
+# wait_ready PORT NAME LOG: waits until a put on 127.0.0.1:PORT succeeds. The port is
+# polled first (every 10 ms, up to 20 s): an etcdctl started before the server listens
+# backs off for up to a second after the refused dial, which made restart times of both
+# servers up to a second longer, at random.
 wait_ready() {
+  for _ in $(seq 1 2000); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && break
+    sleep 0.01
+  done
   for _ in $(seq 1 100); do
     ETCDCTL_API=3 etcdctl --dial-timeout=1s --command-timeout=2s --endpoints="127.0.0.1:$1" put __ready 1 >/dev/null 2>&1 && return 0
     sleep 0.2

@@ -518,6 +518,7 @@ impl Observer for World {
                 });
             }
             NodeEvent::Applied { index, term, digest, state_digest } => {
+                let digest = digest.expect("the simulator's observer wants changes, so every applied entry comes with its digest");
                 Self::mix(&mut state, format!("applied|{member_id}|{index}|{term}|{digest}|{state_digest:?}").as_bytes());
                 // A member with damaged memory is not the cluster's state (the corruption
                 // check must catch it instead).

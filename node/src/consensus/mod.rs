@@ -1076,10 +1076,13 @@ impl NodeCore {
                 }
             }
             self.applied_index = entry.index;
-            // The state's digest after every entry costs a pass over the leases: only
-            // for observers that compare members (the simulator).
-            let state_digest = self.env.observer.wants_changes().then(|| self.state.applied_state_digest());
-            self.observe(NodeEvent::Applied { index: entry.index, term: entry.term, digest: fnv1a64(&entry.data), state_digest });
+            // The digests of the entry and of the state after it cost a pass over the
+            // entry's bytes (at 4 KiB values, 12% of a restart's time in a profile) and
+            // over the leases: only for observers that compare members (the simulator).
+            let compared = self.env.observer.wants_changes();
+            let digest = compared.then(|| fnv1a64(&entry.data));
+            let state_digest = compared.then(|| self.state.applied_state_digest());
+            self.observe(NodeEvent::Applied { index: entry.index, term: entry.term, digest, state_digest });
         }
         Ok(())
     }

@@ -65,6 +65,12 @@ pub trait Disk: Send + Sync {
     fn list(&self, dir: &str) -> Result<Vec<String>, DiskError>;
     /// The whole current content of a file (durable or not).
     fn read(&self, path: &str) -> Result<Vec<u8>, DiskError>;
+    /// [`Disk::read`] for a file that is never written again once complete (a snapshot
+    /// file): the production disk maps a large one instead of copying it into fresh
+    /// memory — at a gigabyte, zeroing and filling that memory was most of a restart.
+    fn read_immutable(&self, path: &str) -> Result<bytes::Bytes, DiskError> {
+        self.read(path).map(bytes::Bytes::from)
+    }
     /// Creates (or truncates to empty) a file, durably, creating parent directories.
     fn create(&self, path: &str) -> Result<(), DiskError>;
     /// Appends bytes to the end of an existing file. Not durable until `sync`.
@@ -197,10 +203,10 @@ pub trait Observer: Send + Sync {
 pub enum NodeEvent {
     /// The member's raft role or known leader changed.
     RoleChanged { term: u64, role: Role, leader_id: u64 },
-    /// An entry was applied to the state machine. `digest` is a hash of its bytes;
-    /// `state_digest` one of the whole replicated state after it (only to observers
-    /// that want changes: every member must agree on it at every index).
-    Applied { index: u64, term: u64, digest: u64, state_digest: Option<u64> },
+    /// An entry was applied to the state machine. `digest` is a hash of its bytes,
+    /// `state_digest` one of the whole replicated state after it (both only to
+    /// observers that want changes: every member must agree on them at every index).
+    Applied { index: u64, term: u64, digest: Option<u64>, state_digest: Option<u64> },
     /// The member opened its disks: whether a torn WAL tail was cut away, and how many
     /// damaged snapshot files it passed over for an older one.
     Recovered { torn_tail_cut: bool, damaged_snapshots_skipped: usize },

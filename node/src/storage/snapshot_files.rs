@@ -214,12 +214,12 @@ impl SnapshotStore {
     }
 
     /// A snapshot file's content, if it checks out (see [`decode_snapshot_file`]).
-    fn decode(&self, bytes: Vec<u8>) -> Option<Snapshot> {
+    fn decode(&self, bytes: bytes::Bytes) -> Option<Snapshot> {
         #[cfg(madsim)]
         if self.crc_unchecked {
             return Snapshot::parse_from_bytes(bytes.get(4..)?).ok();
         }
-        decode_snapshot_file(bytes.into())
+        decode_snapshot_file(bytes)
     }
 
     /// Writes the temp file of a snapshot (CRC, then the body) without syncing it, and
@@ -273,7 +273,7 @@ impl SnapshotStore {
     /// Reads the snapshot file of `(term, index)` and checks its CRC.
     pub fn load(&self, term: u64, index: u64) -> Result<Snapshot, DiskError> {
         let name = snapshot_name(term, index);
-        let bytes = self.disk.read(&name)?;
+        let bytes = self.disk.read_immutable(&name)?;
         self.decode(bytes).ok_or(DiskError::Corrupt { path: name, detail: "snapshot file fails its CRC".into() })
     }
 
@@ -288,7 +288,7 @@ impl SnapshotStore {
         names.sort();
         let mut skipped_damaged = Vec::new();
         for (_, name) in names.into_iter().rev() {
-            let bytes = self.disk.read(&name)?;
+            let bytes = self.disk.read_immutable(&name)?;
             if let Some(snapshot) = self.decode(bytes) {
                 return Ok(LoadedSnapshot { snapshot: Some(snapshot), skipped_damaged });
             }
