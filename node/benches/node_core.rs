@@ -101,6 +101,26 @@ fn mvcc(c: &mut Criterion) {
             BatchSize::LargeInput,
         );
     });
+    // One loop turn of compaction's removal in a live store: 1M keys x 2 versions, a
+    // frozen copy (a snapshot job's) sharing every chunk, so each changed chunk is copied.
+    group.bench_function("one removal step (16,384 keys) with a frozen copy, 1M keys", |b| {
+        // (16,384 is not the member's step, `COMPACTION_KEYS_PER_TURN_MAX`: the figure in
+        // its comment was measured with this.)
+        let mut store = store_of(1_000_000);
+        for n in 0..1_000_000 {
+            store.put(&put_request(n)).expect("put");
+        }
+        let revision = store.current_revision();
+        store.compact_deferred(&CompactionRequest { revision, physical: false }).expect("compact");
+        b.iter_batched(
+            || (store.clone(), store.clone()),
+            |(mut live, frozen)| {
+                live.compact_step(16_384);
+                (live, frozen)
+            },
+            BatchSize::LargeInput,
+        );
+    });
     group.finish();
 }
 
