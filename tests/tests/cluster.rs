@@ -195,13 +195,17 @@ fn a_killed_member_restarts_from_its_data_dir_and_catches_up() {
     let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint()).collect();
     wait_writable(&rt, &mut cluster, 0);
     cluster.kill_member(2);
+    // Values of 16 KiB: the snapshot files (2.4 MB) are over the size the data disk maps
+    // instead of reading (`fs_disk::MAPPED_READ_BYTES_MIN`), so member 2's second start
+    // loads its own snapshot through a mapping.
+    let value = "v".repeat(16 * 1024);
     rt.block_on(async {
         let mut client = connect(&endpoints[0]).await;
         for i in 0..150 {
             // Member 2 may have been the leader: retry like a real client until a new
             // leader commits (a retried put of the same value is idempotent here).
             let mut attempts = 0;
-            while let Err(error) = client.put(format!("later/{i:04}"), "v", None).await {
+            while let Err(error) = client.put(format!("later/{i:04}"), value.as_str(), None).await {
                 attempts += 1;
                 assert!(attempts < 20, "a majority still commits: {error}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -223,6 +227,11 @@ fn a_killed_member_restarts_from_its_data_dir_and_catches_up() {
     };
     let caught_up = caught_up_within(&rt);
     assert!(caught_up.is_some(), "member 2 caught up; log: {}", cluster.log(2));
+    let snapshot_bytes = |dir: &std::path::Path| -> u64 {
+        std::fs::read_dir(dir.join("member/snap")).map_or(0, |files| files.flatten().filter_map(|f| f.metadata().ok()).map(|m| m.len()).max().unwrap_or(0))
+    };
+    let own_snapshot = wait_for(Duration::from_secs(10), || (snapshot_bytes(&cluster.members[2].data_dir) > 1 << 20).then_some(()));
+    assert!(own_snapshot.is_some(), "member 2 wrote a snapshot file over 1 MiB (largest: {} bytes)", snapshot_bytes(&cluster.members[2].data_dir));
     cluster.kill_member(2);
     cluster.start_member(2);
     let restarted = caught_up_within(&rt);
