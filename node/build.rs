@@ -23,8 +23,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // A put's value is `Bytes`: decoded from a log entry, it is a slice of the
         // entry's buffer, which the store then shares with the raft log (see
-        // `mvcc::KeyRecord::value`).
+        // `mvcc::KeyRecord::value`). A key-value's too: the events a put makes for
+        // watchers and the answers of ranges share the stored value, never copy it.
         .bytes(".etcdserverpb.PutRequest.value")
+        .bytes(".mvccpb.KeyValue.value")
         // One client: a follower forwards MemberPromote to the leader (etcd does too).
         .build_client(!simulator_build)
         .build_server(!simulator_build)

@@ -117,7 +117,7 @@ pub async fn create_key(node: &NodeHandle, key: &[u8], lease: i64, value: &[u8])
         Some(response_op::Response::ResponseRange(range)) => range.kvs.into_iter().next(),
         _ => None,
     });
-    existing.map(|kv| (kv.create_revision, Some(kv.value))).ok_or(RecipeError::KeyVanished)
+    existing.map(|kv| (kv.create_revision, Some(kv.value.to_vec()))).ok_or(RecipeError::KeyVanished)
 }
 
 /// Waits until `key` (watched from revision `from`) is deleted; `false` if the watch

@@ -79,7 +79,7 @@ fn put(key: &str, value: &str) -> Request {
 
 fn get(core: &mut NodeCore, key: &str) -> Option<Vec<u8>> {
     match submit(core, Request::Range(RangeRequest { key: key.into(), serializable: true, ..Default::default() })) {
-        Response::Range(r) => r.kvs.first().map(|kv| kv.value.clone()),
+        Response::Range(r) => r.kvs.first().map(|kv| kv.value.to_vec()),
         other => panic!("{other:?}"),
     }
 }

@@ -16,7 +16,7 @@ fn put(store: &mut Mvcc, key: &str, value: &str) -> i64 {
 fn get(store: &Mvcc, key: &str, revision: i64) -> Result<Option<(String, i64, i64, i64)>, EtcdError> {
     let response = store.range(&RangeRequest { key: key.into(), revision, ..Default::default() })?;
     Ok(response.kvs.first().map(|kv| {
-        (String::from_utf8(kv.value.clone()).expect("utf8"), kv.create_revision, kv.mod_revision, kv.version)
+        (String::from_utf8(kv.value.to_vec()).expect("utf8"), kv.create_revision, kv.mod_revision, kv.version)
     }))
 }
 
@@ -153,7 +153,7 @@ fn put_options() {
     let response = store
         .put(&PutRequest { key: "k".into(), ignore_value: true, prev_kv: true, ..Default::default() })
         .expect("ignore_value");
-    assert_eq!(response.prev_kv.expect("prev").value, b"v1");
+    assert_eq!(response.prev_kv.expect("prev").value, b"v1"[..]);
     assert_eq!(get(&store, "k", 0).expect("get").map(|v| (v.0, v.3)), Some(("v1".into(), 2)));
     let leased = store.put(&PutRequest { key: "k".into(), value: "v".into(), lease: 5, ..Default::default() });
     assert_eq!(leased, Err(EtcdError::LeaseNotFound));
@@ -186,7 +186,7 @@ fn txn_compares_and_atomic_revision() {
     assert_eq!(store.current_revision(), 3, "every change in one txn shares one revision");
     match &response.responses[2].response {
         Some(response_op::Response::ResponseRange(r)) => {
-            assert_eq!(r.kvs[0].value, b"v2", "reads in a txn see its writes");
+            assert_eq!(r.kvs[0].value, b"v2"[..], "reads in a txn see its writes");
             assert_eq!(r.header.as_ref().expect("header").revision, 3);
         }
         other => panic!("unexpected {other:?}"),

@@ -117,7 +117,7 @@ fn a_txn_is_one_response_in_the_order_it_was_made() {
     let responses = drain(&mut rx);
     let txn_response = responses.last().expect("txn response");
     assert_eq!(events_of(std::slice::from_ref(txn_response)), vec![(3, "t/z".into(), "new".into()), (3, "t/a".into(), "1".into())]);
-    assert_eq!(txn_response.events[0].prev_kv.as_ref().map(|kv| kv.value.clone()), Some(b"old".to_vec()));
+    assert_eq!(txn_response.events[0].prev_kv.as_ref().map(|kv| kv.value.to_vec()), Some(b"old".to_vec()));
     // The same order when read back from history.
     let (late, mut late_rx) = f.stream(16);
     f.create(late, WatchCreateRequest { start_revision: 3, ..prefix("t/") });

@@ -312,7 +312,7 @@ mod tests {
     fn json_as_etcds_gateway_writes_it() {
         let answer = RangeResponse {
             header: Some(ResponseHeader { cluster_id: 15118495548433857066, member_id: 1, revision: 2, raft_term: 2 }),
-            kvs: vec![KeyValue { key: b"foo".to_vec(), create_revision: 2, mod_revision: 2, version: 1, value: b"bar".to_vec(), lease: 0 }],
+            kvs: vec![KeyValue { key: b"foo".to_vec(), create_revision: 2, mod_revision: 2, version: 1, value: bytes::Bytes::from_static(b"bar"), lease: 0 }],
             more: false,
             count: 1,
         };

@@ -163,7 +163,7 @@ impl KeyRecord {
             create_revision: self.create_revision,
             mod_revision: self.mod_revision,
             version: self.version,
-            value: if with_value { self.value.to_vec() } else { Vec::new() },
+            value: if with_value { self.value.clone() } else { bytes::Bytes::new() },
             lease: self.lease,
         }
     }

@@ -133,7 +133,7 @@ fn compare_key_value(comparison: &Compare, target: compare::CompareTarget, kv: &
                 Some(TargetUnion::Value(v)) => v,
                 _ => &[],
             };
-            kv.value.as_slice().cmp(wanted)
+            kv.value[..].cmp(wanted)
         }
         _ => {
             let wanted = match comparison.target_union {
