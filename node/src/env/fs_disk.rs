@@ -19,10 +19,11 @@ pub const MAPPED_READ_BYTES_MIN: u64 = 1 << 20;
 /// cache's: mapping a snapshot file costs no fresh (zeroed) memory and no copy, and the
 /// kernel may drop clean pages under pressure.
 ///
-/// Safety of reading it as a slice: only complete snapshot files are mapped, and a
-/// complete snapshot file is never written or truncated again (written under a temp
-/// name, synced, renamed; later only unlinked, which leaves a mapping valid); the data
-/// dir is locked to this process. Another process truncating the file, or an I/O error
+/// Safety of reading it as a slice: only files that are never written or truncated
+/// again are mapped (`Disk::read_immutable`): complete snapshot files (written under a
+/// temp name, synced, renamed) and WAL segments older than the last (synced at their
+/// cut); both are later only unlinked, which leaves a mapping valid. The data and WAL
+/// dirs are locked to this process. Another process truncating the file, or an I/O error
 /// on a page, raises SIGBUS and stops the member — fail-stop, as etcd's mapped bbolt
 /// file does — never a wrong read.
 struct ReadOnlyMapping {
@@ -152,10 +153,12 @@ impl Disk for FsDisk {
     }
 
     fn read_immutable(&self, name: &str) -> Result<bytes::Bytes, DiskError> {
-        let file = File::open(self.path(name)).map_err(|e| io_error(name, &e))?;
+        let mut file = File::open(self.path(name)).map_err(|e| io_error(name, &e))?;
         let len = file.metadata().map_err(|e| io_error(name, &e))?.len();
         if len < MAPPED_READ_BYTES_MIN {
-            return self.read(name).map(bytes::Bytes::from);
+            let mut bytes = Vec::with_capacity(len as usize);
+            std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| io_error(name, &e))?;
+            return Ok(bytes.into());
         }
         let len = usize::try_from(len).map_err(|_| DiskError::Io { path: name.to_string(), detail: "too large to map".into() })?;
         Ok(bytes::Bytes::from_owner(ReadOnlyMapping::of(&file, len).map_err(|e| io_error(name, &e))?))

@@ -66,7 +66,7 @@ pub trait Disk: Send + Sync {
     /// The whole current content of a file (durable or not).
     fn read(&self, path: &str) -> Result<Vec<u8>, DiskError>;
     /// [`Disk::read`] for a file that is never written again once complete (a snapshot
-    /// file): the production disk maps a large one instead of copying it into fresh
+    /// file, a WAL segment older than the last): the production disk maps a large one instead of copying it into fresh
     /// memory — at a gigabyte, zeroing and filling that memory was most of a restart.
     fn read_immutable(&self, path: &str) -> Result<bytes::Bytes, DiskError> {
         self.read(path).map(bytes::Bytes::from)
