@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use detcd_node::env::mem_disk::MemDisk;
 use detcd_node::env::Disk;
-use detcd_node::storage::wal::{Wal, WalError};
+use detcd_node::storage::wal::{record_spans, Wal, WalError};
 use raft::eraftpb::{Entry, HardState};
 
 fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
@@ -32,6 +32,11 @@ fn write_entries(disk: &Arc<MemDisk>, entries: &[Entry], segment_bytes_max: u64)
         wal.sync().expect("sync");
     }
     wal
+}
+
+/// Where the records of `segment` end (the file goes on with reserved zeros).
+fn records_end(disk: &MemDisk, segment: &str) -> usize {
+    record_spans(&disk.bytes_of(segment).expect("segment")).last().map_or(0, |(_, end)| *end)
 }
 
 fn only_segment(disk: &MemDisk) -> String {
@@ -74,14 +79,15 @@ fn torn_tail_is_truncated_and_the_member_starts() {
     let disk = Arc::new(MemDisk::new());
     write_entries(&disk, &[entry(1, 1, b"first"), entry(2, 1, b"second")], 1 << 20);
     let segment = only_segment(&disk);
-    let full_len = disk.file_len(&segment).expect("segment");
+    let full_len = records_end(&disk, &segment);
     // Tear the last record: cut 3 bytes off its end.
     disk.truncate(&segment, (full_len - 3) as u64).expect("tear");
     let (mut wal, replayed) = Wal::open(disk.clone(), 0, 1 << 20).expect("a torn tail is not fatal");
     assert_eq!(replayed.entries, vec![entry(1, 1, b"first")]);
     let (cut_segment, offset) = replayed.torn_tail_truncated_at.expect("the tear is reported");
     assert_eq!(cut_segment, segment);
-    assert_eq!(disk.file_len(&segment), Some(offset as usize));
+    assert_eq!(records_end(&disk, &segment), offset as usize);
+    assert_eq!(disk.file_len(&segment), Some(1 << 20), "the room is reserved again after the cut");
     // The WAL keeps working after the cut.
     wal.append_entries(&[entry(2, 1, b"again")]).expect("append");
     wal.sync().expect("sync");
@@ -223,10 +229,71 @@ fn a_zero_filled_tail_is_the_end_of_the_log() {
     let disk = Arc::new(MemDisk::new());
     write_entries(&disk, &[entry(1, 1, b"a"), entry(2, 1, b"b")], 1 << 20);
     let segment = only_segment(&disk);
+    disk.truncate(&segment, records_end(&disk, &segment) as u64).expect("no reserved room");
     disk.append(&segment, &[0u8; 300]).expect("zeros");
     let (_, replayed) = Wal::open(disk.clone(), 0, 1 << 20).expect("zeros to the end are the end of the log");
     assert_eq!(replayed.entries.len(), 2);
-    assert!(replayed.torn_tail_truncated_at.is_some(), "the zeros were cut away");
+    assert_eq!(replayed.torn_tail_truncated_at, None, "zeros are the end of the log, not a tear");
+}
+
+#[test]
+fn the_newest_segment_is_preallocated_and_an_older_one_ends_at_its_records() {
+    let disk = Arc::new(MemDisk::new());
+    let segment_bytes_max = 4096;
+    let mut wal = write_entries(&disk, &[entry(1, 1, b"a")], segment_bytes_max);
+    let first = only_segment(&disk);
+    assert_eq!(disk.file_len(&first), Some(segment_bytes_max as usize), "reserved to the segment size");
+    let syncs_before = disk.syncs();
+    let writes_before = disk.writes();
+    wal.append_entries(&[entry(2, 1, b"b")]).expect("append");
+    wal.sync().expect("sync");
+    assert_eq!((disk.syncs() - syncs_before, disk.writes() - writes_before), (1, 2), "one write into the room, one sync");
+    assert_eq!(disk.file_len(&first), Some(segment_bytes_max as usize), "writes into the room do not grow the file");
+    // Fill the segment; the next append cuts.
+    let big = vec![7u8; segment_bytes_max as usize];
+    wal.append_entries(&[entry(3, 1, &big)]).expect("append");
+    wal.sync().expect("sync");
+    wal.append_entries(&[entry(4, 1, b"d")]).expect("append (cuts)");
+    wal.sync().expect("sync");
+    let files = disk.files();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(files[0].1, records_end(&disk, &files[0].0), "an older segment holds no zeros");
+    assert_eq!(files[1].1, segment_bytes_max as usize, "the new segment is reserved");
+    drop(wal);
+    // Power loss: the unsynced tail of the reserved segment reads as zeros; replay ends
+    // there without calling it a tear, and appends go on where the records end.
+    let (mut wal, replayed) = Wal::open(disk.clone(), 0, segment_bytes_max).expect("reopen");
+    assert_eq!(replayed.entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(replayed.torn_tail_truncated_at, None);
+    wal.append_entries(&[entry(5, 1, b"e")]).expect("append");
+    wal.write_without_sync().expect("write");
+    disk.crash(|_, _| 0);
+    let (mut wal, replayed) = Wal::open(disk.clone(), 0, segment_bytes_max).expect("reopen after power loss");
+    assert_eq!(replayed.entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(replayed.torn_tail_truncated_at, None);
+    wal.append_entries(&[entry(5, 2, b"e2")]).expect("append");
+    wal.sync().expect("sync");
+    let (_, replayed) = Wal::open(disk.clone(), 0, segment_bytes_max).expect("reopen");
+    assert_eq!(replayed.entries.last(), Some(&entry(5, 2, b"e2")));
+}
+
+#[test]
+fn zeros_in_an_older_segment_are_corruption() {
+    let disk = Arc::new(MemDisk::new());
+    let mut wal = write_entries(&disk, &[entry(1, 1, &[1u8; 600])], 512);
+    wal.append_entries(&[entry(2, 1, b"b")]).expect("append (cuts)");
+    wal.sync().expect("sync");
+    drop(wal);
+    let files = disk.files();
+    assert_eq!(files.len(), 2, "{files:?}");
+    // The older segment grows zeros, as if its reserved room had never been cut away.
+    disk.append(&files[0].0, &[0u8; 64]).expect("zeros");
+    disk.sync(&files[0].0).expect("sync");
+    match Wal::open(disk.clone(), 0, 512) {
+        Err(WalError::Corrupt { segment, .. }) => assert_eq!(segment, files[0].0),
+        Err(other) => panic!("expected corruption, got {other}"),
+        Ok(_) => panic!("zeros in an older segment must not be passed over"),
+    }
 }
 
 #[test]

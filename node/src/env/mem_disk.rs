@@ -1,9 +1,11 @@
 //! An in-memory [`Disk`] that knows which bytes are durable: the simulated twin of
 //! `fs_disk`, used by the simulator and by crash-consistency tests.
 //!
-//! Every file holds its bytes and the length of its durable prefix. `append` extends the
-//! live bytes; `sync` makes them durable; [`MemDisk::crash`] throws away what was not
-//! synced (keeping, if the caller says so, a torn prefix of it). Faults can be armed:
+//! Every file holds its bytes and the length of its durable prefix. `append` and
+//! `write_at` extend the live bytes; `sync` makes them durable; [`MemDisk::crash`] throws
+//! away what was not synced (keeping, if the caller says so, a torn prefix of it).
+//! `preallocate` reserves room the file reads as zeros, durably: unsynced writes into it
+//! that a crash throws away read as zeros again, as on a real file system. Faults can be armed:
 //! a capacity (ENOSPC), a failing sync (which poisons the disk, like a real one must be
 //! treated), and corruption of durable bytes.
 
@@ -14,11 +16,29 @@ use super::{Disk, DiskError};
 
 #[derive(Clone, Debug, Default)]
 struct MemFile {
+    /// What was written, from the start of the file.
     bytes: Vec<u8>,
     durable_len: usize,
+    /// The size [`Disk::preallocate`] gave the file (durable): past `bytes` it reads as
+    /// zeros.
+    reserved_len: usize,
     /// Which file this is: set when it is created, kept through renames (a file
     /// written again under the same name is another file).
     id: u64,
+}
+
+impl MemFile {
+    /// The file's size as a reader sees it.
+    fn size(&self) -> usize {
+        self.bytes.len().max(self.reserved_len)
+    }
+
+    /// The file as a reader sees it: the bytes, then the reserved room's zeros.
+    fn content(&self) -> Vec<u8> {
+        let mut content = self.bytes.clone();
+        content.resize(self.size(), 0);
+        content
+    }
 }
 
 #[derive(Debug, Default)]
@@ -42,7 +62,8 @@ struct MemDiskState {
     read_fault_flips: Option<u64>,
     /// Reads that went wrong so far.
     read_faults_struck: u64,
-    /// Write operations so far (create, append, truncate, sync, rename, remove).
+    /// Write operations so far (create, append, write_at, preallocate, truncate, sync,
+    /// rename, remove).
     writes: u64,
 }
 
@@ -74,7 +95,7 @@ impl MemDiskState {
     }
 
     fn used_bytes(&self) -> u64 {
-        self.files.values().map(|f| f.bytes.len() as u64).sum()
+        self.files.values().map(|f| f.size() as u64).sum()
     }
 
     fn check_writable(&self, path: &str) -> Result<(), DiskError> {
@@ -189,7 +210,7 @@ impl MemDisk {
     }
 
     /// Arms a power loss at the `ops`-th write operation from now (create, append,
-    /// truncate, sync, rename, remove): that operation and every later one fail as if the
+    /// write_at, preallocate, truncate, sync, rename, remove): that operation and every later one fail as if the
     /// machine died mid-Ready (an append still reaches the page cache). The harness then
     /// applies [`MemDisk::power_loss`] and [`MemDisk::restore_power`].
     pub fn arm_power_loss(&self, ops: u64) {
@@ -260,9 +281,9 @@ impl MemDisk {
         }
     }
 
-    /// Current length of a file, if it exists.
+    /// Current size of a file (reserved room included), if it exists.
     pub fn file_len(&self, path: &str) -> Option<usize> {
-        self.lock().files.get(path).map(|f| f.bytes.len())
+        self.lock().files.get(path).map(MemFile::size)
     }
 
     /// Whether an injected fsync failure is armed or has poisoned the disk: a member that
@@ -272,9 +293,9 @@ impl MemDisk {
         state.fail_next_sync || state.poisoned_by.is_some()
     }
 
-    /// A copy of a file's current bytes, if it exists.
+    /// A copy of a file's current content (reserved room as zeros), if it exists.
     pub fn bytes_of(&self, path: &str) -> Option<Vec<u8>> {
-        self.lock().files.get(path).map(|f| f.bytes.clone())
+        self.lock().files.get(path).map(MemFile::content)
     }
 
     /// Every file with its length, sorted by name.
@@ -285,7 +306,7 @@ impl MemDisk {
     }
 
     pub fn files(&self) -> Vec<(String, usize)> {
-        self.lock().files.iter().map(|(p, f)| (p.clone(), f.bytes.len())).collect()
+        self.lock().files.iter().map(|(p, f)| (p.clone(), f.size())).collect()
     }
 
     /// Write operations so far: the numbers [`MemDisk::arm_power_loss`] counts.
@@ -317,7 +338,7 @@ impl Disk for MemDisk {
 
     fn read(&self, path: &str) -> Result<Vec<u8>, DiskError> {
         let mut state = self.lock();
-        let mut bytes = state.files.get(path).map(|f| f.bytes.clone()).ok_or_else(|| DiskError::NotFound { path: path.to_string() })?;
+        let mut bytes = state.files.get(path).map(MemFile::content).ok_or_else(|| DiskError::NotFound { path: path.to_string() })?;
         if state.read_faults_left > 0 {
             state.read_faults_left -= 1;
             state.read_faults_struck += 1;
@@ -351,6 +372,8 @@ impl Disk for MemDisk {
         if let Strike::Now = state.strike() {
             // The write reached the page cache as power went: unsynced, maybe torn later.
             if let Some(file) = state.files.get_mut(path) {
+                let end = file.size();
+                file.bytes.resize(end, 0);
                 file.bytes.extend_from_slice(bytes);
             }
             return state.check_writable(path);
@@ -361,7 +384,60 @@ impl Disk for MemDisk {
             }
         }
         let file = state.files.get_mut(path).ok_or_else(|| DiskError::NotFound { path: path.to_string() })?;
+        // The end of the file is after any reserved room, as for a real file.
+        let end = file.size();
+        file.bytes.resize(end, 0);
         file.bytes.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn write_at(&self, path: &str, offset: u64, bytes: &[u8]) -> Result<(), DiskError> {
+        let mut state = self.lock();
+        state.check_writable(path)?;
+        let offset = usize::try_from(offset).expect("offset fits memory");
+        let write = |file: &mut MemFile| {
+            assert!(offset <= file.size(), "write_at {offset} past the end ({}) of {path}", file.size());
+            assert!(offset >= file.durable_len, "write_at {offset} rewrites synced bytes (durable to {}) of {path}", file.durable_len);
+            let end = offset + bytes.len();
+            if file.bytes.len() < end {
+                file.bytes.resize(end, 0);
+            }
+            file.bytes[offset..end].copy_from_slice(bytes);
+        };
+        if let Strike::Now = state.strike() {
+            // The write reached the page cache as power went: unsynced, maybe torn later.
+            if let Some(file) = state.files.get_mut(path) {
+                write(file);
+            }
+            return state.check_writable(path);
+        }
+        let file = state.files.get(path).ok_or_else(|| DiskError::NotFound { path: path.to_string() })?;
+        let growth_bytes = (offset + bytes.len()).saturating_sub(file.size()) as u64;
+        if let Some(capacity) = state.capacity_bytes {
+            if state.used_bytes() + growth_bytes > capacity {
+                return Err(DiskError::NoSpace { path: path.to_string() });
+            }
+        }
+        write(state.files.get_mut(path).expect("found above"));
+        Ok(())
+    }
+
+    fn preallocate(&self, path: &str, len_bytes: u64) -> Result<(), DiskError> {
+        let mut state = self.lock();
+        state.check_writable(path)?;
+        if let Strike::Now = state.strike() {
+            return state.check_writable(path);
+        }
+        let len = usize::try_from(len_bytes).expect("length fits memory");
+        let file = state.files.get(path).ok_or_else(|| DiskError::NotFound { path: path.to_string() })?;
+        let growth_bytes = len.saturating_sub(file.size()) as u64;
+        if let Some(capacity) = state.capacity_bytes {
+            if state.used_bytes() + growth_bytes > capacity {
+                return Err(DiskError::NoSpace { path: path.to_string() });
+            }
+        }
+        let file = state.files.get_mut(path).expect("found above");
+        file.reserved_len = file.reserved_len.max(len);
         Ok(())
     }
 
@@ -372,8 +448,13 @@ impl Disk for MemDisk {
             return state.check_writable(path);
         }
         let file = state.files.get_mut(path).ok_or_else(|| DiskError::NotFound { path: path.to_string() })?;
-        let len = (len_bytes as usize).min(file.bytes.len());
-        file.bytes.truncate(len);
+        // The file becomes exactly `len` long (zeros if it grows, as ftruncate), reserved
+        // room included: what is past `len` is gone.
+        let len = usize::try_from(len_bytes).expect("length fits memory");
+        let mut content = file.content();
+        content.resize(len, 0);
+        file.bytes = content;
+        file.reserved_len = 0;
         file.durable_len = len;
         Ok(())
     }
@@ -415,5 +496,55 @@ impl Disk for MemDisk {
         }
         state.files.remove(path);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_room_reads_as_zeros_and_unsynced_writes_into_it_are_lost_at_a_crash() {
+        let disk = MemDisk::new();
+        disk.create("wal/a").expect("creates");
+        disk.preallocate("wal/a", 16).expect("reserves");
+        assert_eq!(disk.read("wal/a").expect("reads"), vec![0u8; 16]);
+        assert_eq!(disk.used_bytes(), 16, "reserved room counts as used");
+        disk.write_at("wal/a", 0, b"abcd").expect("writes");
+        disk.sync("wal/a").expect("syncs");
+        disk.write_at("wal/a", 4, b"efgh").expect("writes");
+        assert_eq!(&disk.read("wal/a").expect("reads")[..10], b"abcdefgh\0\0");
+        disk.crash(|_, _| 0);
+        let mut expected = b"abcd".to_vec();
+        expected.resize(16, 0);
+        assert_eq!(disk.read("wal/a").expect("reads"), expected, "the unsynced write is zeros again");
+        // An append goes after the reserved room, as on a real file.
+        disk.append("wal/a", b"z").expect("appends");
+        assert_eq!(disk.file_len("wal/a"), Some(17));
+        // A truncate ends the file, reserved room included.
+        disk.truncate("wal/a", 4).expect("truncates");
+        assert_eq!(disk.read("wal/a").expect("reads"), b"abcd");
+    }
+
+    #[test]
+    fn room_beyond_the_capacity_is_refused_and_writes_into_reserved_room_need_none() {
+        let disk = MemDisk::new();
+        disk.create("wal/a").expect("creates");
+        disk.preallocate("wal/a", 8).expect("reserves");
+        disk.set_capacity_bytes(Some(8));
+        assert_eq!(disk.preallocate("wal/a", 9), Err(DiskError::NoSpace { path: "wal/a".into() }));
+        assert_eq!(disk.file_len("wal/a"), Some(8), "nothing reserved by the refused call");
+        disk.write_at("wal/a", 0, b"12345678").expect("the room is there");
+        assert_eq!(disk.write_at("wal/a", 8, b"9"), Err(DiskError::NoSpace { path: "wal/a".into() }));
+    }
+
+    #[test]
+    #[should_panic(expected = "rewrites synced bytes")]
+    fn rewriting_synced_bytes_is_a_bug() {
+        let disk = MemDisk::new();
+        disk.create("wal/a").expect("creates");
+        disk.write_at("wal/a", 0, b"abcd").expect("writes");
+        disk.sync("wal/a").expect("syncs");
+        let _ = disk.write_at("wal/a", 2, b"x");
     }
 }
