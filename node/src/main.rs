@@ -141,8 +141,16 @@ mod production {
         let bcrypt_cost = config.bcrypt_cost;
         let grpc_settings = config.grpc;
         let (node, handle, inbox) = Node::open(config.node.clone(), env).map_err(|e| e.to_string())?;
-        let node_run = node.run();
-        tokio::pin!(node_run);
+        // The loop is a task on the runtime's workers, not this thread's `block_on`: a
+        // request then goes from its connection's task to the loop and back on one worker
+        // (tokio runs a task woken by the running one next, on the same thread). Driven
+        // from the main thread, every request crossed threads twice (futex and eventfd
+        // wake-ups); one member, one client: put ~270 -> see ARCHITECTURE.md for figures.
+        let mut node_run = tokio::spawn(node.run());
+        let stopped_as = |joined: Result<Result<(), _>, tokio::task::JoinError>| match joined {
+            Ok(result) => result.map_err(|fatal| format!("member stopped: {fatal}")),
+            Err(panicked) => Err(format!("member loop ended: {panicked}")),
+        };
         for listen in &config.listen_peer_addrs {
             let addr = &listen.addr;
             let tls = if listen.tls { peer_tls.clone() } else { None };
@@ -151,7 +159,7 @@ mod production {
         if config.initial_corrupt_check {
             // Peers must reach this member meanwhile: its loop runs during the check.
             let checked = tokio::select! {
-                stopped = &mut node_run => return stopped.map_err(|fatal| format!("member stopped: {fatal}")),
+                stopped = &mut node_run => return stopped_as(stopped),
                 checked = detcd_node::grpc::initial_check::check_with_peers(&handle) => checked,
             };
             match checked {
@@ -204,17 +212,16 @@ mod production {
         // when SIGTERM or SIGINT asks it to. Stopping between two loop turns is safe at
         // any moment: nothing is acknowledged before it is durable.
         let result = tokio::select! {
-            result = node_run => result,
+            result = &mut node_run => stopped_as(result),
             signal = shutdown_signal() => {
                 tracing::info!(signal, "received {signal} signal, shutting down...");
                 Ok(())
             }
         };
+        // Stopped between two loop turns (safe at any moment, as above).
+        node_run.abort();
         drop(inbox);
-        match result {
-            Ok(()) => Ok(()),
-            Err(fatal) => Err(format!("member stopped: {fatal}")),
-        }
+        result
     }
 
     /// Takes an exclusive lock on `dir/detcd.lock` (kept while the returned file is open):
