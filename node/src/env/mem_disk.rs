@@ -98,6 +98,14 @@ impl MemDiskState {
         self.files.values().map(|f| f.size() as u64).sum()
     }
 
+    /// `NoSpace` if growing the disk's files by `growth_bytes` passes its capacity.
+    fn check_room(&self, path: &str, growth_bytes: u64) -> Result<(), DiskError> {
+        match self.capacity_bytes {
+            Some(capacity) if self.used_bytes() + growth_bytes > capacity => Err(DiskError::NoSpace { path: path.to_string() }),
+            _ => Ok(()),
+        }
+    }
+
     fn check_writable(&self, path: &str) -> Result<(), DiskError> {
         if self.powered_off {
             return Err(DiskError::Io { path: path.to_string(), detail: "power lost".to_string() });
@@ -378,11 +386,7 @@ impl Disk for MemDisk {
             }
             return state.check_writable(path);
         }
-        if let Some(capacity) = state.capacity_bytes {
-            if state.used_bytes() + bytes.len() as u64 > capacity {
-                return Err(DiskError::NoSpace { path: path.to_string() });
-            }
-        }
+        state.check_room(path, bytes.len() as u64)?;
         let file = state.files.get_mut(path).ok_or_else(|| DiskError::NotFound { path: path.to_string() })?;
         // The end of the file is after any reserved room, as for a real file.
         let end = file.size();
@@ -413,11 +417,7 @@ impl Disk for MemDisk {
         }
         let file = state.files.get(path).ok_or_else(|| DiskError::NotFound { path: path.to_string() })?;
         let growth_bytes = (offset + bytes.len()).saturating_sub(file.size()) as u64;
-        if let Some(capacity) = state.capacity_bytes {
-            if state.used_bytes() + growth_bytes > capacity {
-                return Err(DiskError::NoSpace { path: path.to_string() });
-            }
-        }
+        state.check_room(path, growth_bytes)?;
         write(state.files.get_mut(path).expect("found above"));
         Ok(())
     }
@@ -431,11 +431,7 @@ impl Disk for MemDisk {
         let len = usize::try_from(len_bytes).expect("length fits memory");
         let file = state.files.get(path).ok_or_else(|| DiskError::NotFound { path: path.to_string() })?;
         let growth_bytes = len.saturating_sub(file.size()) as u64;
-        if let Some(capacity) = state.capacity_bytes {
-            if state.used_bytes() + growth_bytes > capacity {
-                return Err(DiskError::NoSpace { path: path.to_string() });
-            }
-        }
+        state.check_room(path, growth_bytes)?;
         let file = state.files.get_mut(path).expect("found above");
         file.reserved_len = file.reserved_len.max(len);
         Ok(())
