@@ -7,6 +7,15 @@ fn main() {
     std::process::exit(2);
 }
 
+/// mimalloc instead of glibc's malloc. Measured (one member, alternating A/B, 3 rounds):
+/// server CPU per put at 64 clients 30-36 us vs 37-47, per linearizable get 24-26 vs
+/// 28-34 (malloc, free and their consolidation were ~11% of the profile); peak memory
+/// loading 1M keys 528 vs 545 MiB, restart 0.34 vs 0.61 s. The simulator keeps the
+/// system allocator: no measurable gain there, 60% more memory per seed.
+#[cfg(not(madsim))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[cfg(not(madsim))]
 fn main() {
     use clap::Parser;
