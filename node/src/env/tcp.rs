@@ -34,7 +34,7 @@ use prost::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
 use super::{PeerDirectory, Transport};
@@ -388,6 +388,21 @@ async fn run_peer_writer(
     }
 }
 
+/// Connections a listening socket queues before they are accepted; the kernel caps it
+/// at net.core.somaxconn. Go's listeners (etcd's) ask for somaxconn too. std's and mio's
+/// 128 made the 129th client of a burst connecting at once wait for a SYN retransmit:
+/// 256 clients starting together saw requests of 1 s.
+pub const ACCEPT_BACKLOG_CONNECTIONS_MAX: u32 = 4096;
+
+/// Binds and listens on `addr` with [`ACCEPT_BACKLOG_CONNECTIONS_MAX`] (address reuse on,
+/// as std's `bind` sets it, so a restarted member gets its port back at once).
+pub fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG_CONNECTIONS_MAX)
+}
+
 /// Accepts peer connections on `addr` from members of `cluster_id` in `directory` (not
 /// removed), and forwards every decoded message to `inbox`; answers membership queries.
 /// With `tls`, every connection must complete a TLS handshake (and carry a certificate
@@ -399,7 +414,22 @@ pub async fn listen(
     directory: SharedDirectory,
     inbox: mpsc::Sender<Message>,
 ) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
+    let mut last_error = None;
+    let mut bound = None;
+    for resolved in tokio::net::lookup_host(addr).await? {
+        match bind_listener(resolved) {
+            Ok(listener) => {
+                bound = Some(listener);
+                break;
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    let listener = match (bound, last_error) {
+        (Some(listener), _) => listener,
+        (None, Some(e)) => return Err(e),
+        (None, None) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr} resolves to nothing"))),
+    };
     tokio::spawn(async move {
         loop {
             let stream = match listener.accept().await {
@@ -567,6 +597,28 @@ async fn run_peer_reader(stream: Box<dyn PeerStream>, cluster_id: u64, directory
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A burst of clients larger than std's default backlog (128) connecting before any
+    /// is accepted: each connect completes at once (it is queued), none waits for a SYN
+    /// retransmit (1 s).
+    #[tokio::test]
+    async fn a_burst_of_connections_beyond_128_is_queued_without_retransmits() {
+        let listener = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let burst = 300;
+        let started = std::time::Instant::now();
+        let connects: Vec<_> = (0..burst).map(|_| tokio::spawn(TcpStream::connect(addr))).collect();
+        let mut streams = Vec::new();
+        for connect in connects {
+            let stream = tokio::time::timeout(Duration::from_millis(800), connect).await;
+            streams.push(stream.expect("a connect waited for a retransmit").unwrap().unwrap());
+        }
+        assert!(started.elapsed() < Duration::from_millis(800), "took {:?}", started.elapsed());
+        for _ in 0..burst {
+            let (_stream, _) = listener.accept().await.unwrap();
+        }
+        assert_eq!(streams.len(), burst);
+    }
 
     #[test]
     fn handshake_names_the_cluster_and_the_member() {

@@ -101,7 +101,7 @@ fn server_builder(tls: Option<tonic::transport::ServerTlsConfig>) -> Result<toni
 
 /// Binds the client address now, so a busy port fails start-up instead of a later task.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpIncoming> {
-    Ok(TcpIncoming::bind(addr)?.with_nodelay(Some(true)))
+    Ok(TcpIncoming::from(crate::env::tcp::bind_listener(addr)?).with_nodelay(Some(true)))
 }
 
 /// Serves the client API on a bound listener until the process ends.
