@@ -139,6 +139,10 @@ pub struct History {
 impl History {
     pub fn load(path: &std::path::Path) -> Result<History, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // A Jepsen register log (tab-separated events; raw tabs cannot occur in JSON).
+        if crate::jepsen_log::is_jepsen_log(&text) {
+            return crate::jepsen_log::parse_jepsen_log(&text).map_err(|e| format!("{}: {e}", path.display()));
+        }
         // A history file is either a bare history or a whole run report holding one.
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let history = value.get("history").cloned().unwrap_or(value);

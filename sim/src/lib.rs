@@ -10,6 +10,7 @@ pub mod alarm_checker;
 pub mod auth_checker;
 pub mod checker;
 pub mod history;
+pub mod jepsen_log;
 pub mod kv_model;
 pub mod lease_checker;
 pub mod lease_history;

@@ -783,6 +783,10 @@ fn regressions_command(file: &Path, jobs: usize, reports: &Path) -> ExitCode {
 /// The change record of a run report (`None` for a bare history).
 fn load_change_record(path: &Path) -> Result<Option<detcd_sim::watch_history::WatchRecord>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    // A Jepsen register log is a history alone.
+    if detcd_sim::jepsen_log::is_jepsen_log(&text) {
+        return Ok(None);
+    }
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     match value.get("watches") {
         Some(record) => serde_json::from_value(record.clone()).map(Some).map_err(|e| format!("not a change record: {e}")),
