@@ -135,7 +135,7 @@ fn memo_key(required_hash: u64, state: State) -> u64 {
     required_hash ^ zobrist(usize::MAX - state.map_or(0, |value| value as usize + 1))
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 struct Bits(Vec<u64>);
 
 impl Bits {
@@ -171,14 +171,14 @@ fn zobrist(i: usize) -> u64 {
 /// return events of every op sit in one doubly-linked list in time order; linearizing an
 /// op lifts its two events out of the list (restored on backtrack, "dancing links"), so
 /// the candidates for the next place are the calls before the first return still in
-/// the list — found by walking from the head, never by rescanning every op. Visited
-/// (linearized set, state) pairs are memoised under a Zobrist hash of the set, kept up
-/// to date in O(1) per step; the bitset itself is copied only into the memo, to rule out
-/// hash collisions. An op of unknown outcome returns "at infinity": it may take effect
+/// the list — found by walking from the head, never by rescanning every op. An op of
+/// unknown outcome returns "at infinity": it may take effect
 /// anywhere after its call or not at all (placed last, it changes no observed result).
 ///
-/// The memo holds configurations that were explored to the end and failed, and prunes by
-/// subsumption: a configuration fails if one with the same required ops placed, the same
+/// The memo holds (linearized set, state) configurations that were explored to the end
+/// and failed, under a Zobrist hash of the required ops placed (kept up to date in O(1)
+/// per step) mixed with the state; the bitsets stored rule out hash collisions. It prunes
+/// by subsumption: a configuration fails if one with the same required ops placed, the same
 /// state and a subset of its unknown-outcome ops placed failed — the one with fewer
 /// optional ops used can make every move the other can (the extra ops stay available and
 /// need never be placed). Histories with many timed-out writes (Jepsen's) otherwise
@@ -252,9 +252,8 @@ fn check_key(key: &str, ops: &[&Op]) -> Verdict {
     let mut linearized_count = 0usize;
     let mut required_done = 0usize;
     let mut state: State = None;
-    // (required hash, state) -> the linearized sets of failed configurations, kept an
+    // `memo_key` -> the failed configurations (state, linearized set) under it, kept an
     // antichain (an entry another one subsumes is dropped).
-    // Keyed by `memo_key`; entries hold their state too (two states may share a key).
     let mut failed: HashMap<u64, Vec<(State, Bits)>, std::hash::BuildHasherDefault<ZobristKeyHasher>> = HashMap::default();
     // (call event lifted, state before it) for every op placed so far, in order.
     let mut placed: Vec<(usize, State)> = Vec::new();
