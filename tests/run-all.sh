@@ -53,3 +53,12 @@ done
 
 echo "== regressions: seeds that once exposed real bugs"
 ./target/sim/release/detcd-sim regressions sim/regressions.toml --jobs 2 --reports target/sim-reports
+
+echo "== the checker on generated Jepsen register logs: a linearizable one passes, a planted stale read is caught"
+mkdir -p target/sim-reports
+./target/sim/release/detcd-sim jepsen-log --seed 1 >target/sim-reports/register-1.log
+./target/sim/release/detcd-sim check target/sim-reports/register-1.log
+./target/sim/release/detcd-sim jepsen-log --seed 17 --plant-stale-read >target/sim-reports/stale-read-17.log
+status=0; ./target/sim/release/detcd-sim check target/sim-reports/stale-read-17.log || status=$?
+[ "$status" = 1 ] || { echo "the planted stale read of seed 17 was not reported as a violation (exit $status)"; exit 1; }
+./target/sim/release/detcd-sim bench-check --repeat 3 target/sim-reports/register-1.log target/sim-reports/stale-read-17.log

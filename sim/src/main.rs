@@ -121,6 +121,33 @@ enum Commands {
     /// Check a history file (a bare history or a run's JSON report). Exit 0: every
     /// check passed; 1: a violation; 3: a check ran out of budget (unknown); 2: bad input.
     Check { history: PathBuf },
+    /// Times the linearizability check of history files (bare histories, run reports or
+    /// Jepsen register logs), best of `repeat` rounds, parsing not included; one line per
+    /// file: path, operations, verdict (ok, violation, unknown), microseconds. For
+    /// side-by-side runs against another checker (tests/checker-vs-porcupine.sh).
+    BenchCheck {
+        files: Vec<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+    },
+    /// Prints a synthetic Jepsen single-register log (read, write, cas; 5 values as in
+    /// Jepsen's etcd test), linearizable by construction unless --plant-stale-read.
+    JepsenLog {
+        #[arg(long)]
+        seed: u64,
+        #[arg(long, default_value_t = 200)]
+        ops: usize,
+        #[arg(long, default_value_t = 5)]
+        processes: usize,
+        /// Fraction of writes and cas whose process crashes with an unknown outcome.
+        #[arg(long, default_value_t = 0.2)]
+        crash_fraction: f64,
+        #[arg(long, default_value_t = 5)]
+        values: u32,
+        /// Change one completed read in the log's second half to another value.
+        #[arg(long)]
+        plant_stale_read: bool,
+    },
     /// Replays the seeds of a regressions file (scenario, seed, optional planted bug, and
     /// whether it must pass or fail), so that a fixed bug stays fixed and a canary stays
     /// found.
@@ -145,6 +172,16 @@ fn main() -> ExitCode {
             sweep_command(&scenarios, &seeds, jobs, determinism_every, &reports, planted_bug.as_deref(), &plan)
         }
         Commands::Check { history } => check_command(&history),
+        Commands::BenchCheck { files, repeat } => bench_check_command(&files, repeat),
+        Commands::JepsenLog { seed, ops, processes, crash_fraction, values, plant_stale_read } => {
+            if processes == 0 || values == 0 || !(0.0..=1.0).contains(&crash_fraction) {
+                eprintln!("detcd-sim: jepsen-log needs --processes >= 1, --values >= 1 and --crash-fraction in [0, 1]");
+                return ExitCode::from(2);
+            }
+            let shape = detcd_sim::synthetic::RegisterLogShape { ops, processes, crash_fraction, values, plant_stale_read };
+            print!("{}", detcd_sim::synthetic::jepsen_register_log(shape, seed));
+            ExitCode::SUCCESS
+        }
         Commands::CrashEveryWrite { scenario, seed, member, disk, stride, jobs, planted_bug } => {
             crash_every_write_command(&scenario, seed, member, &disk, stride, jobs, planted_bug.as_deref())
         }
@@ -792,6 +829,41 @@ fn load_change_record(path: &Path) -> Result<Option<detcd_sim::watch_history::Wa
         Some(record) => serde_json::from_value(record.clone()).map(Some).map_err(|e| format!("not a change record: {e}")),
         None => Ok(None),
     }
+}
+
+/// Rounds of `bench-check` at most.
+const BENCH_CHECK_REPEAT_MAX: usize = 1000;
+
+fn bench_check_command(paths: &[PathBuf], repeat: usize) -> ExitCode {
+    if repeat == 0 || repeat > BENCH_CHECK_REPEAT_MAX {
+        eprintln!("detcd-sim: --repeat must be 1..={BENCH_CHECK_REPEAT_MAX}");
+        return ExitCode::from(2);
+    }
+    for path in paths {
+        let history = match History::load(path).and_then(|h| h.validate().map(|()| h)) {
+            Ok(history) => history,
+            Err(e) => {
+                eprintln!("detcd-sim: {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        };
+        let mut best = std::time::Duration::MAX;
+        let mut verdict = "ok";
+        for _ in 0..repeat {
+            let started = std::time::Instant::now();
+            let verdicts = checker::check_linearizability(&history);
+            best = best.min(started.elapsed());
+            verdict = if verdicts.iter().any(|(_, v)| v.is_violation()) {
+                "violation"
+            } else if verdicts.iter().any(|(_, v)| matches!(v, checker::Verdict::Unknown { .. })) {
+                "unknown"
+            } else {
+                "ok"
+            };
+        }
+        println!("{}\t{}\t{verdict}\t{}", path.display(), history.ops.len(), best.as_micros());
+    }
+    ExitCode::SUCCESS
 }
 
 fn check_command(path: &Path) -> ExitCode {

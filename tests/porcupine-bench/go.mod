@@ -1,0 +1,3 @@
+module detcd.invalid/porcupine-bench
+
+go 1.18
