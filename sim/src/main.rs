@@ -179,7 +179,9 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             let shape = detcd_sim::synthetic::RegisterLogShape { ops, processes, crash_fraction, values, plant_stale_read };
-            print!("{}", detcd_sim::synthetic::jepsen_register_log(shape, seed));
+            // A reader that closed the pipe (`| head`) is not an error worth a panic.
+            use std::io::Write as _;
+            let _ = std::io::stdout().lock().write_all(detcd_sim::synthetic::jepsen_register_log(shape, seed).as_bytes());
             ExitCode::SUCCESS
         }
         Commands::CrashEveryWrite { scenario, seed, member, disk, stride, jobs, planted_bug } => {
@@ -839,6 +841,8 @@ fn bench_check_command(paths: &[PathBuf], repeat: usize) -> ExitCode {
         eprintln!("detcd-sim: --repeat must be 1..={BENCH_CHECK_REPEAT_MAX}");
         return ExitCode::from(2);
     }
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
     for path in paths {
         let history = match History::load(path).and_then(|h| h.validate().map(|()| h)) {
             Ok(history) => history,
@@ -848,20 +852,23 @@ fn bench_check_command(paths: &[PathBuf], repeat: usize) -> ExitCode {
             }
         };
         let mut best = std::time::Duration::MAX;
-        let mut verdict = "ok";
+        let mut verdicts = Vec::new();
         for _ in 0..repeat {
             let started = std::time::Instant::now();
-            let verdicts = checker::check_linearizability(&history);
+            verdicts = checker::check_linearizability(&history);
             best = best.min(started.elapsed());
-            verdict = if verdicts.iter().any(|(_, v)| v.is_violation()) {
-                "violation"
-            } else if verdicts.iter().any(|(_, v)| matches!(v, checker::Verdict::Unknown { .. })) {
-                "unknown"
-            } else {
-                "ok"
-            };
         }
-        println!("{}\t{}\t{verdict}\t{}", path.display(), history.ops.len(), best.as_micros());
+        let verdict = if verdicts.iter().any(|(_, v)| v.is_violation()) {
+            "violation"
+        } else if verdicts.iter().any(|(_, v)| matches!(v, checker::Verdict::Unknown { .. })) {
+            "unknown"
+        } else {
+            "ok"
+        };
+        // A reader that closed the pipe is not an error worth a panic.
+        if writeln!(out, "{}\t{}\t{verdict}\t{}", path.display(), history.ops.len(), best.as_micros()).is_err() {
+            break;
+        }
     }
     ExitCode::SUCCESS
 }

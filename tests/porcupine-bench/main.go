@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -79,13 +80,13 @@ func parseLog(path string) ([]porcupine.Event, int, error) {
 	}
 	defer file.Close()
 	type open struct {
-		index int // of the call event
-		id    int
-		op    int
+		id int
+		op int
 	}
 	var events []porcupine.Event
 	dropped := map[int]bool{} // ids of failed writes
 	opened := map[int]open{}  // process -> its open op
+	var crashed []int         // ids of ops whose outcome is unknown, in log order
 	id := 0
 	scanner := bufio.NewScanner(file)
 	lineNumber := 0
@@ -106,6 +107,9 @@ func parseLog(path string) ([]porcupine.Event, int, error) {
 		}
 		event, function, value := fields[1], fields[2], strings.TrimSpace(fields[3])
 		if event == ":invoke" {
+			if _, busy := opened[process]; busy {
+				return nil, 0, fmt.Errorf("%s:%d: process %d invokes while its previous op is open", path, lineNumber, process)
+			}
 			in := registerInput{}
 			switch function {
 			case ":read":
@@ -126,7 +130,7 @@ func parseLog(path string) ([]porcupine.Event, int, error) {
 			default:
 				return nil, 0, fmt.Errorf("%s:%d: unknown function %s", path, lineNumber, function)
 			}
-			opened[process] = open{len(events), id, in.op}
+			opened[process] = open{id, in.op}
 			events = append(events, porcupine.Event{ClientId: process, Kind: porcupine.CallEvent, Value: in, Id: id})
 			id++
 			continue
@@ -135,10 +139,11 @@ func parseLog(path string) ([]porcupine.Event, int, error) {
 		if !ok {
 			return nil, 0, fmt.Errorf("%s:%d: process %d completes an op it never invoked", path, lineNumber, process)
 		}
-		if event == ":info" {
-			continue // unknown outcome: returns at the end of the history
-		}
 		delete(opened, process)
+		if event == ":info" {
+			crashed = append(crashed, o.id) // unknown outcome: returns at the end of the history
+			continue
+		}
 		out := registerOutput{}
 		switch {
 		case event == ":ok" && o.op == opRead:
@@ -165,13 +170,18 @@ func parseLog(path string) ([]porcupine.Event, int, error) {
 	if err := scanner.Err(); err != nil {
 		return nil, 0, err
 	}
-	// Ops still open (crashed) return at the end with an unknown outcome; in process
+	// Ops still open never completed: unknown too, after the crashed ones, in process
 	// order, so the history is the same on every run.
-	for process := 0; len(opened) > 0; process++ {
-		if o, ok := opened[process]; ok {
-			delete(opened, process)
-			events = append(events, porcupine.Event{ClientId: process, Kind: porcupine.ReturnEvent, Value: registerOutput{unknown: true}, Id: o.id})
-		}
+	var stillOpen []int
+	for process := range opened {
+		stillOpen = append(stillOpen, process)
+	}
+	sort.Ints(stillOpen)
+	for _, process := range stillOpen {
+		crashed = append(crashed, opened[process].id)
+	}
+	for _, id := range crashed {
+		events = append(events, porcupine.Event{Kind: porcupine.ReturnEvent, Value: registerOutput{unknown: true}, Id: id})
 	}
 	kept := events[:0]
 	for _, e := range events {
