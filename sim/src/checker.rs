@@ -60,7 +60,7 @@ enum Step {
 type State = Option<u32>;
 
 impl Step {
-    fn of(op: &Op, intern: &mut impl FnMut(&str) -> u32) -> Step {
+    fn of<'a>(op: &'a Op, intern: &mut impl FnMut(&'a str) -> u32) -> Step {
         let known = op.outcome == Outcome::Ok;
         match &op.kind {
             OpKind::Put { value, .. } => Step::Put { value: intern(value) },
@@ -185,13 +185,13 @@ fn zobrist(i: usize) -> u64 {
 /// revisit every subset of them: Porcupine's test log etcd_002 (77 ops, 25 timed out)
 /// took 165 ms with an exact-match memo, about a fifth of that with subsumption, and
 /// 10.5 ms with the twin rule below as well.
-fn check_key(key: &str, ops: &[&Op]) -> Verdict {
+fn check_key<'a>(key: &str, ops: &[&'a Op]) -> Verdict {
     const NIL: usize = usize::MAX;
     let n = ops.len();
-    let mut interned: HashMap<String, u32> = HashMap::new();
-    let mut intern = |value: &str| -> u32 {
+    let mut interned: HashMap<&str, u32> = HashMap::new();
+    let mut intern = |value: &'a str| -> u32 {
         let next = interned.len() as u32;
-        *interned.entry(value.to_string()).or_insert(next)
+        *interned.entry(value).or_insert(next)
     };
     let steps: Vec<Step> = ops.iter().map(|op| Step::of(op, &mut intern)).collect();
     let required: Vec<bool> = ops.iter().map(|op| op.complete_seq.is_some()).collect();
@@ -291,7 +291,8 @@ fn check_key(key: &str, ops: &[&Op]) -> Verdict {
                     linearized_count += 1;
                     required_done += usize::from(required[op]);
                     if linearized_count > deepest.0 {
-                        deepest = (linearized_count, linearized.clone());
+                        deepest.0 = linearized_count;
+                        deepest.1 .0.clone_from(&linearized.0);
                     }
                     unlink(&mut next, &mut prev, event);
                     unlink(&mut next, &mut prev, event + 1);
