@@ -3,13 +3,13 @@
 # porcupine, the reference Go checker), on the same Jepsen single-register logs, in
 # alternating rounds in one invocation.
 #
-#   tests/checker-vs-porcupine.sh [logs=20] [rounds=3] [FILE...]
+#   tests/checker-vs-porcupine.sh [logs=20] [rounds=3] [FILE...]  (REPEAT=5 per round)
 #     Generates `logs` linearizable register logs (`detcd-sim jepsen-log`: 5 processes,
 #     200 ops, values 0-4 as in Jepsen's etcd test, a fifth of the writes and cas crashed
 #     with unknown outcome) and as many with a planted stale read, adds FILEs (e.g.
 #     Porcupine's own test_data/jepsen/etcd_*.log), and times each checker on each file
 #     (`detcd-sim bench-check`; tests/porcupine-bench for Porcupine), parsing excluded,
-#     best of `rounds`. Prints per file both verdicts, both times and the ratio
+#     best of `rounds` x REPEAT runs (a verdict unknown is not repeated). Prints per file both verdicts, both times and the ratio
 #     Porcupine/detcd, then the geometric mean and the smallest ratio over the files both
 #     decided. Exit 1 when the verdicts disagree on a file both decided.
 #
@@ -24,6 +24,7 @@ LOGS=${1:-20}
 ROUNDS=${2:-3}
 shift $(( $# < 2 ? $# : 2 ))
 TIMEOUT=${PORCUPINE_TIMEOUT:-10s}
+REPEAT=${REPEAT:-5}
 if ! command -v go >/dev/null 2>&1; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq golang-go >/dev/null
@@ -54,15 +55,15 @@ for seed in $(seq 1 "$LOGS"); do
   FILES+=("$ROOT/logs/register-$seed.log" "$ROOT/logs/stale-read-$seed.log")
 done
 
-echo "# $(date -u +%F) $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(go version | awk '{print $3}'), ${#FILES[@]} logs, $ROUNDS rounds alternating"
+echo "# $(date -u +%F) $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(go version | awk '{print $3}'), ${#FILES[@]} logs, $ROUNDS rounds alternating, best of $REPEAT per round"
 for round in $(seq 1 "$ROUNDS"); do
   # Alternate which checker runs first, so neither always gets the warmer machine.
   if [ $((round % 2)) = 1 ]; then order="detcd porcupine"; else order="porcupine detcd"; fi
   for checker in $order; do
     if [ "$checker" = detcd ]; then
-      "$SIM" bench-check --repeat 1 "${FILES[@]}" >"$ROOT/detcd.$round"
+      "$SIM" bench-check --repeat "$REPEAT" "${FILES[@]}" >"$ROOT/detcd.$round"
     else
-      "$ROOT/porcupine-bench" -repeat 1 -timeout "$TIMEOUT" "${FILES[@]}" >"$ROOT/porcupine.$round"
+      "$ROOT/porcupine-bench" -repeat "$REPEAT" -timeout "$TIMEOUT" "${FILES[@]}" >"$ROOT/porcupine.$round"
     fi
   done
 done
