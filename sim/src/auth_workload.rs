@@ -26,7 +26,7 @@ use detcd_node::NodeHandle;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::auth_checker::{PermissionChange, PermittedWrite};
+use crate::auth_checker::{PermissionChange, PermittedWrite, UNKNOWN_OUTCOME_SEQ};
 use crate::cluster::Cluster;
 
 /// Where alice may write while her permission is granted.
@@ -96,11 +96,16 @@ async fn send(handle: &NodeHandle, step: &Step) -> Result<(), EtcdError> {
     }
 }
 
-/// Errors that say the step's effect is in place (it was applied before).
+/// Errors that say the step's effect is in place (it was applied before). An enable
+/// sent without a token is refused with "user name is empty" only once auth is on (it
+/// is an admin request, as in etcd): an earlier attempt whose answer was lost took effect.
 fn already_done(step: &Step, error: &EtcdError) -> bool {
     matches!(
         (step, error),
-        (Step::UserAdd(..), EtcdError::UserAlreadyExist) | (Step::RoleAdd(_), EtcdError::RoleAlreadyExist) | (Step::RevokeWrite, EtcdError::PermissionNotGranted)
+        (Step::UserAdd(..), EtcdError::UserAlreadyExist)
+            | (Step::RoleAdd(_), EtcdError::RoleAlreadyExist)
+            | (Step::RevokeWrite, EtcdError::PermissionNotGranted)
+            | (Step::Enable(_), EtcdError::UserEmpty)
     )
 }
 
@@ -110,29 +115,38 @@ fn some_member(cluster: &Cluster, rng: &mut ChaCha8Rng, token: Option<&str>) -> 
     slot.handle_without_token().map(|(handle, _)| (slot.member_id(), handle.with_token(token.map(str::to_string))))
 }
 
-/// Sends `step` until its outcome is definite: `Some((first invocation, definite answer))`
-/// in history sequence numbers, or `None` if it never became definite (or the run
-/// stopped: the faults stay until every client is done).
-async fn until_definite(cluster: &Cluster, rng: &mut ChaCha8Rng, timeout: Duration, token: Option<&str>, step: &Step, stop: &AtomicBool) -> Option<(u64, u64)> {
+/// Sends `step` until its outcome is definite: `Ok((first invocation, definite answer))`
+/// in history sequence numbers, or `Err(first invocation, if any)` if it never became
+/// definite (or the run stopped: the faults stay until every client is done) — then an
+/// attempt may still take effect, at any time after that invocation.
+async fn until_definite(
+    cluster: &Cluster,
+    rng: &mut ChaCha8Rng,
+    timeout: Duration,
+    token: Option<&str>,
+    step: &Step,
+    stop: &AtomicBool,
+) -> Result<(u64, u64), Option<u64>> {
     let mut invoked_seq = None;
     for _ in 0..AUTH_STEP_ATTEMPTS_MAX {
         if stop.load(Ordering::SeqCst) {
-            return None;
+            return Err(invoked_seq);
         }
         if let Some((_, handle)) = some_member(cluster, rng, token) {
             let seq = cluster.world.auth_seq(&format!("invoke {step:?}"));
             invoked_seq.get_or_insert(seq);
             if let Ok(answer) = tokio::time::timeout(timeout, send(&handle, step)).await {
+                let first = invoked_seq.expect("set above");
                 match answer {
-                    Ok(()) => return Some((invoked_seq?, cluster.world.auth_seq(&format!("done {step:?}")))),
-                    Err(error) if already_done(step, &error) => return Some((invoked_seq?, cluster.world.auth_seq(&format!("done {step:?}")))),
+                    Ok(()) => return Ok((first, cluster.world.auth_seq(&format!("done {step:?}")))),
+                    Err(error) if already_done(step, &error) => return Ok((first, cluster.world.auth_seq(&format!("done {step:?}")))),
                     Err(error) => cluster.world.count(&format!("auth: operator's {} refused: {error}", step.name())),
                 }
             }
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(50..=200))).await;
     }
-    None
+    Err(invoked_seq)
 }
 
 /// Authenticates `user` through a random member: its token.
@@ -144,6 +158,24 @@ async fn authenticate(cluster: &Cluster, rng: &mut ChaCha8Rng, timeout: Duration
     }
     let answer = tokio::time::timeout(timeout, handle.auth_token(TokenRequest { name: user.into(), token_epoch: login.token_epoch })).await.ok()?.ok()?;
     Some(answer.token)
+}
+
+/// The liveness phase's operator step (the network is healed): if the auth operator
+/// stopped after its enable may have taken effect but before handing root's token out,
+/// every tokenless request would be refused ("user name is empty") — log in as root and
+/// hand the token to every client, as an operator would. Nothing to do otherwise, or
+/// while root cannot log in (auth never got enabled: requests need no token).
+pub async fn finish_abandoned_setup(cluster: &Cluster, attempt: u64) {
+    if !cluster.auth_token_missing.load(Ordering::SeqCst) {
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(attempt ^ 0x6175_7468_6c69_7665);
+    let Some(token) = authenticate(cluster, &mut rng, Duration::from_millis(2000), ROOT_USER, ROOT_PASSWORD).await else { return };
+    if let Some(slot) = cluster.members.first() {
+        *slot.client_token.lock().expect("token lock") = Some(token);
+    }
+    cluster.auth_token_missing.store(false, Ordering::SeqCst);
+    cluster.world.event("auth", None, "liveness: root logged in; every client sends root's token".into());
 }
 
 /// The operator: sets auth up, enables it, hands root's token to every client, then
@@ -163,8 +195,12 @@ pub async fn run_auth_operator(cluster: Arc<Cluster>, stop: Arc<AtomicBool>, tim
         Step::Enable(secret),
     ];
     for step in &setup {
-        if until_definite(&cluster, &mut rng, timeout, None, step, &stop).await.is_none() {
-            cluster.world.event("auth", None, format!("gave up setting auth up at {step:?}"));
+        if until_definite(&cluster, &mut rng, timeout, None, step, &stop).await.is_err() {
+            if matches!(step, Step::Enable(_)) {
+                // Its answer was lost, not its effect: auth may be on.
+                cluster.auth_token_missing.store(true, Ordering::SeqCst);
+            }
+            cluster.world.event("auth", None, format!("gave up setting auth up at {}", step.name()));
             return;
         }
     }
@@ -180,6 +216,7 @@ pub async fn run_auth_operator(cluster: Arc<Cluster>, stop: Arc<AtomicBool>, tim
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let Some(root_token) = root_token else {
+        cluster.auth_token_missing.store(true, Ordering::SeqCst);
         cluster.world.event("auth", None, "root could not authenticate".into());
         return;
     };
@@ -195,10 +232,17 @@ pub async fn run_auth_operator(cluster: Arc<Cluster>, stop: Arc<AtomicBool>, tim
     while !stop.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(200..=1000))).await;
         let step = if granted { Step::RevokeWrite } else { Step::GrantWrite };
-        let Some((invoked_seq, completed_seq)) = until_definite(&cluster, &mut rng, timeout, Some(&root_token), &step, &stop).await else {
-            // An outcome never known: the record would lie from here on.
-            cluster.world.event("auth", None, format!("gave up on {step:?}; no further permission changes"));
-            return;
+        let (invoked_seq, completed_seq) = match until_definite(&cluster, &mut rng, timeout, Some(&root_token), &step, &stop).await {
+            Ok(definite) => definite,
+            Err(invoked_seq) => {
+                // An outcome never known: recorded as such (a grant may have taken effect
+                // from its first invocation on), and no further changes.
+                if let Some(invoked_seq) = invoked_seq {
+                    cluster.world.record_permission_change(PermissionChange { granted: !granted, invoked_seq, completed_seq: UNKNOWN_OUTCOME_SEQ });
+                }
+                cluster.world.event("auth", None, format!("gave up on {step:?}; no further permission changes"));
+                return;
+            }
         };
         granted = !granted;
         cluster.world.record_permission_change(PermissionChange { granted, invoked_seq, completed_seq });

@@ -80,6 +80,10 @@ pub struct Cluster {
     pub members: Vec<Arc<MemberSlot>>,
     /// An operator is replacing a member (`membership_workload`): one at a time.
     pub replacing: AtomicBool,
+    /// The auth operator stopped after its enable may have taken effect but before it
+    /// handed root's token out: auth may be on while no client holds a token
+    /// (`auth_workload::finish_abandoned_setup` logs in once the network is healed).
+    pub auth_token_missing: AtomicBool,
     pub net: Arc<SimNet>,
     pub world: Arc<World>,
     pub good_links: LinkQuality,
@@ -172,7 +176,7 @@ impl Cluster {
             members.push(slot);
         }
         let good_links = LinkQuality::good(options.message_delay_ms_max);
-        Cluster { members, replacing: AtomicBool::new(false), net, world, good_links }
+        Cluster { members, replacing: AtomicBool::new(false), auth_token_missing: AtomicBool::new(false), net, world, good_links }
     }
 
     pub fn madsim_id(&self, index: usize) -> madsim::task::NodeId {

@@ -55,6 +55,8 @@ pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
         // An operator clears a NOSPACE alarm left from the chaos phase, as etcd's runbook.
         crate::maintenance_workload::recover_from_nospace(cluster).await;
         crate::maintenance_workload::disarm_every_corrupt(cluster).await;
+        // An auth setup the chaos phase ended in the middle of is finished too.
+        crate::auth_workload::finish_abandoned_setup(cluster, attempt as u64).await;
         let member = attempt % cluster.members.len();
         attempt += 1;
         let kind = OpKind::Put { key: "liveness".into(), value: format!("probe-{attempt}") };

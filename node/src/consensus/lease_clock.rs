@@ -11,11 +11,14 @@
 //! fresh deadline of now + election timeout + its TTL (or its last checkpointed remaining
 //! TTL), so a change of leader never expires a lease early — at worst late.
 //!
-//! That is also why the leader may renew a lease in memory, as etcd's does: a deposed
-//! leader still renewing stops within two election timeouts of losing its quorum
-//! (check-quorum), and no successor can be elected sooner than one election timeout
-//! after that contact was lost, so now + election timeout + TTL at the successor covers
-//! whatever the old leader promised.
+//! That is also why the leader may renew a lease in memory, as etcd's does — but only
+//! within half an election timeout of a quorum confirming its leadership (a read-index
+//! round it asked; `leadership_confirmed_recently` in the consensus loop): no successor
+//! is elected before that confirmation, and its promotion to now + election timeout +
+//! TTL covers whatever was promised since. Check-quorum alone was not enough: a
+//! leadership transfer request restarts the leader's check-quorum timer, and a deposed
+//! leader cut off from its followers answered keep-alives for 1.7 s after its successor
+//! was elected (found by the simulator).
 
 use std::collections::BTreeMap;
 

@@ -165,6 +165,9 @@ pub struct NodeCore {
     turn_sync_ms: u64,
     leader_changes_seen: u64,
     entries_persisted: u64,
+    /// (term, instant on this member's clock) of the latest read-index round this member
+    /// asked as leader that a quorum answered: its leadership was confirmed then.
+    leadership_confirmed: Option<(u64, u64)>,
     peer_messages_refused: u64,
     invalid_entries_applied: u64,
     /// The change feed for watchers: `(revision, events)` of every applied write that
@@ -354,6 +357,7 @@ impl NodeCore {
             last_role: None,
             fsyncs: 0,
             entries_persisted: 0,
+            leadership_confirmed: None,
             leader_changes_seen: 0,
             loop_turn_longest_ms: 0,
             loop_turn_longest_without_sync_ms: 0,
@@ -456,7 +460,7 @@ impl NodeCore {
         self.ticks += 1;
         self.raw.tick();
         self.override_election_timeout();
-        self.reads.retry_stale(&mut self.raw, self.ticks);
+        self.reads.retry_stale(&mut self.raw, self.ticks, self.env.clock.now_ms());
         self.proposals.expire(now_ms);
         self.reads.expire(now_ms);
         // Lease deadlines are set and checked on one clock: the member's clock seam.
@@ -697,6 +701,11 @@ impl NodeCore {
             return;
         }
         if let Request::LeaseKeepAlive(keep_alive) = &pending.request {
+            if self.decides_lease_expiry() && !self.leadership_confirmed_recently(self.env.clock.now_ms()) {
+                // Confirmed by a read-index round first (`serve_read` renews it then).
+                self.reads.push(pending);
+                return;
+            }
             if let Some(response) = self.renew_on_leader(keep_alive.id) {
                 let _ = pending.responder.send(Ok(response));
                 return;
@@ -737,6 +746,30 @@ impl NodeCore {
             self.propose_internal(internal_request::Op::Alarm(alarm));
         }
         true
+    }
+
+    /// Whether this leader may renew leases in memory now: it is the only voter, or a
+    /// quorum confirmed its leadership (a read-index round it asked in this term) less
+    /// than half an election timeout ago. A successor is elected no sooner than that
+    /// confirmation (a quorum member then followed this leader; only a transfer's forced
+    /// campaign skips the election timeout) and promotes every lease to now + election
+    /// timeout + TTL, beyond any renewal made within an election timeout of it; the half
+    /// left is margin for clock drift. Without it a deposed leader that had not noticed
+    /// (cut off from its followers while a leadership transfer restarted its check-quorum
+    /// timer) answered keep-alives the real leader never heard of, and the lease expired
+    /// before the TTL it had promised (the simulator's sweep beyond CI's seeds found it;
+    /// etcd guards its keep-alives the same way, `ensureLeadership`).
+    fn leadership_confirmed_recently(&self, now_ms: u64) -> bool {
+        if self.raw.raft.prs().conf().voters().ids().len() <= 1 {
+            return true;
+        }
+        #[cfg(madsim)]
+        if self.planted(PlantedBug::KeepAliveOnUnconfirmedLeader) {
+            return true;
+        }
+        let term = self.raw.raft.term;
+        self.leadership_confirmed
+            .is_some_and(|(confirmed_term, at_ms)| confirmed_term == term && now_ms < at_ms.saturating_add(self.config.election_timeout_ms / 2))
     }
 
     /// The leader's fast path for a keep-alive (see `lease_clock`): renewed in memory and
@@ -815,7 +848,7 @@ impl NodeCore {
 
     /// Sends one ReadIndex request for every read that arrived since the last one.
     pub fn issue_reads(&mut self) {
-        self.reads.issue(&mut self.raw, self.ticks);
+        self.reads.issue(&mut self.raw, self.ticks, self.env.clock.now_ms());
     }
 
     fn header(&self) -> ResponseHeader {
@@ -828,6 +861,18 @@ impl NodeCore {
     }
 
     fn serve_read(&mut self, read: PendingRequest) {
+        if let Request::LeaseKeepAlive(keep_alive) = &read.request {
+            // A keep-alive that waited for a read-index round (see `on_request`).
+            let id = keep_alive.id;
+            if self.decides_lease_expiry() && !self.leadership_confirmed_recently(self.env.clock.now_ms()) {
+                self.reads.push(read);
+            } else if let Some(response) = self.renew_on_leader(id) {
+                let _ = read.responder.send(Ok(response));
+            } else {
+                self.propose(read);
+            }
+            return;
+        }
         let header = self.header();
         if let Err(denied) = self.state.check_request(read.auth.as_ref(), &read.request) {
             read.fail(denied);
@@ -979,7 +1024,12 @@ impl NodeCore {
         // 2. Send what had to wait for the sync.
         self.send(ready.take_persisted_messages());
         for read_state in ready.take_read_states() {
-            self.reads.on_read_state(&read_state.request_ctx, read_state.index);
+            let confirmation = self.reads.on_read_state(&read_state.request_ctx, read_state.index);
+            let term = self.raw.raft.term;
+            if let Some(confirmed) = confirmation.filter(|c| c.issued_as_leader_in_term == Some(term) && self.raw.raft.state == StateRole::Leader) {
+                let latest_ms = self.leadership_confirmed.filter(|(t, _)| *t == term).map_or(0, |(_, ms)| ms);
+                self.leadership_confirmed = Some((term, latest_ms.max(confirmed.issued_at_ms)));
+            }
         }
 
         // 3. Apply what is committed; only then act on a change of leader, so proposals

@@ -107,10 +107,15 @@ pub enum PlantedBug {
     /// applied auth state, and not again when the request is applied: a member behind a
     /// revoke still lets the request through.
     AuthCheckedAtProposerOnly,
+    /// The leader renews leases in memory without a recent confirmation of its
+    /// leadership (the old behaviour, found by the simulator: a deposed leader cut off
+    /// from its followers, whose check-quorum timer a leadership transfer had restarted,
+    /// answered keep-alives the real leader never heard of).
+    KeepAliveOnUnconfirmedLeader,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 35] = [
+    pub const ALL: [PlantedBug; 36] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -146,6 +151,7 @@ impl PlantedBug {
         PlantedBug::RemovedMemberKeepsServing,
         PlantedBug::PublishOverwritesPeerUrls,
         PlantedBug::AuthCheckedAtProposerOnly,
+        PlantedBug::KeepAliveOnUnconfirmedLeader,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -185,6 +191,7 @@ impl PlantedBug {
             PlantedBug::RemovedMemberKeepsServing => "removed-member-keeps-serving",
             PlantedBug::PublishOverwritesPeerUrls => "publish-overwrites-peer-urls",
             PlantedBug::AuthCheckedAtProposerOnly => "auth-checked-at-proposer-only",
+            PlantedBug::KeepAliveOnUnconfirmedLeader => "keep-alive-on-unconfirmed-leader",
         }
     }
 

@@ -27,6 +27,18 @@ pub const READ_CONTEXT_BYTES: usize = 24;
 struct ReadBatch {
     reads: Vec<PendingRequest>,
     issued_at_tick: u64,
+    /// When it was last asked (the member's clock), and the term if this member asked as
+    /// the leader: its answer then confirms that leadership as of that instant.
+    issued_at_ms: u64,
+    issued_as_leader_in_term: Option<u64>,
+}
+
+/// What an answered read-index request confirms: a quorum still followed the leader that
+/// asked, at `issued_at_ms` — this member, if `issued_as_leader_in_term` is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadConfirmation {
+    pub issued_at_ms: u64,
+    pub issued_as_leader_in_term: Option<u64>,
 }
 
 /// See the module documentation.
@@ -110,33 +122,36 @@ impl ReadIndex {
     }
 
     /// Sends one ReadIndex request for every read that arrived since the last one.
-    pub fn issue(&mut self, raw: &mut RawNode<NodeStorage>, tick: u64) {
+    pub fn issue(&mut self, raw: &mut RawNode<NodeStorage>, tick: u64, now_ms: u64) {
         if self.unissued.is_empty() {
             return;
         }
         let reads = std::mem::take(&mut self.unissued);
-        self.issue_batch(raw, ReadBatch { reads, issued_at_tick: tick }, tick);
+        self.issue_batch(raw, ReadBatch { reads, issued_at_tick: tick, issued_at_ms: now_ms, issued_as_leader_in_term: None }, tick, now_ms);
     }
 
-    fn issue_batch(&mut self, raw: &mut RawNode<NodeStorage>, mut batch: ReadBatch, tick: u64) {
+    fn issue_batch(&mut self, raw: &mut RawNode<NodeStorage>, mut batch: ReadBatch, tick: u64, now_ms: u64) {
         let counter = self.next_counter;
         self.next_counter += 1;
         batch.issued_at_tick = tick;
+        batch.issued_at_ms = now_ms;
+        batch.issued_as_leader_in_term = (raw.raft.state == raft::StateRole::Leader).then_some(raw.raft.term);
         raw.read_index(self.context(counter));
         self.in_flight.insert(counter, batch);
     }
 
-    /// raft answered a read-index request: its reads become servable at `index`.
-    /// Answers to contexts this incarnation did not issue are ignored.
-    pub fn on_read_state(&mut self, ctx: &[u8], index: u64) {
-        let Some(counter) = self.counter_of(ctx) else { return };
-        if let Some(batch) = self.in_flight.remove(&counter) {
-            self.ready.extend(batch.reads.into_iter().map(|r| (index, r)));
-        }
+    /// raft answered a read-index request: its reads become servable at `index`, and
+    /// what the answer confirms is returned. Answers to contexts this incarnation did not
+    /// issue are ignored.
+    pub fn on_read_state(&mut self, ctx: &[u8], index: u64) -> Option<ReadConfirmation> {
+        let counter = self.counter_of(ctx)?;
+        let batch = self.in_flight.remove(&counter)?;
+        self.ready.extend(batch.reads.into_iter().map(|r| (index, r)));
+        Some(ReadConfirmation { issued_at_ms: batch.issued_at_ms, issued_as_leader_in_term: batch.issued_as_leader_in_term })
     }
 
     /// Asks again for batches that had no answer for [`READ_INDEX_RETRY_TICKS`].
-    pub fn retry_stale(&mut self, raw: &mut RawNode<NodeStorage>, tick: u64) {
+    pub fn retry_stale(&mut self, raw: &mut RawNode<NodeStorage>, tick: u64, now_ms: u64) {
         let stale: Vec<u64> = self
             .in_flight
             .iter()
@@ -145,7 +160,7 @@ impl ReadIndex {
             .collect();
         for counter in stale {
             let batch = self.in_flight.remove(&counter).expect("stale counter listed above");
-            self.issue_batch(raw, batch, tick);
+            self.issue_batch(raw, batch, tick, now_ms);
         }
     }
 
