@@ -700,18 +700,8 @@ impl NodeCore {
             self.serve_read(pending);
             return;
         }
-        if let Request::LeaseKeepAlive(keep_alive) = &pending.request {
-            if self.decides_lease_expiry() && !self.leadership_confirmed_recently(self.env.clock.now_ms()) {
-                // Confirmed by a read-index round first (`serve_read` renews it then).
-                self.reads.push(pending);
-                return;
-            }
-            if let Some(response) = self.renew_on_leader(keep_alive.id) {
-                let _ = pending.responder.send(Ok(response));
-                return;
-            }
-        }
         match &pending.request {
+            Request::LeaseKeepAlive(_) => self.keep_alive(pending),
             Request::Member(crate::apply::MemberRequest::Update { .. }) => self.propose(pending),
             Request::Member(_) => self.propose_member_change(pending),
             Request::Range(range) if range.serializable => self.serve_read(pending),
@@ -770,6 +760,25 @@ impl NodeCore {
         let term = self.raw.raft.term;
         self.leadership_confirmed
             .is_some_and(|(confirmed_term, at_ms)| confirmed_term == term && now_ms < at_ms.saturating_add(self.config.election_timeout_ms / 2))
+    }
+
+    /// A keep-alive: a leader whose leadership a quorum confirmed recently renews it in
+    /// memory and answers now; a leader without such a confirmation first waits for a
+    /// read-index round (`serve_read` brings it back here); anywhere else, or when the
+    /// fast path declines, the renewal goes through raft.
+    fn keep_alive(&mut self, pending: PendingRequest) {
+        let Request::LeaseKeepAlive(keep_alive) = &pending.request else { panic!("not a keep-alive: {:?}", pending.request) };
+        let id = keep_alive.id;
+        if self.decides_lease_expiry() && !self.leadership_confirmed_recently(self.env.clock.now_ms()) {
+            self.reads.push(pending);
+            return;
+        }
+        match self.renew_on_leader(id) {
+            Some(response) => {
+                let _ = pending.responder.send(Ok(response));
+            }
+            None => self.propose(pending),
+        }
     }
 
     /// The leader's fast path for a keep-alive (see `lease_clock`): renewed in memory and
@@ -861,16 +870,9 @@ impl NodeCore {
     }
 
     fn serve_read(&mut self, read: PendingRequest) {
-        if let Request::LeaseKeepAlive(keep_alive) = &read.request {
-            // A keep-alive that waited for a read-index round (see `on_request`).
-            let id = keep_alive.id;
-            if self.decides_lease_expiry() && !self.leadership_confirmed_recently(self.env.clock.now_ms()) {
-                self.reads.push(read);
-            } else if let Some(response) = self.renew_on_leader(id) {
-                let _ = read.responder.send(Ok(response));
-            } else {
-                self.propose(read);
-            }
+        if matches!(read.request, Request::LeaseKeepAlive(_)) {
+            // A keep-alive that waited for a read-index round (see `keep_alive`).
+            self.keep_alive(read);
             return;
         }
         let header = self.header();
