@@ -186,3 +186,50 @@ fn a_member_added_later_joins_from_a_fresh_snapshot_and_a_removed_leader_leaves(
     let again = change(&mut members, leader, MemberRequest::Remove { id: 1 }, now_ms);
     assert_eq!(again.unwrap_err(), EtcdError::MemberIdRemoved);
 }
+
+/// A member whose snapshot shows it as the only voter, with a voter added after the
+/// snapshot (its log says so), does not lead at once when it restarts: it would lead
+/// with the snapshot's configuration, alone, a cluster that has two voters (simulator
+/// seed 1455 of membership-chaos: a removed member restarted from its disk led in the
+/// term its successor led). Raft's timeout-driven election decides instead, after the
+/// member applied what its disk says is committed.
+#[test]
+fn a_lone_voter_with_a_configuration_change_after_its_snapshot_does_not_lead_at_restart() {
+    let (wal_disk, data_disk) = (Arc::new(MemDisk::new()), Arc::new(MemDisk::new()));
+    let open = |wal_disk: &Arc<MemDisk>, data_disk: &Arc<MemDisk>| {
+        let wire = Arc::new(Wire::default());
+        let env = Env {
+            wal_disk: wal_disk.clone(),
+            data_disk: data_disk.clone(),
+            transport: wire.clone(),
+            clock: Arc::new(RuntimeClock::new()),
+            observer: Arc::new(NoObserver),
+            worker: Arc::new(InlineWorker),
+            seed: 1,
+        };
+        let mut config = NodeConfig::with_defaults(1, 99, vec![1]);
+        config.snapshot_count = 1000;
+        config.name = "m1".into();
+        config.peer_urls = vec!["http://m1:2380".into()];
+        Running { core: NodeCore::open(config, env).expect("open"), wire }
+    };
+    let mut members: BTreeMap<u64, Running> = BTreeMap::from([(1, open(&wal_disk, &data_disk))]);
+    let mut now_ms = 0;
+    run_until(&mut members, &mut now_ms, "the only voter leads and published", |m| {
+        leader_of(m) == Some(1) && m[&1].core.member_list().iter().all(|listed| !listed.name.is_empty())
+    });
+    put(&mut members, 1, "k", now_ms);
+    change(&mut members, 1, MemberRequest::Add { peer_urls: vec!["http://m2:2380".into()], is_learner: false }, now_ms).expect("added");
+    pump(&mut members);
+    drop(members);
+
+    // Restarted: the snapshot (index 1) says {1}; the log adds the second voter.
+    let mut restarted = open(&wal_disk, &data_disk);
+    assert_ne!(restarted.core.status().role, Role::Leader, "led at once with the snapshot's configuration");
+    restarted.core.handle_ready().expect("ready");
+    assert_ne!(restarted.core.status().role, Role::Leader);
+    // A lone voter whose log holds no configuration change still leads at once.
+    let (wal_disk, data_disk) = (Arc::new(MemDisk::new()), Arc::new(MemDisk::new()));
+    drop(open(&wal_disk, &data_disk));
+    assert_eq!(open(&wal_disk, &data_disk).core.status().role, Role::Leader);
+}

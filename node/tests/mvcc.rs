@@ -473,6 +473,56 @@ fn a_hash_that_differs_from_the_majority_raises_a_corrupt_alarm_and_writes_stop(
     assert_eq!(detcd_node::StateMachine::decode(&state.encode()).expect("decode"), state);
 }
 
+/// A member's CORRUPT alarm disarmed (the operator repaired it): a check that was still
+/// waiting for its majority when the member reported its damaged hash does not alarm it
+/// again when the others' reports come in, nor does its damaged report arriving late;
+/// a check after the repair still finds a member that is damaged.
+#[test]
+fn a_report_from_before_a_repair_does_not_alarm_the_repaired_member_again() {
+    use detcd_node::pb::detcdpb::{internal_request, HashCheck, HashReport, InternalRequest};
+    use detcd_node::pb::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
+    use prost::Message as _;
+    let mut state = detcd_node::StateMachine::new();
+    let mut next_id = 0;
+    let mut apply = |state: &mut detcd_node::StateMachine, proposer: u64, op: internal_request::Op| {
+        next_id += 1;
+        state.apply(InternalRequest { proposer, request_id: next_id, op: Some(op), auth: None }.encode_to_vec().into())
+    };
+    let corrupt_members = |state: &detcd_node::StateMachine| -> Vec<u64> {
+        state.alarms().iter().filter(|a| a.alarm == AlarmType::Corrupt as i32).map(|a| a.member_id).collect()
+    };
+    apply(&mut state, 1, internal_request::Op::Put(PutRequest { key: b"k".to_vec(), value: bytes::Bytes::from_static(b"v"), ..Default::default() }));
+    let check = |nonce| internal_request::Op::HashCheck(HashCheck { revision: 2, leader_id: 1, voters: 3, nonce });
+    let report = apply(&mut state, 1, check(1)).hash_to_report.expect("covered").run();
+    let damaged = |member_id, nonce| internal_request::Op::HashReport(HashReport { member_id, nonce, hash: report.hash ^ 1, ..report });
+    let healthy = |member_id, nonce| internal_request::Op::HashReport(HashReport { member_id, nonce, ..report });
+    // Check 1 finds member 3 damaged.
+    for (member, op) in [(1, healthy(1, 1)), (2, healthy(2, 1)), (3, damaged(3, 1))] {
+        apply(&mut state, member, op);
+    }
+    assert_eq!(corrupt_members(&state), vec![3]);
+    // Check 2: member 3's damaged report is in, the others' are not yet.
+    apply(&mut state, 1, check(2));
+    apply(&mut state, 3, damaged(3, 2));
+    // Check 3: nobody has reported yet.
+    apply(&mut state, 1, check(3));
+    // Member 3 is repaired; the operator disarms its alarm.
+    let disarm = AlarmRequest { action: AlarmAction::Deactivate as i32, member_id: 3, alarm: AlarmType::Corrupt as i32 };
+    apply(&mut state, 1, internal_request::Op::Alarm(disarm));
+    assert!(corrupt_members(&state).is_empty());
+    // The majority of check 2 comes, and member 3's old report of check 3 arrives late.
+    for (member, op) in [(1, healthy(1, 2)), (2, healthy(2, 2)), (1, healthy(1, 3)), (2, healthy(2, 3)), (3, damaged(3, 3))] {
+        apply(&mut state, member, op);
+    }
+    assert!(corrupt_members(&state).is_empty(), "the repaired member was alarmed again by a report from before its repair");
+    // A check after the repair still finds damage.
+    apply(&mut state, 1, check(4));
+    for (member, op) in [(1, healthy(1, 4)), (3, damaged(3, 4)), (2, healthy(2, 4))] {
+        apply(&mut state, member, op);
+    }
+    assert_eq!(corrupt_members(&state), vec![3]);
+}
+
 /// A compaction applied on a member's loop removes what it drops in steps: until the
 /// last step, hashes, reads and history are exactly those of a store compacted at once.
 #[test]

@@ -810,7 +810,16 @@ impl StateMachine {
                     self.alarms.insert(key);
                     true
                 } else if alarm.action == alarm_request::AlarmAction::Deactivate as i32 {
-                    self.alarms.remove(&key)
+                    let removed = self.alarms.remove(&key);
+                    if removed && alarm.alarm == AlarmType::Corrupt as i32 {
+                        // The operator repaired the member: reports it made before (a
+                        // check still waiting for its majority, or a report still on its
+                        // way) say nothing of its state now. A check kept across the
+                        // repair alarmed the repaired member again with its old report
+                        // (simulator seed 954 of memory-corruption). New checks follow.
+                        self.hash_checks.clear();
+                    }
+                    removed
                 } else {
                     false
                 };

@@ -295,6 +295,9 @@ impl NodeCore {
             None => StateMachine::new(),
         };
         let snapshot_term = snapshot.as_ref().map_or(0, |s| s.get_metadata().term);
+        // raft starts from the snapshot's configuration; a configuration change in the
+        // log after it (committed or not) may say otherwise.
+        let configuration_is_latest = replayed.entries.iter().all(|e| e.get_entry_type() == EntryType::EntryNormal);
         #[allow(unused_mut)]
         let mut storage =
             NodeStorage::recover(conf_state, snapshot.as_ref(), &replayed.entries, replayed.hard_state, files.clone(), env.worker.clone())?;
@@ -391,9 +394,13 @@ impl NodeCore {
         core.override_election_timeout();
         core.recovered_commit_index = core.raw.raft.raft_log.committed;
         core.tell_transport_peers();
-        // The only voter needs nobody's vote: lead at once instead of after a timeout.
+        // The only voter needs nobody's vote: lead at once instead of after a timeout —
+        // only if no configuration change follows in the log. A member the snapshot shows
+        // alone, with another added (or itself removed) after it, led at once in a term
+        // the cluster's leader already held: two leaders in one term (a removed member
+        // restarted from its disk; simulator seed 1455 of membership-chaos).
         let voters = core.raw.raft.prs().conf().voters().ids();
-        if voters.len() == 1 && voters.contains(core.config.member_id) {
+        if configuration_is_latest && voters.len() == 1 && voters.contains(core.config.member_id) {
             core.campaign();
         }
         if snapshot_index > 0 {
@@ -1142,9 +1149,15 @@ impl NodeCore {
         Ok(())
     }
 
+    /// The members with a CORRUPT alarm, in id order.
+    fn corrupt_members(&self) -> Vec<u64> {
+        let corrupt = crate::pb::etcdserverpb::AlarmType::Corrupt as i32;
+        self.state.alarms().iter().filter(|a| a.alarm == corrupt).map(|a| a.member_id).collect()
+    }
+
     fn apply_request(&mut self, index: u64, data: &bytes::Bytes) {
         let no_space_before = self.state.no_space();
-        let corrupt_before = self.state.corrupt();
+        let corrupt_before = self.corrupt_members();
         let compacted_before = self.state.mvcc().compact_revision();
         let applied = self.state.apply(data.clone());
         if let Some(job) = applied.hash_to_report {
@@ -1156,9 +1169,12 @@ impl NodeCore {
                 let _ = done.send(crate::pb::detcdpb::HashReport { member_id, ..job.run() });
             }));
         }
-        if self.state.corrupt() != corrupt_before {
-            let members = self.state.alarms().iter().filter(|a| a.alarm == crate::pb::etcdserverpb::AlarmType::Corrupt as i32).map(|a| a.member_id).collect();
-            self.observe(NodeEvent::Corrupt { index, active: !corrupt_before, members });
+        // Every change of who has a CORRUPT alarm (a second member alarmed while the
+        // first one's alarm is up was not reported when only the on/off state counted).
+        let corrupt_after = self.corrupt_members();
+        if corrupt_after != corrupt_before {
+            let raised = corrupt_after.iter().any(|member| !corrupt_before.contains(member));
+            self.observe(NodeEvent::Corrupt { index, active: raised, members: corrupt_after });
         }
         if self.state.mvcc().compact_revision() != compacted_before {
             self.observe(NodeEvent::Compacted { revision: self.state.mvcc().compact_revision() });

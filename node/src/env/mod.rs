@@ -233,7 +233,8 @@ pub enum NodeEvent {
     /// An applied write changed the store: its revision and its changes in order (only
     /// to observers that want them).
     Changes { revision: i64, events: Vec<crate::pb::mvccpb::Event> },
-    /// The entry at `index` raised (or cleared) a CORRUPT alarm; `members` have one now.
+    /// The entry at `index` changed who has a CORRUPT alarm: `members` have one now;
+    /// `active` when someone got one.
     Corrupt { index: u64, active: bool, members: Vec<u64> },
     /// A compaction was applied: history before `revision` is gone on this member.
     Compacted { revision: i64 },
