@@ -774,6 +774,13 @@ impl StateMachine {
         }
     }
 
+    /// Whether `report` was applied: `None` if its check is not kept (any more), else
+    /// whether the check holds the reporting member's report.
+    pub fn hash_report_applied(&self, report: &crate::pb::detcdpb::HashReport) -> Option<bool> {
+        let check = self.hash_checks.get(&(report.revision, report.compact_revision, report.nonce))?;
+        Some(check.reports.iter().any(|(member, _)| *member == report.member_id))
+    }
+
     /// Whether a NOSPACE alarm is active.
     pub fn no_space(&self) -> bool {
         self.alarms.iter().any(|(_, alarm)| *alarm == AlarmType::Nospace as i32)
