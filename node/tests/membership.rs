@@ -192,7 +192,10 @@ fn a_member_added_later_joins_from_a_fresh_snapshot_and_a_removed_leader_leaves(
 /// with the snapshot's configuration, alone, a cluster that has two voters (simulator
 /// seed 1455 of membership-chaos: a removed member restarted from its disk led in the
 /// term its successor led). Raft's timeout-driven election decides instead, after the
-/// member applied what its disk says is committed.
+/// member applied what its disk says is committed — and the commit covering an applied
+/// configuration change is on its disk, synced (seed 190 of grow-and-shrink: the last
+/// member of a cluster of two lost it in a power loss and waited for a removed member's
+/// vote for good).
 #[test]
 fn a_lone_voter_with_a_configuration_change_after_its_snapshot_does_not_lead_at_restart() {
     let (wal_disk, data_disk) = (Arc::new(MemDisk::new()), Arc::new(MemDisk::new()));
@@ -228,6 +231,14 @@ fn a_lone_voter_with_a_configuration_change_after_its_snapshot_does_not_lead_at_
     assert_ne!(restarted.core.status().role, Role::Leader, "led at once with the snapshot's configuration");
     restarted.core.handle_ready().expect("ready");
     assert_ne!(restarted.core.status().role, Role::Leader);
+    // The commit covering the change was made durable when it was applied: after a power
+    // loss that keeps only synced bytes, the member comes back with both voters.
+    drop(restarted);
+    wal_disk.crash(|_, _| 0);
+    data_disk.crash(|_, _| 0);
+    let mut recovered = open(&wal_disk, &data_disk);
+    recovered.core.handle_ready().expect("ready");
+    assert_eq!(recovered.core.member_list().len(), 2, "the configuration change applied before the power loss was lost");
     // A lone voter whose log holds no configuration change still leads at once.
     let (wal_disk, data_disk) = (Arc::new(MemDisk::new()), Arc::new(MemDisk::new()));
     drop(open(&wal_disk, &data_disk));

@@ -84,6 +84,10 @@ pub struct Cluster {
     /// handed root's token out: auth may be on while no client holds a token
     /// (`auth_workload::finish_abandoned_setup` logs in once the network is healed).
     pub auth_token_missing: AtomicBool,
+    /// Members the operator removed: an id never comes back, so a list that still shows
+    /// one (a leader that has not applied the removal yet) is not a list with the member
+    /// added in its place.
+    pub removed_ids: Mutex<std::collections::BTreeSet<u64>>,
     pub net: Arc<SimNet>,
     pub world: Arc<World>,
     pub good_links: LinkQuality,
@@ -176,7 +180,15 @@ impl Cluster {
             members.push(slot);
         }
         let good_links = LinkQuality::good(options.message_delay_ms_max);
-        Cluster { members, replacing: AtomicBool::new(false), auth_token_missing: AtomicBool::new(false), net, world, good_links }
+        Cluster {
+            members,
+            replacing: AtomicBool::new(false),
+            auth_token_missing: AtomicBool::new(false),
+            removed_ids: Mutex::default(),
+            net,
+            world,
+            good_links,
+        }
     }
 
     pub fn madsim_id(&self, index: usize) -> madsim::task::NodeId {

@@ -21,20 +21,62 @@ pub const MEMBERSHIP_ATTEMPTS_MAX: usize = 40;
 pub const MEMBERSHIP_CALL_TIMEOUT_MS: u64 = 3000;
 /// Pause between attempts.
 pub const MEMBERSHIP_RETRY_DELAY_MS: u64 = 300;
+/// How long the operator lets a removed member run before stopping it: until it stops
+/// on its own or another member leads (the product's removed leader waits for a
+/// successor for up to 100 heartbeats), at most this long.
+pub const REMOVED_MEMBER_STOP_WAIT_MS: u64 = 12_000;
+
+/// The member list as the member in `slot` applied it, with its applied index.
+async fn list_of(cluster: &Cluster, slot: usize) -> Option<(u64, Vec<Member>)> {
+    let (handle, _) = cluster.members[slot].handle()?;
+    let (status, members) = tokio::time::timeout(Duration::from_millis(500), handle.member_list()).await.ok().flatten()?;
+    Some((status.applied_index, members))
+}
 
 /// The member list as the current leader applied it, if a leader answers.
 async fn member_list(cluster: &Cluster) -> Option<Vec<Member>> {
-    let leader = cluster.leader().await?;
-    let (handle, _) = cluster.members[leader].handle()?;
-    let listed = tokio::time::timeout(Duration::from_millis(500), handle.member_list()).await.ok().flatten()?;
-    Some(listed.1)
+    list_of(cluster, cluster.leader().await?).await.map(|(_, members)| members)
 }
 
-/// Sends `request` through the leader until `done` holds for the leader's member list
-/// (or the attempts run out): the list it settled on.
+/// A member list for which `done` holds: the leader's, or else one a member applied at
+/// or past `floor` — the applied index of a leader's list for which `done` did not hold
+/// yet (a member that applied that far applied the same changes, so what its list shows
+/// since went through; a member still catching up, or joining without a state, may show
+/// anything). etcd 3.4 serves MemberList from the member's own state, and an operator
+/// reads it from any member: without a leader there is no other way to see that a
+/// change whose answer was lost went through — an added voter never started leaves a
+/// cluster of two without a quorum for good (simulator seed 1527 of grow-and-shrink: the
+/// operator gave up adding a member that was in). Sets `floor` from the leader's list
+/// when that does not satisfy `done`.
+async fn settled_list(cluster: &Cluster, done: &impl Fn(&[Member]) -> bool, floor: &mut Option<u64>) -> Option<Vec<Member>> {
+    if let Some(leader) = cluster.leader().await {
+        if let Some((applied, members)) = list_of(cluster, leader).await {
+            if done(&members) {
+                return Some(members);
+            }
+            floor.get_or_insert(applied);
+        }
+    }
+    let floor = (*floor)?;
+    for slot in 0..cluster.members.len() {
+        if cluster.members[slot].is_retired() {
+            continue;
+        }
+        if let Some((applied, members)) = list_of(cluster, slot).await {
+            if applied >= floor && done(&members) {
+                return Some(members);
+            }
+        }
+    }
+    None
+}
+
+/// Sends `request` through the leader until `done` holds for a member list (see
+/// [`settled_list`]; or the attempts run out): the list it settled on.
 async fn change_until(cluster: &Cluster, request: MemberRequest, what: &str, done: impl Fn(&[Member]) -> bool) -> Option<Vec<Member>> {
+    let mut floor = None;
     for _ in 0..MEMBERSHIP_ATTEMPTS_MAX {
-        if let Some(members) = member_list(cluster).await.filter(|m| done(m)) {
+        if let Some(members) = settled_list(cluster, &done, &mut floor).await {
             return Some(members);
         }
         if let Some((handle, _)) = cluster.leader().await.and_then(|leader| cluster.members[leader].handle()) {
@@ -48,7 +90,7 @@ async fn change_until(cluster: &Cluster, request: MemberRequest, what: &str, don
         }
         tokio::time::sleep(Duration::from_millis(MEMBERSHIP_RETRY_DELAY_MS)).await;
     }
-    None
+    settled_list(cluster, &done, &mut floor).await
 }
 
 /// Removes the member in slot `victim` from the cluster and stops it; its slot is free
@@ -61,9 +103,23 @@ async fn remove_member(cluster: &Cluster, victim: usize) -> bool {
         cluster.world.event("fault", Some(victim), "operator: gave up removing it".into());
         return false;
     }
-    // The removed member stops on its own once it applies its removal; a member cut off
-    // from the cluster may never learn of it, so the operator stops it too.
+    cluster.removed_ids.lock().expect("removed ids lock").insert(old_id);
+    // The removed member stops on its own once it applies its removal (a removed leader
+    // once another member leads); a member cut off from the cluster may never learn of
+    // it, so the operator stops it too — once another member leads and lists it no more
+    // (it applied the removal), or after a bound. Stopped at once, a removed leader left
+    // the other member of a cluster of two with a removal it never learned was
+    // committed, and no quorum.
     slot.retired.store(true, Ordering::SeqCst);
+    let wait_until_ms = cluster.world.now_ms() + REMOVED_MEMBER_STOP_WAIT_MS;
+    while slot.handle().is_some() && cluster.world.now_ms() < wait_until_ms {
+        if let Some(leader) = cluster.leader().await.filter(|leader| *leader != victim) {
+            if list_of(cluster, leader).await.is_some_and(|(_, members)| members.iter().all(|m| m.id != old_id)) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     if slot.handle().is_some() || !slot.down.load(Ordering::SeqCst) {
         cluster.kill(victim, "removed from the cluster");
     }
@@ -75,7 +131,11 @@ async fn remove_member(cluster: &Cluster, victim: usize) -> bool {
 /// under the slot's name and URLs, and starts it on blank disks.
 async fn add_member(cluster: &Cluster, index: usize, as_learner: bool) -> bool {
     let peer_url = format!("http://m{index}:2380");
-    let with_url = |members: &[Member]| members.iter().find(|m| m.peer_ur_ls.contains(&peer_url)).map(|m| m.id);
+    // The member added here, not one removed from here that a lagging list still shows
+    // (a new leader lists what it applied, which may be behind the removal: simulator
+    // seed 147 of grow-and-shrink started a blank member under the removed member's id).
+    let removed = cluster.removed_ids.lock().expect("removed ids lock").clone();
+    let with_url = |members: &[Member]| members.iter().find(|m| m.peer_ur_ls.contains(&peer_url) && !removed.contains(&m.id)).map(|m| m.id);
     let add = MemberRequest::Add { peer_urls: vec![peer_url.clone()], is_learner: as_learner };
     let added = change_until(cluster, add, if as_learner { "add learner" } else { "add voter" }, |members| with_url(members).is_some()).await;
     let Some(members) = added else {

@@ -212,6 +212,9 @@ pub struct NodeCore {
     ),
     /// Reports proposed but not yet seen applied, with when each is proposed again.
     hash_reports_unconfirmed: Vec<(crate::pb::detcdpb::HashReport, u64)>,
+    /// A configuration change was applied in this Ready: the commit index covering it is
+    /// made durable before the Ready ends (see `handle_ready`, step 5).
+    configuration_applied_unsynced: bool,
     /// When this member next (re)publishes its attributes, if they are not in yet.
     next_publish_ms: u64,
     /// This member applied its own removal: the tick at which it stops (see
@@ -392,6 +395,7 @@ impl NodeCore {
             next_corrupt_check_ms: 0,
             hash_reports_done: std::sync::mpsc::channel(),
             hash_reports_unconfirmed: Vec::new(),
+            configuration_applied_unsynced: false,
             next_publish_ms: 0,
             leaving_until_tick: None,
             leaving_removal_index: 0,
@@ -1087,6 +1091,21 @@ impl NodeCore {
         self.apply_entries(light.take_committed_entries())?;
         self.raw.advance_apply();
 
+        // 5. A configuration change applied: the commit index covering it is made durable
+        //    now, not with the next write (a commit-only hard state is not synced). raft
+        //    starts from the snapshot's configuration and re-applies only what the WAL
+        //    says is committed: the last member of a cluster of two, having lost that
+        //    hard state in a power loss after the other's removal, came back waiting for
+        //    the removed member's vote — for good (simulator seed 190 of grow-and-shrink).
+        if std::mem::take(&mut self.configuration_applied_unsynced) {
+            let hard_state = self.raw.raft.hard_state();
+            self.wal.append_hard_state(&hard_state)?;
+            self.storage.set_hard_state(hard_state);
+            if self.wal.sync()? {
+                self.fsyncs += 1;
+            }
+        }
+
         self.serve_ready_reads();
         self.check_leader_transfer(self.env.clock.now_ms());
         self.maybe_snapshot()?;
@@ -1165,6 +1184,7 @@ impl NodeCore {
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     let v2 = entry.get_entry_type() == EntryType::EntryConfChangeV2;
                     self.apply_conf_change_entry(entry.index, &entry.data, v2)?;
+                    self.configuration_applied_unsynced = true;
                 }
             }
             self.applied_index = entry.index;
