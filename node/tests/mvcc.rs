@@ -432,6 +432,31 @@ fn an_expiry_decided_before_a_renewal_is_void() {
     assert!(!state.mvcc().leases().contains(5));
 }
 
+/// Applies internal requests to a state machine, each with a fresh request id (the
+/// corruption check's tests).
+struct Applying {
+    state: detcd_node::StateMachine,
+    next_id: u64,
+}
+
+impl Applying {
+    fn new() -> Applying {
+        Applying { state: detcd_node::StateMachine::new(), next_id: 0 }
+    }
+
+    fn apply(&mut self, proposer: u64, op: detcd_node::pb::detcdpb::internal_request::Op) -> detcd_node::apply::Applied {
+        use prost::Message as _;
+        self.next_id += 1;
+        let request = detcd_node::pb::detcdpb::InternalRequest { proposer, request_id: self.next_id, op: Some(op), auth: None };
+        self.state.apply(request.encode_to_vec().into())
+    }
+
+    fn corrupt_members(&self) -> Vec<u64> {
+        let corrupt = detcd_node::pb::etcdserverpb::AlarmType::Corrupt as i32;
+        self.state.alarms().iter().filter(|a| a.alarm == corrupt).map(|a| a.member_id).collect()
+    }
+}
+
 /// The corruption check in the state machine: every member reports its hash at a
 /// checked revision; once a majority of voters agree, a member that reported another
 /// hash gets a CORRUPT alarm (even if it was the leader), a replayed report changes
@@ -439,38 +464,28 @@ fn an_expiry_decided_before_a_renewal_is_void() {
 #[test]
 fn a_hash_that_differs_from_the_majority_raises_a_corrupt_alarm_and_writes_stop() {
     use detcd_node::errors::EtcdError;
-    use detcd_node::pb::detcdpb::{internal_request, HashCheck, HashReport, InternalRequest};
-    use detcd_node::pb::etcdserverpb::AlarmType;
-    use prost::Message as _;
-    let mut state = detcd_node::StateMachine::new();
-    let mut next_id = 0;
-    let mut apply = |state: &mut detcd_node::StateMachine, proposer: u64, op: internal_request::Op| {
-        next_id += 1;
-        state.apply(InternalRequest { proposer, request_id: next_id, op: Some(op), auth: None }.encode_to_vec().into())
-    };
-    apply(&mut state, 1, internal_request::Op::Put(PutRequest { key: b"k".to_vec(), value: bytes::Bytes::from_static(b"v"), ..Default::default() }));
-    let checked = apply(&mut state, 1, internal_request::Op::HashCheck(HashCheck { revision: 2, leader_id: 1, voters: 3, nonce: 9 }));
+    use detcd_node::pb::detcdpb::{internal_request, HashCheck, HashReport};
+    let mut members = Applying::new();
+    members.apply(1, internal_request::Op::Put(PutRequest { key: b"k".to_vec(), value: bytes::Bytes::from_static(b"v"), ..Default::default() }));
+    let checked = members.apply(1, internal_request::Op::HashCheck(HashCheck { revision: 2, leader_id: 1, voters: 3, nonce: 9 }));
     let report = checked.hash_to_report.expect("the revision is covered").run();
-    assert_eq!((report.revision, report.hash), (2, state.mvcc().hash_kv(2)));
-    let corrupt_members = |state: &detcd_node::StateMachine| -> Vec<u64> {
-        state.alarms().iter().filter(|a| a.alarm == AlarmType::Corrupt as i32).map(|a| a.member_id).collect()
-    };
+    assert_eq!((report.revision, report.hash), (2, members.state.mvcc().hash_kv(2)));
     // The leader (1) reports a damaged hash first: no majority yet, nobody blamed.
-    apply(&mut state, 1, internal_request::Op::HashReport(HashReport { member_id: 1, hash: report.hash ^ 1, ..report }));
-    apply(&mut state, 2, internal_request::Op::HashReport(HashReport { member_id: 2, ..report }));
-    assert!(corrupt_members(&state).is_empty());
-    assert!(!state.corrupt());
+    members.apply(1, internal_request::Op::HashReport(HashReport { member_id: 1, hash: report.hash ^ 1, ..report }));
+    members.apply(2, internal_request::Op::HashReport(HashReport { member_id: 2, ..report }));
+    assert!(members.corrupt_members().is_empty());
+    assert!(!members.state.corrupt());
     // The third member agrees with the second: the leader is the one that differs.
-    apply(&mut state, 3, internal_request::Op::HashReport(HashReport { member_id: 3, ..report }));
-    assert_eq!(corrupt_members(&state), vec![1]);
+    members.apply(3, internal_request::Op::HashReport(HashReport { member_id: 3, ..report }));
+    assert_eq!(members.corrupt_members(), vec![1]);
     // A replayed report of member 1, now healthy, changes nothing.
-    apply(&mut state, 1, internal_request::Op::HashReport(HashReport { member_id: 1, ..report }));
-    assert_eq!(corrupt_members(&state), vec![1]);
-    let refused = apply(&mut state, 2, internal_request::Op::Put(PutRequest { key: b"k".to_vec(), value: bytes::Bytes::from_static(b"w"), ..Default::default() }));
+    members.apply(1, internal_request::Op::HashReport(HashReport { member_id: 1, ..report }));
+    assert_eq!(members.corrupt_members(), vec![1]);
+    let refused = members.apply(2, internal_request::Op::Put(PutRequest { key: b"k".to_vec(), value: bytes::Bytes::from_static(b"w"), ..Default::default() }));
     assert!(matches!(refused.answer, Some((_, _, Err(EtcdError::Corrupt)))), "{:?}", refused.answer);
     assert_eq!(EtcdError::Corrupt.message(), "etcdserver: corrupt cluster");
     // The check state and the alarm travel in snapshots.
-    assert_eq!(detcd_node::StateMachine::decode(&state.encode()).expect("decode"), state);
+    assert_eq!(detcd_node::StateMachine::decode(&members.state.encode()).expect("decode"), members.state);
 }
 
 /// A member's CORRUPT alarm disarmed (the operator repaired it): a check that was still
@@ -479,48 +494,39 @@ fn a_hash_that_differs_from_the_majority_raises_a_corrupt_alarm_and_writes_stop(
 /// a check after the repair still finds a member that is damaged.
 #[test]
 fn a_report_from_before_a_repair_does_not_alarm_the_repaired_member_again() {
-    use detcd_node::pb::detcdpb::{internal_request, HashCheck, HashReport, InternalRequest};
+    use detcd_node::pb::detcdpb::{internal_request, HashCheck, HashReport};
     use detcd_node::pb::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
-    use prost::Message as _;
-    let mut state = detcd_node::StateMachine::new();
-    let mut next_id = 0;
-    let mut apply = |state: &mut detcd_node::StateMachine, proposer: u64, op: internal_request::Op| {
-        next_id += 1;
-        state.apply(InternalRequest { proposer, request_id: next_id, op: Some(op), auth: None }.encode_to_vec().into())
-    };
-    let corrupt_members = |state: &detcd_node::StateMachine| -> Vec<u64> {
-        state.alarms().iter().filter(|a| a.alarm == AlarmType::Corrupt as i32).map(|a| a.member_id).collect()
-    };
-    apply(&mut state, 1, internal_request::Op::Put(PutRequest { key: b"k".to_vec(), value: bytes::Bytes::from_static(b"v"), ..Default::default() }));
+    let mut members = Applying::new();
+    members.apply(1, internal_request::Op::Put(PutRequest { key: b"k".to_vec(), value: bytes::Bytes::from_static(b"v"), ..Default::default() }));
     let check = |nonce| internal_request::Op::HashCheck(HashCheck { revision: 2, leader_id: 1, voters: 3, nonce });
-    let report = apply(&mut state, 1, check(1)).hash_to_report.expect("covered").run();
+    let report = members.apply(1, check(1)).hash_to_report.expect("covered").run();
     let damaged = |member_id, nonce| internal_request::Op::HashReport(HashReport { member_id, nonce, hash: report.hash ^ 1, ..report });
     let healthy = |member_id, nonce| internal_request::Op::HashReport(HashReport { member_id, nonce, ..report });
     // Check 1 finds member 3 damaged.
     for (member, op) in [(1, healthy(1, 1)), (2, healthy(2, 1)), (3, damaged(3, 1))] {
-        apply(&mut state, member, op);
+        members.apply(member, op);
     }
-    assert_eq!(corrupt_members(&state), vec![3]);
+    assert_eq!(members.corrupt_members(), vec![3]);
     // Check 2: member 3's damaged report is in, the others' are not yet.
-    apply(&mut state, 1, check(2));
-    apply(&mut state, 3, damaged(3, 2));
+    members.apply(1, check(2));
+    members.apply(3, damaged(3, 2));
     // Check 3: nobody has reported yet.
-    apply(&mut state, 1, check(3));
+    members.apply(1, check(3));
     // Member 3 is repaired; the operator disarms its alarm.
     let disarm = AlarmRequest { action: AlarmAction::Deactivate as i32, member_id: 3, alarm: AlarmType::Corrupt as i32 };
-    apply(&mut state, 1, internal_request::Op::Alarm(disarm));
-    assert!(corrupt_members(&state).is_empty());
+    members.apply(1, internal_request::Op::Alarm(disarm));
+    assert!(members.corrupt_members().is_empty());
     // The majority of check 2 comes, and member 3's old report of check 3 arrives late.
     for (member, op) in [(1, healthy(1, 2)), (2, healthy(2, 2)), (1, healthy(1, 3)), (2, healthy(2, 3)), (3, damaged(3, 3))] {
-        apply(&mut state, member, op);
+        members.apply(member, op);
     }
-    assert!(corrupt_members(&state).is_empty(), "the repaired member was alarmed again by a report from before its repair");
+    assert!(members.corrupt_members().is_empty(), "the repaired member was alarmed again by a report from before its repair");
     // A check after the repair still finds damage.
-    apply(&mut state, 1, check(4));
+    members.apply(1, check(4));
     for (member, op) in [(1, healthy(1, 4)), (3, damaged(3, 4)), (2, healthy(2, 4))] {
-        apply(&mut state, member, op);
+        members.apply(member, op);
     }
-    assert_eq!(corrupt_members(&state), vec![3]);
+    assert_eq!(members.corrupt_members(), vec![3]);
 }
 
 /// A compaction applied on a member's loop removes what it drops in steps: until the
