@@ -22,8 +22,8 @@ pub const MEMBERSHIP_CALL_TIMEOUT_MS: u64 = 3000;
 /// Pause between attempts.
 pub const MEMBERSHIP_RETRY_DELAY_MS: u64 = 300;
 /// How long the operator lets a removed member run before stopping it: until it stops
-/// on its own or another member leads (the product's removed leader waits for a
-/// successor for up to 100 heartbeats), at most this long.
+/// on its own or another member leads and lists it no more (the product's removed
+/// leader waits for a successor for up to 100 heartbeats), at most this long.
 pub const REMOVED_MEMBER_STOP_WAIT_MS: u64 = 12_000;
 
 /// The member list as the member in `slot` applied it, with its applied index.
