@@ -997,6 +997,16 @@ impl NodeCore {
         //    §10.2.1) — so the leader's fsync overlaps its followers'. Everything a
         //    follower or candidate says waits for the sync (`take_persisted_messages`).
         self.send(ready.take_messages());
+        // A leader answers what is already committed before it syncs this Ready's new
+        // entries: raft-rs hands out only entries both committed and persisted here by
+        // earlier Readies, so they are durable on a majority and the answers need not
+        // wait for this sync — the clients' next requests then join the batch being
+        // synced instead of the one after it. A follower applies after its sync: its
+        // acknowledgement is what the leader is waiting for.
+        if self.raw.raft.state == StateRole::Leader && ready.snapshot().is_empty() {
+            self.apply_entries(ready.take_committed_entries())?;
+            self.serve_ready_reads();
+        }
 
         // 1. Persist: snapshot, entries and hard state, then one sync for all of it.
         if !ready.snapshot().is_empty() {
