@@ -75,7 +75,7 @@ spread() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else printf "%s-
 # fsync_us: a 512-byte overwrite made durable (O_DSYNC) of a file already written, as a
 # WAL's preallocated segment, in the directory the servers' data dirs live in; in
 # microseconds, the mean of 500: the day's disk, which moves every figure that waits
-# for the WAL (on this machine from ~100 to ~145 us on different days).
+# for the WAL (on this machine anywhere from ~90 to ~145 us, within one day).
 fsync_us() {
   dd if=/dev/zero of="$ROOT/fsync-probe" bs=512 count=500 status=none && sync
   dd if=/dev/zero of="$ROOT/fsync-probe" bs=512 count=500 oflag=dsync conv=notrunc 2>&1 |
