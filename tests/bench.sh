@@ -74,8 +74,8 @@ sum_status_kib() { local f=$1 total=0 pid; shift; for pid in "$@"; do total=$((t
 spread() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else printf "%s-%s", a[1], a[NR]}'; }
 # fsync_us: a 512-byte overwrite made durable (O_DSYNC) of a file already written, as a
 # WAL's preallocated segment, in the directory the servers' data dirs live in; in
-# microseconds, the mean of 500: the day's disk, which moves every figure that waits
-# for the WAL (on this machine anywhere from ~90 to ~145 us, within one day).
+# microseconds, the mean of 500: the disk of the moment, which moves every figure that
+# waits for the WAL (on this machine anywhere from ~90 to ~145 us, within one day).
 fsync_us() {
   dd if=/dev/zero of="$ROOT/fsync-probe" bs=512 count=500 status=none && sync
   dd if=/dev/zero of="$ROOT/fsync-probe" bs=512 count=500 oflag=dsync conv=notrunc 2>&1 |
