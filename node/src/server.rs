@@ -30,10 +30,6 @@ use crate::watch::{WatchHub, WATCH_STREAM_RESPONSES_MAX};
 pub const PEER_INBOX_MESSAGES_MAX: usize = 4096;
 /// Client commands queued for the member before new ones are refused.
 pub const CLIENT_QUEUE_COMMANDS_MAX: usize = 8192;
-/// Peer messages taken from the inbox per loop turn, before raft's Ready is handled.
-pub const INBOX_DRAIN_MESSAGES_MAX: usize = 512;
-/// Client commands taken per loop turn (a bigger batch means fewer fsyncs per entry).
-pub const COMMAND_DRAIN_MAX: usize = 1024;
 
 enum Command {
     Request(Request, Credentials, oneshot::Sender<Result<Response, EtcdError>>),
@@ -327,12 +323,15 @@ impl Node {
         let clock = env.clock.clone();
         let tick_ms = core.config().heartbeat_interval_ms;
         let progress_ms = core.config().watch_progress_notify_interval_ms.max(1);
+        let peer_messages_per_turn_max = core.config().loop_peer_messages_per_turn_max.max(1);
+        let commands_per_turn_max = core.config().loop_commands_per_turn_max.max(1);
         #[allow(unused_mut)]
-        let mut hub = WatchHub::new(core.config().max_request_bytes);
+        let mut hub = WatchHub::new(core.config().watch_fragment_bytes());
         #[cfg(madsim)]
         hub.plant(crate::watch::WatchPlantedBugs {
             skip_on_catch_up: core.config().planted_bug == Some(crate::consensus::PlantedBug::WatchSkipOnCatchUp),
             start_off_by_one: core.config().planted_bug == Some(crate::consensus::PlantedBug::WatchStartOffByOne),
+            fragment_drops_boundary_event: core.config().planted_bug == Some(crate::consensus::PlantedBug::WatchFragmentDropsBoundaryEvent),
         });
         core.enable_change_feed();
         // Apply what the WAL says is committed before serving anything, so a restarted
@@ -362,14 +361,14 @@ impl Node {
                 },
             }
             let turn_start_ms = clock.now_ms();
-            for _ in 0..INBOX_DRAIN_MESSAGES_MAX {
+            for _ in 0..peer_messages_per_turn_max {
                 match inbox.try_recv() {
                     Ok(message) => core.step(message),
                     Err(_) => break,
                 }
             }
             let now_ms = clock.now_ms();
-            for _ in 0..COMMAND_DRAIN_MAX {
+            for _ in 0..commands_per_turn_max {
                 match commands.try_recv() {
                     Ok(command) => run_command(&mut core, &mut hub, env.worker.as_ref(), command, now_ms),
                     Err(_) => break,

@@ -125,9 +125,16 @@ impl Cluster {
             let settings = &scenario.node;
             config.heartbeat_interval_ms = settings.heartbeat_interval_ms;
             config.election_timeout_ms = settings.election_timeout_ms;
-            config.snapshot_count = settings.snapshot_count;
-            config.snapshot_catchup_entries = settings.snapshot_catchup_entries;
-            config.wal_segment_bytes_max = settings.wal_segment_bytes_max;
+            let knobs = options.knobs(scenario, index);
+            config.snapshot_count = knobs.snapshot_count;
+            config.snapshot_catchup_entries = knobs.snapshot_catchup_entries;
+            config.wal_segment_bytes_max = knobs.wal_segment_bytes_max;
+            config.compaction_keys_per_turn_max = knobs.compaction_keys_per_turn_max;
+            config.raft_append_bytes_max = knobs.raft_append_bytes_max;
+            config.raft_inflight_appends_max = knobs.raft_inflight_appends_max;
+            config.loop_peer_messages_per_turn_max = knobs.loop_peer_messages_per_turn_max;
+            config.loop_commands_per_turn_max = knobs.loop_commands_per_turn_max;
+            config.watch_fragment_bytes_max = knobs.watch_fragment_bytes_max;
             config.request_timeout_ms = settings.request_timeout_ms;
             if settings.auto_compaction_retain_revisions > 0 {
                 config.auto_compaction = detcd_node::consensus::auto_compaction::AutoCompaction::Revision {
@@ -149,9 +156,6 @@ impl Cluster {
                 config.initial_voters = Vec::new();
             }
             config.max_snapshots = 2;
-            // Compacted records are removed two keys per loop turn: removal spans turns
-            // in the simulator's small key spaces, as it does in a big store.
-            config.compaction_keys_per_turn_max = 2;
             config.planted_bug = options.planted_bug.as_deref().map(|name| {
                 detcd_node::consensus::PlantedBug::parse(name).unwrap_or_else(|| panic!("unknown planted bug {name:?}"))
             });

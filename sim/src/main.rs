@@ -51,6 +51,11 @@ enum Commands {
         /// `0:wal:153` (see `crash-every-write`).
         #[arg(long)]
         crash_at_write: Option<String>,
+        /// Every member on the scenario's settings and the node's defaults, drawing no
+        /// member knobs (as runs were before knobs were drawn; `sim/regressions.toml`
+        /// replays its older seeds so).
+        #[arg(long)]
+        fixed_knobs: bool,
     },
     /// Crash at every write (as redb's fuzzer does): for a seed, lose power at the 1st,
     /// 2nd, ... Nth write of one member's disk, one run each, and check every run.
@@ -163,8 +168,8 @@ enum Commands {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Commands::Run { scenario, seed, reports, check_determinism, summary_only, reports_on_failure, planted_bug, crash_at_write } => {
-            let flags = RunFlags { check_determinism, summary_only, reports_on_failure, planted_bug, crash_at_write };
+        Commands::Run { scenario, seed, reports, check_determinism, summary_only, reports_on_failure, planted_bug, crash_at_write, fixed_knobs } => {
+            let flags = RunFlags { check_determinism, summary_only, reports_on_failure, planted_bug, crash_at_write, fixed_knobs };
             run_command(&scenario, seed, &reports, &flags)
         }
         Commands::Sweep { scenarios, seeds, jobs, determinism_every, reports, planted_bug, shard, junit, time_budget } => {
@@ -202,6 +207,7 @@ struct RunFlags {
     reports_on_failure: bool,
     planted_bug: Option<String>,
     crash_at_write: Option<String>,
+    fixed_knobs: bool,
 }
 
 fn replay_command(scenario: &Path, seed: u64, planted_bug: Option<&str>) -> String {
@@ -219,7 +225,7 @@ fn run_command(_: &Path, _: u64, _: &Path, _: &RunFlags) -> ExitCode {
 
 #[cfg(madsim)]
 fn run_command(scenario_path: &Path, seed: u64, reports: &Path, flags: &RunFlags) -> ExitCode {
-    let RunFlags { check_determinism, summary_only, reports_on_failure, planted_bug, crash_at_write } = flags;
+    let RunFlags { check_determinism, summary_only, reports_on_failure, planted_bug, crash_at_write, fixed_knobs } = flags;
     let (check_determinism, summary_only, reports_on_failure) = (*check_determinism, *summary_only, *reports_on_failure);
     if let Some(name) = planted_bug {
         if detcd_node::consensus::PlantedBug::parse(name).is_none() {
@@ -228,13 +234,16 @@ fn run_command(scenario_path: &Path, seed: u64, reports: &Path, flags: &RunFlags
             return ExitCode::from(2);
         }
     }
-    let scenario = match Scenario::load(scenario_path) {
+    let mut scenario = match Scenario::load(scenario_path) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("detcd-sim: {e}");
             return ExitCode::from(2);
         }
     };
+    if *fixed_knobs {
+        scenario.node.randomize_knobs = false;
+    }
     let mut options = Options::derive(&scenario, seed);
     options.planted_bug = planted_bug.clone();
     if let Some(text) = crash_at_write {
@@ -307,6 +316,9 @@ fn run_command(scenario_path: &Path, seed: u64, reports: &Path, flags: &RunFlags
             let mut replay = replay_command(scenario_path, seed, planted_bug.as_deref());
             if let Some(crash) = &options.crash_at_write {
                 replay.push_str(&format!(" --crash-at-write {}", crash.describe()));
+            }
+            if *fixed_knobs {
+                replay.push_str(" --fixed-knobs");
             }
             println!("seed {seed} failed; replay with: {replay}");
         }
@@ -460,7 +472,7 @@ fn sweep_command(
                     continue;
                 }
                 let determinism = determinism_every > 0 && seed % determinism_every == 0;
-                let result = run_child(&exe, &scenario, seed, determinism, &reports, planted_bug.as_deref());
+                let result = run_child(&exe, &scenario, seed, determinism, &reports, planted_bug.as_deref(), false);
                 let mut results = results.lock().expect("results");
                 results.push(result);
                 let failed = results.iter().filter(|r| r.failure.is_some()).count();
@@ -576,7 +588,7 @@ fn own_executable() -> Option<PathBuf> {
     }
 }
 
-fn run_child(exe: &Path, scenario: &Path, seed: u64, determinism: bool, reports: &Path, planted_bug: Option<&str>) -> SeedResult {
+fn run_child(exe: &Path, scenario: &Path, seed: u64, determinism: bool, reports: &Path, planted_bug: Option<&str>, fixed_knobs: bool) -> SeedResult {
     let mut command = Command::new(exe);
     command
         .arg("run")
@@ -594,6 +606,9 @@ fn run_child(exe: &Path, scenario: &Path, seed: u64, determinism: bool, reports:
     }
     if let Some(bug) = planted_bug {
         command.arg("--planted-bug").arg(bug);
+    }
+    if fixed_knobs {
+        command.arg("--fixed-knobs");
     }
     let started = std::time::Instant::now();
     let planted = planted_bug.map(str::to_string);
@@ -640,6 +655,10 @@ struct Regression {
     expect: String,
     /// What the seed once showed, for people.
     why: String,
+    /// Replay with every member on fixed settings (`run --fixed-knobs`): seeds found
+    /// before member knobs were drawn show their bug only so.
+    #[serde(default)]
+    fixed_knobs: bool,
 }
 
 #[derive(serde::Deserialize)]
@@ -779,7 +798,7 @@ fn regressions_command(file: &Path, jobs: usize, reports: &Path) -> ExitCode {
             std::thread::spawn(move || loop {
                 let index = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let Some(entry) = entries.get(index) else { return };
-                let result = run_child(&exe, &entry.scenario, entry.seed, false, &reports, entry.planted_bug.as_deref());
+                let result = run_child(&exe, &entry.scenario, entry.seed, false, &reports, entry.planted_bug.as_deref(), entry.fixed_knobs);
                 outcomes.lock().expect("outcomes").push((index, result));
             })
         })
@@ -808,7 +827,8 @@ fn regressions_command(file: &Path, jobs: usize, reports: &Path) -> ExitCode {
             entry.why
         );
         if !as_expected {
-            println!("    replay: {}", replay_command(&entry.scenario, entry.seed, entry.planted_bug.as_deref()));
+            let knobs = if entry.fixed_knobs { " --fixed-knobs" } else { "" };
+            println!("    replay: {}{knobs}", replay_command(&entry.scenario, entry.seed, entry.planted_bug.as_deref()));
         }
     }
     println!("regressions: {} as expected, {wrong} not", outcomes.len() - wrong);

@@ -152,6 +152,10 @@ pub struct NodeSettings {
     pub max_wals: usize,
     /// `--experimental-corrupt-check-time` in ms (0: off).
     pub corrupt_check_interval_ms: u64,
+    /// Whether each seed draws every member's own tunables ([`MemberKnobs`]) around
+    /// these settings (on by default); off, every member runs these settings and the
+    /// node's defaults.
+    pub randomize_knobs: bool,
 }
 
 impl Default for NodeSettings {
@@ -168,6 +172,97 @@ impl Default for NodeSettings {
             auto_compaction_interval_ms: 3000,
             max_wals: 3,
             corrupt_check_interval_ms: 0,
+            randomize_knobs: true,
+        }
+    }
+}
+
+/// One member's tunables as a seed drew them — the knob randomization of FoundationDB's
+/// simulator and TigerBeetle's VOPR: limits production leaves at defaults sized for big
+/// clusters, which the simulator's small runs would never reach. Drawn per member, so
+/// that every sweep runs catch-ups split over many appends, replication flow control,
+/// loop turns that leave work for the next, snapshots and WAL segment cuts at odd
+/// points, compaction removal over many turns and fragmented watch responses — and
+/// members that differ in all of them must still agree on everything they answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MemberKnobs {
+    pub snapshot_count: u64,
+    pub snapshot_catchup_entries: u64,
+    pub wal_segment_bytes_max: u64,
+    pub compaction_keys_per_turn_max: usize,
+    pub raft_append_bytes_max: u64,
+    pub raft_inflight_appends_max: usize,
+    pub loop_peer_messages_per_turn_max: usize,
+    pub loop_commands_per_turn_max: usize,
+    /// 0: the request limit (1.5 MiB), etcd's rule.
+    pub watch_fragment_bytes_max: usize,
+}
+
+/// Every member slot's tunables for `seed` (none when the scenario fixes them), from a
+/// stream of their own: drawing them changes no other option of the seed.
+fn draw_member_knobs(scenario: &Scenario, seed: u64) -> Vec<MemberKnobs> {
+    if !scenario.node.randomize_knobs {
+        return Vec::new();
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6b6e_6f62_7321_2121);
+    (0..scenario.members + scenario.spare_members).map(|_| MemberKnobs::draw(&scenario.node, &mut rng)).collect()
+}
+
+/// Compacted records removed per loop turn when knobs are not drawn: removal spans
+/// turns in the simulator's small key spaces, as it does in a big store.
+pub const FIXED_COMPACTION_KEYS_PER_TURN: usize = 2;
+/// Chance that a member keeps a knob's fixed value (the scenario's setting or the
+/// node's default) instead of drawing one.
+pub const KNOB_KEPT_FIXED_PROBABILITY: f64 = 0.25;
+
+impl MemberKnobs {
+    /// What every member runs when knobs are not drawn.
+    pub fn fixed(settings: &NodeSettings) -> MemberKnobs {
+        use detcd_node::consensus::config as node;
+        MemberKnobs {
+            snapshot_count: settings.snapshot_count,
+            snapshot_catchup_entries: settings.snapshot_catchup_entries,
+            wal_segment_bytes_max: settings.wal_segment_bytes_max,
+            compaction_keys_per_turn_max: FIXED_COMPACTION_KEYS_PER_TURN,
+            raft_append_bytes_max: node::RAFT_APPEND_BYTES_MAX,
+            raft_inflight_appends_max: node::RAFT_INFLIGHT_APPENDS_MAX,
+            loop_peer_messages_per_turn_max: node::LOOP_PEER_MESSAGES_PER_TURN_MAX,
+            loop_commands_per_turn_max: node::LOOP_COMMANDS_PER_TURN_MAX,
+            watch_fragment_bytes_max: 0,
+        }
+    }
+
+    /// One member's draw: each knob keeps its fixed value now and then, otherwise it is
+    /// drawn log-uniformly from a range around it (a quarter to four times a scenario
+    /// setting; from small to the default for the node's limits).
+    pub fn draw(settings: &NodeSettings, rng: &mut ChaCha8Rng) -> MemberKnobs {
+        fn pick(rng: &mut ChaCha8Rng, fixed_value: u64, low: u64, high: u64) -> u64 {
+            if rng.gen_bool(KNOB_KEPT_FIXED_PROBABILITY) {
+                return fixed_value;
+            }
+            let (low, high) = (low.max(1), high.max(low.max(1)));
+            let exponent = rng.gen_range((low as f64).ln()..=(high as f64).ln());
+            (exponent.exp().round() as u64).clamp(low, high)
+        }
+        let fixed = MemberKnobs::fixed(settings);
+        let around = |value: u64, floor: u64| ((value / 4).max(floor), value.saturating_mul(4).max(floor));
+        let (snapshots_low, snapshots_high) = around(fixed.snapshot_count, 10);
+        let (segment_low, segment_high) = around(fixed.wal_segment_bytes_max, 4096);
+        MemberKnobs {
+            snapshot_count: pick(rng, fixed.snapshot_count, snapshots_low, snapshots_high),
+            snapshot_catchup_entries: if rng.gen_bool(KNOB_KEPT_FIXED_PROBABILITY) {
+                fixed.snapshot_catchup_entries
+            } else {
+                rng.gen_range(0..=fixed.snapshot_catchup_entries.saturating_mul(2))
+            },
+            wal_segment_bytes_max: pick(rng, fixed.wal_segment_bytes_max, segment_low, segment_high),
+            compaction_keys_per_turn_max: pick(rng, fixed.compaction_keys_per_turn_max as u64, 1, 8) as usize,
+            raft_append_bytes_max: pick(rng, fixed.raft_append_bytes_max, 1024, fixed.raft_append_bytes_max),
+            raft_inflight_appends_max: pick(rng, fixed.raft_inflight_appends_max as u64, 4, fixed.raft_inflight_appends_max as u64) as usize,
+            loop_peer_messages_per_turn_max: pick(rng, fixed.loop_peer_messages_per_turn_max as u64, 4, fixed.loop_peer_messages_per_turn_max as u64) as usize,
+            loop_commands_per_turn_max: pick(rng, fixed.loop_commands_per_turn_max as u64, 4, fixed.loop_commands_per_turn_max as u64) as usize,
+            watch_fragment_bytes_max: pick(rng, 0, 64, 1024) as usize,
         }
     }
 }
@@ -364,6 +459,10 @@ pub struct Options {
     /// Power lost at one exact write of one member's disk (`detcd-sim crash-every-write`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crash_at_write: Option<CrashAtWrite>,
+    /// Each member slot's tunables, drawn from the seed (empty: every member runs the
+    /// scenario's settings and the node's defaults, [`MemberKnobs::fixed`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_knobs: Vec<MemberKnobs>,
 }
 
 /// Which disk of a member.
@@ -479,7 +578,13 @@ impl Options {
             client_link_loss: scenario.workload.client_link_loss,
             planted_bug: None,
             crash_at_write: None,
+            member_knobs: draw_member_knobs(scenario, seed),
         }
+    }
+
+    /// Member slot `index`'s tunables.
+    pub fn knobs(&self, scenario: &Scenario, index: usize) -> MemberKnobs {
+        self.member_knobs.get(index).cloned().unwrap_or_else(|| MemberKnobs::fixed(&scenario.node))
     }
 
     /// Every fault of the run in time order — the scenario's timeline and the swarm the
@@ -540,6 +645,49 @@ fault = "split_vote"
         let differ = (1..20).any(|s| Options::derive(&scenario, s) != Options::derive(&scenario, 0));
         assert!(differ);
         assert!(!Options::derive(&scenario, 3).swarm_enabled.is_empty());
+    }
+
+    #[test]
+    fn member_knobs_are_drawn_per_member_within_their_ranges() {
+        let mut scenario = Scenario::parse(SCENARIO).expect("parse");
+        let settings = scenario.node.clone();
+        let fixed = MemberKnobs::fixed(&settings);
+        let mut draws = Vec::new();
+        for seed in 0..200 {
+            let options = Options::derive(&scenario, seed);
+            assert_eq!(options.member_knobs.len(), scenario.members + scenario.spare_members);
+            draws.extend(options.member_knobs);
+        }
+        for knobs in &draws {
+            assert!((settings.snapshot_count / 4..=settings.snapshot_count * 4).contains(&knobs.snapshot_count));
+            assert!(knobs.snapshot_catchup_entries <= settings.snapshot_catchup_entries * 2);
+            assert!((4096..=settings.wal_segment_bytes_max * 4).contains(&knobs.wal_segment_bytes_max));
+            assert!((1..=8).contains(&knobs.compaction_keys_per_turn_max));
+            assert!((1024..=fixed.raft_append_bytes_max).contains(&knobs.raft_append_bytes_max));
+            assert!((4..=fixed.raft_inflight_appends_max).contains(&knobs.raft_inflight_appends_max));
+            assert!((4..=fixed.loop_peer_messages_per_turn_max).contains(&knobs.loop_peer_messages_per_turn_max));
+            assert!((4..=fixed.loop_commands_per_turn_max).contains(&knobs.loop_commands_per_turn_max));
+            assert!(knobs.watch_fragment_bytes_max == 0 || (64..=1024).contains(&knobs.watch_fragment_bytes_max));
+        }
+        // Every knob both keeps its fixed value sometimes and is drawn small sometimes.
+        assert!(draws.iter().any(|k| k.raft_inflight_appends_max == fixed.raft_inflight_appends_max));
+        assert!(draws.iter().any(|k| k.raft_inflight_appends_max < 16));
+        assert!(draws.iter().any(|k| k.loop_commands_per_turn_max < 16));
+        assert!(draws.iter().any(|k| k.watch_fragment_bytes_max == 0));
+        assert!(draws.iter().any(|k| (64..128).contains(&k.watch_fragment_bytes_max)));
+        // Members of one run differ.
+        assert!((0..20).any(|seed| {
+            let knobs = Options::derive(&scenario, seed).member_knobs;
+            knobs.windows(2).any(|pair| pair[0] != pair[1])
+        }));
+        // Drawing them changes no other option of a seed.
+        let mut fixed_scenario = scenario.clone();
+        fixed_scenario.node.randomize_knobs = false;
+        let (drawn, kept) = (Options::derive(&scenario, 5), Options::derive(&fixed_scenario, 5));
+        assert!(kept.member_knobs.is_empty());
+        assert_eq!(Options { member_knobs: Vec::new(), ..drawn }, kept);
+        scenario.node.randomize_knobs = false;
+        assert_eq!(Options::derive(&scenario, 5).knobs(&scenario, 0), fixed);
     }
 
     #[test]

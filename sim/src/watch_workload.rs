@@ -6,7 +6,10 @@
 //! (the member crashed or stopped) or it decides to move, resumes on another member from
 //! the revision after the last one it was given or bookmarked. A chain cancelled for
 //! compaction ends; the client starts a new one. When the run settles, each open chain
-//! must answer a final progress request.
+//! must answer a final progress request. Half the chains ask for fragments (etcd's
+//! `fragment`): a response larger than the member's fragment size comes in pieces,
+//! which the client joins before it records them, as clientv3 does — pieces of a
+//! response the stream lost midway are dropped, and the watch resumes before them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,6 +41,10 @@ struct ChainSpec {
     range_end: String,
     prev_kv: bool,
     filters: Vec<i32>,
+    /// Whether the chain asks for large responses in fragments.
+    fragment: bool,
+    /// Events of the fragments received so far of a response not yet complete.
+    pending_fragments: Vec<crate::watch_history::WatchedEvent>,
     /// The first revision not yet given or bookmarked (0: from now, until created).
     next: i64,
     /// The compaction point a server gave when it cancelled the chain (0: none).
@@ -69,12 +76,17 @@ fn record_response(cluster: &Cluster, chain: &mut ChainSpec, response: &WatchRes
         world.watch_response(chain.id, WatchEntry::Canceled { compact_revision: response.compact_revision, reason: response.cancel_reason.clone() });
         return Some(SegmentEnd::ChainOver);
     }
-    if response.events.is_empty() {
+    if response.fragment {
+        chain.pending_fragments.extend(response.events.iter().map(watched_event));
+        return None;
+    }
+    if response.events.is_empty() && chain.pending_fragments.is_empty() {
         world.watch_response(chain.id, WatchEntry::Progress { header_revision });
         chain.next = chain.next.max(header_revision + 1);
         return None;
     }
-    let events: Vec<_> = response.events.iter().map(watched_event).collect();
+    let mut events = std::mem::take(&mut chain.pending_fragments);
+    events.extend(response.events.iter().map(watched_event));
     if let Some(last) = events.last() {
         chain.next = chain.next.max(last.revision + 1);
     }
@@ -93,8 +105,11 @@ async fn run_segment(cluster: &Cluster, chain: &mut ChainSpec, member: usize, st
         start_revision: chain.next,
         prev_kv: chain.prev_kv,
         filters: chain.filters.clone(),
+        fragment: chain.fragment,
         ..Default::default()
     };
+    // Pieces of a response an earlier stream lost midway were never a response.
+    chain.pending_fragments.clear();
     cluster.world.watch_segment(chain.id, slot.member_id(), incarnation, chain.next);
     if stream.request(WatchRequest { request_union: Some(watch_request::RequestUnion::CreateRequest(create)) }).await.is_err() {
         cluster.world.watch_segment_ended(chain.id, "member stopped before the create request");
@@ -166,6 +181,7 @@ pub async fn run_watch_client(client: u64, cluster: Arc<Cluster>, keys: usize, s
             _ => vec![],
         };
         let prev_kv = rng.gen_bool(0.5);
+        let fragment = rng.gen_bool(0.5);
         let id = cluster.world.watch_chain(
             client,
             &key,
@@ -181,7 +197,7 @@ pub async fn run_watch_client(client: u64, cluster: Arc<Cluster>, keys: usize, s
             _ if rng.gen_bool(0.5) => 0,
             _ => 1,
         };
-        let mut chain = ChainSpec { id, key, range_end, prev_kv, filters, next, compacted_at: 0 };
+        let mut chain = ChainSpec { id, key, range_end, prev_kv, filters, fragment, pending_fragments: Vec::new(), next, compacted_at: 0 };
         for _ in 0..WATCH_SEGMENTS_PER_CHAIN_MAX {
             let member = rng.gen_range(0..cluster.members.len());
             match run_segment(&cluster, &mut chain, member, &stop, &mut rng).await {

@@ -112,10 +112,14 @@ pub enum PlantedBug {
     /// from its followers, whose check-quorum timer a leadership transfer had restarted,
     /// answered keep-alives the real leader never heard of).
     KeepAliveOnUnconfirmedLeader,
+    /// A watch response split into fragments loses the event at each boundary (only
+    /// a response larger than the fragment size — by default the 1.5 MiB request limit,
+    /// which the simulator's small members draw much smaller — has a boundary).
+    WatchFragmentDropsBoundaryEvent,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 36] = [
+    pub const ALL: [PlantedBug; 37] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -152,6 +156,7 @@ impl PlantedBug {
         PlantedBug::PublishOverwritesPeerUrls,
         PlantedBug::AuthCheckedAtProposerOnly,
         PlantedBug::KeepAliveOnUnconfirmedLeader,
+        PlantedBug::WatchFragmentDropsBoundaryEvent,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -192,6 +197,7 @@ impl PlantedBug {
             PlantedBug::PublishOverwritesPeerUrls => "publish-overwrites-peer-urls",
             PlantedBug::AuthCheckedAtProposerOnly => "auth-checked-at-proposer-only",
             PlantedBug::KeepAliveOnUnconfirmedLeader => "keep-alive-on-unconfirmed-leader",
+            PlantedBug::WatchFragmentDropsBoundaryEvent => "watch-fragment-drops-boundary-event",
         }
     }
 

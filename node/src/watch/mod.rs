@@ -57,6 +57,18 @@ pub struct WatchPlantedBugs {
     pub skip_on_catch_up: bool,
     /// A watcher created with a start revision starts one revision later.
     pub start_off_by_one: bool,
+    /// The event that would open a new fragment is dropped (an off-by-one at the
+    /// boundary; only responses larger than the fragment size reach it).
+    pub fragment_drops_boundary_event: bool,
+}
+
+/// How a watcher that asked for fragments gets a large response: in pieces of at most
+/// `bytes_max` encoded bytes.
+#[derive(Clone, Copy, Debug)]
+struct FragmentRule {
+    bytes_max: usize,
+    #[cfg(madsim)]
+    drops_boundary_event: bool,
 }
 
 struct Watcher {
@@ -119,8 +131,8 @@ pub struct WatchHub {
     unsynced: BTreeSet<(u64, i64)>,
     /// Where the last `sync_step` stopped, so every unsynced watcher gets its turn.
     sync_cursor: (u64, i64),
-    /// Bytes above which a watcher that asked for `fragment` gets a revision in pieces.
-    fragment_bytes_max: usize,
+    /// When a watcher that asked for `fragment` gets a response in pieces.
+    fragment_rule: FragmentRule,
     #[cfg(madsim)]
     planted: WatchPlantedBugs,
 }
@@ -145,16 +157,21 @@ fn header_at(base: &ResponseHeader, revision: i64) -> Option<ResponseHeader> {
 }
 
 /// Splits `events` (one or more whole revisions) into responses of at most
-/// `fragment_bytes_max` encoded bytes each; all but the last are marked `fragment`.
-fn fragments(events: Vec<Event>, fragment_bytes_max: usize) -> Vec<(Vec<Event>, bool)> {
+/// `rule.bytes_max` encoded bytes each (an event larger than that alone); all but the
+/// last are marked `fragment`.
+fn fragments(events: Vec<Event>, rule: FragmentRule) -> Vec<(Vec<Event>, bool)> {
     let mut pieces: Vec<Vec<Event>> = vec![Vec::new()];
     let mut bytes = 0;
     for event in events {
         let size = event.encoded_len();
         let current = pieces.last_mut().expect("one piece at least");
-        if !current.is_empty() && bytes + size > fragment_bytes_max {
+        if !current.is_empty() && bytes + size > rule.bytes_max {
             pieces.push(Vec::new());
             bytes = 0;
+            #[cfg(madsim)]
+            if rule.drops_boundary_event {
+                continue;
+            }
         }
         bytes += size;
         pieces.last_mut().expect("one piece at least").push(event);
@@ -170,7 +187,11 @@ impl WatchHub {
             next_stream_id: 1,
             unsynced: BTreeSet::new(),
             sync_cursor: (0, i64::MIN),
-            fragment_bytes_max: fragment_bytes_max.max(1),
+            fragment_rule: FragmentRule {
+                bytes_max: fragment_bytes_max.max(1),
+                #[cfg(madsim)]
+                drops_boundary_event: false,
+            },
             #[cfg(madsim)]
             planted: WatchPlantedBugs::default(),
         }
@@ -179,6 +200,7 @@ impl WatchHub {
     #[cfg(madsim)]
     pub fn plant(&mut self, planted: WatchPlantedBugs) {
         self.planted = planted;
+        self.fragment_rule.drops_boundary_event = planted.fragment_drops_boundary_event;
     }
 
     pub fn stream_count(&self) -> usize {
@@ -343,9 +365,9 @@ impl WatchHub {
         watcher: &Watcher,
         events: Vec<Event>,
         header: Option<ResponseHeader>,
-        fragment_bytes_max: usize,
+        fragment_rule: FragmentRule,
     ) -> SendOutcome {
-        let pieces = if watcher.fragment { fragments(events, fragment_bytes_max) } else { vec![(events, false)] };
+        let pieces = if watcher.fragment { fragments(events, fragment_rule) } else { vec![(events, false)] };
         if sender.capacity() < pieces.len() {
             return SendOutcome::Full;
         }
@@ -372,7 +394,7 @@ impl WatchHub {
                 let selected = watcher.select(events);
                 if !selected.is_empty() {
                     let header = header_at(base, revision);
-                    match Self::deliver(&stream.sender, *watch_id, watcher, selected, header, self.fragment_bytes_max) {
+                    match Self::deliver(&stream.sender, *watch_id, watcher, selected, header, self.fragment_rule) {
                         SendOutcome::Sent => {}
                         SendOutcome::Full => {
                             // A slow consumer: catch it up from history later.
@@ -433,7 +455,7 @@ impl WatchHub {
     }
 
     fn catch_up(&mut self, stream_id: u64, watch_id: i64, store: &Mvcc, base: &ResponseHeader, current: i64) {
-        let fragment_bytes_max = self.fragment_bytes_max;
+        let fragment_rule = self.fragment_rule;
         #[cfg(madsim)]
         let skip_on_catch_up = self.planted.skip_on_catch_up;
         let Some(stream) = self.streams.get_mut(&stream_id) else {
@@ -475,7 +497,7 @@ impl WatchHub {
         }
         if !selected.is_empty() {
             let header = header_at(base, batch.through_revision);
-            match Self::deliver(&stream.sender, watch_id, watcher, selected, header, fragment_bytes_max) {
+            match Self::deliver(&stream.sender, watch_id, watcher, selected, header, fragment_rule) {
                 SendOutcome::Sent => {}
                 SendOutcome::Full => return,
                 SendOutcome::Closed => {
