@@ -326,7 +326,7 @@ impl Node {
         let peer_messages_per_turn_max = core.config().loop_peer_messages_per_turn_max.max(1);
         let commands_per_turn_max = core.config().loop_commands_per_turn_max.max(1);
         #[allow(unused_mut)]
-        let mut hub = WatchHub::new(core.config().watch_fragment_bytes());
+        let mut hub = WatchHub::with_limits(core.config().watch_limits());
         #[cfg(madsim)]
         hub.plant(crate::watch::WatchPlantedBugs {
             skip_on_catch_up: core.config().planted_bug == Some(crate::consensus::PlantedBug::WatchSkipOnCatchUp),

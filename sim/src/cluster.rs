@@ -135,6 +135,10 @@ impl Cluster {
             config.loop_peer_messages_per_turn_max = knobs.loop_peer_messages_per_turn_max;
             config.loop_commands_per_turn_max = knobs.loop_commands_per_turn_max;
             config.watch_fragment_bytes_max = knobs.watch_fragment_bytes_max;
+            config.watch_history_events_per_response_max = knobs.watch_history_events_per_response_max;
+            config.watch_sync_watchers_per_turn_max = knobs.watch_sync_watchers_per_turn_max;
+            config.pending_request_bytes_max = knobs.pending_request_bytes_max;
+            config.uncommitted_bytes_max = knobs.uncommitted_bytes_max;
             config.request_timeout_ms = settings.request_timeout_ms;
             if settings.auto_compaction_retain_revisions > 0 {
                 config.auto_compaction = detcd_node::consensus::auto_compaction::AutoCompaction::Revision {

@@ -197,6 +197,12 @@ pub struct MemberKnobs {
     pub loop_commands_per_turn_max: usize,
     /// 0: the request limit (1.5 MiB), etcd's rule.
     pub watch_fragment_bytes_max: usize,
+    pub watch_history_events_per_response_max: usize,
+    pub watch_sync_watchers_per_turn_max: usize,
+    /// Bytes of client requests waiting at once before "too many requests".
+    pub pending_request_bytes_max: usize,
+    /// Bytes of uncommitted entries the leader takes before raft drops proposals.
+    pub uncommitted_bytes_max: u64,
 }
 
 /// Every member slot's tunables for `seed` (none when the scenario fixes them), from a
@@ -230,6 +236,10 @@ impl MemberKnobs {
             loop_peer_messages_per_turn_max: node::LOOP_PEER_MESSAGES_PER_TURN_MAX,
             loop_commands_per_turn_max: node::LOOP_COMMANDS_PER_TURN_MAX,
             watch_fragment_bytes_max: 0,
+            watch_history_events_per_response_max: detcd_node::watch::WATCH_HISTORY_EVENTS_PER_RESPONSE_MAX,
+            watch_sync_watchers_per_turn_max: detcd_node::watch::WATCH_SYNC_WATCHERS_PER_TURN_MAX,
+            pending_request_bytes_max: node::PENDING_REQUEST_BYTES_MAX,
+            uncommitted_bytes_max: node::UNCOMMITTED_BYTES_MAX,
         }
     }
 
@@ -248,8 +258,8 @@ impl MemberKnobs {
         let fixed = MemberKnobs::fixed(settings);
         let around = |value: u64, floor: u64| ((value / 4).max(floor), value.saturating_mul(4).max(floor));
         let (snapshots_low, snapshots_high) = around(fixed.snapshot_count, 10);
-        let (segment_low, segment_high) = around(fixed.wal_segment_bytes_max, 4096);
-        MemberKnobs {
+        let (segment_low, segment_high) = around(fixed.wal_segment_bytes_max, 1024);
+        let mut knobs = MemberKnobs {
             snapshot_count: pick(rng, fixed.snapshot_count, snapshots_low, snapshots_high),
             snapshot_catchup_entries: if rng.gen_bool(KNOB_KEPT_FIXED_PROBABILITY) {
                 fixed.snapshot_catchup_entries
@@ -263,7 +273,14 @@ impl MemberKnobs {
             loop_peer_messages_per_turn_max: pick(rng, fixed.loop_peer_messages_per_turn_max as u64, 4, fixed.loop_peer_messages_per_turn_max as u64) as usize,
             loop_commands_per_turn_max: pick(rng, fixed.loop_commands_per_turn_max as u64, 4, fixed.loop_commands_per_turn_max as u64) as usize,
             watch_fragment_bytes_max: pick(rng, 0, 64, 1024) as usize,
-        }
+            watch_history_events_per_response_max: pick(rng, fixed.watch_history_events_per_response_max as u64, 1, fixed.watch_history_events_per_response_max as u64) as usize,
+            watch_sync_watchers_per_turn_max: pick(rng, fixed.watch_sync_watchers_per_turn_max as u64, 1, fixed.watch_sync_watchers_per_turn_max as u64) as usize,
+            pending_request_bytes_max: pick(rng, fixed.pending_request_bytes_max as u64, 4096, fixed.pending_request_bytes_max as u64) as usize,
+            uncommitted_bytes_max: pick(rng, fixed.uncommitted_bytes_max, 4096, fixed.uncommitted_bytes_max),
+        };
+        // raft refuses an uncommitted-bytes limit below the size of one append.
+        knobs.uncommitted_bytes_max = knobs.uncommitted_bytes_max.max(knobs.raft_append_bytes_max);
+        knobs
     }
 }
 
@@ -661,13 +678,18 @@ fault = "split_vote"
         for knobs in &draws {
             assert!((settings.snapshot_count / 4..=settings.snapshot_count * 4).contains(&knobs.snapshot_count));
             assert!(knobs.snapshot_catchup_entries <= settings.snapshot_catchup_entries * 2);
-            assert!((4096..=settings.wal_segment_bytes_max * 4).contains(&knobs.wal_segment_bytes_max));
+            assert!((settings.wal_segment_bytes_max / 4..=settings.wal_segment_bytes_max * 4).contains(&knobs.wal_segment_bytes_max));
             assert!((1..=8).contains(&knobs.compaction_keys_per_turn_max));
             assert!((1024..=fixed.raft_append_bytes_max).contains(&knobs.raft_append_bytes_max));
             assert!((4..=fixed.raft_inflight_appends_max).contains(&knobs.raft_inflight_appends_max));
             assert!((4..=fixed.loop_peer_messages_per_turn_max).contains(&knobs.loop_peer_messages_per_turn_max));
             assert!((4..=fixed.loop_commands_per_turn_max).contains(&knobs.loop_commands_per_turn_max));
             assert!(knobs.watch_fragment_bytes_max == 0 || (64..=1024).contains(&knobs.watch_fragment_bytes_max));
+            assert!((1..=fixed.watch_history_events_per_response_max).contains(&knobs.watch_history_events_per_response_max));
+            assert!((1..=fixed.watch_sync_watchers_per_turn_max).contains(&knobs.watch_sync_watchers_per_turn_max));
+            assert!((4096..=fixed.pending_request_bytes_max).contains(&knobs.pending_request_bytes_max));
+            assert!((4096..=fixed.uncommitted_bytes_max).contains(&knobs.uncommitted_bytes_max));
+            assert!(knobs.uncommitted_bytes_max >= knobs.raft_append_bytes_max, "raft's own rule");
         }
         // Every knob both keeps its fixed value sometimes and is drawn small sometimes.
         assert!(draws.iter().any(|k| k.raft_inflight_appends_max == fixed.raft_inflight_appends_max));

@@ -104,7 +104,8 @@ fn the_canary_finds_planted_bugs() {
         // Rarer since a new cluster starts from a snapshot at index 1 (membership, issue
         // 11): with an older snapshot file always kept, one failed save loses nothing; it
         // takes two in a row (first found at seed 28 of 100).
-        ("snapshot-save-error-ignored", "disk-faults", 60),
+        // With drawn member knobs: first at seed 42.
+        ("snapshot-save-error-ignored", "disk-faults", 100),
         ("snapshot-crc-unchecked", "disk-faults", 20),
         ("wal-read-error-is-empty", "disk-faults", 150),
         // Found by the simulator in detcd (nospace seed 44) — the bug etcd fixed in
@@ -126,7 +127,9 @@ fn the_canary_finds_planted_bugs() {
         ("lock-skips-the-wait", "leader-crash-loop", 20),
         // Snapshots off the loop (issue 10): the job must write the state frozen at its
         // index, not the live store — state digests after every index say so.
-        ("snapshot-not-frozen", "canary-crash-points", 20),
+        // Since members draw their own knobs (snapshot counts among them): first at seed 6
+        // (at 20 with another draw of WAL segment sizes).
+        ("snapshot-not-frozen", "canary-crash-points", 60),
         // Compaction removes what it drops in steps on each member's own loop: a hash
         // that counts what is not removed yet raises CORRUPT on healthy members.
         // Rarer since idle loop turns finish the removal too (members differ only while a

@@ -102,6 +102,10 @@ pub struct NodeConfig {
     /// Encoded bytes above which a watcher that asked for fragments gets a response in
     /// pieces; 0: `max_request_bytes`, etcd's rule.
     pub watch_fragment_bytes_max: usize,
+    /// Events in one watch catch-up response.
+    pub watch_history_events_per_response_max: usize,
+    /// Watchers behind the store caught up by one batch each per loop turn.
+    pub watch_sync_watchers_per_turn_max: usize,
     /// Simulator builds only: a bug to plant in this member.
     #[cfg(madsim)]
     pub planted_bug: Option<PlantedBug>,
@@ -144,17 +148,20 @@ impl NodeConfig {
             loop_peer_messages_per_turn_max: LOOP_PEER_MESSAGES_PER_TURN_MAX,
             loop_commands_per_turn_max: LOOP_COMMANDS_PER_TURN_MAX,
             watch_fragment_bytes_max: 0,
+            watch_history_events_per_response_max: crate::watch::WATCH_HISTORY_EVENTS_PER_RESPONSE_MAX,
+            watch_sync_watchers_per_turn_max: crate::watch::WATCH_SYNC_WATCHERS_PER_TURN_MAX,
             #[cfg(madsim)]
             planted_bug: None,
         }
     }
 
-    /// The size beyond which watch responses are fragmented (for watchers that ask).
-    pub fn watch_fragment_bytes(&self) -> usize {
-        if self.watch_fragment_bytes_max == 0 {
-            self.max_request_bytes
-        } else {
-            self.watch_fragment_bytes_max
+    /// The watch hub's limits; responses are fragmented (for watchers that ask) beyond
+    /// `watch_fragment_bytes_max`, or `max_request_bytes` when that is 0.
+    pub fn watch_limits(&self) -> crate::watch::WatchLimits {
+        crate::watch::WatchLimits {
+            fragment_bytes_max: if self.watch_fragment_bytes_max == 0 { self.max_request_bytes } else { self.watch_fragment_bytes_max },
+            history_events_per_response_max: self.watch_history_events_per_response_max,
+            sync_watchers_per_turn_max: self.watch_sync_watchers_per_turn_max,
         }
     }
 

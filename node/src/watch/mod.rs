@@ -44,6 +44,29 @@ pub const WATCH_SYNC_WATCHERS_PER_TURN_MAX: usize = 64;
 /// Events in one catch-up response (a revision is never split to honour it).
 pub const WATCH_HISTORY_EVENTS_PER_RESPONSE_MAX: usize = 1000;
 
+/// A hub's limits: the defaults above in production (the fragment size is etcd's
+/// request limit); the simulator draws each member's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchLimits {
+    /// Bytes above which a watcher that asked for `fragment` gets a response in pieces.
+    pub fragment_bytes_max: usize,
+    /// Events in one catch-up response ([`WATCH_HISTORY_EVENTS_PER_RESPONSE_MAX`]).
+    pub history_events_per_response_max: usize,
+    /// Unsynced watchers advanced per loop turn ([`WATCH_SYNC_WATCHERS_PER_TURN_MAX`]).
+    pub sync_watchers_per_turn_max: usize,
+}
+
+impl WatchLimits {
+    /// The defaults, with `fragment_bytes_max`.
+    pub fn with_fragment_bytes(fragment_bytes_max: usize) -> Self {
+        Self {
+            fragment_bytes_max,
+            history_events_per_response_max: WATCH_HISTORY_EVENTS_PER_RESPONSE_MAX,
+            sync_watchers_per_turn_max: WATCH_SYNC_WATCHERS_PER_TURN_MAX,
+        }
+    }
+}
+
 /// etcd's error texts for refused watch creations (`cancel_reason`).
 pub const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 pub const EMPTY_WATCH_RANGE: &str = "mvcc: watcher range is empty";
@@ -133,6 +156,8 @@ pub struct WatchHub {
     sync_cursor: (u64, i64),
     /// When a watcher that asked for `fragment` gets a response in pieces.
     fragment_rule: FragmentRule,
+    history_events_per_response_max: usize,
+    sync_watchers_per_turn_max: usize,
     #[cfg(madsim)]
     planted: WatchPlantedBugs,
 }
@@ -181,17 +206,24 @@ fn fragments(events: Vec<Event>, rule: FragmentRule) -> Vec<(Vec<Event>, bool)> 
 }
 
 impl WatchHub {
+    /// A hub with the default limits and `fragment_bytes_max`.
     pub fn new(fragment_bytes_max: usize) -> Self {
+        Self::with_limits(WatchLimits::with_fragment_bytes(fragment_bytes_max))
+    }
+
+    pub fn with_limits(limits: WatchLimits) -> Self {
         Self {
             streams: BTreeMap::new(),
             next_stream_id: 1,
             unsynced: BTreeSet::new(),
             sync_cursor: (0, i64::MIN),
             fragment_rule: FragmentRule {
-                bytes_max: fragment_bytes_max.max(1),
+                bytes_max: limits.fragment_bytes_max.max(1),
                 #[cfg(madsim)]
                 drops_boundary_event: false,
             },
+            history_events_per_response_max: limits.history_events_per_response_max.max(1),
+            sync_watchers_per_turn_max: limits.sync_watchers_per_turn_max.max(1),
             #[cfg(madsim)]
             planted: WatchPlantedBugs::default(),
         }
@@ -430,20 +462,22 @@ impl WatchHub {
         }
     }
 
-    /// Advances up to [`WATCH_SYNC_WATCHERS_PER_TURN_MAX`] unsynced watchers by one
-    /// history batch each; then answers progress requests that can now be answered.
+    /// Advances up to `sync_watchers_per_turn_max` ([`WATCH_SYNC_WATCHERS_PER_TURN_MAX`]
+    /// by default) unsynced watchers by one history batch each; then answers progress
+    /// requests that can now be answered.
     pub fn sync_step(&mut self, store: &Mvcc, base: &ResponseHeader) {
         self.drop_closed_streams();
         let current = store.current_revision();
+        let per_turn_max = self.sync_watchers_per_turn_max;
         let mut turn: Vec<(u64, i64)> =
-            self.unsynced.range((std::ops::Bound::Excluded(self.sync_cursor), std::ops::Bound::Unbounded)).copied().take(WATCH_SYNC_WATCHERS_PER_TURN_MAX).collect();
-        if turn.len() < WATCH_SYNC_WATCHERS_PER_TURN_MAX {
+            self.unsynced.range((std::ops::Bound::Excluded(self.sync_cursor), std::ops::Bound::Unbounded)).copied().take(per_turn_max).collect();
+        if turn.len() < per_turn_max {
             let wrap: Vec<(u64, i64)> = self
                 .unsynced
                 .iter()
                 .copied()
                 .filter(|w| !turn.contains(w))
-                .take(WATCH_SYNC_WATCHERS_PER_TURN_MAX - turn.len())
+                .take(per_turn_max - turn.len())
                 .collect();
             turn.extend(wrap);
         }
@@ -456,6 +490,7 @@ impl WatchHub {
 
     fn catch_up(&mut self, stream_id: u64, watch_id: i64, store: &Mvcc, base: &ResponseHeader, current: i64) {
         let fragment_rule = self.fragment_rule;
+        let events_per_response_max = self.history_events_per_response_max;
         #[cfg(madsim)]
         let skip_on_catch_up = self.planted.skip_on_catch_up;
         let Some(stream) = self.streams.get_mut(&stream_id) else {
@@ -471,7 +506,7 @@ impl WatchHub {
             self.unsynced.remove(&(stream_id, watch_id));
             return;
         }
-        let batch = match store.history(&watcher.key, &watcher.range_end, watcher.next_revision, WATCH_HISTORY_EVENTS_PER_RESPONSE_MAX) {
+        let batch = match store.history(&watcher.key, &watcher.range_end, watcher.next_revision, events_per_response_max) {
             Ok(batch) => batch,
             Err(_) => {
                 // Compacted away: etcd cancels the watcher with the compaction point.
