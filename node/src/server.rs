@@ -323,8 +323,8 @@ impl Node {
         let clock = env.clock.clone();
         let tick_ms = core.config().heartbeat_interval_ms;
         let progress_ms = core.config().watch_progress_notify_interval_ms.max(1);
-        let peer_messages_per_turn_max = core.config().loop_peer_messages_per_turn_max.max(1);
-        let commands_per_turn_max = core.config().loop_commands_per_turn_max.max(1);
+        let peer_messages_per_turn_max = core.config().tunables.loop_peer_messages_per_turn_max.max(1);
+        let commands_per_turn_max = core.config().tunables.loop_commands_per_turn_max.max(1);
         #[allow(unused_mut)]
         let mut hub = WatchHub::with_limits(core.config().watch_limits());
         #[cfg(madsim)]

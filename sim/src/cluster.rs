@@ -130,13 +130,7 @@ impl Cluster {
             config.snapshot_catchup_entries = knobs.snapshot_catchup_entries;
             config.wal_segment_bytes_max = knobs.wal_segment_bytes_max;
             config.compaction_keys_per_turn_max = knobs.compaction_keys_per_turn_max;
-            config.raft_append_bytes_max = knobs.raft_append_bytes_max;
-            config.raft_inflight_appends_max = knobs.raft_inflight_appends_max;
-            config.loop_peer_messages_per_turn_max = knobs.loop_peer_messages_per_turn_max;
-            config.loop_commands_per_turn_max = knobs.loop_commands_per_turn_max;
-            config.watch_fragment_bytes_max = knobs.watch_fragment_bytes_max;
-            config.watch_history_events_per_response_max = knobs.watch_history_events_per_response_max;
-            config.watch_sync_watchers_per_turn_max = knobs.watch_sync_watchers_per_turn_max;
+            config.tunables = knobs.tunables;
             config.pending_request_bytes_max = knobs.pending_request_bytes_max;
             config.uncommitted_bytes_max = knobs.uncommitted_bytes_max;
             config.request_timeout_ms = settings.request_timeout_ms;

@@ -6,6 +6,7 @@
 //! every concrete option of the run; the run prints them all, like VOPR, so a failing
 //! seed can be understood without rerunning it.
 
+use detcd_node::consensus::config::Tunables;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -191,18 +192,12 @@ pub struct MemberKnobs {
     pub snapshot_catchup_entries: u64,
     pub wal_segment_bytes_max: u64,
     pub compaction_keys_per_turn_max: usize,
-    pub raft_append_bytes_max: u64,
-    pub raft_inflight_appends_max: usize,
-    pub loop_peer_messages_per_turn_max: usize,
-    pub loop_commands_per_turn_max: usize,
-    /// 0: the request limit (1.5 MiB), etcd's rule.
-    pub watch_fragment_bytes_max: usize,
-    pub watch_history_events_per_response_max: usize,
-    pub watch_sync_watchers_per_turn_max: usize,
     /// Bytes of client requests waiting at once before "too many requests".
     pub pending_request_bytes_max: usize,
     /// Bytes of uncommitted entries the leader takes before raft drops proposals.
     pub uncommitted_bytes_max: u64,
+    /// The member's limits no flag sets (raft appends, loop turns, watch responses).
+    pub tunables: Tunables,
 }
 
 /// Every member slot's tunables for `seed` (none when the scenario fixes them), from a
@@ -231,15 +226,9 @@ impl MemberKnobs {
             snapshot_catchup_entries: settings.snapshot_catchup_entries,
             wal_segment_bytes_max: settings.wal_segment_bytes_max,
             compaction_keys_per_turn_max: FIXED_COMPACTION_KEYS_PER_TURN,
-            raft_append_bytes_max: node::RAFT_APPEND_BYTES_MAX,
-            raft_inflight_appends_max: node::RAFT_INFLIGHT_APPENDS_MAX,
-            loop_peer_messages_per_turn_max: node::LOOP_PEER_MESSAGES_PER_TURN_MAX,
-            loop_commands_per_turn_max: node::LOOP_COMMANDS_PER_TURN_MAX,
-            watch_fragment_bytes_max: 0,
-            watch_history_events_per_response_max: detcd_node::watch::WATCH_HISTORY_EVENTS_PER_RESPONSE_MAX,
-            watch_sync_watchers_per_turn_max: detcd_node::watch::WATCH_SYNC_WATCHERS_PER_TURN_MAX,
             pending_request_bytes_max: node::PENDING_REQUEST_BYTES_MAX,
             uncommitted_bytes_max: node::UNCOMMITTED_BYTES_MAX,
+            tunables: Tunables::default(),
         }
     }
 
@@ -256,6 +245,7 @@ impl MemberKnobs {
             (exponent.exp().round() as u64).clamp(low, high)
         }
         let fixed = MemberKnobs::fixed(settings);
+        let limits = fixed.tunables;
         let around = |value: u64, floor: u64| ((value / 4).max(floor), value.saturating_mul(4).max(floor));
         let (snapshots_low, snapshots_high) = around(fixed.snapshot_count, 10);
         let (segment_low, segment_high) = around(fixed.wal_segment_bytes_max, 1024);
@@ -268,18 +258,20 @@ impl MemberKnobs {
             },
             wal_segment_bytes_max: pick(rng, fixed.wal_segment_bytes_max, segment_low, segment_high),
             compaction_keys_per_turn_max: pick(rng, fixed.compaction_keys_per_turn_max as u64, 1, 8) as usize,
-            raft_append_bytes_max: pick(rng, fixed.raft_append_bytes_max, 1024, fixed.raft_append_bytes_max),
-            raft_inflight_appends_max: pick(rng, fixed.raft_inflight_appends_max as u64, 4, fixed.raft_inflight_appends_max as u64) as usize,
-            loop_peer_messages_per_turn_max: pick(rng, fixed.loop_peer_messages_per_turn_max as u64, 4, fixed.loop_peer_messages_per_turn_max as u64) as usize,
-            loop_commands_per_turn_max: pick(rng, fixed.loop_commands_per_turn_max as u64, 4, fixed.loop_commands_per_turn_max as u64) as usize,
-            watch_fragment_bytes_max: pick(rng, 0, 64, 1024) as usize,
-            watch_history_events_per_response_max: pick(rng, fixed.watch_history_events_per_response_max as u64, 1, fixed.watch_history_events_per_response_max as u64) as usize,
-            watch_sync_watchers_per_turn_max: pick(rng, fixed.watch_sync_watchers_per_turn_max as u64, 1, fixed.watch_sync_watchers_per_turn_max as u64) as usize,
+            tunables: Tunables {
+                raft_append_bytes_max: pick(rng, limits.raft_append_bytes_max, 1024, limits.raft_append_bytes_max),
+                raft_inflight_appends_max: pick(rng, limits.raft_inflight_appends_max as u64, 4, limits.raft_inflight_appends_max as u64) as usize,
+                loop_peer_messages_per_turn_max: pick(rng, limits.loop_peer_messages_per_turn_max as u64, 4, limits.loop_peer_messages_per_turn_max as u64) as usize,
+                loop_commands_per_turn_max: pick(rng, limits.loop_commands_per_turn_max as u64, 4, limits.loop_commands_per_turn_max as u64) as usize,
+                watch_fragment_bytes_max: pick(rng, 0, 64, 1024) as usize,
+                watch_history_events_per_response_max: pick(rng, limits.watch_history_events_per_response_max as u64, 1, limits.watch_history_events_per_response_max as u64) as usize,
+                watch_sync_watchers_per_turn_max: pick(rng, limits.watch_sync_watchers_per_turn_max as u64, 1, limits.watch_sync_watchers_per_turn_max as u64) as usize,
+            },
             pending_request_bytes_max: pick(rng, fixed.pending_request_bytes_max as u64, 4096, fixed.pending_request_bytes_max as u64) as usize,
             uncommitted_bytes_max: pick(rng, fixed.uncommitted_bytes_max, 4096, fixed.uncommitted_bytes_max),
         };
         // raft refuses an uncommitted-bytes limit below the size of one append.
-        knobs.uncommitted_bytes_max = knobs.uncommitted_bytes_max.max(knobs.raft_append_bytes_max);
+        knobs.uncommitted_bytes_max = knobs.uncommitted_bytes_max.max(knobs.tunables.raft_append_bytes_max);
         knobs
     }
 }
@@ -680,23 +672,23 @@ fault = "split_vote"
             assert!(knobs.snapshot_catchup_entries <= settings.snapshot_catchup_entries * 2);
             assert!((settings.wal_segment_bytes_max / 4..=settings.wal_segment_bytes_max * 4).contains(&knobs.wal_segment_bytes_max));
             assert!((1..=8).contains(&knobs.compaction_keys_per_turn_max));
-            assert!((1024..=fixed.raft_append_bytes_max).contains(&knobs.raft_append_bytes_max));
-            assert!((4..=fixed.raft_inflight_appends_max).contains(&knobs.raft_inflight_appends_max));
-            assert!((4..=fixed.loop_peer_messages_per_turn_max).contains(&knobs.loop_peer_messages_per_turn_max));
-            assert!((4..=fixed.loop_commands_per_turn_max).contains(&knobs.loop_commands_per_turn_max));
-            assert!(knobs.watch_fragment_bytes_max == 0 || (64..=1024).contains(&knobs.watch_fragment_bytes_max));
-            assert!((1..=fixed.watch_history_events_per_response_max).contains(&knobs.watch_history_events_per_response_max));
-            assert!((1..=fixed.watch_sync_watchers_per_turn_max).contains(&knobs.watch_sync_watchers_per_turn_max));
+            assert!((1024..=fixed.tunables.raft_append_bytes_max).contains(&knobs.tunables.raft_append_bytes_max));
+            assert!((4..=fixed.tunables.raft_inflight_appends_max).contains(&knobs.tunables.raft_inflight_appends_max));
+            assert!((4..=fixed.tunables.loop_peer_messages_per_turn_max).contains(&knobs.tunables.loop_peer_messages_per_turn_max));
+            assert!((4..=fixed.tunables.loop_commands_per_turn_max).contains(&knobs.tunables.loop_commands_per_turn_max));
+            assert!(knobs.tunables.watch_fragment_bytes_max == 0 || (64..=1024).contains(&knobs.tunables.watch_fragment_bytes_max));
+            assert!((1..=fixed.tunables.watch_history_events_per_response_max).contains(&knobs.tunables.watch_history_events_per_response_max));
+            assert!((1..=fixed.tunables.watch_sync_watchers_per_turn_max).contains(&knobs.tunables.watch_sync_watchers_per_turn_max));
             assert!((4096..=fixed.pending_request_bytes_max).contains(&knobs.pending_request_bytes_max));
             assert!((4096..=fixed.uncommitted_bytes_max).contains(&knobs.uncommitted_bytes_max));
-            assert!(knobs.uncommitted_bytes_max >= knobs.raft_append_bytes_max, "raft's own rule");
+            assert!(knobs.uncommitted_bytes_max >= knobs.tunables.raft_append_bytes_max, "raft's own rule");
         }
         // Every knob both keeps its fixed value sometimes and is drawn small sometimes.
-        assert!(draws.iter().any(|k| k.raft_inflight_appends_max == fixed.raft_inflight_appends_max));
-        assert!(draws.iter().any(|k| k.raft_inflight_appends_max < 16));
-        assert!(draws.iter().any(|k| k.loop_commands_per_turn_max < 16));
-        assert!(draws.iter().any(|k| k.watch_fragment_bytes_max == 0));
-        assert!(draws.iter().any(|k| (64..128).contains(&k.watch_fragment_bytes_max)));
+        assert!(draws.iter().any(|k| k.tunables.raft_inflight_appends_max == fixed.tunables.raft_inflight_appends_max));
+        assert!(draws.iter().any(|k| k.tunables.raft_inflight_appends_max < 16));
+        assert!(draws.iter().any(|k| k.tunables.loop_commands_per_turn_max < 16));
+        assert!(draws.iter().any(|k| k.tunables.watch_fragment_bytes_max == 0));
+        assert!(draws.iter().any(|k| (64..128).contains(&k.tunables.watch_fragment_bytes_max)));
         // Members of one run differ.
         assert!((0..20).any(|seed| {
             let knobs = Options::derive(&scenario, seed).member_knobs;

@@ -13,13 +13,13 @@ pub const QUOTA_BACKEND_BYTES_DEFAULT: u64 = 2 * 1024 * 1024 * 1024;
 pub const PENDING_REQUEST_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Default for [`NodeConfig::uncommitted_bytes_max`].
 pub const UNCOMMITTED_BYTES_MAX: u64 = 256 * 1024 * 1024;
-/// Default for [`NodeConfig::raft_append_bytes_max`] (etcd's `maxSizePerMsg`).
+/// Default for [`Tunables::raft_append_bytes_max`] (etcd's `maxSizePerMsg`).
 pub const RAFT_APPEND_BYTES_MAX: u64 = 1024 * 1024;
-/// Default for [`NodeConfig::raft_inflight_appends_max`].
+/// Default for [`Tunables::raft_inflight_appends_max`].
 pub const RAFT_INFLIGHT_APPENDS_MAX: usize = 256;
-/// Default for [`NodeConfig::loop_peer_messages_per_turn_max`].
+/// Default for [`Tunables::loop_peer_messages_per_turn_max`].
 pub const LOOP_PEER_MESSAGES_PER_TURN_MAX: usize = 512;
-/// Default for [`NodeConfig::loop_commands_per_turn_max`] (a bigger batch means fewer
+/// Default for [`Tunables::loop_commands_per_turn_max`] (a bigger batch means fewer
 /// fsyncs per entry).
 pub const LOOP_COMMANDS_PER_TURN_MAX: usize = 1024;
 
@@ -84,28 +84,8 @@ pub struct NodeConfig {
     /// raft's pre-vote (`--pre-vote`): a partitioned member that rejoins does not
     /// disturb the leader with a higher term. On by default (etcd 3.5's default).
     pub pre_vote: bool,
-    /// Tunables no flag sets: production runs the defaults; the simulator draws each
-    /// member's own from the seed (`MemberKnobs` in the simulator), so that paths the
-    /// defaults reach only in big clusters (a catch-up split over many appends, flow
-    /// control, full loop turns, fragmented watch responses) run in every sweep, and
-    /// members that differ in them must still agree.
-    ///
-    /// Bytes of entries in one append message (raft's `max_size_per_msg`).
-    pub raft_append_bytes_max: u64,
-    /// Append messages in flight to one follower before the leader waits for an
-    /// answer (raft's `max_inflight_msgs`).
-    pub raft_inflight_appends_max: usize,
-    /// Peer messages taken from the inbox per loop turn, before raft's Ready is handled.
-    pub loop_peer_messages_per_turn_max: usize,
-    /// Client commands taken per loop turn.
-    pub loop_commands_per_turn_max: usize,
-    /// Encoded bytes above which a watcher that asked for fragments gets a response in
-    /// pieces; 0: `max_request_bytes`, etcd's rule.
-    pub watch_fragment_bytes_max: usize,
-    /// Events in one watch catch-up response.
-    pub watch_history_events_per_response_max: usize,
-    /// Watchers behind the store caught up by one batch each per loop turn.
-    pub watch_sync_watchers_per_turn_max: usize,
+    /// Limits no flag sets (see [`Tunables`]).
+    pub tunables: Tunables,
     /// Simulator builds only: a bug to plant in this member.
     #[cfg(madsim)]
     pub planted_bug: Option<PlantedBug>,
@@ -143,13 +123,7 @@ impl NodeConfig {
             corrupt_check_interval_ms: 0,
             strict_reconfig_check: true,
             pre_vote: true,
-            raft_append_bytes_max: RAFT_APPEND_BYTES_MAX,
-            raft_inflight_appends_max: RAFT_INFLIGHT_APPENDS_MAX,
-            loop_peer_messages_per_turn_max: LOOP_PEER_MESSAGES_PER_TURN_MAX,
-            loop_commands_per_turn_max: LOOP_COMMANDS_PER_TURN_MAX,
-            watch_fragment_bytes_max: 0,
-            watch_history_events_per_response_max: crate::watch::WATCH_HISTORY_EVENTS_PER_RESPONSE_MAX,
-            watch_sync_watchers_per_turn_max: crate::watch::WATCH_SYNC_WATCHERS_PER_TURN_MAX,
+            tunables: Tunables::default(),
             #[cfg(madsim)]
             planted_bug: None,
         }
@@ -158,10 +132,11 @@ impl NodeConfig {
     /// The watch hub's limits; responses are fragmented (for watchers that ask) beyond
     /// `watch_fragment_bytes_max`, or `max_request_bytes` when that is 0.
     pub fn watch_limits(&self) -> crate::watch::WatchLimits {
+        let tunables = &self.tunables;
         crate::watch::WatchLimits {
-            fragment_bytes_max: if self.watch_fragment_bytes_max == 0 { self.max_request_bytes } else { self.watch_fragment_bytes_max },
-            history_events_per_response_max: self.watch_history_events_per_response_max,
-            sync_watchers_per_turn_max: self.watch_sync_watchers_per_turn_max,
+            fragment_bytes_max: if tunables.watch_fragment_bytes_max == 0 { self.max_request_bytes } else { tunables.watch_fragment_bytes_max },
+            history_events_per_response_max: tunables.watch_history_events_per_response_max,
+            sync_watchers_per_turn_max: tunables.watch_sync_watchers_per_turn_max,
         }
     }
 
@@ -177,3 +152,42 @@ impl NodeConfig {
     }
 }
 
+/// Limits no flag sets: production runs the defaults; the simulator draws each member's
+/// own from the seed (its `MemberKnobs`), so that paths the defaults reach only in big
+/// clusters (a catch-up split over many appends, flow control, full loop turns,
+/// fragmented watch responses, catch-ups over many batches) run in every sweep, and
+/// members that differ in them must still agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tunables {
+    /// Bytes of entries in one append message (raft's `max_size_per_msg`).
+    pub raft_append_bytes_max: u64,
+    /// Append messages in flight to one follower before the leader waits for an
+    /// answer (raft's `max_inflight_msgs`).
+    pub raft_inflight_appends_max: usize,
+    /// Peer messages taken from the inbox per loop turn, before raft's Ready is handled.
+    pub loop_peer_messages_per_turn_max: usize,
+    /// Client commands taken per loop turn.
+    pub loop_commands_per_turn_max: usize,
+    /// Encoded bytes above which a watcher that asked for fragments gets a response in
+    /// pieces; 0: `max_request_bytes`, etcd's rule.
+    pub watch_fragment_bytes_max: usize,
+    /// Events in one watch catch-up response.
+    pub watch_history_events_per_response_max: usize,
+    /// Watchers behind the store caught up by one batch each per loop turn.
+    pub watch_sync_watchers_per_turn_max: usize,
+}
+
+impl Default for Tunables {
+    fn default() -> Self {
+        Self {
+            raft_append_bytes_max: RAFT_APPEND_BYTES_MAX,
+            raft_inflight_appends_max: RAFT_INFLIGHT_APPENDS_MAX,
+            loop_peer_messages_per_turn_max: LOOP_PEER_MESSAGES_PER_TURN_MAX,
+            loop_commands_per_turn_max: LOOP_COMMANDS_PER_TURN_MAX,
+            watch_fragment_bytes_max: 0,
+            watch_history_events_per_response_max: crate::watch::WATCH_HISTORY_EVENTS_PER_RESPONSE_MAX,
+            watch_sync_watchers_per_turn_max: crate::watch::WATCH_SYNC_WATCHERS_PER_TURN_MAX,
+        }
+    }
+}
