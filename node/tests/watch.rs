@@ -7,7 +7,7 @@ use detcd_node::pb::etcdserverpb::{
     WatchResponse,
 };
 use detcd_node::pb::mvccpb::Event;
-use detcd_node::watch::{WatchHub, DUPLICATE_WATCH_ID, EMPTY_WATCH_RANGE};
+use detcd_node::watch::{WatchHub, WatchLimits, DUPLICATE_WATCH_ID, EMPTY_WATCH_RANGE};
 use tokio::sync::mpsc;
 
 struct Fixture {
@@ -18,7 +18,11 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        Self { store: Mvcc::new(), hub: WatchHub::new(1 << 20), header: ResponseHeader { cluster_id: 1, member_id: 2, revision: 0, raft_term: 3 } }
+        Self::with_hub(WatchHub::new(1 << 20))
+    }
+
+    fn with_hub(hub: WatchHub) -> Self {
+        Self { store: Mvcc::new(), hub, header: ResponseHeader { cluster_id: 1, member_id: 2, revision: 0, raft_term: 3 } }
     }
 
     fn stream(&mut self, capacity: usize) -> (u64, mpsc::Receiver<WatchResponse>) {
@@ -220,3 +224,65 @@ fn after_a_gap_watchers_catch_up_from_history() {
     f.put("g/x", "live");
     assert_eq!(events_of(&drain(&mut rx)).iter().map(|(r, _, _)| *r).collect::<Vec<_>>(), vec![2, 3, 4, 5]);
 }
+
+/// A fragmenting hub: responses over `fragment_bytes_max` come in pieces to watchers
+/// that ask.
+fn fragmenting(fragment_bytes_max: usize) -> Fixture {
+    Fixture::with_hub(WatchHub::with_limits(WatchLimits::with_fragment_bytes(fragment_bytes_max)))
+}
+
+/// Deletes `count` keys under `f/` written one by one: one revision of `count` events.
+fn delete_many(f: &mut Fixture, count: usize) -> i64 {
+    for i in 0..count {
+        f.put(&format!("f/{i:04}"), "v");
+    }
+    let mut events = Vec::new();
+    f.store.apply_delete_range(&DeleteRangeRequest { key: b"f/".to_vec().into(), range_end: b"f0".to_vec().into(), ..Default::default() }, &mut events);
+    assert_eq!(events.len(), count);
+    f.publish(events);
+    f.store.current_revision()
+}
+
+#[test]
+fn a_large_response_comes_in_fragments_to_a_watcher_that_asks() {
+    let mut f = fragmenting(64);
+    let (stream, mut rx) = f.stream(256);
+    f.create(stream, WatchCreateRequest { fragment: true, ..prefix("f/") });
+    f.create(stream, prefix("f/"));
+    let created = drain(&mut rx);
+    let (fragmenting_id, whole_id) = (created[0].watch_id, created[1].watch_id);
+    let revision = delete_many(&mut f, 20);
+    let responses: Vec<WatchResponse> = drain(&mut rx).into_iter().filter(|r| r.events.first().and_then(|e| e.kv.as_ref()).is_some_and(|kv| kv.mod_revision == revision)).collect();
+    let pieces: Vec<&WatchResponse> = responses.iter().filter(|r| r.watch_id == fragmenting_id).collect();
+    let whole: Vec<&WatchResponse> = responses.iter().filter(|r| r.watch_id == whole_id).collect();
+    assert_eq!(whole.len(), 1, "a watcher that did not ask gets the revision whole");
+    assert!(!whole[0].fragment);
+    assert!(pieces.len() > 1, "20 deletes exceed 64 bytes");
+    assert!(pieces[..pieces.len() - 1].iter().all(|r| r.fragment) && !pieces[pieces.len() - 1].fragment, "all but the last piece say fragment");
+    use prost::Message as _;
+    assert!(pieces.iter().all(|r| r.events.len() == 1 || r.events.iter().map(|e| e.encoded_len()).sum::<usize>() <= 64));
+    let joined: Vec<Event> = pieces.iter().flat_map(|r| r.events.iter().cloned()).collect();
+    assert_eq!(joined, whole[0].events, "the pieces join into the revision");
+}
+
+#[test]
+fn a_revision_needing_more_fragments_than_its_stream_holds_comes_in_larger_pieces() {
+    // 300 deletes of ~20 bytes at 64 bytes a piece would be ~100 pieces; the stream
+    // holds 8 responses. Before, the watcher waited for room for all of them forever.
+    let mut f = fragmenting(64);
+    let revision = delete_many(&mut f, 300);
+    let (stream, mut rx) = f.stream(8);
+    f.create(stream, WatchCreateRequest { fragment: true, start_revision: revision, ..prefix("f/") });
+    let mut responses = Vec::new();
+    for _ in 0..10 {
+        f.hub.sync_step(&f.store, &f.header);
+        responses.extend(drain(&mut rx));
+    }
+    let pieces: Vec<&WatchResponse> = responses.iter().filter(|r| !r.events.is_empty()).collect();
+    assert!((2..=8).contains(&pieces.len()), "{} pieces", pieces.len());
+    assert!(pieces[..pieces.len() - 1].iter().all(|r| r.fragment) && !pieces[pieces.len() - 1].fragment);
+    let joined: Vec<(i64, String, String)> = events_of(&pieces.iter().map(|r| (*r).clone()).collect::<Vec<_>>());
+    assert_eq!(joined.len(), 300);
+    assert!(joined.iter().all(|(r, _, _)| *r == revision));
+}
+

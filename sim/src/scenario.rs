@@ -249,6 +249,8 @@ impl MemberKnobs {
         let around = |value: u64, floor: u64| ((value / 4).max(floor), value.saturating_mul(4).max(floor));
         let (snapshots_low, snapshots_high) = around(fixed.snapshot_count, 10);
         let (segment_low, segment_high) = around(fixed.wal_segment_bytes_max, 1024);
+        // Drawn in the order written (a struct literal evaluates its fields in order): a
+        // new knob goes last, so that every seed keeps the draws it made before.
         let mut knobs = MemberKnobs {
             snapshot_count: pick(rng, fixed.snapshot_count, snapshots_low, snapshots_high),
             snapshot_catchup_entries: if rng.gen_bool(KNOB_KEPT_FIXED_PROBABILITY) {

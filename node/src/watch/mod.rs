@@ -183,18 +183,26 @@ fn header_at(base: &ResponseHeader, revision: i64) -> Option<ResponseHeader> {
 
 /// Splits `events` (one or more whole revisions) into responses of at most
 /// `rule.bytes_max` encoded bytes each (an event larger than that alone); all but the
-/// last are marked `fragment`.
-fn fragments(events: Vec<Event>, rule: FragmentRule) -> Vec<(Vec<Event>, bool)> {
+/// last are marked `fragment`. Never more than `pieces_max` responses (what the stream's
+/// channel can ever hold — a response that needed more would wait for room forever): a
+/// larger one gets larger pieces. Greedy pieces of at most B bytes number at most
+/// 2 * total / B + 1 (two neighbours always exceed B together), so B is raised to
+/// 2 * total / (pieces_max - 1) when that is larger.
+fn fragments(events: Vec<Event>, rule: FragmentRule, pieces_max: usize) -> Vec<(Vec<Event>, bool)> {
+    let sized: Vec<(usize, Event)> = events.into_iter().map(|event| (event.encoded_len(), event)).collect();
+    let total_bytes: usize = sized.iter().map(|(size, _)| size).sum();
+    let bytes_max = rule.bytes_max.max((2 * total_bytes).div_ceil(pieces_max.max(2) - 1));
     let mut pieces: Vec<Vec<Event>> = vec![Vec::new()];
     let mut bytes = 0;
-    for event in events {
-        let size = event.encoded_len();
+    for (size, event) in sized {
         let current = pieces.last_mut().expect("one piece at least");
-        if !current.is_empty() && bytes + size > rule.bytes_max {
+        if !current.is_empty() && bytes + size > bytes_max {
             pieces.push(Vec::new());
             bytes = 0;
+            // The lost event still counts towards its piece, so the bound above holds.
             #[cfg(madsim)]
             if rule.drops_boundary_event {
+                bytes += size;
                 continue;
             }
         }
@@ -202,6 +210,7 @@ fn fragments(events: Vec<Event>, rule: FragmentRule) -> Vec<(Vec<Event>, bool)> 
         pieces.last_mut().expect("one piece at least").push(event);
     }
     let last = pieces.len() - 1;
+    assert!(pieces.len() <= pieces_max.max(1), "{} pieces for a stream of {pieces_max}", pieces.len());
     pieces.into_iter().enumerate().map(|(i, piece)| (piece, i != last)).collect()
 }
 
@@ -211,6 +220,7 @@ impl WatchHub {
         Self::with_limits(WatchLimits::with_fragment_bytes(fragment_bytes_max))
     }
 
+    /// A hub with `limits` (the member's config, `NodeConfig::watch_limits`).
     pub fn with_limits(limits: WatchLimits) -> Self {
         Self {
             streams: BTreeMap::new(),
@@ -399,7 +409,7 @@ impl WatchHub {
         header: Option<ResponseHeader>,
         fragment_rule: FragmentRule,
     ) -> SendOutcome {
-        let pieces = if watcher.fragment { fragments(events, fragment_rule) } else { vec![(events, false)] };
+        let pieces = if watcher.fragment { fragments(events, fragment_rule, sender.max_capacity()) } else { vec![(events, false)] };
         if sender.capacity() < pieces.len() {
             return SendOutcome::Full;
         }
