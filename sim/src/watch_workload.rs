@@ -86,6 +86,9 @@ fn record_response(cluster: &Cluster, chain: &mut ChainSpec, response: &WatchRes
         return None;
     }
     let mut events = std::mem::take(&mut chain.pending_fragments);
+    if !events.is_empty() {
+        world.count("watch: responses joined from fragments");
+    }
     events.extend(response.events.iter().map(watched_event));
     if let Some(last) = events.last() {
         chain.next = chain.next.max(last.revision + 1);

@@ -138,6 +138,11 @@ pub async fn perform(
         }
         Err(error) => {
             let outcome = if error.outcome_unknown() { Outcome::Unknown } else { Outcome::Fail };
+            // Reached mostly through drawn member knobs (small request and uncommitted
+            // byte limits): counted, so a sweep shows how often refusals were judged.
+            if matches!(error, EtcdError::TooManyRequests) {
+                world.count("client: refused as too many requests");
+            }
             world.complete(id, outcome, |op| op.error = Some(error.message().to_string()));
             (None, outcome)
         }
