@@ -241,6 +241,44 @@ fn a_read_index_answer_meant_for_another_incarnation_is_ignored() {
     assert!(receiver.try_recv().expect("answered").is_ok());
 }
 
+/// A follower's read-index request delivered again after the leader answered it must not
+/// reach raft: late acknowledgements of its first heartbeat round would then answer every
+/// read queued since — here a read of a leader cut off from the others, never confirmed.
+#[test]
+fn a_read_index_request_delivered_again_does_not_confirm_later_reads() {
+    let mut members = open_cluster(3, |_| {});
+    elect(&mut members, 1);
+    // Follower 2 reads; the leader answers it after a heartbeat round with its context.
+    let (sender, mut receiver) = oneshot::channel();
+    let range = || Request::Range(RangeRequest { key: "k".into(), ..Default::default() });
+    members.get_mut(&2).expect("follower").core.submit(range(), sender, 0);
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        pump(&mut members, |m| {
+            seen.push(m.clone());
+            true
+        });
+    }
+    assert!(receiver.try_recv().expect("the follower's read answered").is_ok());
+    let request = seen.iter().find(|m| m.get_msg_type() == MessageType::MsgReadIndex && m.to == 1).expect("asked").clone();
+    let late_ack = seen
+        .iter()
+        .find(|m| m.get_msg_type() == MessageType::MsgHeartbeatResponse && m.from == 3 && m.context == request.entries[0].data)
+        .expect("acknowledged")
+        .clone();
+    // The leader is cut off from both followers; a read arrives at it.
+    let (sender, mut receiver) = oneshot::channel();
+    members.get_mut(&1).expect("leader").core.submit(range(), sender, 0);
+    pump(&mut members, |_| false);
+    // The follower's old request and a late acknowledgement of its round arrive again.
+    let leader = members.get_mut(&1).expect("leader");
+    leader.core.step(request);
+    leader.core.step(late_ack);
+    leader.core.handle_ready().expect("ready");
+    assert!(receiver.try_recv().is_err(), "a read was answered without a quorum confirming the leader after it arrived");
+    assert_eq!(leader.core.status().peer_reads_refused, 1);
+}
+
 fn stale_answer_to(request: &Message, term: u64) -> Message {
     let mut answer = Message::default();
     answer.set_msg_type(MessageType::MsgReadIndexResp);

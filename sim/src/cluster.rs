@@ -56,6 +56,11 @@ pub struct MemberSlot {
 }
 
 impl MemberSlot {
+    /// The heartbeat interval the member in this slot runs with.
+    pub fn heartbeat_interval_ms(&self) -> u64 {
+        self.config.lock().expect("slot lock").heartbeat_interval_ms
+    }
+
     /// The running incarnation's handle (sending the run's client token, if any).
     pub fn handle(&self) -> Option<(NodeHandle, u64)> {
         let token = self.client_token.lock().expect("token lock").clone();
@@ -123,8 +128,8 @@ impl Cluster {
             });
             let mut config = NodeConfig::with_defaults(member_id, cluster_id, member_ids.to_vec());
             let settings = &scenario.node;
-            config.heartbeat_interval_ms = settings.heartbeat_interval_ms;
-            config.election_timeout_ms = settings.election_timeout_ms;
+            config.heartbeat_interval_ms = options.timing.heartbeat_interval_ms;
+            config.election_timeout_ms = options.timing.election_timeout_ms;
             let knobs = options.knobs(scenario, index);
             config.snapshot_count = knobs.snapshot_count;
             config.snapshot_catchup_entries = knobs.snapshot_catchup_entries;

@@ -23,7 +23,8 @@ pub const MEMBERSHIP_CALL_TIMEOUT_MS: u64 = 3000;
 pub const MEMBERSHIP_RETRY_DELAY_MS: u64 = 300;
 /// How long the operator lets a removed member run before stopping it: until it stops
 /// on its own or another member leads and lists it no more (the product's removed
-/// leader waits for a successor for up to 100 heartbeats), at most this long.
+/// leader waits for a successor for up to 100 heartbeats), at most this long — or those
+/// heartbeats and 2 s when the seed's heartbeats are slower.
 pub const REMOVED_MEMBER_STOP_WAIT_MS: u64 = 12_000;
 
 /// The member list as the member in `slot` applied it, with its applied index.
@@ -111,7 +112,9 @@ async fn remove_member(cluster: &Cluster, victim: usize) -> bool {
     // the other member of a cluster of two with a removal it never learned was
     // committed, and no quorum.
     slot.retired.store(true, Ordering::SeqCst);
-    let wait_until_ms = cluster.world.now_ms() + REMOVED_MEMBER_STOP_WAIT_MS;
+    // The product's removed leader waits a number of heartbeats for a successor.
+    let stay_ms = detcd_node::consensus::membership::REMOVED_MEMBER_STAY_TICKS_MAX * slot.heartbeat_interval_ms() + 2_000;
+    let wait_until_ms = cluster.world.now_ms() + REMOVED_MEMBER_STOP_WAIT_MS.max(stay_ms);
     while slot.handle().is_some() && cluster.world.now_ms() < wait_until_ms {
         if let Some(leader) = cluster.leader().await.filter(|leader| *leader != victim) {
             if list_of(cluster, leader).await.is_some_and(|(_, members)| members.iter().all(|m| m.id != old_id)) {

@@ -191,8 +191,8 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     for watcher in watchers {
         let _ = watcher.await;
     }
-    let lease_liveness = check_lease_liveness(&cluster, &options, leases_abandoned_ms).await;
-    let member_list = check_member_lists(&cluster).await;
+    let lease_liveness = check_lease_liveness(&cluster, options.election_slowdown_ms(&scenario), leases_abandoned_ms).await;
+    let member_list = check_member_lists(&cluster, options.election_slowdown_ms(&scenario)).await;
     world.event("phase", None, "done".into());
 
     let history = world.history();
@@ -230,7 +230,7 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     verdicts.push(("lease-liveness".into(), lease_liveness));
     verdicts.push(("member-list".into(), member_list));
     let (episodes, corrupt_alarms) = world.corruption_record();
-    verdicts.push(("corruption-detected".into(), check_corruption_detected(&episodes, &corrupt_alarms, scenario.node.corrupt_check_interval_ms)));
+    verdicts.push(("corruption-detected".into(), check_corruption_detected(&episodes, &corrupt_alarms, scenario.node.corrupt_check_interval_ms, options.election_slowdown_ms(&scenario))));
     verdicts.push(("nospace-respected".into(), alarm_checker::check_nospace_respected(&world.nospace_transitions(), &watch_record.authoritative)));
     verdicts.push(("liveness".into(), liveness));
     let leaderless = world.leaderless_terms();
@@ -270,10 +270,11 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
 
 /// Memory damage must be found by the corruption check — a CORRUPT alarm for the damaged
 /// member within a bound (four check intervals and 4 s: a new leader waits one interval,
-/// an election takes a few) unless the member restarted sooner — and no CORRUPT alarm
-/// may name a member whose memory was not damaged.
-fn check_corruption_detected(episodes: &[(u64, u64, Option<u64>)], alarms: &[(u64, Vec<u64>)], interval_ms: u64) -> Verdict {
-    let bound_ms = 4 * interval_ms + 4_000;
+/// an election takes a few — four elections' worth more when the seed's take longer)
+/// unless the member restarted sooner — and no CORRUPT alarm may name a member whose
+/// memory was not damaged.
+fn check_corruption_detected(episodes: &[(u64, u64, Option<u64>)], alarms: &[(u64, Vec<u64>)], interval_ms: u64, election_slowdown_ms: u64) -> Verdict {
+    let bound_ms = 4 * interval_ms + 4_000 + 4 * election_slowdown_ms;
     let raised = |member: u64, from: u64, to: u64| alarms.iter().any(|(at, members)| *at >= from && *at <= to && members.contains(&member));
     if interval_ms > 0 {
         for (member, since, until) in episodes {
@@ -306,10 +307,12 @@ fn check_corruption_detected(episodes: &[(u64, u64, Option<u64>)], alarms: &[(u6
 }
 
 /// After healing, every member lists every member, started, with the name and URLs it
-/// published through raft — the same list everywhere.
-async fn check_member_lists(cluster: &Cluster) -> Verdict {
+/// published through raft — the same list everywhere — within a bound (three
+/// elections' worth more when the seed's elections are slower than the scenario's).
+async fn check_member_lists(cluster: &Cluster, election_slowdown_ms: u64) -> Verdict {
     const MEMBER_LIST_BOUND_MS: u64 = 5_000;
-    let due_ms = cluster.world.now_ms() + MEMBER_LIST_BOUND_MS;
+    let bound_ms = MEMBER_LIST_BOUND_MS + 3 * election_slowdown_ms;
+    let due_ms = cluster.world.now_ms() + bound_ms;
     let last = loop {
         let mut lists = Vec::new();
         for slot in cluster.members.iter().filter(|m| !m.is_retired()) {
@@ -339,15 +342,17 @@ async fn check_member_lists(cluster: &Cluster) -> Verdict {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    Verdict::Violation { check: "member-list".into(), detail: format!("member lists did not converge within {MEMBER_LIST_BOUND_MS} ms: {last}"), ops: vec![] }
+    Verdict::Violation { check: "member-list".into(), detail: format!("member lists did not converge within {bound_ms} ms: {last}"), ops: vec![] }
 }
 
 /// After every lease client stopped (at `abandoned_ms`) and the cluster healed, every
 /// lease must be gone within the longest TTL plus a bound: a new leader's extension
-/// (one election timeout), its first ticks, a revoke retry, and commit.
-async fn check_lease_liveness(cluster: &Cluster, options: &Options, abandoned_ms: u64) -> Verdict {
+/// (one election timeout), its first ticks, a revoke retry, and commit — and two more
+/// elections' worth when the seed's elections are slower than the scenario's.
+async fn check_lease_liveness(cluster: &Cluster, election_slowdown_ms: u64, abandoned_ms: u64) -> Verdict {
     const LEASE_EXPIRY_BOUND_MS: u64 = 8_000;
-    let due_ms = abandoned_ms.max(cluster.world.now_ms()) + LEASE_TTL_SECS_MAX as u64 * 1000 + LEASE_EXPIRY_BOUND_MS;
+    let bound_ms = LEASE_EXPIRY_BOUND_MS + 2 * election_slowdown_ms;
+    let due_ms = abandoned_ms.max(cluster.world.now_ms()) + LEASE_TTL_SECS_MAX as u64 * 1000 + bound_ms;
     let mut remaining: Option<Vec<i64>> = None;
     while cluster.world.now_ms() < due_ms + 5_000 {
         let wait = due_ms.saturating_sub(cluster.world.now_ms()).max(200);
@@ -364,7 +369,6 @@ async fn check_lease_liveness(cluster: &Cluster, options: &Options, abandoned_ms
             return Verdict::Ok;
         }
     }
-    let _ = options;
     Verdict::Violation {
         check: "lease-liveness".into(),
         detail: match remaining {

@@ -157,6 +157,10 @@ pub struct NodeSettings {
     /// these settings (on by default); off, every member runs these settings and the
     /// node's defaults.
     pub randomize_knobs: bool,
+    /// Whether each seed also draws the cluster's heartbeat interval and election
+    /// timeout ([`ClusterTiming::draw`]; on by default, and only with `randomize_knobs`):
+    /// a scenario written for one timing (the election canaries) turns it off.
+    pub randomize_timing: bool,
 }
 
 impl Default for NodeSettings {
@@ -174,7 +178,66 @@ impl Default for NodeSettings {
             max_wals: 3,
             corrupt_check_interval_ms: 0,
             randomize_knobs: true,
+            randomize_timing: true,
         }
+    }
+}
+
+/// The cluster's heartbeat interval and election timeout (`--heartbeat-interval`,
+/// `--election-timeout`), the same on every member as etcd's tuning guide asks. A seed
+/// draws them around the scenario's — operators run everything from 25 ms / 125 ms on a
+/// LAN to 250 ms / 2.5 s across regions — so that elections, leader leases, lease
+/// extensions on a new leader, pre-vote and check-quorum run at timings the scenarios
+/// never wrote down. The checkers' bounds written for the scenario's timing grow with
+/// [`Options::election_slowdown_ms`].
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterTiming {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms: u64,
+}
+
+/// The range a drawn heartbeat interval comes from (log-uniform; never below twice the
+/// seed's longest message delay, or no heartbeat would arrive in time).
+pub const DRAWN_HEARTBEAT_INTERVAL_MS_MIN: u64 = 25;
+pub const DRAWN_HEARTBEAT_INTERVAL_MS_MAX: u64 = 250;
+/// Election timeouts are a whole number of heartbeats (raft ticks), 5 to 15 of them
+/// (etcd's guide: at least 5; its default 10) ...
+pub const DRAWN_ELECTION_HEARTBEATS_MIN: u64 = 5;
+pub const DRAWN_ELECTION_HEARTBEATS_MAX: u64 = 15;
+/// ... and at most 2.5 s, so that etcd's minimum lease TTL (1.5 election timeouts)
+/// stays within the lease workload's TTLs.
+pub const DRAWN_ELECTION_TIMEOUT_MS_MAX: u64 = 2500;
+
+impl ClusterTiming {
+    /// The scenario's own timing.
+    pub fn of(settings: &NodeSettings) -> ClusterTiming {
+        ClusterTiming { heartbeat_interval_ms: settings.heartbeat_interval_ms, election_timeout_ms: settings.election_timeout_ms }
+    }
+
+    /// The timing of `seed` (a stream of its own: drawing it changes no other option),
+    /// or the scenario's when it fixes its timing or the seed keeps it.
+    fn draw(scenario: &Scenario, seed: u64, message_delay_ms_max: u64) -> ClusterTiming {
+        let fixed = ClusterTiming::of(&scenario.node);
+        if !scenario.node.randomize_knobs || !scenario.node.randomize_timing {
+            return fixed;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7469_6d69_6e67_7321);
+        if rng.gen_bool(KNOB_KEPT_FIXED_PROBABILITY) {
+            return fixed;
+        }
+        let low = DRAWN_HEARTBEAT_INTERVAL_MS_MIN.max(2 * message_delay_ms_max);
+        let high = DRAWN_HEARTBEAT_INTERVAL_MS_MAX.max(low);
+        let exponent = rng.gen_range((low as f64).ln()..=(high as f64).ln());
+        let heartbeat_interval_ms = (exponent.exp().round() as u64).clamp(low, high);
+        let heartbeats_max = (DRAWN_ELECTION_TIMEOUT_MS_MAX / heartbeat_interval_ms).clamp(DRAWN_ELECTION_HEARTBEATS_MIN, DRAWN_ELECTION_HEARTBEATS_MAX);
+        let heartbeats = rng.gen_range(DRAWN_ELECTION_HEARTBEATS_MIN..=heartbeats_max);
+        ClusterTiming { heartbeat_interval_ms, election_timeout_ms: heartbeat_interval_ms * heartbeats }
+    }
+}
+
+impl Default for ClusterTiming {
+    fn default() -> Self {
+        ClusterTiming::of(&NodeSettings::default())
     }
 }
 
@@ -209,6 +272,10 @@ fn draw_member_knobs(scenario: &Scenario, seed: u64) -> Vec<MemberKnobs> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6b6e_6f62_7321_2121);
     (0..scenario.members + scenario.spare_members).map(|_| MemberKnobs::draw(&scenario.node, &mut rng)).collect()
 }
+
+/// Elections the liveness bound allows for beyond its scenario's timing (a split vote,
+/// a pre-vote round, a leader that loses its quorum again while a fault heals).
+pub const LIVENESS_BOUND_ELECTIONS: u64 = 6;
 
 /// Compacted records removed per loop turn when knobs are not drawn: removal spans
 /// turns in the simulator's small key spaces, as it does in a big store.
@@ -474,6 +541,10 @@ pub struct Options {
     /// scenario's settings and the node's defaults, [`MemberKnobs::fixed`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub member_knobs: Vec<MemberKnobs>,
+    /// The cluster's heartbeat interval and election timeout, drawn from the seed or
+    /// the scenario's.
+    #[serde(default)]
+    pub timing: ClusterTiming,
 }
 
 /// Which disk of a member.
@@ -569,7 +640,7 @@ impl Options {
             }
         };
         let fault_duration_base = if scenario.faults.fault_duration_ms == 0 { 2000 } else { scenario.faults.fault_duration_ms };
-        Options {
+        let mut options = Options {
             seed,
             scenario: scenario.name.clone(),
             members: scenario.members,
@@ -590,7 +661,19 @@ impl Options {
             planted_bug: None,
             crash_at_write: None,
             member_knobs: draw_member_knobs(scenario, seed),
-        }
+            timing: ClusterTiming::of(&scenario.node),
+        };
+        options.timing = ClusterTiming::draw(scenario, seed, options.message_delay_ms_max);
+        // Recovering from a fault takes a few elections: the bound grows with them.
+        options.liveness_bound_ms += LIVENESS_BOUND_ELECTIONS * options.election_slowdown_ms(scenario);
+        options
+    }
+
+    /// How much longer this seed's elections take than the scenario's (0 when they are
+    /// not slower): a bound written for the scenario's timing that waits for elections
+    /// grows by a multiple of it.
+    pub fn election_slowdown_ms(&self, scenario: &Scenario) -> u64 {
+        self.timing.election_timeout_ms.saturating_sub(scenario.node.election_timeout_ms)
     }
 
     /// Member slot `index`'s tunables.
@@ -701,9 +784,51 @@ fault = "split_vote"
         fixed_scenario.node.randomize_knobs = false;
         let (drawn, kept) = (Options::derive(&scenario, 5), Options::derive(&fixed_scenario, 5));
         assert!(kept.member_knobs.is_empty());
-        assert_eq!(Options { member_knobs: Vec::new(), ..drawn }, kept);
+        let unslowed = |o: Options| Options { liveness_bound_ms: scenario.liveness_bound_ms, ..o };
+        assert_eq!(unslowed(Options { member_knobs: Vec::new(), timing: kept.timing, ..drawn }), kept);
         scenario.node.randomize_knobs = false;
         assert_eq!(Options::derive(&scenario, 5).knobs(&scenario, 0), fixed);
+    }
+
+    #[test]
+    fn cluster_timing_is_drawn_within_its_ranges_and_bounds_grow_with_slower_elections() {
+        let mut scenario = Scenario::parse(SCENARIO).expect("parse");
+        let fixed = ClusterTiming::of(&scenario.node);
+        let draws: Vec<Options> = (0..300).map(|seed| Options::derive(&scenario, seed)).collect();
+        for options in &draws {
+            let timing = options.timing;
+            if timing == fixed {
+                continue;
+            }
+            let heartbeat = timing.heartbeat_interval_ms;
+            assert!((DRAWN_HEARTBEAT_INTERVAL_MS_MIN.max(2 * options.message_delay_ms_max)..=DRAWN_HEARTBEAT_INTERVAL_MS_MAX).contains(&heartbeat), "{timing:?}");
+            assert_eq!(timing.election_timeout_ms % heartbeat, 0, "a whole number of ticks: {timing:?}");
+            let heartbeats = timing.election_timeout_ms / heartbeat;
+            assert!((DRAWN_ELECTION_HEARTBEATS_MIN..=DRAWN_ELECTION_HEARTBEATS_MAX).contains(&heartbeats), "{timing:?}");
+            assert!(timing.election_timeout_ms <= DRAWN_ELECTION_TIMEOUT_MS_MAX, "{timing:?}");
+            // etcd's minimum lease TTL (1.5 elections) stays within the lease workload's TTLs.
+            #[cfg(madsim)]
+            assert!(timing.election_timeout_ms * 3 / 2 <= crate::lease_workload::LEASE_TTL_SECS_MAX as u64 * 1000);
+            // The liveness bound grows with elections slower than the scenario's.
+            let slowdown = timing.election_timeout_ms.saturating_sub(fixed.election_timeout_ms);
+            assert_eq!(options.election_slowdown_ms(&scenario), slowdown);
+            assert_eq!(options.liveness_bound_ms, scenario.liveness_bound_ms + LIVENESS_BOUND_ELECTIONS * slowdown);
+        }
+        // Some seeds keep the scenario's timing; others draw faster and slower ones.
+        assert!(draws.iter().any(|o| o.timing == fixed && o.liveness_bound_ms == scenario.liveness_bound_ms));
+        assert!(draws.iter().any(|o| o.timing.election_timeout_ms < 400));
+        assert!(draws.iter().any(|o| o.timing.election_timeout_ms > 1500));
+        // Drawing it changes no other option of a seed.
+        let mut fixed_scenario = scenario.clone();
+        fixed_scenario.node.randomize_timing = false;
+        for seed in 0..20 {
+            let (drawn, kept) = (Options::derive(&scenario, seed), Options::derive(&fixed_scenario, seed));
+            assert_eq!(kept.timing, fixed);
+            assert_eq!(Options { timing: fixed, liveness_bound_ms: scenario.liveness_bound_ms, ..drawn }, kept);
+        }
+        // Fixed knobs (`--fixed-knobs`) fix the timing too.
+        scenario.node.randomize_knobs = false;
+        assert!((0..20).all(|seed| Options::derive(&scenario, seed).timing == fixed));
     }
 
     #[test]

@@ -666,6 +666,9 @@ impl Observer for World {
                     *state.coverage.entry("damaged snapshot files passed over".into()).or_default() += damaged_snapshots_skipped as u64;
                 }
             }
+            NodeEvent::PeerReadRefused { .. } => {
+                *state.coverage.entry("raft: read-index requests delivered again, refused".into()).or_default() += 1;
+            }
             NodeEvent::SnapshotInstalled { index, term } => {
                 Self::mix(&mut state, format!("snapshot|{at_ms}|{member_id}|{index}|{term}").as_bytes());
                 *state.coverage.entry("snapshots installed".into()).or_default() += 1;

@@ -155,6 +155,10 @@ fn the_canary_finds_planted_bugs() {
         // Member knobs (issue 10): only a response larger than the member's fragment size
         // is split, which the drawn sizes make common (18 of seeds 0..40, first at 0).
         ("watch-fragment-drops-boundary-event", "heavy-load", 20),
+        // Drawn timing (issue 10) found it in detcd (everything seed 77): a read-index
+        // request delivered again, with late acknowledgements of its first round, answered
+        // a deposed leader's newer reads. 10 of seeds 0..100, first at seed 5.
+        ("read-index-duplicates-admitted", "canary-read-duplicates", 40),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);
@@ -171,6 +175,21 @@ fn drawn_member_knobs_reach_paths_the_defaults_do_not() {
     fixed.node.randomize_knobs = false;
     assert_eq!(seeds_to_find_in("watch-fragment-drops-boundary-event", &fixed, 10), None);
     assert!(seeds_to_find("watch-fragment-drops-boundary-event", "heavy-load", 10).is_some());
+}
+
+/// The drawn timing is what reached the read-index bug in `everything`: seed 77 with its
+/// drawn heartbeat and election (48 ms / 240 ms) finds it planted; the same seed on the
+/// scenario's timing (member knobs still drawn) does not.
+#[test]
+fn drawn_timing_reaches_what_the_scenarios_timing_does_not() {
+    let drawn = scenario("everything");
+    let mut fixed = drawn.clone();
+    fixed.node.randomize_timing = false;
+    let bug = Some("read-index-duplicates-admitted".to_string());
+    let on_drawn = run_seed_in_fresh_thread(&drawn, 77, bug.clone());
+    assert_ne!(on_drawn.options.timing, detcd_sim::scenario::ClusterTiming::of(&drawn.node));
+    assert!(!on_drawn.passed, "seed 77 with its drawn timing finds the planted bug");
+    assert!(run_seed_in_fresh_thread(&fixed, 77, bug).passed, "seed 77 on the scenario's timing does not");
 }
 
 #[test]

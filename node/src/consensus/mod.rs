@@ -44,7 +44,7 @@ pub use self::fatal::FatalError;
 pub use self::planted::PlantedBug;
 pub use self::proposals::Responder;
 use self::proposals::{PendingRequest, Proposals};
-use self::read_index::ReadIndex;
+use self::read_index::{PeerReadContexts, ReadIndex};
 use self::lease_clock::{LeaseClock, LEASE_TTL_SECS_MAX};
 use self::snapshotter::{SnapshotSaved, Snapshotter};
 use crate::apply::{Request, Response, StateMachine};
@@ -82,6 +82,9 @@ pub struct NodeStatus {
     pub entries_persisted: u64,
     /// Peer messages refused before raft saw them (see `peer_messages`).
     pub peer_messages_refused: u64,
+    /// Read-index requests of other members refused as delivered again (see
+    /// `read_index::PeerReadContexts`).
+    pub peer_reads_refused: u64,
     /// Committed entries that were not valid requests and changed nothing.
     pub invalid_entries_applied: u64,
     /// Active alarms: (member that raised it, `AlarmType` number).
@@ -178,6 +181,9 @@ pub struct NodeCore {
     /// asked as leader that a quorum answered: its leadership was confirmed then.
     leadership_confirmed: Option<(u64, u64)>,
     peer_messages_refused: u64,
+    /// Read-index requests of other members admitted once each (see `read_index`).
+    peer_read_contexts: PeerReadContexts,
+    peer_reads_refused: u64,
     invalid_entries_applied: u64,
     /// The change feed for watchers: `(revision, events)` of every applied write that
     /// changed something, kept only once a consumer asked for it (`enable_change_feed`)
@@ -380,6 +386,8 @@ impl NodeCore {
             loop_turn_longest_without_sync_ms: 0,
             turn_sync_ms: 0,
             peer_messages_refused: 0,
+            peer_read_contexts: PeerReadContexts::default(),
+            peer_reads_refused: 0,
             invalid_entries_applied: 0,
             change_feed: None,
             change_feed_gap: false,
@@ -645,9 +653,26 @@ impl NodeCore {
         {
             message.term = self.raw.raft.term;
         }
+        if message.get_msg_type() == MessageType::MsgReadIndex && !self.admits_peer_read(&message) {
+            self.peer_reads_refused += 1;
+            self.observe(NodeEvent::PeerReadRefused { from: message.from });
+            return;
+        }
         // Messages from unknown peers or stale terms are refused by raft; nothing to do.
         let _ = self.raw.step(message);
         self.override_election_timeout();
+    }
+
+    /// Whether raft may see another member's read-index request (see
+    /// `read_index::PeerReadContexts`).
+    fn admits_peer_read(&mut self, message: &Message) -> bool {
+        #[cfg(madsim)]
+        if self.planted(PlantedBug::ReuseReadContexts) || self.planted(PlantedBug::ReadIndexDuplicatesAdmitted) {
+            // Contexts of the planted kind are not the members' own; duplicates pass.
+            return true;
+        }
+        let ctx = message.entries.first().map_or(&[][..], |entry| entry.data.as_ref());
+        self.peer_read_contexts.admit(message.from, ctx)
     }
 
     /// Accepts a client request. The answer goes to `responder` now (bad input,
@@ -1379,6 +1404,7 @@ impl NodeCore {
             fsyncs: self.fsyncs,
             entries_persisted: self.entries_persisted,
             peer_messages_refused: self.peer_messages_refused,
+            peer_reads_refused: self.peer_reads_refused,
             invalid_entries_applied: self.invalid_entries_applied,
             alarms: self.state.alarms().iter().map(|a| (a.member_id, a.alarm)).collect(),
             leader_changes_seen: self.leader_changes_seen,

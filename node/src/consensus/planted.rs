@@ -116,10 +116,14 @@ pub enum PlantedBug {
     /// a response larger than the fragment size — by default the 1.5 MiB request limit,
     /// which the simulator's small members draw much smaller — has a boundary).
     WatchFragmentDropsBoundaryEvent,
+    /// A leader lets raft see every read-index request of another member, also one
+    /// delivered again after raft answered it (the old behaviour, found with drawn
+    /// timing: late acknowledgements of its first round answer the reads queued since).
+    ReadIndexDuplicatesAdmitted,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 37] = [
+    pub const ALL: [PlantedBug; 38] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -157,6 +161,7 @@ impl PlantedBug {
         PlantedBug::AuthCheckedAtProposerOnly,
         PlantedBug::KeepAliveOnUnconfirmedLeader,
         PlantedBug::WatchFragmentDropsBoundaryEvent,
+        PlantedBug::ReadIndexDuplicatesAdmitted,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -198,6 +203,7 @@ impl PlantedBug {
             PlantedBug::AuthCheckedAtProposerOnly => "auth-checked-at-proposer-only",
             PlantedBug::KeepAliveOnUnconfirmedLeader => "keep-alive-on-unconfirmed-leader",
             PlantedBug::WatchFragmentDropsBoundaryEvent => "watch-fragment-drops-boundary-event",
+            PlantedBug::ReadIndexDuplicatesAdmitted => "read-index-duplicates-admitted",
         }
     }
 

@@ -9,8 +9,17 @@
 //! simulated network delivers old messages to a restarted process) must not be able to
 //! complete a read with an old index. Answers whose context this incarnation did not
 //! issue are dropped.
+//!
+//! A leader admits each member's read-index request once ([`PeerReadContexts`]). raft
+//! answers every request queued before one whose heartbeat round a quorum acknowledged:
+//! sound only if that round was sent after they were queued. A request delivered again
+//! (a duplicate, or a message the network held for seconds) after raft had answered it
+//! went to the back of the queue with its old context — and late acknowledgements of
+//! its first round, sent before the newer requests existed, then answered those too: a
+//! leader paused while its successor was elected served a linearizable read from its
+//! old state (the simulator found it: `everything` seed 77, drawn timing).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use raft::RawNode;
 
@@ -23,6 +32,47 @@ use crate::storage::NodeStorage;
 pub const READ_INDEX_RETRY_TICKS: u64 = 3;
 /// Bytes of a read context: member id, incarnation nonce, counter.
 pub const READ_CONTEXT_BYTES: usize = 24;
+/// Incarnations per member whose read contexts a leader tells apart (a member's stale
+/// requests from an incarnation older than this many are refused as unknown).
+pub const PEER_READ_INCARNATIONS_MAX: usize = 16;
+
+/// The read-index requests of other members a leader admitted: per member, the highest
+/// counter of each of its recent incarnations. Members count their contexts up and ask
+/// again under a new one, so a context at or below the highest admitted is a request
+/// delivered again (or overtaken by a newer one, whose answer serves it as well: the
+/// sender asks again if it waits too long).
+#[derive(Debug, Default)]
+pub struct PeerReadContexts {
+    by_member: BTreeMap<u64, VecDeque<(u64, u64)>>,
+}
+
+impl PeerReadContexts {
+    /// Whether raft may see the read-index request `ctx` that `from` sent: a context of
+    /// the sender's own, newer than every one admitted from the same incarnation.
+    pub fn admit(&mut self, from: u64, ctx: &[u8]) -> bool {
+        if ctx.len() != READ_CONTEXT_BYTES {
+            return false;
+        }
+        let field = |at: usize| u64::from_le_bytes(ctx[at..at + 8].try_into().expect("8 bytes"));
+        let (member, nonce, counter) = (field(0), field(8), field(16));
+        if member != from {
+            return false;
+        }
+        let incarnations = self.by_member.entry(member).or_default();
+        if let Some((_, highest)) = incarnations.iter_mut().find(|(known, _)| *known == nonce) {
+            if counter <= *highest {
+                return false;
+            }
+            *highest = counter;
+            return true;
+        }
+        if incarnations.len() == PEER_READ_INCARNATIONS_MAX {
+            incarnations.pop_front();
+        }
+        incarnations.push_back((nonce, counter));
+        true
+    }
+}
 
 struct ReadBatch {
     reads: Vec<PendingRequest>,
@@ -216,5 +266,44 @@ impl ReadIndex {
         let servable: Vec<PendingRequest> = servable.into_iter().map(|(_, r)| r).collect();
         self.bytes -= servable.iter().map(|r| r.size_bytes).sum::<usize>();
         servable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(member: u64, nonce: u64, counter: u64) -> Vec<u8> {
+        [member, nonce, counter].iter().flat_map(|field| field.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn a_peer_read_context_is_admitted_once_and_only_newer_ones_after_it() {
+        let mut admitted = PeerReadContexts::default();
+        assert!(admitted.admit(7, &ctx(7, 100, 1)));
+        assert!(!admitted.admit(7, &ctx(7, 100, 1)), "the same request delivered again");
+        assert!(admitted.admit(7, &ctx(7, 100, 3)));
+        assert!(!admitted.admit(7, &ctx(7, 100, 2)), "overtaken by a newer one");
+        // Another member, and another incarnation of the same member, count on their own.
+        assert!(admitted.admit(8, &ctx(8, 100, 1)));
+        assert!(admitted.admit(7, &ctx(7, 200, 1)));
+        assert!(!admitted.admit(7, &ctx(7, 100, 3)), "the older incarnation is still known");
+        assert!(admitted.admit(7, &ctx(7, 100, 4)));
+        // Contexts that are not the sender's own, or not a member's context at all.
+        assert!(!admitted.admit(7, &ctx(8, 100, 9)));
+        assert!(!admitted.admit(7, &[1, 2, 3]));
+    }
+
+    #[test]
+    fn a_peer_remembers_a_bounded_number_of_incarnations() {
+        let mut admitted = PeerReadContexts::default();
+        for nonce in 0..=PEER_READ_INCARNATIONS_MAX as u64 {
+            assert!(admitted.admit(7, &ctx(7, nonce, 5)));
+        }
+        assert_eq!(admitted.by_member[&7].len(), PEER_READ_INCARNATIONS_MAX);
+        // The oldest incarnation was forgotten: its contexts look new again (a request
+        // held back over that many restarts of its sender).
+        assert!(admitted.admit(7, &ctx(7, 0, 5)));
+        assert!(!admitted.admit(7, &ctx(7, PEER_READ_INCARNATIONS_MAX as u64, 5)));
     }
 }

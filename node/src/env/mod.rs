@@ -245,6 +245,9 @@ pub enum NodeEvent {
     NoSpace { index: u64, active: bool, revision: i64 },
     /// The configuration change at `index` was applied: the voters and learners after it.
     ConfChanged { index: u64, voters: Vec<u64>, learners: Vec<u64> },
+    /// A read-index request of member `from` was refused before raft saw it: delivered
+    /// again, or overtaken by a newer one (see `consensus::read_index::PeerReadContexts`).
+    PeerReadRefused { from: u64 },
 }
 
 /// A member's raft role, as shown to observers and in status.
