@@ -261,7 +261,18 @@ pub struct MemberKnobs {
     pub uncommitted_bytes_max: u64,
     /// The member's limits no flag sets (raft appends, loop turns, watch responses).
     pub tunables: Tunables,
+    /// raft's pre-vote (`--pre-vote`): off on some members, as in a cluster upgraded
+    /// member by member from etcd 3.4 (off by default there) to 3.5 (on).
+    #[serde(default = "pre_vote_on")]
+    pub pre_vote: bool,
 }
+
+fn pre_vote_on() -> bool {
+    true
+}
+
+/// Chance that a member runs without pre-vote when knobs are drawn.
+pub const PRE_VOTE_OFF_PROBABILITY: f64 = 0.25;
 
 /// Every member slot's tunables for `seed` (none when the scenario fixes them), from a
 /// stream of their own: drawing them changes no other option of the seed.
@@ -296,6 +307,7 @@ impl MemberKnobs {
             pending_request_bytes_max: node::PENDING_REQUEST_BYTES_MAX,
             uncommitted_bytes_max: node::UNCOMMITTED_BYTES_MAX,
             tunables: Tunables::default(),
+            pre_vote: true,
         }
     }
 
@@ -338,6 +350,7 @@ impl MemberKnobs {
             },
             pending_request_bytes_max: pick(rng, fixed.pending_request_bytes_max as u64, 4096, fixed.pending_request_bytes_max as u64) as usize,
             uncommitted_bytes_max: pick(rng, fixed.uncommitted_bytes_max, 4096, fixed.uncommitted_bytes_max),
+            pre_vote: !rng.gen_bool(PRE_VOTE_OFF_PROBABILITY),
         };
         // raft refuses an uncommitted-bytes limit below the size of one append.
         knobs.uncommitted_bytes_max = knobs.uncommitted_bytes_max.max(knobs.tunables.raft_append_bytes_max);
@@ -768,6 +781,9 @@ fault = "split_vote"
             assert!((4096..=fixed.uncommitted_bytes_max).contains(&knobs.uncommitted_bytes_max));
             assert!(knobs.uncommitted_bytes_max >= knobs.tunables.raft_append_bytes_max, "raft's own rule");
         }
+        // Some members run without pre-vote, most with it.
+        let without_pre_vote = draws.iter().filter(|k| !k.pre_vote).count();
+        assert!(without_pre_vote > draws.len() / 8 && without_pre_vote < draws.len() / 2, "{without_pre_vote} of {}", draws.len());
         // Every knob both keeps its fixed value sometimes and is drawn small sometimes.
         assert!(draws.iter().any(|k| k.tunables.raft_inflight_appends_max == fixed.tunables.raft_inflight_appends_max));
         assert!(draws.iter().any(|k| k.tunables.raft_inflight_appends_max < 16));
