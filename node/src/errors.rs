@@ -39,6 +39,10 @@ pub enum EtcdError {
     LeaderChanged,
     Timeout,
     Stopped,
+    /// etcd's "server stopped" for a request the member refused before proposing it (it
+    /// applied its own removal, or its loop is gone): unlike [`EtcdError::Stopped`], the
+    /// request certainly did not and will not apply.
+    StoppedBeforeProposal,
     TooManyRequests,
     Corrupt,
     /// MoveLeader sent to a member that is not the leader.
@@ -112,7 +116,7 @@ impl EtcdError {
             EtcdError::NoLeader => "etcdserver: no leader",
             EtcdError::LeaderChanged => "etcdserver: leader changed",
             EtcdError::Timeout => "etcdserver: request timed out",
-            EtcdError::Stopped => "etcdserver: server stopped",
+            EtcdError::Stopped | EtcdError::StoppedBeforeProposal => "etcdserver: server stopped",
             EtcdError::TooManyRequests => "etcdserver: too many requests",
             EtcdError::Corrupt => "etcdserver: corrupt cluster",
             EtcdError::NotLeader => "etcdserver: not leader",
@@ -160,7 +164,7 @@ impl EtcdError {
             EtcdError::LeaseNotFound => GrpcCode::NotFound,
             EtcdError::LeaseExists => GrpcCode::FailedPrecondition,
             EtcdError::TooManyRequests | EtcdError::NoSpace => GrpcCode::ResourceExhausted,
-            EtcdError::NoLeader | EtcdError::LeaderChanged | EtcdError::Timeout | EtcdError::Stopped => {
+            EtcdError::NoLeader | EtcdError::LeaderChanged | EtcdError::Timeout | EtcdError::Stopped | EtcdError::StoppedBeforeProposal => {
                 GrpcCode::Unavailable
             }
             EtcdError::Corrupt => GrpcCode::DataLoss,

@@ -89,7 +89,7 @@ impl NodeHandle {
         let (sender, receiver) = oneshot::channel();
         self.commands.try_send(Command::Request(request, self.credentials.clone(), sender)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => EtcdError::TooManyRequests,
-            mpsc::error::TrySendError::Closed(_) => EtcdError::Stopped,
+            mpsc::error::TrySendError::Closed(_) => EtcdError::StoppedBeforeProposal,
         })?;
         receiver.await.map_err(|_| EtcdError::Stopped)?
     }

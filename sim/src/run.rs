@@ -252,12 +252,13 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
         verdicts.push(("expect-split-vote".into(), verdict));
     }
     let ok_ops = history.count(Outcome::Ok);
-    if ok_ops < scenario.expect.ok_operations_min {
+    let ok_operations_min = options.ok_operations_min(&scenario);
+    if ok_ops < ok_operations_min {
         verdicts.push((
             "expect-progress".into(),
             Verdict::Violation {
                 check: "expect-progress".into(),
-                detail: format!("only {ok_ops} operations succeeded, the scenario expects {}", scenario.expect.ok_operations_min),
+                detail: format!("only {ok_ops} operations succeeded, the scenario expects {ok_operations_min}"),
                 ops: vec![],
             },
         ));

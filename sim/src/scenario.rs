@@ -184,9 +184,9 @@ impl Default for NodeSettings {
 }
 
 /// The cluster's heartbeat interval and election timeout (`--heartbeat-interval`,
-/// `--election-timeout`), the same on every member as etcd's tuning guide asks. A seed
-/// draws them around the scenario's — operators run everything from 25 ms / 125 ms on a
-/// LAN to 250 ms / 2.5 s across regions — so that elections, leader leases, lease
+/// `--election-timeout`), the same on every member as etcd's tuning guide asks. Unless it
+/// keeps the scenario's, a seed draws them from what operators run — from 25 ms / 125 ms
+/// on a LAN to 250 ms / 2.5 s across regions — so that elections, leader leases, lease
 /// extensions on a new leader, pre-vote and check-quorum run at timings the scenarios
 /// never wrote down. The checkers' bounds written for the scenario's timing grow with
 /// [`Options::election_slowdown_ms`].
@@ -680,6 +680,15 @@ impl Options {
         // Recovering from a fault takes a few elections: the bound grows with them.
         options.liveness_bound_ms += LIVENESS_BOUND_ELECTIONS * options.election_slowdown_ms(scenario);
         options
+    }
+
+    /// The successes the scenario expects (`expect.ok_operations_min`), fewer in
+    /// proportion when the seed's elections are slower than the scenario's: every
+    /// leader fault stops writes for about an election.
+    pub fn ok_operations_min(&self, scenario: &Scenario) -> usize {
+        let written_for_ms = scenario.node.election_timeout_ms.max(1);
+        let election_ms = self.timing.election_timeout_ms.max(written_for_ms);
+        (scenario.expect.ok_operations_min as u128 * written_for_ms as u128 / election_ms as u128) as usize
     }
 
     /// How much longer this seed's elections take than the scenario's (0 when they are

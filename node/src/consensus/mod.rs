@@ -713,7 +713,7 @@ impl NodeCore {
             refuse_as_removed = false;
         }
         if refuse_as_removed {
-            let _ = responder.send(Err(EtcdError::Stopped));
+            let _ = responder.send(Err(EtcdError::StoppedBeforeProposal));
             return;
         }
         if let Err(error) = self.check(&request) {
