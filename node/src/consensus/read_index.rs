@@ -32,8 +32,8 @@ use crate::storage::NodeStorage;
 pub const READ_INDEX_RETRY_TICKS: u64 = 3;
 /// Bytes of a read context: member id, incarnation nonce, counter.
 pub const READ_CONTEXT_BYTES: usize = 24;
-/// Incarnations per member whose read contexts a leader tells apart (a member's stale
-/// requests from an incarnation older than this many are refused as unknown).
+/// Incarnations per member whose read contexts a leader remembers (a request held back
+/// over more restarts of its sender than this looks new again).
 pub const PEER_READ_INCARNATIONS_MAX: usize = 16;
 
 /// The read-index requests of other members a leader admitted: per member, the highest
