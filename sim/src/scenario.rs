@@ -682,13 +682,16 @@ impl Options {
         options
     }
 
-    /// The successes the scenario expects (`expect.ok_operations_min`), fewer in
-    /// proportion when the seed's elections are slower than the scenario's: every
-    /// leader fault stops writes for about an election.
+    /// The successes the scenario expects (`expect.ok_operations_min`: a sanity floor;
+    /// a stuck cluster is the liveness check's to find), fewer when the seed's elections
+    /// are slower than the scenario's — by the square of the ratio: each leader fault
+    /// stops writes for longer, and faults that come faster than an election completes
+    /// leave whole stretches without a leader (heavy-load 1642: 1.97 s elections, a
+    /// member crashing every 2-3 s, no leader from 4 s to 18 s).
     pub fn ok_operations_min(&self, scenario: &Scenario) -> usize {
-        let written_for_ms = scenario.node.election_timeout_ms.max(1);
-        let election_ms = self.timing.election_timeout_ms.max(written_for_ms);
-        (scenario.expect.ok_operations_min as u128 * written_for_ms as u128 / election_ms as u128) as usize
+        let written_for_ms = scenario.node.election_timeout_ms.max(1) as u128;
+        let election_ms = (self.timing.election_timeout_ms as u128).max(written_for_ms);
+        (scenario.expect.ok_operations_min as u128 * written_for_ms * written_for_ms / (election_ms * election_ms)) as usize
     }
 
     /// How much longer this seed's elections take than the scenario's (0 when they are
@@ -818,6 +821,7 @@ fault = "split_vote"
     #[test]
     fn cluster_timing_is_drawn_within_its_ranges_and_bounds_grow_with_slower_elections() {
         let mut scenario = Scenario::parse(SCENARIO).expect("parse");
+        scenario.expect.ok_operations_min = 1000;
         let fixed = ClusterTiming::of(&scenario.node);
         let draws: Vec<Options> = (0..300).map(|seed| Options::derive(&scenario, seed)).collect();
         for options in &draws {
@@ -838,6 +842,9 @@ fault = "split_vote"
             let slowdown = timing.election_timeout_ms.saturating_sub(fixed.election_timeout_ms);
             assert_eq!(options.election_slowdown_ms(&scenario), slowdown);
             assert_eq!(options.liveness_bound_ms, scenario.liveness_bound_ms + LIVENESS_BOUND_ELECTIONS * slowdown);
+            let ratio = fixed.election_timeout_ms as f64 / timing.election_timeout_ms.max(fixed.election_timeout_ms) as f64;
+            let expected = (scenario.expect.ok_operations_min as f64 * ratio * ratio).floor() as usize;
+            assert!(options.ok_operations_min(&scenario).abs_diff(expected) <= 1);
         }
         // Some seeds keep the scenario's timing; others draw faster and slower ones.
         assert!(draws.iter().any(|o| o.timing == fixed && o.liveness_bound_ms == scenario.liveness_bound_ms));
