@@ -692,3 +692,66 @@ fn the_leader_auto_compacts_on_its_clock_and_every_member_follows() {
         assert_eq!(member.core.status().compact_revision, current - 5, "member {}", member.core.member_id());
     }
 }
+
+/// raft-rs takes no new entry between `ready()` and `advance()`. A leader serves the
+/// reads its committed entries make servable before it syncs (step 0 of `handle_ready`),
+/// and a keep-alive that waited for a read-index round is among those reads: when its
+/// lease is already expiring it must go through raft — proposed only after `advance`
+/// (raft-rs panicked otherwise: the simulator's move-leader seed 2475). Raft hands out
+/// one committed entry per Ready here (two per `handle_ready`: step 0 and after
+/// `advance`) while writes go on, so the leader's applied index trails its commit index, and the keep-alive's
+/// read index — answered a few rounds later — is reached at a step 0 for every other
+/// backlog size.
+#[test]
+fn a_keep_alive_served_with_a_readys_reads_is_proposed_after_raft_advanced() {
+    use detcd_node::env::Clock;
+    use detcd_node::pb::etcdserverpb::LeaseKeepAliveRequest;
+    for backlog in 8..=11u64 {
+        let clock = Arc::new(ManualClock::default());
+        let mut members = open_cluster_on(Some(clock.clone()), 3, |config| config.tunables.raft_committed_bytes_per_ready_max = 1);
+        elect(&mut members, 1);
+        let (sender, _granted) = oneshot::channel();
+        members.get_mut(&1).expect("leader").core.submit(lease_grant(9, 2), sender, 0);
+        for _ in 0..10 {
+            pump(&mut members, |_| true);
+        }
+        assert!(members[&1].core.state().mvcc().leases().contains(9), "granted (backlog {backlog})");
+        // Long after the lease's TTL, with no read-index round since: the leader's
+        // leadership is not confirmed recently, so a keep-alive waits for a round.
+        clock.advance(10_000);
+        let leader = &mut members.get_mut(&1).expect("leader").core;
+        for n in 0..backlog {
+            let (sender, _put) = oneshot::channel();
+            leader.submit(put(&format!("k{n}"), "v"), sender, clock.now_ms());
+        }
+        // The puts commit (the followers acknowledge) but are applied one per Ready.
+        pump(&mut members, |_| true);
+        pump(&mut members, |_| true);
+        let leader = &mut members.get_mut(&1).expect("leader").core;
+        // The leader's clock passed the lease's deadline: it proposes the expiry...
+        leader.tick(clock.now_ms());
+        // ... and a keep-alive for it arrives, its read index ahead of what is applied.
+        let (sender, mut renewed) = oneshot::channel();
+        leader.submit(Request::LeaseKeepAlive(LeaseKeepAliveRequest { id: 9 }), sender, clock.now_ms());
+        // Writes go on, so every Ready also carries new entries (raft checks what it
+        // persisted against its log only for a Ready with entries).
+        let mut answered = None;
+        for round in 0..30 {
+            let (sender, _put) = oneshot::channel();
+            members.get_mut(&1).expect("leader").core.submit(put(&format!("w{round}"), "v"), sender, clock.now_ms());
+            pump(&mut members, |_| true);
+            if let Ok(answer) = renewed.try_recv() {
+                answered = Some(answer);
+                break;
+            }
+        }
+        let answer = answered.unwrap_or_else(|| panic!("the keep-alive was answered (backlog {backlog})"));
+        // The expiry was decided before the renewal: the lease is gone either way.
+        match answer {
+            Ok(Response::LeaseKeepAlive(r)) => assert_eq!(r.ttl, 0, "backlog {backlog}"),
+            Err(e) => assert_eq!(e, EtcdError::LeaseNotFound, "backlog {backlog}"),
+            Ok(other) => panic!("{other:?}"),
+        }
+        assert_eq!(leader_of(&members), Some(1), "the leader is still up (backlog {backlog})");
+    }
+}

@@ -139,7 +139,8 @@ impl Cluster {
             config.pending_request_bytes_max = knobs.pending_request_bytes_max;
             config.uncommitted_bytes_max = knobs.uncommitted_bytes_max;
             config.pre_vote = knobs.pre_vote;
-            config.request_timeout_ms = settings.request_timeout_ms;
+            config.request_timeout_ms = knobs.request_timeout_ms;
+            config.max_request_bytes = knobs.max_request_bytes;
             if settings.auto_compaction_retain_revisions > 0 {
                 config.auto_compaction = detcd_node::consensus::auto_compaction::AutoCompaction::Revision {
                     retain: settings.auto_compaction_retain_revisions,

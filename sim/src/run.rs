@@ -159,7 +159,7 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     }
     let mut clients = Vec::new();
     for client in 0..options.clients as u64 {
-        clients.push(tokio::spawn(run_client(client, cluster.clone(), scenario.clone(), stop.clone(), options.seed)));
+        clients.push(tokio::spawn(run_client(client, cluster.clone(), scenario.clone(), stop.clone(), options.seed, options.large_value_percent)));
     }
     tokio::time::sleep(Duration::from_millis(options.duration_ms)).await;
     stop.store(true, Ordering::SeqCst);

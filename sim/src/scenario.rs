@@ -265,11 +265,35 @@ pub struct MemberKnobs {
     /// member by member from etcd 3.4 (off by default there) to 3.5 (on).
     #[serde(default = "pre_vote_on")]
     pub pre_vote: bool,
+    /// How long a client request may wait for commit or a read index before "request
+    /// timed out" (production derives it from the election timeout).
+    #[serde(default = "request_timeout_ms_default")]
+    pub request_timeout_ms: u64,
+    /// `--max-request-bytes`: larger requests are refused ("request is too large"); with
+    /// the default fragment rule, also the size of a watch response's fragments.
+    #[serde(default = "max_request_bytes_default")]
+    pub max_request_bytes: usize,
 }
 
 fn pre_vote_on() -> bool {
     true
 }
+
+fn request_timeout_ms_default() -> u64 {
+    NodeSettings::default().request_timeout_ms
+}
+
+fn max_request_bytes_default() -> usize {
+    MAX_REQUEST_BYTES_DEFAULT
+}
+
+/// etcd's `--max-request-bytes` default (1.5 MiB), what a member runs when it is not drawn.
+pub const MAX_REQUEST_BYTES_DEFAULT: usize = 1536 * 1024;
+/// The smallest drawn `--max-request-bytes`: every request of the workloads but a large
+/// value fits (leases, locks, members, compactions are a few hundred bytes at most).
+pub const DRAWN_MAX_REQUEST_BYTES_MIN: u64 = 1024;
+/// Drawn request timeouts: from a quarter of the scenario's (at least this) to twice it.
+pub const DRAWN_REQUEST_TIMEOUT_MS_MIN: u64 = 500;
 
 /// Chance that a member runs without pre-vote when knobs are drawn.
 pub const PRE_VOTE_OFF_PROBABILITY: f64 = 0.25;
@@ -281,7 +305,37 @@ fn draw_member_knobs(scenario: &Scenario, seed: u64) -> Vec<MemberKnobs> {
         return Vec::new();
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6b6e_6f62_7321_2121);
-    (0..scenario.members + scenario.spare_members).map(|_| MemberKnobs::draw(&scenario.node, &mut rng)).collect()
+    let mut knobs: Vec<MemberKnobs> = (0..scenario.members + scenario.spare_members).map(|_| MemberKnobs::draw(&scenario.node, &mut rng)).collect();
+    // Knobs added since are drawn from a stream of their own, so that every seed keeps
+    // the draws above (and the seeds of sim/regressions.toml found with them).
+    let mut later_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6b6e_6f62_7332_2121);
+    for member_knobs in &mut knobs {
+        member_knobs.draw_later_knobs(&scenario.node, &mut later_rng);
+    }
+    knobs
+}
+
+/// Chance that a seed's put and compare-and-set requests carry large values at all
+/// (when knobs are drawn), and the share of them that do then.
+pub const LARGE_VALUES_PROBABILITY: f64 = 0.5;
+pub const LARGE_VALUE_PERCENT_MAX: u32 = 5;
+/// A large value's size, drawn log-uniformly per request.
+pub const LARGE_VALUE_BYTES_MIN: usize = 256;
+pub const LARGE_VALUE_BYTES_MAX: usize = 16 * 1024;
+
+/// The percentage of a seed's writes that carry a large value (0 when knobs are fixed):
+/// values the size of what etcd users store (configs, certificates) next to the drawn
+/// limits — a request over a member's `--max-request-bytes`, one entry larger than an
+/// append's byte limit or a WAL segment, one watch event larger than a fragment.
+fn draw_large_value_percent(scenario: &Scenario, seed: u64) -> u32 {
+    if !scenario.node.randomize_knobs {
+        return 0;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6c61_7267_6521_2121);
+    if !rng.gen_bool(LARGE_VALUES_PROBABILITY) {
+        return 0;
+    }
+    rng.gen_range(1..=LARGE_VALUE_PERCENT_MAX)
 }
 
 /// Elections the liveness bound allows for beyond its scenario's timing (a split vote,
@@ -308,6 +362,8 @@ impl MemberKnobs {
             uncommitted_bytes_max: node::UNCOMMITTED_BYTES_MAX,
             tunables: Tunables::default(),
             pre_vote: true,
+            request_timeout_ms: settings.request_timeout_ms,
+            max_request_bytes: MAX_REQUEST_BYTES_DEFAULT,
         }
     }
 
@@ -315,14 +371,7 @@ impl MemberKnobs {
     /// drawn log-uniformly from a range around it (a quarter to four times a scenario
     /// setting; from small to the default for the node's limits).
     pub fn draw(settings: &NodeSettings, rng: &mut ChaCha8Rng) -> MemberKnobs {
-        fn pick(rng: &mut ChaCha8Rng, fixed_value: u64, low: u64, high: u64) -> u64 {
-            if rng.gen_bool(KNOB_KEPT_FIXED_PROBABILITY) {
-                return fixed_value;
-            }
-            let (low, high) = (low.max(1), high.max(low.max(1)));
-            let exponent = rng.gen_range((low as f64).ln()..=(high as f64).ln());
-            (exponent.exp().round() as u64).clamp(low, high)
-        }
+        let pick = pick_knob;
         let fixed = MemberKnobs::fixed(settings);
         let limits = fixed.tunables;
         let around = |value: u64, floor: u64| ((value / 4).max(floor), value.saturating_mul(4).max(floor));
@@ -347,15 +396,42 @@ impl MemberKnobs {
                 watch_fragment_bytes_max: pick(rng, 0, 64, 1024) as usize,
                 watch_history_events_per_response_max: pick(rng, limits.watch_history_events_per_response_max as u64, 1, limits.watch_history_events_per_response_max as u64) as usize,
                 watch_sync_watchers_per_turn_max: pick(rng, limits.watch_sync_watchers_per_turn_max as u64, 1, limits.watch_sync_watchers_per_turn_max as u64) as usize,
+                // Drawn with the later knobs (`draw_later_knobs`).
+                raft_committed_bytes_per_ready_max: limits.raft_committed_bytes_per_ready_max,
             },
             pending_request_bytes_max: pick(rng, fixed.pending_request_bytes_max as u64, 4096, fixed.pending_request_bytes_max as u64) as usize,
             uncommitted_bytes_max: pick(rng, fixed.uncommitted_bytes_max, 4096, fixed.uncommitted_bytes_max),
             pre_vote: !rng.gen_bool(PRE_VOTE_OFF_PROBABILITY),
+            request_timeout_ms: fixed.request_timeout_ms,
+            max_request_bytes: fixed.max_request_bytes,
         };
         // raft refuses an uncommitted-bytes limit below the size of one append.
         knobs.uncommitted_bytes_max = knobs.uncommitted_bytes_max.max(knobs.tunables.raft_append_bytes_max);
         knobs
     }
+
+    /// The knobs added after the first draw (from their own stream): raft's committed
+    /// bytes per Ready (the applied index trails the commit index over many turns), the
+    /// request timeout (proposals and reads that time out on the member before the
+    /// client gives up, then commit) and `--max-request-bytes`.
+    fn draw_later_knobs(&mut self, settings: &NodeSettings, rng: &mut ChaCha8Rng) {
+        let fixed = MemberKnobs::fixed(settings);
+        let per_ready = fixed.tunables.raft_committed_bytes_per_ready_max;
+        self.tunables.raft_committed_bytes_per_ready_max = pick_knob(rng, per_ready, 1, per_ready);
+        let timeout_low = (fixed.request_timeout_ms / 4).max(DRAWN_REQUEST_TIMEOUT_MS_MIN);
+        self.request_timeout_ms = pick_knob(rng, fixed.request_timeout_ms, timeout_low, fixed.request_timeout_ms * 2);
+        self.max_request_bytes = pick_knob(rng, fixed.max_request_bytes as u64, DRAWN_MAX_REQUEST_BYTES_MIN, fixed.max_request_bytes as u64) as usize;
+    }
+}
+
+/// A knob's draw: its fixed value now and then, otherwise log-uniform in `low..=high`.
+fn pick_knob(rng: &mut ChaCha8Rng, fixed_value: u64, low: u64, high: u64) -> u64 {
+    if rng.gen_bool(KNOB_KEPT_FIXED_PROBABILITY) {
+        return fixed_value;
+    }
+    let (low, high) = (low.max(1), high.max(low.max(1)));
+    let exponent = rng.gen_range((low as f64).ln()..=(high as f64).ln());
+    (exponent.exp().round() as u64).clamp(low, high)
 }
 
 /// One kind of fault the fault driver can inject.
@@ -558,6 +634,9 @@ pub struct Options {
     /// the scenario's.
     #[serde(default)]
     pub timing: ClusterTiming,
+    /// The percentage of writes that carry a large value (see `draw_large_value_percent`).
+    #[serde(default)]
+    pub large_value_percent: u32,
 }
 
 /// Which disk of a member.
@@ -675,6 +754,7 @@ impl Options {
             crash_at_write: None,
             member_knobs: draw_member_knobs(scenario, seed),
             timing: ClusterTiming::of(&scenario.node),
+            large_value_percent: draw_large_value_percent(scenario, seed),
         };
         options.timing = ClusterTiming::draw(scenario, seed, options.message_delay_ms_max);
         // Recovering from a fault takes a few elections: the bound grows with them.
@@ -792,7 +872,23 @@ fault = "split_vote"
             assert!((4096..=fixed.pending_request_bytes_max).contains(&knobs.pending_request_bytes_max));
             assert!((4096..=fixed.uncommitted_bytes_max).contains(&knobs.uncommitted_bytes_max));
             assert!(knobs.uncommitted_bytes_max >= knobs.tunables.raft_append_bytes_max, "raft's own rule");
+            let per_ready = knobs.tunables.raft_committed_bytes_per_ready_max;
+            assert!((1..=fixed.tunables.raft_committed_bytes_per_ready_max).contains(&per_ready));
+            assert!((DRAWN_REQUEST_TIMEOUT_MS_MIN..=settings.request_timeout_ms * 2).contains(&knobs.request_timeout_ms));
+            assert!((DRAWN_MAX_REQUEST_BYTES_MIN as usize..=MAX_REQUEST_BYTES_DEFAULT).contains(&knobs.max_request_bytes));
         }
+        // The later knobs are drawn small sometimes (a Ready of one entry, a request
+        // limit below a large value) and kept other times.
+        assert!(draws.iter().any(|k| k.tunables.raft_committed_bytes_per_ready_max < 256));
+        assert!(draws.iter().any(|k| k.tunables.raft_committed_bytes_per_ready_max == fixed.tunables.raft_committed_bytes_per_ready_max));
+        assert!(draws.iter().any(|k| k.request_timeout_ms < settings.request_timeout_ms));
+        assert!(draws.iter().any(|k| k.max_request_bytes < LARGE_VALUE_BYTES_MAX));
+        assert!(draws.iter().any(|k| k.max_request_bytes == MAX_REQUEST_BYTES_DEFAULT));
+        // Large values: none in some seeds, a few percent of the writes in others.
+        let percents: Vec<u32> = (0..200).map(|seed| Options::derive(&scenario, seed).large_value_percent).collect();
+        assert!(percents.iter().all(|p| *p <= LARGE_VALUE_PERCENT_MAX));
+        let with_large = percents.iter().filter(|p| **p > 0).count();
+        assert!(with_large > 50 && with_large < 150, "{with_large} of 200 seeds");
         // Some members run without pre-vote, most with it.
         let without_pre_vote = draws.iter().filter(|k| !k.pre_vote).count();
         assert!(without_pre_vote > draws.len() / 8 && without_pre_vote < draws.len() / 2, "{without_pre_vote} of {}", draws.len());
@@ -812,8 +908,9 @@ fault = "split_vote"
         fixed_scenario.node.randomize_knobs = false;
         let (drawn, kept) = (Options::derive(&scenario, 5), Options::derive(&fixed_scenario, 5));
         assert!(kept.member_knobs.is_empty());
+        assert_eq!(kept.large_value_percent, 0);
         let unslowed = |o: Options| Options { liveness_bound_ms: scenario.liveness_bound_ms, ..o };
-        assert_eq!(unslowed(Options { member_knobs: Vec::new(), timing: kept.timing, ..drawn }), kept);
+        assert_eq!(unslowed(Options { member_knobs: Vec::new(), timing: kept.timing, large_value_percent: 0, ..drawn }), kept);
         scenario.node.randomize_knobs = false;
         assert_eq!(Options::derive(&scenario, 5).knobs(&scenario, 0), fixed);
     }

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::cluster::Cluster;
 use crate::history::{OpKind, Outcome, ReadKv, KEY_PREFIX, KEY_PREFIX_END};
 use crate::world::read_kv_of as read_kv;
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, LARGE_VALUE_BYTES_MAX, LARGE_VALUE_BYTES_MIN};
 
 /// Client operations per client before it stops on its own.
 pub const CLIENT_OPERATIONS_MAX: u64 = 100_000;
@@ -24,9 +24,13 @@ pub fn key_name(index: usize) -> String {
     format!("{KEY_PREFIX}{index}")
 }
 
-/// One client: issues operations until told to stop, recording each.
-pub async fn run_client(client: u64, cluster: Arc<Cluster>, scenario: Scenario, stop: Arc<AtomicBool>, seed: u64) {
+/// One client: issues operations until told to stop, recording each; `large_value_percent`
+/// of its writes carry a large value (see `Options::large_value_percent`).
+pub async fn run_client(client: u64, cluster: Arc<Cluster>, scenario: Scenario, stop: Arc<AtomicBool>, seed: u64, large_value_percent: u32) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ client.wrapping_mul(0xa076_1d64_78bd_642f));
+    // Value sizes come from a stream of their own: a seed's operations, members and
+    // timing stay what they were without large values.
+    let mut size_rng = ChaCha8Rng::seed_from_u64(seed ^ client.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x7369_7a65_7321_2121);
     let workload = &scenario.workload;
     let weights = [workload.put, workload.get, workload.serializable_get, workload.delete, workload.cas, workload.range];
     let total: u32 = weights.iter().sum::<u32>().max(1);
@@ -38,7 +42,10 @@ pub async fn run_client(client: u64, cluster: Arc<Cluster>, scenario: Scenario, 
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..=workload.think_ms_max))).await;
         let key_index = rng.gen_range(0..workload.keys);
         let key = key_name(key_index);
-        let value = format!("c{client}-{n}");
+        let mut value = format!("c{client}-{n}");
+        if large_value_percent > 0 && size_rng.gen_range(0..100) < large_value_percent {
+            value = large_value(value, &mut size_rng);
+        }
         let mut pick = rng.gen_range(0..total);
         let mut kind_index = 0;
         while pick >= weights[kind_index] {
@@ -71,6 +78,19 @@ pub async fn run_client(client: u64, cluster: Arc<Cluster>, scenario: Scenario, 
             tokio::time::sleep(Duration::from_millis(rng.gen_range(20..=200))).await;
         }
     }
+}
+
+/// `value` (unique) padded to a drawn size between `LARGE_VALUE_BYTES_MIN` and
+/// `LARGE_VALUE_BYTES_MAX` (log-uniform): "c1-7:" then dots.
+fn large_value(value: String, rng: &mut ChaCha8Rng) -> String {
+    let (low, high) = (LARGE_VALUE_BYTES_MIN as f64, LARGE_VALUE_BYTES_MAX as f64);
+    let size_bytes = (rng.gen_range(low.ln()..=high.ln()).exp() as usize).clamp(LARGE_VALUE_BYTES_MIN, LARGE_VALUE_BYTES_MAX);
+    let mut padded = value;
+    padded.push(':');
+    while padded.len() < size_bytes {
+        padded.push('.');
+    }
+    padded
 }
 
 /// `kind` with its written value made unique to retry `attempt` (the first attempt
@@ -143,6 +163,10 @@ pub async fn perform(
             if matches!(error, EtcdError::TooManyRequests) {
                 world.count("client: refused as too many requests");
             }
+            // A large value over a member's drawn `--max-request-bytes`.
+            if matches!(error, EtcdError::RequestTooLarge) {
+                world.count("client: refused as too large");
+            }
             world.complete(id, outcome, |op| op.error = Some(error.message().to_string()));
             (None, outcome)
         }
@@ -206,3 +230,22 @@ async fn execute(handle: &NodeHandle, kind: &OpKind) -> Result<Answer, EtcdError
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_value_keeps_its_unique_prefix_within_the_drawn_sizes() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let sizes: Vec<usize> = (0..500)
+            .map(|n| {
+                let value = large_value(format!("c3-{n}"), &mut rng);
+                assert!(value.starts_with(&format!("c3-{n}:")), "{}", &value[..16]);
+                value.len()
+            })
+            .collect();
+        assert!(sizes.iter().all(|size| (LARGE_VALUE_BYTES_MIN..=LARGE_VALUE_BYTES_MAX).contains(size)));
+        assert!(sizes.iter().any(|size| *size < 1024) && sizes.iter().any(|size| *size > 8 * 1024), "log-uniform over the range");
+    }
+}

@@ -15,6 +15,11 @@ pub const PENDING_REQUEST_BYTES_MAX: usize = 256 * 1024 * 1024;
 pub const UNCOMMITTED_BYTES_MAX: u64 = 256 * 1024 * 1024;
 /// Default for [`Tunables::raft_append_bytes_max`] (etcd's `maxSizePerMsg`).
 pub const RAFT_APPEND_BYTES_MAX: u64 = 1024 * 1024;
+/// Default for [`Tunables::raft_committed_bytes_per_ready_max`]: etcd's rule, one
+/// append's worth (etcd-raft's `MaxCommittedSizePerReady` defaults to `MaxSizePerMsg`),
+/// so that a member with a long committed backlog (a restart, a catch-up) applies it
+/// over several loop turns instead of stalling one turn for all of it.
+pub const RAFT_COMMITTED_BYTES_PER_READY_MAX: u64 = RAFT_APPEND_BYTES_MAX;
 /// Default for [`Tunables::raft_inflight_appends_max`].
 pub const RAFT_INFLIGHT_APPENDS_MAX: usize = 256;
 /// Default for [`Tunables::loop_peer_messages_per_turn_max`].
@@ -176,6 +181,15 @@ pub struct Tunables {
     pub watch_history_events_per_response_max: usize,
     /// Watchers behind the store caught up by one batch each per loop turn.
     pub watch_sync_watchers_per_turn_max: usize,
+    /// Bytes of committed entries raft hands out for applying in one Ready (raft's
+    /// `max_committed_size_per_ready`; at least one entry): drawn small in the simulator,
+    /// the applied index trails the commit index over many loop turns.
+    #[serde(default = "raft_committed_bytes_per_ready_max_default")]
+    pub raft_committed_bytes_per_ready_max: u64,
+}
+
+fn raft_committed_bytes_per_ready_max_default() -> u64 {
+    RAFT_COMMITTED_BYTES_PER_READY_MAX
 }
 
 impl Default for Tunables {
@@ -188,6 +202,7 @@ impl Default for Tunables {
             watch_fragment_bytes_max: 0,
             watch_history_events_per_response_max: crate::watch::WATCH_HISTORY_EVENTS_PER_RESPONSE_MAX,
             watch_sync_watchers_per_turn_max: crate::watch::WATCH_SYNC_WATCHERS_PER_TURN_MAX,
+            raft_committed_bytes_per_ready_max: RAFT_COMMITTED_BYTES_PER_READY_MAX,
         }
     }
 }

@@ -196,6 +196,7 @@ impl NodeCore {
     /// change; the client is answered when it is applied.
     pub(super) fn propose_member_change(&mut self, pending: PendingRequest) {
         let Request::Member(request) = &pending.request else { panic!("not a membership change: {:?}", pending.request) };
+        assert!(self.proposals_held.is_none(), "a membership change between raft's ready() and advance()");
         if self.raw.raft.leader_id == raft::INVALID_ID {
             pending.fail(EtcdError::NoLeader);
             return;

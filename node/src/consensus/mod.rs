@@ -184,6 +184,14 @@ pub struct NodeCore {
     /// Read-index requests of other members admitted once each (see `read_index`).
     peer_read_contexts: PeerReadContexts,
     peer_reads_refused: u64,
+    /// Client requests to propose once raft's current Ready is advanced: `Some` only in
+    /// `handle_ready`'s window between `ready()` and `advance()`, where raft-rs must take
+    /// no new entry (`advance` expects the log's last unstable entry to be the Ready's,
+    /// else it panics). A keep-alive served with the reads of step 0 whose lease was
+    /// already expiring turned into a proposal there and brought the leader down (the
+    /// simulator found it: move-leader seed 2475, with committed entries handed out in
+    /// small batches).
+    proposals_held: Option<Vec<PendingRequest>>,
     invalid_entries_applied: u64,
     /// The change feed for watchers: `(revision, events)` of every applied write that
     /// changed something, kept only once a consumer asked for it (`enable_change_feed`)
@@ -334,6 +342,7 @@ impl NodeCore {
             applied: snapshot_index,
             max_size_per_msg: config.tunables.raft_append_bytes_max,
             max_inflight_msgs: config.tunables.raft_inflight_appends_max,
+            max_committed_size_per_ready: config.tunables.raft_committed_bytes_per_ready_max,
             max_uncommitted_size: config.uncommitted_bytes_max,
             check_quorum: true,
             pre_vote: config.pre_vote,
@@ -388,6 +397,7 @@ impl NodeCore {
             peer_messages_refused: 0,
             peer_read_contexts: PeerReadContexts::default(),
             peer_reads_refused: 0,
+            proposals_held: None,
             invalid_entries_applied: 0,
             change_feed: None,
             change_feed_gap: false,
@@ -635,6 +645,7 @@ impl NodeCore {
     fn propose_internal(&mut self, op: internal_request::Op) {
         let request_id = self.proposals.new_id(&mut self.rng);
         let internal = InternalRequest { proposer: self.config.member_id, request_id, op: Some(op), auth: None };
+        assert!(self.proposals_held.is_none(), "an internal proposal between raft's ready() and advance()");
         let _ = self.raw.propose(Vec::new(), internal.encode_to_vec());
     }
 
@@ -898,6 +909,10 @@ impl NodeCore {
     }
 
     fn propose(&mut self, pending: PendingRequest) {
+        if let Some(held) = self.proposals_held.as_mut() {
+            held.push(pending);
+            return;
+        }
         let op = pending.request.to_internal_op().expect("reads are never proposed");
         let request_id = self.proposals.new_id(&mut self.rng);
         let internal = InternalRequest { proposer: self.config.member_id, request_id, op: Some(op), auth: pending.auth.clone() };
@@ -1015,6 +1030,7 @@ impl NodeCore {
             return self.maybe_snapshot();
         }
         let mut ready = self.raw.ready();
+        self.proposals_held = Some(Vec::new());
 
         // 0. A leader's messages (appends, heartbeats) may leave before its own entries
         //    are durable — raft-rs gives them only to a leader, which counts its own
@@ -1117,7 +1133,9 @@ impl NodeCore {
             self.note_role(role_of(soft_state.raft_state), soft_state.leader_id);
         }
 
-        // 4. Advance, then the same steps for what advancing released.
+        // 4. Advance, then the same steps for what advancing released; then propose what
+        //    turned into a proposal before raft could take it.
+        let held = self.proposals_held.take().expect("held since ready()");
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
             self.storage.set_commit(commit);
@@ -1125,6 +1143,9 @@ impl NodeCore {
         self.send(light.take_messages());
         self.apply_entries(light.take_committed_entries())?;
         self.raw.advance_apply();
+        for pending in held {
+            self.propose(pending);
+        }
 
         // 5. A configuration change applied: the commit index covering it is made durable
         //    now, not with the next write (a commit-only hard state is not synced). raft
@@ -1309,7 +1330,13 @@ impl NodeCore {
     }
 
     fn serve_ready_reads(&mut self) {
-        for read in self.reads.take_servable(self.applied_index) {
+        #[allow(unused_mut)]
+        let mut servable_index = self.applied_index;
+        #[cfg(madsim)]
+        if self.planted(PlantedBug::ReadServedBeforeApplied) {
+            servable_index = servable_index.max(self.raw.raft.raft_log.committed);
+        }
+        for read in self.reads.take_servable(servable_index) {
             self.serve_read(read);
         }
     }

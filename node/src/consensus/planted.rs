@@ -120,10 +120,14 @@ pub enum PlantedBug {
     /// delivered again after raft answered it (the old behaviour, found with drawn
     /// timing: late acknowledgements of its first round answer the reads queued since).
     ReadIndexDuplicatesAdmitted,
+    /// A confirmed read is served once its read index is committed, not once it is
+    /// applied (visible only while the applied index trails the commit index: raft hands
+    /// out committed entries in bounded batches, which the simulator draws small).
+    ReadServedBeforeApplied,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 38] = [
+    pub const ALL: [PlantedBug; 39] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -162,6 +166,7 @@ impl PlantedBug {
         PlantedBug::KeepAliveOnUnconfirmedLeader,
         PlantedBug::WatchFragmentDropsBoundaryEvent,
         PlantedBug::ReadIndexDuplicatesAdmitted,
+        PlantedBug::ReadServedBeforeApplied,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -204,6 +209,7 @@ impl PlantedBug {
             PlantedBug::KeepAliveOnUnconfirmedLeader => "keep-alive-on-unconfirmed-leader",
             PlantedBug::WatchFragmentDropsBoundaryEvent => "watch-fragment-drops-boundary-event",
             PlantedBug::ReadIndexDuplicatesAdmitted => "read-index-duplicates-admitted",
+            PlantedBug::ReadServedBeforeApplied => "read-served-before-applied",
         }
     }
 
