@@ -336,11 +336,14 @@ impl Node {
         core.enable_change_feed();
         // Apply what the WAL says is committed before serving anything, so a restarted
         // member never answers from a state older than the one it had acknowledged.
-        core.handle_ready()?;
+        core.apply_committed_backlog()?;
         let _ = core.take_changes();
         let mut next_tick = clock.sleep_ms(tick_ms);
         let mut next_progress = clock.sleep_ms(progress_ms);
         loop {
+            // Committed entries still to apply (raft hands them out in bounded batches):
+            // this turn does not wait for an event, it only lets other tasks run first.
+            let backlog = core.has_committed_unapplied();
             tokio::select! {
                 biased;
                 _ = &mut next_tick => {
@@ -359,6 +362,7 @@ impl Node {
                     Some(command) => run_command(&mut core, &mut hub, env.worker.as_ref(), command, clock.now_ms()),
                     None => return Ok(()),
                 },
+                _ = tokio::task::yield_now(), if backlog => {}
             }
             let turn_start_ms = clock.now_ms();
             for _ in 0..peer_messages_per_turn_max {

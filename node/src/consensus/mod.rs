@@ -692,6 +692,30 @@ impl NodeCore {
         self.submit_with_credentials(request, &crate::auth::Credentials::None, responder, now_ms);
     }
 
+    /// Whether entries this member holds durably are committed but not applied yet: raft
+    /// hands them out in batches (`Tunables::raft_committed_bytes_per_ready_max`), so
+    /// after a long backlog (a restart, a catch-up) the loop turns again at once instead
+    /// of waiting for its next event.
+    pub fn has_committed_unapplied(&self) -> bool {
+        let log = &self.raw.raft.raft_log;
+        log.committed.min(log.persisted) > self.applied_index
+    }
+
+    /// At start: applies everything the WAL says is committed before the member serves
+    /// anything, so that a restarted member never answers from a state older than one it
+    /// acknowledged — over as many Readies as raft's batches need (at least one entry
+    /// each, so at most one per entry).
+    pub fn apply_committed_backlog(&mut self) -> Result<(), FatalError> {
+        let readies_max = self.raw.raft.raft_log.committed.saturating_sub(self.applied_index) + 1;
+        for _ in 0..readies_max {
+            self.handle_ready()?;
+            if !self.has_committed_unapplied() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// One turn of the member's loop took `took_ms` (see `NodeStatus::loop_turn_longest_ms`).
     pub fn note_loop_turn(&mut self, took_ms: u64) {
         self.loop_turn_longest_ms = self.loop_turn_longest_ms.max(took_ms);
