@@ -701,12 +701,14 @@ impl NodeCore {
         log.committed.min(log.persisted) > self.applied_index
     }
 
-    /// At start: applies everything the WAL says is committed before the member serves
-    /// anything, so that a restarted member never answers from a state older than one it
+    /// At start: applies everything known committed before the member serves anything,
+    /// so that a restarted member never answers from a state older than one it
     /// acknowledged — over as many Readies as raft's batches need (at least one entry
-    /// each, so at most one per entry).
+    /// each, so at most one per entry of the log, plus the first: a cluster of one
+    /// commits its whole log again there, its commits having come with raft's
+    /// `LightReady`, which is not written to the WAL).
     pub fn apply_committed_backlog(&mut self) -> Result<(), FatalError> {
-        let readies_max = self.raw.raft.raft_log.committed.saturating_sub(self.applied_index) + 1;
+        let readies_max = self.raw.raft.raft_log.last_index().saturating_sub(self.applied_index) + 2;
         for _ in 0..readies_max {
             self.handle_ready()?;
             if !self.has_committed_unapplied() {
