@@ -33,6 +33,13 @@ pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
         if cluster.world.is_memory_corrupted(slot.member_id()) && !slot.down.load(Ordering::SeqCst) {
             cluster.kill(i, "restarted to rebuild its memory from disk");
         }
+        // An fsync that failed before the heal but that the member has not acted on yet
+        // (a snapshot job's, reported to the loop later) would stop it after the heal,
+        // with nobody left to restart it (disk-faults 3842): restarted now, as the
+        // operator who saw the disk error would.
+        if !slot.down.load(Ordering::SeqCst) && (slot.wal_disk.is_poisoned() || slot.data_disk.is_poisoned()) {
+            cluster.kill(i, "restarted: an fsync of its disk failed before the heal");
+        }
         if slot.down.load(Ordering::SeqCst) {
             // A machine restart: nothing unsynced survives, and a failed fsync's poison
             // is gone with the page cache.

@@ -287,8 +287,8 @@ fn max_request_bytes_default() -> usize {
     MAX_REQUEST_BYTES_DEFAULT
 }
 
-/// etcd's `--max-request-bytes` default (1.5 MiB), what a member runs when it is not drawn.
-pub const MAX_REQUEST_BYTES_DEFAULT: usize = 1536 * 1024;
+/// What a member runs when its request limit is not drawn: etcd's default.
+pub use detcd_node::consensus::config::MAX_REQUEST_BYTES_DEFAULT;
 /// The smallest drawn `--max-request-bytes`: every request of the workloads but a large
 /// value fits (leases, locks, members, compactions are a few hundred bytes at most).
 pub const DRAWN_MAX_REQUEST_BYTES_MIN: u64 = 1024;

@@ -7,6 +7,8 @@ use super::planted::PlantedBug;
 /// Committed entries kept in memory behind a snapshot so slow followers catch up from
 /// the log instead of needing a whole snapshot (etcd keeps 5000).
 pub const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
+/// etcd's `--max-request-bytes` default (1.5 MiB).
+pub const MAX_REQUEST_BYTES_DEFAULT: usize = 1536 * 1024;
 /// etcd's default space quota (2 GiB).
 pub const QUOTA_BACKEND_BYTES_DEFAULT: u64 = 2 * 1024 * 1024 * 1024;
 /// Default for [`NodeConfig::pending_request_bytes_max`].
@@ -112,7 +114,7 @@ impl NodeConfig {
             snapshot_count: 100_000,
             max_wals: 5,
             max_snapshots: 5,
-            max_request_bytes: 1536 * 1024,
+            max_request_bytes: MAX_REQUEST_BYTES_DEFAULT,
             max_txn_ops: 128,
             request_timeout_ms: 7000,
             pending_request_bytes_max: PENDING_REQUEST_BYTES_MAX,

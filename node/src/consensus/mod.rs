@@ -696,9 +696,10 @@ impl NodeCore {
     /// hands them out in batches (`Tunables::raft_committed_bytes_per_ready_max`), so
     /// after a long backlog (a restart, a catch-up) the loop turns again at once instead
     /// of waiting for its next event.
+    /// False whenever raft has no Ready to hand out, so the loop never spins on it.
     pub fn has_committed_unapplied(&self) -> bool {
         let log = &self.raw.raft.raft_log;
-        log.committed.min(log.persisted) > self.applied_index
+        log.has_next_entries_since(self.applied_index) && self.raw.has_ready()
     }
 
     /// At start: applies everything known committed before the member serves anything,

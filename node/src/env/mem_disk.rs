@@ -294,6 +294,12 @@ impl MemDisk {
         self.lock().files.get(path).map(MemFile::size)
     }
 
+    /// Whether an fsync failed on this disk since the machine last restarted (the member
+    /// using it may not have acted on the failure yet: a background job's sync).
+    pub fn is_poisoned(&self) -> bool {
+        self.lock().poisoned_by.is_some()
+    }
+
     /// Whether an injected fsync failure is armed or has poisoned the disk: a member that
     /// refuses to start on this disk is right to.
     pub fn has_sync_fault(&self) -> bool {
