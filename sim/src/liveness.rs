@@ -33,13 +33,6 @@ pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
         if cluster.world.is_memory_corrupted(slot.member_id()) && !slot.down.load(Ordering::SeqCst) {
             cluster.kill(i, "restarted to rebuild its memory from disk");
         }
-        // An fsync that failed before the heal but that the member has not acted on yet
-        // (a snapshot job's, reported to the loop later) would stop it after the heal,
-        // with nobody left to restart it (disk-faults 3842): restarted now, as the
-        // operator who saw the disk error would.
-        if !slot.down.load(Ordering::SeqCst) && (slot.wal_disk.is_poisoned() || slot.data_disk.is_poisoned()) {
-            cluster.kill(i, "restarted: an fsync of its disk failed before the heal");
-        }
         if slot.down.load(Ordering::SeqCst) {
             // A machine restart: nothing unsynced survives, and a failed fsync's poison
             // is gone with the page cache.
@@ -50,6 +43,7 @@ pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
     }
     heal(cluster, &Heal::Network);
     cluster.world.event("phase", None, "liveness: all faults healed".into());
+    let mut late_stops = 0;
     let deadline = cluster.world.now_ms() + options.liveness_bound_ms;
     // An operator replacing a member finishes first (its steps are bounded).
     while cluster.replacing.load(Ordering::SeqCst) && cluster.world.now_ms() < deadline {
@@ -59,6 +53,7 @@ pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
     let mut committed = false;
     let mut attempt = 0;
     while !committed && cluster.world.now_ms() < deadline {
+        restart_late_stops(cluster, &mut late_stops);
         // An operator clears a NOSPACE alarm left from the chaos phase, as etcd's runbook.
         crate::maintenance_workload::recover_from_nospace(cluster).await;
         crate::maintenance_workload::disarm_every_corrupt(cluster).await;
@@ -83,6 +78,7 @@ pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
     crate::membership_workload::settle(cluster).await;
     let mut last = Vec::new();
     for _ in 0..LIVENESS_POLLS_MAX {
+        restart_late_stops(cluster, &mut late_stops);
         let statuses = cluster.statuses().await;
         let mut digests = Vec::new();
         // A removed member whose replacement never started is out of the cluster.
@@ -126,3 +122,25 @@ pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
     }
 }
 
+
+/// Members a fault that struck before the heal stopped only after it: a disk fsync that
+/// failed before the heal but was reported to the member's loop later (a snapshot job's)
+/// stops it with nobody left to restart it (disk-faults 3842). Restarted as the heal
+/// would have (a machine restart: the failed fsync's poison goes with the page cache),
+/// at most `LATE_STOPS_RESTARTED_MAX` times. A member that keeps running on a poisoned
+/// disk is left alone: what it does then is for the checks to judge.
+fn restart_late_stops(cluster: &Cluster, restarted: &mut u64) {
+    for (i, slot) in cluster.members.iter().enumerate() {
+        let poisoned = slot.wal_disk.is_poisoned() || slot.data_disk.is_poisoned();
+        if *restarted < LATE_STOPS_RESTARTED_MAX && slot.down.load(Ordering::SeqCst) && poisoned {
+            *restarted += 1;
+            slot.wal_disk.crash(|_, _| 0);
+            slot.data_disk.crash(|_, _| 0);
+            cluster.world.event("heal", Some(i), "restart: stopped after the heal by an fsync that failed before it".into());
+            cluster.restart(i);
+        }
+    }
+}
+
+/// Members restarted by [`restart_late_stops`] in one liveness phase.
+pub const LATE_STOPS_RESTARTED_MAX: u64 = 8;
