@@ -122,7 +122,6 @@ pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
     }
 }
 
-
 /// Members a fault that struck before the heal stopped only after it: a disk fsync that
 /// failed before the heal but was reported to the member's loop later (a snapshot job's)
 /// stops it with nobody left to restart it (disk-faults 3842). Restarted as the heal
