@@ -59,7 +59,11 @@ fn pump(members: &mut BTreeMap<u64, Running>) -> Vec<u64> {
         members.remove(id);
     }
     for message in in_flight {
+        let sender = members.get(&message.from).map(|m| m.wire.clone());
         if let Some(member) = members.get_mut(&message.to) {
+            if sender.is_some_and(|sender| member.wire.refuses(&sender, message.from)) {
+                continue;
+            }
             member.core.step(message);
         }
     }
@@ -245,4 +249,66 @@ fn a_lone_voter_with_a_configuration_change_after_its_snapshot_does_not_lead_at_
     let (wal_disk, data_disk) = (Arc::new(MemDisk::new()), Arc::new(MemDisk::new()));
     drop(open(&wal_disk, &data_disk));
     assert_eq!(open(&wal_disk, &data_disk).core.status().role, Role::Leader);
+}
+
+/// A removed leader of a cluster of two whose other member never heard that the removal
+/// committed waits for it however long it is down: the other needs its vote to elect
+/// itself and commit (simulator seed 5051 of membership-chaos: the leader gave up after
+/// 100 heartbeats while the other crashed again and again, and the cluster never had a
+/// quorum again). Meanwhile it asks whether the other knows, with membership probes.
+#[test]
+fn a_removed_leader_of_two_waits_for_its_successor_however_long_it_is_down() {
+    let mut members: BTreeMap<u64, Running> = (1..=2).map(|id| (id, open_member(id, vec![1, 2]))).collect();
+    let mut now_ms = 0;
+    members.get_mut(&1).expect("member 1").core.campaign();
+    run_until(&mut members, &mut now_ms, "member 1 leads and both published", |m| {
+        leader_of(m) == Some(1) && m.values().all(|member| member.core.member_list().iter().all(|listed| !listed.name.is_empty()))
+    });
+    put(&mut members, 1, "k", now_ms);
+
+    // The removal commits with member 2's ack, but member 2 hears of no commit past it.
+    let (sender, mut receiver) = oneshot::channel();
+    members.get_mut(&1).expect("member 1").core.submit(Request::Member(MemberRequest::Remove { id: 1 }), sender, now_ms);
+    let mut removal_index = None;
+    for _ in 0..50 {
+        for member in members.values_mut() {
+            member.core.handle_ready().expect("ready");
+        }
+        let mut in_flight = members[&1].wire.take();
+        in_flight.extend(members[&2].wire.take());
+        for message in in_flight {
+            if message.from == 1 && removal_index.is_none() {
+                let conf_change = message.entries.iter().find(|e| e.get_entry_type() == raft::eraftpb::EntryType::EntryConfChangeV2);
+                removal_index = conf_change.map(|e| e.index);
+            }
+            if message.from == 1 && removal_index.is_some_and(|index| message.commit >= index) {
+                continue;
+            }
+            members.get_mut(&message.to).expect("member").core.step(message);
+        }
+        if receiver.try_recv().is_ok() {
+            break;
+        }
+    }
+    let removal_index = removal_index.expect("the removal was replicated");
+    assert!(members[&1].core.status().applied_index >= removal_index, "the removal was not applied on its leader");
+    assert!(members[&2].core.status().commit_index < removal_index, "member 2 heard of the commit");
+
+    // Member 2 is down for far longer than the old bound (100 heartbeats): member 1
+    // keeps running, asking member 2 whether it knows.
+    let mut probes = 0;
+    for _ in 0..300 {
+        now_ms += 100;
+        let leaving = members.get_mut(&1).expect("member 1");
+        leaving.core.tick(now_ms);
+        leaving.core.handle_ready().expect("a removed leader stopped while its successor may need its vote");
+        probes += leaving.wire.take().iter().filter(|m| detcd_node::consensus::membership::is_membership_probe(m) && m.to == 2).count();
+    }
+    assert!((25..=35).contains(&probes), "{probes} membership probes in 300 heartbeats");
+
+    // Back: member 2 elects itself with member 1's vote, commits the removal, and member
+    // 1 stops; member 2 alone is the cluster.
+    run_until(&mut members, &mut now_ms, "member 2 leads alone", |m| !m.contains_key(&1) && leader_of(m) == Some(2));
+    put(&mut members, 2, "after", now_ms);
+    assert_eq!(members[&2].core.member_list().iter().map(|m| m.id).collect::<Vec<_>>(), vec![2]);
 }

@@ -5,6 +5,11 @@
 //! tail, which reorders). One delivery task hands due messages to the receiver's inbox;
 //! a link cut by the time of delivery drops them too. Held messages are released in a
 //! random order. All choices come from the run's seeded generator.
+//!
+//! As the TCP transport does, a member refuses the messages of a member its applied
+//! table removed (`Transport::set_peers`) and answers with the removal notice, which
+//! reaches the removed member unless the link back is cut
+//! (`Transport::removed_from_cluster`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -61,6 +66,10 @@ struct NetState {
     /// Links whose connection was reset: everything sent before `until_ms` is dropped,
     /// as the production transport drops while it reconnects.
     reconnecting_until_ms: BTreeMap<(u64, u64), u64>,
+    /// Per member: the members its applied table removed.
+    removed_by: BTreeMap<u64, BTreeSet<u64>>,
+    /// Members a peer told they were removed.
+    told_removed: BTreeSet<u64>,
 }
 
 /// The network shared by all simulated members.
@@ -86,6 +95,8 @@ impl SimNet {
                 redeliver_rate: 0.0,
                 redeliver_delay_ms_max: 0,
                 reconnecting_until_ms: BTreeMap::new(),
+                removed_by: BTreeMap::new(),
+                told_removed: BTreeSet::new(),
             }),
             wake: Notify::new(),
             origin: tokio::time::Instant::now(),
@@ -186,6 +197,9 @@ impl SimNet {
     fn send_one(&self, state: &mut NetState, from: u64, message: Message, now: u64) {
         let to = message.to;
         state.stats.sent += 1;
+        if detcd_node::consensus::membership::is_membership_probe(&message) {
+            state.stats.membership_probes += 1;
+        }
         if state.reconnecting_until_ms.get(&(from, to)).is_some_and(|until| now < *until) {
             state.stats.dropped_cut += 1;
             return;
@@ -270,6 +284,13 @@ impl SimNet {
                 state.stats.dropped_cut += 1;
                 continue;
             }
+            if state.removed_by.get(&to).is_some_and(|removed| removed.contains(&from)) {
+                state.stats.refused_removed += 1;
+                if !state.cut.contains(&(to, from)) && state.told_removed.insert(from) {
+                    state.stats.removal_notices += 1;
+                }
+                continue;
+            }
             let delivered = state.inboxes.get(&to).is_some_and(|inbox| inbox.try_send(message).is_ok());
             if delivered {
                 state.stats.delivered += 1;
@@ -300,5 +321,13 @@ impl Transport for SimTransport {
         self.net.wake.notify_one();
         // Like a TCP connection, the simulated network only learns of loss later.
         Vec::new()
+    }
+
+    fn set_peers(&self, peers: &detcd_node::env::PeerDirectory) {
+        self.net.lock().removed_by.insert(self.from, peers.removed.clone());
+    }
+
+    fn removed_from_cluster(&self) -> bool {
+        self.net.lock().told_removed.contains(&self.from)
     }
 }

@@ -40,6 +40,12 @@ pub struct NetStats {
     pub dropped_unreachable: u64,
     pub duplicated: u64,
     pub clogged: u64,
+    /// Messages of members the receiver removed, refused on delivery; removal notices
+    /// that reached the removed member; membership probes sent (see
+    /// `detcd_node::consensus::membership::membership_probe`).
+    pub refused_removed: u64,
+    pub removal_notices: u64,
+    pub membership_probes: u64,
 }
 
 /// Everything one run produced.

@@ -165,6 +165,10 @@ fn the_canary_finds_planted_bugs() {
         // index over many loop turns only when raft hands out small batches: 38 of 60 runs
         // (seeds 0..30 of heavy-load and everything), first at heavy-load seed 0.
         ("read-served-before-applied", "heavy-load", 20),
+        // Found by the simulator in detcd (membership-chaos seed 5051): a removed leader
+        // that stops before its remaining member of two knows the removal committed
+        // leaves no quorum. 16 of seeds 0..100, first at seed 0.
+        ("removed-leader-leaves-without-successor", "canary-removed-leader", 40),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);

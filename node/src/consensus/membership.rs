@@ -25,10 +25,22 @@
 //! new leader's first entry) — a removed leader until another leader has committed past
 //! the removal, and so does a member that learned of its removal from its own WAL at
 //! restart (whoever committed it may be gone); a removed follower told by its leader
-//! goes as soon as the delay is over (that leader knows): for at least [`REMOVED_MEMBER_STOP_DELAY_TICKS`] and at most
-//! [`REMOVED_MEMBER_STAY_TICKS_MAX`] heartbeats (etcd's `stopWithDelay`), then stops
+//! goes as soon as the delay is over (that leader knows). Each stays at least
+//! [`REMOVED_MEMBER_STOP_DELAY_TICKS`] heartbeats (etcd's `stopWithDelay`), then stops
 //! (`FatalError::Removed`). The others forget it for good (its id is never reused, the
-//! transport refuses it).
+//! transport refuses its messages and tells it it was removed, as etcd answers a removed
+//! member "410 Gone").
+//!
+//! A member waiting for a successor has no bound on its stay: the others may need its
+//! vote for as long as none of them knows the removal is committed (a cluster of two
+//! whose other member crashes again and again for minutes), and leaving then loses the
+//! cluster's quorum for good — the old bound of 100 heartbeats did (simulator seed 5051
+//! of membership-chaos). A member that knows needs it no more and stops talking to it,
+//! so the waiting member cannot tell "they know" from "they are down" by silence: it
+//! asks. Every [`REMOVED_MEMBER_PROBE_INTERVAL_TICKS`] it sends each member of its last
+//! configuration a membership probe ([`membership_probe`]); a member whose applied table
+//! removed it answers at the transport with the removal notice
+//! (`Transport::removed_from_cluster`), and it stops; the others drop the probe.
 
 use std::collections::BTreeSet;
 
@@ -53,8 +65,28 @@ pub const LEARNERS_MAX: usize = 1;
 pub const LEARNER_READY_PERCENT: u64 = 90;
 /// Heartbeats a member that applied its own removal keeps raft running before it stops.
 pub const REMOVED_MEMBER_STOP_DELAY_TICKS: u64 = 10;
-/// ... and at most, if it never sees another leader.
-pub const REMOVED_MEMBER_STAY_TICKS_MAX: u64 = 100;
+/// Heartbeats between the membership probes of a member waiting for a successor.
+pub const REMOVED_MEMBER_PROBE_INTERVAL_TICKS: u64 = 10;
+/// What marks a membership probe (see [`membership_probe`]).
+pub const MEMBERSHIP_PROBE_CONTEXT: &[u8] = b"detcd: membership probe";
+
+/// A removed member waiting for a successor asks `to` whether it still counts `from` as
+/// a member: a message no raft handles (`MsgUnreachable` is local to raft-rs, and a
+/// peer's is refused), which the receiving member's transport answers with the removal
+/// notice if its applied table removed `from`, and its core drops otherwise.
+pub fn membership_probe(from: u64, to: u64) -> raft::eraftpb::Message {
+    let mut probe = raft::eraftpb::Message::default();
+    probe.set_msg_type(raft::eraftpb::MessageType::MsgUnreachable);
+    probe.from = from;
+    probe.to = to;
+    probe.context = MEMBERSHIP_PROBE_CONTEXT.to_vec().into();
+    probe
+}
+
+/// Whether `message` is a membership probe.
+pub fn is_membership_probe(message: &raft::eraftpb::Message) -> bool {
+    message.get_msg_type() == raft::eraftpb::MessageType::MsgUnreachable && message.term == 0 && message.context.as_ref() == MEMBERSHIP_PROBE_CONTEXT
+}
 /// Peer URLs a member may have.
 pub const MEMBER_PEER_URLS_MAX: usize = 16;
 
@@ -316,6 +348,10 @@ impl NodeCore {
         // committed), waits for a successor; a follower told by its leader in this
         // incarnation does not (that leader knows).
         self.leaving_needs_successor = self.raw.raft.state == StateRole::Leader || removal_index <= self.recovered_commit_index;
+        #[cfg(madsim)]
+        if self.planted(super::PlantedBug::RemovedLeaderLeavesWithoutSuccessor) {
+            self.leaving_needs_successor = false;
+        }
         // Their outcome is unknown: entries proposed may still commit without us.
         self.proposals.fail_all(EtcdError::Stopped);
         self.reads.fail_all(EtcdError::Stopped);
@@ -332,6 +368,19 @@ impl NodeCore {
         self.leaving_until_tick.is_some()
     }
 
+    /// A member waiting for a successor asks the members of its last configuration,
+    /// every [`REMOVED_MEMBER_PROBE_INTERVAL_TICKS`], whether they know it was removed.
+    pub(super) fn probe_while_leaving(&mut self) {
+        if !self.leaving_needs_successor || self.leaving_until_tick.is_none() || self.ticks % REMOVED_MEMBER_PROBE_INTERVAL_TICKS != 0 {
+            return;
+        }
+        let own_id = self.config.member_id;
+        let probes: Vec<raft::eraftpb::Message> =
+            self.voters().union(&self.learners()).filter(|id| **id != own_id).map(|id| membership_probe(own_id, *id)).collect();
+        // Lost probes are asked again at the next interval.
+        let _ = self.env.transport.send(probes);
+    }
+
     /// Whether a member that left has run out its stop delay, or a peer said it was
     /// removed: it must stop now.
     pub(super) fn must_stop_removed(&self) -> bool {
@@ -343,11 +392,9 @@ impl NodeCore {
         let committed = self.raw.raft.raft_log.committed;
         let committed_past = committed > self.leaving_removal_index && self.raw.raft.raft_log.term(committed).is_ok_and(|term| term == self.raw.raft.term);
         // A removed follower learned of the commit from a leader, who goes on: it may go.
+        // Otherwise a member that applied the removal tells it so through the transport.
         let others_know = !self.leaving_needs_successor || (other_leader && committed_past);
-        let stay_over = self.leaving_until_tick.is_some_and(|until| {
-            (self.ticks >= until && others_know)
-                || self.ticks >= until + REMOVED_MEMBER_STAY_TICKS_MAX - REMOVED_MEMBER_STOP_DELAY_TICKS
-        });
+        let stay_over = self.leaving_until_tick.is_some_and(|until| self.ticks >= until && others_know);
         stay_over || self.env.transport.removed_from_cluster()
     }
 

@@ -510,6 +510,7 @@ impl NodeCore {
         self.check_for_corruption(self.env.clock.now_ms());
         self.publish_member(self.env.clock.now_ms());
         self.check_leader_transfer(self.env.clock.now_ms());
+        self.probe_while_leaving();
     }
 
     /// What this member publishes about itself.
@@ -652,6 +653,10 @@ impl NodeCore {
     /// A message from a peer. A message no peer may send (see `peer_messages`) is
     /// refused before raft sees it.
     pub fn step(&mut self, #[allow(unused_mut)] mut message: Message) {
+        // The transport answered it already if this member removed the sender.
+        if membership::is_membership_probe(&message) {
+            return;
+        }
         if peer_messages::check_peer_message(&message).is_err() {
             self.peer_messages_refused += 1;
             return;

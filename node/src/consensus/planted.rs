@@ -99,6 +99,10 @@ pub enum PlantedBug {
     MemberTableNotInSnapshot,
     /// A member that applied its own removal goes on serving clients until it stops.
     RemovedMemberKeepsServing,
+    /// A removed leader stops once the stop delay is over, as a removed follower does
+    /// (etcd's behaviour), without waiting for another member to know the removal is
+    /// committed: a cluster of two whose other member missed the commit has no quorum.
+    RemovedLeaderLeavesWithoutSuccessor,
     /// A member's publication of its attributes carries its peer URLs too and overwrites
     /// the configuration's (the old behaviour, found by the end-to-end test: a
     /// MemberUpdate was reverted by the member's next publication).
@@ -127,7 +131,7 @@ pub enum PlantedBug {
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 39] = [
+    pub const ALL: [PlantedBug; 40] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -167,6 +171,7 @@ impl PlantedBug {
         PlantedBug::WatchFragmentDropsBoundaryEvent,
         PlantedBug::ReadIndexDuplicatesAdmitted,
         PlantedBug::ReadServedBeforeApplied,
+        PlantedBug::RemovedLeaderLeavesWithoutSuccessor,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -210,6 +215,7 @@ impl PlantedBug {
             PlantedBug::WatchFragmentDropsBoundaryEvent => "watch-fragment-drops-boundary-event",
             PlantedBug::ReadIndexDuplicatesAdmitted => "read-index-duplicates-admitted",
             PlantedBug::ReadServedBeforeApplied => "read-served-before-applied",
+            PlantedBug::RemovedLeaderLeavesWithoutSuccessor => "removed-leader-leaves-without-successor",
         }
     }
 

@@ -19,7 +19,9 @@
 //! only what it really sends.
 //!
 //! The peers follow the applied member table (`Transport::set_peers`): a member added
-//! gets a writer, a removed one loses it and is refused from then on. A connection that
+//! gets a writer, a removed one loses it and is refused from then on — its next message
+//! on a connection opened before is answered with the removal notice, as a new
+//! connection's handshake is. A connection that
 //! opens with the magic `detcdmq1` instead asks who the members are (a member joining
 //! with `--initial-cluster-state existing` learns its id and the cluster id this way,
 //! as etcd asks its peers' `/members`): it is answered with one frame holding an
@@ -586,6 +588,14 @@ async fn run_peer_reader(stream: Box<dyn PeerStream>, cluster_id: u64, directory
         if message.from != from {
             return;
         }
+        // Removed since the connection opened: told so (a removed member waiting for a
+        // successor sends membership probes to hear it), and refused from then on.
+        if removed(from) {
+            tracing::warn!("closed the connection of peer {from:016x}: it was removed from the cluster");
+            let _ = reader.get_mut().write_all(PEER_REMOVED_NOTICE).await;
+            let _ = reader.get_mut().flush().await;
+            return;
+        }
         if inbox.send(message).await.is_err() {
             return;
         }
@@ -619,6 +629,51 @@ mod tests {
             let (_stream, _) = listener.accept().await.unwrap();
         }
         assert_eq!(streams.len(), burst);
+    }
+
+    /// A member removed while its connection is open hears it at its next message (a
+    /// removed member waiting for a successor sends membership probes for that), and
+    /// that message reaches nobody.
+    #[tokio::test]
+    async fn a_member_removed_while_connected_is_told_at_its_next_message() {
+        let (cluster_id, (a, b)) = (7, (1, 2));
+        let port = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let directory_of = |removed: &[u64]| PeerDirectory {
+            members: [(a, (vec!["http://127.0.0.1:1".to_string()], false)), (b, (vec![format!("http://{addr}")], false))]
+                .into_iter()
+                .filter(|(id, _)| !removed.contains(id))
+                .collect(),
+            removed: removed.iter().copied().collect(),
+        };
+        let b_directory: SharedDirectory = Arc::new(RwLock::new(directory_of(&[])));
+        let (inbox, mut b_inbox) = mpsc::channel(16);
+        listen(&addr, None, cluster_id, b_directory.clone(), inbox).await.unwrap();
+        let a_transport = TcpTransport::start(PeerIdentity { cluster_id, member_id: a }, None);
+        a_transport.set_peers(&directory_of(&[]));
+        let mut heartbeat = Message::default();
+        heartbeat.set_msg_type(MessageType::MsgHeartbeat);
+        (heartbeat.from, heartbeat.to, heartbeat.term) = (a, b, 3);
+        let delivered = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                a_transport.send(vec![heartbeat.clone()]);
+                if let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(100), b_inbox.recv()).await {
+                    return message;
+                }
+            }
+        });
+        assert_eq!(delivered.await.expect("connected"), heartbeat);
+        assert!(!a_transport.removed_from_cluster());
+
+        *b_directory.write().unwrap() = directory_of(&[a]);
+        a_transport.send(vec![crate::consensus::membership::membership_probe(a, b)]);
+        let told = tokio::time::timeout(Duration::from_secs(5), async {
+            while !a_transport.removed_from_cluster() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        told.await.expect("the removed member was told");
+        assert!(b_inbox.try_recv().is_err(), "a removed member's message reached the member");
     }
 
     #[test]

@@ -1,14 +1,19 @@
 //! Helpers shared by the core's integration tests.
 
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use detcd_node::env::Transport;
+use detcd_node::env::{PeerDirectory, Transport};
 use raft::eraftpb::Message;
 
-/// A transport that keeps what a member sends, for the test to deliver (or not).
+/// A transport that keeps what a member sends, for the test to deliver (or not), and
+/// the members its member's applied table removed (see [`Wire::refuses`]).
 #[derive(Default)]
 pub struct Wire {
     sent: Mutex<Vec<Message>>,
+    removed: Mutex<BTreeSet<u64>>,
+    told_removed: AtomicBool,
 }
 
 impl Transport for Wire {
@@ -16,11 +21,30 @@ impl Transport for Wire {
         self.sent.lock().expect("wire").extend(messages);
         Vec::new()
     }
+
+    fn set_peers(&self, peers: &PeerDirectory) {
+        *self.removed.lock().expect("wire") = peers.removed.clone();
+    }
+
+    fn removed_from_cluster(&self) -> bool {
+        self.told_removed.load(Ordering::SeqCst)
+    }
 }
 
 impl Wire {
     /// Everything sent since the last call.
     pub fn take(&self) -> Vec<Message> {
         std::mem::take(&mut *self.sent.lock().expect("wire"))
+    }
+
+    /// As the production transport does: whether this member refuses a message from
+    /// `sender`, a member it removed — and then tells the sender so.
+    #[allow(dead_code)]
+    pub fn refuses(&self, sender: &Wire, from: u64) -> bool {
+        let refused = self.removed.lock().expect("wire").contains(&from);
+        if refused {
+            sender.told_removed.store(true, Ordering::SeqCst);
+        }
+        refused
     }
 }
