@@ -210,4 +210,27 @@ fn grow_promote_and_replace_members_while_writing() {
         });
         assert!(listed.is_some(), "{endpoint} lists {}", member_list_json(&endpoint));
     }
+
+    // Remove the leader itself: it steps down, the others elect a successor, and it
+    // stops once one of them knows the removal is committed — the successor, having
+    // applied the removal, talks to it no more; the removed member asks (a membership
+    // probe on its open connection, answered with the removal notice).
+    let (leader, leader_id) = (0..cluster.members.len())
+        .filter(|i| cluster.members[*i].is_running())
+        .find_map(|i| {
+            let status = etcdctl(&cluster.members[i].endpoint(), &["endpoint", "status", "-w", "json"], None);
+            let status: serde_json::Value = serde_json::from_str(&status.stdout).ok()?;
+            let id = status[0]["Status"]["header"]["member_id"].as_u64()?;
+            (status[0]["Status"]["leader"].as_u64() == Some(id)).then_some((i, id))
+        })
+        .expect("a leader");
+    let removed = etcdctl(&cluster.members[leader].endpoint(), &["member", "remove", &format!("{leader_id:x}")], None);
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    let exited = cluster.wait_member_exit(leader, Duration::from_secs(20));
+    assert!(exited.is_some(), "the removed leader still runs\n{}", cluster.diagnostics());
+    assert!(cluster.log(leader).contains("permanently removed"), "{}", cluster.log(leader));
+    write(&cluster, &mut written, 5);
+    let remaining = cluster.endpoints().join(",");
+    let listed = member_list_json(&remaining);
+    assert_eq!(listed["members"].as_array().expect("members").len(), 3, "{listed}");
 }
