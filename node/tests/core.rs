@@ -788,3 +788,80 @@ fn a_restarted_member_applies_its_whole_committed_backlog_before_serving() {
     assert_eq!(status.applied_index, status.commit_index);
     assert!(!core.has_committed_unapplied());
 }
+
+fn keep_alive(id: i64) -> Request {
+    Request::LeaseKeepAlive(detcd_node::pb::etcdserverpb::LeaseKeepAliveRequest { id })
+}
+
+fn keep_alive_message(message: &Message) -> Option<detcd_node::consensus::keep_alive_forward::KeepAliveMessage> {
+    detcd_node::consensus::keep_alive_forward::decode(message).map(|decoded| decoded.expect("decodes"))
+}
+
+/// A follower's keep-alive goes to the leader beside raft, as etcd's follower forwards
+/// it over the peer port: renewed there without a log entry and answered with the
+/// lease's TTL. A forward delivered again renews nothing (the leader declines it, and
+/// nobody waits for that answer). A forward that was lost is sent again to the next
+/// leader once one leads, and answered from there.
+#[test]
+fn a_followers_keep_alive_is_renewed_by_the_leader_without_a_log_entry() {
+    use detcd_node::consensus::keep_alive_forward::KeepAliveMessage;
+    let clock = Arc::new(ManualClock::default());
+    let mut members = open_cluster_on(Some(clock.clone()), 3, |_| {});
+    elect(&mut members, 1);
+    let (sender, mut granted) = oneshot::channel();
+    members.get_mut(&1).expect("leader").core.submit(lease_grant(9, 5), sender, 0);
+    for _ in 0..10 {
+        pump(&mut members, |_| true);
+    }
+    assert!(granted.try_recv().is_ok_and(|answer| answer.is_ok()));
+    let commit_index = members[&1].core.status().commit_index;
+
+    let (sender, mut answered) = oneshot::channel();
+    members.get_mut(&2).expect("follower").core.submit(keep_alive(9), sender, 0);
+    let mut forwards = Vec::new();
+    for _ in 0..10 {
+        pump(&mut members, |message| {
+            if matches!(keep_alive_message(message), Some(KeepAliveMessage::Forward(_))) {
+                forwards.push(message.clone());
+            }
+            true
+        });
+    }
+    match answered.try_recv().expect("answered").expect("renewed") {
+        Response::LeaseKeepAlive(renewed) => {
+            assert_eq!((renewed.id, renewed.ttl), (9, 5));
+            assert_eq!(renewed.header.map(|h| h.member_id), Some(2), "answered by the follower");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(forwards.len(), 1, "{forwards:?}");
+    assert_eq!(members[&1].core.status().commit_index, commit_index, "the renewal went through raft");
+
+    // Delivered again: declined.
+    members.get_mut(&1).expect("leader").core.step(forwards[0].clone());
+    let sent = members[&1].wire.take();
+    let answers: Vec<bool> = sent
+        .iter()
+        .filter_map(|m| match keep_alive_message(m) {
+            Some(KeepAliveMessage::Answer(answer)) => Some(answer.renewed),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers, vec![false], "a forward delivered again was renewed");
+
+    // Lost on its way, then the leader dies: the follower sends it to the next leader.
+    let (sender, mut answered) = oneshot::channel();
+    members.get_mut(&2).expect("follower").core.submit(keep_alive(9), sender, 0);
+    let lost = pump(&mut members, |message| keep_alive_message(message).is_none());
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    members.remove(&1);
+    let leader = elect_a_successor(&mut members);
+    for _ in 0..20 {
+        tick_all(&mut members, 0);
+        pump(&mut members, |_| true);
+        if answered.try_recv().is_ok_and(|answer| matches!(answer, Ok(Response::LeaseKeepAlive(ref r)) if r.ttl == 5)) {
+            return;
+        }
+    }
+    panic!("the keep-alive lost on its way to the old leader was never renewed by member {leader}");
+}

@@ -200,6 +200,11 @@ impl SimNet {
         if detcd_node::consensus::membership::is_membership_probe(&message) {
             state.stats.membership_probes += 1;
         }
+        match detcd_node::consensus::keep_alive_forward::decode(&message) {
+            Some(Ok(detcd_node::consensus::keep_alive_forward::KeepAliveMessage::Forward(_))) => state.stats.keep_alive_forwards += 1,
+            Some(Ok(detcd_node::consensus::keep_alive_forward::KeepAliveMessage::Answer(_))) => state.stats.keep_alive_answers += 1,
+            _ => {}
+        }
         if state.reconnecting_until_ms.get(&(from, to)).is_some_and(|until| now < *until) {
             state.stats.dropped_cut += 1;
             return;

@@ -46,6 +46,10 @@ pub struct NetStats {
     pub refused_removed: u64,
     pub removal_notices: u64,
     pub membership_probes: u64,
+    /// Keep-alives followers forwarded to their leader, and its answers (see
+    /// `detcd_node::consensus::keep_alive_forward`).
+    pub keep_alive_forwards: u64,
+    pub keep_alive_answers: u64,
 }
 
 /// Everything one run produced.

@@ -169,6 +169,9 @@ fn the_canary_finds_planted_bugs() {
         // that stops before its remaining member of two knows the removal committed
         // leaves no quorum. 16 of seeds 0..100, first at seed 0.
         ("removed-leader-leaves-without-successor", "canary-removed-leader", 40),
+        // Keep-alives forwarded by followers (issue 10): a follower answers only with the
+        // leader's renewal. 13 of seeds 0..40, first at seed 1.
+        ("forwarded-keep-alive-answered-at-once", "lease-leader-crashes", 20),
     ];
     for (bug, scenario_name, seeds_max) in cases {
         let found = seeds_to_find(bug, scenario_name, seeds_max);

@@ -355,6 +355,7 @@ impl NodeCore {
         // Their outcome is unknown: entries proposed may still commit without us.
         self.proposals.fail_all(EtcdError::Stopped);
         self.reads.fail_all(EtcdError::Stopped);
+        self.keep_alives_forwarded.fail_all(EtcdError::Stopped);
         if self.raw.raft.state == StateRole::Leader {
             // No message here: raft-rs forbids a non-leader's messages between a Ready
             // and its advance.

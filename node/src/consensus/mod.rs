@@ -21,6 +21,7 @@
 pub mod auto_compaction;
 pub mod config;
 pub mod fatal;
+pub mod keep_alive_forward;
 pub mod lease_clock;
 pub mod membership;
 pub mod peer_messages;
@@ -43,6 +44,7 @@ pub use self::fatal::FatalError;
 #[cfg(madsim)]
 pub use self::planted::PlantedBug;
 pub use self::proposals::Responder;
+use self::keep_alive_forward::{ForwardedKeepAlives, KeepAliveAnswers, KeepAliveMessage};
 use self::proposals::{PendingRequest, Proposals};
 use self::read_index::{PeerReadContexts, ReadIndex};
 use self::lease_clock::{LeaseClock, LEASE_TTL_SECS_MAX};
@@ -184,6 +186,10 @@ pub struct NodeCore {
     /// Read-index requests of other members admitted once each (see `read_index`).
     peer_read_contexts: PeerReadContexts,
     peer_reads_refused: u64,
+    /// This follower's keep-alives waiting on the leader, and this leader's renewals of
+    /// other members' (see `keep_alive_forward`).
+    keep_alives_forwarded: ForwardedKeepAlives,
+    keep_alive_answers: KeepAliveAnswers,
     /// Client requests to propose once raft's current Ready is advanced: `Some` only in
     /// `handle_ready`'s window between `ready()` and `advance()`, where raft-rs must take
     /// no new entry (`advance` expects the log's last unstable entry to be the Ready's,
@@ -355,6 +361,7 @@ impl NodeCore {
         let mut rng = ChaCha8Rng::seed_from_u64(env.seed);
         #[allow(unused_mut)]
         let mut reads = ReadIndex::new(config.member_id, rng.gen());
+        let (member_id, incarnation_nonce) = (config.member_id, reads.incarnation_nonce());
         #[cfg(madsim)]
         if config.planted_bug == Some(PlantedBug::ReuseReadContexts) {
             reads.plant_reuse_contexts();
@@ -397,6 +404,8 @@ impl NodeCore {
             peer_messages_refused: 0,
             peer_read_contexts: PeerReadContexts::default(),
             peer_reads_refused: 0,
+            keep_alives_forwarded: ForwardedKeepAlives::new(member_id, incarnation_nonce),
+            keep_alive_answers: KeepAliveAnswers::default(),
             proposals_held: None,
             invalid_entries_applied: 0,
             change_feed: None,
@@ -511,6 +520,7 @@ impl NodeCore {
         self.publish_member(self.env.clock.now_ms());
         self.check_leader_transfer(self.env.clock.now_ms());
         self.probe_while_leaving();
+        self.follow_up_forwarded_keep_alives(now_ms);
     }
 
     /// What this member publishes about itself.
@@ -657,6 +667,14 @@ impl NodeCore {
         if membership::is_membership_probe(&message) {
             return;
         }
+        if let Some(keep_alive_message) = keep_alive_forward::decode(&message) {
+            match keep_alive_message {
+                Ok(KeepAliveMessage::Forward(forward)) => self.renew_forwarded(message.from, forward),
+                Ok(KeepAliveMessage::Answer(answer)) => self.on_keep_alive_answer(message.from, answer),
+                Err(_) => self.peer_messages_refused += 1,
+            }
+            return;
+        }
         if peer_messages::check_peer_message(&message).is_err() {
             self.peer_messages_refused += 1;
             return;
@@ -798,7 +816,7 @@ impl NodeCore {
             let _ = responder.send(Err(EtcdError::NoSpace));
             return;
         }
-        if self.proposals.bytes() + self.reads.bytes() + size_bytes > self.config.pending_request_bytes_max {
+        if self.proposals.bytes() + self.reads.bytes() + self.keep_alives_forwarded.bytes() + size_bytes > self.config.pending_request_bytes_max {
             let _ = responder.send(Err(EtcdError::TooManyRequests));
             return;
         }
@@ -873,11 +891,26 @@ impl NodeCore {
 
     /// A keep-alive: a leader whose leadership a quorum confirmed recently renews it in
     /// memory and answers now; a leader without such a confirmation first waits for a
-    /// read-index round (`serve_read` brings it back here); anywhere else, or when the
-    /// fast path declines, the renewal goes through raft.
+    /// read-index round (`serve_read` brings it back here); a follower that knows its
+    /// leader forwards it there (`keep_alive_forward`); anywhere else, or when the fast
+    /// path declines, the renewal goes through raft.
     fn keep_alive(&mut self, pending: PendingRequest) {
         let Request::LeaseKeepAlive(keep_alive) = &pending.request else { panic!("not a keep-alive: {:?}", pending.request) };
         let id = keep_alive.id;
+        let leader = self.raw.raft.leader_id;
+        if self.raw.raft.state == StateRole::Follower && leader != raft::INVALID_ID && leader != self.config.member_id {
+            match self.keep_alives_forwarded.forward(pending, id, leader) {
+                Ok(forward) => {
+                    let _ = self.env.transport.send(vec![forward]);
+                    #[cfg(madsim)]
+                    if self.planted(PlantedBug::ForwardedKeepAliveAnsweredAtOnce) {
+                        self.answer_forwarded_at_once(id);
+                    }
+                }
+                Err(pending) => self.propose(pending),
+            }
+            return;
+        }
         if self.decides_lease_expiry() && !self.leadership_confirmed_recently(self.env.clock.now_ms()) {
             self.reads.push(pending);
             return;
@@ -888,6 +921,82 @@ impl NodeCore {
             }
             None => self.propose(pending),
         }
+    }
+
+    /// A follower's forwarded keep-alive (see `keep_alive_forward`), renewed as this
+    /// leader renews its own clients' keep-alives: the answer goes back once the
+    /// renewal has an outcome — at once, after a read-index round, or once applied
+    /// through raft. Declined unless this member leads and `from` is a member.
+    fn renew_forwarded(&mut self, from: u64, forward: crate::pb::detcdpb::KeepAliveForward) {
+        let own_id = self.config.member_id;
+        let conf = self.raw.raft.prs().conf();
+        let is_member = conf.voters().contains(from) || conf.learners().contains(&from);
+        let admitted = if self.raw.raft.state == StateRole::Leader && is_member {
+            self.keep_alive_answers.admit(own_id, from, &forward)
+        } else {
+            Err(KeepAliveAnswers::declined(own_id, from, &forward))
+        };
+        if let Err(declined) = admitted {
+            let _ = self.env.transport.send(vec![declined]);
+            return;
+        }
+        let (responder, outcome) = tokio::sync::oneshot::channel();
+        let request = Request::LeaseKeepAlive(crate::pb::etcdserverpb::LeaseKeepAliveRequest { id: forward.lease_id });
+        let size_bytes = request_size_bytes(&request);
+        let deadline_ms = self.env.clock.now_ms().saturating_add(self.config.request_timeout_ms);
+        self.keep_alive_answers.wait(from, &forward, outcome);
+        self.keep_alive(PendingRequest { request, responder, deadline_ms, size_bytes, auth: None });
+        self.send_keep_alive_answers();
+    }
+
+    /// Sends the answers to forwarded keep-alives whose renewal has an outcome.
+    fn send_keep_alive_answers(&mut self) {
+        if self.keep_alive_answers.is_empty() {
+            return;
+        }
+        let answers = self.keep_alive_answers.ready_answers(self.config.member_id);
+        if !answers.is_empty() {
+            let _ = self.env.transport.send(answers);
+        }
+    }
+
+    /// The leader answered a keep-alive this follower forwarded: the client gets the
+    /// leader's renewal, or — not renewed there — the renewal goes through raft.
+    fn on_keep_alive_answer(&mut self, from: u64, answer: crate::pb::detcdpb::KeepAliveAnswer) {
+        let Some(pending) = self.keep_alives_forwarded.take_answered(from, &answer) else { return };
+        if !answer.renewed {
+            self.propose(pending);
+            return;
+        }
+        let Request::LeaseKeepAlive(keep_alive) = &pending.request else { panic!("forwarded a {:?}", pending.request) };
+        let mut response = Response::LeaseKeepAlive(crate::pb::etcdserverpb::LeaseKeepAliveResponse { header: None, id: keep_alive.id, ttl: answer.ttl });
+        response.set_header(self.header());
+        let _ = pending.responder.send(Ok(response));
+    }
+
+    /// Each tick: forwarded keep-alives past their deadline fail; those sent to a member
+    /// that no longer leads go to the new leader (or through raft); renewals of other
+    /// members' keep-alives that completed are answered.
+    fn follow_up_forwarded_keep_alives(&mut self, now_ms: u64) {
+        let (expired, orphaned) = self.keep_alives_forwarded.expired_or_orphaned(now_ms, self.raw.raft.leader_id);
+        for pending in expired {
+            pending.fail(EtcdError::Timeout);
+        }
+        for pending in orphaned {
+            self.keep_alive(pending);
+        }
+        self.send_keep_alive_answers();
+    }
+
+    /// Planted: the follower answers the keep-alive it just forwarded with its own
+    /// state's TTL, whatever becomes of the forward.
+    #[cfg(madsim)]
+    fn answer_forwarded_at_once(&mut self, id: i64) {
+        let Some(pending) = self.keep_alives_forwarded.take_newest() else { return };
+        let ttl = self.state.mvcc().leases().get(id).map_or(0, |lease| lease.ttl_secs);
+        let mut response = Response::LeaseKeepAlive(crate::pb::etcdserverpb::LeaseKeepAliveResponse { header: None, id, ttl });
+        response.set_header(self.header());
+        let _ = pending.responder.send(Ok(response));
     }
 
     /// The leader's fast path for a keep-alive (see `lease_clock`): renewed in memory and
@@ -1046,10 +1155,18 @@ impl NodeCore {
         }
     }
 
+    /// Handles everything raft has produced (see [`Self::handle_raft_ready`]), then
+    /// answers the other members' forwarded keep-alives it renewed.
+    pub fn handle_ready(&mut self) -> Result<(), FatalError> {
+        let handled = self.handle_raft_ready();
+        self.send_keep_alive_answers();
+        handled
+    }
+
     /// Handles everything raft has produced, in the one order that is safe:
     /// persist → send → apply → advance. Returns an error only for a failure that
     /// must stop the member (it could not make raft state durable).
-    pub fn handle_ready(&mut self) -> Result<(), FatalError> {
+    fn handle_raft_ready(&mut self) -> Result<(), FatalError> {
         if self.must_stop_removed() {
             return Err(FatalError::Removed);
         }

@@ -128,10 +128,13 @@ pub enum PlantedBug {
     /// applied (visible only while the applied index trails the commit index: raft hands
     /// out committed entries in bounded batches, which the simulator draws small).
     ReadServedBeforeApplied,
+    /// A follower answers a keep-alive it forwarded to the leader at once, with the TTL
+    /// its own state holds, whatever becomes of the forward (lost, declined, overtaken).
+    ForwardedKeepAliveAnsweredAtOnce,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 40] = [
+    pub const ALL: [PlantedBug; 41] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -172,6 +175,7 @@ impl PlantedBug {
         PlantedBug::ReadIndexDuplicatesAdmitted,
         PlantedBug::ReadServedBeforeApplied,
         PlantedBug::RemovedLeaderLeavesWithoutSuccessor,
+        PlantedBug::ForwardedKeepAliveAnsweredAtOnce,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -216,6 +220,7 @@ impl PlantedBug {
             PlantedBug::ReadIndexDuplicatesAdmitted => "read-index-duplicates-admitted",
             PlantedBug::ReadServedBeforeApplied => "read-served-before-applied",
             PlantedBug::RemovedLeaderLeavesWithoutSuccessor => "removed-leader-leaves-without-successor",
+            PlantedBug::ForwardedKeepAliveAnsweredAtOnce => "forwarded-keep-alive-answered-at-once",
         }
     }
 

@@ -107,6 +107,11 @@ pub struct ReadIndex {
 }
 
 impl ReadIndex {
+    /// The nonce that names this incarnation (drawn at start).
+    pub fn incarnation_nonce(&self) -> u64 {
+        self.incarnation_nonce
+    }
+
     pub fn new(member_id: u64, incarnation_nonce: u64) -> Self {
         Self {
             member_id,
