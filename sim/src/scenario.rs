@@ -297,6 +297,9 @@ pub const DRAWN_REQUEST_TIMEOUT_MS_MIN: u64 = 500;
 
 /// Chance that a member runs without pre-vote when knobs are drawn.
 pub const PRE_VOTE_OFF_PROBABILITY: f64 = 0.25;
+/// Chance that a member proposes its clients' keep-alives through raft instead of
+/// forwarding them to the leader (the product's default), when knobs are drawn.
+pub const KEEP_ALIVE_FORWARDING_OFF_PROBABILITY: f64 = 0.35;
 
 /// Every member slot's tunables for `seed` (none when the scenario fixes them), from a
 /// stream of their own: drawing them changes no other option of the seed.
@@ -398,6 +401,7 @@ impl MemberKnobs {
                 watch_sync_watchers_per_turn_max: pick(rng, limits.watch_sync_watchers_per_turn_max as u64, 1, limits.watch_sync_watchers_per_turn_max as u64) as usize,
                 // Drawn with the later knobs (`draw_later_knobs`).
                 raft_committed_bytes_per_ready_max: limits.raft_committed_bytes_per_ready_max,
+                forward_keep_alives: limits.forward_keep_alives,
             },
             pending_request_bytes_max: pick(rng, fixed.pending_request_bytes_max as u64, 4096, fixed.pending_request_bytes_max as u64) as usize,
             uncommitted_bytes_max: pick(rng, fixed.uncommitted_bytes_max, 4096, fixed.uncommitted_bytes_max),
@@ -413,7 +417,8 @@ impl MemberKnobs {
     /// The knobs added after the first draw (from their own stream): raft's committed
     /// bytes per Ready (the applied index trails the commit index over many turns), the
     /// request timeout (proposals and reads that time out on the member before the
-    /// client gives up, then commit) and `--max-request-bytes`.
+    /// client gives up, then commit), `--max-request-bytes` and whether keep-alives are
+    /// forwarded to the leader.
     fn draw_later_knobs(&mut self, settings: &NodeSettings, rng: &mut ChaCha8Rng) {
         let fixed = MemberKnobs::fixed(settings);
         let per_ready = fixed.tunables.raft_committed_bytes_per_ready_max;
@@ -421,6 +426,7 @@ impl MemberKnobs {
         let timeout_low = (fixed.request_timeout_ms / 4).max(DRAWN_REQUEST_TIMEOUT_MS_MIN);
         self.request_timeout_ms = pick_knob(rng, fixed.request_timeout_ms, timeout_low, fixed.request_timeout_ms * 2);
         self.max_request_bytes = pick_knob(rng, fixed.max_request_bytes as u64, DRAWN_MAX_REQUEST_BYTES_MIN, fixed.max_request_bytes as u64) as usize;
+        self.tunables.forward_keep_alives = !rng.gen_bool(KEEP_ALIVE_FORWARDING_OFF_PROBABILITY);
     }
 }
 
@@ -884,6 +890,7 @@ fault = "split_vote"
         assert!(draws.iter().any(|k| k.request_timeout_ms < settings.request_timeout_ms));
         assert!(draws.iter().any(|k| k.max_request_bytes < LARGE_VALUE_BYTES_MAX));
         assert!(draws.iter().any(|k| k.max_request_bytes == MAX_REQUEST_BYTES_DEFAULT));
+        assert!(draws.iter().any(|k| k.tunables.forward_keep_alives) && draws.iter().any(|k| !k.tunables.forward_keep_alives));
         // Large values: none in some seeds, a few percent of the writes in others.
         let percents: Vec<u32> = (0..200).map(|seed| Options::derive(&scenario, seed).large_value_percent).collect();
         assert!(percents.iter().all(|p| *p <= LARGE_VALUE_PERCENT_MAX));

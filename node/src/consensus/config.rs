@@ -188,6 +188,17 @@ pub struct Tunables {
     /// the applied index trails the commit index over many loop turns.
     #[serde(default = "raft_committed_bytes_per_ready_max_default")]
     pub raft_committed_bytes_per_ready_max: u64,
+    /// A follower forwards its clients' keep-alives to the leader beside raft (etcd's
+    /// way; see `consensus::keep_alive_forward`) instead of proposing each renewal
+    /// through raft. Off: every follower renewal is a log entry (the simulator draws it
+    /// off on some members, so that raft renewals racing the leader's expiry decisions
+    /// stay tested).
+    #[serde(default = "forward_keep_alives_default")]
+    pub forward_keep_alives: bool,
+}
+
+fn forward_keep_alives_default() -> bool {
+    true
 }
 
 fn raft_committed_bytes_per_ready_max_default() -> u64 {
@@ -205,6 +216,7 @@ impl Default for Tunables {
             watch_history_events_per_response_max: crate::watch::WATCH_HISTORY_EVENTS_PER_RESPONSE_MAX,
             watch_sync_watchers_per_turn_max: crate::watch::WATCH_SYNC_WATCHERS_PER_TURN_MAX,
             raft_committed_bytes_per_ready_max: RAFT_COMMITTED_BYTES_PER_READY_MAX,
+            forward_keep_alives: true,
         }
     }
 }

@@ -898,7 +898,8 @@ impl NodeCore {
         let Request::LeaseKeepAlive(keep_alive) = &pending.request else { panic!("not a keep-alive: {:?}", pending.request) };
         let id = keep_alive.id;
         let leader = self.raw.raft.leader_id;
-        if self.raw.raft.state == StateRole::Follower && leader != raft::INVALID_ID && leader != self.config.member_id {
+        let forwards = self.config.tunables.forward_keep_alives;
+        if forwards && self.raw.raft.state == StateRole::Follower && leader != raft::INVALID_ID && leader != self.config.member_id {
             match self.keep_alives_forwarded.forward(pending, id, leader) {
                 Ok(forward) => {
                     let _ = self.env.transport.send(vec![forward]);
