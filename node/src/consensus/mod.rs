@@ -321,6 +321,19 @@ impl NodeCore {
                 replayed.snapshot_mark_index, snapshot_index, loaded.skipped_damaged
             )));
         }
+        // The same loss when the WAL no longer holds the snapshot's mark (the segment that
+        // had it was released) and nothing after it: its hard state commits entries that
+        // neither an intact snapshot file nor the WAL holds (raft-rs would panic on it;
+        // disk-faults seed 5109 of a sweep).
+        let last_index = replayed.entries.last().map_or(snapshot_index, |entry| entry.index);
+        let commit_index = replayed.hard_state.as_ref().map_or(0, |hard_state| hard_state.commit);
+        if commit_index > last_index {
+            return Err(FatalError::Snapshot(format!(
+                "the WAL's commit index is {commit_index}, but the newest intact snapshot file and the WAL reach only index \
+                 {last_index} (damaged: {:?}); the entries between them are gone, so this member cannot recover on its own",
+                loaded.skipped_damaged
+            )));
+        }
 
         let mut conf_state = ConfState::default();
         conf_state.set_voters(meta.initial_voters.clone());
