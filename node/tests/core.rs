@@ -849,6 +849,24 @@ fn a_followers_keep_alive_is_renewed_by_the_leader_without_a_log_entry() {
         .collect();
     assert_eq!(answers, vec![false], "a forward delivered again was renewed");
 
+    // Lost on its way (or a leader that does not know forwards): unanswered for an
+    // election timeout, it is renewed through raft.
+    let (sender, mut answered) = oneshot::channel();
+    members.get_mut(&2).expect("follower").core.submit(keep_alive(9), sender, 0);
+    let lost = pump(&mut members, |message| keep_alive_message(message).is_none());
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    clock.advance(999);
+    tick_all(&mut members, detcd_node::env::Clock::now_ms(&*clock));
+    pump(&mut members, |_| true);
+    assert!(answered.try_recv().is_err(), "answered before an election timeout passed");
+    clock.advance(1);
+    tick_all(&mut members, detcd_node::env::Clock::now_ms(&*clock));
+    for _ in 0..10 {
+        pump(&mut members, |_| true);
+    }
+    assert!(matches!(answered.try_recv(), Ok(Ok(Response::LeaseKeepAlive(ref r))) if r.ttl == 5), "never renewed through raft");
+    assert!(members[&1].core.status().commit_index > commit_index, "the fallback renewal is a log entry");
+
     // Lost on its way, then the leader dies: the follower sends it to the next leader.
     let (sender, mut answered) = oneshot::channel();
     members.get_mut(&2).expect("follower").core.submit(keep_alive(9), sender, 0);

@@ -12,7 +12,10 @@
 //! the leader admits each once, newest per incarnation (`PeerReadContexts`' rule): a
 //! forward delivered again, or overtaken by a newer one, is answered "not renewed",
 //! and a follower still waiting for it renews through raft instead — as it does when the
-//! leader declines (not leading, too many answers waiting) and when its leader changes.
+//! leader declines (not leading, too many answers waiting) and when no answer came within
+//! an election timeout (the forward or its answer was lost, or the leader runs a detcd
+//! that does not know forwards: a rolling upgrade). When its leader changes, a waiting
+//! keep-alive goes to the new leader.
 //! A follower answers its client only with a renewal the leader made, after the client
 //! asked: the lease lasts at least the TTL from the moment the client asked.
 
@@ -76,8 +79,8 @@ pub struct ForwardedKeepAlives {
     member_id: u64,
     nonce: u64,
     next_counter: u64,
-    /// counter → (the client's request, the leader it went to).
-    waiting: BTreeMap<u64, (PendingRequest, u64)>,
+    /// counter → (the client's request, the leader it went to, when it went).
+    waiting: BTreeMap<u64, (PendingRequest, u64, u64)>,
     bytes: usize,
 }
 
@@ -86,9 +89,9 @@ impl ForwardedKeepAlives {
         Self { member_id, nonce, next_counter: 1, waiting: BTreeMap::new(), bytes: 0 }
     }
 
-    /// Forwards `pending` (a keep-alive of lease `lease_id`) to `leader`: the message to
-    /// send, or the request back when too many wait already.
-    pub fn forward(&mut self, pending: PendingRequest, lease_id: i64, leader: u64) -> Result<Message, PendingRequest> {
+    /// Forwards `pending` (a keep-alive of lease `lease_id`) to `leader` at `now_ms`: the
+    /// message to send, or the request back when too many wait already.
+    pub fn forward(&mut self, pending: PendingRequest, lease_id: i64, leader: u64, now_ms: u64) -> Result<Message, PendingRequest> {
         assert!(leader != self.member_id && leader != raft::INVALID_ID, "forwarding a keep-alive to {leader:x}");
         if self.waiting.len() >= FORWARDED_KEEP_ALIVES_MAX {
             return Err(pending);
@@ -96,40 +99,47 @@ impl ForwardedKeepAlives {
         let counter = self.next_counter;
         self.next_counter += 1;
         self.bytes += pending.size_bytes;
-        self.waiting.insert(counter, (pending, leader));
+        self.waiting.insert(counter, (pending, leader, now_ms));
         Ok(side_message(self.member_id, leader, FORWARD_TAG, &KeepAliveForward { nonce: self.nonce, counter, lease_id }))
     }
 
     /// The request `answer` answers, if this incarnation still waits for it.
     pub fn take_answered(&mut self, from: u64, answer: &KeepAliveAnswer) -> Option<PendingRequest> {
-        if answer.nonce != self.nonce || self.waiting.get(&answer.counter).is_none_or(|(_, leader)| *leader != from) {
+        if answer.nonce != self.nonce || self.waiting.get(&answer.counter).is_none_or(|(_, leader, _)| *leader != from) {
             return None;
         }
         self.remove(answer.counter)
     }
 
     fn remove(&mut self, counter: u64) -> Option<PendingRequest> {
-        let (pending, _) = self.waiting.remove(&counter)?;
+        let (pending, _, _) = self.waiting.remove(&counter)?;
         self.bytes -= pending.size_bytes;
         Some(pending)
     }
 
-    /// Requests past their deadline (to fail), and requests sent to a member that no
-    /// longer leads now that another does (to send there, or through raft). While no
-    /// member leads they wait: the old leader may still answer.
-    pub fn expired_or_orphaned(&mut self, now_ms: u64, leader: u64) -> (Vec<PendingRequest>, Vec<PendingRequest>) {
-        let (mut expired, mut orphaned) = (Vec::new(), Vec::new());
+    /// The requests to act on at `now_ms` (see [`FollowUp`]): past their deadline; sent
+    /// to a member that no longer leads now that another does; unanswered for
+    /// `answer_wait_ms`. While no member leads the others wait: the old leader may still
+    /// answer.
+    pub fn follow_up(&mut self, now_ms: u64, leader: u64, answer_wait_ms: u64) -> FollowUp {
+        let mut follow_up = FollowUp::default();
         let orphaned_by = |to: u64| leader != raft::INVALID_ID && to != leader;
-        let counters: Vec<u64> = self.waiting.iter().filter(|(_, (p, to))| p.deadline_ms <= now_ms || orphaned_by(*to)).map(|(c, _)| *c).collect();
+        let due = |(pending, to, sent_ms): &(PendingRequest, u64, u64)| {
+            pending.deadline_ms <= now_ms || orphaned_by(*to) || sent_ms.saturating_add(answer_wait_ms) <= now_ms
+        };
+        let counters: Vec<u64> = self.waiting.iter().filter(|(_, waiting)| due(waiting)).map(|(counter, _)| *counter).collect();
         for counter in counters {
+            let to = self.waiting[&counter].1;
             let pending = self.remove(counter).expect("listed above");
             if pending.deadline_ms <= now_ms {
-                expired.push(pending);
+                follow_up.expired.push(pending);
+            } else if orphaned_by(to) {
+                follow_up.orphaned.push(pending);
             } else {
-                orphaned.push(pending);
+                follow_up.unanswered.push(pending);
             }
         }
-        (expired, orphaned)
+        follow_up
     }
 
     /// The request forwarded last (a planted bug answers it at once).
@@ -141,7 +151,7 @@ impl ForwardedKeepAlives {
 
     /// Fails every waiting request with `error`.
     pub fn fail_all(&mut self, error: EtcdError) {
-        for (_, (pending, _)) in std::mem::take(&mut self.waiting) {
+        for (_, (pending, _, _)) in std::mem::take(&mut self.waiting) {
             pending.fail(error.clone());
         }
         self.bytes = 0;
@@ -150,6 +160,15 @@ impl ForwardedKeepAlives {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+}
+
+/// What [`ForwardedKeepAlives::follow_up`] hands back: requests to fail (past their
+/// deadline), to send to the new leader, and to renew through raft (no answer came).
+#[derive(Default)]
+pub struct FollowUp {
+    pub expired: Vec<PendingRequest>,
+    pub orphaned: Vec<PendingRequest>,
+    pub unanswered: Vec<PendingRequest>,
 }
 
 /// A leader's renewals of forwarded keep-alives, waiting to be answered.

@@ -913,7 +913,7 @@ impl NodeCore {
         let leader = self.raw.raft.leader_id;
         let forwards = self.config.tunables.forward_keep_alives;
         if forwards && self.raw.raft.state == StateRole::Follower && leader != raft::INVALID_ID && leader != self.config.member_id {
-            match self.keep_alives_forwarded.forward(pending, id, leader) {
+            match self.keep_alives_forwarded.forward(pending, id, leader, self.env.clock.now_ms()) {
                 Ok(forward) => {
                     let _ = self.env.transport.send(vec![forward]);
                     #[cfg(madsim)]
@@ -989,15 +989,20 @@ impl NodeCore {
     }
 
     /// Each tick: forwarded keep-alives past their deadline fail; those sent to a member
-    /// that no longer leads go to the new leader (or through raft); renewals of other
-    /// members' keep-alives that completed are answered.
+    /// that no longer leads go to the new leader (or through raft); those unanswered for
+    /// an election timeout are renewed through raft; renewals of other members'
+    /// keep-alives that completed are answered.
     fn follow_up_forwarded_keep_alives(&mut self, now_ms: u64) {
-        let (expired, orphaned) = self.keep_alives_forwarded.expired_or_orphaned(now_ms, self.raw.raft.leader_id);
-        for pending in expired {
+        let leader = self.raw.raft.leader_id;
+        let follow_up = self.keep_alives_forwarded.follow_up(now_ms, leader, self.config.election_timeout_ms);
+        for pending in follow_up.expired {
             pending.fail(EtcdError::Timeout);
         }
-        for pending in orphaned {
+        for pending in follow_up.orphaned {
             self.keep_alive(pending);
+        }
+        for pending in follow_up.unanswered {
+            self.propose(pending);
         }
         self.send_keep_alive_answers();
     }
