@@ -334,6 +334,14 @@ fn draw_large_value_percent(scenario: &Scenario, seed: u64) -> u32 {
     if !scenario.node.randomize_knobs {
         return 0;
     }
+    // Under a space quota the keys could fill with large values alone, the live data
+    // would stay over the quota after compaction and defragmentation — no runbook frees
+    // it (etcd's neither: an operator deletes keys), and no write could commit after
+    // healing (simulator seed 5587 of nospace).
+    let quota_bytes = scenario.node.quota_backend_bytes;
+    if quota_bytes > 0 && 2 * (scenario.workload.keys * LARGE_VALUE_BYTES_MAX) as u64 > quota_bytes {
+        return 0;
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6c61_7267_6521_2121);
     if !rng.gen_bool(LARGE_VALUES_PROBABILITY) {
         return 0;
