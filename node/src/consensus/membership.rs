@@ -87,6 +87,7 @@ pub fn membership_probe(from: u64, to: u64) -> raft::eraftpb::Message {
 pub fn is_membership_probe(message: &raft::eraftpb::Message) -> bool {
     message.get_msg_type() == raft::eraftpb::MessageType::MsgUnreachable && message.term == 0 && message.context.as_ref() == MEMBERSHIP_PROBE_CONTEXT
 }
+
 /// Peer URLs a member may have.
 pub const MEMBER_PEER_URLS_MAX: usize = 16;
 
