@@ -56,11 +56,6 @@ pub struct MemberSlot {
 }
 
 impl MemberSlot {
-    /// The heartbeat interval the member in this slot runs with.
-    pub fn heartbeat_interval_ms(&self) -> u64 {
-        self.config.lock().expect("slot lock").heartbeat_interval_ms
-    }
-
     /// The running incarnation's handle (sending the run's client token, if any).
     pub fn handle(&self) -> Option<(NodeHandle, u64)> {
         let token = self.client_token.lock().expect("token lock").clone();
