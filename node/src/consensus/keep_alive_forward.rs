@@ -5,10 +5,8 @@
 //! Through raft, a follower's keep-alive cost a log entry and an fsync on every member
 //! (0.59x etcd's rate for one client on a follower).
 //!
-//! Both messages are raft `Message`s of a type raft-rs keeps local (`MsgUnreachable`;
-//! a peer's is refused), marked by their context's tag and taken by the core before
-//! raft could see them — so they travel every transport, and every simulated fault,
-//! as raft's own do. A forward names the follower's incarnation (a nonce) and a counter;
+//! Both are side messages (`peer_messages::side_message`: beside raft's, through every
+//! transport and simulated fault), marked by their context's tag. A forward names the follower's incarnation (a nonce) and a counter;
 //! the leader admits each once, newest per incarnation (`PeerReadContexts`' rule): a
 //! forward delivered again, or overtaken by a newer one, is answered "not renewed",
 //! and a follower still waiting for it renews through raft instead — as it does when the
@@ -22,7 +20,7 @@
 use std::collections::BTreeMap;
 
 use prost::Message as _;
-use raft::eraftpb::{Message, MessageType};
+use raft::eraftpb::Message;
 use tokio::sync::oneshot;
 
 use super::proposals::PendingRequest;
@@ -48,23 +46,15 @@ pub enum KeepAliveMessage {
 }
 
 fn side_message(from: u64, to: u64, tag: &[u8], body: &impl prost::Message) -> Message {
-    let mut message = Message::default();
-    message.set_msg_type(MessageType::MsgUnreachable);
-    message.from = from;
-    message.to = to;
     let mut context = tag.to_vec();
     body.encode(&mut context).expect("a Vec grows as needed");
-    message.context = context.into();
-    message
+    super::peer_messages::side_message(from, to, context)
 }
 
 /// The keep-alive message `message` carries, if it is one (`Some(Err)`: one that does
 /// not decode).
 pub fn decode(message: &Message) -> Option<Result<KeepAliveMessage, String>> {
-    if message.get_msg_type() != MessageType::MsgUnreachable || message.term != 0 {
-        return None;
-    }
-    let context = message.context.as_ref();
+    let context = super::peer_messages::side_context(message)?;
     if let Some(body) = context.strip_prefix(FORWARD_TAG) {
         return Some(KeepAliveForward::decode(body).map(KeepAliveMessage::Forward).map_err(|e| format!("a keep-alive forward: {e}")));
     }

@@ -75,17 +75,12 @@ pub const MEMBERSHIP_PROBE_CONTEXT: &[u8] = b"detcd: membership probe";
 /// peer's is refused), which the receiving member's transport answers with the removal
 /// notice if its applied table removed `from`, and its core drops otherwise.
 pub fn membership_probe(from: u64, to: u64) -> raft::eraftpb::Message {
-    let mut probe = raft::eraftpb::Message::default();
-    probe.set_msg_type(raft::eraftpb::MessageType::MsgUnreachable);
-    probe.from = from;
-    probe.to = to;
-    probe.context = MEMBERSHIP_PROBE_CONTEXT.to_vec().into();
-    probe
+    super::peer_messages::side_message(from, to, MEMBERSHIP_PROBE_CONTEXT.to_vec())
 }
 
 /// Whether `message` is a membership probe.
 pub fn is_membership_probe(message: &raft::eraftpb::Message) -> bool {
-    message.get_msg_type() == raft::eraftpb::MessageType::MsgUnreachable && message.term == 0 && message.context.as_ref() == MEMBERSHIP_PROBE_CONTEXT
+    super::peer_messages::side_context(message) == Some(MEMBERSHIP_PROBE_CONTEXT)
 }
 
 /// Peer URLs a member may have.

@@ -6,6 +6,24 @@ use raft::eraftpb::{EntryType, Message, MessageType};
 
 use crate::apply::decode_internal;
 
+/// A message of detcd's own beside raft's (a membership probe, a forwarded keep-alive):
+/// a `MsgUnreachable` — local to raft-rs, which refuses a peer's — whose context is
+/// `context` (a tag, then the body). The core takes it before raft could see it, so it
+/// travels every transport, and every simulated fault, as raft's own messages do.
+pub fn side_message(from: u64, to: u64, context: Vec<u8>) -> Message {
+    let mut message = Message::default();
+    message.set_msg_type(MessageType::MsgUnreachable);
+    message.from = from;
+    message.to = to;
+    message.context = context.into();
+    message
+}
+
+/// The context of a message built by [`side_message`], if `message` is one.
+pub fn side_context(message: &Message) -> Option<&[u8]> {
+    (message.get_msg_type() == MessageType::MsgUnreachable && message.term == 0).then_some(message.context.as_ref())
+}
+
 /// Why a peer message is refused, or `Ok` if raft may step it.
 pub fn check_peer_message(message: &Message) -> Result<(), String> {
     if message.get_msg_type() != MessageType::MsgPropose {
