@@ -202,6 +202,10 @@ fn metrics_use_etcds_names_and_follow_the_member() {
     // A put with an empty key is refused with InvalidArgument.
     let refused = etcdctl(&endpoint, &["put", "", "v"], None);
     assert_ne!(refused.code, 0);
+    // A call of another service than KV (which the client port's front service hands to
+    // the router, not straight to the KV server).
+    let status = etcdctl(&endpoint, &["endpoint", "status"], None);
+    assert_eq!(status.code, 0, "{}", status.stderr);
     let (text, code) = curl(&format!("http://{endpoint}/metrics"));
     assert_eq!(code, "200");
     let value = |name: &str| -> f64 {
@@ -228,14 +232,21 @@ fn metrics_use_etcds_names_and_follow_the_member() {
         (timed == 2).then_some(())
     });
     assert!(peers_timed.is_some(), "no round trip measured to both peers");
-    assert!(
-        text.lines().any(|l| l.starts_with("grpc_server_handled_total{") && l.contains(r#"grpc_method="Put""#) && l.contains(r#"grpc_code="OK""#)),
-        "{text}"
-    );
-    assert!(
-        text.lines().any(|l| l.starts_with("grpc_server_handled_total{") && l.contains(r#"grpc_method="Put""#) && l.contains(r#"grpc_code="InvalidArgument""#)),
-        "{text}"
-    );
+    // gRPC calls by method (and code): the sum over the lines of `name` whose labels
+    // hold every one of `labels`.
+    let counted = |name: &str, labels: &[&str]| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && labels.iter().all(|label| l.contains(label)))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum()
+    };
+    let put = r#"grpc_method="Put""#;
+    assert!(counted("grpc_server_started_total", &[put, r#"grpc_service="etcdserverpb.KV""#, r#"grpc_type="unary""#]) >= 6.0, "{text}");
+    assert!(counted("grpc_server_handled_total", &[put, r#"grpc_code="OK""#]) >= 5.0, "{text}");
+    assert_eq!(counted("grpc_server_handled_total", &[put, r#"grpc_code="InvalidArgument""#]), 1.0, "{text}");
+    let (maintenance, status_method) = (r#"grpc_service="etcdserverpb.Maintenance""#, r#"grpc_method="Status""#);
+    assert!(counted("grpc_server_started_total", &[maintenance, status_method]) >= 1.0, "{text}");
+    assert!(counted("grpc_server_handled_total", &[maintenance, status_method, r#"grpc_code="OK""#]) >= 1.0, "{text}");
     // Without a quorum: no leader.
     let follower_endpoint = cluster.members[1].endpoint();
     cluster.kill_member(0);

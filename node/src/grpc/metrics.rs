@@ -5,20 +5,42 @@
 //! size, keys — no walk of the store); fsync durations, recorded by the production disk
 //! as they happen (`etcd_disk_wal_fsync_duration_seconds` for the WAL disk; for the data
 //! disk, where detcd makes its state durable — snapshot files — the closest thing etcd
-//! has, `etcd_disk_backend_commit_duration_seconds`); and gRPC calls, counted by a
-//! middleware on the client port (`grpc_server_started_total`, `grpc_server_handled_total`
-//! — a stream is counted as handled when it opens, with the code it opened with).
+//! has, `etcd_disk_backend_commit_duration_seconds`); and gRPC calls, counted by the
+//! client port's front service (`grpc::front`; `grpc_server_started_total`,
+//! `grpc_server_handled_total` — a stream is counted as handled when it opens, with the
+//! code it opened with).
 //!
 //! `etcd_network_peer_round_trip_time_seconds` comes from the peer transport's probes
 //! (a probe frame on each outgoing peer connection every few seconds, answered on it).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::http::{header, StatusCode};
-use prometheus::{Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 
+use super::front::KV_PATH_PREFIX;
 use crate::server::NodeHandle;
+
+/// The KV service's methods: their calls are counted through counters resolved once.
+const KV_METHODS: [&str; 5] = ["Range", "Put", "DeleteRange", "Txn", "Compact"];
+
+/// One KV method's counters, each resolved (and so exported) at its first use.
+#[derive(Default)]
+struct KvMethodCounters {
+    started: OnceLock<IntCounter>,
+    handled_ok: OnceLock<IntCounter>,
+}
+
+/// The method of a gRPC call being served, kept to count its answer.
+pub enum GrpcCallMethod {
+    /// One of [`KV_METHODS`], by index.
+    Kv(usize),
+    /// Any other `/package.Service/Method` path.
+    Other(String),
+    /// A path that names no method: not counted.
+    Unnamed,
+}
 
 /// Every metric detcd exports, registered once per process.
 pub struct Metrics {
@@ -29,6 +51,8 @@ pub struct Metrics {
     backend_commit_seconds: Histogram,
     grpc_started: IntCounterVec,
     grpc_handled: IntCounterVec,
+    /// By [`KV_METHODS`]' index.
+    kv_counters: [KvMethodCounters; KV_METHODS.len()],
     /// Read from the member's status at every scrape.
     from_status: Vec<(&'static str, Gauge)>,
 }
@@ -98,7 +122,16 @@ impl Metrics {
                 (*name, gauge)
             })
             .collect();
-        Arc::new(Metrics { registry, wal_fsync_seconds, peer_round_trip_seconds, backend_commit_seconds, grpc_started, grpc_handled, from_status })
+        Arc::new(Metrics {
+            registry,
+            wal_fsync_seconds,
+            peer_round_trip_seconds,
+            backend_commit_seconds,
+            grpc_started,
+            grpc_handled,
+            kv_counters: Default::default(),
+            from_status,
+        })
     }
 
     pub fn record_wal_fsync(&self, took: Duration) {
@@ -114,12 +147,41 @@ impl Metrics {
         self.backend_commit_seconds.observe(took.as_secs_f64());
     }
 
-    /// Counts one gRPC call on `path` (`/package.Service/Method`) answered with `code`.
-    pub fn record_grpc(&self, path: &str, code: &str) {
-        let Some((service, method)) = path.trim_start_matches('/').split_once('/') else { return };
-        let kind = grpc_type(service, method);
-        self.grpc_started.with_label_values(&[kind, service, method]).inc();
-        self.grpc_handled.with_label_values(&[kind, service, method, code]).inc();
+    /// Counts a gRPC call on `path` (`/package.Service/Method`) as started; its answer is
+    /// counted by [`Metrics::grpc_call_handled`] with what this returns.
+    pub fn grpc_call_started(&self, path: &str) -> GrpcCallMethod {
+        let kv_method = path.strip_prefix(KV_PATH_PREFIX).and_then(|method| KV_METHODS.iter().position(|m| *m == method));
+        if let Some(index) = kv_method {
+            let started = self.kv_counters[index].started.get_or_init(|| {
+                self.grpc_started.with_label_values(&["unary", kv_service_name(), KV_METHODS[index]])
+            });
+            started.inc();
+            return GrpcCallMethod::Kv(index);
+        }
+        let Some((service, method)) = path.trim_start_matches('/').split_once('/') else { return GrpcCallMethod::Unnamed };
+        self.grpc_started.with_label_values(&[grpc_type(service, method), service, method]).inc();
+        GrpcCallMethod::Other(path.to_string())
+    }
+
+    /// Counts a started call as handled with gRPC status `code`.
+    pub fn grpc_call_handled(&self, call: &GrpcCallMethod, code: i32) {
+        match call {
+            GrpcCallMethod::Kv(index) if code == 0 => {
+                let handled_ok = self.kv_counters[*index].handled_ok.get_or_init(|| {
+                    self.grpc_handled.with_label_values(&["unary", kv_service_name(), KV_METHODS[*index], code_name(0)])
+                });
+                handled_ok.inc();
+            }
+            GrpcCallMethod::Kv(index) => {
+                self.grpc_handled.with_label_values(&["unary", kv_service_name(), KV_METHODS[*index], code_name(code)]).inc();
+            }
+            GrpcCallMethod::Other(path) => {
+                if let Some((service, method)) = path.trim_start_matches('/').split_once('/') {
+                    self.grpc_handled.with_label_values(&[grpc_type(service, method), service, method, code_name(code)]).inc();
+                }
+            }
+            GrpcCallMethod::Unnamed => {}
+        }
     }
 
     /// The text exposition, with the status gauges read now.
@@ -164,27 +226,17 @@ fn grpc_type(service: &str, method: &str) -> &'static str {
     }
 }
 
-/// Adds `/metrics` and the gRPC call counting to the client port's router.
+/// Adds `/metrics` to a router (the client port's, or the metrics listener's).
 pub fn add_routes(router: axum::Router, node: NodeHandle, metrics: Arc<Metrics>) -> axum::Router {
-    let scrape = metrics.clone();
     router.route("/metrics", axum::routing::get(move || {
-        let (metrics, node) = (scrape.clone(), node.clone());
+        let (metrics, node) = (metrics.clone(), node.clone());
         async move { metrics.render(&node).await }
-    })).layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
-        let metrics = metrics.clone();
-        async move {
-            let is_grpc = request.headers().get(header::CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
-            let path = request.uri().path().to_string();
-            let response = next.run(request).await;
-            if is_grpc {
-                // A call refused or failed at once answers with its status in the headers
-                // (a trailers-only response); otherwise it opened with OK.
-                let code = response.headers().get("grpc-status").and_then(|c| c.to_str().ok()).and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
-                metrics.record_grpc(&path, code_name(code));
-            }
-            response
-        }
     }))
+}
+
+/// `etcdserverpb.KV`, from the KV service's path prefix.
+fn kv_service_name() -> &'static str {
+    KV_PATH_PREFIX.trim_matches('/')
 }
 
 /// The name of a gRPC status code, as the `grpc_code` label carries it.

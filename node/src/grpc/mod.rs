@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 mod auth;
 mod cluster;
 mod election;
+mod front;
 mod gateway;
 mod http;
 pub mod initial_check;
@@ -121,8 +122,8 @@ pub async fn serve(
     let watch = WatchServer::new(WatchService { node: node.clone() })
         .max_decoding_message_size(max_request_bytes + GRPC_OVERHEAD_BYTES)
         .max_encoding_message_size(usize::MAX);
-    let routes = tonic::service::Routes::new(kv)
-        .add_service(watch)
+    // The KV service is served by the front service, before the router (see `front`).
+    let routes = tonic::service::Routes::new(watch)
         .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
         .add_service(maintenance)
         .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
@@ -130,7 +131,7 @@ pub async fn serve(
         .add_service(ElectionServer::new(ElectionService { node: node.clone() }))
         .add_service(AuthServer::new(AuthService { node: node.clone(), bcrypt_cost }));
     let router = gateway::add_routes(routes.into_axum_router(), node.clone(), max_request_bytes, bcrypt_cost);
-    let router = metrics::add_routes(http::add_routes(router, node.clone()), node, metrics);
+    let router = metrics::add_routes(http::add_routes(router, node.clone()), node, metrics.clone());
     let keepalive = |ms: u64| (ms > 0).then(|| std::time::Duration::from_millis(ms));
     server_builder(tls)?
         // etcd allows any number of streams per connection by default (grpc's
@@ -141,6 +142,7 @@ pub async fn serve(
         .http2_keepalive_timeout(keepalive(settings.keepalive_timeout_ms))
         // HTTP/1.1 for the plain HTTP endpoints (curl, load balancers).
         .accept_http1(true)
+        .layer(front::FrontLayer { kv, metrics })
         .add_routes(tonic::service::Routes::from(router))
         .serve_with_incoming(incoming)
         .await
