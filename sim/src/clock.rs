@@ -1,7 +1,10 @@
 //! A member's simulated clock: virtual time with per-member offset, drift and forward
 //! jumps. Drift also stretches the member's timers, so a fast clock ticks raft faster.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use detcd_node::env::{BoxFuture, Clock};
@@ -85,6 +88,32 @@ impl Clock for SimClock {
     fn sleep_ms(&self, ms: u64) -> BoxFuture {
         let drift_ppm = self.skew.lock().expect("clock lock").drift_ppm;
         let real_ms = (u128::from(ms) * 1_000_000 / (1_000_000 + drift_ppm) as u128).max(1) as u64;
-        Box::pin(tokio::time::sleep(Duration::from_millis(real_ms)))
+        Box::pin(SleepRegisteredOnce { sleep: Box::pin(tokio::time::sleep(Duration::from_millis(real_ms))), waker: None })
+    }
+}
+
+/// A sleep that hands its timer to madsim once per waker. madsim's `Sleep` adds a timer
+/// at every poll while it is pending, and a member's loop polls its tick and progress
+/// sleeps at every turn: the timer heap grew by two entries per turn, each pushed, then
+/// expired as a wake of a task already woken (~7% of a heavy-load run's CPU).
+struct SleepRegisteredOnce {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// The waker the timer wakes, once one was handed over.
+    waker: Option<Waker>,
+}
+
+impl Future for SleepRegisteredOnce {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.waker.as_ref().is_some_and(|waker| waker.will_wake(cx.waker())) {
+            return if this.sleep.is_elapsed() { Poll::Ready(()) } else { Poll::Pending };
+        }
+        let poll = this.sleep.as_mut().poll(cx);
+        if poll.is_pending() {
+            this.waker = Some(cx.waker().clone());
+        }
+        poll
     }
 }

@@ -18,6 +18,9 @@ use detcd_sim::scenario::Options;
 use std::io::IsTerminal;
 use detcd_sim::scenario::Scenario;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "detcd-sim", version, about = "Deterministic simulation testing of detcd")]
 struct Cli {
