@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use detcd_node::env::mem_disk::MemDisk;
 use detcd_node::env::{Env, Role};
-use detcd_node::{Node, NodeConfig, NodeHandle, NodeStatus};
+use detcd_node::{FatalError, Node, NodeConfig, NodeHandle, NodeStatus};
 
 use crate::clock::SimClock;
 use crate::net::{LinkQuality, SimNet};
@@ -26,6 +26,14 @@ pub struct MemberSlot {
     /// The member was removed from the cluster and its replacement is not running yet:
     /// nothing restarts it, and it counts in no check.
     pub retired: AtomicBool,
+    /// Retired by an operator who waits until another member knows the removal is
+    /// committed: until then the member may still be restarted from its disk (its
+    /// supervisor restarts a crashed process, removed or not, and the others may still
+    /// need it — membership-chaos seed 6160).
+    pub removal_pending: AtomicBool,
+    /// The last incarnation stopped on its own, having applied (or been told of) its
+    /// removal — not stopped by a fault.
+    pub stopped_removed: AtomicBool,
     /// The peer URLs the member list must show for this slot's member: its own, or what
     /// an operator's MemberUpdate set (and saw applied).
     pub expected_peer_urls: Mutex<Vec<String>>,
@@ -74,6 +82,12 @@ impl MemberSlot {
     pub fn is_retired(&self) -> bool {
         self.retired.load(Ordering::SeqCst)
     }
+
+    /// Whether a member may run in this slot: one of the cluster's, or one being
+    /// removed whose removal no other member knows yet.
+    pub fn may_run(&self) -> bool {
+        !self.is_retired() || self.removal_pending.load(Ordering::SeqCst)
+    }
 }
 
 pub struct Cluster {
@@ -107,6 +121,8 @@ impl Cluster {
                 member_id: AtomicU64::new(member_id),
                 config: slot_config,
                 retired: AtomicBool::new(member_id == 0),
+                removal_pending: AtomicBool::new(false),
+                stopped_removed: AtomicBool::new(false),
                 expected_peer_urls: Mutex::new(vec![format!("http://m{index}:2380")]),
                 unsettled_peer_urls: Mutex::new(None),
                 wal_disk: Arc::new(MemDisk::new()),
@@ -174,7 +190,7 @@ impl Cluster {
                     let config = slot.config.lock().expect("slot lock").clone();
                     async move {
                         // A spare slot starts nothing until a member is added into it.
-                        if !slot.is_retired() {
+                        if slot.may_run() {
                             run_member(slot, world, net, config, seed).await;
                         }
                     }
@@ -225,7 +241,7 @@ impl Cluster {
 
     pub fn restart(&self, index: usize) {
         let slot = &self.members[index];
-        if slot.is_retired() {
+        if !slot.may_run() {
             // Removed from the cluster: it stays down until its replacement starts.
             return;
         }
@@ -336,12 +352,14 @@ pub async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNe
             }
             net.register(slot.member_id(), inbox);
             *slot.running.lock().expect("slot lock") = Some((handle, incarnation));
+            slot.stopped_removed.store(false, Ordering::SeqCst);
             world.event("member", Some(slot.index), format!("started (incarnation {incarnation})"));
             match (CatchPanic(Box::pin(node.run()))).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
                     *slot.running.lock().expect("slot lock") = None;
                     slot.down.store(true, Ordering::SeqCst);
+                    slot.stopped_removed.store(matches!(error, FatalError::Removed), Ordering::SeqCst);
                     world.event("member", Some(slot.index), format!("stopped: {error}"));
                 }
                 Err(message) => member_panicked(&slot, &world, "running", message),

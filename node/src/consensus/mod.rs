@@ -705,8 +705,26 @@ impl NodeCore {
             self.observe(NodeEvent::PeerReadRefused { from: message.from });
             return;
         }
+        // A vote refused to a candidate of a higher term does not restart this follower's
+        // election timer (raft §5.2: it restarts on hearing from a leader or granting a
+        // vote). raft-rs restarts it on every higher term, so a member whose log was
+        // behind, campaigning without pre-vote again and again, kept the up-to-date member
+        // of a cluster of two from ever campaigning: no leader for 31 s (grow-and-shrink
+        // seed 6033, the two members' pre-vote settings differing).
+        let raft = &self.raw.raft;
+        let timer_before_vote = (message.get_msg_type() == MessageType::MsgRequestVote
+            && message.term > raft.term
+            && raft.state == StateRole::Follower)
+            .then(|| (message.from, raft.election_elapsed, raft.randomized_election_timeout()));
         // Messages from unknown peers or stale terms are refused by raft; nothing to do.
         let _ = self.raw.step(message);
+        if let Some((candidate, elapsed, timeout)) = timer_before_vote {
+            let raft = &mut self.raw.raft;
+            if raft.state == StateRole::Follower && raft.vote != candidate {
+                raft.election_elapsed = elapsed;
+                raft.set_randomized_election_timeout(timeout);
+            }
+        }
         self.override_election_timeout();
     }
 
