@@ -206,6 +206,60 @@ fn elect(members: &mut BTreeMap<u64, Member>, candidate: u64) {
     panic!("member {candidate} was not elected");
 }
 
+/// A follower that refuses its vote to a higher-term candidate whose log is behind keeps
+/// its election timer running (raft §5.2) and campaigns on time. raft-rs restarts the
+/// timer on every higher term: a member behind, campaigning again and again without
+/// pre-vote, kept the up-to-date member of a cluster of two from ever campaigning
+/// (simulator, grow-and-shrink seed 6033).
+#[test]
+fn a_refused_vote_does_not_restart_the_followers_election_timer() {
+    let mut members = open_cluster(2, |config| config.pre_vote = false);
+    let election_tick = members[&2].core.config().election_tick() as u64;
+    elect(&mut members, 2);
+    // An entry member 1 never receives: member 2's log is ahead of member 1's.
+    let (sender, _receiver) = oneshot::channel();
+    members.get_mut(&2).expect("leader").core.submit(put("k", "v"), sender, 0);
+    pump(&mut members, |_| false);
+    // Member 2 hears from nobody: a leader checking its quorum steps down after an
+    // election timeout, its timer restarted.
+    let leader = members.get_mut(&2).expect("leader");
+    for tick in 0..10 * election_tick {
+        leader.core.tick(tick);
+        leader.core.handle_ready().expect("ready");
+        if leader.core.status().role == Role::Follower {
+            break;
+        }
+    }
+    let stepped_down = members[&2].core.status();
+    assert_eq!((stepped_down.role, stepped_down.leader_id), (Role::Follower, 0));
+    let _ = members.get_mut(&2).expect("member 2").wire.take();
+    // Nearly an election timeout passes on member 2 (no campaign yet: its drawn timeout
+    // is at least the election timeout).
+    let follower = members.get_mut(&2).expect("member 2");
+    for tick in 0..election_tick - 1 {
+        follower.core.tick(tick);
+        follower.core.handle_ready().expect("ready");
+    }
+    assert_eq!(members[&2].core.status().role, Role::Follower);
+    let _ = members.get_mut(&2).expect("member 2").wire.take();
+    // Member 1 campaigns in a higher term; member 2 refuses (its log is longer).
+    members.get_mut(&1).expect("member 1").core.campaign();
+    let term_before = members[&2].core.status().term;
+    pump(&mut members, |message| message.to == 2 && message.get_msg_type() == MessageType::MsgRequestVote);
+    let refused = members[&2].core.status();
+    assert!(refused.term > term_before, "member 2 saw the higher term");
+    assert_eq!(refused.role, Role::Follower);
+    // An election timeout and one tick more: member 2's timer, not restarted, has run
+    // past any timeout it could have drawn (under twice the election timeout).
+    let follower = members.get_mut(&2).expect("member 2");
+    for tick in 0..election_tick + 1 {
+        follower.core.tick(tick);
+        follower.core.handle_ready().expect("ready");
+    }
+    let after = members[&2].core.status();
+    assert!(after.term > refused.term && after.role == Role::Candidate, "member 2 did not campaign on time: {after:?}");
+}
+
 #[test]
 fn a_read_index_answer_meant_for_another_incarnation_is_ignored() {
     let mut members = open_cluster(3, |_| {});
