@@ -61,7 +61,7 @@ fn pump(members: &mut BTreeMap<u64, Running>) -> Vec<u64> {
     for message in in_flight {
         let sender = members.get(&message.from).map(|m| m.wire.clone());
         if let Some(member) = members.get_mut(&message.to) {
-            if sender.is_some_and(|sender| member.wire.refuses(&sender, message.from)) {
+            if sender.is_some_and(|sender| member.wire.refuses(message.to, &sender, message.from)) {
                 continue;
             }
             member.core.step(message);

@@ -132,9 +132,12 @@ async fn remove_member(cluster: &Cluster, victim: usize) -> bool {
             None => {}
         }
         for other in (0..cluster.members.len()).filter(|i| *i != victim && !cluster.members[*i].is_retired()) {
-            // A member joining without a state yet lists nobody, itself included.
+            // A member joining without a state yet lists nobody, itself included. A
+            // learner that applied the removal cannot lead the voters to it: a voter must
+            // have (grow-and-shrink seed 6746).
             let own_id = cluster.members[other].member_id();
-            let applied = |members: &[Member]| members.iter().any(|m| m.id == own_id) && members.iter().all(|m| m.id != old_id);
+            let applied =
+                |members: &[Member]| members.iter().any(|m| m.id == own_id && !m.is_learner) && members.iter().all(|m| m.id != old_id);
             if list_of(cluster, other).await.is_some_and(|(_, members)| applied(&members)) {
                 break 'wait;
             }

@@ -9,7 +9,7 @@
 //! As the TCP transport does, a member refuses the messages of a member its applied
 //! table removed (`Transport::set_peers`) and answers with the removal notice, which
 //! reaches the removed member unless the link back is cut
-//! (`Transport::removed_from_cluster`).
+//! (`Transport::removal_notices`: who told it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -68,8 +68,8 @@ struct NetState {
     reconnecting_until_ms: BTreeMap<(u64, u64), u64>,
     /// Per member: the members its applied table removed.
     removed_by: BTreeMap<u64, BTreeSet<u64>>,
-    /// Members a peer told they were removed.
-    told_removed: BTreeSet<u64>,
+    /// Per member a peer told it was removed: the peers that told it.
+    told_removed: BTreeMap<u64, BTreeSet<u64>>,
 }
 
 /// The network shared by all simulated members.
@@ -96,7 +96,7 @@ impl SimNet {
                 redeliver_delay_ms_max: 0,
                 reconnecting_until_ms: BTreeMap::new(),
                 removed_by: BTreeMap::new(),
-                told_removed: BTreeSet::new(),
+                told_removed: BTreeMap::new(),
             }),
             wake: Notify::new(),
             origin: tokio::time::Instant::now(),
@@ -291,7 +291,7 @@ impl SimNet {
             }
             if state.removed_by.get(&to).is_some_and(|removed| removed.contains(&from)) {
                 state.stats.refused_removed += 1;
-                if !state.cut.contains(&(to, from)) && state.told_removed.insert(from) {
+                if !state.cut.contains(&(to, from)) && state.told_removed.entry(from).or_default().insert(to) {
                     state.stats.removal_notices += 1;
                 }
                 continue;
@@ -332,7 +332,7 @@ impl Transport for SimTransport {
         self.net.lock().removed_by.insert(self.from, peers.removed.clone());
     }
 
-    fn removed_from_cluster(&self) -> bool {
-        self.net.lock().told_removed.contains(&self.from)
+    fn removal_notices(&self) -> BTreeSet<u64> {
+        self.net.lock().told_removed.get(&self.from).cloned().unwrap_or_default()
     }
 }

@@ -40,7 +40,9 @@
 //! asks. Every [`REMOVED_MEMBER_PROBE_INTERVAL_TICKS`] it sends each member of its last
 //! configuration a membership probe ([`membership_probe`]); a member whose applied table
 //! removed it answers at the transport with the removal notice
-//! (`Transport::removed_from_cluster`), and it stops; the others drop the probe.
+//! (`Transport::removal_notices`), and it stops once a voter of the configuration after
+//! its removal said so (a learner that knows cannot lead the others to the commit); the
+//! others drop the probe.
 
 use std::collections::BTreeSet;
 
@@ -392,7 +394,13 @@ impl NodeCore {
         // Otherwise a member that applied the removal tells it so through the transport.
         let others_know = !self.leaving_needs_successor || (other_leader && committed_past);
         let stay_over = self.leaving_until_tick.is_some_and(|until| self.ticks >= until && others_know);
-        stay_over || self.env.transport.removed_from_cluster()
+        // A notice counts from a voter of the configuration after the removal: it will
+        // lead (or vote) without this member. A learner's does not (grow-and-shrink seed
+        // 6746: a removed leader heard it from the learner and stopped, while the only
+        // voter left had not learned the removal was committed and needed its vote).
+        let voters = self.voters();
+        let voter_knows = self.env.transport.removal_notices().iter().any(|id| voters.contains(id));
+        stay_over || voter_knows
     }
 
     /// One member as etcd lists it: what the member table holds (a member the table

@@ -113,9 +113,10 @@ pub trait Transport: Send + Sync {
     /// member id alone (the simulator's) may ignore it.
     fn set_peers(&self, _peers: &PeerDirectory) {}
 
-    /// Whether a peer told this member it was removed from the cluster (it stops).
-    fn removed_from_cluster(&self) -> bool {
-        false
+    /// The peers that told this member it was removed from the cluster (it stops once
+    /// a voter of its last configuration has).
+    fn removal_notices(&self) -> std::collections::BTreeSet<u64> {
+        std::collections::BTreeSet::new()
     }
 }
 

@@ -149,6 +149,9 @@ async fn dial(peer: &PeerAddr, tls: Option<&PeerTls>) -> Result<Box<dyn PeerStre
     Ok(Box::new(stream))
 }
 
+/// The peers that told this member it was removed (each writer adds its peer's id).
+type RemovalNotices = Arc<Mutex<std::collections::BTreeSet<u64>>>;
+
 /// Outbound side: one queue and writer task per peer.
 pub struct TcpTransport {
     identity: PeerIdentity,
@@ -156,8 +159,8 @@ pub struct TcpTransport {
     queues: Mutex<BTreeMap<u64, (PeerAddr, mpsc::Sender<Message>)>>,
     tls: Option<Arc<PeerTls>>,
     directory: SharedDirectory,
-    /// A peer said this member was removed from the cluster.
-    removed: Arc<std::sync::atomic::AtomicBool>,
+    /// The peers that said this member was removed from the cluster.
+    removed: RemovalNotices,
     round_trips: Option<RoundTripObserver>,
 }
 
@@ -197,15 +200,16 @@ impl Transport for TcpTransport {
             queues.entry(id).or_insert_with(|| {
                 let (sender, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
                 let probe = self.round_trips.clone().map(|observer| (id, observer));
-                tokio::spawn(run_peer_writer(self.identity, addr.clone(), self.tls.clone(), receiver, self.removed.clone(), probe));
+                let notices = (id, self.removed.clone());
+                tokio::spawn(run_peer_writer(self.identity, addr.clone(), self.tls.clone(), receiver, notices, probe));
                 (addr, sender)
             });
         }
         *self.directory.write().expect("directory lock") = peers.clone();
     }
 
-    fn removed_from_cluster(&self) -> bool {
-        self.removed.load(std::sync::atomic::Ordering::SeqCst)
+    fn removal_notices(&self) -> std::collections::BTreeSet<u64> {
+        self.removed.lock().expect("removal notices lock").clone()
     }
 
     fn send(&self, messages: Vec<Message>) -> Vec<u64> {
@@ -301,7 +305,7 @@ async fn run_peer_writer(
     peer: PeerAddr,
     tls: Option<Arc<PeerTls>>,
     mut queue: mpsc::Receiver<Message>,
-    removed: Arc<std::sync::atomic::AtomicBool>,
+    (peer_id, removed): (u64, RemovalNotices),
     probe: Option<(u64, RoundTripObserver)>,
 ) {
     let mut buffer = Vec::new();
@@ -338,7 +342,7 @@ async fn run_peer_writer(
             let mut notice = [0u8; 8];
             while from_peer.read_exact(&mut notice).await.is_ok() {
                 if &notice == PEER_REMOVED_NOTICE {
-                    removed.store(true, std::sync::atomic::Ordering::SeqCst);
+                    removed.lock().expect("removal notices lock").insert(peer_id);
                     return;
                 }
                 let sent = probe_answer.1.lock().expect("probe lock").take();
@@ -663,12 +667,12 @@ mod tests {
             }
         });
         assert_eq!(delivered.await.expect("connected"), heartbeat);
-        assert!(!a_transport.removed_from_cluster());
+        assert!(a_transport.removal_notices().is_empty());
 
         *b_directory.write().unwrap() = directory_of(&[a]);
         a_transport.send(vec![crate::consensus::membership::membership_probe(a, b)]);
         let told = tokio::time::timeout(Duration::from_secs(5), async {
-            while !a_transport.removed_from_cluster() {
+            while !a_transport.removal_notices().contains(&b) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         });

@@ -1,7 +1,6 @@
 //! Helpers shared by the core's integration tests.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use detcd_node::env::{PeerDirectory, Transport};
@@ -13,7 +12,8 @@ use raft::eraftpb::Message;
 pub struct Wire {
     sent: Mutex<Vec<Message>>,
     removed: Mutex<BTreeSet<u64>>,
-    told_removed: AtomicBool,
+    /// The members that told this one it was removed.
+    told_removed_by: Mutex<BTreeSet<u64>>,
 }
 
 impl Transport for Wire {
@@ -26,8 +26,8 @@ impl Transport for Wire {
         *self.removed.lock().expect("wire") = peers.removed.clone();
     }
 
-    fn removed_from_cluster(&self) -> bool {
-        self.told_removed.load(Ordering::SeqCst)
+    fn removal_notices(&self) -> BTreeSet<u64> {
+        self.told_removed_by.lock().expect("wire").clone()
     }
 }
 
@@ -37,13 +37,13 @@ impl Wire {
         std::mem::take(&mut *self.sent.lock().expect("wire"))
     }
 
-    /// As the production transport does: whether this member refuses a message from
-    /// `sender`, a member it removed — and then tells the sender so.
+    /// As the production transport does: whether this member (`own_id`) refuses a
+    /// message from `sender`, a member it removed — and then tells the sender so.
     #[allow(dead_code)]
-    pub fn refuses(&self, sender: &Wire, from: u64) -> bool {
+    pub fn refuses(&self, own_id: u64, sender: &Wire, from: u64) -> bool {
         let refused = self.removed.lock().expect("wire").contains(&from);
         if refused {
-            sender.told_removed.store(true, Ordering::SeqCst);
+            sender.told_removed_by.lock().expect("wire").insert(own_id);
         }
         refused
     }
