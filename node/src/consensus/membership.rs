@@ -398,8 +398,12 @@ impl NodeCore {
         // lead (or vote) without this member. A learner's does not (grow-and-shrink seed
         // 6746: a removed leader heard it from the learner and stopped, while the only
         // voter left had not learned the removal was committed and needed its vote).
-        let voters = self.voters();
-        let voter_knows = self.env.transport.removal_notices().iter().any(|id| voters.contains(id));
+        // (Asked at every Ready: the configuration is looked at only once a peer told.)
+        let notices = self.env.transport.removal_notices();
+        let voter_knows = !notices.is_empty() && {
+            let voters = self.voters();
+            notices.iter().any(|id| voters.contains(id))
+        };
         stay_over || voter_knows
     }
 
