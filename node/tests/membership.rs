@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use detcd_node::apply::MemberRequest;
-use detcd_node::env::mem_disk::MemDisk;
+use detcd_node::env::mem_disk::{MemDisk, UnsyncedFate};
 use detcd_node::env::{Env, InlineWorker, NoObserver, Role, RuntimeClock};
 use detcd_node::errors::EtcdError;
 use detcd_node::pb::etcdserverpb::{Member, PutRequest, RangeRequest};
@@ -23,15 +23,21 @@ struct Running {
 }
 
 fn open_member(id: u64, voters: Vec<u64>) -> Running {
+    open_member_on(id, voters, &(Arc::new(MemDisk::new()), Arc::new(MemDisk::new())), id)
+}
+
+/// A member on these disks (WAL, data): a new one, or one restarted from them (with
+/// another `seed`, as every incarnation has: its request ids must not repeat).
+fn open_member_on(id: u64, voters: Vec<u64>, disks: &(Arc<MemDisk>, Arc<MemDisk>), seed: u64) -> Running {
     let wire = Arc::new(Wire::default());
     let env = Env {
-        wal_disk: Arc::new(MemDisk::new()),
-        data_disk: Arc::new(MemDisk::new()),
+        wal_disk: disks.0.clone(),
+        data_disk: disks.1.clone(),
         transport: wire.clone(),
         clock: Arc::new(RuntimeClock::new()),
         observer: Arc::new(NoObserver),
         worker: Arc::new(InlineWorker),
-        seed: id,
+        seed,
     };
     let mut config = NodeConfig::with_defaults(id, 99, voters);
     config.snapshot_count = 1000;
@@ -311,4 +317,90 @@ fn a_removed_leader_of_two_waits_for_its_successor_however_long_it_is_down() {
     run_until(&mut members, &mut now_ms, "member 2 leads alone", |m| !m.contains_key(&1) && leader_of(m) == Some(2));
     put(&mut members, 2, "after", now_ms);
     assert_eq!(members[&2].core.member_list().iter().map(|m| m.id).collect::<Vec<_>>(), vec![2]);
+}
+
+/// A leader sends before it syncs, so the commit index it tells its followers may not be
+/// durable on it yet. A removed follower of a cluster of two that stopped on that word
+/// left its leader — which lost power before its commit index was durable and came back
+/// with the removal in its log but not known committed — needing the stopped member's
+/// vote for good (simulator seed 6800 of membership-chaos, where the leader's transport
+/// had also told the follower it was removed). The removed member stays until a voter
+/// of the configuration after its removal has the commit durable, and nobody — the
+/// operator who asked for the removal, or the transport — is told of it before then.
+#[test]
+fn a_removed_follower_of_two_outlives_a_leader_that_lost_the_removals_commit() {
+    let disks: BTreeMap<u64, (Arc<MemDisk>, Arc<MemDisk>)> = (1..=2).map(|id| (id, (Arc::new(MemDisk::new()), Arc::new(MemDisk::new())))).collect();
+    let mut members: BTreeMap<u64, Running> = (1..=2).map(|id| (id, open_member_on(id, vec![1, 2], &disks[&id], id))).collect();
+    let mut now_ms = 0;
+    members.get_mut(&1).expect("member 1").core.campaign();
+    run_until(&mut members, &mut now_ms, "member 1 leads and both published", |m| {
+        leader_of(m) == Some(1) && m.values().all(|member| member.core.member_list().iter().all(|listed| !listed.name.is_empty()))
+    });
+    put(&mut members, 1, "k", now_ms);
+
+    // Member 1 loses power at its first write after member 2 acked the removal: in the
+    // Ready that commits it, after sending the commit index and applying the removal.
+    let (sender, mut receiver) = oneshot::channel();
+    members.get_mut(&1).expect("member 1").core.submit(Request::Member(MemberRequest::Remove { id: 2 }), sender, now_ms);
+    let mut removal_index = None;
+    let mut powered_off = false;
+    for _ in 0..50 {
+        if let Err(error) = members.get_mut(&1).expect("member 1").core.handle_ready() {
+            assert!(disks[&1].0.is_powered_off(), "member 1 stopped: {error}");
+            powered_off = true;
+        }
+        members.get_mut(&2).expect("member 2").core.handle_ready().expect("member 2's ready");
+        let mut in_flight = members[&1].wire.take();
+        in_flight.extend(members[&2].wire.take());
+        for message in in_flight {
+            if message.from == 1 && removal_index.is_none() {
+                let conf_change = message.entries.iter().find(|e| e.get_entry_type() == raft::eraftpb::EntryType::EntryConfChangeV2);
+                removal_index = conf_change.map(|e| e.index);
+            }
+            if message.to == 1 && powered_off {
+                continue;
+            }
+            let acked = message.get_msg_type() == raft::eraftpb::MessageType::MsgAppendResponse
+                && removal_index.is_some_and(|index| message.index >= index);
+            if message.to == 1 && acked {
+                disks[&1].0.arm_power_loss(1);
+            }
+            let sender = members[&message.from].wire.clone();
+            if !members[&message.to].wire.refuses(message.to, &sender, message.from) {
+                members.get_mut(&message.to).expect("member").core.step(message);
+            }
+        }
+        if powered_off {
+            break;
+        }
+    }
+    assert!(powered_off, "the power loss never struck");
+    let removal_index = removal_index.expect("the removal was replicated");
+    assert!(!matches!(receiver.try_recv(), Ok(Ok(_))), "the removal was answered before its commit index was durable");
+    members.get_mut(&2).expect("member 2").core.handle_ready().expect("member 2's ready");
+    assert!(members[&2].core.member_list().iter().all(|m| m.id != 2), "member 2 did not apply its removal");
+
+    // Member 1 comes back without the commit index: the removal is in its log, not known
+    // committed. Meanwhile member 2 waits, however long.
+    members.remove(&1);
+    disks[&1].0.power_loss(|_, _, _| UnsyncedFate::Lost);
+    disks[&1].1.power_loss(|_, _, _| UnsyncedFate::Lost);
+    disks[&1].0.restore_power();
+    disks[&1].1.restore_power();
+    for _ in 0..50 {
+        now_ms += 100;
+        let removed = members.get_mut(&2).expect("member 2");
+        removed.core.tick(now_ms);
+        removed.core.handle_ready().expect("a removed member stopped while the only voter left may need its vote");
+        removed.wire.take();
+    }
+    let restarted = open_member_on(1, vec![1, 2], &disks[&1], 101);
+    assert!(restarted.core.status().commit_index < removal_index, "member 1 kept the removal's commit index: nothing to test");
+    members.insert(1, restarted);
+
+    // Member 2's vote elects member 1, which commits and applies the removal, makes it
+    // durable and only then tells member 2, which stops.
+    run_until(&mut members, &mut now_ms, "member 1 leads alone", |m| !m.contains_key(&2) && leader_of(m) == Some(1));
+    put(&mut members, 1, "after", now_ms);
+    assert_eq!(members[&1].core.member_list().iter().map(|m| m.id).collect::<Vec<_>>(), vec![1]);
 }

@@ -19,30 +19,33 @@
 //! leader steps down at once (raft-rs cannot lead a configuration without itself; the
 //! append that committed the removal already told the others its commit index, as raft
 //! broadcasts commits while a configuration change is pending). The member keeps raft
-//! running — it still votes, so
-//! the remaining members can elect a leader even before they know the removal is
-//! committed (a follower of a two-member cluster needs that vote, and its ack of the
-//! new leader's first entry) — a removed leader until another leader has committed past
-//! the removal, and so does a member that learned of its removal from its own WAL at
-//! restart (whoever committed it may be gone); a removed follower told by its leader
-//! goes as soon as the delay is over (that leader knows). Each stays at least
-//! [`REMOVED_MEMBER_STOP_DELAY_TICKS`] heartbeats (etcd's `stopWithDelay`), then stops
-//! (`FatalError::Removed`). The others forget it for good (its id is never reused, the
-//! transport refuses its messages and tells it it was removed, as etcd answers a removed
-//! member "410 Gone").
+//! running — it still votes — until a voter of the configuration after its removal has
+//! the removal's commit durable, then stops (`FatalError::Removed`). Before that the
+//! others may need its vote: a follower of a two-member cluster needs it, and its ack of
+//! the new leader's first entry, to learn the removal is committed — and a leader that
+//! told it of the commit may yet lose that knowledge, for a leader sends before it
+//! syncs (membership-chaos seed 6800: the removed follower of a cluster of two stopped
+//! on its leader's word; the leader lost power before its commit index was durable and
+//! came back needing the stopped member's vote, for good). Nor does another leader
+//! committing past the removal tell it enough: that leader may lose its commit index
+//! the same way. The others forget it for good (its id is never reused, the transport
+//! refuses its messages and tells it it was removed, as etcd answers a removed member
+//! "410 Gone") — the transport learns of a removal only once the commit covering it is
+//! durable (`handle_ready`, step 5).
 //!
-//! A member waiting for a successor has no bound on its stay: the others may need its
-//! vote for as long as none of them knows the removal is committed (a cluster of two
-//! whose other member crashes again and again for minutes), and leaving then loses the
-//! cluster's quorum for good — the old bound of 100 heartbeats did (simulator seed 5051
-//! of membership-chaos). A member that knows needs it no more and stops talking to it,
-//! so the waiting member cannot tell "they know" from "they are down" by silence: it
-//! asks. Every [`REMOVED_MEMBER_PROBE_INTERVAL_TICKS`] it sends each member of its last
-//! configuration a membership probe ([`membership_probe`]); a member whose applied table
-//! removed it answers at the transport with the removal notice
+//! A removed member's stay has no bound: the others may need its vote for as long as
+//! none of them knows the removal is committed (a cluster of two whose other member
+//! crashes again and again for minutes), and leaving then loses the cluster's quorum
+//! for good — an old bound of 100 heartbeats did (simulator seed 5051 of
+//! membership-chaos). A member that knows needs it no more and stops talking to it, so
+//! the removed member cannot tell "they know" from "they are down" by silence: it asks.
+//! Every [`REMOVED_MEMBER_PROBE_INTERVAL_TICKS`] it sends each member of its last
+//! configuration a membership probe ([`membership_probe`]); a member whose transport
+//! knows the removal answers there with the removal notice
 //! (`Transport::removal_notices`), and it stops once a voter of the configuration after
 //! its removal said so (a learner that knows cannot lead the others to the commit); the
-//! others drop the probe.
+//! others drop the probe. (etcd stops a removed member after a fixed delay,
+//! `stopWithDelay`; the planted bug `removed-leader-leaves-without-successor` does so.)
 
 use std::collections::BTreeSet;
 
@@ -65,9 +68,7 @@ pub const LEARNERS_MAX: usize = 1;
 /// A learner may be promoted once its log reaches this share of the leader's (etcd's
 /// `readyPercent`).
 pub const LEARNER_READY_PERCENT: u64 = 90;
-/// Heartbeats a member that applied its own removal keeps raft running before it stops.
-pub const REMOVED_MEMBER_STOP_DELAY_TICKS: u64 = 10;
-/// Heartbeats between the membership probes of a member waiting for a successor.
+/// Heartbeats between the membership probes of a removed member.
 pub const REMOVED_MEMBER_PROBE_INTERVAL_TICKS: u64 = 10;
 /// What marks a membership probe (see [`membership_probe`]).
 pub const MEMBERSHIP_PROBE_CONTEXT: &[u8] = b"detcd: membership probe";
@@ -324,32 +325,25 @@ impl NodeCore {
         self.observe(NodeEvent::ConfChanged { index, voters, learners });
         if let Some(pending) = answer_to.and_then(|id| self.proposals.remove(id)) {
             // A removed member is in the table no more: answered as the change named it.
+            // Answered once the commit index covering it is durable (`handle_ready`, step
+            // 5): an operator stops a removed member once told, and this member may need
+            // its vote again if a power loss takes that commit index.
             let changed = if self.state.members().contains_key(&member.id) { self.listed_member(member.id, &self.learners()) } else { member };
-            let _ = pending.responder.send(Ok(Response::Member(changed)));
+            self.member_answers_unsynced.push((pending.responder, Response::Member(changed)));
         }
         if table_changes.iter().any(|c| *c == MemberTableChange::Removed { id: self.config.member_id }) {
-            self.leave(index);
+            self.leave();
         }
         Ok(())
     }
 
     /// This member applied its own removal: it answers no client any more and stops
-    /// after [`REMOVED_MEMBER_STOP_DELAY_TICKS`].
-    fn leave(&mut self, removal_index: u64) {
-        if self.leaving_until_tick.is_some() {
+    /// once a voter of the configuration after the removal says it knows.
+    fn leave(&mut self) {
+        if self.leaving_since_tick.is_some() {
             return;
         }
-        self.leaving_until_tick = Some(self.ticks + REMOVED_MEMBER_STOP_DELAY_TICKS);
-        self.leaving_removal_index = removal_index;
-        // A removed leader, or a member that learned of its removal from its own disk
-        // (the leader that committed it may be gone, and the others may not know it is
-        // committed), waits for a successor; a follower told by its leader in this
-        // incarnation does not (that leader knows).
-        self.leaving_needs_successor = self.raw.raft.state == StateRole::Leader || removal_index <= self.recovered_commit_index;
-        #[cfg(madsim)]
-        if self.planted(super::PlantedBug::RemovedLeaderLeavesWithoutSuccessor) {
-            self.leaving_needs_successor = false;
-        }
+        self.leaving_since_tick = Some(self.ticks);
         // Their outcome is unknown: entries proposed may still commit without us.
         self.proposals.fail_all(EtcdError::Stopped);
         self.reads.fail_all(EtcdError::Stopped);
@@ -364,13 +358,13 @@ impl NodeCore {
 
     /// Whether this member left the cluster (applied its own removal).
     pub(super) fn is_leaving(&self) -> bool {
-        self.leaving_until_tick.is_some()
+        self.leaving_since_tick.is_some()
     }
 
-    /// A member waiting for a successor asks the members of its last configuration,
-    /// every [`REMOVED_MEMBER_PROBE_INTERVAL_TICKS`], whether they know it was removed.
+    /// A removed member asks the members of its last configuration, every
+    /// [`REMOVED_MEMBER_PROBE_INTERVAL_TICKS`], whether they know it was removed.
     pub(super) fn probe_while_leaving(&mut self) {
-        if !self.leaving_needs_successor || self.leaving_until_tick.is_none() || self.ticks % REMOVED_MEMBER_PROBE_INTERVAL_TICKS != 0 {
+        if self.leaving_since_tick.is_none() || self.ticks % REMOVED_MEMBER_PROBE_INTERVAL_TICKS != 0 {
             return;
         }
         let own_id = self.config.member_id;
@@ -380,31 +374,25 @@ impl NodeCore {
         let _ = self.env.transport.send(probes);
     }
 
-    /// Whether a member that left has run out its stop delay, or a peer said it was
-    /// removed: it must stop now.
+    /// Whether a voter of the configuration after this member's removal has the
+    /// removal's commit durable: this member must stop now.
     pub(super) fn must_stop_removed(&self) -> bool {
-        // Another leader committed past the removal: the others know it is committed
-        // (in a cluster of two, that leader needed this member's vote and its ack).
-        let other_leader = self.raw.raft.leader_id != raft::INVALID_ID && self.raw.raft.leader_id != self.config.member_id;
-        // ... in its own term: a commit index from this member's disk, or from a leader
-        // that is gone, says nothing about what the current leader knows.
-        let committed = self.raw.raft.raft_log.committed;
-        let committed_past = committed > self.leaving_removal_index && self.raw.raft.raft_log.term(committed).is_ok_and(|term| term == self.raw.raft.term);
-        // A removed follower learned of the commit from a leader, who goes on: it may go.
-        // Otherwise a member that applied the removal tells it so through the transport.
-        let others_know = !self.leaving_needs_successor || (other_leader && committed_past);
-        let stay_over = self.leaving_until_tick.is_some_and(|until| self.ticks >= until && others_know);
+        #[cfg(madsim)]
+        if self.planted(super::PlantedBug::RemovedLeaderLeavesWithoutSuccessor)
+            && self.leaving_since_tick.is_some_and(|since| self.ticks >= since + super::planted::ETCD_REMOVED_MEMBER_STOP_DELAY_TICKS)
+        {
+            return true;
+        }
         // A notice counts from a voter of the configuration after the removal: it will
         // lead (or vote) without this member. A learner's does not (grow-and-shrink seed
         // 6746: a removed leader heard it from the learner and stopped, while the only
         // voter left had not learned the removal was committed and needed its vote).
         // (Asked at every Ready: the configuration is looked at only once a peer told.)
         let notices = self.env.transport.removal_notices();
-        let voter_knows = !notices.is_empty() && {
+        !notices.is_empty() && {
             let voters = self.voters();
             notices.iter().any(|id| voters.contains(id))
-        };
-        stay_over || voter_knows
+        }
     }
 
     /// One member as etcd lists it: what the member table holds (a member the table
@@ -437,10 +425,11 @@ impl NodeCore {
         ids.iter().map(|id| self.listed_member(*id, &learners)).collect()
     }
 
-    /// Hands the applied member table to the transport.
+    /// Hands the applied member table to the transport, with the removals whose commit
+    /// is durable here.
     pub(super) fn tell_transport_peers(&mut self) {
         let learners = self.learners();
-        let mut directory = PeerDirectory { removed: self.state.removed_members().clone(), ..PeerDirectory::default() };
+        let mut directory = PeerDirectory { removed: self.transport_removed.clone(), ..PeerDirectory::default() };
         // A member that joined a running cluster knows nobody until the leader's snapshot
         // arrives, except the members it was told of when it joined.
         let mut ids: BTreeSet<u64> = self.voters().union(&learners).copied().collect();

@@ -235,16 +235,15 @@ pub struct NodeCore {
     /// A configuration change was applied in this Ready: the commit index covering it is
     /// made durable before the Ready ends (see `handle_ready`, step 5).
     configuration_applied_unsynced: bool,
+    /// ... and the answers to its proposer, sent once it is.
+    member_answers_unsynced: Vec<(proposals::Responder, Response)>,
     /// When this member next (re)publishes its attributes, if they are not in yet.
     next_publish_ms: u64,
-    /// This member applied its own removal: the tick at which it stops (see
-    /// `membership`).
-    leaving_until_tick: Option<u64>,
-    /// ... the index of the entry that removed it, and whether it was leading then.
-    leaving_removal_index: u64,
-    leaving_needs_successor: bool,
-    /// The commit index this incarnation found on its disk.
-    recovered_commit_index: u64,
+    /// This member applied its own removal: the tick at which it did (see `membership`).
+    leaving_since_tick: Option<u64>,
+    /// The removed members the transport is told of: only removals whose commit is
+    /// durable here (the transport's removal notice lets a removed member stop).
+    transport_removed: std::collections::BTreeSet<u64>,
 }
 
 /// Revisions the change feed holds before its consumer drains it; beyond this the feed
@@ -436,11 +435,10 @@ impl NodeCore {
             hash_reports_done: std::sync::mpsc::channel(),
             hash_reports_unconfirmed: Vec::new(),
             configuration_applied_unsynced: false,
+            member_answers_unsynced: Vec::new(),
             next_publish_ms: 0,
-            leaving_until_tick: None,
-            leaving_removal_index: 0,
-            leaving_needs_successor: false,
-            recovered_commit_index: 0,
+            leaving_since_tick: None,
+            transport_removed: std::collections::BTreeSet::new(),
         };
         #[cfg(madsim)]
         {
@@ -448,7 +446,8 @@ impl NodeCore {
             core.state.plant(core.state_planted_bugs());
         }
         core.override_election_timeout();
-        core.recovered_commit_index = core.raw.raft.raft_log.committed;
+        // What the member recovered from its disks is durable.
+        core.transport_removed = core.state.removed_members().clone();
         core.tell_transport_peers();
         // The only voter needs nobody's vote: lead at once instead of after a timeout —
         // only if no configuration change follows in the log. A member the snapshot shows
@@ -1339,6 +1338,13 @@ impl NodeCore {
         //    says is committed: the last member of a cluster of two, having lost that
         //    hard state in a power loss after the other's removal, came back waiting for
         //    the removed member's vote — for good (simulator seed 190 of grow-and-shrink).
+        //    Only then is the change's proposer answered and does the transport learn of
+        //    a removal: an operator stops a removed member once answered, the transport's
+        //    notice lets it stop itself, and a member that loses the commit index in a
+        //    power loss needs the removed member's vote again (membership-chaos seed
+        //    6800: the removed member of a cluster of two heard it from the leader's
+        //    transport, which had applied the removal but lost power before the sync).
+        //    A snapshot installed in step 1 was synced there.
         if std::mem::take(&mut self.configuration_applied_unsynced) {
             let hard_state = self.raw.raft.hard_state();
             self.wal.append_hard_state(&hard_state)?;
@@ -1346,6 +1352,13 @@ impl NodeCore {
             if self.wal.sync()? {
                 self.fsyncs += 1;
             }
+        }
+        for (responder, response) in self.member_answers_unsynced.drain(..) {
+            let _ = responder.send(Ok(response));
+        }
+        if self.transport_removed != *self.state.removed_members() {
+            self.transport_removed = self.state.removed_members().clone();
+            self.tell_transport_peers();
         }
 
         self.serve_ready_reads();

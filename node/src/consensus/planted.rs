@@ -3,6 +3,10 @@
 //! tested for in one place, named after the bug, so the safety-critical code reads the
 //! same with or without them.
 
+/// Heartbeats after which etcd stops a member that applied its own removal
+/// (`stopWithDelay`); detcd waits for a voter's notice instead (see `membership`).
+pub const ETCD_REMOVED_MEMBER_STOP_DELAY_TICKS: u64 = 10;
+
 /// One planted bug. See `sim`'s canary test for which scenario finds each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PlantedBug {
@@ -99,9 +103,11 @@ pub enum PlantedBug {
     MemberTableNotInSnapshot,
     /// A member that applied its own removal goes on serving clients until it stops.
     RemovedMemberKeepsServing,
-    /// A removed leader stops once the stop delay is over, as a removed follower does
-    /// (etcd's behaviour), without waiting for another member to know the removal is
-    /// committed: a cluster of two whose other member missed the commit has no quorum.
+    /// A removed member (a removed leader included) stops once
+    /// [`ETCD_REMOVED_MEMBER_STOP_DELAY_TICKS`] are over (etcd's `stopWithDelay`),
+    /// without waiting for a voter of the configuration after its removal to know the
+    /// removal is committed: a cluster of two whose other member missed the commit has
+    /// no quorum.
     RemovedLeaderLeavesWithoutSuccessor,
     /// A member's publication of its attributes carries its peer URLs too and overwrites
     /// the configuration's (the old behaviour, found by the end-to-end test: a
