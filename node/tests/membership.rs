@@ -123,6 +123,23 @@ fn put(members: &mut BTreeMap<u64, Running>, to: u64, key: &str, now_ms: u64) {
     call(members, to, request, now_ms).expect("put");
 }
 
+/// Member 1 of two campaigns and leads, both publish their names, and one put commits;
+/// returns the time reached.
+fn member_1_leads_two(members: &mut BTreeMap<u64, Running>) -> u64 {
+    let mut now_ms = 0;
+    members.get_mut(&1).expect("member 1").core.campaign();
+    run_until(members, &mut now_ms, "member 1 leads and both published", |m| {
+        leader_of(m) == Some(1) && m.values().all(|member| member.core.member_list().iter().all(|listed| !listed.name.is_empty()))
+    });
+    put(members, 1, "k", now_ms);
+    now_ms
+}
+
+/// The index of the configuration change entry `message` carries, if any.
+fn conf_change_index(message: &raft::eraftpb::Message) -> Option<u64> {
+    message.entries.iter().find(|e| e.get_entry_type() == raft::eraftpb::EntryType::EntryConfChangeV2).map(|e| e.index)
+}
+
 fn keys_on(member: &mut Running) -> usize {
     let (sender, mut receiver) = oneshot::channel();
     let request = Request::Range(RangeRequest { key: vec![0], range_end: vec![0], serializable: true, ..Default::default() });
@@ -265,12 +282,7 @@ fn a_lone_voter_with_a_configuration_change_after_its_snapshot_does_not_lead_at_
 #[test]
 fn a_removed_leader_of_two_waits_for_its_successor_however_long_it_is_down() {
     let mut members: BTreeMap<u64, Running> = (1..=2).map(|id| (id, open_member(id, vec![1, 2]))).collect();
-    let mut now_ms = 0;
-    members.get_mut(&1).expect("member 1").core.campaign();
-    run_until(&mut members, &mut now_ms, "member 1 leads and both published", |m| {
-        leader_of(m) == Some(1) && m.values().all(|member| member.core.member_list().iter().all(|listed| !listed.name.is_empty()))
-    });
-    put(&mut members, 1, "k", now_ms);
+    let mut now_ms = member_1_leads_two(&mut members);
 
     // The removal commits with member 2's ack, but member 2 hears of no commit past it.
     let (sender, mut receiver) = oneshot::channel();
@@ -284,8 +296,7 @@ fn a_removed_leader_of_two_waits_for_its_successor_however_long_it_is_down() {
         in_flight.extend(members[&2].wire.take());
         for message in in_flight {
             if message.from == 1 && removal_index.is_none() {
-                let conf_change = message.entries.iter().find(|e| e.get_entry_type() == raft::eraftpb::EntryType::EntryConfChangeV2);
-                removal_index = conf_change.map(|e| e.index);
+                removal_index = conf_change_index(&message);
             }
             if message.from == 1 && removal_index.is_some_and(|index| message.commit >= index) {
                 continue;
@@ -331,12 +342,7 @@ fn a_removed_leader_of_two_waits_for_its_successor_however_long_it_is_down() {
 fn a_removed_follower_of_two_outlives_a_leader_that_lost_the_removals_commit() {
     let disks: BTreeMap<u64, (Arc<MemDisk>, Arc<MemDisk>)> = (1..=2).map(|id| (id, (Arc::new(MemDisk::new()), Arc::new(MemDisk::new())))).collect();
     let mut members: BTreeMap<u64, Running> = (1..=2).map(|id| (id, open_member_on(id, vec![1, 2], &disks[&id], id))).collect();
-    let mut now_ms = 0;
-    members.get_mut(&1).expect("member 1").core.campaign();
-    run_until(&mut members, &mut now_ms, "member 1 leads and both published", |m| {
-        leader_of(m) == Some(1) && m.values().all(|member| member.core.member_list().iter().all(|listed| !listed.name.is_empty()))
-    });
-    put(&mut members, 1, "k", now_ms);
+    let mut now_ms = member_1_leads_two(&mut members);
 
     // Member 1 loses power at its first write after member 2 acked the removal: in the
     // Ready that commits it, after sending the commit index and applying the removal.
@@ -354,8 +360,7 @@ fn a_removed_follower_of_two_outlives_a_leader_that_lost_the_removals_commit() {
         in_flight.extend(members[&2].wire.take());
         for message in in_flight {
             if message.from == 1 && removal_index.is_none() {
-                let conf_change = message.entries.iter().find(|e| e.get_entry_type() == raft::eraftpb::EntryType::EntryConfChangeV2);
-                removal_index = conf_change.map(|e| e.index);
+                removal_index = conf_change_index(&message);
             }
             if message.to == 1 && powered_off {
                 continue;
