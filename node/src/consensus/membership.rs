@@ -331,7 +331,7 @@ impl NodeCore {
             let changed = if self.state.members().contains_key(&member.id) { self.listed_member(member.id, &self.learners()) } else { member };
             self.member_answers_unsynced.push((pending.responder, Response::Member(changed)));
         }
-        if table_changes.iter().any(|c| *c == MemberTableChange::Removed { id: self.config.member_id }) {
+        if table_changes.contains(&MemberTableChange::Removed { id: self.config.member_id }) {
             self.leave();
         }
         Ok(())
