@@ -475,7 +475,7 @@ fn sweep_command(
                     continue;
                 }
                 let determinism = determinism_every > 0 && seed % determinism_every == 0;
-                let result = run_child(&exe, &scenario, seed, determinism, &reports, planted_bug.as_deref(), false);
+                let result = run_child(&exe, &scenario, seed, &reports, RunVariant { determinism, planted_bug: planted_bug.as_deref(), ..RunVariant::default() });
                 let mut results = results.lock().expect("results");
                 results.push(result);
                 let failed = results.iter().filter(|r| r.failure.is_some()).count();
@@ -591,7 +591,20 @@ fn own_executable() -> Option<PathBuf> {
     }
 }
 
-fn run_child(exe: &Path, scenario: &Path, seed: u64, determinism: bool, reports: &Path, planted_bug: Option<&str>, fixed_knobs: bool) -> SeedResult {
+/// How a child run differs from the seed's plain run.
+#[derive(Clone, Copy, Default)]
+struct RunVariant<'a> {
+    /// `--check-determinism`
+    determinism: bool,
+    planted_bug: Option<&'a str>,
+    /// `--fixed-knobs`
+    fixed_knobs: bool,
+    /// `--crash-at-write MEMBER:DISK:WRITE`
+    crash_at_write: Option<&'a str>,
+}
+
+fn run_child(exe: &Path, scenario: &Path, seed: u64, reports: &Path, variant: RunVariant) -> SeedResult {
+    let RunVariant { determinism, planted_bug, fixed_knobs, crash_at_write } = variant;
     let mut command = Command::new(exe);
     command
         .arg("run")
@@ -612,6 +625,9 @@ fn run_child(exe: &Path, scenario: &Path, seed: u64, determinism: bool, reports:
     }
     if fixed_knobs {
         command.arg("--fixed-knobs");
+    }
+    if let Some(write) = crash_at_write {
+        command.arg("--crash-at-write").arg(write);
     }
     let started = std::time::Instant::now();
     let planted = planted_bug.map(str::to_string);
@@ -662,6 +678,10 @@ struct Regression {
     /// before member knobs were drawn show their bug only so.
     #[serde(default)]
     fixed_knobs: bool,
+    /// Lose power at this write (`run --crash-at-write MEMBER:DISK:WRITE`): what
+    /// `crash-every-write` found.
+    #[serde(default)]
+    crash_at_write: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -801,7 +821,13 @@ fn regressions_command(file: &Path, jobs: usize, reports: &Path) -> ExitCode {
             std::thread::spawn(move || loop {
                 let index = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let Some(entry) = entries.get(index) else { return };
-                let result = run_child(&exe, &entry.scenario, entry.seed, false, &reports, entry.planted_bug.as_deref(), entry.fixed_knobs);
+                let variant = RunVariant {
+                    planted_bug: entry.planted_bug.as_deref(),
+                    fixed_knobs: entry.fixed_knobs,
+                    crash_at_write: entry.crash_at_write.as_deref(),
+                    ..RunVariant::default()
+                };
+                let result = run_child(&exe, &entry.scenario, entry.seed, &reports, variant);
                 outcomes.lock().expect("outcomes").push((index, result));
             })
         })
@@ -820,18 +846,20 @@ fn regressions_command(file: &Path, jobs: usize, reports: &Path) -> ExitCode {
             wrong += 1;
         }
         println!(
-            "{} {} seed {}{}: expected {}, {} — {}",
+            "{} {} seed {}{}{}: expected {}, {} — {}",
             if as_expected { "ok  " } else { "FAIL" },
             entry.scenario.display(),
             entry.seed,
             entry.planted_bug.as_deref().map(|b| format!(" --planted-bug {b}")).unwrap_or_default(),
+            entry.crash_at_write.as_deref().map(|w| format!(" --crash-at-write {w}")).unwrap_or_default(),
             entry.expect,
             result.failure.as_deref().map_or("passed".to_string(), |f| format!("failed: {f}")),
             entry.why
         );
         if !as_expected {
             let knobs = if entry.fixed_knobs { " --fixed-knobs" } else { "" };
-            println!("    replay: {}{knobs}", replay_command(&entry.scenario, entry.seed, entry.planted_bug.as_deref()));
+            let crash = entry.crash_at_write.as_deref().map(|w| format!(" --crash-at-write {w}")).unwrap_or_default();
+            println!("    replay: {}{knobs}{crash}", replay_command(&entry.scenario, entry.seed, entry.planted_bug.as_deref()));
         }
     }
     println!("regressions: {} as expected, {wrong} not", outcomes.len() - wrong);
