@@ -74,7 +74,7 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
             let targets: Vec<usize> = running.iter().copied().filter(|i| *i != leader).collect();
             let (Some(&target), Some((handle, _))) = (targets.choose(rng), cluster.members[leader].handle()) else { return vec![] };
             let target_id = cluster.members[target].member_id();
-            let terms_before = world.leaders_seen_by_term().keys().next_back().copied().unwrap_or(0);
+            let terms_before = world.leaders_by_term().keys().next_back().copied().unwrap_or(0);
             world.event("fault", Some(leader), format!("operator: move leadership to m{target}"));
             let (world, handle) = (world.clone(), handle.clone());
             // Answered within the request timeout; the chaos goes on meanwhile.
@@ -85,7 +85,7 @@ pub async fn inject(cluster: &Arc<Cluster>, fault: FaultKind, rng: &mut ChaCha8R
                     // Seen by any member: the target may have led, been followed and lost
                     // power before it reported its role (membership-chaos seed 3 with a
                     // power loss at m0's WAL write 192).
-                    let led = world.leaders_seen_by_term().range(terms_before..).any(|(_, id)| *id == target_id);
+                    let led = world.leaders_by_term().range(terms_before..).any(|(_, id)| *id == target_id);
                     if !led {
                         world.violation("move-leader", format!("MoveLeader to m{target} answered success, but m{target} led no term since it was asked"));
                     }

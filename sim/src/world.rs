@@ -20,13 +20,11 @@ pub use crate::report::TimelineEvent;
 
 #[derive(Default)]
 struct Invariants {
-    /// The member that reported itself leader of each term.
-    leader_of_term: BTreeMap<u64, u64>,
-    /// The leader of each term as any member saw it (itself, or the leader it followed:
-    /// raft-rs learns a term's leader only from that leader's messages, so a follower's
+    /// The leader of each term as any member saw it: itself, or the leader it followed
+    /// (raft-rs learns a term's leader only from that leader's messages, so a follower's
     /// view shows a leadership whose own report a crash cut off — a leader sends before
     /// it persists, and reports its role after).
-    leader_seen_of_term: BTreeMap<u64, u64>,
+    leader_of_term: BTreeMap<u64, u64>,
     campaign_terms: BTreeSet<u64>,
     applied: BTreeMap<u64, (u64, u64, u64)>,
     /// The state digest after each index: (digest, first member to report it).
@@ -384,13 +382,9 @@ impl World {
         state.invariants.violations.push(Verdict::Violation { check: check.into(), detail, ops: vec![] });
     }
 
+    /// The leader of each term as any member saw it (see `Invariants::leader_of_term`).
     pub fn leaders_by_term(&self) -> BTreeMap<u64, u64> {
         self.lock().invariants.leader_of_term.clone()
-    }
-
-    /// The leader of each term as any member saw it (see `Invariants::leader_seen_of_term`).
-    pub fn leaders_seen_by_term(&self) -> BTreeMap<u64, u64> {
-        self.lock().invariants.leader_seen_of_term.clone()
     }
 
     /// Starts a watch chain; returns its id.
@@ -506,21 +500,18 @@ impl Observer for World {
                     state.invariants.campaign_terms.insert(term);
                     *state.coverage.entry("elections started".into()).or_default() += 1;
                 }
-                if role == Role::Leader && !state.invariants.leader_of_term.contains_key(&term) {
-                    state.invariants.leader_of_term.insert(term, member_id);
-                    *state.coverage.entry("leaders elected".into()).or_default() += 1;
-                }
                 // Every member's view of a term's leader must agree: its own claim, and
                 // the leader each follower followed.
                 if leader_id != 0 {
-                    match state.invariants.leader_seen_of_term.get(&term) {
+                    match state.invariants.leader_of_term.get(&term) {
                         Some(other) if *other != leader_id => {
                             let detail = format!("term {term} has two leaders: {other:016x} and {leader_id:016x} (as {member_id:016x} saw it)");
                             state.invariants.violations.push(Verdict::Violation { check: "one-leader-per-term".into(), detail, ops: vec![] });
                         }
                         Some(_) => {}
                         None => {
-                            state.invariants.leader_seen_of_term.insert(term, leader_id);
+                            state.invariants.leader_of_term.insert(term, leader_id);
+                            *state.coverage.entry("leaders elected".into()).or_default() += 1;
                         }
                     }
                 }
