@@ -117,13 +117,17 @@ impl NodeCore {
     }
 
     /// A voter counts as started once it published its name; on the leader it must also
-    /// have been heard from recently (raft's `recent_active`).
+    /// have been heard from within an election timeout. (Not raft's `recent_active`:
+    /// raft-rs resets it for every peer at each election timeout, until their next
+    /// answers — a valid change checked in that moment was refused with "not enough
+    /// started members", as the end-to-end test's MemberRemove once was in CI.)
     fn is_started(&self, id: u64) -> bool {
         let published = self.state.members().get(&id).is_some_and(|m| !m.name.is_empty()) || id == self.config.member_id;
         if self.raw.raft.state != StateRole::Leader || id == self.config.member_id {
             return published;
         }
-        published && self.raw.raft.prs().get(id).is_some_and(|p| p.recent_active)
+        let now_ms = self.env.clock.now_ms();
+        published && self.peers_heard_ms.get(&id).is_some_and(|heard_ms| now_ms.saturating_sub(*heard_ms) <= self.config.election_timeout_ms)
     }
 
     /// etcd's checks before a membership change is proposed.

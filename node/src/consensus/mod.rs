@@ -244,6 +244,9 @@ pub struct NodeCore {
     /// The removed members the transport is told of: only removals whose commit is
     /// durable here (the transport's removal notice lets a removed member stop).
     transport_removed: std::collections::BTreeSet<u64>,
+    /// When each peer's last message reached raft here (see `membership`'s started
+    /// check).
+    peers_heard_ms: std::collections::BTreeMap<u64, u64>,
 }
 
 /// Revisions the change feed holds before its consumer drains it; beyond this the feed
@@ -439,6 +442,7 @@ impl NodeCore {
             next_publish_ms: 0,
             leaving_since_tick: None,
             transport_removed: std::collections::BTreeSet::new(),
+            peers_heard_ms: std::collections::BTreeMap::new(),
         };
         #[cfg(madsim)]
         {
@@ -715,6 +719,7 @@ impl NodeCore {
             && message.term > raft.term
             && raft.state == StateRole::Follower)
             .then(|| (message.from, raft.election_elapsed, raft.randomized_election_timeout()));
+        self.peers_heard_ms.insert(message.from, self.env.clock.now_ms());
         // Messages from unknown peers or stale terms are refused by raft; nothing to do.
         let _ = self.raw.step(message);
         if let Some((candidate, elapsed, timeout)) = timer_before_vote {
