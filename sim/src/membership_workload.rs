@@ -106,9 +106,9 @@ async fn remove_member(cluster: &Cluster, victim: usize) -> bool {
     }
     cluster.removed_ids.lock().expect("removed ids lock").insert(old_id);
     // The removed member stops on its own once it applied its removal and a voter of the
-    // configuration after it has the removal's commit durable; a member cut off from the cluster may
-    // never learn of it, so the operator stops it too — once another member lists it no
-    // more (applied the removal), and never before: stopped at once (or after a bound,
+    // configuration after it has the removal's commit durable; a member cut off from the
+    // cluster may never learn of it, so the operator stops it too — once another member
+    // lists it no more (applied the removal), and never before: stopped at once (or after a bound,
     // simulator seed 5051 of membership-chaos), a removed leader left the other member
     // of a cluster of two with a removal it never learned was committed, and no quorum.
     // Until then a fault that stops it does not end the wait: it is restarted from its
