@@ -82,6 +82,29 @@ fn mvcc(c: &mut Criterion) {
             store.txn(&request).expect("txn");
         });
     });
+    // Locating a key in a big store: the key index's search leaves the caches (the scale
+    // run's million keys). Requests built beforehand; keys in a scattered order.
+    let mut group = c.benchmark_group("mvcc big store");
+    group.sample_size(20);
+    group.bench_function("put over 1M keys, scattered", |b| {
+        let mut store = store_of(1_000_000);
+        let requests: Vec<PutRequest> = (0..65_536u64).map(|i| put_request(i.wrapping_mul(2_654_435_761) % 1_000_000)).collect();
+        let mut i = 0usize;
+        b.iter(|| {
+            i = (i + 1) % requests.len();
+            store.put(&requests[i]).expect("put");
+        });
+    });
+    group.bench_function("get over 1M keys, scattered", |b| {
+        let store = store_of(1_000_000);
+        let requests: Vec<RangeRequest> = (0..65_536u64).map(|i| RangeRequest { key: key(i.wrapping_mul(2_654_435_761) % 1_000_000), ..Default::default() }).collect();
+        let mut i = 0usize;
+        b.iter(|| {
+            i = (i + 1) % requests.len();
+            store.range(&requests[i]).expect("range")
+        });
+    });
+    group.finish();
     let mut group = c.benchmark_group("mvcc compaction");
     group.sample_size(10);
     group.bench_function("compact 100k keys x 2 versions", |b| {
