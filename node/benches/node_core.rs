@@ -17,6 +17,11 @@ use detcd_node::pb::etcdserverpb::{
 };
 use detcd_node::storage::wal::Wal;
 use prost::Message as _;
+
+// The member's allocator (main.rs): glibc's, which these benchmarks used before, made
+// the copy-heavy ones measure its free lists as much as the code.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use raft::eraftpb::Entry;
 
 const VALUE_BYTES: usize = 256;

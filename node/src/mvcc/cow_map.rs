@@ -39,58 +39,193 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// simulator's small key spaces span many chunks (splits, windows of compaction steps).
 pub(crate) const CHUNK_ENTRIES_MAX: usize = if cfg!(madsim) { 4 } else { 64 };
 
+/// Where a searched key stands against the prefix every indexed key shares.
+enum Placement {
+    BelowAll,
+    AboveAll,
+    /// The key shares the prefix: its window after it.
+    Window(u64),
+}
+
+fn placement(common: &[u8], key: &[u8]) -> Placement {
+    let n = common.len().min(key.len());
+    match key[..n].cmp(&common[..n]) {
+        Ordering::Less => Placement::BelowAll,
+        Ordering::Greater => Placement::AboveAll,
+        // A proper prefix of the common prefix is below every key that has it.
+        Ordering::Equal if key.len() < common.len() => Placement::BelowAll,
+        Ordering::Equal => Placement::Window(key_window(key, common.len())),
+    }
+}
+
+/// The 8 bytes of `key` after its first `skip`, zero-padded, as a big-endian number. Of
+/// two keys sharing their first `skip` bytes, the one with the lower window is the lower
+/// key (a shorter key padded with zeros is a prefix of the longer one up to the first
+/// byte they differ in); equal windows decide nothing.
+fn key_window(key: &[u8], skip: usize) -> u64 {
+    let rest = key.get(skip..).unwrap_or_default();
+    let mut bytes = [0u8; 8];
+    let n = rest.len().min(8);
+    bytes[..n].copy_from_slice(&rest[..n]);
+    u64::from_be_bytes(bytes)
+}
+
+fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// A search index over sorted keys kept elsewhere: each key's window after the prefix
+/// all of them share. A binary search compares the searched key's window with the
+/// stored ones and reads a stored key only when two windows tie.
+///
+/// Invariant: every indexed key has the same first `common_len` bytes, and `windows[i]`
+/// is key `i`'s window after them. `common_len` need not be the longest such prefix
+/// (a removal never lengthens it).
+#[derive(Clone, Default)]
+struct KeyWindows {
+    common_len: usize,
+    windows: Vec<u64>,
+}
+
+impl KeyWindows {
+    /// Indexes `keys` afresh (sorted: the first and the last share what all share).
+    fn rebuild<'k>(&mut self, keys: impl DoubleEndedIterator<Item = &'k [u8]> + Clone) {
+        let (first, last) = (keys.clone().next(), keys.clone().next_back());
+        self.common_len = match (first, last) {
+            (Some(first), Some(last)) => common_prefix_len(first, last),
+            _ => 0,
+        };
+        self.windows.clear();
+        self.windows.extend(keys.map(|key| key_window(key, self.common_len)));
+    }
+
+    /// Indexes `key` at `index` if it has the shared prefix (`indexed`: any key indexed
+    /// now); false if it has not (the caller rebuilds).
+    fn insert_sharing(&mut self, index: usize, key: &[u8], indexed: &[u8]) -> bool {
+        if !key.starts_with(&indexed[..self.common_len]) {
+            return false;
+        }
+        self.windows.insert(index, key_window(key, self.common_len));
+        true
+    }
+
+    /// Re-indexes key `index`, now `key`, if it has the shared prefix (`indexed`: any key
+    /// indexed before); false if it has not (the caller rebuilds).
+    fn set_sharing(&mut self, index: usize, key: &[u8], indexed: &[u8]) -> bool {
+        if !key.starts_with(&indexed[..self.common_len]) {
+            return false;
+        }
+        self.windows[index] = key_window(key, self.common_len);
+        true
+    }
+
+    /// The first index whose key is not below `key` (the count if none); `stored(i)` is
+    /// key `i`.
+    fn first_not_below<'k>(&self, key: &[u8], stored: impl Fn(usize) -> &'k [u8]) -> usize {
+        let count = self.windows.len();
+        if count == 0 {
+            return 0;
+        }
+        let window = match placement(&stored(0)[..self.common_len], key) {
+            Placement::BelowAll => return 0,
+            Placement::AboveAll => return count,
+            Placement::Window(window) => window,
+        };
+        let (mut low, mut high) = (0, count);
+        // Halves the range every round: at most 64 rounds.
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let below = match self.windows[middle].cmp(&window) {
+                Ordering::Less => true,
+                Ordering::Greater => false,
+                Ordering::Equal => stored(middle) < key,
+            };
+            if below {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        low
+    }
+
+    /// Checks the invariant against the keys it indexes (a failure is a bug: panics).
+    fn assert_indexes<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) {
+        let mut count = 0;
+        let mut common: Option<&[u8]> = None;
+        for (index, key) in keys.enumerate() {
+            let prefix = key.get(..self.common_len).expect("an indexed key is shorter than the shared prefix");
+            assert!(common.is_none_or(|c| c == prefix), "an indexed key lacks the shared prefix");
+            common = Some(prefix);
+            assert_eq!(self.windows.get(index), Some(&key_window(key, self.common_len)), "a key's window is stale");
+            count += 1;
+        }
+        assert_eq!(count, self.windows.len(), "a window per key");
+    }
+}
+
 #[derive(Clone)]
 struct Chunk<V> {
     entries: Vec<(Box<[u8]>, V)>,
+    /// The entries' keys' windows: a search reads a few of these instead of following
+    /// each probed entry's pointer to its key.
+    index: KeyWindows,
 }
 
 impl<V> Chunk<V> {
+    fn new(entries: Vec<(Box<[u8]>, V)>) -> Chunk<V> {
+        let mut chunk = Chunk { entries, index: KeyWindows::default() };
+        chunk.reindex();
+        chunk
+    }
+
+    fn reindex(&mut self) {
+        self.index.rebuild(self.entries.iter().map(|(key, _)| &**key));
+    }
+
     fn last_key(&self) -> &[u8] {
         &self.entries.last().expect("chunks are never empty").0
     }
 
+    fn first_not_below(&self, key: &[u8]) -> usize {
+        self.index.first_not_below(key, |i| &self.entries[i].0)
+    }
+
     fn position(&self, key: &[u8]) -> Result<usize, usize> {
-        self.entries.binary_search_by(|(k, _)| (**k).cmp(key))
-    }
-}
-
-/// A key's first 8 bytes, zero-padded, as a big-endian number: if one key's prefix is
-/// below another's, so is the key (a shorter key padded with zeros is a prefix of the
-/// longer one up to the first byte they differ in). Equal prefixes decide nothing.
-fn key_prefix(key: &[u8]) -> u64 {
-    let mut bytes = [0u8; 8];
-    let n = key.len().min(8);
-    bytes[..n].copy_from_slice(&key[..n]);
-    u64::from_be_bytes(bytes)
-}
-
-/// A chunk's last key as the chunk search reads it: the prefix decides most probes
-/// without leaving the fence array; the shared key decides ties.
-#[derive(Clone)]
-struct Fence {
-    prefix: u64,
-    key: Arc<[u8]>,
-}
-
-impl Fence {
-    fn of(key: &[u8]) -> Fence {
-        Fence { prefix: key_prefix(key), key: key.into() }
-    }
-
-    /// Whether this fence is below `key`, whose prefix is `prefix`.
-    fn is_below(&self, key: &[u8], prefix: u64) -> bool {
-        match self.prefix.cmp(&prefix) {
-            Ordering::Less => true,
-            Ordering::Greater => false,
-            Ordering::Equal => &*self.key < key,
+        let at = self.first_not_below(key);
+        match self.entries.get(at) {
+            Some((found, _)) if **found == *key => Ok(at),
+            _ => Err(at),
         }
+    }
+
+    /// Inserts `key` at `entry` (where [`Chunk::position`] says it goes).
+    fn insert(&mut self, entry: usize, key: &[u8], value: V) -> &mut V {
+        let indexed = self.entries.first().map(|(first, _)| &**first);
+        let kept = indexed.is_some_and(|indexed| self.index.insert_sharing(entry, key, indexed));
+        self.entries.insert(entry, (key.into(), value));
+        if !kept {
+            self.reindex();
+        }
+        &mut self.entries[entry].1
+    }
+
+    /// Moves the entries from `at` on into a new chunk.
+    fn split_off(&mut self, at: usize) -> Chunk<V> {
+        let tail = self.entries.split_off(at);
+        // The head's keys still share what they shared.
+        self.index.windows.truncate(at);
+        Chunk::new(tail)
     }
 }
 
 /// See the module documentation.
 pub(crate) struct CowMap<V> {
     chunks: Vec<Arc<Chunk<V>>>,
-    fences: Vec<Fence>,
+    /// Chunk `i`'s last key is `fences[i]`: finding a key's chunk reads this array (and
+    /// its index) instead of following each probed chunk's pointers to its last key.
+    fences: Vec<Arc<[u8]>>,
+    fence_index: KeyWindows,
     len: usize,
 }
 
@@ -99,6 +234,7 @@ impl<V> Clone for CowMap<V> {
         Self {
             chunks: self.chunks.clone(),
             fences: self.fences.clone(),
+            fence_index: self.fence_index.clone(),
             len: self.len,
         }
     }
@@ -109,6 +245,7 @@ impl<V> Default for CowMap<V> {
         Self {
             chunks: Vec::new(),
             fences: Vec::new(),
+            fence_index: KeyWindows::default(),
             len: 0,
         }
     }
@@ -166,8 +303,7 @@ impl<V> CowMap<V> {
 
     /// The first chunk whose last key is not below `key` (`chunks.len()` if none is).
     fn first_chunk_not_below(&self, key: &[u8]) -> usize {
-        let prefix = key_prefix(key);
-        self.fences.partition_point(|fence| fence.is_below(key, prefix))
+        self.fence_index.first_not_below(key, |i| &self.fences[i])
     }
 
     /// The chunk that holds `key` or would hold it: the first whose last key is not
@@ -180,9 +316,29 @@ impl<V> CowMap<V> {
     /// Makes chunk `chunk`'s fence its last key again (after its entries changed).
     fn refresh_fence(&mut self, chunk: usize) {
         let last_key = self.chunks[chunk].last_key();
-        if *self.fences[chunk].key != *last_key {
-            self.fences[chunk] = Fence::of(last_key);
+        if *self.fences[chunk] == *last_key {
+            return;
         }
+        let kept = self.fence_index.set_sharing(chunk, last_key, &self.fences[0]);
+        self.fences[chunk] = last_key.into();
+        if !kept {
+            self.fence_index.rebuild(self.fences.iter().map(|fence| &**fence));
+        }
+    }
+
+    /// Inserts the fence of a new chunk `chunk`, which ends with `last_key`.
+    fn insert_fence(&mut self, chunk: usize, last_key: &[u8]) {
+        let kept = self.fences.first().is_some_and(|indexed| self.fence_index.insert_sharing(chunk, last_key, indexed));
+        self.fences.insert(chunk, last_key.into());
+        if !kept {
+            self.fence_index.rebuild(self.fences.iter().map(|fence| &**fence));
+        }
+    }
+
+    fn remove_chunk(&mut self, chunk: usize) {
+        self.chunks.remove(chunk);
+        self.fences.remove(chunk);
+        self.fence_index.windows.remove(chunk);
     }
 
     fn locate(&self, key: &[u8]) -> Option<(usize, usize)> {
@@ -228,7 +384,7 @@ impl<V> CowMap<V> {
         }
         let chunk = self.first_chunk_not_below(start);
         let entry = match self.chunks.get(chunk) {
-            Some(found) => found.entries.partition_point(|(key, _)| &**key < start),
+            Some(found) => found.first_not_below(start),
             None => 0,
         };
         Iter {
@@ -248,9 +404,11 @@ impl<V> CowMap<V> {
         let mut counted = 0;
         let mut previous: Option<&[u8]> = None;
         assert_eq!(self.fences.len(), self.chunks.len(), "a fence per chunk");
+        self.fence_index.assert_indexes(self.fences.iter().map(|fence| &**fence));
         for (chunk, fence) in self.chunks.iter().zip(&self.fences) {
             assert!(!chunk.entries.is_empty(), "an empty chunk is kept");
-            assert!(*fence.key == *chunk.last_key() && fence.prefix == key_prefix(&fence.key), "a fence is not its chunk's last key");
+            assert!(**fence == *chunk.last_key(), "a fence is not its chunk's last key");
+            chunk.index.assert_indexes(chunk.entries.iter().map(|(key, _)| &**key));
             assert!(
                 chunk.entries.len() <= CHUNK_ENTRIES_MAX,
                 "a chunk is over its limit"
@@ -274,10 +432,7 @@ impl<V: Clone> CowMap<V> {
     /// The value of `key`, inserted as `make()` first if the key is missing.
     pub fn get_or_insert_with(&mut self, key: &[u8], make: impl FnOnce() -> V) -> &mut V {
         if self.chunks.is_empty() {
-            self.chunks.push(Arc::new(Chunk {
-                entries: vec![(key.into(), make())],
-            }));
-            self.fences.push(Fence::of(key));
+            self.push_chunk(vec![(key.into(), make())]);
             self.len = 1;
             return &mut Arc::make_mut(&mut self.chunks[0]).entries[0].1;
         }
@@ -291,37 +446,30 @@ impl<V: Clone> CowMap<V> {
             if chunk + 1 == self.chunks.len() && entry == full {
                 // Appending past the last key (keys written in order): a new chunk, so
                 // the full one stays full and untouched.
-                self.chunks.push(Arc::new(Chunk {
-                    entries: Vec::new(),
-                }));
-                self.fences.push(Fence::of(key));
+                self.len += 1;
+                let last = self.chunks.len();
+                self.push_chunk(vec![(key.into(), make())]);
+                return &mut Arc::make_mut(&mut self.chunks[last]).entries[0].1;
+            }
+            let half = full / 2;
+            let tail = Arc::make_mut(&mut self.chunks[chunk]).split_off(half);
+            // The tail keeps the old last key; the head ends earlier now.
+            let tail_fence = self.fences[chunk].clone();
+            self.chunks.insert(chunk + 1, Arc::new(tail));
+            self.insert_fence(chunk + 1, &tail_fence);
+            self.refresh_fence(chunk);
+            if entry >= half {
                 chunk += 1;
-                entry = 0;
-            } else {
-                let half = full / 2;
-                let tail = Arc::make_mut(&mut self.chunks[chunk])
-                    .entries
-                    .split_off(half);
-                self.chunks
-                    .insert(chunk + 1, Arc::new(Chunk { entries: tail }));
-                // The tail keeps the old last key; the head ends earlier now.
-                let tail_fence = self.fences[chunk].clone();
-                self.fences.insert(chunk + 1, tail_fence);
-                self.refresh_fence(chunk);
-                if entry >= half {
-                    chunk += 1;
-                    entry -= half;
-                }
+                entry -= half;
             }
         }
-        if entry == self.chunks[chunk].entries.len() && *self.fences[chunk].key != *key {
-            // The new key ends its chunk.
-            self.fences[chunk] = Fence::of(key);
+        let ends_chunk = entry == self.chunks[chunk].entries.len();
+        Arc::make_mut(&mut self.chunks[chunk]).insert(entry, key, make());
+        if ends_chunk {
+            self.refresh_fence(chunk);
         }
-        let entries = &mut Arc::make_mut(&mut self.chunks[chunk]).entries;
-        entries.insert(entry, (key.into(), make()));
         self.len += 1;
-        &mut entries[entry].1
+        &mut Arc::make_mut(&mut self.chunks[chunk]).entries[entry].1
     }
 
     /// Calls `keep` on every entry `touches` says yes to, letting it change the value,
@@ -344,16 +492,19 @@ impl<V: Clone> CowMap<V> {
             let shared = &self.chunks[chunk];
             looked_at += shared.entries.len();
             if shared.entries.iter().any(|(key, value)| touches(key, value)) {
-                let entries = &mut Arc::make_mut(&mut self.chunks[chunk]).entries;
-                let before = entries.len();
-                entries.retain_mut(|(key, value)| !touches(key, value) || keep(key, value));
-                removed += before - entries.len();
-                if entries.is_empty() {
-                    self.chunks.remove(chunk);
-                    self.fences.remove(chunk);
+                let changed = Arc::make_mut(&mut self.chunks[chunk]);
+                let before = changed.entries.len();
+                changed.entries.retain_mut(|(key, value)| !touches(key, value) || keep(key, value));
+                let after = changed.entries.len();
+                removed += before - after;
+                if after == 0 {
+                    self.remove_chunk(chunk);
                     continue;
                 }
-                self.refresh_fence(chunk);
+                if after != before {
+                    changed.reindex();
+                    self.refresh_fence(chunk);
+                }
             }
             chunk += 1;
         }
@@ -388,8 +539,9 @@ impl<V: Clone> CowMap<V> {
 
     /// Adds a chunk after the last one (its keys above every key of the map).
     fn push_chunk(&mut self, entries: Vec<(Box<[u8]>, V)>) {
-        let chunk = Chunk { entries };
-        self.fences.push(Fence::of(chunk.last_key()));
+        let chunk = Chunk::new(entries);
+        let last = self.chunks.len();
+        self.insert_fence(last, chunk.last_key());
         self.chunks.push(Arc::new(chunk));
     }
 
