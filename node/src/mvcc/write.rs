@@ -13,12 +13,18 @@ fn sub_revision(events: &[Event]) -> u32 {
 }
 
 impl Mvcc {
-    /// Writes one record for `key` at `write_revision`, returning the new and the
-    /// previous live value.
+    /// Writes one record for `key` at `write_revision`, returning the previous live value.
     fn write_record(&mut self, key: &[u8], write_revision: i64, record: KeyRecord) -> Option<KeyValue> {
+        self.write_record_made(key, write_revision, |_| record)
+    }
+
+    /// [`Mvcc::write_record`] of the record `make` builds from the key's records (none
+    /// for a new key): the key is looked up once.
+    fn write_record_made(&mut self, key: &[u8], write_revision: i64, make: impl FnOnce(&[KeyRecord]) -> KeyRecord) -> Option<KeyValue> {
         // Most keys keep one record: room for exactly one (an empty Vec's first push would
         // make room for four, 192 bytes wasted per key).
         let records = self.keys.get_or_insert_with(key, || Vec::with_capacity(1));
+        let record = make(records);
         let previous = records.last().filter(|r| !r.tombstone).map(|p| p.to_key_value(key));
         if let Some(live) = records.last().filter(|r| !r.tombstone) {
             self.live_digest ^= live_record_digest(key, live);
@@ -59,40 +65,46 @@ impl Mvcc {
 
     /// A put that [`Mvcc::check_put`] accepted. Cannot fail.
     pub(crate) fn put_at(&mut self, request: &PutRequest, write_revision: i64, events: &mut Vec<Event>) -> PutResponse {
-        let previous = self.keys.get(&request.key).and_then(|r| r.last()).filter(|r| !r.tombstone).cloned();
-        let value = match (&previous, request.ignore_value) {
-            (Some(previous), true) => previous.value.clone(),
-            (None, true) => panic!("put with ignore_value on a missing key passed its check"),
-            (_, false) => super::stored_value(&request.value),
-        };
-        let lease = match (&previous, request.ignore_lease) {
-            (Some(previous), true) => previous.lease,
-            (None, true) => panic!("put with ignore_lease on a missing key passed its check"),
-            (_, false) => request.lease,
-        };
-        #[allow(unused_mut)]
-        let (mut create_revision, version) = match &previous {
-            Some(p) => (p.create_revision, p.version + 1),
-            None => (write_revision, 1),
-        };
+        let sub = sub_revision(events);
         #[cfg(madsim)]
-        if self.create_revision_survives_delete && previous.is_none() {
-            // The planted bug: a re-created key keeps its previous life's create revision.
-            let records = self.keys.get(&request.key).map(Vec::as_slice).unwrap_or_default();
-            if let [.., life, tombstone] = records {
-                if tombstone.tombstone && !life.tombstone {
-                    create_revision = life.create_revision;
+        let create_revision_survives_delete = self.create_revision_survives_delete;
+        // What the record replaces: the previous live record's lease, and the new record.
+        let mut written: Option<(Option<i64>, KeyValue)> = None;
+        let prev_kv = self.write_record_made(&request.key, write_revision, |records| {
+            let previous = records.last().filter(|r| !r.tombstone);
+            let value = match (previous, request.ignore_value) {
+                (Some(previous), true) => previous.value.clone(),
+                (None, true) => panic!("put with ignore_value on a missing key passed its check"),
+                (_, false) => super::stored_value(&request.value),
+            };
+            let lease = match (previous, request.ignore_lease) {
+                (Some(previous), true) => previous.lease,
+                (None, true) => panic!("put with ignore_lease on a missing key passed its check"),
+                (_, false) => request.lease,
+            };
+            #[allow(unused_mut)]
+            let (mut create_revision, version) = match previous {
+                Some(p) => (p.create_revision, p.version + 1),
+                None => (write_revision, 1),
+            };
+            #[cfg(madsim)]
+            if create_revision_survives_delete && previous.is_none() {
+                // The planted bug: a re-created key keeps its previous life's create revision.
+                if let [.., life, tombstone] = records {
+                    if tombstone.tombstone && !life.tombstone {
+                        create_revision = life.create_revision;
+                    }
                 }
             }
+            let record = KeyRecord { mod_revision: write_revision, sub, create_revision, version, lease, value, tombstone: false };
+            written = Some((previous.map(|p| p.lease), record.to_key_value(&request.key)));
+            record
+        });
+        let (previous_lease, kv) = written.expect("the record was made");
+        if let Some(previous_lease) = previous_lease.filter(|l| *l != kv.lease) {
+            self.lessor.detach(previous_lease, &request.key);
         }
-        let sub = sub_revision(events);
-        let record = KeyRecord { mod_revision: write_revision, sub, create_revision, version, lease, value, tombstone: false };
-        let kv = record.to_key_value(&request.key);
-        if let Some(previous) = previous.as_ref().filter(|p| p.lease != lease) {
-            self.lessor.detach(previous.lease, &request.key);
-        }
-        self.lessor.attach(lease, &request.key);
-        let prev_kv = self.write_record(&request.key, write_revision, record);
+        self.lessor.attach(kv.lease, &request.key);
         events.push(Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: prev_kv.clone() });
         PutResponse { header: None, prev_kv: if request.prev_kv { prev_kv } else { None } }
     }
