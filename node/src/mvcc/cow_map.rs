@@ -8,16 +8,19 @@
 //! fixed depth two, which is enough for the millions of keys a member holds: ten million
 //! keys make ~160k chunks, a 1.3 MB clone.
 //!
-//! Finding a key's chunk reads one array, the chunks' fences (each chunk's last key, with
-//! its first 8 bytes inline): in a million-key store, following each probed chunk's
-//! pointers to its last key cost four cache misses a probe, and a put spent ~7 us
-//! locating its key (`cargo bench -p detcd-node -- "big store"`).
+//! Finding a key's chunk reads one array, the chunks' fences (each chunk's last key), and
+//! both the fences and a chunk's entries are searched by [`KeyWindows`]: each key's 8
+//! bytes after the prefix all of them share, stored beside them, so a probe reads a key
+//! only when two windows tie. In a million-key store, following each probed chunk's
+//! pointers to its last key cost about four cache misses a probe, and a put spent most of
+//! its ~7 us locating its key (`cargo bench -p detcd-node -- "big store"`).
 //!
 //! Invariants (checked by [`CowMap::assert_invariants`]; decoding refuses input that
 //! breaks them):
 //! - every chunk holds 1 to [`CHUNK_ENTRIES_MAX`] entries, strictly increasing by key;
 //! - the last key of a chunk is below the first key of the next one;
-//! - `fences[i]` is chunk `i`'s last key;
+//! - `fences[i]` is chunk `i`'s last key; each [`KeyWindows`] indexes exactly the keys
+//!   it stands beside;
 //! - `len` counts the entries of all chunks.
 //!
 //! Iteration is in key order only (never hash order), so every member encodes and
