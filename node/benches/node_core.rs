@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the hot paths of a member (issue 10): MVCC put, range, txn and
-//! compaction; the state machine's apply of a batch of committed entries; snapshot
+//! compaction, and a put and a get in a million-key store; the state machine's apply of a batch of committed entries; snapshot
 //! encoding and decoding, and the copy-on-write clone that lets a snapshot be taken
 //! without stopping the loop; WAL append + sync of a batch (in memory, and on the real
 //! disk with fdatasync). Run with `cargo bench -p detcd-node`.
@@ -17,12 +17,12 @@ use detcd_node::pb::etcdserverpb::{
 };
 use detcd_node::storage::wal::Wal;
 use prost::Message as _;
+use raft::eraftpb::Entry;
 
 // The member's allocator (main.rs): glibc's, which these benchmarks used before, made
 // the copy-heavy ones measure its free lists as much as the code.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use raft::eraftpb::Entry;
 
 const VALUE_BYTES: usize = 256;
 
