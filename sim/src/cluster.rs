@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use detcd_node::env::mem_disk::MemDisk;
-use detcd_node::env::{Env, Role};
+use detcd_node::env::{DiskError, Env, Role};
+use detcd_node::storage::wal::WalError;
 use detcd_node::{FatalError, Node, NodeConfig, NodeHandle, NodeStatus};
 
 use crate::clock::SimClock;
@@ -34,6 +35,8 @@ pub struct MemberSlot {
     /// The last incarnation stopped on its own, having applied (or been told of) its
     /// removal — not stopped by a fault.
     pub stopped_removed: AtomicBool,
+    /// The last incarnation stopped on a full disk (a write refused for space).
+    pub stopped_for_space: AtomicBool,
     /// The peer URLs the member list must show for this slot's member: its own, or what
     /// an operator's MemberUpdate set (and saw applied).
     pub expected_peer_urls: Mutex<Vec<String>>,
@@ -123,6 +126,7 @@ impl Cluster {
                 retired: AtomicBool::new(member_id == 0),
                 removal_pending: AtomicBool::new(false),
                 stopped_removed: AtomicBool::new(false),
+                stopped_for_space: AtomicBool::new(false),
                 expected_peer_urls: Mutex::new(vec![format!("http://m{index}:2380")]),
                 unsettled_peer_urls: Mutex::new(None),
                 wal_disk: Arc::new(MemDisk::new()),
@@ -353,6 +357,7 @@ pub async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNe
             net.register(slot.member_id(), inbox);
             *slot.running.lock().expect("slot lock") = Some((handle, incarnation));
             slot.stopped_removed.store(false, Ordering::SeqCst);
+            slot.stopped_for_space.store(false, Ordering::SeqCst);
             world.event("member", Some(slot.index), format!("started (incarnation {incarnation})"));
             match (CatchPanic(Box::pin(node.run()))).await {
                 Ok(Ok(())) => {}
@@ -360,6 +365,11 @@ pub async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNe
                     *slot.running.lock().expect("slot lock") = None;
                     slot.down.store(true, Ordering::SeqCst);
                     slot.stopped_removed.store(matches!(error, FatalError::Removed), Ordering::SeqCst);
+                    let no_space = matches!(
+                        error,
+                        FatalError::Disk(DiskError::NoSpace { .. }) | FatalError::Wal(WalError::Disk(DiskError::NoSpace { .. }))
+                    );
+                    slot.stopped_for_space.store(no_space, Ordering::SeqCst);
                     world.event("member", Some(slot.index), format!("stopped: {error}"));
                 }
                 Err(message) => member_panicked(&slot, &world, "running", message),

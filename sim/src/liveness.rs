@@ -123,19 +123,23 @@ pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
 }
 
 /// Members a fault that struck before the heal stopped only after it: a disk fsync that
-/// failed before the heal but was reported to the member's loop later (a snapshot job's)
-/// stops it with nobody left to restart it (disk-faults 3842). Restarted as the heal
-/// would have (a machine restart: the failed fsync's poison goes with the page cache),
-/// at most `LATE_STOPS_RESTARTED_MAX` times. A member that keeps running on a poisoned
-/// disk is left alone: what it does then is for the checks to judge.
+/// failed, or a snapshot write refused for space, before the heal but reported to the
+/// member's loop later (a snapshot job's) stops it with nobody left to restart it
+/// (disk-faults 3842: the fsync; disk-faults 10110: the full disk, 3 ms after the heal).
+/// Restarted as the heal would have (a machine restart: the failed fsync's poison goes
+/// with the page cache; the disk's space was freed by the heal), at most
+/// `LATE_STOPS_RESTARTED_MAX` times. A member that keeps running on a poisoned disk is
+/// left alone: what it does then is for the checks to judge.
 fn restart_late_stops(cluster: &Cluster, restarted: &mut u64) {
     for (i, slot) in cluster.members.iter().enumerate() {
         let poisoned = slot.wal_disk.is_poisoned() || slot.data_disk.is_poisoned();
-        if *restarted < LATE_STOPS_RESTARTED_MAX && slot.down.load(Ordering::SeqCst) && poisoned {
+        let for_space = slot.stopped_for_space.load(Ordering::SeqCst);
+        if *restarted < LATE_STOPS_RESTARTED_MAX && slot.down.load(Ordering::SeqCst) && (poisoned || for_space) {
             *restarted += 1;
             slot.wal_disk.crash(|_, _| 0);
             slot.data_disk.crash(|_, _| 0);
-            cluster.world.event("heal", Some(i), "restart: stopped after the heal by an fsync that failed before it".into());
+            let cause = if poisoned { "an fsync that failed" } else { "a write refused for space" };
+            cluster.world.event("heal", Some(i), format!("restart: stopped after the heal by {cause} before it"));
             cluster.restart(i);
         }
     }
