@@ -379,7 +379,13 @@ impl Node {
                 }
             }
             core.issue_reads();
-            core.handle_ready()?;
+            if core.begin_ready()? {
+                // The leader's appends are queued for the peers' writer tasks, which
+                // waking from here put on this thread: they write before the sync
+                // blocks it (see `NodeCore::begin_ready`).
+                tokio::task::yield_now().await;
+            }
+            core.finish_ready()?;
             publish_changes(&mut core, &mut hub);
             core.note_loop_turn(clock.now_ms().saturating_sub(turn_start_ms));
         }

@@ -23,6 +23,9 @@ pub const LEASES_PER_CLIENT_MAX: u64 = 10_000;
 pub const KEEP_ALIVES_PER_LEASE_MAX: u64 = 1000;
 /// The longest TTL a lease client asks for (the run's liveness check waits for it).
 pub const LEASE_TTL_SECS_MAX: i64 = 4;
+/// A late keep-alive (`late_keep_alives`) is sent at most this long before the lease
+/// runs out on the client's clock.
+pub const LATE_KEEP_ALIVE_MS_MAX: u64 = 100;
 
 fn outcome_of(error: &EtcdError) -> Outcome {
     if error.outcome_unknown() {
@@ -93,7 +96,7 @@ async fn execute(handle: &NodeHandle, lease: i64, kind: &LeaseOpKind) -> Result<
 }
 
 /// One lease client (see the module documentation).
-pub async fn run_lease_client(client: u64, cluster: Arc<Cluster>, stop: Arc<AtomicBool>, timeout_ms: u64, seed: u64) {
+pub async fn run_lease_client(client: u64, cluster: Arc<Cluster>, stop: Arc<AtomicBool>, timeout_ms: u64, late_keep_alives: bool, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ client.wrapping_mul(0xd6e8_feb8_6659_fd93) ^ 0x6c65_6173_6521);
     for n in 0..LEASES_PER_CLIENT_MAX {
         if stop.load(Ordering::SeqCst) {
@@ -128,8 +131,14 @@ pub async fn run_lease_client(client: u64, cluster: Arc<Cluster>, stop: Arc<Atom
                 tokio::time::sleep(Duration::from_millis(rng.gen_range(0..=1500))).await;
                 perform(&cluster, client, lease, LeaseOpKind::Revoke, &mut rng, timeout_ms).await;
             }
-            // Abandon it; look at it once it should be gone.
+            // Abandon it (after one late renewal, if the scenario asks); look at it once
+            // it should be gone.
             _ => {
+                if late_keep_alives {
+                    let ttl_ms = ttl.max(1) as u64 * 1000;
+                    tokio::time::sleep(Duration::from_millis(ttl_ms.saturating_sub(rng.gen_range(0..=LATE_KEEP_ALIVE_MS_MAX)))).await;
+                    perform(&cluster, client, lease, LeaseOpKind::KeepAlive, &mut rng, timeout_ms.min(ttl_ms / 3)).await;
+                }
                 tokio::time::sleep(Duration::from_millis(ttl.max(1) as u64 * 1000 + rng.gen_range(0..=2000))).await;
                 perform(&cluster, client, lease, LeaseOpKind::TimeToLive, &mut rng, timeout_ms).await;
                 perform(&cluster, client, lease, LeaseOpKind::Put { key: format!("lease{client}-{n}-late") }, &mut rng, timeout_ms).await;

@@ -125,7 +125,7 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     }
     let mut lease_clients = Vec::new();
     for client in 0..scenario.workload.lease_clients as u64 {
-        lease_clients.push(tokio::spawn(run_lease_client(client, cluster.clone(), stop.clone(), scenario.workload.client_timeout_ms, options.seed)));
+        lease_clients.push(tokio::spawn(run_lease_client(client, cluster.clone(), stop.clone(), scenario.workload.client_timeout_ms, scenario.workload.late_keep_alives, options.seed)));
     }
     if scenario.workload.maintenance_interval_ms > 0 {
         tokio::spawn(run_operator(cluster.clone(), scenario.workload.maintenance_interval_ms, stop.clone()));

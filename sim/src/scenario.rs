@@ -88,6 +88,11 @@ pub struct Workload {
     /// Lease clients: each grants short leases (2–4 s TTL), attaches keys, and then keeps
     /// a lease alive for a while, revokes it, or abandons it; and asks TimeToLive.
     pub lease_clients: usize,
+    /// Whether a lease client about to abandon a lease renews it once more at about the
+    /// moment it runs out (within `LATE_KEEP_ALIVE_MS_MAX` before): the renewal then
+    /// races the leader's expiry decision (off by default: the draw would change every
+    /// lease scenario's seeds).
+    pub late_keep_alives: bool,
     /// Every this many simulated ms an operator checks for the NOSPACE alarm and, if it
     /// is raised, compacts to the current revision, defragments every member and disarms
     /// (0: never).
@@ -123,6 +128,7 @@ impl Default for Workload {
             compact_interval_ms: 5000,
             compact_retain_revisions: 50,
             lease_clients: 1,
+            late_keep_alives: false,
             maintenance_interval_ms: 0,
             backup_interval_ms: 5000,
             lock_clients: 2,
@@ -161,6 +167,11 @@ pub struct NodeSettings {
     /// timeout ([`ClusterTiming::draw`]; on by default, and only with `randomize_knobs`):
     /// a scenario written for one timing (the election canaries) turns it off.
     pub randomize_timing: bool,
+    /// Whether followers may forward keep-alives to the leader (the node's default; with
+    /// `randomize_knobs`, each member draws it, off about a third of the time). Off,
+    /// every follower renews through raft: each renewal then races the leader's expiry
+    /// decisions, which the lease canary needs often, not in a third of the members.
+    pub forward_keep_alives: bool,
 }
 
 impl Default for NodeSettings {
@@ -179,6 +190,7 @@ impl Default for NodeSettings {
             corrupt_check_interval_ms: 0,
             randomize_knobs: true,
             randomize_timing: true,
+            forward_keep_alives: true,
         }
     }
 }
@@ -371,7 +383,7 @@ impl MemberKnobs {
             compaction_keys_per_turn_max: FIXED_COMPACTION_KEYS_PER_TURN,
             pending_request_bytes_max: node::PENDING_REQUEST_BYTES_MAX,
             uncommitted_bytes_max: node::UNCOMMITTED_BYTES_MAX,
-            tunables: Tunables::default(),
+            tunables: Tunables { forward_keep_alives: settings.forward_keep_alives, ..Tunables::default() },
             pre_vote: true,
             request_timeout_ms: settings.request_timeout_ms,
             max_request_bytes: MAX_REQUEST_BYTES_DEFAULT,
@@ -434,7 +446,8 @@ impl MemberKnobs {
         let timeout_low = (fixed.request_timeout_ms / 4).max(DRAWN_REQUEST_TIMEOUT_MS_MIN);
         self.request_timeout_ms = pick_knob(rng, fixed.request_timeout_ms, timeout_low, fixed.request_timeout_ms * 2);
         self.max_request_bytes = pick_knob(rng, fixed.max_request_bytes as u64, DRAWN_MAX_REQUEST_BYTES_MIN, fixed.max_request_bytes as u64) as usize;
-        self.tunables.forward_keep_alives = !rng.gen_bool(KEEP_ALIVE_FORWARDING_OFF_PROBABILITY);
+        // Drawn even when the scenario turns forwarding off, so every seed keeps its later draws.
+        self.tunables.forward_keep_alives = !rng.gen_bool(KEEP_ALIVE_FORWARDING_OFF_PROBABILITY) && settings.forward_keep_alives;
     }
 }
 

@@ -83,9 +83,12 @@ fn the_canary_finds_planted_bugs() {
         // Lease (issue 8): safety measured from each keep-alive's invocation.
         ("lease-renew-ignored", "lease-leader-crashes", 20),
         // Since followers forward keep-alives to the leader (renewed in memory), only
-        // members that draw raft renewals (a third) race the leader's expiry decision:
-        // 3 of 300 seeds, first at seed 8.
-        ("lease-expiry-races-renewal", "lease-leader-crashes", 300),
+        // members that draw raft renewals (a third) race the leader's expiry decision: 3
+        // of 300 seeds of lease-leader-crashes, then none once the leader let its peers'
+        // writers run before its sync (another interleaving). Its own scenario renews
+        // through raft on every follower, just before a lease runs out: 15 of seeds
+        // 0..100, first at 0.
+        ("lease-expiry-races-renewal", "canary-lease-races", 40),
         // Space quota (issue 12): the capped applier refuses writes under the alarm.
         ("nospace-ignored-at-apply", "nospace", 40),
         // Exact crash points (issue 9): only a power loss inside the snapshot step sees
