@@ -9,7 +9,10 @@
 //!
 //! The order that makes raft safe is written once, in [`NodeCore::handle_ready`]:
 //! (a leader's own appends may go first) → persist (snapshot, entries, hard state; one
-//! fsync for the whole batch) → send → apply → advance. A client is answered only from the apply step, so nothing is
+//! fsync for the whole batch) → send → apply → advance. The shell may take it in two
+//! steps (`begin_ready`: the leader's sends; `finish_ready`: the rest) and let its other
+//! tasks run between them, so that the leader's appends are on the wire before its fsync
+//! blocks the thread. A client is answered only from the apply step, so nothing is
 //! acknowledged before it is committed, and nothing is committed by this member's vote
 //! before it is durable here.
 //!
