@@ -467,7 +467,7 @@ pub fn restart_after_armed_power_loss(cluster: Arc<Cluster>, victim: usize, torn
             // write with nobody to restart it).
             if slot.wal_disk.is_powered_off() || slot.data_disk.is_powered_off() {
                 cluster.kill(victim, "power lost at an exact write");
-                cluster.world.count("crash point: power loss at an exact write");
+                cluster.world.count(crate::crash_sweep::CRASH_STRUCK_COVERAGE);
                 let mut fate = |_: &str, durable: usize, live: usize| power_loss_fate(&mut rng, torn, durable, live);
                 let mut losses = slot.wal_disk.power_loss(&mut fate);
                 losses.extend(slot.data_disk.power_loss(&mut fate));

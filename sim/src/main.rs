@@ -78,6 +78,9 @@ enum Commands {
         jobs: usize,
         #[arg(long)]
         planted_bug: Option<String>,
+        /// Where a failing run's report goes (each crash point runs in a child process).
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
     },
     /// Search for the smallest run that fails like this seed (fewer faults, a shorter
     /// chaos phase, fewer clients, keys and members) and write it as a scenario file
@@ -192,8 +195,9 @@ fn main() -> ExitCode {
             let _ = std::io::stdout().lock().write_all(detcd_sim::synthetic::jepsen_register_log(shape, seed).as_bytes());
             ExitCode::SUCCESS
         }
-        Commands::CrashEveryWrite { scenario, seed, member, disk, stride, jobs, planted_bug } => {
-            crash_every_write_command(&scenario, seed, member, &disk, stride, jobs, planted_bug.as_deref())
+        Commands::CrashEveryWrite { scenario, seed, member, disk, stride, jobs, planted_bug, reports } => {
+            let sweep = CrashSweepArgs { member, disk: &disk, stride, jobs, reports: &reports };
+            crash_every_write_command(&scenario, seed, planted_bug.as_deref(), sweep)
         }
         Commands::Shrink { scenario, seed, planted_bug, reports, runs_max } => {
             shrink_command(&scenario, seed, planted_bug.as_deref(), &reports, runs_max)
@@ -690,14 +694,25 @@ struct RegressionsFile {
     regression: Vec<Regression>,
 }
 
+/// `crash-every-write`'s own arguments.
+#[cfg_attr(not(madsim), allow(dead_code))]
+struct CrashSweepArgs<'a> {
+    member: usize,
+    disk: &'a str,
+    stride: u64,
+    jobs: usize,
+    reports: &'a Path,
+}
+
 #[cfg(not(madsim))]
-fn crash_every_write_command(_: &Path, _: u64, _: usize, _: &str, _: u64, _: usize, _: Option<&str>) -> ExitCode {
+fn crash_every_write_command(_: &Path, _: u64, _: Option<&str>, _: CrashSweepArgs) -> ExitCode {
     eprintln!("detcd-sim: `crash-every-write` needs the simulator build; use `cargo sim crash-every-write SCENARIO --seed N`");
     ExitCode::from(2)
 }
 
 #[cfg(madsim)]
-fn crash_every_write_command(scenario_path: &Path, seed: u64, member: usize, disk: &str, stride: u64, jobs: usize, planted_bug: Option<&str>) -> ExitCode {
+fn crash_every_write_command(scenario_path: &Path, seed: u64, planted_bug: Option<&str>, args: CrashSweepArgs) -> ExitCode {
+    let CrashSweepArgs { member, disk, stride, jobs, reports } = args;
     let scenario = match Scenario::load(scenario_path) {
         Ok(s) => s,
         Err(e) => {
@@ -712,8 +727,20 @@ fn crash_every_write_command(scenario_path: &Path, seed: u64, member: usize, dis
             return ExitCode::from(2);
         }
     };
+    let Some(exe) = own_executable() else { return ExitCode::from(2) };
+    let mut options = detcd_sim::scenario::Options::derive(&scenario, seed);
+    options.planted_bug = planted_bug.map(str::to_string);
+    // Each crash point in a child process (see `crash_sweep`'s header: one process
+    // running thousands of simulations keeps what madsim never frees).
+    let run_crash = |crash: detcd_sim::scenario::CrashAtWrite| {
+        let point = crash.describe();
+        let variant = RunVariant { planted_bug, crash_at_write: Some(&point), ..RunVariant::default() };
+        let result = run_child(&exe, scenario_path, seed, reports, variant);
+        let struck = result.summary.as_ref().and_then(|s| s.coverage.get(detcd_sim::crash_sweep::CRASH_STRUCK_COVERAGE)).copied().unwrap_or(0) > 0;
+        detcd_sim::crash_sweep::CrashRun { struck, failure: result.failure }
+    };
     let started = std::time::Instant::now();
-    let sweep = detcd_sim::crash_sweep::crash_every_write(&scenario, seed, member, disk, stride, jobs, planted_bug);
+    let sweep = detcd_sim::crash_sweep::crash_every_write_with(&scenario, &options, member, disk, stride, jobs, &run_crash);
     println!(
         "m{member}'s {disk:?} disk: {} writes in the run without a crash; {} runs, power lost at the armed write in {}; {} failed ({:.1} s)",
         sweep.writes_total,

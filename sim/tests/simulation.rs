@@ -174,8 +174,9 @@ fn the_canary_finds_planted_bugs() {
         ("read-served-before-applied", "heavy-load", 20),
         // Found by the simulator in detcd (membership-chaos seed 5051): a removed leader
         // that stops before its remaining member of two knows the removal committed
-        // leaves no quorum. 16 of seeds 0..100, first at seed 1 (at 0 before followers
-        // forwarded keep-alives).
+        // leaves no quorum. 8 of seeds 0..100, first at seed 11 (16, first at 1, before
+        // the loop yielded between a Ready's two steps; at 0 before followers forwarded
+        // keep-alives).
         ("removed-leader-leaves-without-successor", "canary-removed-leader", 40),
         // Keep-alives forwarded by followers (issue 10): a follower answers only with the
         // leader's renewal. 13 of seeds 0..40, first at seed 1.

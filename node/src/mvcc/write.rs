@@ -53,8 +53,9 @@ impl Mvcc {
     /// What a put needs from the current state, checked before anything is written:
     /// `ignore_value`/`ignore_lease` need a live key; a lease must exist.
     pub(crate) fn check_put(&self, request: &PutRequest) -> Result<(), EtcdError> {
-        let live = self.keys.get(&request.key).and_then(|r| r.last()).is_some_and(|r| !r.tombstone);
-        if (request.ignore_value || request.ignore_lease) && !live {
+        // Only these flags need the key: a plain put looks it up once, where it writes.
+        let needs_live_key = request.ignore_value || request.ignore_lease;
+        if needs_live_key && !self.keys.get(&request.key).and_then(|r| r.last()).is_some_and(|r| !r.tombstone) {
             return Err(EtcdError::KeyNotFound);
         }
         if !request.ignore_lease && request.lease != 0 && !self.lessor.contains(request.lease) {
