@@ -380,9 +380,9 @@ impl Node {
             }
             core.issue_reads();
             if core.begin_ready()? {
-                // The leader's appends are queued for the peers' writer tasks, which
-                // waking from here put on this thread: they write before the sync
-                // blocks it (see `NodeCore::begin_ready`).
+                // The leader's appends wait in its peers' writer tasks, woken from here
+                // onto this worker: let them write before the sync blocks it (see
+                // `NodeCore::begin_ready`).
                 tokio::task::yield_now().await;
             }
             core.finish_ready()?;
