@@ -128,6 +128,15 @@ pub const HASH_REPORT_RETRY_MS: u64 = 500;
 
 pub use crate::digest::fnv1a64;
 
+/// Whether a follower's message may leave before its Ready's sync: the client requests it
+/// forwards to the leader (a proposal, a read-index request) carry no vote, term or log
+/// position of its own, so nothing about them depends on what this member has persisted.
+/// Sent after the sync, a forwarded proposal waited a whole fsync whenever the follower
+/// had entries of its own to persist — under load, nearly always.
+fn forwarded_before_sync(message_type: MessageType) -> bool {
+    matches!(message_type, MessageType::MsgPropose | MessageType::MsgReadIndex)
+}
+
 fn role_of(state: StateRole) -> Role {
     match state {
         StateRole::Follower => Role::Follower,
@@ -136,6 +145,12 @@ fn role_of(state: StateRole) -> Role {
         StateRole::Leader => Role::Leader,
     }
 }
+
+/// Client proposals stepped into raft as one message (see [`NodeCore::flush_proposals`]):
+/// at most this many entries, and at most [`PROPOSAL_BATCH_BYTES_MAX`] of their data
+/// (an append carries no more: etcd's `maxSizePerMsg`).
+pub const PROPOSAL_BATCH_ENTRIES_MAX: usize = 1024;
+pub const PROPOSAL_BATCH_BYTES_MAX: usize = config::RAFT_APPEND_BYTES_MAX as usize;
 
 /// Keys whose compacted records are removed per loop turn (see `mvcc::compaction`).
 /// 16,384 took 3.9 ms alone (criterion: `one removal step ... with a frozen copy`, 1M
@@ -205,6 +220,14 @@ pub struct NodeCore {
     /// the transport, what was already committed answered) and whose persisting, syncing
     /// and applying wait for `finish_ready`.
     ready_begun: Option<raft::Ready>,
+    /// The begun Ready's messages that must wait for its sync (everything a follower or
+    /// candidate says but its forwarded requests: see [`forwarded_before_sync`]).
+    messages_after_sync: Vec<Message>,
+    /// This loop turn's client proposals, not yet given to raft: their entries, their
+    /// request ids (already in `proposals`) and their bytes.
+    proposal_batch: Vec<Entry>,
+    proposal_batch_ids: Vec<u64>,
+    proposal_batch_bytes: usize,
     invalid_entries_applied: u64,
     /// The change feed for watchers: `(revision, events)` of every applied write that
     /// changed something, kept only once a consumer asked for it (`enable_change_feed`)
@@ -430,6 +453,10 @@ impl NodeCore {
             keep_alive_answers: KeepAliveAnswers::default(),
             proposals_held: None,
             ready_begun: None,
+            messages_after_sync: Vec::new(),
+            proposal_batch: Vec::new(),
+            proposal_batch_ids: Vec::new(),
+            proposal_batch_bytes: 0,
             invalid_entries_applied: 0,
             change_feed: None,
             change_feed_gap: false,
@@ -1115,14 +1142,43 @@ impl NodeCore {
             pending.fail(EtcdError::NoLeader);
             return;
         }
-        match self.raw.propose(Vec::new(), data) {
-            Ok(()) => self.proposals.insert(request_id, pending),
+        self.proposal_batch_bytes += data.len();
+        let mut entry = Entry::default();
+        entry.data = data.into();
+        self.proposal_batch.push(entry);
+        self.proposal_batch_ids.push(request_id);
+        self.proposals.insert(request_id, pending);
+        if self.proposal_batch.len() >= PROPOSAL_BATCH_ENTRIES_MAX || self.proposal_batch_bytes >= PROPOSAL_BATCH_BYTES_MAX {
+            self.flush_proposals();
+        }
+    }
+
+    /// Steps this turn's client proposals into raft as one message. One proposal a
+    /// message made a leader send an append to every follower for each (raft-rs
+    /// broadcasts on every proposal it takes), and a follower forward each on its own;
+    /// a batch is one append, or one forward. raft takes or refuses the batch whole.
+    fn flush_proposals(&mut self) {
+        if self.proposal_batch.is_empty() {
+            return;
+        }
+        assert!(self.proposals_held.is_none(), "proposals flushed between raft's ready() and advance()");
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgPropose);
+        message.from = self.config.member_id;
+        message.entries = std::mem::take(&mut self.proposal_batch).into();
+        self.proposal_batch_bytes = 0;
+        let ids = std::mem::take(&mut self.proposal_batch_ids);
+        let refusal = match self.raw.step(message) {
+            Ok(()) => return,
             // raft refuses proposals beyond its uncommitted-bytes limit, and while a
             // leader transfer is under way.
-            Err(raft::Error::ProposalDropped) if self.raw.raft.state == StateRole::Leader => {
-                pending.fail(EtcdError::TooManyRequests)
+            Err(raft::Error::ProposalDropped) if self.raw.raft.state == StateRole::Leader => EtcdError::TooManyRequests,
+            Err(_) => EtcdError::NoLeader,
+        };
+        for id in ids {
+            if let Some(pending) = self.proposals.remove(id) {
+                pending.fail(refusal.clone());
             }
-            Err(_) => pending.fail(EtcdError::NoLeader),
         }
     }
 
@@ -1212,18 +1268,20 @@ impl NodeCore {
     }
 
     /// The first step of handling what raft has produced (the whole order is
-    /// `handle_raft_ready`'s): takes the Ready, hands the leader's messages to the
-    /// transport and answers what was already committed. Returns whether messages went
-    /// to peers ahead of a sync: the shell then lets its other tasks run before
-    /// `finish_ready` — the peers' writers, woken from this task, would otherwise wait on
-    /// this thread for the fsync, and a follower's sync would start only after the
-    /// leader's (a trace of three members with one client showed it, one put in two).
+    /// `handle_raft_ready`'s): takes the Ready, hands the leader's messages and a
+    /// follower's forwarded requests to the transport and answers what was already
+    /// committed. Returns whether messages or answers went out ahead of a sync: the shell
+    /// then lets its other tasks run before `finish_ready` — the peers' writers and the
+    /// clients' handlers, woken from this task, would otherwise wait on this thread for
+    /// the fsync, and a follower's sync would start only after the leader's (a trace of
+    /// three members with one client showed it, one put in two).
     /// Returns an error only for a failure that must stop the member.
     pub fn begin_ready(&mut self) -> Result<bool, FatalError> {
         assert!(self.ready_begun.is_none(), "a Ready begun before the last one finished");
         if self.must_stop_removed() {
             return Err(FatalError::Removed);
         }
+        self.flush_proposals();
         if !self.raw.has_ready() {
             self.serve_ready_reads();
             // Work spread over loop turns (compaction's removal, log compaction, a
@@ -1239,23 +1297,32 @@ impl NodeCore {
         // 0. A leader's messages (appends, heartbeats) may leave before its own entries
         //    are durable — raft-rs gives them only to a leader, which counts its own
         //    vote for an entry only once `advance` reports it persisted (raft thesis
-        //    §10.2.1) — so the leader's fsync overlaps its followers'. Everything a
-        //    follower or candidate says waits for the sync (`take_persisted_messages`).
-        let messages = ready.take_messages();
-        let sent_before_sync = !messages.is_empty() && ready.must_sync();
+        //    §10.2.1) — so the leader's fsync overlaps its followers'. What a follower or
+        //    candidate says waits for the sync (`take_persisted_messages`), but for the
+        //    requests it forwards to the leader, which state no fact of its log.
+        let mut messages = ready.take_messages();
+        let (forwarded, after_sync): (Vec<Message>, Vec<Message>) =
+            ready.take_persisted_messages().into_iter().partition(|m| forwarded_before_sync(m.get_msg_type()));
+        messages.extend(forwarded);
+        self.messages_after_sync = after_sync;
+        let mut answered_before_sync = !messages.is_empty();
         self.send(messages);
-        // A leader answers what is already committed before it syncs this Ready's new
-        // entries: raft-rs hands out only entries both committed and persisted here by
-        // earlier Readies, so they are durable on a majority and the answers need not
+        // Every member answers what is already committed before it syncs this Ready's
+        // new entries: raft-rs hands out only entries both committed and persisted here
+        // by earlier Readies, so they are durable on a majority and the answers need not
         // wait for this sync — the clients' next requests then join the batch being
-        // synced instead of the one after it. A follower applies after its sync: its
-        // acknowledgement is what the leader is waiting for.
-        if self.raw.raft.state == StateRole::Leader && ready.snapshot().is_empty() {
-            self.apply_entries(ready.take_committed_entries())?;
+        // synced instead of the one after it. On a follower under load nearly every
+        // Ready brings new entries with the commit index, so its clients waited a whole
+        // sync for each answer; applying first delays its acknowledgement by the
+        // apply's time (microseconds an entry), not by a sync.
+        if ready.snapshot().is_empty() {
+            let committed = ready.take_committed_entries();
+            answered_before_sync |= !committed.is_empty();
+            self.apply_entries(committed)?;
             self.serve_ready_reads();
         }
         self.ready_begun = Some(ready);
-        Ok(sent_before_sync)
+        Ok(answered_before_sync && self.ready_begun.as_ref().is_some_and(|r| r.must_sync()))
     }
 
     /// The rest of the Ready `begin_ready` took (nothing if it took none), then the
@@ -1341,7 +1408,9 @@ impl NodeCore {
         }
 
         // 2. Send what had to wait for the sync.
-        self.send(ready.take_persisted_messages());
+        let mut after_sync = std::mem::take(&mut self.messages_after_sync);
+        after_sync.extend(ready.take_persisted_messages());
+        self.send(after_sync);
         for read_state in ready.take_read_states() {
             let confirmation = self.reads.on_read_state(&read_state.request_ctx, read_state.index);
             let term = self.raw.raft.term;
