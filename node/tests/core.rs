@@ -333,6 +333,39 @@ fn a_read_index_request_delivered_again_does_not_confirm_later_reads() {
     assert_eq!(leader.core.status().peer_reads_refused, 1);
 }
 
+/// The client proposals of one loop turn reach raft as one message: a follower forwards
+/// them in one proposal, and the leader replicates them in one append to each follower.
+#[test]
+fn a_loop_turns_proposals_travel_as_one_message() {
+    let mut members = open_cluster(3, |_| {});
+    elect(&mut members, 1);
+    let mut answers = Vec::new();
+    let follower = members.get_mut(&2).expect("follower");
+    for n in 0..3 {
+        let (sender, receiver) = oneshot::channel();
+        follower.core.submit(put(&format!("k{n}"), "v"), sender, 0);
+        answers.push(receiver);
+    }
+    follower.core.handle_ready().expect("ready");
+    let forwarded: Vec<Message> = follower.wire.take().into_iter().filter(|m| m.get_msg_type() == MessageType::MsgPropose).collect();
+    assert_eq!(forwarded.len(), 1, "one forward for the turn's proposals");
+    assert_eq!(forwarded[0].entries.len(), 3);
+    let leader = members.get_mut(&1).expect("leader");
+    leader.core.step(forwarded[0].clone());
+    leader.core.handle_ready().expect("ready");
+    let appends: Vec<Message> =
+        leader.wire.take().into_iter().filter(|m| m.get_msg_type() == MessageType::MsgAppend && !m.entries.is_empty()).collect();
+    assert_eq!(appends.len(), 2, "one append to each follower");
+    assert!(appends.iter().all(|m| m.entries.len() == 3));
+    for append in appends {
+        members.get_mut(&append.to).expect("follower").core.step(append);
+    }
+    for _ in 0..5 {
+        pump(&mut members, |_| true);
+    }
+    assert!(answers.iter_mut().all(|r| r.try_recv().expect("answered").is_ok()));
+}
+
 fn stale_answer_to(request: &Message, term: u64) -> Message {
     let mut answer = Message::default();
     answer.set_msg_type(MessageType::MsgReadIndexResp);
