@@ -68,6 +68,28 @@ start_cluster() { # SERVER MEMBERS BASE DIR
 }
 stop_cluster() { for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; PIDS=(); }
 endpoints_of() { local e="" i; for i in $(seq 0 $(($1-1))); do e+="127.0.0.1:$(($2+10*i)),"; done; echo "${e%,}"; }
+# follower_first ENDPOINTS: the same endpoints, turned to start at a follower (a cluster
+# of one: unchanged). The load tool gives client n the endpoint n mod count, so one client
+# talks to the first: on whichever member the election left there it measured the
+# leader's path (a put answered at commit) in some rounds and a follower's (forwarded,
+# answered once the follower learns the commit) in others — detcd's three-member x1
+# rounds of 2026-11-28 read 1,595 once and 1,280-1,330 four times. A client given all
+# endpoints lands on a follower two times in three, so every round measures that path.
+follower_first() {
+  local list i member leader status
+  IFS=, read -r -a list <<<"$1"
+  for i in "${!list[@]}"; do
+    [ "${#list[@]}" -gt 1 ] || break
+    status=$(ETCDCTL_API=3 etcdctl --dial-timeout=1s --command-timeout=5s --endpoints="${list[$i]}" endpoint status -w json 2>/dev/null)
+    member=$(echo "$status" | sed -nE 's/.*"member_id":([0-9]+).*/\1/p'); leader=$(echo "$status" | sed -nE 's/.*"leader":([0-9]+).*/\1/p')
+    if [ -n "$member" ] && [ -n "$leader" ] && [ "$member" != "$leader" ]; then
+      local turned=("${list[@]:$i}" "${list[@]:0:$i}")
+      (IFS=,; echo "${turned[*]}")
+      return
+    fi
+  done
+  echo "$1"
+}
 pids_csv() { local IFS=,; echo "${PIDS[*]}"; }
 status_kib() { awk -v f="$2:" '$1==f {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 sum_status_kib() { local f=$1 total=0 pid; shift; for pid in "$@"; do total=$((total + $(status_kib "$pid" "$f"))); done; echo "$total"; }
@@ -98,7 +120,7 @@ run_matrix() {
         round_id=$((round_id+1))
         local base=$((20000 + (round_id % 50) * 200))
         start_cluster "$server" "$members" "$base" "$ROOT/$server-$round_id"
-        local endpoints; endpoints=$(endpoints_of "$members" "$base")
+        local endpoints; endpoints=$(follower_first "$(endpoints_of "$members" "$base")")
         "$LOAD" --mode put --endpoints "$endpoints" --clients 64 --total 10000 --key-space 10000 >/dev/null
         for workload in $workloads; do
           for clients in $clients_list; do
