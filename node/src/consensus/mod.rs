@@ -8,13 +8,14 @@
 //! seam only.
 //!
 //! The order that makes raft safe is written once, in [`NodeCore::handle_ready`]:
-//! (a leader's own appends may go first) → persist (snapshot, entries, hard state; one
-//! fsync for the whole batch) → send → apply → advance. The shell may take it in two
-//! steps (`begin_ready`: the leader's sends; `finish_ready`: the rest) and let its other
-//! tasks run between them, so that the leader's appends are on the wire before its fsync
-//! blocks the thread. A client is answered only from the apply step, so nothing is
+//! (a leader's own appends, a follower's forwarded requests, and answers from entries
+//! already committed and durable here may go first) → persist (snapshot, entries, hard
+//! state; one fsync for the whole batch) → send → apply → advance. The shell may take it
+//! in two steps (`begin_ready`: what may go first; `finish_ready`: the rest) and let its
+//! other tasks run between them, so that what went first is on the wire before the fsync
+//! blocks the thread. A client is answered only from an apply step, so nothing is
 //! acknowledged before it is committed, and nothing is committed by this member's vote
-//! before it is durable here.
+//! before it is durable here. A loop turn's client proposals reach raft as one message.
 //!
 //! Helpers, each in its own file: [`proposals`] (ids, deadlines, byte accounting,
 //! leader lost), [`read_index`] (contexts, retry, wait for apply), [`snapshotter`]
@@ -216,9 +217,9 @@ pub struct NodeCore {
     /// simulator found it: move-leader seed 2475, with committed entries handed out in
     /// small batches).
     proposals_held: Option<Vec<PendingRequest>>,
-    /// A Ready whose first step is done (`begin_ready`: the leader's messages handed to
-    /// the transport, what was already committed answered) and whose persisting, syncing
-    /// and applying wait for `finish_ready`.
+    /// A Ready whose first step is done (`begin_ready`: the leader's messages and a
+    /// follower's forwards handed to the transport, what was already committed answered)
+    /// and whose persisting, syncing and applying wait for `finish_ready`.
     ready_begun: Option<raft::Ready>,
     /// The begun Ready's messages that must wait for its sync (everything a follower or
     /// candidate says but its forwarded requests: see [`forwarded_before_sync`]).
@@ -1337,7 +1338,8 @@ impl NodeCore {
     }
 
     /// Handles everything raft has produced, in the one order that is safe:
-    /// (0. the leader's sends and early answers, in `begin_ready`) persist → send →
+    /// (0. what may go first — a leader's sends, a follower's forwards, answers from what
+    /// was already committed — in `begin_ready`) persist → send →
     /// apply → advance. Returns an error only for a failure that must stop the member
     /// (it could not make raft state durable).
     fn handle_raft_ready(&mut self, mut ready: raft::Ready) -> Result<(), FatalError> {
