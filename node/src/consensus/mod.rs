@@ -1306,7 +1306,7 @@ impl NodeCore {
             ready.take_persisted_messages().into_iter().partition(|m| forwarded_before_sync(m.get_msg_type()));
         messages.extend(forwarded);
         self.messages_after_sync = after_sync;
-        let mut answered_before_sync = !messages.is_empty();
+        let mut went_before_sync = !messages.is_empty();
         self.send(messages);
         // Every member answers what is already committed before it syncs this Ready's
         // new entries: raft-rs hands out only entries both committed and persisted here
@@ -1318,12 +1318,12 @@ impl NodeCore {
         // apply's time (microseconds an entry), not by a sync.
         if ready.snapshot().is_empty() {
             let committed = ready.take_committed_entries();
-            answered_before_sync |= !committed.is_empty();
+            went_before_sync |= !committed.is_empty();
             self.apply_entries(committed)?;
             self.serve_ready_reads();
         }
         self.ready_begun = Some(ready);
-        Ok(answered_before_sync && self.ready_begun.as_ref().is_some_and(|r| r.must_sync()))
+        Ok(went_before_sync && self.ready_begun.as_ref().is_some_and(|r| r.must_sync()))
     }
 
     /// The rest of the Ready `begin_ready` took (nothing if it took none), then the
