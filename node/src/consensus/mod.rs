@@ -1322,8 +1322,9 @@ impl NodeCore {
             self.apply_entries(committed)?;
             self.serve_ready_reads();
         }
+        let must_sync = ready.must_sync();
         self.ready_begun = Some(ready);
-        Ok(went_before_sync && self.ready_begun.as_ref().is_some_and(|r| r.must_sync()))
+        Ok(went_before_sync && must_sync)
     }
 
     /// The rest of the Ready `begin_ready` took (nothing if it took none), then the
@@ -1410,8 +1411,8 @@ impl NodeCore {
         }
 
         // 2. Send what had to wait for the sync.
-        let mut after_sync = std::mem::take(&mut self.messages_after_sync);
-        after_sync.extend(ready.take_persisted_messages());
+        assert!(ready.persisted_messages().is_empty(), "begin_ready takes every message of the Ready");
+        let after_sync = std::mem::take(&mut self.messages_after_sync);
         self.send(after_sync);
         for read_state in ready.take_read_states() {
             let confirmation = self.reads.on_read_state(&read_state.request_ctx, read_state.index);
