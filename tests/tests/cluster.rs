@@ -140,6 +140,17 @@ fn etcd_client_crate_round_trip() {
         assert!(empty_key.to_string().contains("etcdserver: key is not provided"), "{empty_key}");
         let prefix = other.get("k", Some(GetOptions::new().with_prefix())).await.expect("prefix");
         assert_eq!(prefix.count(), 1);
+        // Over the gRPC message limit (--max-request-bytes + 512 KiB): etcd's code and words.
+        // (etcdctl refuses such a request itself; this client sends it.)
+        let oversized = client.put("big", vec![b'x'; 3_000_000], None).await.expect_err("an oversized message");
+        match oversized {
+            etcd_client::Error::GRpcStatus(status) => {
+                assert_eq!(i32::from(status.code()), 8, "ResourceExhausted: {status:?}");
+                assert_eq!(status.message(), "grpc: received message larger than max (3000010 vs. 2097152)");
+            }
+            other => panic!("expected a gRPC status, got {other}"),
+        }
+        assert_eq!(other.get("big", None).await.expect("get").count(), 0, "a refused request writes nothing");
     });
 }
 

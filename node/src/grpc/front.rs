@@ -8,6 +8,11 @@
 //! KV server and everything else on to the router, and every gRPC call is counted for
 //! `/metrics` (a KV call through counters resolved once, see `Metrics::grpc_call_started`).
 //!
+//! It also answers a request over the message size limit as etcd does (grpc-go's
+//! ResourceExhausted "grpc: received message larger than max (N vs. M)", where tonic says
+//! OutOfRange "Error, decoded message length too large: ..."): clients and operators match
+//! on etcd's code and words.
+//!
 //! Invariant: the KV service is served only here (the router does not hold it), so the
 //! same KV server — its message size limits included — answers every KV call.
 
@@ -18,7 +23,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tonic::body::Body;
-use tonic::codegen::http::{header, Request, Response};
+use tonic::codegen::http::{header, HeaderMap, HeaderValue, Request, Response};
 use tonic::codegen::Service;
 
 use super::metrics::Metrics;
@@ -82,7 +87,8 @@ where
         let Some(call) = call else { return answer };
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            let response = answer.await?;
+            let mut response = answer.await?;
+            answer_oversized_message_as_etcd(response.headers_mut());
             // A call refused or failed at once answers with its status in the headers (a
             // trailers-only response); otherwise it opened with OK (a stream is counted
             // as handled when it opens, with the code it opened with).
@@ -98,10 +104,56 @@ where
     }
 }
 
+/// tonic's words for a request message over the decoding limit (tonic's codec/decode.rs),
+/// as they arrive in the percent-encoded grpc-message header.
+const TONIC_OVERSIZED_MESSAGE_PREFIX: &str = "Error,%20decoded%20message%20length%20too%20large:%20found%20";
+
+/// Rewrites a trailers-only answer that refused an oversized request message into
+/// etcd's (grpc-go's) status: code 8 and "grpc: received message larger than max (N vs.
+/// M)". Anything else is left alone. Returns whether it rewrote.
+fn answer_oversized_message_as_etcd(headers: &mut HeaderMap) -> bool {
+    if headers.get("grpc-status").map(HeaderValue::as_bytes) != Some(b"11") {
+        return false;
+    }
+    let Some(message) = headers.get("grpc-message").and_then(|m| m.to_str().ok()) else { return false };
+    let Some(rest) = message.strip_prefix(TONIC_OVERSIZED_MESSAGE_PREFIX) else { return false };
+    // "N bytes, the limit is: M bytes", once its spaces are decoded.
+    let rest = rest.replace("%20", " ");
+    let numbers: Vec<&str> = rest.split(|c: char| !c.is_ascii_digit()).filter(|n| !n.is_empty()).collect();
+    let [found, limit] = numbers.as_slice() else { return false };
+    let etcd_message = format!("grpc: received message larger than max ({found} vs. {limit})");
+    let Ok(etcd_message) = HeaderValue::from_str(&etcd_message) else { return false };
+    headers.insert("grpc-status", HeaderValue::from_static("8"));
+    headers.insert("grpc-message", etcd_message);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tonic::server::NamedService;
+
+    #[test]
+    fn an_oversized_message_is_refused_with_etcds_code_and_words() {
+        // What tonic 0.14 sends for a 3,000,020-byte message over a 2 MiB limit.
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-status", HeaderValue::from_static("11"));
+        let tonic_message = tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 3000020 bytes, the limit is: 2097152 bytes",
+        );
+        let encoded = tonic_message.into_http::<()>().headers().get("grpc-message").expect("a message").clone();
+        assert!(encoded.to_str().expect("ascii").starts_with(TONIC_OVERSIZED_MESSAGE_PREFIX), "{encoded:?}");
+        headers.insert("grpc-message", encoded);
+        assert!(answer_oversized_message_as_etcd(&mut headers));
+        assert_eq!(headers["grpc-status"], "8");
+        assert_eq!(headers["grpc-message"], "grpc: received message larger than max (3000020 vs. 2097152)");
+        // Any other status is left as it is.
+        let mut other = HeaderMap::new();
+        other.insert("grpc-status", HeaderValue::from_static("11"));
+        other.insert("grpc-message", HeaderValue::from_static("etcdserver:%20mvcc:%20required%20revision%20is%20a%20future%20revision"));
+        assert!(!answer_oversized_message_as_etcd(&mut other));
+        assert_eq!(other["grpc-status"], "11");
+    }
 
     #[test]
     fn the_kv_prefix_is_the_kv_services_name() {
