@@ -17,6 +17,11 @@
 //! - `range`: one client reading `--range-keys` keys (keys only) per request, `--total`
 //!   requests — the long-read figure of the scale benchmark.
 //!
+//! `--client raw` (the default) sends put, get, get-serializable, txn and delete through
+//! the light client of `raw_grpc.rs` (one task per client, no tonic); `--client
+//! etcd-client` sends them through the `etcd-client` crate, the client programs use
+//! (the other modes always do). Both report the tool's own CPU per operation.
+//!
 //! With `--server-pids` it reports the servers' CPU per operation (user + system time
 //! from /proc) and whether other processes used the CPU meanwhile (`noisy=1` when they
 //! took more than a tenth of one core: the figures of that run are suspect).
@@ -28,6 +33,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use etcd_client::{Client, ConnectOptions};
+
+mod raw_grpc;
 
 #[derive(Parser, Debug)]
 #[command(name = "detcd-load", about = "Concurrent put load against an etcd-compatible cluster")]
@@ -69,6 +76,10 @@ struct Args {
     /// Range mode: keys read per request.
     #[arg(long, default_value_t = 100_000)]
     range_keys: i64,
+    /// `raw` (the light client, for put, get, get-serializable, txn and delete) or
+    /// `etcd-client`.
+    #[arg(long, default_value = "raw")]
+    client: String,
 }
 
 /// Resident memory of a process in KiB (Linux), 0 if unknown.
@@ -111,7 +122,8 @@ fn cpu_sample(pids: &[String]) -> CpuSample {
     CpuSample { servers: pids.iter().map(|p| cpu_ticks(p)).sum(), own: cpu_ticks("self"), machine: machine_busy_ticks() }
 }
 
-/// `server_cpu_us_per_op=… other_cpu_pct=… noisy=0|1` for a run of `ops` operations.
+/// `server_cpu_us_per_op=… tool_cpu_us_per_op=… other_cpu_pct=… noisy=0|1` for a run of
+/// `ops` operations.
 fn cpu_report(before: &CpuSample, after: &CpuSample, ops: usize, elapsed: Duration, with_servers: bool) -> String {
     const TICK_US: f64 = 10_000.0;
     let servers = after.servers.saturating_sub(before.servers);
@@ -119,7 +131,11 @@ fn cpu_report(before: &CpuSample, after: &CpuSample, ops: usize, elapsed: Durati
     let other = after.machine.saturating_sub(before.machine).saturating_sub(servers + own);
     let other_pct = other as f64 * TICK_US / elapsed.as_micros().max(1) as f64 * 100.0;
     let per_op = if with_servers { servers as f64 * TICK_US / ops.max(1) as f64 } else { 0.0 };
-    format!("server_cpu_us_per_op={per_op:.1} other_cpu_pct={other_pct:.1} noisy={}", u8::from(with_servers && other_pct > 10.0))
+    let own_per_op = own as f64 * TICK_US / ops.max(1) as f64;
+    format!(
+        "server_cpu_us_per_op={per_op:.1} tool_cpu_us_per_op={own_per_op:.1} other_cpu_pct={other_pct:.1} noisy={}",
+        u8::from(with_servers && other_pct > 10.0)
+    )
 }
 
 fn total_rss_kib(pids: &[u32]) -> u64 {
@@ -240,6 +256,71 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// What one light client does: its place among the clients, its share of the requests,
+/// the key space and when to stop.
+struct RawPlan {
+    client_index: usize,
+    per_client: usize,
+    key_space: usize,
+    deadline: Instant,
+}
+
+/// One client of `--client raw`: its connection and its requests polled by this one
+/// task, the same keys as the `etcd-client` path. Returns the latencies of the
+/// successful requests and the number that failed.
+async fn run_raw_client(endpoint: String, plan: RawPlan, mode: String, value: Vec<u8>) -> (Vec<Duration>, usize) {
+    let RawPlan { client_index, per_client, key_space, deadline } = plan;
+    let (mut client, connection) = match raw_grpc::connect(&endpoint).await {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("client {client_index}: {e}");
+            return (Vec::new(), per_client);
+        }
+    };
+    let requests = async {
+        let mut latencies = Vec::with_capacity(per_client);
+        let mut errors = 0usize;
+        for n in 0..per_client {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let begun = Instant::now();
+            // The keys of the etcd-client path: puts walk the key space, the others stride it.
+            let key = match mode.as_str() {
+                "put" => format!("load/{:08}", (client_index * per_client + n) % key_space),
+                _ => format!("load/{:08}", (client_index * per_client + n * 7919) % key_space),
+            };
+            let (path, message) = match mode.as_str() {
+                "put" => (raw_grpc::PATH_PUT, raw_grpc::put_request(key.as_bytes(), &value)),
+                "get" => (raw_grpc::PATH_RANGE, raw_grpc::range_request(key.as_bytes(), false)),
+                "get-serializable" => (raw_grpc::PATH_RANGE, raw_grpc::range_request(key.as_bytes(), true)),
+                "txn" => (raw_grpc::PATH_TXN, raw_grpc::txn_mod_revision_less_put(key.as_bytes(), i64::MAX, &value)),
+                _ => (raw_grpc::PATH_DELETE_RANGE, raw_grpc::delete_range_request(key.as_bytes())),
+            };
+            match tokio::time::timeout(Duration::from_secs(5), client.unary(path, &message)).await {
+                Ok(Ok(())) => latencies.push(begun.elapsed()),
+                Ok(Err(e)) => {
+                    if errors == 0 {
+                        eprintln!("client {client_index}: {e}");
+                    }
+                    errors += 1;
+                }
+                Err(_) => errors += 1,
+            }
+        }
+        (latencies, errors)
+    };
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        biased;
+        outcome = requests => outcome,
+        ended = &mut connection => {
+            eprintln!("client {client_index}: the connection to {endpoint} ended: {ended:?}");
+            (Vec::new(), per_client)
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -252,6 +333,11 @@ async fn main() {
             "--mode must be put, get, get-serializable, txn, delete, range, lease-grant, keep-alive or watch, not {other:?}"
         ),
     }
+    let raw = match args.client.as_str() {
+        "raw" => matches!(args.mode.as_str(), "put" | "get" | "get-serializable" | "txn" | "delete"),
+        "etcd-client" => false,
+        other => panic!("--client must be raw or etcd-client, not {other:?}"),
+    };
     let server_pids: Vec<String> = args.server_pids.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
     let range_keys = args.range_keys;
     let mode = args.mode.clone();
@@ -267,6 +353,11 @@ async fn main() {
         let value = value.clone();
         let key_space = args.key_space.max(1);
         let mode = mode.clone();
+        if raw {
+            let plan = RawPlan { client_index, per_client, key_space, deadline };
+            tasks.push(tokio::spawn(async move { run_raw_client(endpoint, plan, mode, value).await }));
+            continue;
+        }
         tasks.push(tokio::spawn(async move {
             let options = ConnectOptions::new().with_timeout(Duration::from_secs(5)).with_connect_timeout(Duration::from_secs(3));
             let mut client = match Client::connect([endpoint.as_str()], Some(options)).await {
