@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The side-by-side benchmark: detcd and etcd 3.4 (Debian's etcd-server, installed when
 # missing), the same flags, on loopback, driven by the same load tool (tests/src/bin/
-# detcd-load.rs, an etcd-client program), in alternating rounds in one invocation.
+# detcd-load/, see LOAD_CLIENT below), in alternating rounds in one invocation.
 #
 #   tests/bench.sh matrix [rounds=3] [members="1 3"] [clients="1 16 64 256"] [workloads]
 #     Per round and server: a fresh cluster, a 10k-key space written once, then each
@@ -32,6 +32,12 @@
 #     snapshot of the whole store), the peak memory of each member meanwhile, and the
 #     new member's data-dir size. Both servers get --quota-backend-bytes 8 GiB.
 #
+# LOAD_CLIENT picks the load tool's client for put/get/txn/delete: `raw` (default since
+# 2026-11-28: one h2 connection per client polled by the task sending its requests,
+# ~14-17 us of the tool's CPU per operation at 64 clients) or `etcd-client` (the crate
+# client programs use, ~29-32 us: at 64 clients the tool then took a third of the two
+# cores the servers share with it; figures before that date were taken with it).
+#
 # SERVERS="detcd" runs one side only (for iterating; a comparison needs both).
 # Results go to standard output and to reports/bench-<mode>-<date>.json. Stops
 # everything it starts; ports stay below the ephemeral range.
@@ -45,6 +51,7 @@ PIDS=()
 cleanup() { for pid in "${PIDS[@]:-}"; do kill -9 "$pid" 2>/dev/null || true; done; rm -rf "$ROOT"; }
 trap cleanup EXIT
 LOAD=./target/release/detcd-load
+LOAD_CLIENT=${LOAD_CLIENT:-raw}
 mkdir -p reports
 
 # start_member SERVER INDEX MEMBERS BASE DIR: starts one member of a cluster (appends PIDS).
@@ -104,7 +111,7 @@ fsync_us() {
     sed -n 's/.* copied, \([0-9.e-]*\) s.*/\1/p' | awk '{printf "%.0f", $1 / 500 * 1000000}'
   rm -f "$ROOT/fsync-probe"
 }
-machine() { echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), etcd $(etcd --version 2>/dev/null | awk '/etcd Version/ {print $3}'), fsync $(fsync_us) us"; }
+machine() { echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), etcd $(etcd --version 2>/dev/null | awk '/etcd Version/ {print $3}'), fsync $(fsync_us) us, load client $LOAD_CLIENT"; }
 
 run_matrix() {
   local rounds=${1:-3} members_list=${2:-"1 3"} clients_list=${3:-"1 16 64 256"} workloads=${4:-"put get get-serializable txn delete"}
@@ -121,11 +128,11 @@ run_matrix() {
         local base=$((20000 + (round_id % 50) * 200))
         start_cluster "$server" "$members" "$base" "$ROOT/$server-$round_id"
         local endpoints; endpoints=$(follower_first "$(endpoints_of "$members" "$base")")
-        "$LOAD" --mode put --endpoints "$endpoints" --clients 64 --total 10000 --key-space 10000 >/dev/null
+        "$LOAD" --client "$LOAD_CLIENT" --mode put --endpoints "$endpoints" --clients 64 --total 10000 --key-space 10000 >/dev/null
         for workload in $workloads; do
           for clients in $clients_list; do
             ops=$(( clients == 1 ? 2000 : 20000 ))
-            out=$("$LOAD" --mode "$workload" --endpoints "$endpoints" --clients "$clients" --total "$ops" --key-space 10000 \
+            out=$("$LOAD" --client "$LOAD_CLIENT" --mode "$workload" --endpoints "$endpoints" --clients "$clients" --total "$ops" --key-space 10000 \
               --max-seconds 60 --server-pids "$(pids_csv)")
             local cell="$members|$workload|$clients|$server"
             OPS[$cell]+="$(field "$out" puts_per_s) "; P50[$cell]+="$(field "$out" p50_ms) "; P99[$cell]+="$(field "$out" p99_ms) "
@@ -179,18 +186,18 @@ run_scale() {
     local base=$((24000 + round_id * 200)) dir="$ROOT/scale-$server"
     EXTRA_FLAGS="--quota-backend-bytes 8589934592" start_cluster "$server" "$members" "$base" "$dir"
     local endpoints out; endpoints=$(endpoints_of "$members" "$base")
-    out=$("$LOAD" --mode put --endpoints "$endpoints" --clients 64 --total "$keys" --key-space "$keys" --value-bytes "$value_bytes" --max-seconds 1800 \
+    out=$("$LOAD" --client "$LOAD_CLIENT" --mode put --endpoints "$endpoints" --clients 64 --total "$keys" --key-space "$keys" --value-bytes "$value_bytes" --max-seconds 1800 \
       --server-pids "$(pids_csv)")
     local peak steady data range
     peak=$(sum_status_kib VmHWM "${PIDS[@]}")
     sleep 5
     steady=$(sum_status_kib VmRSS "${PIDS[@]}")
     data=$(du -sk "$dir"-m* 2>/dev/null | awk '{s+=$1} END {print s}')
-    range=$("$LOAD" --mode range --endpoints "${endpoints%%,*}" --clients 1 --total 5 --range-keys 100000 | tr ' ' '\n' | sed -n 's/^p50_ms=//p')
+    range=$("$LOAD" --client "$LOAD_CLIENT" --mode range --endpoints "${endpoints%%,*}" --clients 1 --total 5 --range-keys 100000 | tr ' ' '\n' | sed -n 's/^p50_ms=//p')
     # Compaction of the whole store while 16 clients put: the longest put meanwhile.
     local compact_out revision
     revision=$(ETCDCTL_API=3 etcdctl --endpoints="${endpoints%%,*}" endpoint status -w json | sed -E 's/.*"revision":([0-9]+).*/\1/')
-    "$LOAD" --mode put --endpoints "$endpoints" --clients 16 --total 40000 --key-space 10000 >"$dir-compact-load.txt" &
+    "$LOAD" --client "$LOAD_CLIENT" --mode put --endpoints "$endpoints" --clients 16 --total 40000 --key-space 10000 >"$dir-compact-load.txt" &
     local load_pid=$!
     sleep 0.5
     ETCDCTL_API=3 etcdctl --endpoints="${endpoints%%,*}" compact "$revision" >/dev/null
@@ -245,7 +252,7 @@ run_dbsize() {
     local base=$((26000 + round_id * 200)) dir="$ROOT/dbsize-$server"
     start_cluster "$server" 1 "$base" "$dir"
     local e="127.0.0.1:$base"
-    "$LOAD" --mode put --endpoints "$e" --clients 16 --total $((2 * keys)) --key-space "$keys" --max-seconds 1800 >/dev/null
+    "$LOAD" --client "$LOAD_CLIENT" --mode put --endpoints "$e" --clients 16 --total $((2 * keys)) --key-space "$keys" --max-seconds 1800 >/dev/null
     local written compacted defragged revision
     written=$(db_sizes "$e")
     revision=$(revision_of "$e")
@@ -271,7 +278,7 @@ run_join() {
     local base=$((25000 + round_id * 200)) dir="$ROOT/join-$server"
     EXTRA_FLAGS="--quota-backend-bytes 8589934592" start_cluster "$server" 1 "$base" "$dir"
     local loaded_at load_start; load_start=$(date +%s.%N)
-    "$LOAD" --mode put --endpoints "127.0.0.1:$base" --clients 16 --total "$keys" --key-space "$keys" \
+    "$LOAD" --client "$LOAD_CLIENT" --mode put --endpoints "127.0.0.1:$base" --clients 16 --total "$keys" --key-space "$keys" \
       --value-bytes "$value_bytes" --max-seconds 1800 >"$dir-load.txt"
     loaded_at=$(date +%s.%N)
     local target; target=$(revision_of "127.0.0.1:$base")

@@ -151,6 +151,10 @@ fn etcd_client_crate_round_trip() {
             other => panic!("expected a gRPC status, got {other}"),
         }
         assert_eq!(other.get("big", None).await.expect("get").count(), 0, "a refused request writes nothing");
+        // The same limit for every service (etcd's is server-wide), here the auth service's.
+        let oversized_user = client.user_add("u".repeat(3_000_000), "pw", None).await.expect_err("an oversized message");
+        assert!(oversized_user.to_string().contains("grpc: received message larger than max ("), "{oversized_user}");
+        assert!(oversized_user.to_string().contains(" vs. 2097152)"), "{oversized_user}");
     });
 }
 

@@ -115,21 +115,24 @@ pub async fn serve(
     settings: GrpcSettings,
     metrics: std::sync::Arc<metrics::Metrics>,
 ) -> Result<(), tonic::transport::Error> {
-    let kv = KvServer::new(KvService { node: node.clone() })
-        .max_decoding_message_size(max_request_bytes + GRPC_OVERHEAD_BYTES)
-        .max_encoding_message_size(usize::MAX);
-    let maintenance = MaintenanceServer::new(MaintenanceService { node: node.clone() });
-    let watch = WatchServer::new(WatchService { node: node.clone() })
-        .max_decoding_message_size(max_request_bytes + GRPC_OVERHEAD_BYTES)
-        .max_encoding_message_size(usize::MAX);
+    // Every service takes requests up to the same size, as etcd's one server-wide
+    // MaxRecvMsgSize (tonic's own default would be 4 MiB for those not set), and answers
+    // of any size.
+    let request_bytes_max = max_request_bytes + GRPC_OVERHEAD_BYTES;
+    macro_rules! limited {
+        ($server:expr) => {
+            $server.max_decoding_message_size(request_bytes_max).max_encoding_message_size(usize::MAX)
+        };
+    }
+    let kv = limited!(KvServer::new(KvService { node: node.clone() }));
     // The KV service is served by the front service, before the router (see `front`).
-    let routes = tonic::service::Routes::new(watch)
-        .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
-        .add_service(maintenance)
-        .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
-        .add_service(LockServer::new(LockService { node: node.clone() }))
-        .add_service(ElectionServer::new(ElectionService { node: node.clone() }))
-        .add_service(AuthServer::new(AuthService { node: node.clone(), bcrypt_cost }));
+    let routes = tonic::service::Routes::new(limited!(WatchServer::new(WatchService { node: node.clone() })))
+        .add_service(limited!(LeaseServer::new(LeaseService { node: node.clone() })))
+        .add_service(limited!(MaintenanceServer::new(MaintenanceService { node: node.clone() })))
+        .add_service(limited!(ClusterServer::new(ClusterService { node: node.clone() })))
+        .add_service(limited!(LockServer::new(LockService { node: node.clone() })))
+        .add_service(limited!(ElectionServer::new(ElectionService { node: node.clone() })))
+        .add_service(limited!(AuthServer::new(AuthService { node: node.clone(), bcrypt_cost })));
     let router = gateway::add_routes(routes.into_axum_router(), node.clone(), max_request_bytes, bcrypt_cost);
     let router = metrics::add_routes(http::add_routes(router, node.clone()), node, metrics.clone());
     let keepalive = |ms: u64| (ms > 0).then(|| std::time::Duration::from_millis(ms));
