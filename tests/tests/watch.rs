@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use detcd_tests::{connect, etcdctl, etcdctl_for, etcdctl_in_background, finish, leader_index, runtime, wait_writable, Cluster};
+use detcd_tests::{connect, etcdctl, etcdctl_for, etcdctl_in_background, finish, leader_index, runtime, start_etcd, wait_writable, Cluster};
 use etcd_client::{Client, EventType, WatchOptions};
 
 #[test]
@@ -187,4 +187,37 @@ fn a_watch_that_requires_a_leader_ends_when_its_member_loses_the_cluster() {
         }
     });
     assert!(refused.contains("etcdserver: no leader"), "{refused}");
+}
+
+#[test]
+fn a_watch_stream_sent_an_oversized_request_ends_with_etcds_error() {
+    // etcd ends the stream with the receive error; detcd left the client waiting before.
+    let mut cluster = Cluster::start(1, &[]);
+    let rt = runtime();
+    wait_writable(&rt, &mut cluster, 0);
+    let etcd = start_etcd(cluster.scratch_dir());
+    for (server, endpoint) in [("detcd", cluster.members[0].endpoint()), ("etcd", etcd.endpoint.clone())] {
+        rt.block_on(async {
+            let mut client = connect(&endpoint).await;
+            let mut stream = client.watch("w", None).await.expect("watch");
+            stream.watch("k".repeat(3_000_000), None).await.expect("the request is sent");
+            let ended = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    match stream.message().await {
+                        Ok(Some(_)) => continue,
+                        other => return other,
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{server}: the stream stays open after an oversized request"));
+            match ended {
+                Err(etcd_client::Error::GRpcStatus(status)) => {
+                    assert_eq!(i32::from(status.code()), 8, "{server}: ResourceExhausted: {status:?}");
+                    assert!(status.message().starts_with("grpc: received message larger than max ("), "{server}: {status:?}");
+                }
+                other => panic!("{server}: expected a gRPC status, got {other:?}"),
+            }
+        });
+    }
 }

@@ -104,9 +104,17 @@ where
     }
 }
 
-/// tonic's words for a request message over the decoding limit (tonic's codec/decode.rs),
-/// as they arrive in the percent-encoded grpc-message header.
-const TONIC_OVERSIZED_MESSAGE_PREFIX: &str = "Error,%20decoded%20message%20length%20too%20large:%20found%20";
+/// tonic's words for a request message over the decoding limit (tonic's codec/decode.rs).
+const TONIC_OVERSIZED_MESSAGE_PREFIX: &str = "Error, decoded message length too large: found ";
+
+/// etcd's (grpc-go's) words for a request message of `found` bytes over a `limit`.
+fn etcd_oversized_message(tonic_message: &str) -> Option<String> {
+    // "N bytes, the limit is: M bytes"
+    let rest = tonic_message.strip_prefix(TONIC_OVERSIZED_MESSAGE_PREFIX)?;
+    let numbers: Vec<&str> = rest.split(|c: char| !c.is_ascii_digit()).filter(|n| !n.is_empty()).collect();
+    let [found, limit] = numbers.as_slice() else { return None };
+    Some(format!("grpc: received message larger than max ({found} vs. {limit})"))
+}
 
 /// Rewrites a trailers-only answer that refused an oversized request message into
 /// etcd's (grpc-go's) status: code 8 and "grpc: received message larger than max (N vs.
@@ -116,16 +124,25 @@ fn answer_oversized_message_as_etcd(headers: &mut HeaderMap) -> bool {
         return false;
     }
     let Some(message) = headers.get("grpc-message").and_then(|m| m.to_str().ok()) else { return false };
-    let Some(rest) = message.strip_prefix(TONIC_OVERSIZED_MESSAGE_PREFIX) else { return false };
-    // "N bytes, the limit is: M bytes", once its spaces are decoded.
-    let rest = rest.replace("%20", " ");
-    let numbers: Vec<&str> = rest.split(|c: char| !c.is_ascii_digit()).filter(|n| !n.is_empty()).collect();
-    let [found, limit] = numbers.as_slice() else { return false };
-    let etcd_message = format!("grpc: received message larger than max ({found} vs. {limit})");
+    // tonic percent-encodes the message's spaces (and nothing else in these words).
+    let Some(etcd_message) = etcd_oversized_message(&message.replace("%20", " ")) else { return false };
     let Ok(etcd_message) = HeaderValue::from_str(&etcd_message) else { return false };
     headers.insert("grpc-status", HeaderValue::from_static("8"));
     headers.insert("grpc-message", etcd_message);
     true
+}
+
+/// The status a stream ends with when receiving the client's next request failed:
+/// etcd's for an oversized message (as `answer_oversized_message_as_etcd`), otherwise
+/// the error itself (etcd ends the stream with the receive error too).
+pub(super) fn etcd_receive_error(status: tonic::Status) -> tonic::Status {
+    if status.code() != tonic::Code::OutOfRange {
+        return status;
+    }
+    match etcd_oversized_message(status.message()) {
+        Some(message) => tonic::Status::resource_exhausted(message),
+        None => status,
+    }
 }
 
 #[cfg(test)]
@@ -142,7 +159,7 @@ mod tests {
             "Error, decoded message length too large: found 3000020 bytes, the limit is: 2097152 bytes",
         );
         let encoded = tonic_message.into_http::<()>().headers().get("grpc-message").expect("a message").clone();
-        assert!(encoded.to_str().expect("ascii").starts_with(TONIC_OVERSIZED_MESSAGE_PREFIX), "{encoded:?}");
+        assert!(encoded.to_str().expect("ascii").starts_with("Error,%20decoded%20message"), "{encoded:?}");
         headers.insert("grpc-message", encoded);
         assert!(answer_oversized_message_as_etcd(&mut headers));
         assert_eq!(headers["grpc-status"], "8");
@@ -153,6 +170,13 @@ mod tests {
         other.insert("grpc-message", HeaderValue::from_static("etcdserver:%20mvcc:%20required%20revision%20is%20a%20future%20revision"));
         assert!(!answer_oversized_message_as_etcd(&mut other));
         assert_eq!(other["grpc-status"], "11");
+        // The same for a stream's receive error.
+        let refused = etcd_receive_error(tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 20 bytes, the limit is: 10 bytes",
+        ));
+        assert_eq!((refused.code(), refused.message()), (tonic::Code::ResourceExhausted, "grpc: received message larger than max (20 vs. 10)"));
+        let other = etcd_receive_error(tonic::Status::invalid_argument("request is too large"));
+        assert_eq!((other.code(), other.message()), (tonic::Code::InvalidArgument, "request is too large"));
     }
 
     #[test]

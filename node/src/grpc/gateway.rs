@@ -256,7 +256,7 @@ pub fn add_routes(mut router: axum::Router, node: NodeHandle, max_request_bytes:
                     let node = watch_node.with_token(token_of(&headers));
                     async move {
                         match super::watch::open_watch(&node, streamed_requests(body, body_bytes_max)).await {
-                            Ok(responses) => stream_response(ReceiverStream::new(responses).map(Ok)),
+                            Ok(responses) => stream_response(responses),
                             Err(status) => error_response(&status),
                         }
                     }

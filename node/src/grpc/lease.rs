@@ -74,7 +74,16 @@ where
 {
     let (sender, receiver) = tokio::sync::mpsc::channel(LEASE_KEEP_ALIVE_RESPONSES_MAX);
     tokio::spawn(async move {
-        while let Some(Ok(keep_alive)) = incoming.next().await {
+        loop {
+            let keep_alive = match incoming.next().await {
+                Some(Ok(keep_alive)) => keep_alive,
+                // etcd ends the stream with the receive error (see `watch::WatchOutgoing`).
+                Some(Err(status)) => {
+                    let _ = sender.send(Err(super::front::etcd_receive_error(status))).await;
+                    return;
+                }
+                None => return,
+            };
             let answer = match node.lease_keep_alive(keep_alive).await {
                 Err(error) if error.outcome_unknown() || error == EtcdError::NoLeader => continue,
                 answer => answer.map_err(to_status),

@@ -1,6 +1,8 @@
 //! etcd's `Watch` service: one bidirectional stream per client call, carrying many
 //! watchers. Requests are forwarded to the member's watch hub in order; responses are
-//! the hub's stream, ended when the member stops or the client goes away.
+//! the hub's stream, ended when the member stops or the client goes away, or with the
+//! receive error when a request cannot be received (an oversized one: etcd's
+//! ResourceExhausted), as etcd ends it.
 //!
 //! A client that asked for a leader (`hasleader` metadata, clientv3's
 //! `WithRequireLeader`; etcdctl watch does) is refused when the member has none, and —
@@ -21,20 +23,68 @@ use crate::pb::etcdserverpb::{WatchRequest, WatchResponse};
 use crate::server::NodeHandle;
 
 /// Opens a watch stream on the member's hub fed by `incoming` (for gRPC and the JSON
-/// gateway alike): the hub's responses.
-pub(super) async fn open_watch<S>(node: &NodeHandle, mut incoming: S) -> Result<tokio::sync::mpsc::Receiver<WatchResponse>, Status>
+/// gateway alike): the hub's responses, ended by the client's failure if receiving its
+/// requests failed.
+pub(super) async fn open_watch<S>(node: &NodeHandle, mut incoming: S) -> Result<WatchOutgoing, Status>
 where
     S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
 {
     let (requests, responses) = node.watch().await.map_err(to_status)?.split();
+    let (failure_sender, failure) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        while let Some(Ok(request)) = incoming.next().await {
-            if requests.request(request).await.is_err() {
-                return;
+        loop {
+            match incoming.next().await {
+                Some(Ok(request)) => {
+                    if requests.request(request).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(status)) => {
+                    let _ = failure_sender.send(super::front::etcd_receive_error(status));
+                    return;
+                }
+                // The client closed its side: its watches go on (as etcd's).
+                None => return,
             }
         }
     });
-    Ok(responses)
+    Ok(WatchOutgoing { responses, failure: Some(failure), ended: false })
+}
+
+/// One watch stream's outgoing side: the hub's responses, and the end of the stream with
+/// an error when receiving the client's requests failed — etcd ends the stream with the
+/// receive error (grpc-go's ResourceExhausted for an oversized request; for the JSON
+/// gateway, a body that is not a request) instead of leaving the client waiting.
+pub(super) struct WatchOutgoing {
+    responses: tokio::sync::mpsc::Receiver<WatchResponse>,
+    failure: Option<tokio::sync::oneshot::Receiver<Status>>,
+    ended: bool,
+}
+
+impl Stream for WatchOutgoing {
+    type Item = Result<WatchResponse, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let outgoing = self.get_mut();
+        if outgoing.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(failure) = outgoing.failure.as_mut() {
+            match Pin::new(failure).poll(cx) {
+                Poll::Ready(Ok(status)) => {
+                    outgoing.ended = true;
+                    outgoing.failure = None;
+                    return Poll::Ready(Some(Err(status)));
+                }
+                // The requests ended without failing.
+                Poll::Ready(Err(_)) => outgoing.failure = None,
+                Poll::Pending => {}
+            }
+        }
+        outgoing.responses.poll_recv(cx).map(|response| response.map(Ok))
+    }
 }
 
 /// The Watch service.
@@ -73,7 +123,7 @@ impl Watch for WatchService {
         }
         let mut responses = open_watch(&node, request.into_inner()).await?;
         if !require_leader {
-            return Ok(Response::new(Box::pin(ReceiverStream::new(responses).map(Ok))));
+            return Ok(Response::new(Box::pin(responses)));
         }
         // Forward the hub's responses, ending the stream if the leader stays gone.
         let (sender, outgoing) = tokio::sync::mpsc::channel(FORWARDED_RESPONSES_MAX);
@@ -84,9 +134,10 @@ impl Watch for WatchService {
             loop {
                 tokio::select! {
                     biased;
-                    response = responses.recv() => match response {
+                    response = responses.next() => match response {
                         Some(response) => {
-                            if sender.send(Ok(response)).await.is_err() {
+                            let failed = response.is_err();
+                            if sender.send(response).await.is_err() || failed {
                                 return;
                             }
                         }
