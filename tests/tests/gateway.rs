@@ -137,3 +137,26 @@ fn json_gateway_streams_watch_and_keep_alive() {
     let unknown = post_stream(&endpoint, "/v3/lease/keepalive", r#"{"ID":"99"}"#, 2, || {});
     assert!(unknown.len() == 1 && unknown[0].contains(r#""ID":"99""#) && !unknown[0].contains("TTL"), "{unknown:?}");
 }
+
+#[test]
+fn a_streaming_body_that_cannot_be_read_is_answered_as_etcd_answers() {
+    // grpc-gateway v1 (etcd 3.4): a first request that does not decode is the call's
+    // error (code Unknown, HTTP 500, the decoder's words); a later one only ends the
+    // requests and the stream goes on.
+    let mut cluster = Cluster::start(1, &[]);
+    let rt = runtime();
+    wait_writable(&rt, &mut cluster, 0);
+    let etcd = start_etcd(cluster.scratch_dir());
+    for (server, endpoint) in [("detcd", cluster.members[0].endpoint()), ("etcd", etcd.endpoint.clone())] {
+        for path in ["/v3/watch", "/v3/lease/keepalive"] {
+            let (text, code) = post(&endpoint, path, "garbage");
+            assert_eq!(code, "500", "{server} {path}: {text}");
+            let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{server} {path}: not JSON ({e}): {text}"));
+            assert_eq!(answer["code"], 2, "{server} {path}: {text}");
+            assert!(answer["error"].as_str().is_some_and(|e| !e.is_empty()) && answer["error"] == answer["message"], "{server} {path}: {text}");
+        }
+        let lines = post_stream(&endpoint, "/v3/watch", r#"{"create_request":{"key":"Zm9v"}} garbage"#, 2, || {});
+        assert_eq!(lines.len(), 1, "{server}: {lines:?}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&lines[0]).expect("a JSON line")["result"]["created"], true, "{server}: {lines:?}");
+    }
+}

@@ -186,6 +186,22 @@ fn streamed_requests<T: DeserializeOwned + Send + 'static>(body: Body, body_byte
     ReceiverStream::new(receiver)
 }
 
+/// The requests of a client-streaming call (watch, keep-alive) as etcd's gateway
+/// (grpc-gateway v1) takes them: a first request that cannot be read is the call's error,
+/// answered as a plain error with code Unknown (grpc-gateway passes the decoder's error
+/// on as it is); a later one only ends the requests — the call goes on with what it has.
+async fn gateway_requests<T: DeserializeOwned + Send + 'static>(
+    body: Body,
+    body_bytes_max: usize,
+) -> Result<impl Stream<Item = Result<T, Status>> + Send + Unpin + 'static, Status> {
+    let mut requests = streamed_requests::<T>(body, body_bytes_max);
+    let first = match requests.next().await {
+        Some(Err(status)) => return Err(Status::unknown(status.message())),
+        first => first,
+    };
+    Ok(tonic::codegen::tokio_stream::iter(first).chain(requests).take_while(Result::is_ok))
+}
+
 /// A unary route calling `$method` of `$service` (a tonic service trait method).
 macro_rules! unary_route {
     ($service:expr, $method:path) => {{
@@ -247,7 +263,12 @@ pub fn add_routes(mut router: axum::Router, node: NodeHandle, max_request_bytes:
                 &format!("{prefix}/lease/keepalive"),
                 post(move |headers: axum::http::HeaderMap, body: Body| {
                     let node = keep_alive_node.with_token(token_of(&headers));
-                    async move { stream_response(super::lease::keep_alive_answers(node, streamed_requests(body, body_bytes_max))) }
+                    async move {
+                        match gateway_requests(body, body_bytes_max).await {
+                            Ok(requests) => stream_response(super::lease::keep_alive_answers(node, requests)),
+                            Err(status) => error_response(&status),
+                        }
+                    }
                 }),
             )
             .route(
@@ -255,7 +276,11 @@ pub fn add_routes(mut router: axum::Router, node: NodeHandle, max_request_bytes:
                 post(move |headers: axum::http::HeaderMap, body: Body| {
                     let node = watch_node.with_token(token_of(&headers));
                     async move {
-                        match super::watch::open_watch(&node, streamed_requests(body, body_bytes_max)).await {
+                        let requests = match gateway_requests(body, body_bytes_max).await {
+                            Ok(requests) => requests,
+                            Err(status) => return error_response(&status),
+                        };
+                        match super::watch::open_watch(&node, requests).await {
                             Ok(responses) => stream_response(responses),
                             Err(status) => error_response(&status),
                         }

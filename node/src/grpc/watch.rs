@@ -53,8 +53,9 @@ where
 
 /// One watch stream's outgoing side: the hub's responses, and the end of the stream with
 /// an error when receiving the client's requests failed — etcd ends the stream with the
-/// receive error (grpc-go's ResourceExhausted for an oversized request; for the JSON
-/// gateway, a body that is not a request) instead of leaving the client waiting.
+/// receive error (grpc-go's ResourceExhausted for an oversized request) instead of
+/// leaving the client waiting. (The JSON gateway hands over no such error: see
+/// `gateway::gateway_requests`.)
 pub(super) struct WatchOutgoing {
     responses: tokio::sync::mpsc::Receiver<WatchResponse>,
     failure: Option<tokio::sync::oneshot::Receiver<Status>>,
