@@ -13,8 +13,9 @@
 //! OutOfRange "Error, decoded message length too large: ..."): clients and operators match
 //! on etcd's code and words.
 //!
-//! Invariant: the KV service is served only here (the router does not hold it), so the
-//! same KV server — its message size limits included — answers every KV call.
+//! Invariant: the router does not hold the KV service; a KV call reaches a `KvService`
+//! either here (TLS and HTTP/1.1 connections, and what `direct` hands on) or in
+//! `direct`'s connection task, both with the same message size limit and counting.
 
 use std::convert::Infallible;
 use std::future::Future;

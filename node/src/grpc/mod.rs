@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 mod auth;
 mod cluster;
+mod direct;
 mod election;
 mod front;
 mod gateway;
@@ -17,6 +18,7 @@ mod maintenance;
 pub mod metrics;
 mod watch;
 
+use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Status};
 
@@ -61,7 +63,7 @@ pub fn to_status(error: EtcdError) -> Status {
 
 /// Serves `/metrics` and `/health` alone on a bound listener (`--listen-metrics-urls`).
 pub async fn serve_metrics(
-    incoming: TcpIncoming,
+    listener: TcpListener,
     tls: Option<tonic::transport::ServerTlsConfig>,
     node: NodeHandle,
     metrics: std::sync::Arc<metrics::Metrics>,
@@ -70,8 +72,13 @@ pub async fn serve_metrics(
     server_builder(tls)?
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(router))
-        .serve_with_incoming(incoming)
+        .serve_with_incoming(incoming(listener))
         .await
+}
+
+/// tonic's stream of a listener's connections, each with TCP_NODELAY.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// The client port's HTTP/2 settings, from etcd's flags.
@@ -101,13 +108,13 @@ fn server_builder(tls: Option<tonic::transport::ServerTlsConfig>) -> Result<toni
 }
 
 /// Binds the client address now, so a busy port fails start-up instead of a later task.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpIncoming> {
-    Ok(TcpIncoming::from(crate::env::tcp::bind_listener(addr)?).with_nodelay(Some(true)))
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    crate::env::tcp::bind_listener(addr)
 }
 
 /// Serves the client API on a bound listener until the process ends.
 pub async fn serve(
-    incoming: TcpIncoming,
+    listener: TcpListener,
     tls: Option<tonic::transport::ServerTlsConfig>,
     node: NodeHandle,
     max_request_bytes: usize,
@@ -125,6 +132,11 @@ pub async fn serve(
         };
     }
     let kv = limited!(KvServer::new(KvService { node: node.clone() }));
+    let kv_calls = direct::KvCalls {
+        kv: std::sync::Arc::new(KvService { node: node.clone() }),
+        metrics: metrics.clone(),
+        request_bytes_max,
+    };
     // The KV service is served by the front service, before the router (see `front`).
     let routes = tonic::service::Routes::new(limited!(WatchServer::new(WatchService { node: node.clone() })))
         .add_service(limited!(LeaseServer::new(LeaseService { node: node.clone() })))
@@ -135,6 +147,22 @@ pub async fn serve(
         .add_service(limited!(AuthServer::new(AuthService { node: node.clone(), bcrypt_cost })));
     let router = gateway::add_routes(routes.into_axum_router(), node.clone(), max_request_bytes, bcrypt_cost);
     let router = metrics::add_routes(http::add_routes(router, node.clone()), node, metrics.clone());
+    let routes = tonic::service::Routes::from(router);
+    let front = front::FrontLayer { kv, metrics };
+    // Plaintext HTTP/2 connections are served by the port's own server (see `direct`),
+    // which hands tonic's server the HTTP/1.1 ones; TLS connections are all tonic's.
+    let incoming = match &tls {
+        Some(_) => futures_util::future::Either::Left(incoming(listener)),
+        None => {
+            let (http1, http1_connections) = tokio::sync::mpsc::unbounded_channel();
+            let bridge = tower_layer::Layer::layer(&front, routes.clone());
+            tokio::spawn(direct::accept_loop(listener, settings, kv_calls, bridge, http1));
+            futures_util::future::Either::Right(futures_util::stream::unfold(http1_connections, |mut connections| async move {
+                let connection = connections.recv().await?;
+                Some((Ok::<_, std::io::Error>(connection), connections))
+            }))
+        }
+    };
     let keepalive = |ms: u64| (ms > 0).then(|| std::time::Duration::from_millis(ms));
     server_builder(tls)?
         // etcd allows any number of streams per connection by default (grpc's
@@ -145,8 +173,8 @@ pub async fn serve(
         .http2_keepalive_timeout(keepalive(settings.keepalive_timeout_ms))
         // HTTP/1.1 for the plain HTTP endpoints (curl, load balancers).
         .accept_http1(true)
-        .layer(front::FrontLayer { kv, metrics })
-        .add_routes(tonic::service::Routes::from(router))
+        .layer(front)
+        .add_routes(routes)
         .serve_with_incoming(incoming)
         .await
 }
