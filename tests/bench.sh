@@ -56,7 +56,7 @@ mkdir -p reports
 
 # start_member SERVER INDEX MEMBERS BASE DIR: starts one member of a cluster (appends PIDS).
 start_member() {
-  local binary=./target/release/detcd cluster="" i
+  local binary=${DETCD_BINARY:-./target/release/detcd} cluster="" i
   [ "$1" = etcd ] && binary=etcd
   for i in $(seq 0 $(($3-1))); do cluster+="m$i=http://127.0.0.1:$(($4+10*i+1)),"; done
   cluster=${cluster%,}

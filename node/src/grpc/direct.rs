@@ -60,6 +60,10 @@ const HEADER_LIST_BYTES_MAX: u32 = 16 * 1024;
 /// The length of a gRPC message's prefix: a compressed flag and a 4-byte length.
 const GRPC_MESSAGE_PREFIX_BYTES: usize = 5;
 
+/// An answer at least this large is encoded on a blocking thread (see `unary`): about
+/// a millisecond of encoding.
+const BLOCKING_ENCODE_BYTES_MIN: usize = 1 << 20;
+
 /// `KeepAlive::poll`'s rounds: see there.
 const KEEPALIVE_POLL_ROUNDS_MAX: usize = 2;
 
@@ -309,12 +313,25 @@ async fn serve_kv_call(calls: KvCalls, method: KvMethod, request: Request<RecvSt
 async fn unary<Q, A, F, Fut>(message: Bytes, metadata: tonic::metadata::MetadataMap, call: F) -> Result<Bytes, Status>
 where
     Q: Message + Default,
-    A: Message,
+    A: Message + Send + 'static,
     F: FnOnce(tonic::Request<Q>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<A>, Status>>,
 {
     let request = Q::decode(message).map_err(|e| Status::internal(format!("failed to decode Protobuf message: {e}")))?;
     let answer = call(tonic::Request::from_parts(metadata, http::Extensions::default(), request)).await?.into_inner();
+    if answer.encoded_len() < BLOCKING_ENCODE_BYTES_MIN {
+        return encode_message(answer);
+    }
+    // A large answer (a range of many keys: ~30 MB for 100k keys of 256 B) is encoded,
+    // and freed, on a blocking thread: tens of milliseconds in one poll of a worker
+    // thread would hold up every task queued behind it there, the raft loop included.
+    tokio::task::spawn_blocking(move || encode_message(answer))
+        .await
+        .unwrap_or_else(|e| Err(Status::internal(format!("encoding the answer failed: {e}"))))
+}
+
+/// A message with gRPC's prefix.
+fn encode_message<A: Message>(answer: A) -> Result<Bytes, Status> {
     let length = answer.encoded_len();
     let mut encoded = BytesMut::with_capacity(GRPC_MESSAGE_PREFIX_BYTES + length);
     encoded.put_u8(0);
