@@ -137,7 +137,8 @@ pub async fn serve(
         metrics: metrics.clone(),
         request_bytes_max,
     };
-    // The KV service is served by the front service, before the router (see `front`).
+    // The KV service is not the router's: its calls are answered by `direct` (plaintext
+    // HTTP/2) or by the front service, before the router (see `front`).
     let routes = tonic::service::Routes::new(limited!(WatchServer::new(WatchService { node: node.clone() })))
         .add_service(limited!(LeaseServer::new(LeaseService { node: node.clone() })))
         .add_service(limited!(MaintenanceServer::new(MaintenanceService { node: node.clone() })))
