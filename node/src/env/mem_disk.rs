@@ -65,6 +65,8 @@ struct MemDiskState {
     /// Write operations so far (create, append, write_at, preallocate, truncate, sync,
     /// rename, remove).
     writes: u64,
+    /// `write_back` calls so far (not write operations: they make nothing durable).
+    write_backs: u64,
 }
 
 /// What an armed power loss does to the operation it strikes.
@@ -332,6 +334,10 @@ impl MemDisk {
         self.lock().syncs
     }
 
+    pub fn write_backs(&self) -> u64 {
+        self.lock().write_backs
+    }
+
     pub fn used_bytes(&self) -> u64 {
         self.lock().used_bytes()
     }
@@ -476,6 +482,18 @@ impl Disk for MemDisk {
         state.syncs += 1;
         let file = state.files.get_mut(path).ok_or_else(|| DiskError::NotFound { path: path.to_string() })?;
         file.durable_len = file.bytes.len();
+        Ok(())
+    }
+
+    fn write_back(&self, path: &str) -> Result<(), DiskError> {
+        // Nothing becomes durable, so nothing changes here: a power loss after it loses
+        // what one before it would (not a write operation either).
+        let mut state = self.lock();
+        state.check_writable(path)?;
+        if !state.files.contains_key(path) {
+            return Err(DiskError::NotFound { path: path.to_string() });
+        }
+        state.write_backs += 1;
         Ok(())
     }
 

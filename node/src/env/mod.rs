@@ -93,6 +93,14 @@ pub trait Disk: Send + Sync {
     fn truncate(&self, path: &str, len_bytes: u64) -> Result<(), DiskError>;
     /// Makes everything appended to `path` so far durable (fdatasync).
     fn sync(&self, path: &str) -> Result<(), DiskError>;
+    /// Writes the file's dirty bytes to the device and waits for them, making nothing
+    /// durable (no cache flush, no metadata: `sync_file_range`, as RocksDB's
+    /// `bytes_per_sync`). A long write calls it every few megabytes, so the kernel
+    /// writes the file in slices instead of in one burst at its `sync` that the WAL's
+    /// fsyncs on the same device would queue behind. Bytes written back may still be
+    /// rewritten (`write_at`): only `sync` makes them durable. A failure poisons the disk
+    /// as a failed `sync` does (the bytes' fate is unknown).
+    fn write_back(&self, path: &str) -> Result<(), DiskError>;
     /// Atomically and durably renames a file.
     fn rename(&self, from: &str, to: &str) -> Result<(), DiskError>;
     /// Durably removes a file. Removing a missing file is not an error.

@@ -16,10 +16,13 @@ use crate::env::{Disk, DiskError};
 const SNAP_DIR: &str = "snap";
 /// Bytes handed to the disk per append when a snapshot file is written.
 const SNAPSHOT_WRITE_BYTES_MAX: usize = 1 << 20;
-/// A snapshot file being written is synced every this many bytes: the kernel then
-/// writes it back in slices instead of one flush of the whole store at the end, which
-/// would make the WAL's fsyncs on the same device wait behind it.
-const SNAPSHOT_SYNC_EVERY_BYTES: usize = 16 << 20;
+/// A snapshot file being written is written back to the device every this many bytes
+/// ([`Disk::write_back`]): the kernel then writes it in slices instead of one flush of
+/// the whole store at its sync, which would make the WAL's fsyncs on the same device
+/// wait behind it.
+const SNAPSHOT_WRITE_BACK_EVERY_BYTES: usize = 16 << 20;
+/// The file's CRC (of everything after it), first in the file.
+const SNAPSHOT_CRC_BYTES: usize = 4;
 
 /// Who writes a snapshot file (its temp file is named after the writer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,65 +62,49 @@ impl SnapshotData for &[u8] {
     }
 }
 
-/// Counts and hashes what is written to it.
-struct CrcWriter {
-    hasher: crc32fast::Hasher,
-    bytes: usize,
-}
-
-impl std::io::Write for CrcWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.hasher.update(buf);
-        self.bytes += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Appends what is written to it to one file, in [`SNAPSHOT_WRITE_BYTES_MAX`] pieces,
-/// syncing every [`SNAPSHOT_SYNC_EVERY_BYTES`]. A disk error is kept to be returned as
-/// itself (the writer's caller sees only an `io::Error`).
+/// writing the file back every [`SNAPSHOT_WRITE_BACK_EVERY_BYTES`], and hashes it (the
+/// file's CRC). A disk error is kept to be returned as itself (the writer's caller sees
+/// only an `io::Error`).
 struct DiskAppender<'a> {
     disk: &'a dyn Disk,
     path: &'a str,
     buffer: Vec<u8>,
     bytes: usize,
-    unsynced_bytes: usize,
+    crc: crc32fast::Hasher,
+    not_written_back_bytes: usize,
     error: Option<DiskError>,
 }
 
 impl<'a> DiskAppender<'a> {
     fn new(disk: &'a dyn Disk, path: &'a str) -> Self {
-        Self { disk, path, buffer: Vec::new(), bytes: 0, unsynced_bytes: 0, error: None }
+        Self { disk, path, buffer: Vec::new(), bytes: 0, crc: crc32fast::Hasher::new(), not_written_back_bytes: 0, error: None }
     }
 
     fn push(&mut self) -> Result<(), DiskError> {
         if !self.buffer.is_empty() {
             self.disk.append(self.path, &self.buffer)?;
-            self.unsynced_bytes += self.buffer.len();
+            self.not_written_back_bytes += self.buffer.len();
             self.buffer.clear();
         }
-        if self.unsynced_bytes >= SNAPSHOT_SYNC_EVERY_BYTES {
-            self.disk.sync(self.path)?;
-            self.unsynced_bytes = 0;
+        if self.not_written_back_bytes >= SNAPSHOT_WRITE_BACK_EVERY_BYTES {
+            self.disk.write_back(self.path)?;
+            self.not_written_back_bytes = 0;
         }
         Ok(())
     }
 
-    /// Appends what is still buffered; the disk's own error if one struck.
-    fn finish(&mut self, written: std::io::Result<()>) -> Result<(), DiskError> {
+    /// Appends what is still buffered and returns the CRC of everything written; the
+    /// disk's own error if one struck.
+    fn finish(mut self, written: std::io::Result<()>) -> Result<(u32, usize), DiskError> {
         if let Some(error) = self.error.take() {
             return Err(error);
         }
         written.map_err(|e| DiskError::Io { path: self.path.to_string(), detail: format!("encoding: {e}") })?;
         if !self.buffer.is_empty() {
             self.disk.append(self.path, &self.buffer)?;
-            self.buffer.clear();
         }
-        Ok(())
+        Ok((self.crc.finalize(), self.bytes))
     }
 }
 
@@ -131,6 +118,7 @@ impl std::io::Write for DiskAppender<'_> {
         }
         let taken = buf.len().min(SNAPSHOT_WRITE_BYTES_MAX - self.buffer.len());
         self.buffer.extend_from_slice(&buf[..taken]);
+        self.crc.update(&buf[..taken]);
         self.bytes += taken;
         if self.buffer.len() == SNAPSHOT_WRITE_BYTES_MAX {
             if let Err(error) = self.push() {
@@ -223,28 +211,25 @@ impl SnapshotStore {
     }
 
     /// Writes the temp file of a snapshot (CRC, then the body) without syncing it, and
-    /// returns its final and temporary names. The data is produced twice — once into
-    /// the CRC, once onto the disk — so a big state is never held encoded in memory.
+    /// returns its final and temporary names. The data is produced once, onto the disk
+    /// and into the CRC together (a big state is never held encoded in memory, nor
+    /// encoded twice); the CRC's room at the start is filled in last, which the file's
+    /// not being synced before then allows.
     fn write_temp(&self, metadata: &SnapshotMetadata, data: &dyn SnapshotData, writer: Writer) -> Result<(String, String), DiskError> {
+        use std::io::Write as _;
         let name = snapshot_name(metadata.term, metadata.index);
         // Each writer its own temp name: this member's own snapshot job and a snapshot
         // received from the leader may be written at the same index at the same time.
         let temp = format!("{name}.{}.tmp", writer.tag());
         let data_len = data.len();
         let (before, after) = snapshot_body_around(metadata, data_len);
-        let mut crc = CrcWriter { hasher: crc32fast::Hasher::new(), bytes: 0 };
-        crc.hasher.update(&before);
-        data.write_to(&mut crc).map_err(|e| DiskError::Io { path: temp.clone(), detail: format!("encoding: {e}") })?;
-        assert_eq!(crc.bytes, data_len, "snapshot data is as long as it said");
-        crc.hasher.update(&after);
         self.disk.create(&temp)?;
-        self.disk.append(&temp, &crc.hasher.finalize().to_le_bytes())?;
-        self.disk.append(&temp, &before)?;
+        self.disk.append(&temp, &[0; SNAPSHOT_CRC_BYTES])?;
         let mut appender = DiskAppender::new(self.disk.as_ref(), &temp);
-        let written = data.write_to(&mut appender);
-        appender.finish(written)?;
-        assert_eq!(appender.bytes, data_len, "snapshot data wrote what it hashed");
-        self.disk.append(&temp, &after)?;
+        let written = appender.write_all(&before).and_then(|()| data.write_to(&mut appender)).and_then(|()| appender.write_all(&after));
+        let (crc, body_len) = appender.finish(written)?;
+        assert_eq!(body_len, before.len() + data_len + after.len(), "snapshot data is as long as it said");
+        self.disk.write_at(&temp, 0, &crc.to_le_bytes())?;
         Ok((name, temp))
     }
 
@@ -361,16 +346,18 @@ mod tests {
         metadata
     }
 
-    /// A state bigger than several write pieces and sync slices is written in slices
-    /// (synced along the way, not in one flush at the end) and reads back whole.
+    /// A state bigger than several write pieces and write-back slices is written back in
+    /// slices (not in one flush at the end), synced once, and reads back whole: the CRC
+    /// filled in at the start after the slices were written back is the one read.
     #[test]
-    fn a_big_snapshot_is_written_in_synced_slices_and_reads_back() {
+    fn a_big_snapshot_is_written_back_in_slices_and_reads_back() {
         let disk = Arc::new(MemDisk::new());
         let store = SnapshotStore::new(disk.clone());
         let data: Vec<u8> = (0..40u32 << 20).map(|i| (i % 251) as u8).collect();
-        let syncs_before = disk.syncs();
+        let (syncs_before, write_backs_before) = (disk.syncs(), disk.write_backs());
         store.save(&metadata(7), &data.as_slice(), super::Writer::Own).expect("saved");
-        assert!(disk.syncs() - syncs_before >= 3, "40 MiB synced in slices, then as a whole");
+        assert_eq!(disk.write_backs() - write_backs_before, 2, "40 MiB written back every 16 MiB");
+        assert_eq!(disk.syncs() - syncs_before, 1, "synced once, as a whole");
         let loaded = store.load(3, 7).expect("loads");
         assert_eq!(loaded.get_metadata().index, 7);
         assert!(loaded.get_data() == data.as_slice(), "the data reads back unchanged");
