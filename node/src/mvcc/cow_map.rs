@@ -1,15 +1,19 @@
-//! [`CowMap`]: the store's sorted key index, whose clone costs one pointer per chunk.
+//! [`CowMap`]: the store's sorted key index, whose clone costs one pointer per segment.
 //!
 //! Why it exists: a raft snapshot, a client snapshot and a hash must see the store frozen
 //! at one applied index while the member goes on applying. Cloning a `BTreeMap` of a
 //! million keys stops the raft loop for seconds (issue 10 measured 2.2 s); this map is a
-//! sorted sequence of chunks, each behind an `Arc`, so a clone shares every chunk and a
-//! later write copies only the chunk it touches (`Arc::make_mut`). It is a B+tree of
-//! fixed depth two, which is enough for the millions of keys a member holds: ten million
-//! keys make ~160k chunks, a 1.3 MB clone.
+//! sorted sequence of segments of chunks, each behind an `Arc`, so a clone shares every
+//! segment and a later write copies only the segment's pointers and the chunk it touches
+//! (`Arc::make_mut`). It is a B+tree of fixed depth three, which is enough for the
+//! millions of keys a member holds: ten million keys make ~160k chunks in ~2.5k
+//! segments. Depth two (chunks only) made a clone touch every chunk's reference count:
+//! at a million keys, 16-31k cache lines scattered over the heap, 8-53 ms of the raft
+//! loop for each snapshot and each large range on this machine (2026-11-28).
 //!
-//! Finding a key's chunk reads one array, the chunks' fences (each chunk's last key), and
-//! both the fences and a chunk's entries are searched by [`KeyWindows`]: each key's 8
+//! Finding a key's chunk reads two arrays, the segments' fences (each segment's last
+//! key) and its segment's chunks' fences (each chunk's last key), and both the fences
+//! and a chunk's entries are searched by [`KeyWindows`]: each key's 8
 //! bytes after the prefix all of them share, stored beside them, so a probe reads a key
 //! only when two windows tie. In a million-key store, following each probed chunk's
 //! pointers to its last key cost about four cache misses a probe, and a put spent most of
@@ -18,9 +22,11 @@
 //! Invariants (checked by [`CowMap::assert_invariants`]; decoding refuses input that
 //! breaks them):
 //! - every chunk holds 1 to [`CHUNK_ENTRIES_MAX`] entries, strictly increasing by key;
+//!   every segment holds 1 to [`SEGMENT_CHUNKS_MAX`] chunks;
 //! - the last key of a chunk is below the first key of the next one;
-//! - `fences[i]` is chunk `i`'s last key; each [`KeyWindows`] indexes exactly the keys
-//!   it stands beside;
+//! - a segment's `fences.keys[i]` is its chunk `i`'s last key, the map's
+//!   `fences.keys[i]` its segment `i`'s last key; each [`KeyWindows`] indexes exactly
+//!   the keys it stands beside;
 //! - `len` counts the entries of all chunks.
 //!
 //! Iteration is in key order only (never hash order), so every member encodes and
@@ -41,6 +47,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// a clone of a million-key map is ~16k pointers. Simulator builds use 4, so that the
 /// simulator's small key spaces span many chunks (splits, windows of compaction steps).
 pub(crate) const CHUNK_ENTRIES_MAX: usize = if cfg!(madsim) { 4 } else { 64 };
+/// Chunks per segment before it splits. A clone copies one pointer per segment (a
+/// million keys: ~250-500 of them, not ~16-31k chunk pointers); the first write to a
+/// segment a clone still shares copies its chunk pointers (64, each a reference count
+/// touched). Simulator and unit-test builds use 4, so that small key spaces span many
+/// segments.
+pub(crate) const SEGMENT_CHUNKS_MAX: usize = if cfg!(any(madsim, test)) { 4 } else { 64 };
 
 /// Where a searched key stands against the prefix every indexed key shares.
 enum Placement {
@@ -222,35 +234,126 @@ impl<V> Chunk<V> {
     }
 }
 
+/// The last keys of a sequence of nodes (a segment's chunks, or the map's segments),
+/// searched by their windows: finding a key's node reads this array (and its index)
+/// instead of following each probed node's pointers to its last key.
+#[derive(Clone, Default)]
+struct Fences {
+    keys: Vec<Arc<[u8]>>,
+    index: KeyWindows,
+}
+
+impl Fences {
+    /// The first node whose last key is not below `key` (the count if none is).
+    fn first_not_below(&self, key: &[u8]) -> usize {
+        self.index.first_not_below(key, |i| &self.keys[i])
+    }
+
+    fn rebuild(&mut self) {
+        self.index.rebuild(self.keys.iter().map(|fence| &**fence));
+    }
+
+    /// Node `at` now ends with `last_key`.
+    fn set(&mut self, at: usize, last_key: Arc<[u8]>) {
+        if *self.keys[at] == *last_key {
+            return;
+        }
+        let kept = self.index.set_sharing(at, &last_key, &self.keys[0]);
+        self.keys[at] = last_key;
+        if !kept {
+            self.rebuild();
+        }
+    }
+
+    /// A new node `at`, which ends with `last_key`.
+    fn insert(&mut self, at: usize, last_key: Arc<[u8]>) {
+        let kept = self.keys.first().is_some_and(|indexed| self.index.insert_sharing(at, &last_key, indexed));
+        self.keys.insert(at, last_key);
+        if !kept {
+            self.rebuild();
+        }
+    }
+
+    fn remove(&mut self, at: usize) {
+        self.keys.remove(at);
+        self.index.windows.remove(at);
+    }
+
+    /// Moves the fences from `at` on into new ones (as a node split moves its nodes).
+    fn split_off(&mut self, at: usize) -> Fences {
+        let mut tail = Fences { keys: self.keys.split_off(at), index: KeyWindows::default() };
+        tail.rebuild();
+        // The head's keys still share what they shared.
+        self.index.windows.truncate(at);
+        tail
+    }
+
+    fn assert_indexes(&self) {
+        self.index.assert_indexes(self.keys.iter().map(|fence| &**fence));
+    }
+}
+
+/// A run of chunks in key order, shared between clones as a whole until one of them
+/// writes to it (then only its pointers are copied, not its chunks).
+struct Segment<V> {
+    chunks: Vec<Arc<Chunk<V>>>,
+    /// Chunk `i`'s last key is `fences.keys[i]`.
+    fences: Fences,
+}
+
+impl<V> Clone for Segment<V> {
+    fn clone(&self) -> Self {
+        Self { chunks: self.chunks.clone(), fences: self.fences.clone() }
+    }
+}
+
+impl<V> Segment<V> {
+    fn last_key(&self) -> &Arc<[u8]> {
+        self.fences.keys.last().expect("segments are never empty")
+    }
+
+    /// The chunk that holds `key` or would hold it: the first whose last key is not
+    /// below `key`, else the last one.
+    fn chunk_for(&self, key: &[u8]) -> usize {
+        self.fences.first_not_below(key).min(self.chunks.len() - 1)
+    }
+
+    /// Makes chunk `chunk`'s fence its last key again (after its entries changed).
+    fn refresh_fence(&mut self, chunk: usize) {
+        let last_key = self.chunks[chunk].last_key();
+        if *self.fences.keys[chunk] != *last_key {
+            self.fences.set(chunk, last_key.into());
+        }
+    }
+
+    fn insert_chunk(&mut self, at: usize, chunk: Chunk<V>) {
+        self.fences.insert(at, chunk.last_key().into());
+        self.chunks.insert(at, Arc::new(chunk));
+    }
+
+    fn remove_chunk(&mut self, chunk: usize) {
+        self.chunks.remove(chunk);
+        self.fences.remove(chunk);
+    }
+}
+
 /// See the module documentation.
 pub(crate) struct CowMap<V> {
-    chunks: Vec<Arc<Chunk<V>>>,
-    /// Chunk `i`'s last key is `fences[i]`: finding a key's chunk reads this array (and
-    /// its index) instead of following each probed chunk's pointers to its last key.
-    fences: Vec<Arc<[u8]>>,
-    fence_index: KeyWindows,
+    segments: Vec<Arc<Segment<V>>>,
+    /// Segment `i`'s last key is `fences.keys[i]`.
+    fences: Fences,
     len: usize,
 }
 
 impl<V> Clone for CowMap<V> {
     fn clone(&self) -> Self {
-        Self {
-            chunks: self.chunks.clone(),
-            fences: self.fences.clone(),
-            fence_index: self.fence_index.clone(),
-            len: self.len,
-        }
+        Self { segments: self.segments.clone(), fences: self.fences.clone(), len: self.len }
     }
 }
 
 impl<V> Default for CowMap<V> {
     fn default() -> Self {
-        Self {
-            chunks: Vec::new(),
-            fences: Vec::new(),
-            fence_index: KeyWindows::default(),
-            len: 0,
-        }
+        Self { segments: Vec::new(), fences: Fences::default(), len: 0 }
     }
 }
 
@@ -270,7 +373,8 @@ impl<V: Eq> Eq for CowMap<V> {}
 
 /// Entries in key order from a start position up to an optional exclusive end key.
 pub(crate) struct Iter<'a, V> {
-    chunks: &'a [Arc<Chunk<V>>],
+    segments: &'a [Arc<Segment<V>>],
+    segment: usize,
     chunk: usize,
     entry: usize,
     end: Option<&'a [u8]>,
@@ -280,12 +384,18 @@ impl<'a, V> Iterator for Iter<'a, V> {
     type Item = (&'a [u8], &'a V);
 
     fn next(&mut self) -> Option<Self::Item> {
-        // At most two steps: chunks are never empty.
+        // At most three steps: segments and chunks are never empty.
         loop {
-            let chunk = self.chunks.get(self.chunk)?;
+            let segment = self.segments.get(self.segment)?;
+            let Some(chunk) = segment.chunks.get(self.chunk) else {
+                self.segment += 1;
+                self.chunk = 0;
+                self.entry = 0;
+                continue;
+            };
             if let Some((key, value)) = chunk.entries.get(self.entry) {
                 if self.end.is_some_and(|end| &**key >= end) {
-                    self.chunk = self.chunks.len();
+                    self.segment = self.segments.len();
                     return None;
                 }
                 self.entry += 1;
@@ -298,61 +408,49 @@ impl<'a, V> Iterator for Iter<'a, V> {
 }
 
 impl<V> CowMap<V> {
-    /// Chunks in the map (a clone copies this many pointers).
+    /// Chunks in the map.
     #[cfg(test)]
     pub fn chunk_count(&self) -> usize {
-        self.chunks.len()
+        self.segments.iter().map(|segment| segment.chunks.len()).sum()
     }
 
-    /// The first chunk whose last key is not below `key` (`chunks.len()` if none is).
-    fn first_chunk_not_below(&self, key: &[u8]) -> usize {
-        self.fence_index.first_not_below(key, |i| &self.fences[i])
+    /// Segments in the map (a clone copies this many pointers).
+    #[cfg(test)]
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
     }
 
-    /// The chunk that holds `key` or would hold it: the first whose last key is not
-    /// below `key`, else the last chunk. The map must not be empty.
-    fn chunk_for(&self, key: &[u8]) -> usize {
-        assert!(!self.chunks.is_empty(), "chunk_for on an empty map");
-        self.first_chunk_not_below(key).min(self.chunks.len() - 1)
-    }
-
-    /// Makes chunk `chunk`'s fence its last key again (after its entries changed).
-    fn refresh_fence(&mut self, chunk: usize) {
-        let last_key = self.chunks[chunk].last_key();
-        if *self.fences[chunk] == *last_key {
-            return;
-        }
-        let kept = self.fence_index.set_sharing(chunk, last_key, &self.fences[0]);
-        self.fences[chunk] = last_key.into();
-        if !kept {
-            self.fence_index.rebuild(self.fences.iter().map(|fence| &**fence));
+    /// The first chunk whose last key is not below `key`, as (segment, chunk); the
+    /// segment is `segments.len()` if none is.
+    fn first_chunk_not_below(&self, key: &[u8]) -> (usize, usize) {
+        let segment = self.fences.first_not_below(key);
+        match self.segments.get(segment) {
+            // The segment's last key is not below `key`, so one of its chunks is not.
+            Some(found) => (segment, found.fences.first_not_below(key)),
+            None => (segment, 0),
         }
     }
 
-    /// Inserts the fence of a new chunk `chunk`, which ends with `last_key`.
-    fn insert_fence(&mut self, chunk: usize, last_key: &[u8]) {
-        let kept = self.fences.first().is_some_and(|indexed| self.fence_index.insert_sharing(chunk, last_key, indexed));
-        self.fences.insert(chunk, last_key.into());
-        if !kept {
-            self.fence_index.rebuild(self.fences.iter().map(|fence| &**fence));
-        }
+    /// The chunk that holds `key` or would hold it, as (segment, chunk): the first
+    /// whose last key is not below `key`, else the last chunk. The map must not be empty.
+    fn chunk_for(&self, key: &[u8]) -> (usize, usize) {
+        assert!(!self.segments.is_empty(), "chunk_for on an empty map");
+        let segment = self.fences.first_not_below(key).min(self.segments.len() - 1);
+        (segment, self.segments[segment].chunk_for(key))
     }
 
-    fn remove_chunk(&mut self, chunk: usize) {
-        self.chunks.remove(chunk);
-        self.fences.remove(chunk);
-        self.fence_index.windows.remove(chunk);
+    /// Makes segment `segment`'s fence its last key again (after its chunks changed).
+    fn refresh_segment_fence(&mut self, segment: usize) {
+        let last_key = self.segments[segment].last_key().clone();
+        self.fences.set(segment, last_key);
     }
 
-    fn locate(&self, key: &[u8]) -> Option<(usize, usize)> {
-        if self.chunks.is_empty() {
+    fn locate(&self, key: &[u8]) -> Option<(usize, usize, usize)> {
+        if self.segments.is_empty() {
             return None;
         }
-        let chunk = self.chunk_for(key);
-        self.chunks[chunk]
-            .position(key)
-            .ok()
-            .map(|entry| (chunk, entry))
+        let (segment, chunk) = self.chunk_for(key);
+        self.segments[segment].chunks[chunk].position(key).ok().map(|entry| (segment, chunk, entry))
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&V> {
@@ -360,42 +458,24 @@ impl<V> CowMap<V> {
     }
 
     pub fn get_key_value(&self, key: &[u8]) -> Option<(&[u8], &V)> {
-        let (chunk, entry) = self.locate(key)?;
-        let (key, value) = &self.chunks[chunk].entries[entry];
+        let (segment, chunk, entry) = self.locate(key)?;
+        let (key, value) = &self.segments[segment].chunks[chunk].entries[entry];
         Some((key, value))
     }
 
     /// Every entry in key order.
     pub fn iter(&self) -> Iter<'_, V> {
-        Iter {
-            chunks: &self.chunks,
-            chunk: 0,
-            entry: 0,
-            end: None,
-        }
+        Iter { segments: &self.segments, segment: 0, chunk: 0, entry: 0, end: None }
     }
 
     /// Entries with keys in `[start, end)` (`end = None`: to the last key), in key order.
     pub fn range<'a>(&'a self, start: &'a [u8], end: Option<&'a [u8]>) -> Iter<'a, V> {
-        if self.chunks.is_empty() {
-            return Iter {
-                chunks: &self.chunks,
-                chunk: 0,
-                entry: 0,
-                end,
-            };
-        }
-        let chunk = self.first_chunk_not_below(start);
-        let entry = match self.chunks.get(chunk) {
-            Some(found) => found.first_not_below(start),
+        let (segment, chunk) = self.first_chunk_not_below(start);
+        let entry = match self.segments.get(segment) {
+            Some(found) => found.chunks[chunk].first_not_below(start),
             None => 0,
         };
-        Iter {
-            chunks: &self.chunks,
-            chunk,
-            entry,
-            end,
-        }
+        Iter { segments: &self.segments, segment, chunk, entry, end }
     }
 
     pub fn values(&self) -> impl Iterator<Item = &V> + '_ {
@@ -406,81 +486,118 @@ impl<V> CowMap<V> {
     pub fn assert_invariants(&self) {
         let mut counted = 0;
         let mut previous: Option<&[u8]> = None;
-        assert_eq!(self.fences.len(), self.chunks.len(), "a fence per chunk");
-        self.fence_index.assert_indexes(self.fences.iter().map(|fence| &**fence));
-        for (chunk, fence) in self.chunks.iter().zip(&self.fences) {
-            assert!(!chunk.entries.is_empty(), "an empty chunk is kept");
-            assert!(**fence == *chunk.last_key(), "a fence is not its chunk's last key");
-            chunk.index.assert_indexes(chunk.entries.iter().map(|(key, _)| &**key));
-            assert!(
-                chunk.entries.len() <= CHUNK_ENTRIES_MAX,
-                "a chunk is over its limit"
-            );
-            for (key, _) in &chunk.entries {
-                assert!(previous.is_none_or(|p| p < &**key), "keys out of order");
-                previous = Some(key);
+        assert_eq!(self.fences.keys.len(), self.segments.len(), "a fence per segment");
+        self.fences.assert_indexes();
+        for (segment, segment_fence) in self.segments.iter().zip(&self.fences.keys) {
+            assert!(!segment.chunks.is_empty(), "an empty segment is kept");
+            assert!(segment.chunks.len() <= SEGMENT_CHUNKS_MAX, "a segment is over its limit");
+            assert_eq!(segment.fences.keys.len(), segment.chunks.len(), "a fence per chunk");
+            assert!(**segment_fence == **segment.last_key(), "a segment's fence is not its last key");
+            segment.fences.assert_indexes();
+            for (chunk, fence) in segment.chunks.iter().zip(&segment.fences.keys) {
+                assert!(!chunk.entries.is_empty(), "an empty chunk is kept");
+                assert!(**fence == *chunk.last_key(), "a fence is not its chunk's last key");
+                chunk.index.assert_indexes(chunk.entries.iter().map(|(key, _)| &**key));
+                assert!(chunk.entries.len() <= CHUNK_ENTRIES_MAX, "a chunk is over its limit");
+                for (key, _) in &chunk.entries {
+                    assert!(previous.is_none_or(|p| p < &**key), "keys out of order");
+                    previous = Some(key);
+                }
+                counted += chunk.entries.len();
             }
-            counted += chunk.entries.len();
         }
         assert_eq!(counted, self.len, "entry count is off");
     }
 }
 
 impl<V: Clone> CowMap<V> {
+    /// Entry `entry` of chunk `chunk` of segment `segment`, to change (copies the
+    /// segment's pointers and the chunk if shared).
+    fn value_mut(&mut self, segment: usize, chunk: usize, entry: usize) -> &mut V {
+        let segment = Arc::make_mut(&mut self.segments[segment]);
+        &mut Arc::make_mut(&mut segment.chunks[chunk]).entries[entry].1
+    }
+
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
-        let (chunk, entry) = self.locate(key)?;
-        Some(&mut Arc::make_mut(&mut self.chunks[chunk]).entries[entry].1)
+        let (segment, chunk, entry) = self.locate(key)?;
+        Some(self.value_mut(segment, chunk, entry))
     }
 
     /// The value of `key`, inserted as `make()` first if the key is missing.
     pub fn get_or_insert_with(&mut self, key: &[u8], make: impl FnOnce() -> V) -> &mut V {
-        if self.chunks.is_empty() {
+        if self.segments.is_empty() {
             self.push_chunk(vec![(key.into(), make())]);
             self.len = 1;
-            return &mut Arc::make_mut(&mut self.chunks[0]).entries[0].1;
+            return self.value_mut(0, 0, 0);
         }
-        let mut chunk = self.chunk_for(key);
-        let mut entry = match self.chunks[chunk].position(key) {
-            Ok(entry) => return &mut Arc::make_mut(&mut self.chunks[chunk]).entries[entry].1,
+        let (mut segment, mut chunk) = self.chunk_for(key);
+        let mut entry = match self.segments[segment].chunks[chunk].position(key) {
+            Ok(entry) => return self.value_mut(segment, chunk, entry),
             Err(entry) => entry,
         };
-        let full = self.chunks[chunk].entries.len();
+        let full = self.segments[segment].chunks[chunk].entries.len();
         if full >= CHUNK_ENTRIES_MAX {
-            if chunk + 1 == self.chunks.len() && entry == full {
+            let last_segment = self.segments.len() - 1;
+            if segment == last_segment && chunk + 1 == self.segments[segment].chunks.len() && entry == full {
                 // Appending past the last key (keys written in order): a new chunk, so
                 // the full one stays full and untouched.
                 self.len += 1;
-                let last = self.chunks.len();
                 self.push_chunk(vec![(key.into(), make())]);
-                return &mut Arc::make_mut(&mut self.chunks[last]).entries[0].1;
+                let segment = self.segments.len() - 1;
+                let chunk = self.segments[segment].chunks.len() - 1;
+                return self.value_mut(segment, chunk, 0);
             }
             let half = full / 2;
-            let tail = Arc::make_mut(&mut self.chunks[chunk]).split_off(half);
+            let split = Arc::make_mut(&mut self.segments[segment]);
+            let tail = Arc::make_mut(&mut split.chunks[chunk]).split_off(half);
             // The tail keeps the old last key; the head ends earlier now.
-            let tail_fence = self.fences[chunk].clone();
-            self.chunks.insert(chunk + 1, Arc::new(tail));
-            self.insert_fence(chunk + 1, &tail_fence);
-            self.refresh_fence(chunk);
+            split.insert_chunk(chunk + 1, tail);
+            split.refresh_fence(chunk);
             if entry >= half {
                 chunk += 1;
                 entry -= half;
             }
+            if split.chunks.len() > SEGMENT_CHUNKS_MAX {
+                let head_chunks = self.split_segment(segment);
+                if chunk >= head_chunks {
+                    segment += 1;
+                    chunk -= head_chunks;
+                }
+            }
         }
-        let ends_chunk = entry == self.chunks[chunk].entries.len();
-        Arc::make_mut(&mut self.chunks[chunk]).insert(entry, key, make());
+        let ends_chunk = entry == self.segments[segment].chunks[chunk].entries.len();
+        let changed = Arc::make_mut(&mut self.segments[segment]);
+        Arc::make_mut(&mut changed.chunks[chunk]).insert(entry, key, make());
         if ends_chunk {
-            self.refresh_fence(chunk);
+            changed.refresh_fence(chunk);
+            if chunk + 1 == changed.chunks.len() {
+                self.refresh_segment_fence(segment);
+            }
         }
         self.len += 1;
-        &mut Arc::make_mut(&mut self.chunks[chunk]).entries[entry].1
+        self.value_mut(segment, chunk, entry)
+    }
+
+    /// Moves the second half of segment `segment`'s chunks into a new segment after it;
+    /// returns how many chunks stayed.
+    fn split_segment(&mut self, segment: usize) -> usize {
+        let head = Arc::make_mut(&mut self.segments[segment]);
+        let half = head.chunks.len() / 2;
+        let tail = Segment { chunks: head.chunks.split_off(half), fences: head.fences.split_off(half) };
+        // The tail keeps the old last key; the head ends earlier now.
+        let tail_last_key = tail.last_key().clone();
+        self.segments.insert(segment + 1, Arc::new(tail));
+        self.fences.insert(segment + 1, tail_last_key);
+        self.refresh_segment_fence(segment);
+        half
     }
 
     /// Calls `keep` on every entry `touches` says yes to, letting it change the value,
     /// and removes the entry if it returns false — over a window: the chunks from the one
     /// holding `start` on, until at least `keys_max` keys were looked at. Only chunks
-    /// holding such an entry are copied if shared: a compaction that changes a few keys
-    /// copies a few chunks. The first key after the window
-    /// (where the next call starts), or `None` once the last chunk was done.
+    /// holding such an entry are copied if shared (with their segment's pointers): a
+    /// compaction that changes a few keys copies a few chunks. The first key after the
+    /// window (where the next call starts), or `None` once the last chunk was done.
     pub fn retain_where_from(
         &mut self,
         start: &[u8],
@@ -488,38 +605,59 @@ impl<V: Clone> CowMap<V> {
         touches: impl Fn(&[u8], &V) -> bool,
         mut keep: impl FnMut(&[u8], &mut V) -> bool,
     ) -> Option<Vec<u8>> {
-        let mut chunk = self.first_chunk_not_below(start);
+        let (mut segment, mut chunk) = self.first_chunk_not_below(start);
         let mut looked_at = 0usize;
         let mut removed = 0usize;
-        while chunk < self.chunks.len() && looked_at < keys_max {
-            let shared = &self.chunks[chunk];
+        while segment < self.segments.len() && looked_at < keys_max {
+            let shared = &self.segments[segment].chunks[chunk];
             looked_at += shared.entries.len();
             if shared.entries.iter().any(|(key, value)| touches(key, value)) {
-                let changed = Arc::make_mut(&mut self.chunks[chunk]);
+                let changed_segment = Arc::make_mut(&mut self.segments[segment]);
+                let changed = Arc::make_mut(&mut changed_segment.chunks[chunk]);
                 let before = changed.entries.len();
                 changed.entries.retain_mut(|(key, value)| !touches(key, value) || keep(key, value));
                 let after = changed.entries.len();
                 removed += before - after;
                 if after == 0 {
-                    self.remove_chunk(chunk);
+                    changed_segment.remove_chunk(chunk);
+                    if changed_segment.chunks.is_empty() {
+                        // The next segment moves into this one's place.
+                        self.segments.remove(segment);
+                        self.fences.remove(segment);
+                        chunk = 0;
+                    } else if chunk == changed_segment.chunks.len() {
+                        // The segment's last chunk went: it ends earlier now.
+                        self.refresh_segment_fence(segment);
+                        segment += 1;
+                        chunk = 0;
+                    }
                     continue;
                 }
                 if after != before {
                     changed.reindex();
-                    self.refresh_fence(chunk);
+                    changed_segment.refresh_fence(chunk);
+                    if chunk + 1 == changed_segment.chunks.len() {
+                        self.refresh_segment_fence(segment);
+                    }
                 }
             }
             chunk += 1;
+            if chunk == self.segments[segment].chunks.len() {
+                segment += 1;
+                chunk = 0;
+            }
         }
         self.len -= removed;
-        self.chunks.get(chunk).map(|next| next.entries[0].0.to_vec())
+        self.segments.get(segment).map(|next| next.chunks[chunk].entries[0].0.to_vec())
     }
 
-    /// Lets `change` rewrite every value (copies every shared chunk).
+    /// Lets `change` rewrite every value (copies every shared segment and chunk).
     pub fn for_each_value_mut(&mut self, mut change: impl FnMut(&mut V)) {
-        for chunk in &mut self.chunks {
-            for (_, value) in &mut Arc::make_mut(chunk).entries {
-                change(value);
+        for segment in &mut self.segments {
+            for chunk in &mut Arc::make_mut(segment).chunks {
+                for (_, value) in &mut Arc::make_mut(chunk).entries {
+                    change(value);
+                }
             }
         }
     }
@@ -527,29 +665,38 @@ impl<V: Clone> CowMap<V> {
     /// The first entry in key order for which `matches` is true, to change it.
     #[cfg(madsim)]
     pub fn find_mut(&mut self, matches: impl Fn(&[u8], &V) -> bool) -> Option<(&[u8], &mut V)> {
-        let chunk = self
-            .chunks
-            .iter()
-            .position(|c| c.entries.iter().any(|(k, v)| matches(k, v)))?;
-        let entries = &mut Arc::make_mut(&mut self.chunks[chunk]).entries;
-        let entry = entries
-            .iter()
-            .position(|(k, v)| matches(k, v))
-            .expect("found above");
+        let (segment, chunk) = self.segments.iter().enumerate().find_map(|(s, segment)| {
+            segment.chunks.iter().position(|c| c.entries.iter().any(|(k, v)| matches(k, v))).map(|c| (s, c))
+        })?;
+        let entries = &mut Arc::make_mut(&mut Arc::make_mut(&mut self.segments[segment]).chunks[chunk]).entries;
+        let entry = entries.iter().position(|(k, v)| matches(k, v)).expect("found above");
         let (key, value) = &mut entries[entry];
         Some((key, value))
     }
 
-    /// Adds a chunk after the last one (its keys above every key of the map).
+    /// Adds a chunk after the last one (its keys above every key of the map): into the
+    /// last segment while it has room, else into a new one.
     fn push_chunk(&mut self, entries: Vec<(Box<[u8]>, V)>) {
         let chunk = Chunk::new(entries);
-        let last = self.chunks.len();
-        self.insert_fence(last, chunk.last_key());
-        self.chunks.push(Arc::new(chunk));
+        match self.segments.last_mut() {
+            Some(last) if last.chunks.len() < SEGMENT_CHUNKS_MAX => {
+                let last = Arc::make_mut(last);
+                let at = last.chunks.len();
+                last.insert_chunk(at, chunk);
+                self.refresh_segment_fence(self.segments.len() - 1);
+            }
+            _ => {
+                let mut segment = Segment { chunks: Vec::new(), fences: Fences::default() };
+                segment.insert_chunk(0, chunk);
+                let at = self.segments.len();
+                self.fences.insert(at, segment.last_key().clone());
+                self.segments.push(Arc::new(segment));
+            }
+        }
     }
 
     /// Builds a map from entries already strictly increasing by key (decoding), with
-    /// full chunks. An entry out of order is refused.
+    /// full chunks and segments. An entry out of order is refused.
     fn from_sorted(entries: impl Iterator<Item = (Vec<u8>, V)>) -> Result<Self, String> {
         let mut map = CowMap::default();
         let mut current: Vec<(Box<[u8]>, V)> = Vec::with_capacity(CHUNK_ENTRIES_MAX);
@@ -557,7 +704,7 @@ impl<V: Clone> CowMap<V> {
             let last = current
                 .last()
                 .map(|(k, _)| &**k)
-                .or_else(|| map.chunks.last().map(|c| c.last_key()));
+                .or_else(|| map.segments.last().map(|s| &**s.last_key()));
             if last.is_some_and(|last| last >= key.as_slice()) {
                 return Err("keys are not strictly increasing".into());
             }
@@ -754,7 +901,7 @@ mod tests {
     }
 
     #[test]
-    fn a_clone_shares_chunks_until_one_is_written() {
+    fn a_clone_shares_segments_and_chunks_until_one_is_written() {
         let mut map: CowMap<u64> = CowMap::default();
         for i in 0..10_000u64 {
             *map.get_or_insert_with(format!("{i:08}").as_bytes(), || 0) = i;
@@ -764,15 +911,15 @@ mod tests {
             10_000usize.div_ceil(CHUNK_ENTRIES_MAX),
             "keys in order fill chunks"
         );
+        assert_eq!(map.segment_count(), map.chunk_count().div_ceil(SEGMENT_CHUNKS_MAX), "chunks in order fill segments");
         let frozen = map.clone();
         *map.get_mut(b"00000005").expect("present") = 99;
-        let shared = map
-            .chunks
-            .iter()
-            .zip(&frozen.chunks)
-            .filter(|(a, b)| Arc::ptr_eq(a, b))
-            .count();
-        assert_eq!(shared, map.chunk_count() - 1, "one write copies one chunk");
+        let pairs = || map.segments.iter().zip(&frozen.segments);
+        let shared_segments = pairs().filter(|(a, b)| Arc::ptr_eq(a, b)).count();
+        assert_eq!(shared_segments, map.segment_count() - 1, "one write copies one segment's pointers");
+        let (written, original) = pairs().find(|(a, b)| !Arc::ptr_eq(a, b)).expect("one segment was copied");
+        let shared_chunks = written.chunks.iter().zip(&original.chunks).filter(|(a, b)| Arc::ptr_eq(a, b)).count();
+        assert_eq!(shared_chunks, written.chunks.len() - 1, "and one chunk");
         assert_eq!(frozen.get(b"00000005"), Some(&5));
     }
 }
