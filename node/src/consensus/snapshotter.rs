@@ -229,11 +229,12 @@ impl Removals {
     }
 
     pub fn run(self) -> Result<(), DiskError> {
+        // On the env's worker, never the loop: paced removals may wait.
         for name in &self.data_files {
-            self.data_disk.remove(name)?;
+            self.data_disk.remove_paced(name)?;
         }
         for name in &self.wal_segments {
-            self.wal_disk.remove(name)?;
+            self.wal_disk.remove_paced(name)?;
         }
         Ok(())
     }

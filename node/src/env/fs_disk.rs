@@ -16,6 +16,12 @@ use super::{Disk, DiskError};
 /// Files at least this large are mapped by [`Disk::read_immutable`]; smaller ones read.
 pub const MAPPED_READ_BYTES_MIN: u64 = 1 << 20;
 
+/// [`Disk::remove_paced`] frees a removed file's blocks this many bytes at a time, with
+/// [`REMOVE_PACED_PAUSE_MS`] between slices (a 400 MB snapshot file: 50 slices, ~0.2 s
+/// of the worker's time).
+const REMOVE_PACED_SLICE_BYTES: u64 = 8 << 20;
+const REMOVE_PACED_PAUSE_MS: u64 = 2;
+
 /// A file mapped read-only into memory, unmapped on drop. Its pages are the page
 /// cache's: mapping a snapshot file costs no fresh (zeroed) memory and no copy, and the
 /// kernel may drop clean pages under pressure.
@@ -23,13 +29,16 @@ pub const MAPPED_READ_BYTES_MIN: u64 = 1 << 20;
 /// Safety of reading it as a slice: only files that are never written or truncated
 /// again are mapped (`Disk::read_immutable`): complete snapshot files (written under a
 /// temp name, synced, renamed) and WAL segments older than the last (synced at their
-/// cut); both are later only unlinked, which leaves a mapping valid. The data and WAL
+/// cut); both are later only unlinked, which leaves a mapping valid (`remove_paced`
+/// shortens a file before its close only if no mapping of it lives). The data and WAL
 /// dirs are locked to this process. Another process truncating the file, or an I/O error
 /// on a page, raises SIGBUS and stops the member — fail-stop, as etcd's mapped bbolt
 /// file does — never a wrong read.
 struct ReadOnlyMapping {
     address: std::ptr::NonNull<u8>,
     len: usize,
+    /// Alive while the mapping is: `FsDisk::mapped` holds a weak reference.
+    _alive: std::sync::Arc<()>,
 }
 
 // The mapping is read-only and owned: nothing mutates it while it lives.
@@ -37,7 +46,7 @@ unsafe impl Send for ReadOnlyMapping {}
 unsafe impl Sync for ReadOnlyMapping {}
 
 impl ReadOnlyMapping {
-    fn of(file: &File, len: usize) -> std::io::Result<Self> {
+    fn of(file: &File, len: usize, alive: std::sync::Arc<()>) -> std::io::Result<Self> {
         use std::os::fd::AsRawFd;
         assert!(len > 0, "an empty file is read, not mapped");
         // SAFETY: a fresh private read-only mapping of an open file; the kernel checks
@@ -49,7 +58,7 @@ impl ReadOnlyMapping {
             return Err(std::io::Error::last_os_error());
         }
         let address = std::ptr::NonNull::new(address.cast::<u8>()).expect("mmap never maps address 0");
-        Ok(Self { address, len })
+        Ok(Self { address, len, _alive: alive })
     }
 }
 
@@ -80,6 +89,11 @@ pub struct FsDisk {
     poisoned_by: Mutex<Option<String>>,
     /// Told how long every successful sync took (the `/metrics` fsync histograms).
     sync_observer: Option<Box<dyn Fn(std::time::Duration) + Send + Sync>>,
+    /// Files mapped by `read_immutable`, each with a reference that lives as long as its
+    /// mapping: a file mapped now must never be shortened (a read past its new end would
+    /// raise SIGBUS). Held while a file is opened and mapped, and while `remove_paced`
+    /// decides and unlinks. An entry goes when its file is removed.
+    mapped: Mutex<BTreeMap<String, std::sync::Weak<()>>>,
 }
 
 impl FsDisk {
@@ -87,13 +101,31 @@ impl FsDisk {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, DiskError> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(|e| io_error(&root.display().to_string(), &e))?;
-        Ok(Self { root, open_files: Mutex::new(BTreeMap::new()), poisoned_by: Mutex::new(None), sync_observer: None })
+        Ok(Self {
+            root,
+            open_files: Mutex::new(BTreeMap::new()),
+            poisoned_by: Mutex::new(None),
+            sync_observer: None,
+            mapped: Mutex::new(BTreeMap::new()),
+        })
     }
 
     /// Reports the duration of every successful sync to `observe`.
     pub fn with_sync_observer(mut self, observe: impl Fn(std::time::Duration) + Send + Sync + 'static) -> Self {
         self.sync_observer = Some(Box::new(observe));
         self
+    }
+
+    /// Durably removes a file (see `Disk::remove`; the caller holds `mapped`).
+    fn unlink(&self, name: &str) -> Result<(), DiskError> {
+        self.check_poisoned(name)?;
+        self.open_files.lock().expect("open files lock").remove(name);
+        let path = self.path(name);
+        match fs::remove_file(&path) {
+            Ok(()) => self.sync_dir_of(&path),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(name, &e)),
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -167,6 +199,7 @@ impl Disk for FsDisk {
     }
 
     fn read_immutable(&self, name: &str) -> Result<bytes::Bytes, DiskError> {
+        let mut mapped = self.mapped.lock().expect("mapped files lock");
         let mut file = File::open(self.path(name)).map_err(|e| io_error(name, &e))?;
         let len = file.metadata().map_err(|e| io_error(name, &e))?.len();
         if len < MAPPED_READ_BYTES_MIN {
@@ -175,7 +208,10 @@ impl Disk for FsDisk {
             return Ok(bytes.into());
         }
         let len = usize::try_from(len).map_err(|_| DiskError::Io { path: name.to_string(), detail: "too large to map".into() })?;
-        Ok(bytes::Bytes::from_owner(ReadOnlyMapping::of(&file, len).map_err(|e| io_error(name, &e))?))
+        let alive = std::sync::Arc::new(());
+        let mapping = ReadOnlyMapping::of(&file, len, alive.clone()).map_err(|e| io_error(name, &e))?;
+        mapped.insert(name.to_string(), std::sync::Arc::downgrade(&alive));
+        Ok(bytes::Bytes::from_owner(mapping))
     }
 
     fn create(&self, name: &str) -> Result<(), DiskError> {
@@ -283,14 +319,37 @@ impl Disk for FsDisk {
     }
 
     fn remove(&self, name: &str) -> Result<(), DiskError> {
-        self.check_poisoned(name)?;
-        self.open_files.lock().expect("open files lock").remove(name);
-        let path = self.path(name);
-        match fs::remove_file(&path) {
-            Ok(()) => self.sync_dir_of(&path),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_error(name, &e)),
+        let mut mapped = self.mapped.lock().expect("mapped files lock");
+        mapped.remove(name);
+        self.unlink(name)
+    }
+
+    fn remove_paced(&self, name: &str) -> Result<(), DiskError> {
+        // Held open across the removal: an unlinked file's blocks are freed only when its
+        // last descriptor closes, so the shortening below frees them slice by slice and
+        // the close frees what is left. After a crash the file is gone all the same (the
+        // removal was durable; the filesystem frees an orphan's blocks at mount). A file
+        // mapped now is only unlinked: its mapping keeps its blocks until it goes.
+        let held = {
+            let mut mapped = self.mapped.lock().expect("mapped files lock");
+            let mapped_now = mapped.remove(name).is_some_and(|alive| alive.strong_count() > 0);
+            let held = if mapped_now { None } else { OpenOptions::new().write(true).open(self.path(name)).ok() };
+            self.unlink(name)?;
+            held
+        };
+        let Some(file) = held else { return Ok(()) };
+        let mut len_bytes = file.metadata().map_or(0, |metadata| metadata.len());
+        // At most len / slice turns: the length only shrinks.
+        while len_bytes > REMOVE_PACED_SLICE_BYTES {
+            len_bytes -= REMOVE_PACED_SLICE_BYTES;
+            // The file is removed already: if a slice cannot be freed now, the close
+            // frees the rest at once.
+            if file.set_len(len_bytes).is_err() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(REMOVE_PACED_PAUSE_MS));
         }
+        Ok(())
     }
 }
 
@@ -345,6 +404,37 @@ mod tests {
         drop(disk);
         let disk = FsDisk::open(&root).expect("opens again");
         disk.write_back("snap/a.tmp").expect("nothing to write back");
+        fs::remove_dir_all(&root).expect("cleans up");
+    }
+
+    /// A paced removal leaves the file gone, frees a large one slice by slice, and never
+    /// shortens a file mapped now (its mapping reads whole after the removal: a shortened
+    /// one would raise SIGBUS here). A missing file is no error.
+    #[test]
+    fn a_paced_removal_removes_and_never_shortens_a_mapped_file() {
+        let root = std::env::temp_dir().join(format!("detcd-fs-disk-paced-{}", std::process::id()));
+        let disk = FsDisk::open(&root).expect("opens");
+        let content: Vec<u8> = (0..(3 * REMOVE_PACED_SLICE_BYTES as usize + 5)).map(|i| (i % 249) as u8).collect();
+        for name in ["snap/a.snap", "snap/b.snap"] {
+            disk.create(name).expect("creates");
+            disk.append(name, &content).expect("appends");
+            disk.sync(name).expect("syncs");
+        }
+        let mapping = disk.read_immutable("snap/b.snap").expect("maps");
+        let started = std::time::Instant::now();
+        disk.remove_paced("snap/a.snap").expect("removes");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(3 * REMOVE_PACED_PAUSE_MS), "freed in three slices, pausing after each");
+        disk.remove_paced("snap/b.snap").expect("removes");
+        assert_eq!(disk.list("snap").expect("lists"), Vec::<String>::new());
+        assert!(mapping[..] == content[..], "the mapping of a removed file reads whole");
+        drop(mapping);
+        disk.remove_paced("snap/a.snap").expect("a missing file is no error");
+        // A file mapped once and no longer is freed in slices again.
+        disk.create("snap/c.snap").expect("creates");
+        disk.append("snap/c.snap", &content).expect("appends");
+        drop(disk.read_immutable("snap/c.snap").expect("maps"));
+        disk.remove_paced("snap/c.snap").expect("removes");
+        assert!(disk.mapped.lock().expect("lock").is_empty(), "removed files are forgotten");
         fs::remove_dir_all(&root).expect("cleans up");
     }
 
