@@ -378,9 +378,12 @@ impl NodeCore {
         // raft starts from the snapshot's configuration; a configuration change in the
         // log after it (committed or not) may say otherwise.
         let configuration_is_latest = replayed.entries.iter().all(|e| e.get_entry_type() == EntryType::EntryNormal);
+        // The log holds up to a snapshot interval and the catch-up entries kept behind
+        // it, plus what arrives while a snapshot is written (as much again, at most).
+        let log_entries_reserved = usize::try_from(config.snapshot_count.saturating_mul(2).saturating_add(config.snapshot_catchup_entries)).unwrap_or(usize::MAX);
         #[allow(unused_mut)]
         let mut storage =
-            NodeStorage::recover(conf_state, snapshot.as_ref(), &replayed.entries, replayed.hard_state, files.clone(), env.worker.clone())?;
+            NodeStorage::recover(conf_state, snapshot.as_ref(), &replayed.entries, replayed.hard_state, files.clone(), env.worker.clone(), log_entries_reserved)?;
         #[cfg(madsim)]
         {
             storage.planted_snapshot_predates_new_member = config.planted_bug == Some(PlantedBug::SnapshotPredatesNewMember);

@@ -14,6 +14,7 @@ pub mod bbolt;
 pub mod client_snapshot;
 pub mod etcd_snapshot;
 pub mod member_meta;
+pub mod raft_log;
 pub mod raft_storage;
 pub mod snapshot_files;
 pub mod wal;

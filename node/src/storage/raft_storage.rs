@@ -1,23 +1,24 @@
-//! [`NodeStorage`]: the `raft` crate's `Storage` for this member — raft-rs's
-//! `MemStorage` for the log (mirroring the WAL) plus the latest snapshot's metadata.
+//! [`NodeStorage`]: the `raft` crate's `Storage` for this member — the log in memory
+//! ([`RaftLog`], mirroring the WAL) plus the latest snapshot's metadata.
 //! The snapshot's data is not kept in memory a second time: when raft needs to send a
 //! snapshot, it is read back from its file — by a job on the env's worker (a store-sized
 //! file read on the loop would stop the leader for as long); raft is told the snapshot
 //! is temporarily unavailable meanwhile and asks again, and the loaded copy is handed
 //! over once, then dropped.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
-use raft::storage::{MemStorage, Storage};
+use raft::storage::Storage;
 use raft::{GetEntriesContext, RaftState, StorageError};
 
+use super::raft_log::RaftLog;
 use super::SnapshotStore;
 
 /// The raft log in memory (mirroring the WAL) and the latest snapshot's metadata.
 #[derive(Clone)]
 pub struct NodeStorage {
-    log: MemStorage,
+    log: Arc<Mutex<RaftLog>>,
     /// The latest snapshot without its data (index 0: none yet).
     latest_snapshot: Arc<Mutex<Snapshot>>,
     snapshots: Arc<SnapshotStore>,
@@ -50,7 +51,8 @@ fn metadata_only(snapshot: &Snapshot) -> Snapshot {
 
 impl NodeStorage {
     /// Storage for a member that starts from `snapshot` (if any), then `entries`.
-    /// The caller has checked that `entries` continue right after the snapshot.
+    /// The caller has checked that `entries` continue right after the snapshot. The log
+    /// has room for `entries_reserved` entries before it grows (see `raft_log`).
     pub fn recover(
         conf_state: ConfState,
         snapshot: Option<&Snapshot>,
@@ -58,32 +60,33 @@ impl NodeStorage {
         hard_state: Option<HardState>,
         snapshots: Arc<SnapshotStore>,
         worker: Arc<dyn crate::env::Worker>,
+        entries_reserved: usize,
     ) -> raft::Result<Self> {
-        let log = MemStorage::new();
+        let mut log = RaftLog::with_reserved(entries_reserved.max(entries.len()));
         let latest = match snapshot {
             Some(snapshot) => {
                 let kept = metadata_only(snapshot);
-                log.wl().apply_snapshot(kept.clone())?;
+                log.apply_snapshot(&kept)?;
                 kept
             }
             None => {
-                log.wl().set_conf_state(conf_state.clone());
+                log.set_conf_state(conf_state.clone());
                 let mut empty = Snapshot::default();
                 empty.mut_metadata().set_conf_state(conf_state);
                 empty
             }
         };
-        log.wl().append(entries)?;
+        log.append(entries);
         if let Some(mut hard_state) = hard_state {
             // A snapshot is only ever taken of committed state: its index is committed
             // even if the newest durable hard state predates it.
             let snapshot_meta = latest.get_metadata();
             hard_state.commit = hard_state.commit.max(snapshot_meta.index);
             hard_state.term = hard_state.term.max(snapshot_meta.term);
-            log.wl().set_hardstate(hard_state);
+            log.set_hard_state(hard_state);
         }
         Ok(Self {
-            log,
+            log: Arc::new(Mutex::new(log)),
             latest_snapshot: Arc::new(Mutex::new(latest)),
             snapshots,
             compact_target: Arc::new(Mutex::new(0)),
@@ -98,27 +101,32 @@ impl NodeStorage {
         })
     }
 
+    fn log(&self) -> MutexGuard<'_, RaftLog> {
+        self.log.lock().expect("raft log lock")
+    }
+
     pub fn append(&self, entries: &[Entry]) -> raft::Result<()> {
-        self.log.wl().append(entries)
+        self.log().append(entries);
+        Ok(())
     }
 
     pub fn set_hard_state(&self, hard_state: HardState) {
-        self.log.wl().set_hardstate(hard_state);
+        self.log().set_hard_state(hard_state);
     }
 
     pub fn set_commit(&self, commit: u64) {
-        self.log.wl().mut_hard_state().commit = commit;
+        self.log().set_commit(commit);
     }
 
     pub fn set_conf_state(&self, conf_state: ConfState) {
-        self.log.wl().set_conf_state(conf_state);
+        self.log().set_conf_state(conf_state);
     }
 
     /// Installs a snapshot received from the leader (the log restarts after it). Its
     /// file must already be durable.
     pub fn apply_snapshot(&self, snapshot: &Snapshot) -> raft::Result<()> {
         let kept = metadata_only(snapshot);
-        self.log.wl().apply_snapshot(kept.clone())?;
+        self.log().apply_snapshot(&kept)?;
         *self.latest_snapshot.lock().expect("snapshot lock") = kept;
         Ok(())
     }
@@ -136,13 +144,14 @@ impl NodeStorage {
     /// tens of milliseconds, a bounded step per turn does not.
     pub fn compact_step(&self, entries_max: u64) -> raft::Result<()> {
         let target = *self.compact_target.lock().expect("compact lock");
-        let first = self.log.first_index()?;
+        let mut log = self.log();
+        let first = log.first_index();
         if target <= first {
             return Ok(());
         }
-        let last = self.log.last_index()?;
-        let step_to = target.min(first + entries_max).min(last + 1);
-        self.log.wl().compact(step_to)
+        let step_to = target.min(first + entries_max).min(log.last_index() + 1);
+        log.compact(step_to);
+        Ok(())
     }
 
     /// Whether raft asked for a snapshot the latest one cannot serve (see
@@ -164,13 +173,13 @@ impl NodeStorage {
     }
 
     pub fn entry_term(&self, index: u64) -> raft::Result<u64> {
-        self.log.term(index)
+        self.log().term(index)
     }
 }
 
 impl Storage for NodeStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        self.log.initial_state()
+        Ok(self.log().raft_state())
     }
 
     fn entries(
@@ -178,21 +187,22 @@ impl Storage for NodeStorage {
         low: u64,
         high: u64,
         max_size: impl Into<Option<u64>>,
-        context: GetEntriesContext,
+        _context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        self.log.entries(low, high, max_size, context)
+        // Never fetched asynchronously: the log is in memory.
+        self.log().entries(low, high, max_size.into())
     }
 
     fn term(&self, index: u64) -> raft::Result<u64> {
-        self.log.term(index)
+        self.log().term(index)
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        self.log.first_index()
+        Ok(self.log().first_index())
     }
 
     fn last_index(&self) -> raft::Result<u64> {
-        self.log.last_index()
+        Ok(self.log().last_index())
     }
 
     /// The latest snapshot, read back from its file by a job on the worker (raft asks
