@@ -287,15 +287,12 @@ impl Fences {
         self.index = index;
     }
 
-    /// Replaces key `at`'s bytes with `key`'s, moving the keys after it.
-    fn splice_key(&mut self, at: usize, key: &[u8]) {
-        let (start, end) = (self.start_of(at), self.ends[at]);
+    /// Puts `key` in place of the bytes `start..end`, and moves the ends from `at` on by
+    /// what that changed in length.
+    fn splice_bytes(&mut self, start: usize, end: usize, key: &[u8], at: usize) {
         self.bytes.splice(start..end, key.iter().copied());
-        let new_end = start + key.len();
-        if new_end != end {
-            for later_end in &mut self.ends[at..] {
-                *later_end = *later_end - end + new_end;
-            }
+        for later_end in &mut self.ends[at..] {
+            *later_end = *later_end - (end - start) + key.len();
         }
     }
 
@@ -307,7 +304,7 @@ impl Fences {
         // Checked against the first key as it was indexed (before it changes).
         let first = &self.bytes[..self.ends[0]];
         let kept = self.index.set_sharing(at, last_key, first);
-        self.splice_key(at, last_key);
+        self.splice_bytes(self.start_of(at), self.ends[at], last_key, at);
         if !kept {
             self.rebuild();
         }
@@ -321,10 +318,7 @@ impl Fences {
             None => false,
         };
         let start = self.start_of(at);
-        self.bytes.splice(start..start, last_key.iter().copied());
-        for later_end in &mut self.ends[at..] {
-            *later_end += last_key.len();
-        }
+        self.splice_bytes(start, start, last_key, at);
         self.ends.insert(at, start + last_key.len());
         if !kept {
             self.rebuild();
@@ -332,12 +326,8 @@ impl Fences {
     }
 
     fn remove(&mut self, at: usize) {
-        let (start, end) = (self.start_of(at), self.ends[at]);
-        self.bytes.drain(start..end);
-        self.ends.remove(at);
-        for later_end in &mut self.ends[at..] {
-            *later_end -= end - start;
-        }
+        let (start, end) = (self.start_of(at), self.ends.remove(at));
+        self.splice_bytes(start, end, &[], at);
         self.index.windows.remove(at);
     }
 

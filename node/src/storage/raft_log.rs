@@ -131,7 +131,7 @@ impl RaftLog {
         }
         assert!(high <= self.last_index() + 1, "index out of bound (last: {}, high: {})", self.last_index() + 1, high);
         let first = self.first_index();
-        let (from, to) = ((low - first) as usize, (high.max(low) - first) as usize);
+        let (from, to) = ((low - first) as usize, (high - first) as usize);
         let mut entries: Vec<Entry> = self.entries.range(from..to).cloned().collect();
         raft::util::limit_size(&mut entries, max_size);
         Ok(entries)
