@@ -329,3 +329,103 @@ fn open_makes_what_an_earlier_process_left_unsynced_durable() {
     let (_, replayed) = Wal::open(disk.clone(), 0, 200).expect("the member starts after power loss");
     assert_eq!(replayed.entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1, 2]);
 }
+
+fn spare_names(disk: &MemDisk) -> Vec<String> {
+    disk.files().into_iter().map(|(name, _)| name).filter(|name| name.ends_with(".spare")).collect()
+}
+
+/// The indexes a fresh open of `disk` replays.
+fn replayed_indexes(disk: &Arc<MemDisk>, segment_bytes_max: u64) -> Vec<u64> {
+    let (_, replayed) = Wal::open(disk.clone(), 0, segment_bytes_max).expect("reopen");
+    replayed.entries.iter().map(|e| e.index).collect()
+}
+
+#[test]
+fn a_cut_renames_the_spare_prepared_away_from_the_loop() {
+    let disk = Arc::new(MemDisk::new());
+    let segment_bytes_max = 4096;
+    let mut wal = write_entries(&disk, &[entry(1, 1, b"a")], segment_bytes_max);
+    // The first segment's room is only reserved: a spare is wanted at once.
+    let job = wal.spare_wanted().expect("a spare for a segment that is not zeroed");
+    assert!(wal.spare_wanted().is_none(), "one spare at a time");
+    let prepared = job.run();
+    let spare = spare_names(&disk);
+    assert_eq!(spare.len(), 1, "{:?}", disk.files());
+    assert_eq!(disk.file_len(&spare[0]), Some(segment_bytes_max as usize), "the spare has the segment's room");
+    let spare_id = disk.file_id(&spare[0]);
+    wal.spare_prepared(prepared);
+    // The next batch cuts to it, however little the segment holds.
+    wal.append_entries(&[entry(2, 1, b"b")]).expect("append (cuts)");
+    wal.sync().expect("sync");
+    let segments = wal.segment_names();
+    assert_eq!(segments.len(), 2);
+    assert_eq!(disk.file_id(&segments[1]), spare_id, "the new segment is the spare, renamed");
+    assert_eq!(disk.file_len(&segments[1]), Some(segment_bytes_max as usize), "with its room");
+    assert!(spare_names(&disk).is_empty());
+    // A zeroed segment asks for the next spare once half full.
+    assert!(wal.spare_wanted().is_none(), "a zeroed segment, not half full");
+    wal.append_entries(&[entry(3, 1, &[3u8; 2100])]).expect("append");
+    wal.sync().expect("sync");
+    assert!(wal.spare_wanted().is_some(), "half full");
+    // Power loss: the renamed spare replays as a segment cut in place would.
+    wal.append_entries(&[entry(4, 1, b"d")]).expect("append");
+    wal.write_without_sync().expect("write");
+    disk.crash(|_, _| 0);
+    assert_eq!(replayed_indexes(&disk, segment_bytes_max), vec![1, 2, 3]);
+}
+
+#[test]
+fn a_cut_before_the_spare_is_ready_creates_its_segment_and_keeps_the_spare() {
+    let disk = Arc::new(MemDisk::new());
+    let segment_bytes_max = 4096;
+    let mut wal = write_entries(&disk, &[entry(1, 1, b"a")], segment_bytes_max);
+    let job = wal.spare_wanted().expect("a spare at once");
+    wal.append_entries(&[entry(2, 1, &[2u8; 4100])]).expect("append");
+    wal.sync().expect("sync");
+    wal.append_entries(&[entry(3, 1, b"c")]).expect("append (cuts in place while the spare is prepared)");
+    wal.sync().expect("sync");
+    assert_eq!(wal.segment_names().len(), 2);
+    // The job finishes after that cut: the spare replaces the segment cut in place.
+    wal.spare_prepared(job.run());
+    let spare = spare_names(&disk);
+    assert_eq!(spare.len(), 1);
+    let spare_id = disk.file_id(&spare[0]);
+    assert!(wal.spare_wanted().is_none(), "a spare is ready");
+    wal.append_entries(&[entry(4, 1, b"d")]).expect("append (cuts)");
+    wal.sync().expect("sync");
+    let segments = wal.segment_names();
+    assert_eq!(segments.len(), 3);
+    assert_eq!(disk.file_id(&segments[2]), spare_id, "the next cut took it");
+    assert_eq!(replayed_indexes(&disk, segment_bytes_max), vec![1, 2, 3, 4]);
+}
+
+#[test]
+fn a_spare_that_failed_or_was_left_by_a_crash_is_never_used() {
+    let disk = Arc::new(MemDisk::new());
+    let segment_bytes_max = 4096;
+    let mut wal = write_entries(&disk, &[entry(1, 1, b"a")], segment_bytes_max);
+    // No room for the spare: its preparation fails and leaves no file.
+    let used = disk.used_bytes();
+    disk.set_capacity_bytes(Some(used + 100));
+    let job = wal.spare_wanted().expect("a spare at once");
+    wal.spare_prepared(job.run());
+    assert!(spare_names(&disk).is_empty(), "{:?}", disk.files());
+    assert!(wal.spare_wanted().is_none(), "no new attempt within this segment");
+    disk.set_capacity_bytes(None);
+    wal.append_entries(&[entry(2, 1, b"b")]).expect("append (no spare: no cut)");
+    wal.sync().expect("sync");
+    assert_eq!(wal.segment_names().len(), 1);
+    wal.append_entries(&[entry(3, 1, &[3u8; 4100])]).expect("append");
+    wal.sync().expect("sync");
+    wal.append_entries(&[entry(4, 1, b"d")]).expect("append (cuts in place)");
+    wal.sync().expect("sync");
+    assert_eq!(wal.segment_names().len(), 2);
+    // The new segment asks again; a crash leaves the spare the job prepared.
+    let job = wal.spare_wanted().expect("asked again in the next segment");
+    drop(job.run());
+    assert_eq!(spare_names(&disk).len(), 1);
+    drop(wal);
+    disk.crash(|_, _| 0);
+    assert_eq!(replayed_indexes(&disk, segment_bytes_max), vec![1, 2, 3, 4]);
+    assert!(spare_names(&disk).is_empty(), "open removes a spare an earlier process left");
+}

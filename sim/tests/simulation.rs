@@ -77,6 +77,11 @@ fn the_canary_finds_planted_bugs() {
         ("reuse-read-contexts", "canary-read-contexts", 300),
         ("cut-without-sync", "canary-torn-wal", 40),
         ("torn-by-length-only", "canary-torn-wal", 40),
+        // Spare WAL segments (issue 10): a spare must hold nothing but zeros. One that
+        // holds a stale copy of a segment is caught at the first cut that takes it, by the
+        // simulated disk's own contract (a WAL never writes over synced bytes: the cut's
+        // header sync made the stale bytes durable), as a panic that names the segment.
+        ("spare-holds-stale-bytes", "leader-crash-loop", 20),
         // Watch (issue 7): every scenario runs watch clients that resume across members.
         ("watch-skip-on-catch-up", "leader-crash-loop", 20),
         ("watch-start-off-by-one", "leader-crash-loop", 20),
@@ -179,7 +184,8 @@ fn the_canary_finds_planted_bugs() {
         // that stops before its remaining member of two knows the removal committed
         // leaves no quorum. 8 of seeds 0..100, first at seed 11 (16, first at 1, before
         // the loop yielded between a Ready's two steps; at 0 before followers forwarded
-        // keep-alives).
+        // keep-alives); 9 of seeds 0..40, first at 1, since WAL spares are prepared on the
+        // worker.
         ("removed-leader-leaves-without-successor", "canary-removed-leader", 40),
         // Keep-alives forwarded by followers (issue 10): a follower answers only with the
         // leader's renewal. 13 of seeds 0..40, first at seed 1.

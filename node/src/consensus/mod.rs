@@ -241,6 +241,8 @@ pub struct NodeCore {
     leader_transfer: Option<(u64, u64, tokio::sync::oneshot::Sender<Result<(), EtcdError>>)>,
     /// Where snapshot jobs report back, and where the loop picks their results up.
     snapshots_saved: (std::sync::mpsc::Sender<SnapshotSaved>, std::sync::mpsc::Receiver<SnapshotSaved>),
+    /// Where spare-segment jobs report (see `tend_spare_segment`).
+    spares_prepared: (std::sync::mpsc::Sender<crate::storage::wal::SparePrepared>, std::sync::mpsc::Receiver<crate::storage::wal::SparePrepared>),
     /// Where removal jobs report a disk error.
     removals_failed: (std::sync::mpsc::Sender<crate::env::DiskError>, std::sync::mpsc::Receiver<crate::env::DiskError>),
     /// Planted bug `snapshot-not-frozen`: a started snapshot whose state is read later.
@@ -345,6 +347,7 @@ impl NodeCore {
                 config.planted_bug == Some(PlantedBug::CutWithoutSync),
                 config.planted_bug == Some(PlantedBug::TornByLengthOnly),
                 config.planted_bug == Some(PlantedBug::WalReadErrorIsEmpty),
+                config.planted_bug == Some(PlantedBug::SpareHoldsStaleBytes),
             ),
         )?;
         if replayed.snapshot_mark_index > snapshot_index {
@@ -465,6 +468,7 @@ impl NodeCore {
             change_feed: None,
             change_feed_gap: false,
             snapshots_saved: std::sync::mpsc::channel(),
+            spares_prepared: std::sync::mpsc::channel(),
             leader_transfer: None,
             removals_failed: std::sync::mpsc::channel(),
             #[cfg(madsim)]
@@ -1479,6 +1483,7 @@ impl NodeCore {
         self.serve_ready_reads();
         self.check_leader_transfer(self.env.clock.now_ms());
         self.maybe_snapshot()?;
+        self.tend_spare_segment();
         Ok(())
     }
 
@@ -1697,6 +1702,25 @@ impl NodeCore {
             return Ok(());
         }
         self.run_snapshot_job(job)
+    }
+
+    /// Hands the WAL the spare segment a worker job prepared, and starts the next one when
+    /// the WAL wants it (see `storage::wal`): the next cut then renames a file instead of
+    /// creating and filling one on this loop.
+    fn tend_spare_segment(&mut self) {
+        if let Ok(prepared) = self.spares_prepared.1.try_recv() {
+            // A failure is not fatal here: the next cut creates its segment on this loop
+            // and meets the disk's error itself (no room; a disk poisoned by a failed
+            // sync refuses the WAL's own writes).
+            self.wal.spare_prepared(prepared);
+        }
+        if let Some(job) = self.wal.spare_wanted() {
+            let done = self.spares_prepared.0.clone();
+            self.env.worker.run(Box::new(move || {
+                // The member may have stopped meanwhile; then nobody waits for the result.
+                let _ = done.send(job.run());
+            }));
+        }
     }
 
     fn run_snapshot_job(&mut self, job: snapshotter::SnapshotJob) -> Result<(), FatalError> {

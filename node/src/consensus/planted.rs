@@ -27,6 +27,10 @@ pub enum PlantedBug {
     /// Cut a new WAL segment without syncing what the old one holds unsynced (the old
     /// behaviour: after power loss a torn record sits in a non-last segment).
     CutWithoutSync,
+    /// A spare WAL segment starts as a copy of the newest segment instead of zeros (as a
+    /// recycled old segment would): after a cut takes it, stale records follow the new
+    /// ones, and a restart refuses the segment as corrupt.
+    SpareHoldsStaleBytes,
     /// Decide torn vs corrupt by the length field only (the old behaviour: a zero-filled
     /// tail is corruption, a flipped length truncates synced records).
     TornByLengthOnly,
@@ -140,7 +144,7 @@ pub enum PlantedBug {
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 41] = [
+    pub const ALL: [PlantedBug; 42] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -182,6 +186,7 @@ impl PlantedBug {
         PlantedBug::ReadServedBeforeApplied,
         PlantedBug::RemovedLeaderLeavesWithoutSuccessor,
         PlantedBug::ForwardedKeepAliveAnsweredAtOnce,
+        PlantedBug::SpareHoldsStaleBytes,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -227,6 +232,7 @@ impl PlantedBug {
             PlantedBug::ReadServedBeforeApplied => "read-served-before-applied",
             PlantedBug::RemovedLeaderLeavesWithoutSuccessor => "removed-leader-leaves-without-successor",
             PlantedBug::ForwardedKeepAliveAnsweredAtOnce => "forwarded-keep-alive-answered-at-once",
+            PlantedBug::SpareHoldsStaleBytes => "spare-holds-stale-bytes",
         }
     }
 

@@ -22,6 +22,11 @@ pub const MAPPED_READ_BYTES_MIN: u64 = 1 << 20;
 const REMOVE_PACED_SLICE_BYTES: u64 = 8 << 20;
 const REMOVE_PACED_PAUSE_MS: u64 = 2;
 
+/// [`Disk::preallocate_zeroed`] writes zeros this many bytes at a time, each slice
+/// written back to the device before the next (as a snapshot file is), so that the
+/// WAL's fsyncs on the same device never queue behind the whole room at its sync.
+const ZEROED_SLICE_BYTES: usize = 2 << 20;
+
 /// A file mapped read-only into memory, unmapped on drop. Its pages are the page
 /// cache's: mapping a snapshot file costs no fresh (zeroed) memory and no copy, and the
 /// kernel may drop clean pages under pressure.
@@ -266,6 +271,39 @@ impl Disk for FsDisk {
         })
     }
 
+    fn preallocate_zeroed(&self, name: &str, len_bytes: u64) -> Result<(), DiskError> {
+        use std::os::fd::AsRawFd;
+        self.check_poisoned(name)?;
+        // A handle of its own: the shared ones' lock is what the WAL's writes and syncs
+        // take, and this writes for a while.
+        let file = OpenOptions::new().write(true).open(self.path(name)).map_err(|e| io_error(name, &e))?;
+        let mut at = file.metadata().map_err(|e| io_error(name, &e))?.len();
+        let zeros = vec![0u8; ZEROED_SLICE_BYTES];
+        // One slice per round: at most len_bytes / ZEROED_SLICE_BYTES + 1 rounds.
+        while at < len_bytes {
+            let slice_bytes = usize::try_from(len_bytes - at).map_or(ZEROED_SLICE_BYTES, |left| left.min(ZEROED_SLICE_BYTES));
+            file.write_all_at(&zeros[..slice_bytes], at).map_err(|e| io_error(name, &e))?;
+            let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+            let (offset, len) = (libc::off64_t::try_from(at), libc::off64_t::try_from(slice_bytes));
+            let (Ok(offset), Ok(len)) = (offset, len) else { return Err(io_error(name, &std::io::Error::from(ErrorKind::InvalidInput))) };
+            // SAFETY: sync_file_range on an open descriptor of this process over the
+            // slice just written; it touches no memory of ours.
+            if unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) } != 0 {
+                let error = io_error(name, &std::io::Error::last_os_error());
+                *self.poisoned_by.lock().expect("disk poison lock") = Some(error.to_string());
+                return Err(error);
+            }
+            at += slice_bytes as u64;
+        }
+        // The size is new metadata: a full sync, remembered if it fails (as `sync`).
+        if let Err(e) = file.sync_all() {
+            let error = io_error(name, &e);
+            *self.poisoned_by.lock().expect("disk poison lock") = Some(error.to_string());
+            return Err(error);
+        }
+        Ok(())
+    }
+
     fn truncate(&self, name: &str, len_bytes: u64) -> Result<(), DiskError> {
         self.check_poisoned(name)?;
         self.open_files.lock().expect("open files lock").remove(name);
@@ -381,6 +419,29 @@ mod tests {
         disk.write_at("wal/a.wal", 8, b"ij").expect("writes");
         disk.sync("wal/a.wal").expect("syncs");
         assert_eq!(disk.read("wal/a.wal").expect("reads"), b"abcdefghij");
+        fs::remove_dir_all(&root).expect("cleans up");
+    }
+
+    /// Zeros written out over several slices keep what the file held and end at the
+    /// size asked for; writes then go into the room as into reserved room.
+    #[test]
+    fn zeroed_room_keeps_the_content_and_reads_as_zeros() {
+        let root = std::env::temp_dir().join(format!("detcd-fs-disk-zeroed-{}", std::process::id()));
+        let disk = FsDisk::open(&root).expect("opens");
+        disk.create("wal/1.spare").expect("creates");
+        disk.write_at("wal/1.spare", 0, b"head").expect("writes");
+        disk.sync("wal/1.spare").expect("syncs");
+        let len = 2 * ZEROED_SLICE_BYTES as u64 + 5;
+        disk.preallocate_zeroed("wal/1.spare", len).expect("zeroes");
+        let read = disk.read("wal/1.spare").expect("reads");
+        assert_eq!(read.len() as u64, len);
+        assert_eq!(&read[..4], b"head");
+        assert!(read[4..].iter().all(|b| *b == 0));
+        disk.rename("wal/1.spare", "wal/a.wal").expect("renames");
+        disk.write_at("wal/a.wal", 4, b"tail").expect("writes into the room");
+        disk.sync("wal/a.wal").expect("syncs");
+        let read = disk.read("wal/a.wal").expect("reads");
+        assert_eq!((read.len() as u64, &read[..8]), (len, &b"headtail"[..]));
         fs::remove_dir_all(&root).expect("cleans up");
     }
 
