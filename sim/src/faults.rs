@@ -512,7 +512,8 @@ fn power_loss_fate(rng: &mut ChaCha8Rng, torn: f64, durable: usize, live: usize)
 /// byte of an older segment, or in the newest segment a byte of the length field of a
 /// record that has a valid record after it.
 fn choose_wal_damage(slot: &MemberSlot, rng: &mut ChaCha8Rng) -> Option<(String, usize)> {
-    let files = slot.wal_disk.files();
+    // Segments only: a spare (`.spare`) holds no records and is never read.
+    let files: Vec<(String, usize)> = slot.wal_disk.files().into_iter().filter(|(name, _)| name.ends_with(".wal")).collect();
     let (newest, _) = files.last()?.clone();
     let older: Vec<(String, usize)> = files.iter().take(files.len() - 1).filter(|(_, len)| *len > 64).cloned().collect();
     if !older.is_empty() && rng.gen_bool(0.5) {
