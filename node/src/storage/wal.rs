@@ -254,7 +254,8 @@ impl WalPlantedBugs {
 /// The file the next cut renames into the new segment (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Spare {
-    /// None yet: wanted once the newest segment is half full.
+    /// None yet: wanted at once if the newest segment is not zeroed, else once it is half
+    /// full.
     Absent,
     /// A job on the worker prepares this file.
     Preparing(String),
@@ -303,7 +304,6 @@ impl SpareJob {
         self.disk.preallocate_zeroed(&self.name, self.len_bytes)
     }
 }
-
 
 /// The open WAL: appends go to the newest segment.
 pub struct Wal {
