@@ -239,6 +239,9 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
         coverage.insert(format!("disk writes: m{} wal", slot.index), slot.wal_disk.writes());
         coverage.insert(format!("disk writes: m{} data", slot.index), slot.data_disk.writes());
     }
+    // Spares a cut took (a WAL disk renames nothing else); the other cuts created their
+    // segment in place.
+    coverage.insert("wal segments taken from spares".into(), cluster.members.iter().map(|slot| slot.wal_disk.renames()).sum());
     coverage.insert("terms without a leader (split votes)".into(), leaderless.len() as u64);
     let (settled_applied, settled_not) = kv_model::settle_unknown_writes(&history, &watch_record);
     coverage.insert("unknown writes settled: applied".into(), settled_applied);

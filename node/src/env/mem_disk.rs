@@ -67,6 +67,8 @@ struct MemDiskState {
     writes: u64,
     /// `write_back` calls so far (not write operations: they make nothing durable).
     write_backs: u64,
+    /// Renames done so far (on a WAL disk: spares a cut took).
+    renames: u64,
 }
 
 /// What an armed power loss does to the operation it strikes.
@@ -338,6 +340,11 @@ impl MemDisk {
         self.lock().write_backs
     }
 
+    /// Renames done so far (on a WAL disk, only a cut renames: a spare into place).
+    pub fn renames(&self) -> u64 {
+        self.lock().renames
+    }
+
     pub fn used_bytes(&self) -> u64 {
         self.lock().used_bytes()
     }
@@ -505,6 +512,7 @@ impl Disk for MemDisk {
         }
         let file = state.files.remove(from).ok_or_else(|| DiskError::NotFound { path: from.to_string() })?;
         state.files.insert(to.to_string(), file);
+        state.renames += 1;
         Ok(())
     }
 
