@@ -23,9 +23,13 @@ const REMOVE_PACED_SLICE_BYTES: u64 = 8 << 20;
 const REMOVE_PACED_PAUSE_MS: u64 = 2;
 
 /// [`Disk::preallocate_zeroed`] writes zeros this many bytes at a time, each slice
-/// written back to the device before the next (as a snapshot file is), so that the
-/// WAL's fsyncs on the same device never queue behind the whole room at its sync.
-const ZEROED_SLICE_BYTES: usize = 2 << 20;
+/// written back to the device before the next (as a snapshot file is), with
+/// [`ZEROED_PAUSE_MS`] between slices, so that the WAL's fsyncs on the same device never
+/// queue behind more than a slice. Three members of a cluster on one disk cut at about
+/// the same index and fill their spares together: unpaced 2 MiB slices made the
+/// longest of 400k puts at 64 clients 34-44 ms instead of 27 (p99.9 20 vs 15.5 ms).
+const ZEROED_SLICE_BYTES: usize = 1 << 20;
+const ZEROED_PAUSE_MS: u64 = 2;
 /// ... in writes of this many bytes (a page): the page cache then holds the zeros in
 /// pages of their own, as writes into reserved room leave them. Written 2 MiB at a time,
 /// they sat in large folios, and every later small write and its write-back walked
@@ -304,6 +308,7 @@ impl Disk for FsDisk {
                 return Err(error);
             }
             at += slice_bytes as u64;
+            std::thread::sleep(std::time::Duration::from_millis(ZEROED_PAUSE_MS));
         }
         // The size is new metadata: a full sync, remembered if it fails (as `sync`).
         if let Err(e) = file.sync_all() {
