@@ -78,6 +78,7 @@ impl Mvcc {
             keys_max,
             |_, records| probe.compacted_prefix(records) > 0,
             |key, records| {
+                let records = std::sync::Arc::make_mut(records);
                 let drop_count = probe.compacted_prefix(records);
                 freed_bytes += records[..drop_count].iter().map(|r| record_bytes(key, r)).sum::<u64>();
                 records.drain(..drop_count);

@@ -63,7 +63,7 @@ impl Mvcc {
                     tombstone: false,
                 }
             };
-            let history = store.keys.get_or_insert_with(key, || Vec::with_capacity(1));
+            let history = std::sync::Arc::make_mut(store.keys.get_or_insert_with(key, || std::sync::Arc::new(Vec::with_capacity(1))));
             if history.last().is_some_and(|previous| previous.mod_revision >= record.main) {
                 return Err(format!("key {:?} is written twice in revision {}", String::from_utf8_lossy(key), record.main));
             }
@@ -82,7 +82,7 @@ impl Mvcc {
                 store.lessor.attach(lease, &key);
             } else {
                 report.dangling_lease_references += 1;
-                if let Some(live) = store.keys.get_mut(&key).and_then(|history| history.last_mut()) {
+                if let Some(live) = store.keys.get_mut(&key).and_then(|history| std::sync::Arc::make_mut(history).last_mut()) {
                     live.lease = 0;
                 }
             }

@@ -55,6 +55,14 @@ pub(crate) struct KeyRecord {
     tombstone: bool,
 }
 
+/// A key's records, oldest first, behind an `Arc`: a chunk a frozen copy still shares is
+/// copied for a write with its keys' history pointers, not their records, and a key's
+/// records are copied (`Arc::make_mut`) only at its own next write. Cloning every key's
+/// records with its chunk made the loop's longest turn grow with the histories (one
+/// member, 10k keys at 64 clients, never compacted: 3 ms at 15 records a key, 19 ms at
+/// 90). Encoded as the `Vec` (serde's `rc`), so snapshots did not change.
+pub(crate) type History = std::sync::Arc<Vec<KeyRecord>>;
+
 /// The value of a tombstone (and of an empty put).
 fn no_value() -> bytes::Bytes {
     bytes::Bytes::new()
@@ -80,7 +88,7 @@ fn stored_value(value: &bytes::Bytes) -> bytes::Bytes {
 pub struct Mvcc {
     /// Key → history; cheap to clone (copy-on-write chunks), so a frozen copy of the
     /// store can be encoded or hashed off the raft loop.
-    keys: cow_map::CowMap<Vec<KeyRecord>>,
+    keys: cow_map::CowMap<History>,
     current_revision: i64,
     compact_revision: i64,
     /// What [`Mvcc::approximate_bytes`] reports, kept up to date by every write and
@@ -290,7 +298,7 @@ impl Mvcc {
     pub fn defragment(&mut self) {
         while self.compact_step(usize::MAX) {}
         self.keys.for_each_value_mut(|records| {
-            records.shrink_to_fit();
+            std::sync::Arc::make_mut(records).shrink_to_fit();
         });
     }
 
@@ -321,7 +329,7 @@ impl Mvcc {
         let (key, records) = self.keys.find_mut(|key, records| {
             key.starts_with(prefix) && records.last().is_some_and(|r| !r.tombstone && !r.value.is_empty())
         })?;
-        let record = records.last_mut().expect("found above");
+        let record = std::sync::Arc::make_mut(records).last_mut().expect("found above");
         let before = live_record_digest(key, record);
         let mut damaged = record.value.to_vec();
         damaged[0] ^= 0x20;

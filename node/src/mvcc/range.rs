@@ -4,16 +4,16 @@
 use std::cmp::Ordering;
 
 use super::cow_map::CowMap;
-use super::{key_range, visible_at, KeyRange, KeyRecord, Mvcc};
+use super::{key_range, visible_at, KeyRange, Mvcc};
 use crate::errors::EtcdError;
 use crate::pb::etcdserverpb::{range_request, RangeRequest, RangeResponse};
 use crate::pb::mvccpb::KeyValue;
 
 /// The keys of `keys` inside `range`, in key order (no copies).
 pub(crate) fn keys_in<'s>(
-    keys: &'s CowMap<Vec<KeyRecord>>,
+    keys: &'s CowMap<super::History>,
     range: &KeyRange<'s>,
-) -> Box<dyn Iterator<Item = (&'s [u8], &'s Vec<KeyRecord>)> + 's> {
+) -> Box<dyn Iterator<Item = (&'s [u8], &'s super::History)> + 's> {
     if range.single {
         return Box::new(keys.get_key_value(range.start).into_iter());
     }

@@ -23,7 +23,7 @@ impl Mvcc {
     fn write_record_made(&mut self, key: &[u8], write_revision: i64, make: impl FnOnce(&[KeyRecord]) -> KeyRecord) -> Option<KeyValue> {
         // Most keys keep one record: room for exactly one (an empty Vec's first push would
         // make room for four, 192 bytes wasted per key).
-        let records = self.keys.get_or_insert_with(key, || Vec::with_capacity(1));
+        let records = std::sync::Arc::make_mut(self.keys.get_or_insert_with(key, || std::sync::Arc::new(Vec::with_capacity(1))));
         let record = make(records);
         let previous = records.last().filter(|r| !r.tombstone).map(|p| p.to_key_value(key));
         if let Some(live) = records.last().filter(|r| !r.tombstone) {
