@@ -171,6 +171,29 @@ impl FsDisk {
         write(file).map_err(|e| io_error(name, &e))
     }
 
+    /// Remembers a failed sync or write-back: every later write or sync fails (the
+    /// bytes' fate is unknown). Returns the error, to hand on.
+    fn poison(&self, error: DiskError) -> DiskError {
+        *self.poisoned_by.lock().expect("disk poison lock") = Some(error.to_string());
+        error
+    }
+
+    /// Writes `file`'s dirty bytes in `[offset, offset + len)` to the device and waits
+    /// (`len` 0: to the end of the file), making nothing durable; a failure poisons.
+    fn write_back_range(&self, name: &str, file: &File, offset: u64, len: u64) -> Result<(), DiskError> {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (libc::off64_t::try_from(offset), libc::off64_t::try_from(len)) else {
+            return Err(io_error(name, &std::io::Error::from(ErrorKind::InvalidInput)));
+        };
+        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        // SAFETY: sync_file_range on an open descriptor of this process; it touches no
+        // memory of ours.
+        if unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) } != 0 {
+            return Err(self.poison(io_error(name, &std::io::Error::last_os_error())));
+        }
+        Ok(())
+    }
+
     fn sync_dir_of(&self, path: &Path) -> Result<(), DiskError> {
         let dir = path.parent().unwrap_or(&self.root);
         let handle = File::open(dir).map_err(|e| io_error(&dir.display().to_string(), &e))?;
@@ -282,7 +305,6 @@ impl Disk for FsDisk {
     }
 
     fn preallocate_zeroed(&self, name: &str, len_bytes: u64) -> Result<(), DiskError> {
-        use std::os::fd::AsRawFd;
         self.check_poisoned(name)?;
         // A handle of its own: the shared ones' lock is what the WAL's writes and syncs
         // take, and this writes for a while.
@@ -297,26 +319,12 @@ impl Disk for FsDisk {
                 let write_bytes = (slice_bytes - write_at).min(ZEROED_WRITE_BYTES);
                 file.write_all_at(&zeros[..write_bytes], at + write_at as u64).map_err(|e| io_error(name, &e))?;
             }
-            let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-            let (offset, len) = (libc::off64_t::try_from(at), libc::off64_t::try_from(slice_bytes));
-            let (Ok(offset), Ok(len)) = (offset, len) else { return Err(io_error(name, &std::io::Error::from(ErrorKind::InvalidInput))) };
-            // SAFETY: sync_file_range on an open descriptor of this process over the
-            // slice just written; it touches no memory of ours.
-            if unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) } != 0 {
-                let error = io_error(name, &std::io::Error::last_os_error());
-                *self.poisoned_by.lock().expect("disk poison lock") = Some(error.to_string());
-                return Err(error);
-            }
+            self.write_back_range(name, &file, at, slice_bytes as u64)?;
             at += slice_bytes as u64;
             std::thread::sleep(std::time::Duration::from_millis(ZEROED_PAUSE_MS));
         }
         // The size is new metadata: a full sync, remembered if it fails (as `sync`).
-        if let Err(e) = file.sync_all() {
-            let error = io_error(name, &e);
-            *self.poisoned_by.lock().expect("disk poison lock") = Some(error.to_string());
-            return Err(error);
-        }
-        Ok(())
+        file.sync_all().map_err(|e| self.poison(io_error(name, &e)))
     }
 
     fn truncate(&self, name: &str, len_bytes: u64) -> Result<(), DiskError> {
@@ -336,9 +344,7 @@ impl Disk for FsDisk {
             None => File::open(self.path(name)).and_then(|f| f.sync_data()),
         };
         if let Err(e) = result {
-            let error = io_error(name, &e);
-            *self.poisoned_by.lock().expect("disk poison lock") = Some(error.to_string());
-            return Err(error);
+            return Err(self.poison(io_error(name, &e)));
         }
         if let Some(observe) = &self.sync_observer {
             observe(started.elapsed());
@@ -347,20 +353,11 @@ impl Disk for FsDisk {
     }
 
     fn write_back(&self, name: &str) -> Result<(), DiskError> {
-        use std::os::fd::AsRawFd;
         self.check_poisoned(name)?;
         let open_files = self.open_files.lock().expect("open files lock");
         // No handle: nothing was written to the file through this disk since it opened.
         let Some(file) = open_files.get(name) else { return Ok(()) };
-        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-        // SAFETY: sync_file_range on an open descriptor of this process (offset 0 and
-        // length 0: the whole file); it touches no memory of ours.
-        if unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, flags) } != 0 {
-            let error = io_error(name, &std::io::Error::last_os_error());
-            *self.poisoned_by.lock().expect("disk poison lock") = Some(error.to_string());
-            return Err(error);
-        }
-        Ok(())
+        self.write_back_range(name, file, 0, 0)
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<(), DiskError> {
