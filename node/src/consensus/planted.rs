@@ -29,7 +29,8 @@ pub enum PlantedBug {
     CutWithoutSync,
     /// A spare WAL segment starts as a copy of the newest segment instead of zeros (as a
     /// recycled old segment would): after a cut takes it, stale records follow the new
-    /// ones, and a restart refuses the segment as corrupt.
+    /// ones; the cut's header sync makes them durable, so the WAL's next write lands on
+    /// synced bytes, which the simulated disk refuses (a panic naming the segment).
     SpareHoldsStaleBytes,
     /// Decide torn vs corrupt by the length field only (the old behaviour: a zero-filled
     /// tail is corruption, a flipped length truncates synced records).

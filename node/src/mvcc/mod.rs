@@ -298,7 +298,11 @@ impl Mvcc {
     pub fn defragment(&mut self) {
         while self.compact_step(usize::MAX) {}
         self.keys.for_each_value_mut(|records| {
-            std::sync::Arc::make_mut(records).shrink_to_fit();
+            // Only a history with room to spare: one a frozen copy still shares would
+            // otherwise be copied just to be shrunk.
+            if records.capacity() > records.len() {
+                std::sync::Arc::make_mut(records).shrink_to_fit();
+            }
         });
     }
 
