@@ -14,6 +14,8 @@ use std::sync::Arc;
 use raft::eraftpb::Message;
 
 #[cfg(not(madsim))]
+pub mod background;
+#[cfg(not(madsim))]
 pub mod fs_disk;
 pub mod mem_disk;
 #[cfg(not(madsim))]
@@ -172,14 +174,18 @@ pub trait Worker: Send + Sync {
     fn run(&self, job: Box<dyn FnOnce() + Send>);
 }
 
-/// Tokio's blocking thread pool (production).
+/// Tokio's blocking thread pool (production); each job runs at background priority
+/// (see `background`).
 #[cfg(not(madsim))]
 pub struct BlockingPool;
 
 #[cfg(not(madsim))]
 impl Worker for BlockingPool {
     fn run(&self, job: Box<dyn FnOnce() + Send>) {
-        drop(tokio::task::spawn_blocking(job));
+        drop(tokio::task::spawn_blocking(move || {
+            let _background = background::BackgroundPriority::enter();
+            job()
+        }));
     }
 }
 
