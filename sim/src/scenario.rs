@@ -327,6 +327,10 @@ fn draw_member_knobs(scenario: &Scenario, seed: u64) -> Vec<MemberKnobs> {
     for member_knobs in &mut knobs {
         member_knobs.draw_later_knobs(&scenario.node, &mut later_rng);
     }
+    let mut snapshot_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6b6e_6f62_7333_2121);
+    for member_knobs in &mut knobs {
+        member_knobs.draw_snapshot_knobs(&mut snapshot_rng);
+    }
     knobs
 }
 
@@ -383,7 +387,7 @@ impl MemberKnobs {
             compaction_keys_per_turn_max: FIXED_COMPACTION_KEYS_PER_TURN,
             pending_request_bytes_max: node::PENDING_REQUEST_BYTES_MAX,
             uncommitted_bytes_max: node::UNCOMMITTED_BYTES_MAX,
-            tunables: Tunables { forward_keep_alives: settings.forward_keep_alives, ..Tunables::default() },
+            tunables: Tunables { forward_keep_alives: settings.forward_keep_alives, snapshot_interval_stretch_max: 1, ..Tunables::default() },
             pre_vote: true,
             request_timeout_ms: settings.request_timeout_ms,
             max_request_bytes: MAX_REQUEST_BYTES_DEFAULT,
@@ -422,6 +426,8 @@ impl MemberKnobs {
                 // Drawn with the later knobs (`draw_later_knobs`).
                 raft_committed_bytes_per_ready_max: limits.raft_committed_bytes_per_ready_max,
                 forward_keep_alives: limits.forward_keep_alives,
+                // Drawn from a stream of its own (`draw_snapshot_knobs`).
+                snapshot_interval_stretch_max: limits.snapshot_interval_stretch_max,
             },
             pending_request_bytes_max: pick(rng, fixed.pending_request_bytes_max as u64, 4096, fixed.pending_request_bytes_max as u64) as usize,
             uncommitted_bytes_max: pick(rng, fixed.uncommitted_bytes_max, 4096, fixed.uncommitted_bytes_max),
@@ -432,6 +438,13 @@ impl MemberKnobs {
         // raft refuses an uncommitted-bytes limit below the size of one append.
         knobs.uncommitted_bytes_max = knobs.uncommitted_bytes_max.max(knobs.tunables.raft_append_bytes_max);
         knobs
+    }
+
+    /// How far a member's snapshot interval may stretch (production's 2 now and then,
+    /// else 1 to 4), from a third stream: the draws above stay as every seed made them.
+    fn draw_snapshot_knobs(&mut self, rng: &mut ChaCha8Rng) {
+        let production = detcd_node::consensus::config::SNAPSHOT_INTERVAL_STRETCH_MAX;
+        self.tunables.snapshot_interval_stretch_max = pick_knob(rng, production, 1, 4);
     }
 
     /// The knobs added after the first draw (from their own stream): raft's committed

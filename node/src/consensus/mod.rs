@@ -381,9 +381,14 @@ impl NodeCore {
         // raft starts from the snapshot's configuration; a configuration change in the
         // log after it (committed or not) may say otherwise.
         let configuration_is_latest = replayed.entries.iter().all(|e| e.get_entry_type() == EntryType::EntryNormal);
-        // The log holds up to a snapshot interval and the catch-up entries kept behind
-        // it, plus what arrives while a snapshot is written (as much again, at most).
-        let log_entries_reserved = usize::try_from(config.snapshot_count.saturating_mul(2).saturating_add(config.snapshot_catchup_entries)).unwrap_or(usize::MAX);
+        // The log holds up to a snapshot interval (stretched, at most) and the catch-up
+        // entries kept behind it, plus what arrives while a snapshot is written (an
+        // interval more, at most).
+        let interval_entries_max = config.snapshot_count.saturating_mul(config.tunables.snapshot_interval_stretch_max.max(1));
+        let log_entries_reserved = usize::try_from(
+            interval_entries_max.saturating_add(config.snapshot_count).saturating_add(config.snapshot_catchup_entries),
+        )
+        .unwrap_or(usize::MAX);
         #[allow(unused_mut)]
         let mut storage =
             NodeStorage::recover(conf_state, snapshot.as_ref(), &replayed.entries, replayed.hard_state, files.clone(), env.worker.clone(), log_entries_reserved)?;
@@ -423,6 +428,7 @@ impl NodeCore {
             files,
             snapshot_index,
             config.snapshot_count,
+            config.tunables.snapshot_interval_stretch_max.max(1),
             config.snapshot_catchup_entries,
             config.max_snapshots,
         );
@@ -1563,6 +1569,7 @@ impl NodeCore {
                 }
             }
             self.applied_index = entry.index;
+            self.snapshotter.note_applied(entry.data.len());
             // The digests of the entry and of the state after it cost a pass over the
             // entry's bytes (at 4 KiB values, 12% of a restart's time in a profile) and
             // over the leases: only for observers that compare members (the simulator).
@@ -1688,7 +1695,7 @@ impl NodeCore {
                 storage.set_fresh(snapshot);
             }));
         }
-        if !self.snapshotter.is_due(self.applied_index) {
+        if !self.snapshotter.is_due(self.applied_index, self.state.mvcc().approximate_bytes()) {
             return Ok(());
         }
         let term = self.storage.entry_term(self.applied_index)?;
