@@ -376,6 +376,9 @@ impl Observer for LogObserver {
             NodeEvent::SnapshotInstalled { index, term } => {
                 tracing::info!(snapshot_index = index, term, "applied snapshot");
             }
+            NodeEvent::SnapshotBegun { index, stretched } => {
+                tracing::info!(local_member_applied_index = index, stretched, "triggering snapshot");
+            }
             NodeEvent::ConfChanged { index, voters, learners } => {
                 let voters: Vec<String> = voters.iter().map(|m| member_hex(*m)).collect();
                 let learners: Vec<String> = learners.iter().map(|m| member_hex(*m)).collect();

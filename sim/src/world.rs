@@ -676,6 +676,12 @@ impl Observer for World {
             NodeEvent::PeerReadRefused { .. } => {
                 *state.coverage.entry("raft: read-index requests delivered again, refused".into()).or_default() += 1;
             }
+            NodeEvent::SnapshotBegun { stretched, .. } => {
+                *state.coverage.entry("own snapshots begun".into()).or_default() += 1;
+                if stretched {
+                    *state.coverage.entry("own snapshots begun past --snapshot-count (store dwarfs the changes)".into()).or_default() += 1;
+                }
+            }
             NodeEvent::SnapshotInstalled { index, term } => {
                 Self::mix(&mut state, format!("snapshot|{at_ms}|{member_id}|{index}|{term}").as_bytes());
                 *state.coverage.entry("snapshots installed".into()).or_default() += 1;

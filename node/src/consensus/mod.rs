@@ -1702,6 +1702,8 @@ impl NodeCore {
         let conf_state = self.raw.raft.prs().conf().to_conf_state();
         #[allow(unused_mut)]
         let mut job = self.snapshotter.begin_own(self.applied_index, term, conf_state, &self.state);
+        let stretched = self.snapshotter.take_stretched();
+        self.observe(NodeEvent::SnapshotBegun { index: self.applied_index, stretched });
         #[cfg(madsim)]
         if self.planted(PlantedBug::SnapshotNotFrozen) {
             // Held back until a later turn has applied more, then read from the live state.

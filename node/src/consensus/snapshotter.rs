@@ -57,6 +57,9 @@ pub struct Snapshotter {
     /// Bytes of the entries applied since the last snapshot began (what it would be
     /// the first to cover).
     applied_entry_bytes_since: u64,
+    /// The stretch held back the snapshot now due at least once (see
+    /// [`Snapshotter::begin_own`]'s answer).
+    stretched: bool,
     catchup_entries: u64,
     /// Snapshot files kept: `max_snapshots`, at most [`SNAPSHOT_FILES_KEPT_MAX`].
     snapshot_files_kept: usize,
@@ -87,6 +90,7 @@ impl Snapshotter {
             snapshot_count,
             interval_stretch_max,
             applied_entry_bytes_since: 0,
+            stretched: false,
             catchup_entries,
             snapshot_files_kept: max_snapshots.clamp(1, SNAPSHOT_FILES_KEPT_MAX),
             #[cfg(madsim)]
@@ -116,13 +120,21 @@ impl Snapshotter {
     /// cores put 15% slower, at 2-4x the p99, than with snapshots off (2026-11-29). The
     /// stretch is bounded because the in-memory raft log and the WAL hold the entries
     /// since the last snapshot (and a restart replays them).
-    pub fn is_due(&self, applied_index: u64, store_bytes: u64) -> bool {
+    pub fn is_due(&mut self, applied_index: u64, store_bytes: u64) -> bool {
         let entries_since = applied_index.saturating_sub(self.last_snapshot_index);
         if self.in_flight_index.is_some() || entries_since < self.snapshot_count {
             return false;
         }
         let store_dwarfs_changes = store_bytes > self.applied_entry_bytes_since.saturating_mul(SNAPSHOT_STORE_TO_ENTRY_BYTES_RATIO_MAX);
-        !store_dwarfs_changes || entries_since >= self.snapshot_count.saturating_mul(self.interval_stretch_max)
+        let due = !store_dwarfs_changes || entries_since >= self.snapshot_count.saturating_mul(self.interval_stretch_max);
+        self.stretched |= !due;
+        due
+    }
+
+    /// Whether the stretch held back the snapshot [`Snapshotter::begin_own`] just began
+    /// (the simulator counts them: the stretch must be exercised).
+    pub fn take_stretched(&mut self) -> bool {
+        std::mem::take(&mut self.stretched)
     }
 
 
@@ -297,11 +309,14 @@ mod tests {
         assert!(!snapshotter.is_due(100, 120_001), "a larger store waits");
         assert!(!snapshotter.is_due(199, 10_000_000));
         assert!(snapshotter.is_due(200, 10_000_000), "at most twice the interval");
+        assert!(snapshotter.take_stretched());
+        assert!(!snapshotter.take_stretched(), "told once");
     }
 
     #[test]
     fn without_a_stretch_the_interval_is_snapshot_count() {
-        let snapshotter = snapshotter(100, 1);
+        let mut snapshotter = snapshotter(100, 1);
         assert!(snapshotter.is_due(100, u64::MAX));
+        assert!(!snapshotter.take_stretched());
     }
 }

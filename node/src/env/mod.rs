@@ -263,6 +263,9 @@ pub enum NodeEvent {
     Recovered { torn_tail_cut: bool, damaged_snapshots_skipped: usize },
     /// A snapshot was installed (from a leader or at start-up).
     SnapshotInstalled { index: u64, term: u64 },
+    /// The member began a snapshot of its own state at `index`; `stretched`: later than
+    /// `--snapshot-count` entries because its store dwarfs what changed.
+    SnapshotBegun { index: u64, stretched: bool },
     /// A vote for `vote` in `term` was made durable (reported after the sync).
     VotePersisted { term: u64, vote: u64 },
     /// Entries up to `last_index` were made durable, before any reply depending on them.
