@@ -82,6 +82,12 @@ fn the_canary_finds_planted_bugs() {
         // simulated disk's own contract (a WAL never writes over synced bytes: the cut's
         // header sync made the stale bytes durable), as a panic that names the segment.
         ("spare-holds-stale-bytes", "leader-crash-loop", 20),
+        // Stretched snapshot intervals (issue 10) compact the log in memory without a
+        // snapshot: a follower behind it must be sent a fresh snapshot. Sent the file's
+        // older one it is stuck until the leader's next snapshot — a liveness bug, seen
+        // when a member ends the run stuck (1 of seeds 0..100 of replace-member, first at
+        // 6; 1 of learner-catch-up, at 87).
+        ("snapshot-behind-compacted-log", "replace-member", 10),
         // Watch (issue 7): every scenario runs watch clients that resume across members.
         ("watch-skip-on-catch-up", "leader-crash-loop", 20),
         ("watch-start-off-by-one", "leader-crash-loop", 20),

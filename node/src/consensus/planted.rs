@@ -32,6 +32,11 @@ pub enum PlantedBug {
     /// ones; the cut's header sync makes them durable, so the WAL's next write lands on
     /// synced bytes, which the simulated disk refuses (a panic naming the segment).
     SpareHoldsStaleBytes,
+    /// The latest snapshot file is sent to a follower even when the log in memory was
+    /// compacted past it (a stretched snapshot interval): the follower installs it, and
+    /// the entries right after it are gone from the leader's log — it gets the same
+    /// snapshot again and again and never catches up.
+    SnapshotBehindCompactedLog,
     /// Decide torn vs corrupt by the length field only (the old behaviour: a zero-filled
     /// tail is corruption, a flipped length truncates synced records).
     TornByLengthOnly,
@@ -145,7 +150,7 @@ pub enum PlantedBug {
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 42] = [
+    pub const ALL: [PlantedBug; 43] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -188,6 +193,7 @@ impl PlantedBug {
         PlantedBug::RemovedLeaderLeavesWithoutSuccessor,
         PlantedBug::ForwardedKeepAliveAnsweredAtOnce,
         PlantedBug::SpareHoldsStaleBytes,
+        PlantedBug::SnapshotBehindCompactedLog,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -234,6 +240,7 @@ impl PlantedBug {
             PlantedBug::RemovedLeaderLeavesWithoutSuccessor => "removed-leader-leaves-without-successor",
             PlantedBug::ForwardedKeepAliveAnsweredAtOnce => "forwarded-keep-alive-answered-at-once",
             PlantedBug::SpareHoldsStaleBytes => "spare-holds-stale-bytes",
+            PlantedBug::SnapshotBehindCompactedLog => "snapshot-behind-compacted-log",
         }
     }
 

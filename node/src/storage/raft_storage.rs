@@ -40,6 +40,9 @@ pub struct NodeStorage {
     /// Planted bug `snapshot-predates-new-member` (simulator builds only).
     #[cfg(madsim)]
     pub planted_snapshot_predates_new_member: bool,
+    /// Planted bug `snapshot-behind-compacted-log` (simulator builds only).
+    #[cfg(madsim)]
+    pub planted_snapshot_behind_compacted_log: bool,
 }
 
 /// `snapshot` with its data dropped.
@@ -98,6 +101,8 @@ impl NodeStorage {
             fresh_making: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             #[cfg(madsim)]
             planted_snapshot_predates_new_member: false,
+            #[cfg(madsim)]
+            planted_snapshot_behind_compacted_log: false,
         })
     }
 
@@ -139,8 +144,16 @@ impl NodeStorage {
         *target = (*target).max(compact_index);
     }
 
-    /// Drops at most `entries_max` log entries towards the compaction point the latest
-    /// own snapshot set: freeing a hundred thousand entries at once stopped the loop for
+    /// Moves the compaction point to `first_index` if that is further: the log in
+    /// memory need not reach back to the latest snapshot (see `NodeStorage::snapshot`:
+    /// a follower behind the log is then sent a fresh snapshot).
+    pub fn compact_towards(&self, first_index: u64) {
+        let mut target = self.compact_target.lock().expect("compact lock");
+        *target = (*target).max(first_index);
+    }
+
+    /// Drops at most `entries_max` log entries towards the compaction point (the latest
+    /// own snapshot's, or a further one, see [`NodeStorage::compact_towards`]): freeing a hundred thousand entries at once stopped the loop for
     /// tens of milliseconds, a bounded step per turn does not.
     pub fn compact_step(&self, entries_max: u64) -> raft::Result<()> {
         let target = *self.compact_target.lock().expect("compact lock");
@@ -215,13 +228,23 @@ impl Storage for NodeStorage {
     /// the loop is asked for a fresh snapshot — encoded in memory from a frozen copy of
     /// the state on the worker, never written here (a file write and read back of a
     /// gigabyte took 17 s of a 30 s join) — and raft hears "temporarily unavailable"
-    /// until it exists; it is handed over once.
+    /// until it exists; it is handed over once. The same when the latest snapshot does
+    /// not reach the log in memory (compacted past it while a snapshot interval was
+    /// stretched: `NodeStorage::compact_towards`): the follower would need entries the
+    /// log no longer has right after it.
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         use std::sync::atomic::Ordering;
         let unavailable = || Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         let latest = self.latest_snapshot.lock().expect("snapshot lock").get_metadata().clone();
         if latest.index < request_index || latest.index == 0 {
             return unavailable();
+        }
+        let log_first_index = self.log().first_index();
+        #[allow(unused_mut)]
+        let mut reaches_log = latest.index + 1 >= log_first_index;
+        #[cfg(madsim)]
+        if self.planted_snapshot_behind_compacted_log {
+            reaches_log = true;
         }
         let conf = latest.get_conf_state();
         #[allow(unused_mut)]
@@ -230,11 +253,13 @@ impl Storage for NodeStorage {
         if self.planted_snapshot_predates_new_member {
             has_to = true;
         }
-        if !has_to {
+        if !has_to || !reaches_log {
             let mut fresh = self.fresh.lock().expect("fresh lock");
             let fits = |s: &Snapshot| {
                 let conf = s.get_metadata().get_conf_state();
-                s.get_metadata().index >= request_index && conf.get_voters().iter().chain(conf.get_learners()).any(|id| *id == to)
+                s.get_metadata().index >= request_index
+                    && s.get_metadata().index + 1 >= log_first_index
+                    && conf.get_voters().iter().chain(conf.get_learners()).any(|id| *id == to)
             };
             if let Some(snapshot) = fresh.take_if(|s| fits(s)) {
                 return Ok(snapshot);
@@ -256,5 +281,51 @@ impl Storage for NodeStorage {
             }));
         }
         unavailable()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64) -> Entry {
+        Entry { index, term: 1, ..Default::default() }
+    }
+
+    fn snapshot_at(index: u64, voters: Vec<u64>) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        snapshot.mut_metadata().index = index;
+        snapshot.mut_metadata().term = 1;
+        snapshot.mut_metadata().mut_conf_state().voters = voters;
+        snapshot
+    }
+
+    #[test]
+    fn a_follower_behind_a_log_compacted_past_the_latest_snapshot_is_sent_a_fresh_one() {
+        let disk: Arc<dyn crate::env::Disk> = Arc::new(crate::env::mem_disk::MemDisk::new());
+        let entries: Vec<Entry> = (2..=20).map(entry).collect();
+        let storage = NodeStorage::recover(
+            ConfState::default(),
+            Some(&snapshot_at(1, vec![1, 2, 3])),
+            &entries,
+            None,
+            Arc::new(SnapshotStore::new(disk)),
+            Arc::new(crate::env::InlineWorker),
+            64,
+        )
+        .expect("recovers");
+        storage.compact_towards(10);
+        storage.compact_step(100).expect("compacts");
+        assert_eq!(storage.first_index().expect("first index"), 10);
+        let unavailable = |result: raft::Result<Snapshot>| {
+            matches!(result, Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)))
+        };
+        // The file's snapshot at 1 would leave the follower needing entries 2..9.
+        assert!(unavailable(storage.snapshot(0, 2)));
+        assert!(storage.take_fresh_snapshot_wanted(), "the loop is asked for a fresh snapshot");
+        storage.set_fresh(snapshot_at(15, vec![1, 2, 3]));
+        let sent = storage.snapshot(0, 2).expect("the fresh snapshot");
+        assert_eq!(sent.get_metadata().index, 15);
+        assert!(unavailable(storage.snapshot(0, 2)), "handed over once");
     }
 }
