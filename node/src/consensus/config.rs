@@ -23,7 +23,7 @@ pub const RAFT_APPEND_BYTES_MAX: u64 = 1024 * 1024;
 /// over several loop turns instead of stalling one turn for all of it.
 pub const RAFT_COMMITTED_BYTES_PER_READY_MAX: u64 = RAFT_APPEND_BYTES_MAX;
 /// See `Tunables::snapshot_interval_stretch_max`: twice `--snapshot-count` at most (the
-/// raft log in memory then holds up to ~200k entries at etcd's default 100k).
+/// WAL then holds, and a restart replays, up to ~200k entries at etcd's default 100k).
 pub const SNAPSHOT_INTERVAL_STRETCH_MAX: u64 = 2;
 /// Default for [`Tunables::raft_inflight_appends_max`].
 pub const RAFT_INFLIGHT_APPENDS_MAX: usize = 256;

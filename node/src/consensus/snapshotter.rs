@@ -118,8 +118,9 @@ impl Snapshotter {
     /// changed. Keys with long histories (10k keys of ~90 revisions: ~270 MB) were
     /// rewritten every 100k entries (~33 MB) by every member — three members on two
     /// cores put 15% slower, at 2-4x the p99, than with snapshots off (2026-11-29). The
-    /// stretch is bounded because the in-memory raft log and the WAL hold the entries
-    /// since the last snapshot (and a restart replays them).
+    /// stretch is bounded because the WAL holds the entries since the last snapshot (and
+    /// a restart replays them); the log in memory does not grow with it (the loop
+    /// compacts it without a snapshot meanwhile, see `NodeCore::maybe_snapshot`).
     pub fn is_due(&mut self, applied_index: u64, store_bytes: u64) -> bool {
         let entries_since = applied_index.saturating_sub(self.last_snapshot_index);
         if self.in_flight_index.is_some() || entries_since < self.snapshot_count {

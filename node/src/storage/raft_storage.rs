@@ -153,8 +153,9 @@ impl NodeStorage {
     }
 
     /// Drops at most `entries_max` log entries towards the compaction point (the latest
-    /// own snapshot's, or a further one, see [`NodeStorage::compact_towards`]): freeing a hundred thousand entries at once stopped the loop for
-    /// tens of milliseconds, a bounded step per turn does not.
+    /// own snapshot's, or a further one, see [`NodeStorage::compact_towards`]): freeing
+    /// a hundred thousand entries at once stopped the loop for tens of milliseconds, a
+    /// bounded step per turn does not.
     pub fn compact_step(&self, entries_max: u64) -> raft::Result<()> {
         let target = *self.compact_target.lock().expect("compact lock");
         let mut log = self.log();
