@@ -925,6 +925,12 @@ fault = "split_vote"
         assert!(draws.iter().any(|k| k.max_request_bytes < LARGE_VALUE_BYTES_MAX));
         assert!(draws.iter().any(|k| k.max_request_bytes == MAX_REQUEST_BYTES_DEFAULT));
         assert!(draws.iter().any(|k| k.tunables.forward_keep_alives) && draws.iter().any(|k| !k.tunables.forward_keep_alives));
+        // Snapshot intervals: never stretched on some members, stretched up to 4x on
+        // others, production's 2 on many (the fixed knobs keep 1: seeds found before it).
+        let stretch = |k: &MemberKnobs| k.tunables.snapshot_interval_stretch_max;
+        assert!(draws.iter().all(|k| (1..=4).contains(&stretch(k))));
+        assert!(draws.iter().any(|k| stretch(k) == 1) && draws.iter().any(|k| stretch(k) == 2) && draws.iter().any(|k| stretch(k) == 4));
+        assert_eq!(fixed.tunables.snapshot_interval_stretch_max, 1);
         // Large values: none in some seeds, a few percent of the writes in others.
         let percents: Vec<u32> = (0..200).map(|seed| Options::derive(&scenario, seed).large_value_percent).collect();
         assert!(percents.iter().all(|p| *p <= LARGE_VALUE_PERCENT_MAX));
