@@ -140,8 +140,7 @@ impl NodeStorage {
     /// `compact_index` are dropped by later [`NodeStorage::compact_step`]s.
     pub fn set_snapshot(&self, snapshot: &Snapshot, compact_index: u64) {
         *self.latest_snapshot.lock().expect("snapshot lock") = metadata_only(snapshot);
-        let mut target = self.compact_target.lock().expect("compact lock");
-        *target = (*target).max(compact_index);
+        self.compact_towards(compact_index);
     }
 
     /// Moves the compaction point to `first_index` if that is further: the log in
