@@ -67,6 +67,10 @@ const BLOCKING_ENCODE_BYTES_MIN: usize = 1 << 20;
 /// `KeepAlive::poll`'s rounds: see there.
 const KEEPALIVE_POLL_ROUNDS_MAX: usize = 2;
 
+/// How many times one poll of a connection's task polls its connection and calls again
+/// because they woke it meanwhile (see [`SelfWakeFilter`]); past that, the task yields.
+const CONNECTION_REPOLLS_MAX: usize = 8;
+
 /// The service every request other than a plain KV call goes to: the front, as tonic
 /// serves it (the router with every other service, the gateway and the HTTP endpoints).
 pub type BridgeService = Front<tonic::service::Routes>;
@@ -155,14 +159,18 @@ async fn serve_connection(socket: TcpStream, settings: GrpcSettings, calls: KvCa
     let mut keepalive = KeepAlive::new(&mut connection, settings);
     // The connection's KV calls, polled by this task (see the module's header).
     let mut kv_calls: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>> = FuturesUnordered::new();
+    let filter = Arc::new(SelfWakeFilter::default());
+    let filtered_waker = std::task::Waker::from(filter.clone());
     loop {
         let next = poll_fn(|cx| {
-            // Answers first, so that the connection's poll below writes them.
-            while let Poll::Ready(Some(())) = kv_calls.poll_next_unpin(cx) {}
-            if keepalive.poll(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-            connection.poll_accept(cx).map(Some)
+            filter.poll(cx, &filtered_waker, |cx| {
+                // Answers first, so that the connection's poll below writes them.
+                while let Poll::Ready(Some(())) = kv_calls.poll_next_unpin(cx) {}
+                if keepalive.poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                connection.poll_accept(cx).map(Some)
+            })
         })
         .await;
         let Some(next) = next else {
@@ -182,6 +190,68 @@ async fn serve_connection(socket: TcpStream, settings: GrpcSettings, calls: KvCa
             }
             // Closed: h2 closes only once no stream is left, so every call was answered.
             None => return,
+        }
+    }
+}
+
+/// The waker a connection's task polls its connection and calls with: a wake while the
+/// task itself is polling only asks for another round of the same poll.
+///
+/// Why: answering a call wakes the connection's task from inside its own poll (h2 wakes
+/// the connection to write the answer's frames, which the same poll then writes). tokio
+/// puts a task woken while it runs at the back of the queue *and wakes the other worker
+/// thread* to take it — a futex wake per answer, 94% of all futex wakes on a member
+/// serving one client (`perf record -e syscalls:sys_enter_futex --call-graph dwarf`),
+/// and often the connection's next poll moved to the other CPU. A wake from elsewhere
+/// (the loop's answer, the socket, a timer) wakes the task as before.
+#[derive(Default)]
+struct SelfWakeFilter {
+    /// [`SELF_WAKE_IDLE`], [`SELF_WAKE_POLLING`] or [`SELF_WAKE_POLLING_WOKEN`].
+    state: std::sync::atomic::AtomicU8,
+    task: futures_util::task::AtomicWaker,
+}
+
+const SELF_WAKE_IDLE: u8 = 0;
+const SELF_WAKE_POLLING: u8 = 1;
+const SELF_WAKE_POLLING_WOKEN: u8 = 2;
+
+impl SelfWakeFilter {
+    /// Polls `inner` with `filtered` (this filter's waker) until it is ready or nothing
+    /// woke it during the poll, at most [`CONNECTION_REPOLLS_MAX`] rounds. A wake during
+    /// a round that ends ready is dropped: the caller polls again at once (the
+    /// connection's loop), which is what the wake asked for.
+    fn poll<T>(&self, cx: &mut Context<'_>, filtered: &std::task::Waker, mut inner: impl FnMut(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
+        use std::sync::atomic::Ordering::AcqRel;
+        self.task.register(cx.waker());
+        let mut filtered_cx = Context::from_waker(filtered);
+        for _ in 0..CONNECTION_REPOLLS_MAX {
+            let previous = self.state.swap(SELF_WAKE_POLLING, AcqRel);
+            assert_eq!(previous, SELF_WAKE_IDLE, "a connection's task polled from two places at once");
+            let result = inner(&mut filtered_cx);
+            // Back to idle unless woken meanwhile; from now on a wake wakes the task.
+            let woken = self.state.swap(SELF_WAKE_IDLE, AcqRel) == SELF_WAKE_POLLING_WOKEN;
+            if result.is_ready() || !woken {
+                return result;
+            }
+        }
+        // Woken every round (e.g. tokio's budget for a task is spent): let others run.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl std::task::Wake for SelfWakeFilter {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        match self.state.compare_exchange(SELF_WAKE_POLLING, SELF_WAKE_POLLING_WOKEN, AcqRel, Acquire) {
+            // Noted: the poll under way goes round again.
+            Ok(_) => {}
+            Err(SELF_WAKE_POLLING_WOKEN) => {}
+            Err(_) => self.task.wake(),
         }
     }
 }
@@ -557,5 +627,57 @@ mod tests {
         assert_eq!(timeout("5"), None);
         assert_eq!(timeout("5x"), None);
         assert_eq!(grpc_timeout(&HeaderMap::new()), None);
+    }
+
+    /// Counts the wakes of the task polling a filter.
+    #[derive(Default)]
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_wake_during_the_connections_own_poll_polls_again_instead_of_waking_the_task() {
+        let task = Arc::new(CountingWaker::default());
+        let task_waker = std::task::Waker::from(task.clone());
+        let mut cx = Context::from_waker(&task_waker);
+        let filter = Arc::new(SelfWakeFilter::default());
+        let filtered = std::task::Waker::from(filter.clone());
+        let wakes = || task.0.load(std::sync::atomic::Ordering::SeqCst);
+
+        // Woken by itself twice, then ready: three rounds in one poll, the task not woken.
+        let mut rounds = 0;
+        let result = filter.poll(&mut cx, &filtered, |cx| {
+            rounds += 1;
+            if rounds < 3 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(rounds)
+        });
+        assert_eq!((result, rounds, wakes()), (Poll::Ready(3), 3, 0));
+
+        // Pending with nothing woken: one round; a wake from elsewhere afterwards wakes
+        // the task (a waker kept by what it waits on, as h2 and tokio keep it).
+        let mut kept = None;
+        let result: Poll<()> = filter.poll(&mut cx, &filtered, |cx| {
+            kept = Some(cx.waker().clone());
+            Poll::Pending
+        });
+        assert_eq!((result, wakes()), (Poll::Pending, 0));
+        kept.expect("kept").wake();
+        assert_eq!(wakes(), 1);
+
+        // Woken in every round: after the rounds' bound the task yields (wakes itself).
+        let mut rounds = 0;
+        let result: Poll<()> = filter.poll(&mut cx, &filtered, |cx| {
+            rounds += 1;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        });
+        assert_eq!((result, rounds, wakes()), (Poll::Pending, CONNECTION_REPOLLS_MAX, 2));
     }
 }
