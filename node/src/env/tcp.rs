@@ -15,7 +15,9 @@
 //! over plain TCP, while the peer's writer task has nothing queued or being written, the
 //! loop encodes its messages and writes them to the socket without blocking, and only
 //! what the socket does not take at once (or anything while the writer is busy, a
-//! snapshot, a TLS connection) goes through the queue. Why: every message handed to a
+//! snapshot, a TLS connection, messages past [`PEER_DIRECT_LANE_BYTES_MAX`] of payload
+//! — a follower catching up — encoded by the writer off the loop) goes through the
+//! queue. Why: every message handed to a
 //! writer task woke it, and a leader's append to two followers woke two — the second
 //! made the runtime wake its other worker thread (a futex wake, then the task stolen
 //! onto the other CPU), on the path of every write. On this machine's virtual CPUs a
@@ -246,18 +248,27 @@ async fn dial(peer: &PeerAddr, tls: Option<&PeerTls>) -> Result<PeerConnection, 
     Ok(PeerConnection::Tls(Box::new(stream)))
 }
 
-/// Most bytes the loop encodes for one peer in one `send` (see [`DirectLane`]): a
-/// follower catching up is sent up to `RAFT_INFLIGHT_APPENDS_MAX` appends of
-/// `RAFT_APPEND_BYTES_MAX` at once, which the writer task encodes off the loop.
+/// Most bytes the loop encodes for one peer in one `send` (see [`DirectLane`]), counted
+/// as [`payload_bytes`]: a follower catching up is sent up to `RAFT_INFLIGHT_APPENDS_MAX`
+/// appends of `RAFT_APPEND_BYTES_MAX` at once, which the writer task encodes off the loop.
 pub const PEER_DIRECT_LANE_BYTES_MAX: usize = 256 << 10;
+
+/// The payload `message` carries (its entries' data and context, a snapshot's data):
+/// its frame is this long plus a few bytes per entry and a header. What the direct lane
+/// counts before it encodes a message, so a large one is encoded off the loop.
+fn payload_bytes(message: &Message) -> usize {
+    let entries: usize = message.get_entries().iter().map(|entry| entry.data.len() + entry.context.len()).sum();
+    entries + message.get_snapshot().data.len()
+}
 
 /// What a peer's writer task is handed, in the order it writes them.
 enum Outgoing {
     /// A message to encode and write.
     Message(Message),
-    /// Frames the loop began writing itself that the socket did not take whole: the
-    /// rest, written before anything queued after it.
-    Rest(Vec<u8>),
+    /// Frames the loop encoded itself that the socket did not take whole (or that it
+    /// did not write at all): the rest, written before anything queued after it, then
+    /// the body of the last frame when it is large (see [`encode_frame`]), uncopied.
+    Rest { frames: Vec<u8>, large_body: Option<bytes::Bytes> },
 }
 
 /// The loop's right to write to a peer's socket itself. The writer task offers its
@@ -285,19 +296,25 @@ impl PeerLink {
     fn send(&self, messages: Vec<Message>) -> bool {
         let mut idle = self.lane.idle_connection.lock().expect("direct lane lock");
         let mut all_queued = true;
-        let direct = idle.is_some() && messages.iter().all(|m| m.get_msg_type() != MessageType::MsgSnapshot);
         let mut messages = messages.into_iter().peekable();
-        if direct {
+        if let Some(connection) = idle.as_ref() {
+            // The loop encodes messages itself up to the lane's bound, stopping at a
+            // snapshot or at a message past the bound (encoded by the writer, off the
+            // loop); a large frame body (an append of many empty entries) ends the lane
+            // too, and is handed over uncopied.
             let mut buffer = Vec::new();
-            while buffer.len() < PEER_DIRECT_LANE_BYTES_MAX {
-                let Some(message) = messages.next() else { break };
-                if let Some(large_body) = encode_frame(&message, &mut buffer) {
-                    buffer.extend_from_slice(&large_body);
+            let mut large_body = None;
+            let mut lane_bytes = 0;
+            while let Some(message) = messages.next_if(|m| m.get_msg_type() != MessageType::MsgSnapshot && lane_bytes + payload_bytes(m) <= PEER_DIRECT_LANE_BYTES_MAX) {
+                lane_bytes += payload_bytes(&message);
+                large_body = encode_frame(&message, &mut buffer);
+                if large_body.is_some() {
+                    break;
                 }
             }
-            let connection = idle.as_ref().expect("checked above");
-            let written = if messages.peek().is_none() { write_without_waiting(connection, &buffer).unwrap_or(0) } else { 0 };
-            if written == buffer.len() {
+            let everything_encoded = messages.peek().is_none() && large_body.is_none();
+            let written = if everything_encoded { write_without_waiting(connection, &buffer).unwrap_or(0) } else { 0 };
+            if everything_encoded && written == buffer.len() {
                 return true;
             }
             // The writer finishes the frames and writes what is left (or finds the
@@ -305,7 +322,9 @@ impl PeerLink {
             // the connection until it offers it again. Its queue is empty while it
             // offers the connection, so the rest of a frame is never dropped as full.
             buffer.drain(..written);
-            all_queued &= self.queue.try_send(Outgoing::Rest(buffer)).is_ok();
+            if !buffer.is_empty() || large_body.is_some() {
+                all_queued &= self.queue.try_send(Outgoing::Rest { frames: buffer, large_body }).is_ok();
+            }
         }
         *idle = None;
         for message in messages {
@@ -620,9 +639,9 @@ impl PeerWriter {
 fn encode_outgoing(outgoing: Outgoing, buffer: &mut Vec<u8>) -> Option<bytes::Bytes> {
     match outgoing {
         Outgoing::Message(message) => encode_frame(&message, buffer),
-        Outgoing::Rest(bytes) => {
-            buffer.extend_from_slice(&bytes);
-            None
+        Outgoing::Rest { frames, large_body } => {
+            buffer.extend_from_slice(&frames);
+            large_body
         }
     }
 }
@@ -976,6 +995,84 @@ mod tests {
             assert_eq!(&received, expected, "message {}", expected.commit);
         }
         assert!(tokio::time::timeout(Duration::from_millis(200), b_inbox.recv()).await.is_err(), "nothing more");
+    }
+
+    /// The direct lane encodes on the loop only small messages up to its bound: a message
+    /// past it and a snapshot go to the writer unencoded, after the frames encoded before
+    /// them; a large frame body ends the lane and is handed over whole.
+    #[tokio::test]
+    async fn the_loop_encodes_only_small_messages_and_hands_the_rest_to_the_writer() {
+        let listener = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let connection = Arc::new(TcpStream::connect(listener.local_addr().unwrap()).await.unwrap());
+        let (mut peer, _) = listener.accept().await.unwrap();
+        let (queue, mut writer_queue) = mpsc::channel(16);
+        let link = PeerLink { addr: PeerAddr { addr: String::new(), tls: false }, queue, lane: Arc::default() };
+        let offer = || *link.lane.idle_connection.lock().unwrap() = Some(connection.clone());
+        let append = |index: u64, data_bytes: usize| {
+            let mut message = Message::default();
+            message.set_msg_type(MessageType::MsgAppend);
+            let mut entry = raft::eraftpb::Entry::default();
+            (entry.index, entry.data) = (index, vec![7; data_bytes].into());
+            message.entries.push(entry);
+            message
+        };
+        let frame_of = |message: &Message| {
+            let mut frame = Vec::new();
+            assert!(encode_frame(message, &mut frame).is_none());
+            frame
+        };
+
+        // Small messages: written by the loop, nothing queued.
+        offer();
+        let small = vec![append(1, 100), append(2, 100)];
+        assert!(link.send(small.clone()));
+        let mut received = vec![0; frame_of(&small[0]).len() + frame_of(&small[1]).len()];
+        peer.read_exact(&mut received).await.unwrap();
+        assert_eq!(received, [frame_of(&small[0]), frame_of(&small[1])].concat());
+        assert!(writer_queue.try_recv().is_err());
+        assert!(link.lane.idle_connection.lock().unwrap().is_some(), "the lane stays offered");
+
+        // A message past the bound: the frames before it as the rest, it and everything
+        // after it as messages; the lane is taken.
+        let large = append(4, PEER_DIRECT_LANE_BYTES_MAX);
+        assert!(link.send(vec![append(3, 100), large.clone(), append(5, 100)]));
+        match writer_queue.try_recv().unwrap() {
+            Outgoing::Rest { frames, large_body: None } => assert_eq!(frames, frame_of(&append(3, 100))),
+            _ => panic!("the small frame's rest first"),
+        }
+        assert!(matches!(writer_queue.try_recv().unwrap(), Outgoing::Message(m) if m == large));
+        assert!(matches!(writer_queue.try_recv().unwrap(), Outgoing::Message(m) if m.get_entries()[0].index == 5));
+        assert!(writer_queue.try_recv().is_err());
+        assert!(link.lane.idle_connection.lock().unwrap().is_none());
+
+        // A snapshot first: nothing encoded on the loop.
+        offer();
+        let mut snapshot = Message::default();
+        snapshot.set_msg_type(MessageType::MsgSnapshot);
+        snapshot.mut_snapshot().data = vec![1; 10].into();
+        assert!(link.send(vec![snapshot.clone(), append(6, 100)]));
+        assert!(matches!(writer_queue.try_recv().unwrap(), Outgoing::Message(m) if m == snapshot));
+        assert!(matches!(writer_queue.try_recv().unwrap(), Outgoing::Message(_)));
+
+        // Many empty entries: a small payload in a body over `PEER_DIRECT_WRITE_BYTES_MIN`,
+        // handed to the writer behind its length, not copied into the frames.
+        offer();
+        let mut many = Message::default();
+        many.set_msg_type(MessageType::MsgAppend);
+        many.entries = (0..150_000u64).map(|i| raft::eraftpb::Entry { index: (1 << 28) + i, ..Default::default() }).collect::<Vec<_>>().into();
+        assert!(link.send(vec![append(7, 100), many.clone()]));
+        match writer_queue.try_recv().unwrap() {
+            Outgoing::Rest { frames, large_body: Some(body) } => {
+                let small_frame = frame_of(&append(7, 100));
+                assert_eq!(frames.len(), small_frame.len() + 4);
+                assert_eq!(&frames[..small_frame.len()], &small_frame[..]);
+                assert_eq!(u32::from_le_bytes(frames[small_frame.len()..].try_into().unwrap()) as usize, body.len());
+                assert!(body.len() >= PEER_DIRECT_WRITE_BYTES_MIN);
+                assert_eq!(Message::parse_from_bytes(&body).unwrap(), many);
+            }
+            _ => panic!("the frames and the large body, as one rest"),
+        }
+        assert!(writer_queue.try_recv().is_err());
     }
 
     #[test]
