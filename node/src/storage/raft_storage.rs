@@ -240,8 +240,15 @@ impl Storage for NodeStorage {
             return unavailable();
         }
         let log_first_index = self.log().first_index();
+        // A follower at snapshot index S goes on with appends after S only if the leader
+        // still knows S's term: the log holds S, or S is the log's own snapshot point. A
+        // log compacted to exactly S + 1 by a stretched interval (not by this snapshot)
+        // no longer does: raft then found S's term compacted, sent S again, the follower
+        // (already at S) ignored it — for good (crash-every-write of canary-compacted-log
+        // seed 7, member 1's WAL, write 964).
+        let continues_from = |index: u64| index + 1 >= log_first_index && self.log().term(index).is_ok();
         #[allow(unused_mut)]
-        let mut reaches_log = latest.index + 1 >= log_first_index;
+        let mut reaches_log = continues_from(latest.index);
         #[cfg(madsim)]
         if self.planted_snapshot_behind_compacted_log {
             reaches_log = true;
@@ -258,7 +265,7 @@ impl Storage for NodeStorage {
             let fits = |s: &Snapshot| {
                 let conf = s.get_metadata().get_conf_state();
                 s.get_metadata().index >= request_index
-                    && s.get_metadata().index + 1 >= log_first_index
+                    && continues_from(s.get_metadata().index)
                     && conf.get_voters().iter().chain(conf.get_learners()).any(|id| *id == to)
             };
             if let Some(snapshot) = fresh.take_if(|s| fits(s)) {
@@ -327,5 +334,44 @@ mod tests {
         let sent = storage.snapshot(0, 2).expect("the fresh snapshot");
         assert_eq!(sent.get_metadata().index, 15);
         assert!(unavailable(storage.snapshot(0, 2)), "handed over once");
+    }
+
+    /// The latest snapshot ends right before the log, but the log was compacted there by
+    /// a stretched interval: the term of the snapshot's index is gone with its entry, so
+    /// a follower at that snapshot could never be sent what follows (raft would send the
+    /// snapshot again and again). A fresh one is made instead.
+    #[test]
+    fn a_snapshot_whose_last_term_the_log_lost_is_not_sent() {
+        let disk: Arc<dyn crate::env::Disk> = Arc::new(crate::env::mem_disk::MemDisk::new());
+        let entries: Vec<Entry> = (2..=20).map(entry).collect();
+        let storage = NodeStorage::recover(
+            ConfState::default(),
+            Some(&snapshot_at(1, vec![1, 2, 3])),
+            &entries,
+            None,
+            Arc::new(SnapshotStore::new(disk)),
+            Arc::new(crate::env::InlineWorker),
+            64,
+        )
+        .expect("recovers");
+        // An own snapshot at 9 whose compaction keeps the catch-up entries...
+        storage.set_snapshot(&snapshot_at(9, vec![1, 2, 3]), 7);
+        storage.compact_step(100).expect("compacts");
+        assert_eq!(storage.first_index().expect("first index"), 7);
+        // ...then a stretched interval's compaction to exactly 10.
+        storage.compact_towards(10);
+        storage.compact_step(100).expect("compacts");
+        assert_eq!(storage.first_index().expect("first index"), 10);
+        assert!(storage.term(9).is_err(), "the term of 9 went with its entry");
+        let unavailable = |result: raft::Result<Snapshot>| {
+            matches!(result, Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)))
+        };
+        assert!(unavailable(storage.snapshot(0, 2)), "not the snapshot at 9");
+        assert!(storage.take_fresh_snapshot_wanted(), "the loop is asked for a fresh snapshot");
+        // A fresh one at the same point would not do either; one inside the log does.
+        storage.set_fresh(snapshot_at(9, vec![1, 2, 3]));
+        assert!(unavailable(storage.snapshot(0, 2)));
+        storage.set_fresh(snapshot_at(12, vec![1, 2, 3]));
+        assert_eq!(storage.snapshot(0, 2).expect("the fresh snapshot").get_metadata().index, 12);
     }
 }
