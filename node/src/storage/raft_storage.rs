@@ -299,6 +299,22 @@ mod tests {
         Entry { index, term: 1, ..Default::default() }
     }
 
+    /// Storage recovered from a snapshot at 1 (voters 1, 2, 3) and entries 2..=20.
+    fn storage_after_snapshot_at_1_with_entries_to_20() -> NodeStorage {
+        let disk: Arc<dyn crate::env::Disk> = Arc::new(crate::env::mem_disk::MemDisk::new());
+        let entries: Vec<Entry> = (2..=20).map(entry).collect();
+        NodeStorage::recover(
+            ConfState::default(),
+            Some(&snapshot_at(1, vec![1, 2, 3])),
+            &entries,
+            None,
+            Arc::new(SnapshotStore::new(disk)),
+            Arc::new(crate::env::InlineWorker),
+            64,
+        )
+        .expect("recovers")
+    }
+
     fn snapshot_at(index: u64, voters: Vec<u64>) -> Snapshot {
         let mut snapshot = Snapshot::default();
         snapshot.mut_metadata().index = index;
@@ -309,18 +325,7 @@ mod tests {
 
     #[test]
     fn a_follower_behind_a_log_compacted_past_the_latest_snapshot_is_sent_a_fresh_one() {
-        let disk: Arc<dyn crate::env::Disk> = Arc::new(crate::env::mem_disk::MemDisk::new());
-        let entries: Vec<Entry> = (2..=20).map(entry).collect();
-        let storage = NodeStorage::recover(
-            ConfState::default(),
-            Some(&snapshot_at(1, vec![1, 2, 3])),
-            &entries,
-            None,
-            Arc::new(SnapshotStore::new(disk)),
-            Arc::new(crate::env::InlineWorker),
-            64,
-        )
-        .expect("recovers");
+        let storage = storage_after_snapshot_at_1_with_entries_to_20();
         storage.compact_towards(10);
         storage.compact_step(100).expect("compacts");
         assert_eq!(storage.first_index().expect("first index"), 10);
@@ -342,18 +347,7 @@ mod tests {
     /// snapshot again and again). A fresh one is made instead.
     #[test]
     fn a_snapshot_whose_last_term_the_log_lost_is_not_sent() {
-        let disk: Arc<dyn crate::env::Disk> = Arc::new(crate::env::mem_disk::MemDisk::new());
-        let entries: Vec<Entry> = (2..=20).map(entry).collect();
-        let storage = NodeStorage::recover(
-            ConfState::default(),
-            Some(&snapshot_at(1, vec![1, 2, 3])),
-            &entries,
-            None,
-            Arc::new(SnapshotStore::new(disk)),
-            Arc::new(crate::env::InlineWorker),
-            64,
-        )
-        .expect("recovers");
+        let storage = storage_after_snapshot_at_1_with_entries_to_20();
         // An own snapshot at 9 whose compaction keeps the catch-up entries...
         storage.set_snapshot(&snapshot_at(9, vec![1, 2, 3]), 7);
         storage.compact_step(100).expect("compacts");
