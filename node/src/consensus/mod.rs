@@ -163,6 +163,13 @@ pub const COMPACTION_KEYS_PER_TURN_MAX: usize = 8192;
 /// Log entries an own snapshot lets go of per loop turn (see `NodeStorage::compact_step`).
 pub const LOG_COMPACT_ENTRIES_PER_TURN_MAX: u64 = 4096;
 
+/// How far behind what is applied the log may be kept for a follower being caught up
+/// from a snapshot, at least (see `NodeCore::log_kept_from`; beyond an unstretched
+/// interval and its catch-up entries otherwise): etcd's default catch-up entries. In the
+/// simulator, members snapshot every few dozen entries and a snapshot job may wait
+/// 400 ms: the interval alone let go of fresh snapshots before they were made.
+pub const LOG_KEPT_FOR_SNAPSHOT_ENTRIES_MIN: u64 = 5000;
+
 /// A frozen copy of the store to hash at a revision, see [`NodeCore::hash_kv_job`].
 pub struct HashKvJob {
     revision: i64,
@@ -1664,6 +1671,41 @@ impl NodeCore {
         }
     }
 
+    /// The log index a leader keeps from for followers being caught up from a snapshot:
+    /// the one raft sent a follower (it holds the follower at that index until it
+    /// answers, then sends what follows), and the fresh one being made for raft's next
+    /// ask (`NodeStorage::fresh_index`) while a follower is behind the log. Without it a
+    /// stretched interval's compaction could pass a fresh snapshot while the worker made
+    /// it — refused on arrival, made again, for as long as writes go on faster than a
+    /// snapshot of the store is made. Bounded: a pin further behind what is applied than
+    /// an unstretched interval and its catch-up entries (at least
+    /// [`LOG_KEPT_FOR_SNAPSHOT_ENTRIES_MIN`]) is let go, so a follower that fell behind
+    /// and died holds no more of the log than the log would hold without the stretch.
+    fn log_kept_from(&self) -> Option<u64> {
+        if self.raw.raft.state != StateRole::Leader {
+            return None;
+        }
+        let interval_entries = self.config.snapshot_count.saturating_mul(self.config.tunables.snapshot_interval_stretch_max.max(1));
+        let kept_entries_max = interval_entries.saturating_add(self.config.snapshot_catchup_entries).max(LOG_KEPT_FOR_SNAPSHOT_ENTRIES_MIN);
+        let oldest_kept = self.applied_index.saturating_sub(kept_entries_max);
+        let first_index = self.raw.raft.raft_log.first_index();
+        let mut follower_behind_log = false;
+        let mut kept_from = u64::MAX;
+        for (id, progress) in self.raw.raft.prs().iter() {
+            if *id == self.config.member_id {
+                continue;
+            }
+            follower_behind_log |= progress.matched.saturating_add(1) < first_index;
+            if progress.state == raft::ProgressState::Snapshot {
+                kept_from = kept_from.min(progress.pending_snapshot);
+            }
+        }
+        if let (true, Some(fresh_index)) = (follower_behind_log, self.storage.fresh_index()) {
+            kept_from = kept_from.min(fresh_index);
+        }
+        Some(kept_from).filter(|index| *index != u64::MAX && *index >= oldest_kept)
+    }
+
     /// Finishes an own snapshot whose job is done, then starts the next one if due: a
     /// frozen copy of the state goes to the env's worker, which encodes and writes it
     /// while this loop goes on (see `snapshotter`).
@@ -1676,7 +1718,7 @@ impl NodeCore {
             let kept_entries = self.config.snapshot_count.saturating_add(self.config.snapshot_catchup_entries);
             self.storage.compact_towards(self.applied_index.saturating_sub(kept_entries));
         }
-        self.storage.compact_step(LOG_COMPACT_ENTRIES_PER_TURN_MAX)?;
+        self.storage.compact_step(LOG_COMPACT_ENTRIES_PER_TURN_MAX, self.log_kept_from())?;
         self.state.compact_step(self.config.compaction_keys_per_turn_max);
         #[cfg(madsim)]
         if let Some(mut job) = self.late_snapshot_job.take() {
@@ -1692,6 +1734,7 @@ impl NodeCore {
             metadata.index = self.applied_index;
             metadata.term = term;
             metadata.set_conf_state(self.raw.raft.prs().conf().to_conf_state());
+            self.storage.note_fresh_index(self.applied_index);
             let (state, storage) = (self.state.clone(), self.storage.clone());
             self.env.worker.run(Box::new(move || {
                 let mut snapshot = raft::eraftpb::Snapshot::default();

@@ -37,6 +37,9 @@ pub struct NodeStorage {
     /// receiver makes it durable), and whether a job is making one.
     fresh: Arc<Mutex<Option<Snapshot>>>,
     fresh_making: Arc<std::sync::atomic::AtomicBool>,
+    /// The index of the fresh snapshot being made or waiting for raft's next ask (0:
+    /// none): the loop keeps the log from it on (see `NodeCore::log_kept_from`).
+    fresh_index: Arc<std::sync::atomic::AtomicU64>,
     /// Planted bug `snapshot-predates-new-member` (simulator builds only).
     #[cfg(madsim)]
     pub planted_snapshot_predates_new_member: bool,
@@ -99,6 +102,7 @@ impl NodeStorage {
             fresh_snapshot_wanted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             fresh: Arc::new(Mutex::new(None)),
             fresh_making: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            fresh_index: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             #[cfg(madsim)]
             planted_snapshot_predates_new_member: false,
             #[cfg(madsim)]
@@ -152,11 +156,13 @@ impl NodeStorage {
     }
 
     /// Drops at most `entries_max` log entries towards the compaction point (the latest
-    /// own snapshot's, or a further one, see [`NodeStorage::compact_towards`]): freeing
-    /// a hundred thousand entries at once stopped the loop for tens of milliseconds, a
-    /// bounded step per turn does not.
-    pub fn compact_step(&self, entries_max: u64) -> raft::Result<()> {
+    /// own snapshot's, or a further one, see [`NodeStorage::compact_towards`]), but none
+    /// from `kept_from` on (a snapshot a follower is being caught up from: it goes on
+    /// from there): freeing a hundred thousand entries at once stopped the loop for tens
+    /// of milliseconds, a bounded step per turn does not.
+    pub fn compact_step(&self, entries_max: u64, kept_from: Option<u64>) -> raft::Result<()> {
         let target = *self.compact_target.lock().expect("compact lock");
+        let target = target.min(kept_from.unwrap_or(u64::MAX));
         let mut log = self.log();
         let first = log.first_index();
         if target <= first {
@@ -173,6 +179,22 @@ impl NodeStorage {
     pub fn take_fresh_snapshot_wanted(&self) -> bool {
         use std::sync::atomic::Ordering;
         self.fresh_snapshot_wanted.swap(false, Ordering::SeqCst) && !self.fresh_making.swap(true, Ordering::SeqCst)
+    }
+
+    /// The job [`NodeStorage::take_fresh_snapshot_wanted`] asked for makes a snapshot at
+    /// `index`: see [`NodeStorage::fresh_index`].
+    pub fn note_fresh_index(&self, index: u64) {
+        assert!(index > 0, "a fresh snapshot is of applied state");
+        self.fresh_index.store(index, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The index of the fresh snapshot being made or not yet handed to raft, if any.
+    /// Why the log keeps it: a snapshot is only sent if the follower can go on from it
+    /// (see `Storage::snapshot`), and a log compacted past it while it was being made
+    /// would have it refused on arrival — again and again, as long as making one takes
+    /// longer than the compaction takes to pass it (a large store under steady writes).
+    pub fn fresh_index(&self) -> Option<u64> {
+        Some(self.fresh_index.load(std::sync::atomic::Ordering::SeqCst)).filter(|index| *index > 0)
     }
 
     /// A fresh snapshot made in memory (by a job on the worker) for raft's next ask.
@@ -269,6 +291,9 @@ impl Storage for NodeStorage {
                     && conf.get_voters().iter().chain(conf.get_learners()).any(|id| *id == to)
             };
             if let Some(snapshot) = fresh.take_if(|s| fits(s)) {
+                // Raft now holds the follower in its snapshot state at this index (the
+                // loop keeps the log from there while it does).
+                self.fresh_index.store(0, Ordering::SeqCst);
                 return Ok(snapshot);
             }
             self.fresh_snapshot_wanted.store(true, Ordering::SeqCst);
@@ -327,7 +352,7 @@ mod tests {
     fn a_follower_behind_a_log_compacted_past_the_latest_snapshot_is_sent_a_fresh_one() {
         let storage = storage_after_snapshot_at_1_with_entries_to_20();
         storage.compact_towards(10);
-        storage.compact_step(100).expect("compacts");
+        storage.compact_step(100, None).expect("compacts");
         assert_eq!(storage.first_index().expect("first index"), 10);
         let unavailable = |result: raft::Result<Snapshot>| {
             matches!(result, Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)))
@@ -341,6 +366,33 @@ mod tests {
         assert!(unavailable(storage.snapshot(0, 2)), "handed over once");
     }
 
+    /// A fresh snapshot is being made at 12 while a stretched interval moves the
+    /// compaction point on to 16: the loop keeps the log from 12, so the snapshot still
+    /// fits when it arrives and the follower can go on from it; then the compaction
+    /// catches up. Without the pin the snapshot would be refused on arrival.
+    #[test]
+    fn the_log_keeps_a_fresh_snapshot_being_made() {
+        let storage = storage_after_snapshot_at_1_with_entries_to_20();
+        storage.compact_towards(10);
+        storage.compact_step(100, None).expect("compacts");
+        assert!(matches!(storage.snapshot(0, 2), Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))));
+        assert!(storage.take_fresh_snapshot_wanted(), "the loop is asked for a fresh snapshot");
+        assert_eq!(storage.fresh_index(), None);
+        storage.note_fresh_index(12);
+        storage.compact_towards(16);
+        storage.compact_step(100, storage.fresh_index()).expect("compacts");
+        assert_eq!(storage.first_index().expect("first index"), 12, "kept from the fresh snapshot on");
+        storage.set_fresh(snapshot_at(12, vec![1, 2, 3]));
+        assert_eq!(storage.fresh_index(), Some(12), "made, not yet handed to raft");
+        let sent = storage.snapshot(0, 2).expect("the fresh snapshot fits");
+        assert_eq!(sent.get_metadata().index, 12);
+        assert_eq!(storage.fresh_index(), None, "raft holds the follower at 12 now");
+        let following = storage.entries(13, 21, None, raft::GetEntriesContext::empty(false)).expect("what follows the snapshot");
+        assert_eq!(following.len(), 8);
+        storage.compact_step(100, None).expect("compacts");
+        assert_eq!(storage.first_index().expect("first index"), 16, "nothing keeps the log now");
+    }
+
     /// The latest snapshot ends right before the log, but the log was compacted there by
     /// a stretched interval: the term of the snapshot's index is gone with its entry, so
     /// a follower at that snapshot could never be sent what follows (raft would send the
@@ -350,11 +402,11 @@ mod tests {
         let storage = storage_after_snapshot_at_1_with_entries_to_20();
         // An own snapshot at 9 whose compaction keeps the catch-up entries...
         storage.set_snapshot(&snapshot_at(9, vec![1, 2, 3]), 7);
-        storage.compact_step(100).expect("compacts");
+        storage.compact_step(100, None).expect("compacts");
         assert_eq!(storage.first_index().expect("first index"), 7);
         // ...then a stretched interval's compaction to exactly 10.
         storage.compact_towards(10);
-        storage.compact_step(100).expect("compacts");
+        storage.compact_step(100, None).expect("compacts");
         assert_eq!(storage.first_index().expect("first index"), 10);
         assert!(storage.term(9).is_err(), "the term of 9 went with its entry");
         let unavailable = |result: raft::Result<Snapshot>| {
