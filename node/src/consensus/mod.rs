@@ -163,11 +163,11 @@ pub const COMPACTION_KEYS_PER_TURN_MAX: usize = 8192;
 /// Log entries an own snapshot lets go of per loop turn (see `NodeStorage::compact_step`).
 pub const LOG_COMPACT_ENTRIES_PER_TURN_MAX: u64 = 4096;
 
-/// How far behind what is applied the log may be kept for a follower being caught up
-/// from a snapshot, at least (see `NodeCore::log_kept_from`; beyond an unstretched
-/// interval and its catch-up entries otherwise): etcd's default catch-up entries. In the
-/// simulator, members snapshot every few dozen entries and a snapshot job may wait
-/// 400 ms: the interval alone let go of fresh snapshots before they were made.
+/// The least a leader may keep of the log, in entries behind what is applied, for a
+/// follower being caught up from a snapshot (`NodeCore::log_kept_from`; an unstretched
+/// interval and its catch-up entries when that is more): etcd's default catch-up
+/// entries. In the simulator members snapshot every few dozen entries and a snapshot job
+/// may wait 400 ms: the interval alone let go of fresh snapshots before they were made.
 pub const LOG_KEPT_FOR_SNAPSHOT_ENTRIES_MIN: u64 = 5000;
 
 /// A frozen copy of the store to hash at a revision, see [`NodeCore::hash_kv_job`].
@@ -1680,7 +1680,7 @@ impl NodeCore {
     /// snapshot of the store is made. Bounded: a pin further behind what is applied than
     /// an unstretched interval and its catch-up entries (at least
     /// [`LOG_KEPT_FOR_SNAPSHOT_ENTRIES_MIN`]) is let go, so a follower that fell behind
-    /// and died holds no more of the log than the log would hold without the stretch.
+    /// and died holds no more of the log than that.
     fn log_kept_from(&self) -> Option<u64> {
         if self.raw.raft.state != StateRole::Leader {
             return None;
