@@ -1672,8 +1672,8 @@ impl NodeCore {
     }
 
     /// The log index a leader keeps from for followers being caught up from a snapshot:
-    /// the one raft sent a follower (it holds the follower at that index until it
-    /// answers, then sends what follows), and the fresh one being made for raft's next
+    /// the one raft sent a follower until the follower answers (raft then sends what
+    /// follows it), and the fresh one being made for raft's next
     /// ask (`NodeStorage::fresh_index`) while a follower is behind the log. Without it a
     /// stretched interval's compaction could pass a fresh snapshot while the worker made
     /// it — refused on arrival, made again, for as long as writes go on faster than a
@@ -1696,8 +1696,15 @@ impl NodeCore {
                 continue;
             }
             follower_behind_log |= progress.matched.saturating_add(1) < first_index;
-            if progress.state == raft::ProgressState::Snapshot {
-                kept_from = kept_from.min(progress.pending_snapshot);
+            match progress.state {
+                raft::ProgressState::Snapshot => kept_from = kept_from.min(progress.pending_snapshot),
+                // Sent a snapshot, not yet answered: once the transport reports it sent,
+                // raft probes from the snapshot's index + 1 (its matched index is
+                // older), while the follower may still be installing it.
+                raft::ProgressState::Probe if progress.next_idx > progress.matched.saturating_add(1) && progress.next_idx > first_index => {
+                    kept_from = kept_from.min(progress.next_idx - 1);
+                }
+                _ => {}
             }
         }
         if let (true, Some(fresh_index)) = (follower_behind_log, self.storage.fresh_index()) {
