@@ -85,7 +85,7 @@ fn the_canary_finds_planted_bugs() {
         // Stretched snapshot intervals (issue 10) compact the log in memory without a
         // snapshot: a follower behind it must be sent a fresh snapshot. Sent the file's
         // older one it is stuck until the leader's next snapshot — a liveness bug, seen
-        // when a member ends the run stuck: 18 of seeds 0..120 of its own scenario since
+        // when a member ends the run stuck: 14 of seeds 0..120 of its own scenario since
         // nobody compacts its store and clients give up on a paused member sooner (3
         // before; first at 5; 1 of 0..100 of replace-member and of learner-catch-up).
         ("snapshot-behind-compacted-log", "canary-compacted-log", 30),
