@@ -1673,8 +1673,8 @@ impl NodeCore {
 
     /// The log index a leader keeps from for followers being caught up from a snapshot:
     /// the one raft sent a follower until the follower answers (raft then sends what
-    /// follows it), and the fresh one being made for raft's next
-    /// ask (`NodeStorage::fresh_index`) while a follower is behind the log. Without it a
+    /// follows it), and the fresh one being made for raft's next ask
+    /// (`NodeStorage::fresh_index`) while a follower is behind the log. Without it a
     /// stretched interval's compaction could pass a fresh snapshot while the worker made
     /// it — refused on arrival, made again, for as long as writes go on faster than a
     /// snapshot of the store is made. Bounded: a pin further behind what is applied than
