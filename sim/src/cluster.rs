@@ -64,6 +64,8 @@ pub struct MemberSlot {
     /// The token every client of the run sends once auth is enabled (the root user's;
     /// shared by all slots): workloads other than the auth workload are unaware of auth.
     pub client_token: Arc<Mutex<Option<String>>>,
+    /// The scenario's floor on background job delays (`SimWorker`).
+    pub worker_job_delay_ms_min: u64,
 }
 
 impl MemberSlot {
@@ -140,6 +142,7 @@ impl Cluster {
                 corrupted: Mutex::new(None),
                 snapshot_damaged: Mutex::new(None),
                 client_token: client_token.clone(),
+                worker_job_delay_ms_min: scenario.node.worker_job_delay_ms_min,
             });
             let mut config = NodeConfig::with_defaults(member_id, cluster_id, member_ids.to_vec());
             let settings = &scenario.node;
@@ -316,7 +319,7 @@ pub async fn run_member(slot: Arc<MemberSlot>, world: Arc<World>, net: Arc<SimNe
         transport: net.transport(slot.member_id()),
         clock: slot.clock.clone(),
         observer: world.clone(),
-        worker: Arc::new(crate::worker::SimWorker::new(member_seed, world.clone())),
+        worker: Arc::new(crate::worker::SimWorker::new(member_seed, world.clone(), slot.worker_job_delay_ms_min)),
         seed: member_seed,
     };
     let corrupted = slot.corrupted.lock().expect("slot lock").clone();

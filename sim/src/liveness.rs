@@ -17,31 +17,7 @@ pub const LIVENESS_POLLS_MAX: u64 = 10_000;
 /// Heals everything and waits for one leader, a committed write and identical state on
 /// every member. Returns a liveness violation if the bound passes first.
 pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
-    for i in 0..cluster.members.len() {
-        heal(cluster, &Heal::Resume(i));
-        // Clear every disk fault first, then restart what is down once: a restart on a
-        // disk still failing would only stop again.
-        let slot = &cluster.members[i];
-        undo_wal_damage(cluster, i);
-        undo_snapshot_damage(cluster, i);
-        for disk in [&slot.wal_disk, &slot.data_disk] {
-            disk.set_capacity_bytes(None);
-            disk.fail_next_reads(0, None);
-            disk.disarm_sync_fault();
-        }
-        slot.clock.stop_drift();
-        if cluster.world.is_memory_corrupted(slot.member_id()) && !slot.down.load(Ordering::SeqCst) {
-            cluster.kill(i, "restarted to rebuild its memory from disk");
-        }
-        if slot.down.load(Ordering::SeqCst) {
-            // A machine restart: nothing unsynced survives, and a failed fsync's poison
-            // is gone with the page cache.
-            slot.wal_disk.crash(|_, _| 0);
-            slot.data_disk.crash(|_, _| 0);
-            cluster.restart(i);
-        }
-    }
-    heal(cluster, &Heal::Network);
+    heal_everything(cluster);
     cluster.world.event("phase", None, "liveness: all faults healed".into());
     let mut late_stops = 0;
     let deadline = cluster.world.now_ms() + options.liveness_bound_ms;
@@ -120,6 +96,71 @@ pub async fn converge(cluster: &Cluster, options: &Options) -> Verdict {
         detail: format!("members did not converge within {} ms: {}", options.liveness_bound_ms, summary.join("; ")),
         ops: vec![],
     }
+}
+
+/// The catch-up check (`[expect] catch_up_under_load_ms`), run while the clients go on
+/// writing: heals every fault, notes the highest index any member has applied, waits
+/// `window_ms`, then requires every member of the cluster to have applied that index.
+/// A follower a leader cannot catch up while writes go on (a fresh snapshot the log is
+/// compacted past before it is ready, made again and again) ends the window behind;
+/// the liveness phase, with the writes stopped, would see it catch up.
+pub async fn catch_up_under_load(cluster: &Cluster, window_ms: u64) -> Verdict {
+    heal_everything(cluster);
+    let statuses = cluster.statuses().await;
+    let target = statuses.iter().flatten().map(|s| s.applied_index).max().unwrap_or(0);
+    cluster.world.event("phase", None, format!("catch-up under load: all faults healed; every member must apply index {target} within {window_ms} ms"));
+    tokio::time::sleep(Duration::from_millis(window_ms)).await;
+    let statuses = cluster.statuses().await;
+    let mut behind = Vec::new();
+    for (i, status) in statuses.iter().enumerate() {
+        if cluster.members[i].is_retired() {
+            continue;
+        }
+        match status {
+            Some(s) if s.applied_index >= target => {}
+            Some(s) => behind.push(format!("m{i}: applied {} role {:?}", s.applied_index, s.role)),
+            None => behind.push(format!("m{i}: down")),
+        }
+    }
+    if behind.is_empty() {
+        cluster.world.event("phase", None, format!("caught up: every member applied index {target}"));
+        return Verdict::Ok;
+    }
+    Verdict::Violation {
+        check: "catch-up-under-load".into(),
+        detail: format!("{window_ms} ms after every fault was healed, with the clients writing, not every member had applied index {target}: {}", behind.join("; ")),
+        ops: vec![],
+    }
+}
+
+/// Ends every fault: resumes paused members, clears disk faults and clock drift,
+/// restarts what is down or holds bad RAM, and heals the network.
+fn heal_everything(cluster: &Cluster) {
+    for i in 0..cluster.members.len() {
+        heal(cluster, &Heal::Resume(i));
+        // Clear every disk fault first, then restart what is down once: a restart on a
+        // disk still failing would only stop again.
+        let slot = &cluster.members[i];
+        undo_wal_damage(cluster, i);
+        undo_snapshot_damage(cluster, i);
+        for disk in [&slot.wal_disk, &slot.data_disk] {
+            disk.set_capacity_bytes(None);
+            disk.fail_next_reads(0, None);
+            disk.disarm_sync_fault();
+        }
+        slot.clock.stop_drift();
+        if cluster.world.is_memory_corrupted(slot.member_id()) && !slot.down.load(Ordering::SeqCst) {
+            cluster.kill(i, "restarted to rebuild its memory from disk");
+        }
+        if slot.down.load(Ordering::SeqCst) {
+            // A machine restart: nothing unsynced survives, and a failed fsync's poison
+            // is gone with the page cache.
+            slot.wal_disk.crash(|_, _| 0);
+            slot.data_disk.crash(|_, _| 0);
+            cluster.restart(i);
+        }
+    }
+    heal(cluster, &Heal::Network);
 }
 
 /// Members a fault that struck before the heal stopped only after it: a disk fsync that

@@ -22,10 +22,10 @@ use crate::cluster::Cluster;
 use crate::faults::{heal, inject, restart_after_armed_power_loss, Heal};
 use crate::history::{OpKind, Outcome, KEY_PREFIX, KEY_PREFIX_END};
 use crate::kv_model;
-use crate::liveness::converge;
+use crate::liveness::{catch_up_under_load, converge};
 use crate::net::{LinkQuality, SimNet};
 use crate::report::RunReport;
-use crate::scenario::{DiskKind, FaultKind, Options, Scenario};
+use crate::scenario::{DiskKind, FaultKind, Options, Scenario, LIVENESS_BOUND_ELECTIONS};
 use crate::alarm_checker;
 use crate::lease_checker;
 use crate::auth_workload::{run_auth_client, run_auth_operator};
@@ -162,6 +162,14 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
         clients.push(tokio::spawn(run_client(client, cluster.clone(), scenario.clone(), stop.clone(), options.seed, options.large_value_percent)));
     }
     tokio::time::sleep(Duration::from_millis(options.duration_ms)).await;
+    // Catch-up under load: the faults end, the clients write on.
+    let catch_up = if scenario.expect.catch_up_under_load_ms > 0 {
+        driver.abort();
+        let window_ms = scenario.expect.catch_up_under_load_ms + LIVENESS_BOUND_ELECTIONS * options.election_slowdown_ms(&scenario);
+        Some(catch_up_under_load(&cluster, window_ms).await)
+    } else {
+        None
+    };
     stop.store(true, Ordering::SeqCst);
     driver.abort();
     for client in clients {
@@ -232,6 +240,9 @@ pub async fn run(scenario: Scenario, options: Options) -> RunReport {
     let (episodes, corrupt_alarms) = world.corruption_record();
     verdicts.push(("corruption-detected".into(), check_corruption_detected(&episodes, &corrupt_alarms, scenario.node.corrupt_check_interval_ms, options.election_slowdown_ms(&scenario))));
     verdicts.push(("nospace-respected".into(), alarm_checker::check_nospace_respected(&world.nospace_transitions(), &watch_record.authoritative)));
+    if let Some(catch_up) = catch_up {
+        verdicts.push(("catch-up-under-load".into(), catch_up));
+    }
     verdicts.push(("liveness".into(), liveness));
     let leaderless = world.leaderless_terms();
     let mut coverage = world.coverage();

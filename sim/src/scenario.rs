@@ -172,6 +172,11 @@ pub struct NodeSettings {
     /// every follower renews through raft: each renewal then races the leader's expiry
     /// decisions, which the lease canary needs often, not in a third of the members.
     pub forward_keep_alives: bool,
+    /// The shortest simulated time a member's background job (making a snapshot, hashing
+    /// a frozen store) waits before it runs: a slow disk or a large store. 0 (the
+    /// default) keeps the worker's draw of 0..=`JOB_DELAY_MS_MAX`; above, the draw is
+    /// this much later (`SimWorker`).
+    pub worker_job_delay_ms_min: u64,
 }
 
 impl Default for NodeSettings {
@@ -191,6 +196,7 @@ impl Default for NodeSettings {
             randomize_knobs: true,
             randomize_timing: true,
             forward_keep_alives: true,
+            worker_job_delay_ms_min: 0,
         }
     }
 }
@@ -628,6 +634,12 @@ pub struct Expectations {
     pub split_vote: bool,
     /// At least this many client operations must have succeeded.
     pub ok_operations_min: usize,
+    /// Catch-up under load (0: none): when the chaos phase ends, every fault is healed
+    /// while the clients go on writing for this long (plus `LIVENESS_BOUND_ELECTIONS`
+    /// times the seed's election slowdown); by then every member must have applied all
+    /// that any member had applied at the heal. A member that catches up only once the
+    /// writes stop (the liveness phase) fails it.
+    pub catch_up_under_load_ms: u64,
 }
 
 impl Scenario {

@@ -16,20 +16,24 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::world::World;
 
-/// The longest simulated time a job waits before it runs.
+/// The longest simulated time a job waits before it runs, beyond the scenario's floor
+/// (`[node] worker_job_delay_ms_min`).
 pub const JOB_DELAY_MS_MAX: u64 = 400;
 
 /// See the module documentation.
 pub struct SimWorker {
     rng: Mutex<ChaCha8Rng>,
     world: Arc<World>,
+    /// Every job waits at least this long (a slow disk or a large store).
+    delay_ms_min: u64,
 }
 
 impl SimWorker {
-    pub fn new(seed: u64, world: Arc<World>) -> Self {
+    pub fn new(seed: u64, world: Arc<World>, delay_ms_min: u64) -> Self {
         Self {
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed ^ 0x776f_726b_6572)),
             world,
+            delay_ms_min,
         }
     }
 }
@@ -40,7 +44,7 @@ impl Worker for SimWorker {
             .rng
             .lock()
             .expect("worker rng")
-            .gen_range(0..=JOB_DELAY_MS_MAX);
+            .gen_range(self.delay_ms_min..=self.delay_ms_min.saturating_add(JOB_DELAY_MS_MAX));
         let world = self.world.clone();
         world.count("background job: started");
         drop(madsim::task::spawn(async move {

@@ -89,6 +89,14 @@ fn the_canary_finds_planted_bugs() {
         // nobody compacts its store and clients give up on a paused member sooner (3
         // before; first at 5; 1 of 0..100 of replace-member and of learner-catch-up).
         ("snapshot-behind-compacted-log", "canary-compacted-log", 30),
+        // Slow snapshot jobs (session 32): every background job 0.6-1 s late, and the
+        // members must catch up while the clients write on after the chaos. A fresh
+        // snapshot the log is compacted past while it is made: 18 of seeds 0..60, first
+        // at 3. A loaded file dropped for not being the newest (the old behaviour, found
+        // by this scenario's first sweep at seed 197): 6 of 0..200, first at 99 — it
+        // needs the leader's snapshots to land inside every load for the whole window.
+        ("fresh-snapshot-unpinned", "canary-slow-snapshots", 20),
+        ("loaded-snapshot-must-be-newest", "canary-slow-snapshots", 150),
         // Watch (issue 7): every scenario runs watch clients that resume across members.
         ("watch-skip-on-catch-up", "leader-crash-loop", 20),
         ("watch-start-off-by-one", "leader-crash-loop", 20),

@@ -399,6 +399,7 @@ impl NodeCore {
         {
             storage.planted_snapshot_predates_new_member = config.planted_bug == Some(PlantedBug::SnapshotPredatesNewMember);
             storage.planted_snapshot_behind_compacted_log = config.planted_bug == Some(PlantedBug::SnapshotBehindCompactedLog);
+            storage.planted_loaded_snapshot_must_be_newest = config.planted_bug == Some(PlantedBug::LoadedSnapshotMustBeNewest);
         }
         drop(snapshot);
 
@@ -1673,11 +1674,14 @@ impl NodeCore {
 
     /// The log index a leader keeps from for followers being caught up from a snapshot:
     /// the one raft sent a follower until the follower answers (raft then sends what
-    /// follows it), and the fresh one being made for raft's next ask
-    /// (`NodeStorage::fresh_index`) while a follower is behind the log. Without it a
-    /// stretched interval's compaction could pass a fresh snapshot while the worker made
-    /// it — refused on arrival, made again, for as long as writes go on faster than a
-    /// snapshot of the store is made. Bounded: a pin further behind what is applied than
+    /// follows it), and, while a follower is behind the log, the fresh one being made
+    /// for raft's next ask (`NodeStorage::fresh_index`) and the file being loaded for it
+    /// (`NodeStorage::snapshot_kept_for_index`). Without them a stretched interval's
+    /// compaction could pass a fresh snapshot while the worker made it — refused on
+    /// arrival, made again, for as long as writes go on faster than a snapshot of the
+    /// store is made — and the compaction at each new snapshot could pass the file
+    /// being loaded (canary-slow-snapshots seed 197: loads slower than the snapshots
+    /// came, a follower behind for as long as the writes went on). Bounded: a pin further behind what is applied than
     /// an unstretched interval and its catch-up entries (at least
     /// [`LOG_KEPT_FOR_SNAPSHOT_ENTRIES_MIN`]) is let go, so a follower that fell behind
     /// and died holds no more of the log than that.
@@ -1707,8 +1711,16 @@ impl NodeCore {
                 _ => {}
             }
         }
-        if let (true, Some(fresh_index)) = (follower_behind_log, self.storage.fresh_index()) {
-            kept_from = kept_from.min(fresh_index);
+        #[allow(unused_mut)]
+        let mut fresh_index = self.storage.fresh_index();
+        #[cfg(madsim)]
+        if self.config.planted_bug == Some(PlantedBug::FreshSnapshotUnpinned) {
+            fresh_index = None;
+        }
+        if follower_behind_log {
+            for index in [fresh_index, self.storage.snapshot_kept_for_index()].into_iter().flatten() {
+                kept_from = kept_from.min(index);
+            }
         }
         Some(kept_from).filter(|index| *index != u64::MAX && *index >= oldest_kept)
     }

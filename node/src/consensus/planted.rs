@@ -37,6 +37,15 @@ pub enum PlantedBug {
     /// the entries right after it are gone from the leader's log — it gets the same
     /// snapshot again and again and never catches up.
     SnapshotBehindCompactedLog,
+    /// The leader compacts its log past a fresh snapshot while the snapshot is being
+    /// made (the behaviour before session 31): refused on arrival, because the follower
+    /// could not go on from it, and made again — for good while writes pass each one
+    /// before it is ready (a slow disk or a large store).
+    FreshSnapshotUnpinned,
+    /// A snapshot file loaded for a follower is sent only if it is still the newest (the
+    /// old behaviour): a load slower than the leader's snapshots come is dropped and
+    /// started again, for as long as the writes go on.
+    LoadedSnapshotMustBeNewest,
     /// Decide torn vs corrupt by the length field only (the old behaviour: a zero-filled
     /// tail is corruption, a flipped length truncates synced records).
     TornByLengthOnly,
@@ -150,7 +159,7 @@ pub enum PlantedBug {
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 43] = [
+    pub const ALL: [PlantedBug; 45] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::LocalLinearizableRead,
         PlantedBug::ForgetVote,
@@ -194,6 +203,8 @@ impl PlantedBug {
         PlantedBug::ForwardedKeepAliveAnsweredAtOnce,
         PlantedBug::SpareHoldsStaleBytes,
         PlantedBug::SnapshotBehindCompactedLog,
+        PlantedBug::FreshSnapshotUnpinned,
+        PlantedBug::LoadedSnapshotMustBeNewest,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -241,6 +252,8 @@ impl PlantedBug {
             PlantedBug::ForwardedKeepAliveAnsweredAtOnce => "forwarded-keep-alive-answered-at-once",
             PlantedBug::SpareHoldsStaleBytes => "spare-holds-stale-bytes",
             PlantedBug::SnapshotBehindCompactedLog => "snapshot-behind-compacted-log",
+            PlantedBug::FreshSnapshotUnpinned => "fresh-snapshot-unpinned",
+            PlantedBug::LoadedSnapshotMustBeNewest => "loaded-snapshot-must-be-newest",
         }
     }
 

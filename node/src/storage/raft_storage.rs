@@ -30,6 +30,10 @@ pub struct NodeStorage {
     /// job is running.
     loaded: Arc<Mutex<Option<Snapshot>>>,
     loading: Arc<std::sync::atomic::AtomicBool>,
+    /// The index of the snapshot file being loaded or loaded and waiting (0: none): the
+    /// loop keeps the log from it on, as for a fresh snapshot (see
+    /// [`NodeStorage::snapshot_kept_for_index`]).
+    loading_index: Arc<std::sync::atomic::AtomicU64>,
     /// raft asked for a snapshot for a member the latest one's configuration does not
     /// have (it was added after): the loop must make a fresh one.
     fresh_snapshot_wanted: Arc<std::sync::atomic::AtomicBool>,
@@ -46,6 +50,9 @@ pub struct NodeStorage {
     /// Planted bug `snapshot-behind-compacted-log` (simulator builds only).
     #[cfg(madsim)]
     pub planted_snapshot_behind_compacted_log: bool,
+    /// Planted bug `loaded-snapshot-must-be-newest` (simulator builds only).
+    #[cfg(madsim)]
+    pub planted_loaded_snapshot_must_be_newest: bool,
 }
 
 /// `snapshot` with its data dropped.
@@ -99,6 +106,7 @@ impl NodeStorage {
             worker,
             loaded: Arc::new(Mutex::new(None)),
             loading: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            loading_index: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             fresh_snapshot_wanted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             fresh: Arc::new(Mutex::new(None)),
             fresh_making: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -107,6 +115,8 @@ impl NodeStorage {
             planted_snapshot_predates_new_member: false,
             #[cfg(madsim)]
             planted_snapshot_behind_compacted_log: false,
+            #[cfg(madsim)]
+            planted_loaded_snapshot_must_be_newest: false,
         })
     }
 
@@ -197,6 +207,16 @@ impl NodeStorage {
         Some(self.fresh_index.load(std::sync::atomic::Ordering::SeqCst)).filter(|index| *index > 0)
     }
 
+    /// The index of the snapshot file a job is loading for raft or has loaded and not
+    /// yet handed over, if any. The log is kept from it for the same reason as from a
+    /// fresh snapshot's: a load that takes longer than the leader takes to make its
+    /// next snapshot (and compact its log to that one) would otherwise have every
+    /// loaded snapshot refused, for as long as the writes go on (canary-slow-snapshots
+    /// seed 197: a follower behind for the whole 8 s of writes).
+    pub fn snapshot_kept_for_index(&self) -> Option<u64> {
+        Some(self.loading_index.load(std::sync::atomic::Ordering::SeqCst)).filter(|index| *index > 0)
+    }
+
     /// A fresh snapshot made in memory (by a job on the worker) for raft's next ask.
     pub fn set_fresh(&self, snapshot: Snapshot) {
         *self.fresh.lock().expect("fresh lock") = Some(snapshot);
@@ -269,15 +289,34 @@ impl Storage for NodeStorage {
         // (already at S) ignored it — for good (crash-every-write of canary-compacted-log
         // seed 7, member 1's WAL, write 964).
         let continues_from = |index: u64| index + 1 >= log_first_index && self.log().term(index).is_ok();
+        let lists_to = |conf: &ConfState| conf.get_voters().iter().chain(conf.get_learners()).chain(conf.get_voters_outgoing()).chain(conf.get_learners_next()).any(|id| *id == to);
+        // A file loaded for an earlier ask goes if the follower can go on from it, the
+        // newest or not: a load that takes longer than the leader takes to make its next
+        // snapshot would otherwise be dropped every time, for as long as writes go on
+        // (the log is kept from it meanwhile: `snapshot_kept_for_index`).
+        if let Some(snapshot) = self.loaded.lock().expect("loaded lock").take() {
+            self.loading_index.store(0, Ordering::SeqCst);
+            let metadata = snapshot.get_metadata();
+            #[allow(unused_mut)]
+            let mut fits = metadata.index >= request_index && continues_from(metadata.index) && lists_to(metadata.get_conf_state());
+            #[cfg(madsim)]
+            {
+                let newest = metadata.index == latest.index;
+                fits = (fits && (newest || !self.planted_loaded_snapshot_must_be_newest))
+                    || (newest && self.planted_snapshot_behind_compacted_log && lists_to(metadata.get_conf_state()));
+            }
+            if fits {
+                return Ok(snapshot);
+            }
+        }
         #[allow(unused_mut)]
         let mut reaches_log = continues_from(latest.index);
         #[cfg(madsim)]
         if self.planted_snapshot_behind_compacted_log {
             reaches_log = true;
         }
-        let conf = latest.get_conf_state();
         #[allow(unused_mut)]
-        let mut has_to = conf.get_voters().iter().chain(conf.get_learners()).chain(conf.get_voters_outgoing()).chain(conf.get_learners_next()).any(|id| *id == to);
+        let mut has_to = lists_to(latest.get_conf_state());
         #[cfg(madsim)]
         if self.planted_snapshot_predates_new_member {
             has_to = true;
@@ -299,15 +338,13 @@ impl Storage for NodeStorage {
             self.fresh_snapshot_wanted.store(true, Ordering::SeqCst);
             return unavailable();
         }
-        let ready = self.loaded.lock().expect("loaded lock").take();
-        if let Some(snapshot) = ready.filter(|s| s.get_metadata().index == latest.index && s.get_metadata().term == latest.term) {
-            return Ok(snapshot);
-        }
         if !self.loading.swap(true, Ordering::SeqCst) {
-            let (files, loaded, loading) = (self.snapshots.clone(), self.loaded.clone(), self.loading.clone());
+            self.loading_index.store(latest.index, Ordering::SeqCst);
+            let (files, loaded, loading, loading_index) = (self.snapshots.clone(), self.loaded.clone(), self.loading.clone(), self.loading_index.clone());
             self.worker.run(Box::new(move || {
-                if let Ok(snapshot) = files.load(latest.term, latest.index) {
-                    *loaded.lock().expect("loaded lock") = Some(snapshot);
+                match files.load(latest.term, latest.index) {
+                    Ok(snapshot) => *loaded.lock().expect("loaded lock") = Some(snapshot),
+                    Err(_) => loading_index.store(0, Ordering::SeqCst),
                 }
                 loading.store(false, Ordering::SeqCst);
             }));
@@ -327,17 +364,68 @@ mod tests {
     /// Storage recovered from a snapshot at 1 (voters 1, 2, 3) and entries 2..=20.
     fn storage_after_snapshot_at_1_with_entries_to_20() -> NodeStorage {
         let disk: Arc<dyn crate::env::Disk> = Arc::new(crate::env::mem_disk::MemDisk::new());
+        storage_over(Arc::new(SnapshotStore::new(disk)), Arc::new(crate::env::InlineWorker))
+    }
+
+    /// The same over the given snapshot files and worker.
+    fn storage_over(files: Arc<SnapshotStore>, worker: Arc<dyn crate::env::Worker>) -> NodeStorage {
         let entries: Vec<Entry> = (2..=20).map(entry).collect();
-        NodeStorage::recover(
-            ConfState::default(),
-            Some(&snapshot_at(1, vec![1, 2, 3])),
-            &entries,
-            None,
-            Arc::new(SnapshotStore::new(disk)),
-            Arc::new(crate::env::InlineWorker),
-            64,
-        )
-        .expect("recovers")
+        NodeStorage::recover(ConfState::default(), Some(&snapshot_at(1, vec![1, 2, 3])), &entries, None, files, worker, 64).expect("recovers")
+    }
+
+    /// A worker that holds its jobs until the test runs them.
+    #[derive(Default)]
+    struct HeldWorker {
+        jobs: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    }
+
+    impl crate::env::Worker for HeldWorker {
+        fn run(&self, job: Box<dyn FnOnce() + Send>) {
+            self.jobs.lock().expect("jobs").push(job);
+        }
+    }
+
+    impl HeldWorker {
+        fn run_held(&self) {
+            let jobs = std::mem::take(&mut *self.jobs.lock().expect("jobs"));
+            for job in jobs {
+                job();
+            }
+        }
+    }
+
+    /// The snapshot file at 8 is being loaded for a follower behind the log when the
+    /// member makes its next snapshot, at 14, and would compact its log to it: the log is
+    /// kept from 8 while the load runs, and the loaded snapshot is sent although it is no
+    /// longer the newest — before, it was dropped for not being the latest and a new load
+    /// started, again and again for as long as loads took longer than snapshots came
+    /// (canary-slow-snapshots seed 197).
+    #[test]
+    fn a_snapshot_file_loaded_while_a_newer_one_was_made_is_sent() {
+        let disk: Arc<dyn crate::env::Disk> = Arc::new(crate::env::mem_disk::MemDisk::new());
+        let files = Arc::new(SnapshotStore::new(disk));
+        let worker = Arc::new(HeldWorker::default());
+        let storage = storage_over(files.clone(), worker.clone());
+        for index in [8, 14] {
+            files.save(snapshot_at(index, vec![1, 2, 3]).get_metadata(), &&[7u8; 3][..], crate::storage::SnapshotWriter::Own).expect("saved");
+        }
+        storage.set_snapshot(&snapshot_at(8, vec![1, 2, 3]), 8);
+        storage.compact_step(100, None).expect("compacts");
+        assert_eq!(storage.first_index().expect("first index"), 8);
+        assert!(matches!(storage.snapshot(0, 2), Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))), "the load starts");
+        assert_eq!(storage.snapshot_kept_for_index(), Some(8));
+        storage.set_snapshot(&snapshot_at(14, vec![1, 2, 3]), 14);
+        storage.compact_step(100, storage.snapshot_kept_for_index()).expect("compacts");
+        assert_eq!(storage.first_index().expect("first index"), 8, "kept from the snapshot being loaded on");
+        worker.run_held();
+        let sent = storage.snapshot(0, 2).expect("the loaded snapshot");
+        assert_eq!(sent.get_metadata().index, 8);
+        assert_eq!(sent.get_data(), &[7u8; 3][..]);
+        assert_eq!(storage.snapshot_kept_for_index(), None, "handed to raft");
+        let following = storage.entries(9, 21, None, raft::GetEntriesContext::empty(false)).expect("what follows the snapshot");
+        assert_eq!(following.len(), 12);
+        storage.compact_step(100, None).expect("compacts");
+        assert_eq!(storage.first_index().expect("first index"), 14, "nothing keeps the log now");
     }
 
     fn snapshot_at(index: u64, voters: Vec<u64>) -> Snapshot {
