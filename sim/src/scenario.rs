@@ -172,8 +172,9 @@ pub struct NodeSettings {
     /// every follower renews through raft: each renewal then races the leader's expiry
     /// decisions, which the lease canary needs often, not in a third of the members.
     pub forward_keep_alives: bool,
-    /// The shortest simulated time a member's background job (making a snapshot, hashing
-    /// a frozen store) waits before it runs: a slow disk or a large store. 0 (the
+    /// The shortest simulated time a member's background job (making a snapshot, loading
+    /// one to send, hashing a frozen store) waits before it runs: a slow disk or a large
+    /// store. 0 (the
     /// default) keeps the worker's draw of 0..=`JOB_DELAY_MS_MAX`; above, the draw is
     /// this much later (`SimWorker`).
     pub worker_job_delay_ms_min: u64,

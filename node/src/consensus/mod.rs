@@ -1681,10 +1681,10 @@ impl NodeCore {
     /// arrival, made again, for as long as writes go on faster than a snapshot of the
     /// store is made — and the compaction at each new snapshot could pass the file
     /// being loaded (canary-slow-snapshots seed 197: loads slower than the snapshots
-    /// came, a follower behind for as long as the writes went on). Bounded: a pin further behind what is applied than
-    /// an unstretched interval and its catch-up entries (at least
-    /// [`LOG_KEPT_FOR_SNAPSHOT_ENTRIES_MIN`]) is let go, so a follower that fell behind
-    /// and died holds no more of the log than that.
+    /// came, a follower behind for as long as the writes went on). Bounded: a pin
+    /// further behind what is applied than an unstretched interval and its catch-up
+    /// entries (at least [`LOG_KEPT_FOR_SNAPSHOT_ENTRIES_MIN`]) is let go, so a follower
+    /// that fell behind and died holds no more of the log than that.
     fn log_kept_from(&self) -> Option<u64> {
         if self.raw.raft.state != StateRole::Leader {
             return None;
