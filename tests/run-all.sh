@@ -49,6 +49,7 @@ cargo sim-build
 # listed as not run (never as passed). DETCD_SWEEP_BUDGET_S sets the budget outright.
 sweep_budget_s=${DETCD_SWEEP_BUDGET_S:-$(( 30 * 60 - 150 - ($(date +%s) - ci_started_s) ))}
 if [ "$sweep_budget_s" -lt 300 ]; then sweep_budget_s=300; fi
+echo "sweep time budget: ${sweep_budget_s} s"
 ./target/sim/release/detcd-sim sweep scenarios/*.toml --seeds "${DETCD_SIM_SEEDS:-0..150}" --jobs 2 \
   --determinism-every 10 --reports target/sim-reports --junit target/sim-reports/junit.xml \
   --time-budget "$sweep_budget_s"
